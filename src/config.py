@@ -1,0 +1,165 @@
+"""One config object, three profiles, and the command line shared by every stage.
+
+A profile sets epochs, trials, folds and data size together; every value it
+sets can be overridden by its own flag (``--epochs 20`` beats the profile).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from src.errors import DataError
+
+SOURCES = ("kaggle", "keras")
+TUNERS = ("hyperband", "bayesian", "random")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a run needs to know; built from a profile plus flag overrides."""
+
+    profile: str = "quick"
+    source: str = "kaggle"
+    data_dir: str | None = None
+    keras_npz: str | None = None
+    seed: int = 42
+    artifacts_dir: str = "artifacts"
+    submissions_dir: str = "submissions"
+    # search (python -m src.tune)
+    tuner: str = "hyperband"
+    max_trials: int = 8
+    tune_epochs: int = 6
+    tune_samples: int = 12_000
+    overwrite: bool = False
+    # ensemble (python -m src.submit)
+    top_k: int = 2
+    folds: int = 5
+    epochs: int = 12
+    batch_size: int = 128
+    patience: int = 3
+    train_samples: int = 0
+    tta: bool = False
+    fresh: bool = False
+
+    def validate(self) -> Config:
+        """Raise DataError naming the flag of the first out-of-range value."""
+        _check_choice("--source", self.source, SOURCES)
+        _check_choice("--tuner", self.tuner, TUNERS)
+        _check_choice("--profile", self.profile, tuple(PROFILES))
+        for name in ("max_trials", "tune_epochs", "top_k", "epochs", "batch_size"):
+            _check_at_least(name, getattr(self, name), 1)
+        for name in ("tune_samples", "train_samples", "patience", "seed"):
+            _check_at_least(name, getattr(self, name), 0)
+        _check_at_least("folds", self.folds, 2)
+        return self
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _check_choice(flag: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise DataError(f"one of {', '.join(choices)}", repr(value), column=flag)
+
+
+def _check_at_least(name: str, value: int, minimum: int) -> None:
+    if value < minimum:
+        raise DataError(f"an integer >= {minimum}", str(value), column=_flag(name))
+
+
+# Figures behind the quick and full choices are in the README's benchmark section.
+PROFILES: dict[str, dict[str, object]] = {
+    # Seconds on the scikit-learn fixture: exercises every code path, scores nothing.
+    "smoke": dict(
+        max_trials=2, tune_epochs=2, tune_samples=600,
+        top_k=1, folds=2, epochs=2, batch_size=64, patience=1, train_samples=0,
+    ),
+    # A laptop CPU (2 cores) in well under half an hour, tune and submit together.
+    "quick": dict(
+        max_trials=8, tune_epochs=6, tune_samples=12_000,
+        top_k=2, folds=5, epochs=12, batch_size=128, patience=3, train_samples=0,
+    ),
+    # A GPU box: the best score the package can make.
+    "full": dict(
+        max_trials=40, tune_epochs=30, tune_samples=0,
+        top_k=3, folds=5, epochs=45, batch_size=128, patience=8, train_samples=0, tta=True,
+    ),
+}
+
+DATA_DIR_ENV = "DIGITS_DATA_DIR"
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as one ``error:`` line and exit code 2."""
+
+    def error(self, message: str) -> None:  # noqa: D102 - argparse API
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The parser every stage shares: data source, data dir, profile, seed, outputs, overrides."""
+    parser = _OneLineParser(prog=prog, description=description)
+    data = parser.add_argument_group("data")
+    data.add_argument("--source", choices=SOURCES, default="kaggle",
+                      help="kaggle: train.csv/test.csv; keras: MNIST 60k/10k via keras.datasets")
+    data.add_argument("--data-dir", help=f"folder with train.csv and test.csv (.csv or .csv.gz); "
+                      f"default: ${DATA_DIR_ENV}, ./data/digit-recognizer, "
+                      "/kaggle/input/digit-recognizer")
+    data.add_argument("--keras-npz", help="a local mnist.npz to use instead of the Keras download")
+    run = parser.add_argument_group("run")
+    run.add_argument("--profile", choices=tuple(PROFILES), default="quick",
+                     help="smoke: seconds, for tests; quick: a laptop CPU; full: a GPU box "
+                     "(default: quick)")
+    run.add_argument("--seed", type=int, help="random seed for splits, search and training")
+    run.add_argument("--artifacts-dir", default="artifacts",
+                     help="where the search and the trained fold models live (default: artifacts)")
+    run.add_argument("--submissions-dir", default="submissions",
+                     help="where run folders are written (default: submissions)")
+    return parser
+
+
+def add_override(parser: argparse.ArgumentParser, name: str, help: str) -> None:
+    """Add ``--name`` overriding the profile's value of Config field ``name``."""
+    field = {f.name: f for f in dataclasses.fields(Config)}[name]
+    kind = {"int": int, "bool": bool, "str": str}[str(field.type)]
+    if kind is bool:
+        parser.add_argument(_flag(name), dest=name, action=argparse.BooleanOptionalAction,
+                            default=None, help=help)
+    else:
+        parser.add_argument(_flag(name), dest=name, type=kind, default=None, metavar="N"
+                            if kind is int else None, help=help + " (default: from --profile)")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Profile values, overridden by every flag the user gave; validated."""
+    values: dict[str, object] = dict(PROFILES[args.profile])
+    for field in dataclasses.fields(Config):
+        given = getattr(args, field.name, None)
+        if given is not None:
+            values[field.name] = given
+    values["profile"] = args.profile
+    return Config(**values).validate()
+
+
+def run_cli(main: Callable[[Sequence[str] | None], int | None],
+            argv: Sequence[str] | None = None) -> int:
+    """Run a stage's main; bad input becomes one ``error:`` line on stderr and exit code 2."""
+    try:
+        return int(main(argv) or 0)
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def quiet_tensorflow() -> None:
+    """Silence TensorFlow's C++ start-up chatter before it is imported."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -1,0 +1,312 @@
+"""Load and validate MNIST: the Kaggle CSVs or the Keras download.
+
+Images come back as uint8 arrays of shape (N, 28, 28, 1): scaling to [0, 1]
+happens inside the model's graph, so memory and the input pipeline stay small.
+Any bad input raises DataError naming the file, line and column.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from src.config import DATA_DIR_ENV, Config
+from src.errors import DataError
+
+IMAGE_SHAPE = (28, 28, 1)
+NUM_PIXELS = 28 * 28
+NUM_CLASSES = 10
+PIXEL_COLUMNS = [f"pixel{i}" for i in range(NUM_PIXELS)]
+TRAIN_COLUMNS = ["label", *PIXEL_COLUMNS]
+KAGGLE_INPUT_DIR = Path("/kaggle/input/digit-recognizer")
+LOCAL_DATA_DIR = Path("data/digit-recognizer")
+HOW_TO_GET_DATA = (
+    "download it with `kaggle competitions download -c digit-recognizer` and unzip it into "
+    f"{LOCAL_DATA_DIR}/, pass --data-dir DIR or set ${DATA_DIR_ENV}; or use --source keras"
+)
+
+
+@dataclass
+class Digits:
+    """A labelled training set and a test set, as the model consumes them."""
+
+    x_train: np.ndarray  # uint8 (N, 28, 28, 1)
+    y_train: np.ndarray  # int64 (N,) in 0..9
+    x_test: np.ndarray  # uint8 (M, 28, 28, 1)
+    test_ids: np.ndarray  # int64 (M,): ImageId 1..M in file order
+    y_test: np.ndarray | None = None  # known for --source keras only
+    source: str = "kaggle"
+    train_path: str = ""
+    test_path: str = ""
+
+
+def find_csv(folder: Path, stem: str) -> Path | None:
+    """``folder/stem.csv`` or ``folder/stem.csv.gz``, whichever exists first."""
+    for name in (f"{stem}.csv", f"{stem}.csv.gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def find_data_dir(data_dir: str | Path | None = None) -> Path:
+    """The first folder holding train.csv: --data-dir, $DIGITS_DATA_DIR, ./data/..., /kaggle/input/..."""
+    if data_dir is not None:
+        folder = Path(data_dir)
+        if find_csv(folder, "train") is None:
+            raise DataError("train.csv (or train.csv.gz)", "none", file=folder,
+                            hint=HOW_TO_GET_DATA)
+        return folder
+    candidates = [Path(p) for p in (os.environ.get(DATA_DIR_ENV),) if p]
+    candidates += [LOCAL_DATA_DIR, KAGGLE_INPUT_DIR]
+    for folder in candidates:
+        if find_csv(folder, "train") is not None:
+            return folder
+    searched = ", ".join(str(c) for c in candidates)
+    raise DataError("train.csv and test.csv in one of " + searched, "none",
+                    hint=HOW_TO_GET_DATA)
+
+
+def _open_text(path: Path):
+    """A text handle on a .csv or .csv.gz; a UTF-8 byte-order mark is dropped."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
+
+
+def _read_line(path: Path, line_number: int) -> str:
+    """The text of one 1-based line of the file (error path only)."""
+    with _open_text(path) as handle:
+        for number, text in enumerate(handle, start=1):
+            if number == line_number:
+                return text.rstrip("\r\n")
+    return ""
+
+
+def _check_header(path: Path, expected: list[str]) -> None:
+    with _open_text(path) as handle:
+        header = handle.readline().rstrip("\r\n")
+    if not header:
+        raise DataError(f"a header row of {len(expected)} columns ({expected[0]}, ...)",
+                        "an empty file", file=path, line=1)
+    names = [name.strip().strip('"') for name in header.split(",")]
+    seen: set[str] = set()
+    for position, (name, want) in enumerate(zip(names, expected), start=1):
+        if name != want:
+            what = f"duplicate {name!r}" if name in seen else repr(name)
+            raise DataError(repr(want), what, file=path, line=1, column=f"column {position}")
+        seen.add(name)
+    if len(names) != len(expected):
+        raise DataError(f"{len(expected)} columns ({expected[0]}, ..., {expected[-1]})",
+                        f"{len(names)}", file=path, line=1)
+
+
+def _is_whole_number(text: str) -> bool:
+    return re.fullmatch(r"\s*[+-]?\d+\s*", text) is not None
+
+
+def _describe(value: object) -> str:
+    text = str(value)
+    return "an empty cell" if text.strip() == "" else repr(text)
+
+
+def _first_bad_cell(frame: pd.DataFrame, low: int, high: int) -> tuple[int, int, object] | None:
+    """(row, column position, value) of the first cell, in file order, not an integer low..high."""
+    first: tuple[int, int, object] | None = None
+    for position, name in enumerate(frame.columns):
+        column = frame[name]
+        if pd.api.types.is_integer_dtype(column.dtype):
+            bad = (column < low) | (column > high)
+        else:
+            numbers = pd.to_numeric(column, errors="coerce")
+            if pd.api.types.is_float_dtype(column.dtype):
+                whole = numbers.mod(1) == 0
+            else:
+                whole = column.astype(str).map(_is_whole_number)
+            bad = numbers.isna() | ~whole | (numbers < low) | (numbers > high)
+        if bad.any():
+            row = int(np.argmax(bad.to_numpy()))
+            if first is None or row < first[0]:
+                first = (row, position, column.iloc[row])
+    return first
+
+
+def _read_slowly(path: Path, columns: list[str]) -> pd.DataFrame:
+    """Read a file the fast parse refused: return it as integers if it is fine after all
+    (blank lines at its end), else raise DataError at the first bad line and column."""
+    try:
+        frame = pd.read_csv(path, na_filter=False, skip_blank_lines=False, encoding="utf-8-sig",
+                            low_memory=False)
+    except pd.errors.ParserError as error:
+        raise _ragged_row_error(path, error, len(columns)) from None
+    frame = _drop_trailing_blank_rows(frame)
+    limits = {"label": (0, NUM_CLASSES - 1)}
+    first = None
+    for position, name in enumerate(columns):
+        low, high = limits.get(name, (0, 255))
+        found = _first_bad_cell(frame[[name]], low, high)
+        if found is not None and (first is None or found[0] < first[0]):
+            first = (found[0], position, found[2], low, high)
+    if first is None:
+        return frame.astype(np.int16)
+    row, position, value, low, high = first
+    line = row + 2
+    text = _read_line(path, line)
+    if text.strip() == "":
+        raise DataError(f"{len(columns)} values", "a blank line", file=path, line=line)
+    fields = text.count(",") + 1
+    if fields != len(columns):
+        raise DataError(f"{len(columns)} values", str(fields), file=path, line=line)
+    raise DataError(f"an integer {low}..{high}", _describe(value), file=path, line=line,
+                    column=columns[position])
+
+
+def _ragged_row_error(path: Path, error: Exception, expected_fields: int) -> DataError:
+    match = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(error))
+    if match is None:
+        return DataError("a well-formed CSV", str(error).strip(), file=path)
+    return DataError(f"{expected_fields} values", match.group(3), file=path,
+                     line=int(match.group(2)))
+
+
+def _drop_trailing_blank_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Blank lines at the very end of a file are harmless; drop their empty rows."""
+    blank = frame.astype(str).apply(lambda column: column.str.strip() == "").all(axis=1)
+    keep = len(frame)
+    while keep > 0 and blank.iloc[keep - 1]:
+        keep -= 1
+    return frame.iloc[:keep]
+
+
+def read_digits_csv(path: str | Path, with_labels: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read a Kaggle train.csv (with_labels) or test.csv into uint8 images and int labels."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("a CSV file", "no such file", file=path, hint=HOW_TO_GET_DATA)
+    columns = TRAIN_COLUMNS if with_labels else PIXEL_COLUMNS
+    _check_header(path, columns)
+    try:
+        # The fast path: one C-parser pass straight into int16, no NaN handling.
+        frame = pd.read_csv(path, dtype=np.int16, na_filter=False, skip_blank_lines=False,
+                            encoding="utf-8-sig")
+    except (ValueError, OverflowError, pd.errors.ParserError):
+        frame = _read_slowly(path, columns)
+    if len(frame) == 0:
+        raise DataError("at least one row of digits", "only the header", file=path, line=2)
+    values = frame.to_numpy()
+    pixels = values[:, 1:] if with_labels else values
+    bad = _first_out_of_range(pixels, 0, 255)
+    if bad is not None:
+        row, col = bad
+        raise DataError("an integer 0..255", repr(str(pixels[row, col])), file=path,
+                        line=row + 2, column=PIXEL_COLUMNS[col])
+    labels = None
+    if with_labels:
+        labels = values[:, 0].astype(np.int64)
+        bad = _first_out_of_range(labels[:, None], 0, NUM_CLASSES - 1)
+        if bad is not None:
+            raise DataError(f"an integer 0..{NUM_CLASSES - 1}", repr(str(labels[bad[0]])),
+                            file=path, line=bad[0] + 2, column="label")
+    images = pixels.astype(np.uint8).reshape(-1, *IMAGE_SHAPE)
+    return images, labels
+
+
+def _first_out_of_range(values: np.ndarray, low: int, high: int) -> tuple[int, int] | None:
+    bad = (values < low) | (values > high)
+    if not bad.any():
+        return None
+    flat = int(np.argmax(bad))
+    return divmod(flat, values.shape[1])
+
+
+def load_kaggle(data_dir: str | Path | None = None) -> Digits:
+    """The competition's train.csv and test.csv, validated; test ImageIds are 1..M."""
+    folder = find_data_dir(data_dir)
+    train_path = find_csv(folder, "train")
+    test_path = find_csv(folder, "test") or folder / "test.csv"
+    x_train, y_train = read_digits_csv(train_path, with_labels=True)
+    x_test, _ = read_digits_csv(test_path, with_labels=False)
+    return Digits(x_train=x_train, y_train=y_train, x_test=x_test,
+                  test_ids=np.arange(1, len(x_test) + 1), source="kaggle",
+                  train_path=str(train_path), test_path=str(test_path))
+
+
+MNIST_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _check_mnist_arrays(arrays: dict[str, np.ndarray], origin: str) -> None:
+    for key in MNIST_KEYS:
+        if key not in arrays:
+            raise DataError(f"arrays {', '.join(MNIST_KEYS)}", f"no {key!r}", file=origin)
+    for split in ("train", "test"):
+        images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if images.ndim != 3 or images.shape[1:] != (28, 28):
+            raise DataError("images of shape (N, 28, 28)", str(images.shape), file=origin,
+                            column=f"x_{split}")
+        if labels.shape != (len(images),):
+            raise DataError(f"{len(images)} labels", str(labels.shape), file=origin,
+                            column=f"y_{split}")
+        if images.min() < 0 or images.max() > 255:
+            raise DataError("pixels 0..255", f"{images.min()}..{images.max()}", file=origin,
+                            column=f"x_{split}")
+        if labels.min() < 0 or labels.max() > NUM_CLASSES - 1:
+            raise DataError("labels 0..9", f"{labels.min()}..{labels.max()}", file=origin,
+                            column=f"y_{split}")
+
+
+def load_keras_mnist(npz_path: str | Path | None = None) -> Digits:
+    """MNIST's 60k train and 10k labelled test images, from keras.datasets or a local npz."""
+    if npz_path is None:
+        import keras
+
+        origin = "keras.datasets.mnist"
+        try:
+            (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
+        except Exception as error:  # the download fails in many ways; all mean "no data"
+            raise DataError("the MNIST download", f"{type(error).__name__}: {error}",
+                            file=origin, hint="pass --keras-npz FILE with a local mnist.npz "
+                            "or use --source kaggle") from None
+        arrays = dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    else:
+        origin = str(npz_path)
+        if not Path(npz_path).is_file():
+            raise DataError("an mnist.npz file", "no such file", file=origin)
+        try:
+            with np.load(npz_path, allow_pickle=False) as npz:
+                arrays = {key: npz[key] for key in npz.files}
+        except (OSError, ValueError) as error:
+            raise DataError("an npz archive", f"{type(error).__name__}: {error}",
+                            file=origin) from None
+    _check_mnist_arrays(arrays, origin)
+    x_test = arrays["x_test"].astype(np.uint8)[..., None]
+    return Digits(x_train=arrays["x_train"].astype(np.uint8)[..., None],
+                  y_train=arrays["y_train"].astype(np.int64), x_test=x_test,
+                  test_ids=np.arange(1, len(x_test) + 1),
+                  y_test=arrays["y_test"].astype(np.int64), source="keras",
+                  train_path=origin, test_path=origin)
+
+
+def load_digits(config: Config) -> Digits:
+    """The data the config asks for: --source kaggle (CSVs) or keras (MNIST)."""
+    if config.source == "keras":
+        return load_keras_mnist(config.keras_npz)
+    return load_kaggle(config.data_dir)
+
+
+def subsample(x: np.ndarray, y: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A stratified subset of ``size`` images (all of them when size is 0 or too large)."""
+    if size <= 0 or size >= len(y):
+        return x, y
+    x_part, _, y_part, _ = train_test_split(x, y, train_size=size, stratify=y, random_state=seed)
+    return x_part, y_part
+
+
+def split_train_val(x: np.ndarray, y: np.ndarray, val_fraction: float, seed: int):
+    """A stratified train/validation split: (x_train, x_val, y_train, y_val)."""
+    return train_test_split(x, y, test_size=val_fraction, stratify=y, random_state=seed)

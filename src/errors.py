@@ -1,0 +1,40 @@
+"""The one exception type for bad input, and how it reads on one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class DataError(ValueError):
+    """Bad input from the user: a data file, a saved model, or a flag value.
+
+    Reads as ``<file>:<line>: <column>: expected <expected>, found <found>``;
+    the parts that do not apply are left out.
+    """
+
+    def __init__(
+        self,
+        expected: str,
+        found: str,
+        file: str | Path | None = None,
+        line: int | None = None,
+        column: str | None = None,
+        hint: str | None = None,
+    ):
+        self.expected = expected
+        self.found = found
+        self.file = None if file is None else str(file)
+        self.line = line
+        self.column = column
+        self.hint = hint
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = ""
+        if self.file is not None:
+            where = self.file if self.line is None else f"{self.file}:{self.line}"
+            where += ": "
+        if self.column is not None:
+            where += f"{self.column}: "
+        message = f"{where}expected {self.expected}, found {self.found}"
+        return f"{message} ({self.hint})" if self.hint else message

@@ -1,0 +1,49 @@
+"""Shared fixtures: handwritten data in Kaggle and Keras formats, and the real files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from tests.fixtures import write_kaggle_csvs, write_mnist_npz  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REAL_DATA_DIR = Path(os.environ.get("DIGITS_DATA_DIR",
+                                    REPO_ROOT.parent / "shared" / "data" / "digit-recognizer"))
+
+
+@pytest.fixture(scope="session")
+def kaggle_dir_readonly(tmp_path_factory) -> Path:
+    """Kaggle-format CSVs of real handwriting; shared by tests, so never modify it."""
+    return write_kaggle_csvs(tmp_path_factory.mktemp("kaggle-data"))
+
+
+@pytest.fixture
+def kaggle_dir(kaggle_dir_readonly, tmp_path) -> Path:
+    """A private copy of the Kaggle-format fixture that a test may change."""
+    return Path(shutil.copytree(kaggle_dir_readonly, tmp_path / "digit-recognizer"))
+
+
+@pytest.fixture(scope="session")
+def mnist_npz(tmp_path_factory) -> Path:
+    """A stand-in for the Keras mnist.npz download (same keys and dtypes)."""
+    return write_mnist_npz(tmp_path_factory.mktemp("keras") / "mnist.npz")
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    """The competition files in ../shared; tests using it skip when it is absent."""
+    if not (REAL_DATA_DIR / "train.csv").is_file():
+        pytest.skip(f"competition data not found at {REAL_DATA_DIR}")
+    return REAL_DATA_DIR
+
+
+@pytest.fixture(autouse=True)
+def _no_data_dir_from_environment(monkeypatch):
+    """Tests choose their data explicitly; a developer's $DIGITS_DATA_DIR must not leak in."""
+    monkeypatch.delenv("DIGITS_DATA_DIR", raising=False)

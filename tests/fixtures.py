@@ -1,0 +1,50 @@
+"""Real handwriting for tests: scikit-learn's 1,797 8x8 digits, upscaled to 28x28.
+
+Written in the Kaggle CSV layout (train.csv with labels, test.csv without,
+sample_submission.csv) or as a Keras-style mnist.npz stand-in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.ndimage import zoom
+from sklearn.datasets import load_digits
+
+TEST_SIZE = 300
+
+
+def handwritten_digits() -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 (1797, 28, 28), labels) laid out like MNIST: a 20x20 digit in a 28x28 box."""
+    digits = load_digits()
+    small = digits.images.astype(np.float64) / 16.0
+    big = np.stack([zoom(image, 2.5, order=1) for image in small])  # 8x8 -> 20x20
+    big = np.pad(big, ((0, 0), (4, 4), (4, 4)))
+    images = np.clip(np.rint(big * 255), 0, 255).astype(np.uint8)
+    return images, digits.target.astype(np.int64)
+
+
+def write_kaggle_csvs(folder: Path) -> Path:
+    """Write train.csv, test.csv and sample_submission.csv into folder; return it."""
+    images, labels = handwritten_digits()
+    flat = images.reshape(len(images), -1)
+    pixel_columns = [f"pixel{i}" for i in range(flat.shape[1])]
+    train, test = flat[:-TEST_SIZE], flat[-TEST_SIZE:]
+    folder.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame(train, columns=pixel_columns)
+    frame.insert(0, "label", labels[:-TEST_SIZE])
+    frame.to_csv(folder / "train.csv", index=False)
+    pd.DataFrame(test, columns=pixel_columns).to_csv(folder / "test.csv", index=False)
+    pd.DataFrame({"ImageId": np.arange(1, TEST_SIZE + 1), "Label": 0}).to_csv(
+        folder / "sample_submission.csv", index=False)
+    return folder
+
+
+def write_mnist_npz(path: Path) -> Path:
+    """A stand-in for Keras' mnist.npz: the same keys, dtypes and shapes, fewer images."""
+    images, labels = handwritten_digits()
+    np.savez_compressed(path, x_train=images[:-TEST_SIZE], y_train=labels[:-TEST_SIZE].astype(np.uint8),
+                        x_test=images[-TEST_SIZE:], y_test=labels[-TEST_SIZE:].astype(np.uint8))
+    return path

@@ -1,0 +1,51 @@
+"""Profiles, flag overrides, and the one-line errors of the shared command line."""
+
+from __future__ import annotations
+
+import pytest
+
+from src import config
+from src.errors import DataError
+
+
+def _parse(argv):
+    parser = config.build_parser("prog", "test")
+    for name in ("epochs", "folds", "max_trials", "tta"):
+        config.add_override(parser, name, "test")
+    return config.config_from_args(parser.parse_args(argv))
+
+
+def test_profile_sets_values_and_flags_override_them():
+    smoke = _parse(["--profile", "smoke"])
+    assert smoke.epochs == config.PROFILES["smoke"]["epochs"]
+    assert _parse(["--profile", "smoke", "--epochs", "7"]).epochs == 7
+    assert _parse(["--profile", "full"]).tta is True
+    assert _parse(["--profile", "full", "--no-tta"]).tta is False
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--epochs", "-1"], "--epochs: expected an integer >= 1, found -1"),
+    (["--max-trials", "0"], "--max-trials: expected an integer >= 1, found 0"),
+    (["--folds", "1"], "--folds: expected an integer >= 2, found 1"),
+])
+def test_out_of_range_values_name_the_flag(argv, message):
+    with pytest.raises(DataError) as caught:
+        _parse(argv)
+    assert str(caught.value) == message
+
+
+def test_unknown_choice_is_one_line_and_exit_2(capsys):
+    with pytest.raises(SystemExit) as caught:
+        _parse(["--profile", "huge"])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: argument --profile")
+
+
+def test_run_cli_turns_data_errors_into_exit_2(capsys):
+    def main(argv):
+        raise DataError("an integer 0..255", "'256'", file="train.csv", line=3, column="pixel1")
+
+    assert config.run_cli(main, []) == 2
+    assert capsys.readouterr().err == (
+        "error: train.csv:3: pixel1: expected an integer 0..255, found '256'\n")

@@ -1,0 +1,237 @@
+"""Loaders: the Kaggle CSVs (good, harmless variants, every kind of bad input) and Keras MNIST."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import time
+
+import numpy as np
+import pytest
+
+from src import data
+from src.errors import DataError
+
+
+def _lines(path):
+    return path.read_text().splitlines()
+
+
+def _write_lines(path, lines, newline="\n", final_newline=True):
+    path.write_text(newline.join(lines) + (newline if final_newline else ""))
+
+
+def test_kaggle_csvs_load_as_uint8_images(kaggle_dir):
+    digits = data.load_kaggle(kaggle_dir)
+    assert digits.x_train.shape == (1497, 28, 28, 1) and digits.x_train.dtype == np.uint8
+    assert digits.x_test.shape == (300, 28, 28, 1) and digits.x_test.dtype == np.uint8
+    assert digits.y_train.dtype == np.int64 and set(digits.y_train) == set(range(10))
+    np.testing.assert_array_equal(digits.test_ids, np.arange(1, 301))
+    assert digits.y_test is None and digits.source == "kaggle"
+    assert digits.x_train.max() == 255 and digits.x_train.min() == 0
+
+
+def test_gzipped_csvs_load_the_same(kaggle_dir, tmp_path):
+    plain = data.load_kaggle(kaggle_dir)
+    zipped_dir = tmp_path / "gz"
+    zipped_dir.mkdir()
+    for name in ("train", "test"):
+        with open(kaggle_dir / f"{name}.csv", "rb") as src, \
+                gzip.open(zipped_dir / f"{name}.csv.gz", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    zipped = data.load_kaggle(zipped_dir)
+    np.testing.assert_array_equal(plain.x_train, zipped.x_train)
+    np.testing.assert_array_equal(plain.y_train, zipped.y_train)
+    np.testing.assert_array_equal(plain.x_test, zipped.x_test)
+
+
+@pytest.mark.parametrize("variant", ["crlf", "bom", "no_final_newline", "trailing_blank_lines"])
+def test_harmless_variants_load_normally(kaggle_dir, variant):
+    expected = data.load_kaggle(kaggle_dir)
+    path = kaggle_dir / "train.csv"
+    lines = _lines(path)
+    if variant == "crlf":
+        _write_lines(path, lines, newline="\r\n")
+    elif variant == "bom":
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    elif variant == "no_final_newline":
+        _write_lines(path, lines, final_newline=False)
+    else:
+        _write_lines(path, lines + ["", ""])
+    loaded = data.load_kaggle(kaggle_dir)
+    np.testing.assert_array_equal(loaded.x_train, expected.x_train)
+    np.testing.assert_array_equal(loaded.y_train, expected.y_train)
+
+
+def _set_cell(lines, line_number, column_index, value):
+    cells = lines[line_number - 1].split(",")
+    cells[column_index] = value
+    lines[line_number - 1] = ",".join(cells)
+
+
+def _break_train(path, case):
+    """Apply one kind of damage to train.csv; return the expected message fragment."""
+    lines = _lines(path)
+    if case == "empty_file":
+        path.write_text("")
+        return "train.csv:1: expected a header row of 785 columns (label, ...), found an empty file"
+    if case == "header_only":
+        _write_lines(path, lines[:1])
+        return "train.csv:2: expected at least one row of digits, found only the header"
+    if case == "missing_column":
+        _write_lines(path, [",".join(line.split(",")[:-1]) for line in lines])
+        return "train.csv:1: expected 785 columns (label, ..., pixel783), found 784"
+    if case == "misnamed_column":
+        _set_cell(lines, 1, 6, "pixle5")
+        _write_lines(path, lines)
+        return "train.csv:1: column 7: expected 'pixel5', found 'pixle5'"
+    if case == "duplicated_column":
+        _set_cell(lines, 1, 6, "pixel4")
+        _write_lines(path, lines)
+        return "train.csv:1: column 7: expected 'pixel5', found duplicate 'pixel4'"
+    if case == "non_numeric":
+        _set_cell(lines, 5, 101, "abc")
+        _write_lines(path, lines)
+        return "train.csv:5: pixel100: expected an integer 0..255, found 'abc'"
+    if case == "blank_cell":
+        _set_cell(lines, 7, 201, "")
+        _write_lines(path, lines)
+        return "train.csv:7: pixel200: expected an integer 0..255, found an empty cell"
+    if case == "nan_cell":
+        _set_cell(lines, 7, 201, "NaN")
+        _write_lines(path, lines)
+        return "train.csv:7: pixel200: expected an integer 0..255, found 'NaN'"
+    if case == "pixel_256":
+        _set_cell(lines, 9, 301, "256")
+        _write_lines(path, lines)
+        return "train.csv:9: pixel300: expected an integer 0..255, found '256'"
+    if case == "pixel_minus_1":
+        _set_cell(lines, 9, 301, "-1")
+        _write_lines(path, lines)
+        return "train.csv:9: pixel300: expected an integer 0..255, found '-1'"
+    if case == "fractional_pixel":
+        _set_cell(lines, 3, 401, "12.5")
+        _write_lines(path, lines)
+        return "train.csv:3: pixel400: expected an integer 0..255, found '12.5'"
+    if case == "label_10":
+        _set_cell(lines, 4, 0, "10")
+        _write_lines(path, lines)
+        return "train.csv:4: label: expected an integer 0..9, found '10'"
+    if case == "label_minus_1":
+        _set_cell(lines, 4, 0, "-1")
+        _write_lines(path, lines)
+        return "train.csv:4: label: expected an integer 0..9, found '-1'"
+    if case == "ragged_long_row":
+        lines[5] += ",0"
+        _write_lines(path, lines)
+        return "train.csv:6: expected 785 values, found 786"
+    if case == "ragged_short_row":
+        lines[5] = lines[5].rsplit(",", 1)[0]
+        _write_lines(path, lines)
+        return "train.csv:6: expected 785 values, found 784"
+    if case == "blank_line_inside":
+        _write_lines(path, lines[:4] + [""] + lines[4:])
+        return "train.csv:5: expected 785 values, found a blank line"
+    raise AssertionError(case)
+
+
+TRAIN_CASES = [
+    "empty_file", "header_only", "missing_column", "misnamed_column", "duplicated_column",
+    "non_numeric", "blank_cell", "nan_cell", "pixel_256", "pixel_minus_1", "fractional_pixel",
+    "label_10", "label_minus_1", "ragged_long_row", "ragged_short_row", "blank_line_inside",
+]
+
+
+@pytest.mark.parametrize("case", TRAIN_CASES)
+def test_bad_train_csv_names_file_line_and_column(kaggle_dir, case):
+    expected = _break_train(kaggle_dir / "train.csv", case)
+    with pytest.raises(DataError) as caught:
+        data.load_kaggle(kaggle_dir)
+    assert str(caught.value) == f"{kaggle_dir / expected}"
+
+
+def test_missing_train_file_says_how_to_get_the_data(tmp_path):
+    with pytest.raises(DataError, match="expected train.csv .*, found none .*kaggle competitions"):
+        data.load_kaggle(tmp_path)
+
+
+def test_missing_test_file(kaggle_dir):
+    (kaggle_dir / "test.csv").unlink()
+    with pytest.raises(DataError, match=r"test.csv: expected a CSV file, found no such file"):
+        data.load_kaggle(kaggle_dir)
+
+
+def test_test_csv_with_a_label_column(kaggle_dir):
+    shutil.copy(kaggle_dir / "train.csv", kaggle_dir / "test.csv")
+    with pytest.raises(DataError) as caught:
+        data.load_kaggle(kaggle_dir)
+    assert str(caught.value) == f"{kaggle_dir}/test.csv:1: column 1: expected 'pixel0', found 'label'"
+
+
+def test_data_dir_search_order(kaggle_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match="DIGITS_DATA_DIR"):
+        data.find_data_dir()
+    monkeypatch.setenv("DIGITS_DATA_DIR", str(kaggle_dir))
+    assert data.find_data_dir() == kaggle_dir
+    local = tmp_path / "data" / "digit-recognizer"
+    shutil.copytree(kaggle_dir, local)
+    monkeypatch.delenv("DIGITS_DATA_DIR")
+    assert data.find_data_dir() == data.LOCAL_DATA_DIR
+    assert data.find_data_dir(kaggle_dir) == kaggle_dir
+
+
+def test_keras_npz_loads_like_mnist(mnist_npz):
+    digits = data.load_keras_mnist(mnist_npz)
+    assert digits.x_train.shape == (1497, 28, 28, 1) and digits.x_train.dtype == np.uint8
+    assert digits.y_test is not None and digits.y_test.shape == (300,)
+    assert digits.source == "keras"
+
+
+def test_keras_download_path_uses_keras_datasets(mnist_npz, monkeypatch):
+    import keras
+
+    def fake_load_data():
+        with np.load(mnist_npz) as npz:
+            return (npz["x_train"], npz["y_train"]), (npz["x_test"], npz["y_test"])
+
+    monkeypatch.setattr(keras.datasets.mnist, "load_data", fake_load_data)
+    assert data.load_keras_mnist().x_test.shape == (300, 28, 28, 1)
+
+
+def test_keras_download_failure_is_one_clear_error(monkeypatch):
+    import keras
+
+    def offline():
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(keras.datasets.mnist, "load_data", offline)
+    with pytest.raises(DataError, match="expected the MNIST download.*--keras-npz"):
+        data.load_keras_mnist()
+
+
+def test_keras_npz_with_missing_key(tmp_path):
+    np.savez(tmp_path / "bad.npz", x_train=np.zeros((2, 28, 28), np.uint8))
+    with pytest.raises(DataError, match="bad.npz: expected arrays .*, found no 'y_train'"):
+        data.load_keras_mnist(tmp_path / "bad.npz")
+
+
+def test_stratified_split_and_subsample_keep_class_balance(kaggle_dir):
+    digits = data.load_kaggle(kaggle_dir)
+    x_tr, x_val, y_tr, y_val = data.split_train_val(digits.x_train, digits.y_train, 0.2, seed=0)
+    assert len(x_val) == pytest.approx(0.2 * len(digits.x_train), abs=1)
+    assert np.bincount(y_val).min() >= 25
+    x_small, y_small = data.subsample(digits.x_train, digits.y_train, 500, seed=0)
+    assert len(y_small) == 500 and np.bincount(y_small, minlength=10).min() >= 45
+
+
+@pytest.mark.realdata
+def test_real_competition_files(real_data_dir):
+    started = time.perf_counter()
+    digits = data.load_kaggle(real_data_dir)
+    seconds = time.perf_counter() - started
+    assert digits.x_train.shape == (42000, 28, 28, 1)
+    assert digits.x_test.shape == (28000, 28, 28, 1)
+    counts = np.bincount(digits.y_train, minlength=10).tolist()
+    assert counts == [4132, 4684, 4177, 4351, 4072, 3795, 4137, 4401, 4063, 4188]
+    print(f"loaded the real train.csv and test.csv in {seconds:.2f}s")
