@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -78,7 +79,7 @@ PROFILES: dict[str, dict[str, object]] = {
     # Seconds on the scikit-learn fixture: exercises every code path, scores nothing.
     "smoke": dict(
         max_trials=2, tune_epochs=2, tune_samples=600,
-        top_k=1, folds=2, epochs=2, batch_size=64, patience=1, train_samples=0,
+        top_k=1, folds=2, epochs=2, batch_size=64, patience=2, train_samples=0,
     ),
     # A laptop CPU (2 cores) in well under half an hour, tune and submit together.
     "quick": dict(
@@ -149,7 +150,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 def run_cli(main: Callable[[Sequence[str] | None], int | None],
             argv: Sequence[str] | None = None) -> int:
-    """Run a stage's main; bad input becomes one ``error:`` line on stderr and exit code 2."""
+    """Run a stage's main; bad input becomes one ``error:`` line on stderr and exit code 2,
+    and a warning one ``warning:`` line."""
+    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
     try:
         return int(main(argv) or 0)
     except DataError as error:

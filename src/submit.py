@@ -1,0 +1,229 @@
+"""``python -m src.submit``: k-fold ensemble, the submission CSV and its evaluation report.
+
+A run writes ``submissions/<run-id>/`` (submission.csv, report, metrics.json)
+into a hidden partial folder first and renames it when complete, so a run
+folder is either whole or absent, and an earlier run is never overwritten.
+``submissions/latest`` points at the newest finished run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from src.config import Config, add_override, build_parser, config_from_args, run_cli
+from src.data import find_csv, find_data_dir, load_digits, read_digits_csv, subsample
+from src.errors import DataError
+
+SUBMISSION_COLUMNS = ["ImageId", "Label"]
+
+
+def validate_submission(frame: pd.DataFrame, num_test_images: int, file: str = "submission.csv"
+                        ) -> None:
+    """Raise DataError unless frame is ImageId 1..N in order and Label 0..9, one row per image."""
+    if list(frame.columns) != SUBMISSION_COLUMNS:
+        raise DataError("columns ImageId,Label", ",".join(map(str, frame.columns)), file=file,
+                        line=1)
+    if len(frame) != num_test_images:
+        raise DataError(f"{num_test_images} rows, one per test image", f"{len(frame)}", file=file)
+    for column, expected in (("ImageId", np.arange(1, num_test_images + 1)), ("Label", None)):
+        values = pd.to_numeric(frame[column], errors="coerce")
+        if expected is None:
+            bad = values.isna() | (values % 1 != 0) | (values < 0) | (values > 9)
+            want = "a digit 0..9"
+        else:
+            bad = values.isna() | (values != expected)
+            want = None
+        if bad.any():
+            row = int(np.argmax(bad.to_numpy()))
+            want = want or f"ImageId {row + 1}"
+            raise DataError(want, repr(str(frame[column].iloc[row])), file=file, line=row + 2,
+                            column=column)
+
+
+def check_submission_file(path: Path, test_path: Path) -> int:
+    """Validate a submission CSV against the test set; return its number of rows."""
+    if not path.is_file():
+        raise DataError("a submission CSV", "no such file", file=path)
+    try:
+        frame = pd.read_csv(path, dtype=str, na_filter=False, encoding="utf-8-sig")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise DataError("a CSV with columns ImageId,Label", f"{type(error).__name__}",
+                        file=path) from None
+    num_test_images = len(read_digits_csv(test_path, with_labels=False)[0])
+    validate_submission(frame, num_test_images, file=str(path))
+    return num_test_images
+
+
+def new_run_id(config: Config) -> str:
+    """A run folder name that sorts by time: 20261123-231500-quick-kaggle."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{config.profile}-{config.source}"
+
+
+def publish_run(partial: Path, submissions_dir: Path, run_id: str) -> Path:
+    """Rename the finished partial folder into place (never over an existing run) and
+    point ``latest`` at it; return the run folder."""
+    for attempt in range(1, 100):
+        final = submissions_dir / (run_id if attempt == 1 else f"{run_id}-{attempt}")
+        if not final.exists():
+            break
+    os.rename(partial, final)
+    link = submissions_dir / ".latest-partial"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    os.symlink(final.name, link)
+    os.replace(link, submissions_dir / "latest")
+    return final
+
+
+def write_csv_atomically(frame: pd.DataFrame, path: Path) -> None:
+    """Write a CSV through a temporary file in the same folder and a rename."""
+    partial = path.with_name(f".partial-{path.name}")
+    frame.to_csv(partial, index=False, lineterminator="\n")
+    os.replace(partial, path)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and the libraries that shaped the run."""
+    import keras
+    import keras_tuner
+    import sklearn
+    import tensorflow as tf
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__,
+            "keras": keras.__version__, "keras_tuner": keras_tuner.__version__,
+            "numpy": np.__version__, "pandas": pd.__version__, "scikit_learn": sklearn.__version__}
+
+
+def _parse_args(argv: Sequence[str] | None):
+    parser = build_parser("python -m src.submit", __doc__.splitlines()[0].strip("`"))
+    ensemble = parser.add_argument_group("ensemble (defaults from --profile)")
+    add_override(ensemble, "top_k", "how many of the tuner's best configurations to ensemble")
+    add_override(ensemble, "folds", "stratified folds per configuration")
+    add_override(ensemble, "epochs", "most epochs per fold model")
+    add_override(ensemble, "batch_size", "training batch size")
+    add_override(ensemble, "patience", "epochs without val_accuracy gain before stopping")
+    add_override(ensemble, "train_samples", "train on a stratified subset of this size (0: all)")
+    add_override(ensemble, "tta", "test-time augmentation: average over 1-pixel shifts")
+    add_override(ensemble, "fresh", "retrain every fold instead of reusing saved fold models")
+    kaggle = parser.add_argument_group("kaggle")
+    kaggle.add_argument("--check", metavar="FILE", help="only validate FILE against test.csv")
+    kaggle.add_argument("--upload", action="store_true",
+                        help="upload the CSV (this run's, or --check FILE) to Kaggle")
+    kaggle.add_argument("-m", "--message", default=None, help="the Kaggle submission message")
+    args = parser.parse_args(argv)
+    return args, config_from_args(args)
+
+
+def _check_only(args, config: Config) -> int:
+    test_path = find_csv(find_data_dir(config.data_dir), "test")
+    if test_path is None:
+        raise DataError("test.csv beside train.csv", "none", file=find_data_dir(config.data_dir))
+    rows = check_submission_file(Path(args.check), test_path)
+    print(f"{args.check}: valid submission, {rows} rows")
+    if args.upload:
+        _upload(Path(args.check), args.message or f"checked {Path(args.check).name}")
+    return 0
+
+
+def _upload(csv_path: Path, message: str) -> None:
+    from src.upload import upload_submission
+
+    print(upload_submission(csv_path, message))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Train the k-fold ensemble and write a run folder with the submission and its report."""
+    args, config = _parse_args(argv)
+    if args.check:
+        return _check_only(args, config)
+    if args.upload and config.source != "kaggle":
+        raise DataError("--source kaggle with --upload", f"--source {config.source}",
+                        column="--upload")
+    started = time.perf_counter()
+    digits = load_digits(config)
+    digits.x_train, digits.y_train = subsample(digits.x_train, digits.y_train,
+                                               config.train_samples, config.seed)
+    loaded = time.perf_counter()
+    print(f"data: {len(digits.y_train)} training and {len(digits.x_test)} test images "
+          f"({digits.source}) in {loaded - started:.1f}s", flush=True)
+
+    from src import ensemble, report
+
+    members = ensemble.load_members(config)
+    result = ensemble.run_kfold(digits, members, config)
+    weights = ensemble.choose_weights(result.oof_probs, digits.y_train)
+    oof_ensemble = ensemble.weighted_mean(result.oof_probs, weights)
+    test_ensemble = ensemble.weighted_mean(result.test_probs, weights)
+    test_labels = test_ensemble.argmax(axis=1)
+
+    submissions_dir = Path(config.submissions_dir)
+    submissions_dir.mkdir(parents=True, exist_ok=True)
+    run_id = new_run_id(config)
+    partial = submissions_dir / f".partial-{run_id}"
+    partial.mkdir()
+    csv_path = None
+    if digits.y_test is None:
+        frame = pd.DataFrame({"ImageId": digits.test_ids, "Label": test_labels})
+        validate_submission(frame, len(digits.x_test))
+        write_csv_atomically(frame, partial / "submission.csv")
+    timings = {"load": loaded - started, "train": result.train_seconds,
+               "predict": result.predict_seconds, "total": time.perf_counter() - started}
+    metrics = report.write_report(partial, report.ReportInputs(
+        y_true=digits.y_train, images=digits.x_train, model_probs=result.oof_probs,
+        ensemble_probs=oof_ensemble, ensemble_weights=weights, histories=result.histories,
+        timings=timings, run_info=_run_info(config, members, result, digits),
+        leaderboard=_leaderboard(config), holdout_true=digits.y_test,
+        holdout_probs=test_ensemble if digits.y_test is not None else None,
+        test_predictions=test_labels if digits.y_test is None else None))
+    run_dir = publish_run(partial, submissions_dir, run_id)
+    _print_summary(metrics, run_dir, result)
+    if digits.y_test is None:
+        csv_path = run_dir / "submission.csv"
+        if args.upload:
+            _upload(csv_path, args.message or f"{config.profile}: {len(members)} config(s) x "
+                    f"{config.folds} folds")
+    return 0
+
+
+def _run_info(config: Config, members, result, digits) -> dict:
+    return {"command": "python -m src.submit " + shlex.join(sys.argv[1:]),
+            "profile": config.profile, "seed": config.seed, "source": digits.source,
+            "train_file": digits.train_path, "test_file": digits.test_path,
+            "folds": config.folds, "epochs": config.epochs, "batch_size": config.batch_size,
+            "tta": config.tta, "models_trained": result.trained, "models_reused": result.reused,
+            "origins": {m.name: m.origin for m in members},
+            "hparams": {m.name: m.hparams for m in members},
+            "versions": library_versions()}
+
+
+def _leaderboard(config: Config) -> pd.DataFrame | None:
+    path = Path(config.artifacts_dir) / "tune" / "trials.csv"
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def _print_summary(metrics: dict, run_dir: Path, result) -> None:
+    for name, scores in metrics["models"].items():
+        print(f"  {name:10s} OOF accuracy {scores['accuracy']:.4%}")
+    scores = metrics["ensemble"]
+    print(f"ensemble OOF accuracy {scores['accuracy']:.4%} (95% CI {scores['ci95_low']:.2%}-"
+          f"{scores['ci95_high']:.2%}); trained {result.trained}, reused {result.reused}")
+    if metrics["holdout"] is not None:
+        print(f"holdout (MNIST test) accuracy {metrics['holdout']['accuracy']:.4%}")
+    print(f"wrote {run_dir}/ (submission.csv, report.md, report.html, metrics.json)")
+    print(json.dumps({"run_dir": str(run_dir)}))
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,215 @@
+"""python -m src.submit: the k-fold ensemble end to end, the writer, the validator, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from src import ensemble, submit
+from src.config import run_cli
+from src.errors import DataError
+from tests.conftest import REPO_ROOT
+
+
+def _args(data_dir, tmp_path, *extra):
+    return ["--data-dir", str(data_dir), "--profile", "smoke", "--artifacts-dir",
+            str(tmp_path / "artifacts"), "--submissions-dir", str(tmp_path / "submissions"),
+            *extra]
+
+
+def _run_dirs(tmp_path):
+    return sorted(p for p in (tmp_path / "submissions").iterdir()
+                  if p.is_dir() and not p.is_symlink() and not p.name.startswith("."))
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_a_valid_submission_and_report(kaggle_dir_readonly, tmp_path, capsys):
+    assert run_cli(submit.main, _args(kaggle_dir_readonly, tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert "ensemble OOF accuracy" in out and "fold 2 of 2" in out
+    [run_dir] = _run_dirs(tmp_path)
+    frame = pd.read_csv(run_dir / "submission.csv")
+    assert list(frame.columns) == ["ImageId", "Label"] and len(frame) == 300
+    assert frame["ImageId"].tolist() == list(range(1, 301))
+    assert frame["Label"].between(0, 9).all()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0.0 <= metrics["ensemble"]["accuracy"] <= 1.0
+    assert (run_dir / "report.md").is_file() and (run_dir / "report.html").is_file()
+    assert (tmp_path / "submissions" / "latest").resolve() == run_dir.resolve()
+    # A second run reuses every fold model and writes a new folder beside the first.
+    assert run_cli(submit.main, _args(kaggle_dir_readonly, tmp_path)) == 0
+    assert "trained 0, reused 2" in capsys.readouterr().out
+    first, second = _run_dirs(tmp_path)
+    assert first == run_dir and (tmp_path / "submissions" / "latest").resolve() == second
+    pd.testing.assert_frame_equal(pd.read_csv(second / "submission.csv"), frame)
+
+
+@pytest.mark.slow
+def test_keras_source_scores_the_labelled_holdout(mnist_npz, tmp_path, capsys):
+    argv = ["--source", "keras", "--keras-npz", str(mnist_npz), "--profile", "smoke",
+            "--artifacts-dir", str(tmp_path / "a"), "--submissions-dir", str(tmp_path / "s")]
+    assert run_cli(submit.main, argv) == 0
+    assert "holdout (MNIST test) accuracy" in capsys.readouterr().out
+    [run_dir] = [p for p in (tmp_path / "s").iterdir() if p.is_dir() and not p.is_symlink()]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["holdout"] is not None and not (run_dir / "submission.csv").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_killed_run_resumes_with_its_finished_folds(kaggle_dir_readonly, tmp_path):
+    command = [sys.executable, "-m", "src.submit",
+               *_args(kaggle_dir_readonly, tmp_path, "--epochs", "3")]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        models = tmp_path / "artifacts" / "models"
+        deadline = time.monotonic() + 240
+        while not list(models.glob("*/fold-0.keras")) and time.monotonic() < deadline:
+            assert process.poll() is None, "submit ended before its first fold was saved"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert list(models.glob("*/fold-0.keras")), "no fold model was saved before the kill"
+    assert not (tmp_path / "submissions").exists() or not _run_dirs(tmp_path)
+    rerun = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                           timeout=240)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "trained 1, reused 1" in rerun.stdout
+    assert len(_run_dirs(tmp_path)) == 1
+
+
+def test_corrupt_fold_model_is_one_line_error_naming_the_file(kaggle_dir_readonly, tmp_path,
+                                                              capsys):
+    config = submit._parse_args(_args(kaggle_dir_readonly, tmp_path))[1]
+    digits = submit.load_digits(config)
+    with pytest.warns(UserWarning):
+        [member] = ensemble.load_members(config)
+    key = ensemble.member_key(member, config,
+                              ensemble.data_fingerprint(digits.x_train, digits.y_train))
+    broken = tmp_path / "artifacts" / "models" / key / "fold-0.keras"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(b"not a keras file")
+    assert run_cli(submit.main, _args(kaggle_dir_readonly, tmp_path)) == 2
+    *warnings, error = capsys.readouterr().err.splitlines()
+    assert all(line.startswith("warning: ") for line in warnings)
+    assert error.startswith(f"error: {broken}: expected a Keras model saved by python -m src.submit")
+    assert "--fresh" in error and not (tmp_path / "submissions").exists()
+
+
+@pytest.mark.parametrize("case", ["pixel_256", "missing_dir", "label_column_in_test"])
+def test_bad_data_is_one_line_exit_2_and_writes_nothing(kaggle_dir, tmp_path, capsys, case):
+    data_dir = kaggle_dir
+    if case == "pixel_256":
+        lines = (kaggle_dir / "train.csv").read_text().splitlines()
+        cells = lines[3].split(",")
+        cells[10] = "256"
+        lines[3] = ",".join(cells)
+        (kaggle_dir / "train.csv").write_text("\n".join(lines) + "\n")
+    elif case == "missing_dir":
+        data_dir = tmp_path / "nowhere"
+    else:
+        (kaggle_dir / "test.csv").write_text((kaggle_dir / "train.csv").read_text())
+    assert run_cli(submit.main, _args(data_dir, tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert not (tmp_path / "submissions").exists() and not (tmp_path / "artifacts").exists()
+
+
+def test_out_of_range_flag_is_one_line_exit_2(kaggle_dir_readonly, tmp_path, capsys):
+    assert run_cli(submit.main, _args(kaggle_dir_readonly, tmp_path, "--folds", "1")) == 2
+    assert capsys.readouterr().err == "error: --folds: expected an integer >= 2, found 1\n"
+
+
+def _good_submission(rows=300):
+    return pd.DataFrame({"ImageId": np.arange(1, rows + 1), "Label": np.arange(rows) % 10})
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda f: f.rename(columns={"Label": "label"}),
+     "submission.csv:1: expected columns ImageId,Label, found ImageId,label"),
+    (lambda f: f.iloc[:-1], "submission.csv: expected 300 rows, one per test image, found 299"),
+    (lambda f: f.assign(ImageId=f["ImageId"].where(f.index != 4, 7)),
+     "submission.csv:6: ImageId: expected ImageId 5, found '7'"),
+    (lambda f: f.assign(Label=f["Label"].where(f.index != 9, 10)),
+     "submission.csv:11: Label: expected a digit 0..9, found '10'"),
+])
+def test_validator_names_line_and_column(damage, message):
+    submit.validate_submission(_good_submission(), 300)
+    with pytest.raises(DataError) as caught:
+        submit.validate_submission(damage(_good_submission()), 300)
+    assert str(caught.value) == message
+
+
+def test_check_flag_validates_any_csv(kaggle_dir_readonly, tmp_path, capsys):
+    good = tmp_path / "good.csv"
+    _good_submission().to_csv(good, index=False)
+    argv = ["--check", str(good), "--data-dir", str(kaggle_dir_readonly)]
+    assert run_cli(submit.main, argv) == 0
+    assert "valid submission, 300 rows" in capsys.readouterr().out
+    _good_submission(299).to_csv(good, index=False)
+    assert run_cli(submit.main, argv) == 2
+    assert "expected 300 rows" in capsys.readouterr().err
+
+
+def test_publish_never_overwrites_and_moves_latest(tmp_path):
+    for _ in range(2):
+        partial = tmp_path / ".partial-run"
+        partial.mkdir()
+        (partial / "submission.csv").write_text("x")
+        submit.publish_run(partial, tmp_path, "run")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "run", "run-2"]
+    assert (tmp_path / "latest").resolve() == (tmp_path / "run-2").resolve()
+
+
+def test_weights_favour_the_better_member():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, 2000)
+    good = np.full((2000, 10), 0.02)
+    good[np.arange(2000), y] = 0.82
+    noisy = rng.dirichlet(np.ones(10), 2000)
+    weights = ensemble.choose_weights({"good": good, "noisy": noisy}, y)
+    assert weights["good"] > weights["noisy"]
+    same = ensemble.choose_weights({"a": good, "b": good.copy()}, y)
+    assert same == {"a": 0.5, "b": 0.5}
+
+
+def test_shift_images_moves_pixels_and_fills_zeros():
+    x = np.zeros((1, 28, 28, 1), np.uint8)
+    x[0, 5, 7, 0] = 200
+    assert ensemble.shift_images(x, 1, 0)[0, 5, 8, 0] == 200
+    assert ensemble.shift_images(x, 0, -1)[0, 4, 7, 0] == 200
+    edge = np.full((1, 28, 28, 1), 9, np.uint8)
+    assert ensemble.shift_images(edge, -1, 0)[0, :, 27, 0].sum() == 0
+
+
+def test_default_member_with_a_warning_when_no_search(tmp_path):
+    config = submit._parse_args(["--artifacts-dir", str(tmp_path)])[1]
+    with pytest.warns(UserWarning, match="python -m src.tune"):
+        [member] = ensemble.load_members(config)
+    assert member.name == "default"
+
+
+def test_members_come_from_the_tuner_top_k(tmp_path):
+    tune_dir = Path(tmp_path) / "tune"
+    tune_dir.mkdir()
+    top = [{"rank": r, "trial_id": str(r), "val_accuracy": 0.99 - r / 100, "params": 1,
+            "epochs": 2, "hparams": {"dropout": 0.1 * r}} for r in (1, 2, 3)]
+    (tune_dir / "best_hparams.json").write_text(json.dumps({"top": top}))
+    config = submit._parse_args(["--artifacts-dir", str(tmp_path), "--top-k", "2"])[1]
+    members = ensemble.load_members(config)
+    assert [m.name for m in members] == ["rank1", "rank2"]
+    assert members[1].hparams["dropout"] == pytest.approx(0.2)
