@@ -183,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics = report.write_report(partial, report.ReportInputs(
         y_true=digits.y_train, images=digits.x_train, model_probs=result.oof_probs,
         ensemble_probs=oof_ensemble, ensemble_weights=weights, histories=result.histories,
-        timings=timings, run_info=_run_info(config, members, result, digits),
+        timings=timings, run_info=_run_info(config, members, result, digits, argv),
         leaderboard=_leaderboard(config), holdout_true=digits.y_test,
         holdout_probs=test_ensemble if digits.y_test is not None else None,
         test_predictions=test_labels if digits.y_test is None else None))
@@ -197,8 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _run_info(config: Config, members, result, digits) -> dict:
-    return {"command": "python -m src.submit " + shlex.join(sys.argv[1:]),
+def _run_info(config: Config, members, result, digits, argv: Sequence[str] | None) -> dict:
+    given = sys.argv[1:] if argv is None else list(argv)
+    return {"command": "python -m src.submit " + shlex.join(given),
             "profile": config.profile, "seed": config.seed, "source": digits.source,
             "train_file": digits.train_path, "test_file": digits.test_path,
             "folds": config.folds, "epochs": config.epochs, "batch_size": config.batch_size,
