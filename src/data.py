@@ -56,7 +56,7 @@ def find_csv(folder: Path, stem: str) -> Path | None:
 
 
 def find_data_dir(data_dir: str | Path | None = None) -> Path:
-    """The first folder holding train.csv: --data-dir, $DIGITS_DATA_DIR, ./data/..., /kaggle/input/..."""
+    """The first folder holding train.csv: --data-dir, $DIGITS_DATA_DIR, data/, /kaggle/input/."""
     if data_dir is not None:
         folder = Path(data_dir)
         if find_csv(folder, "train") is None:
@@ -97,7 +97,7 @@ def _check_header(path: Path, expected: list[str]) -> None:
                         "an empty file", file=path, line=1)
     names = [name.strip().strip('"') for name in header.split(",")]
     seen: set[str] = set()
-    for position, (name, want) in enumerate(zip(names, expected), start=1):
+    for position, (name, want) in enumerate(zip(names, expected, strict=False), start=1):
         if name != want:
             what = f"duplicate {name!r}" if name in seen else repr(name)
             raise DataError(repr(want), what, file=path, line=1, column=f"column {position}")

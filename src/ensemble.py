@@ -25,7 +25,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from src import model as cnn
 from src.config import Config
-from src.data import Digits, NUM_CLASSES
+from src.data import NUM_CLASSES, Digits
 from src.errors import DataError
 
 TTA_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
@@ -59,7 +59,7 @@ def best_hparams_path(config: Config) -> Path:
 
 
 def load_members(config: Config) -> list[Member]:
-    """The tuner's top-k configurations; the default CNN, with a warning, when there is no search."""
+    """The tuner's top-k configurations; without a search, the default CNN and a warning."""
     path = best_hparams_path(config)
     if not path.is_file():
         warnings.warn(f"no search results at {path}: using the default CNN "
@@ -235,7 +235,7 @@ def choose_weights(oof_probs: dict[str, np.ndarray], y: np.ndarray,
         last = 1 - sum(combo)
         if last < -1e-9:
             continue
-        weights = dict(zip(names, [*combo, max(last, 0.0)]))
+        weights = dict(zip(names, [*combo, max(last, 0.0)], strict=True))
         candidate = loss(weights)
         if candidate < best_loss - 1e-6:
             best, best_loss = weights, candidate

@@ -211,7 +211,7 @@ def _run_info(config: Config, members, result, digits, argv: Sequence[str] | Non
 
 def _leaderboard(config: Config) -> pd.DataFrame | None:
     path = Path(config.artifacts_dir) / "tune" / "trials.csv"
-    return pd.read_csv(path) if path.is_file() else None
+    return pd.read_csv(path, dtype={"trial_id": str}) if path.is_file() else None
 
 
 def _print_summary(metrics: dict, run_dir: Path, result) -> None:

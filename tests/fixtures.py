@@ -45,6 +45,7 @@ def write_kaggle_csvs(folder: Path) -> Path:
 def write_mnist_npz(path: Path) -> Path:
     """A stand-in for Keras' mnist.npz: the same keys, dtypes and shapes, fewer images."""
     images, labels = handwritten_digits()
-    np.savez_compressed(path, x_train=images[:-TEST_SIZE], y_train=labels[:-TEST_SIZE].astype(np.uint8),
+    np.savez_compressed(path, x_train=images[:-TEST_SIZE],
+                        y_train=labels[:-TEST_SIZE].astype(np.uint8),
                         x_test=images[-TEST_SIZE:], y_test=labels[-TEST_SIZE:].astype(np.uint8))
     return path

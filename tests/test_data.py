@@ -165,7 +165,8 @@ def test_test_csv_with_a_label_column(kaggle_dir):
     shutil.copy(kaggle_dir / "train.csv", kaggle_dir / "test.csv")
     with pytest.raises(DataError) as caught:
         data.load_kaggle(kaggle_dir)
-    assert str(caught.value) == f"{kaggle_dir}/test.csv:1: column 1: expected 'pixel0', found 'label'"
+    expected = "test.csv:1: column 1: expected 'pixel0', found 'label'"
+    assert str(caught.value) == f"{kaggle_dir}/{expected}"
 
 
 def test_data_dir_search_order(kaggle_dir, tmp_path, monkeypatch):

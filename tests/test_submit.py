@@ -106,7 +106,7 @@ def test_corrupt_fold_model_is_one_line_error_naming_the_file(kaggle_dir_readonl
     assert run_cli(submit.main, _args(kaggle_dir_readonly, tmp_path)) == 2
     *warnings, error = capsys.readouterr().err.splitlines()
     assert all(line.startswith("warning: ") for line in warnings)
-    assert error.startswith(f"error: {broken}: expected a Keras model saved by python -m src.submit")
+    assert error.startswith(f"error: {broken}: expected a Keras model saved by ")
     assert "--fresh" in error and not (tmp_path / "submissions").exists()
 
 

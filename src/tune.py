@@ -1,0 +1,394 @@
+"""Search the CNN's hyperparameters with KerasTuner: ``python -m src.tune``.
+
+Hyperband by default, Bayesian optimisation or random search with ``--tuner``;
+the objective is the validation accuracy on a stratified hold-out. Everything
+goes under ``<artifacts>/tune/``: the tuner's own project folder (one per search
+setting, so the same command resumes its search and a changed flag starts its
+own), ``best_hparams.json`` (the best configurations, read by ``python -m
+src.submit``) and ``trials.csv`` (every trial, best first). A run killed at any
+moment resumes on the next run; the KERASTUNER_* environment variables spread
+one search over a chief and many workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+import keras_tuner as kt
+import numpy as np
+import pandas as pd
+from keras_tuner.src import utils as kt_utils
+
+from src.config import Config, add_override, build_parser, config_from_args, run_cli
+from src.data import NUM_CLASSES, load_digits, split_train_val, subsample
+from src.errors import DataError
+from src.model import build_cnn, define_search_space, make_dataset  # noqa: E402
+
+OBJECTIVE = "val_accuracy"
+VAL_FRACTION = 0.2
+HYPERBAND_FACTOR = 3
+MIN_TUNE_SAMPLES = 100
+MIN_IMAGES_PER_DIGIT = 5
+TOP_SAVED = 10
+LEADERBOARD_ROWS = 10
+VAL_BATCH_SIZE = 1024
+COMPLETED = kt.engine.trial.TrialStatus.COMPLETED
+ENV_TUNER_ID = "KERASTUNER_TUNER_ID"
+ENV_ORACLE_IP = "KERASTUNER_ORACLE_IP"
+ENV_ORACLE_PORT = "KERASTUNER_ORACLE_PORT"
+
+
+def search_space_names() -> list[str]:
+    """The names of every hyperparameter of the CNN, in the order the search space declares them."""
+    hp = kt.HyperParameters()
+    define_search_space(hp)
+    return list(hp.values)
+
+
+class CNNHyperModel(kt.HyperModel):
+    """src.model's CNN as a KerasTuner hypermodel, fed through make_dataset.
+
+    The input pipeline is built inside each trial, so a trial's shuffling
+    depends on the seed alone, not on the trials that ran before it.
+    """
+
+    def __init__(self, batch_size: int, seed: int):
+        super().__init__()
+        self.batch_size = batch_size
+        self.seed = seed
+
+    def build(self, hp: kt.HyperParameters) -> keras.Model:
+        """The compiled CNN for one point of the search space."""
+        return build_cnn(hp)
+
+    def fit(self, hp, model, x, y, validation_data, **kwargs) -> keras.callbacks.History:
+        """Train on uint8 arrays (x, y), validating on validation_data = (x_val, y_val)."""
+        x_val, y_val = validation_data
+        return model.fit(make_dataset(x, y, self.batch_size, shuffle=True, seed=self.seed),
+                         validation_data=make_dataset(x_val, y_val, VAL_BATCH_SIZE, shuffle=False),
+                         shuffle=False, **kwargs)  # the dataset shuffles; Keras would warn
+
+
+def planned_epochs(config: Config) -> list[int]:
+    """The epochs each trial trains, in the order the oracle hands trials out (for the ETA)."""
+    if config.tuner != "hyperband":
+        return [config.tune_epochs] * config.max_trials
+    # One Hyperband iteration, bracket by bracket and round by round, as HyperbandOracle runs it.
+    oracle = kt.oracles.HyperbandOracle(max_epochs=config.tune_epochs, factor=HYPERBAND_FACTOR)
+    plan: list[int] = []
+    for bracket in reversed(range(oracle._get_num_brackets())):
+        for round_num in range(bracket + 1):
+            start = oracle._get_epochs(bracket, round_num - 1) if round_num else 0
+            epochs = oracle._get_epochs(bracket, round_num) - start
+            plan += [epochs] * oracle._get_size(bracket, round_num)
+    return plan
+
+
+def format_duration(seconds: float) -> str:
+    """12s, 4m05s or 1h02m."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class Progress:
+    """The line printed after each trial: trial i of ~n, its time, elapsed, ETA.
+
+    The ETA is this run's seconds per planned epoch times the planned epochs
+    left, so Hyperband's long late rounds are not priced like its short first ones.
+    """
+
+    def __init__(self, plan: list[int], prefix: str = ""):
+        self.plan = plan
+        self.prefix = prefix
+        self.started = self.trial_started = time.monotonic()
+        self.epochs_done = 0
+
+    def trial_begins(self) -> None:
+        """Start the clock of one trial."""
+        self.trial_started = time.monotonic()
+
+    def trial_ends(self, trial: kt.engine.trial.Trial) -> str:
+        """The progress line for a trial that just ended."""
+        now = time.monotonic()
+        number = int(trial.trial_id) + 1
+        self.epochs_done += self.plan[min(number, len(self.plan)) - 1]
+        outcome = "done" if trial.status == COMPLETED else trial.status.lower()
+        eta = (now - self.started) / self.epochs_done * sum(self.plan[number:])
+        return (f"{self.prefix}trial {number} of ~{len(self.plan)} {outcome} in "
+                f"{format_duration(now - self.trial_started)}; elapsed "
+                f"{format_duration(now - self.started)}, ETA ~{format_duration(eta)}")
+
+
+class _SearchTuner:
+    """What this package adds to each KerasTuner tuner.
+
+    Per-trial seeds, the metrics a trial reports (val_accuracy, its epochs, its
+    parameter count), the progress line, and two repairs when a killed search
+    is reloaded.
+    """
+
+    def __init__(self, hypermodel: CNNHyperModel, *, seed: int, progress: Progress, **kwargs):
+        self.trial_seed = seed
+        self.progress = progress
+        super().__init__(hypermodel, seed=seed + 1, **kwargs)  # KerasTuner reads seed 0 as "none"
+
+    def run_trial(self, trial, *args, **kwargs) -> dict[str, float]:
+        """Train one configuration; report its best val_accuracy, epochs to reach it and size."""
+        # A seed per trial: a resumed search trains each trial as an unbroken one does.
+        keras.utils.set_random_seed(self.trial_seed + int(trial.trial_id))
+        (history,) = super().run_trial(trial, *args, **kwargs)
+        scores = history.history[OBJECTIVE]
+        best = int(np.argmax(scores))
+        return {OBJECTIVE: scores[best], "epochs": history.epoch[best] + 1,
+                "params": history.model.count_params()}
+
+    def on_trial_begin(self, trial) -> None:
+        """Start the trial's clock."""
+        super().on_trial_begin(trial)
+        self.progress.trial_begins()
+
+    def on_trial_end(self, trial) -> None:
+        """Report the trial to the oracle, save, then print the progress line."""
+        super().on_trial_end(trial)
+        print(self.progress.trial_ends(trial), flush=True)
+
+    def _configure_tensorboard_dir(self, callbacks, trial, execution=0) -> None:
+        """Nothing to do: this search has no TensorBoard callback.
+
+        KerasTuner's version imports tensorboard in every trial, callback or not,
+        and TensorFlow no longer installs it: every trial would fail.
+        """
+
+    def reload(self) -> None:
+        """Reload a search, repairing what a kill between two of KerasTuner's writes leaves."""
+        super().reload()
+        oracle = self.oracle
+        # Killed after a new trial's file was written but before the oracle's state was:
+        # the saved oracle never handed that trial out, so forget it (its id is reused).
+        for trial_id in [t for t in oracle.trials if t not in oracle.start_order]:
+            del oracle.trials[trial_id]
+        # Killed after a trial's end was written but before the oracle dropped it from its
+        # running trials: KerasTuner would train that finished trial again.
+        oracle._retry_queue = [t for t in oracle._retry_queue
+                               if oracle.trials[t].status != COMPLETED]
+
+
+class HyperbandTuner(_SearchTuner, kt.Hyperband):
+    """Hyperband with this package's seeds, metrics, progress and resume repairs."""
+
+
+class BayesianTuner(_SearchTuner, kt.BayesianOptimization):
+    """Bayesian optimisation with this package's seeds, metrics, progress and resume repairs."""
+
+
+class RandomTuner(_SearchTuner, kt.RandomSearch):
+    """Random search with this package's seeds, metrics, progress and resume repairs."""
+
+
+def write_atomically(path: str | Path, text: str) -> None:
+    """Write text to a temporary file beside path, then os.replace it: never half a file."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _save_json_atomically(path: str, obj: object) -> str:
+    """KerasTuner's utils.save_json, written atomically."""
+    text = json.dumps(obj)
+    write_atomically(path, text)
+    return text
+
+
+def distributed_role() -> str | None:
+    """'chief' or 'worker' from KerasTuner's environment variables; None on one machine."""
+    if ENV_ORACLE_IP not in os.environ:
+        return None
+    for name in (ENV_ORACLE_PORT, ENV_TUNER_ID):
+        if name not in os.environ:
+            raise DataError(f"{name} as well", "it unset", column=f"${ENV_ORACLE_IP} is set")
+    return "chief" if "chief" in os.environ[ENV_TUNER_ID] else "worker"
+
+
+def project_name(config: Config) -> str:
+    """The tuner's folder under <artifacts>/tune: one per search setting."""
+    samples = config.tune_samples or "all"
+    return (f"{config.tuner}-{config.source}-{samples}-e{config.tune_epochs}-b{config.batch_size}"
+            f"-p{config.patience}-seed{config.seed}")
+
+
+def build_tuner(config: Config, role: str | None) -> _SearchTuner:
+    """The tuner config asks for, reloading its project folder unless config.overwrite."""
+    # KerasTuner writes its state files in place; a kill mid-write would leave a
+    # truncated JSON that no later run could reload.
+    kt_utils.save_json = _save_json_atomically
+    prefix = f"{os.environ[ENV_TUNER_ID]}: " if role == "worker" else ""
+    common = dict(
+        objective=kt.Objective(OBJECTIVE, direction="max"), seed=config.seed,
+        progress=Progress(planned_epochs(config), prefix),
+        directory=str(Path(config.artifacts_dir) / "tune"), project_name=project_name(config),
+        # A worker shares the chief's folder: only the chief may wipe it.
+        overwrite=config.overwrite and role != "worker")
+    hypermodel = CNNHyperModel(config.batch_size, config.seed)
+    if config.tuner == "hyperband":
+        return HyperbandTuner(hypermodel, max_epochs=config.tune_epochs, factor=HYPERBAND_FACTOR,
+                              **common)
+    if config.tuner == "bayesian":
+        return BayesianTuner(hypermodel, max_trials=config.max_trials,
+                             num_initial_points=max(3, config.max_trials // 4), **common)
+    return RandomTuner(hypermodel, max_trials=config.max_trials, **common)
+
+
+def load_search_data(config: Config) -> tuple[tuple[np.ndarray, np.ndarray],
+                                              tuple[np.ndarray, np.ndarray], dict]:
+    """The stratified train/validation split the search scores on, and a summary of it."""
+    if 0 < config.tune_samples < MIN_TUNE_SAMPLES:
+        raise DataError(f"0 (every image) or an integer >= {MIN_TUNE_SAMPLES}",
+                        str(config.tune_samples), column="--tune-samples")
+    digits = load_digits(config)
+    counts = np.bincount(digits.y_train, minlength=NUM_CLASSES)
+    if counts.min() < MIN_IMAGES_PER_DIGIT:
+        raise DataError(f"at least {MIN_IMAGES_PER_DIGIT} images of every digit",
+                        f"{counts.min()} of digit {counts.argmin()}", file=digits.train_path)
+    x, y = subsample(digits.x_train, digits.y_train, config.tune_samples, config.seed)
+    x_train, x_val, y_train, y_val = split_train_val(x, y, VAL_FRACTION, config.seed)
+    summary = {"source": digits.source, "train_path": digits.train_path,
+               "labelled_images": len(digits.y_train), "searched_images": len(y),
+               "train_images": len(y_train), "val_images": len(y_val)}
+    return (x_train, y_train), (x_val, y_val), summary
+
+
+def _tidy(value: object) -> object:
+    """A hyperparameter value as written: 0.3, not KerasTuner's 0.30000000000000004."""
+    return round(value, 10) if isinstance(value, float) else value
+
+
+def rank_trials(oracle: kt.Oracle, names: Sequence[str]) -> list[dict]:
+    """Every trial of the oracle, best first (ties: fewer parameters); unfinished ones last."""
+    rows = []
+    for trial in oracle.trials.values():
+        done = trial.status == COMPLETED
+        rows.append({
+            "rank": None, "trial_id": trial.trial_id, "status": trial.status,
+            "val_accuracy": float(trial.score) if done else None,
+            "params": int(trial.metrics.get_last_value("params")) if done else None,
+            "epochs": int(trial.metrics.get_last_value("epochs")) if done else None,
+            "hparams": {name: _tidy(trial.hyperparameters.values.get(name)) for name in names}})
+    rows.sort(key=lambda row: (row["val_accuracy"] is None, -(row["val_accuracy"] or 0),
+                               row["params"] or 0, row["trial_id"]))
+    for rank, row in enumerate((row for row in rows if row["status"] == COMPLETED), start=1):
+        row["rank"] = rank
+    return rows
+
+
+def top_configurations(rows: list[dict], count: int) -> list[dict]:
+    """The best trial of each distinct configuration (Hyperband trains one in several trials)."""
+    top, seen = [], set()
+    for row in rows:
+        key = json.dumps(row["hparams"], sort_keys=True)
+        if row["status"] == COMPLETED and key not in seen and len(top) < count:
+            seen.add(key)
+            top.append({**row, "rank": len(top) + 1})
+    for row in top:
+        del row["status"]
+    return top
+
+
+def trials_table(rows: list[dict]) -> pd.DataFrame:
+    """The rows as one flat table: trial columns, then one column per hyperparameter."""
+    return pd.DataFrame([{**{k: v for k, v in row.items() if k != "hparams"}, **row["hparams"]}
+                         for row in rows])
+
+
+def leaderboard(rows: list[dict]) -> str:
+    """The best trials as a text table with their key hyperparameters."""
+    lines = []
+    for row in rows[:LEADERBOARD_ROWS]:
+        hp = row["hparams"]
+        done = row["status"] == COMPLETED
+        lines.append({
+            "rank": row["rank"] or "-", "trial": row["trial_id"],
+            "val_accuracy": f"{row['val_accuracy']:.4f}" if done else row["status"].lower(),
+            "params": f"{row['params']:,}" if done else "", "epochs": row["epochs"] or "",
+            "filters": "-".join(str(hp[f"filters_{i}"]) for i in range(hp["conv_blocks"])),
+            "first_kernel": hp["first_kernel"], "batch_norm": "yes" if hp["batch_norm"] else "no",
+            "dropout": f"{hp['conv_dropout']:.1f}/{hp['dropout']:.1f}",
+            "dense": hp["dense_units"], "lr": f"{hp['learning_rate']:g}",
+            "augment": f"{hp['augment']:.2f}"})
+    return pd.DataFrame(lines).to_string(index=False)
+
+
+def write_results(config: Config, tuner: _SearchTuner, rows: list[dict], summary: dict) -> None:
+    """Write <artifacts>/tune/best_hparams.json and trials.csv from the ranked trials."""
+    folder = Path(config.artifacts_dir) / "tune"
+    best = {"tuner": config.tuner, "objective": OBJECTIVE, "profile": config.profile,
+            "seed": config.seed, "project": tuner.project_dir, "data": summary,
+            "top": top_configurations(rows, TOP_SAVED)}
+    write_atomically(folder / "best_hparams.json", json.dumps(best, indent=2) + "\n")
+    write_atomically(folder / "trials.csv", trials_table(rows).to_csv(index=False))
+
+
+def parse_args(argv: Sequence[str] | None) -> Config:
+    """The command line of python -m src.tune, as a validated Config."""
+    parser = build_parser("python -m src.tune", "Search the CNN's hyperparameters with "
+                          "KerasTuner; run the same command again to resume.")
+    search = parser.add_argument_group("search")
+    add_override(search, "tuner", "search algorithm: hyperband, bayesian or random")
+    add_override(search, "max_trials", "trials of bayesian and random search (Hyperband's "
+                 "count follows --tune-epochs)")
+    add_override(search, "tune_epochs", "most epochs one trial trains")
+    add_override(search, "tune_samples", "labelled images searched on, 0 for all; 20%% of "
+                 "them are the validation hold-out")
+    add_override(search, "batch_size", "training batch size")
+    add_override(search, "patience", "epochs without a better val_accuracy before a trial stops")
+    add_override(search, "overwrite", "start the search over instead of resuming it")
+    return config_from_args(parser.parse_args(argv))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run or resume the search, then write and print its results."""
+    config = parse_args(argv)
+    role = distributed_role()
+    train, validation, summary = load_search_data(config)
+    keras.utils.set_random_seed(config.seed)
+    tuner = build_tuner(config, role)
+    where = f"{os.environ.get(ENV_ORACLE_IP)}:{os.environ.get(ENV_ORACLE_PORT)}"
+    if role == "chief":
+        print(f"chief: serving the search at {where} until every worker has stopped", flush=True)
+    elif role == "worker":
+        print(f"{tuner.tuner_id}: running trials for the chief at {where}", flush=True)
+    stop = keras.callbacks.EarlyStopping(monitor=OBJECTIVE, patience=max(config.patience, 1))
+    tuner.search(*train, validation_data=validation, epochs=config.tune_epochs, callbacks=[stop],
+                 verbose=1 if sys.stdout.isatty() else 2)  # a progress bar only on a terminal
+    if role == "worker":
+        print(f"{tuner.tuner_id}: no trials left; the chief writes the results", flush=True)
+        return 0
+    rows = rank_trials(tuner.oracle, search_space_names())
+    if not any(row["status"] == COMPLETED for row in rows):
+        print("error: no trial completed; see the trial messages above", file=sys.stderr)
+        return 1
+    write_results(config, tuner, rows, summary)
+    folder = Path(config.artifacts_dir) / "tune"
+    print(f"\nLeaderboard ({config.tuner}, {len(rows)} trials, best first; every trial in "
+          f"{folder / 'trials.csv'}):")
+    print(leaderboard(rows))
+    print(f"best configurations: {folder / 'best_hparams.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,156 @@
+"""The Kaggle kernel: metadata, the one-file bundle of src/, a smoke run laid out like Kaggle."""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+KAGGLE_DIR = REPO_ROOT / "kaggle"
+METADATA = json.loads((KAGGLE_DIR / "kernel-metadata.json").read_text())
+STAGES_PRESENT = all((REPO_ROOT / "src" / f"{stage}.py").is_file() for stage in ("tune", "submit"))
+
+
+def _load(path: Path):
+    """A module from a file of kaggle/ (not a package: it would hide the kaggle library)."""
+    spec = importlib.util.spec_from_file_location(f"kernel_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+build = _load(KAGGLE_DIR / "build.py")
+entry = _load(KAGGLE_DIR / "entry.py")
+
+
+@pytest.fixture(scope="module")
+def kernel_script(tmp_path_factory) -> Path:
+    """The built kernel script, in a folder of its own."""
+    return build.build(tmp_path_factory.mktemp("kernel-build"))
+
+
+def _run(command: list[str], cwd: Path, env: dict[str, str], timeout: float):
+    """Run command in its own process group; kill the group (stages included) if it outlives us."""
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=timeout)
+        return process.returncode, output
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def test_metadata_is_a_gpu_script_on_the_competition_data_without_internet():
+    assert METADATA["competition_sources"] == ["digit-recognizer"]
+    assert (METADATA["kernel_type"], METADATA["language"]) == ("script", "python")
+    assert (METADATA["enable_gpu"], METADATA["enable_internet"]) == ("true", "false")
+    _, slug = METADATA["id"].split("/")
+    # kaggle kernels push warns when the title does not turn into the id's slug
+    assert slug == re.sub(r"[^a-z0-9]+", "-", METADATA["title"].lower()).strip("-")
+    assert re.fullmatch(r"[\w-]+\.py", METADATA["code_file"])
+
+
+def test_build_writes_metadata_and_one_script_holding_all_of_src(kernel_script, tmp_path):
+    folder = kernel_script.parent
+    assert sorted(path.name for path in folder.iterdir()) == sorted(
+        ["kernel-metadata.json", METADATA["code_file"]])
+    assert json.loads((folder / "kernel-metadata.json").read_text()) == METADATA
+    with zipfile.ZipFile(io.BytesIO(base64.b64decode(_package_zip(kernel_script)))) as archive:
+        names = archive.namelist()
+    assert "src/__init__.py" in names and "src/data.py" in names
+    assert names == [path.relative_to(REPO_ROOT).as_posix() for path in build.package_files()]
+    assert not any("__pycache__" in name for name in names)
+    assert build.build(tmp_path).read_bytes() == kernel_script.read_bytes()  # reproducible
+
+
+def _package_zip(script: Path) -> str:
+    """The PACKAGE_ZIP value of a built script, read without running it."""
+    match = re.search(r'^PACKAGE_ZIP = """(.*?)"""', script.read_text(), re.S | re.M)
+    assert match, "no PACKAGE_ZIP in the built script"
+    return match.group(1)
+
+
+def test_bundled_src_imports_from_a_foreign_cwd(kernel_script, tmp_path):
+    """Every src module a fresh interpreter loads comes out of the bundle, none from the repo."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    script = (
+        "import runpy, sys\n"
+        "from pathlib import Path\n"
+        "root = runpy.run_path(sys.argv[1])['unpack_package'](Path(sys.argv[2]))\n"
+        "sys.path.insert(0, str(root))\n"
+        "import src.config, src.data, src.errors\n"
+        "for name, module in sorted(sys.modules.items()):\n"
+        "    if name.split('.')[0] == 'src':\n"
+        "        print('loaded', name, module.__file__)\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    code, output = _run([sys.executable, "-c", script, str(kernel_script), str(tmp_path / "pkg")],
+                        cwd=elsewhere, env=env, timeout=120)
+    assert code == 0, output
+    loaded = dict(line.split(" ", 2)[1:] for line in output.splitlines()
+                  if line.startswith("loaded "))
+    assert {"src", "src.config", "src.data", "src.errors"} <= set(loaded)
+    assert all(Path(file).is_relative_to(tmp_path / "pkg" / "src") for file in loaded.values())
+
+
+def test_template_refuses_to_run_unbuilt():
+    with pytest.raises(SystemExit, match="run `python kaggle/build.py`"):
+        entry.unpack_package(Path("unused"))
+
+
+def test_kernel_finds_the_competition_data_where_kaggle_mounts_it(tmp_path):
+    mounted = tmp_path / "input" / "digit-recognizer"
+    with pytest.raises(SystemExit, match="add the digit-recognizer competition as input data"):
+        entry.find_input_dir(mounted)
+    elsewhere = tmp_path / "input" / "competitions" / "digit-recognizer"
+    for folder in (elsewhere, mounted):
+        folder.mkdir(parents=True)
+        (folder / "train.csv").touch()
+        (folder / "test.csv").touch()
+        assert entry.find_input_dir(mounted) == folder
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(not STAGES_PRESENT, reason="src/tune.py and src/submit.py not written yet")
+def test_kernel_runs_tune_and_submit_into_working(kernel_script, kaggle_dir_readonly, tmp_path):
+    """The built script alone, run away from the repo with Kaggle's folder layout, smoke profile."""
+    input_dir = tmp_path / "input" / "digit-recognizer"
+    input_dir.mkdir(parents=True)
+    for name in ("train.csv", "test.csv", "sample_submission.csv"):
+        shutil.copy(kaggle_dir_readonly / name, input_dir / name)
+    working = tmp_path / "working"
+    working.mkdir()
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env.update(DIGITS_KERNEL_PROFILE="smoke", DIGITS_KERNEL_INPUT=str(input_dir),
+               DIGITS_KERNEL_WORKING=str(working))
+
+    code, output = _run([sys.executable, str(kernel_script)], cwd=tmp_path, env=env, timeout=540)
+
+    assert code == 0, output[-4000:]
+    submission = working / "submission.csv"
+    assert submission.read_text().splitlines()[0] == "ImageId,Label"
+    frame = pd.read_csv(submission)
+    assert len(frame) == 300
+    assert frame["ImageId"].tolist() == list(range(1, 301))
+    assert frame["Label"].between(0, 9).all()
+    runs = list((working / "submissions").iterdir())
+    assert len(runs) == 1 and runs[0].is_dir() and not runs[0].is_symlink()
+    assert (runs[0] / "submission.csv").read_bytes() == submission.read_bytes()
+    assert sorted(path.name for path in working.iterdir()) == ["submission.csv", "submissions"]

@@ -1,0 +1,309 @@
+"""python -m src.tune: the smoke search and its outputs, repeatability, resume after a real
+SIGKILL, a chief with two workers, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from src import tune
+from src.config import Config, run_cli
+from tests.conftest import REPO_ROOT
+
+SMOKE = ["--profile", "smoke", "--tune-samples", "300"]
+ONE_EPOCH_RANDOM = ["--tuner", "random", "--max-trials", "2", "--tune-epochs", "1"]
+
+
+@pytest.fixture(autouse=True)
+def _one_machine(monkeypatch):
+    """Tests choose chief/worker mode explicitly; a developer's KERASTUNER_* must not leak in."""
+    for name in (tune.ENV_TUNER_ID, tune.ENV_ORACLE_IP, tune.ENV_ORACLE_PORT):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _args(data_dir: Path, artifacts: Path, *extra: str) -> list[str]:
+    return ["--data-dir", str(data_dir), "--artifacts-dir", str(artifacts), *SMOKE, *extra]
+
+
+def _trials(artifacts: Path) -> pd.DataFrame:
+    return pd.read_csv(artifacts / "tune" / "trials.csv", dtype={"trial_id": str})
+
+
+def _project(artifacts: Path) -> Path:
+    (project,) = [path for path in (artifacts / "tune").iterdir() if path.is_dir()]
+    return project
+
+
+def _trial_files(project: Path) -> dict[str, dict]:
+    states = [json.loads(path.read_text()) for path in project.glob("trial_*/trial.json")]
+    return {state["trial_id"]: state for state in states}
+
+
+def test_smoke_search_writes_best_configurations_trials_and_leaderboard(
+        kaggle_dir_readonly, tmp_path, capsys):
+    artifacts = tmp_path / "artifacts"
+    args = _args(kaggle_dir_readonly, artifacts)
+    assert tune.main(args) == 0
+    out = capsys.readouterr().out
+    assert "trial 1 of ~2 done in" in out and "trial 2 of ~2 done in" in out and "ETA ~" in out
+    assert "Leaderboard (hyperband, 2 trials, best first" in out
+    header = out.split("Leaderboard")[1].splitlines()[1].split()
+    assert header[:5] == ["rank", "trial", "val_accuracy", "params", "epochs"]
+
+    best = json.loads((artifacts / "tune" / "best_hparams.json").read_text())
+    assert (best["tuner"], best["objective"], best["profile"], best["seed"]) == (
+        "hyperband", "val_accuracy", "smoke", 42)
+    assert best["data"] == {
+        "source": "kaggle", "train_path": str(kaggle_dir_readonly / "train.csv"),
+        "labelled_images": 1497, "searched_images": 300, "train_images": 240, "val_images": 60}
+    assert Path(best["project"]).parent == artifacts / "tune"
+    top = best["top"]
+    assert [entry["rank"] for entry in top] == [1, 2]
+    assert top[0]["val_accuracy"] >= top[1]["val_accuracy"]
+    for entry in top:
+        assert 0 < entry["val_accuracy"] <= 1 and entry["params"] > 10_000
+        assert 1 <= entry["epochs"] <= 2
+        assert list(entry["hparams"]) == tune.search_space_names()
+
+    trials = _trials(artifacts)
+    assert list(trials["status"]) == ["COMPLETED", "COMPLETED"]
+    assert list(trials["trial_id"]) == [entry["trial_id"] for entry in top]
+    assert list(trials["val_accuracy"]) == pytest.approx([entry["val_accuracy"] for entry in top])
+    assert not list((artifacts / "tune").glob(".*.tmp"))
+
+    assert tune.main(args) == 0  # the same command again: the finished search, reloaded
+    out = capsys.readouterr().out
+    assert "Reloading Tuner" in out and "Running Trial" not in out
+    pd.testing.assert_frame_equal(_trials(artifacts), trials)
+
+
+@pytest.fixture(scope="module")
+def finished_random_search(kaggle_dir_readonly, tmp_path_factory) -> Path:
+    """The artifacts folder of a finished two-trial random search; copy it before changing it."""
+    artifacts = tmp_path_factory.mktemp("finished") / "artifacts"
+    assert tune.main(_args(kaggle_dir_readonly, artifacts, *ONE_EPOCH_RANDOM)) == 0
+    return artifacts
+
+
+def test_overwrite_starts_over_and_the_seed_repeats_the_search(
+        finished_random_search, kaggle_dir_readonly, tmp_path, capsys):
+    artifacts = Path(shutil.copytree(finished_random_search, tmp_path / "artifacts"))
+    capsys.readouterr()
+    args = _args(kaggle_dir_readonly, artifacts, *ONE_EPOCH_RANDOM, "--overwrite")
+    assert tune.main(args) == 0
+    out = capsys.readouterr().out
+    assert "Reloading Tuner" not in out and "Running Trial #2" in out
+    pd.testing.assert_frame_equal(_trials(artifacts), _trials(finished_random_search))
+
+
+def _break_oracle_state(project: Path, damage: str) -> None:
+    """Leave the files as a SIGKILL between two of KerasTuner's writes would."""
+    oracle_file = project / "oracle.json"
+    oracle = json.loads(oracle_file.read_text())
+    last = oracle["start_order"][-1]
+    if damage == "new_trial_file_without_oracle_state":
+        oracle["start_order"].remove(last)
+        oracle["end_order"].remove(last)
+        trial_file = project / f"trial_{last}" / "trial.json"
+        trial = json.loads(trial_file.read_text())
+        trial_file.write_text(json.dumps({**trial, "status": "RUNNING", "score": None}))
+    else:  # "ended_trial_still_running_in_oracle_state"
+        oracle["ongoing_trials"] = {"tuner0": last}
+    oracle_file.write_text(json.dumps(oracle))
+
+
+@pytest.mark.parametrize("damage", ["new_trial_file_without_oracle_state",
+                                    "ended_trial_still_running_in_oracle_state"])
+def test_resume_repairs_what_a_kill_between_two_writes_leaves(
+        finished_random_search, kaggle_dir_readonly, tmp_path, capsys, damage):
+    artifacts = Path(shutil.copytree(finished_random_search, tmp_path / "artifacts"))
+    _break_oracle_state(_project(artifacts), damage)
+    capsys.readouterr()
+    assert tune.main(_args(kaggle_dir_readonly, artifacts, *ONE_EPOCH_RANDOM)) == 0
+    out = capsys.readouterr().out
+    trials = _trials(artifacts)
+    assert list(trials["status"]) == ["COMPLETED", "COMPLETED"]
+    if damage == "new_trial_file_without_oracle_state":
+        assert "Running Trial #2" in out  # never handed out: trained now, under the same id
+        assert sorted(trials["trial_id"]) == sorted(_trials(finished_random_search)["trial_id"])
+    else:
+        assert "Running Trial" not in out  # finished: not trained again
+        pd.testing.assert_frame_equal(trials, _trials(finished_random_search))
+
+
+def _start(args: list[str], log: Path, **env: str) -> subprocess.Popen:
+    with open(log, "w") as handle:
+        return subprocess.Popen([sys.executable, "-m", "src.tune", *args], cwd=REPO_ROOT,
+                                stdout=handle, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
+
+
+def _wait_for(log: Path, done, process: subprocess.Popen, timeout: float) -> str:
+    """Poll the log until done(text) holds; fail if the process ends first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log.read_text()
+        if done(text):
+            return text
+        if process.poll() is not None:
+            pytest.fail(f"exited with {process.returncode} first:\n{text[-3000:]}")
+        time.sleep(0.2)
+    pytest.fail(f"timed out waiting:\n{log.read_text()[-3000:]}")
+
+
+def _stop(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("tuner", ["hyperband", "bayesian"])
+def test_search_killed_mid_trial_resumes_and_keeps_completed_trials(
+        kaggle_dir_readonly, tmp_path, capsys, tuner):
+    artifacts = tmp_path / "artifacts"
+    args = _args(kaggle_dir_readonly, artifacts, "--tuner", tuner, "--max-trials", "2")
+    log = tmp_path / "killed.log"
+    process = _start(args, log)
+    try:
+        # Trial 2 is training its first epoch: kill it there.
+        _wait_for(log, lambda text: text.count("Epoch 1/") == 2, process, timeout=240)
+        process.send_signal(signal.SIGKILL)
+        assert process.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        _stop([process])
+    before = _trial_files(_project(artifacts))
+    assert sorted(state["status"] for state in before.values()) == ["COMPLETED", "RUNNING"]
+    (done,) = [state for state in before.values() if state["status"] == "COMPLETED"]
+
+    capsys.readouterr()
+    assert tune.main(args) == 0
+    out = capsys.readouterr().out
+    assert "Reloading Tuner" in out and out.count("Running Trial") == 1
+    trials = _trials(artifacts).set_index("trial_id")
+    assert sorted(trials.index) == sorted(before) and set(trials["status"]) == {"COMPLETED"}
+    assert trials.loc[done["trial_id"], "val_accuracy"] == pytest.approx(done["score"])
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_chief_and_two_workers_run_one_search(kaggle_dir_readonly, tmp_path):
+    artifacts = tmp_path / "artifacts"
+    args = _args(kaggle_dir_readonly, artifacts)  # Hyperband: two trials, one per worker
+    network = {tune.ENV_ORACLE_IP: "127.0.0.1", tune.ENV_ORACLE_PORT: str(_free_port())}
+    chief_log = tmp_path / "chief.log"
+    chief = _start(args, chief_log, **network, **{tune.ENV_TUNER_ID: "chief"})
+    processes = [chief]
+    try:
+        _wait_for(chief_log, lambda text: "chief: serving the search" in text, chief, timeout=120)
+        logs = [tmp_path / f"tuner{i}.log" for i in range(2)]
+        processes += [_start(args, log, **network, **{tune.ENV_TUNER_ID: f"tuner{i}"})
+                      for i, log in enumerate(logs)]
+        returncodes = [process.wait(timeout=240) for process in processes]
+    finally:
+        _stop(processes)
+    assert returncodes == [0, 0, 0], chief_log.read_text()[-3000:]
+    trials = _trials(artifacts)
+    assert list(trials["status"]) == ["COMPLETED", "COMPLETED"]
+    numbers_by_worker = []
+    for i, log in enumerate(logs):
+        text = log.read_text()
+        numbers_by_worker.append({int(line.split()[2]) for line in text.splitlines()
+                                  if line.startswith(f"tuner{i}: trial ")})
+    assert all(numbers_by_worker), numbers_by_worker  # each worker ran a trial ...
+    # ... and the chief's one oracle holds every trial of both.
+    assert sorted(set.union(*numbers_by_worker)) == sorted(int(t) + 1 for t in trials["trial_id"])
+    assert "Leaderboard (hyperband, 2 trials" in chief_log.read_text()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--max-trials", "0"], "error: --max-trials: expected an integer >= 1, found 0"),
+    (["--tune-epochs", "-1"], "error: --tune-epochs: expected an integer >= 1, found -1"),
+    (["--tuner", "grid"],
+     "error: --tuner: expected one of hyperband, bayesian, random, found 'grid'"),
+    (["--tune-samples", "50"],
+     "error: --tune-samples: expected 0 (every image) or an integer >= 100, found 50"),
+])
+def test_out_of_range_flags_are_one_line_exit_2_and_write_nothing(
+        kaggle_dir_readonly, tmp_path, capsys, argv, message):
+    artifacts = tmp_path / "artifacts"
+    assert run_cli(tune.main, _args(kaggle_dir_readonly, artifacts, *argv)) == 2
+    assert capsys.readouterr().err == message + "\n"
+    assert not artifacts.exists()
+
+
+def _damage_pixel(folder: Path) -> None:
+    lines = (folder / "train.csv").read_text().splitlines()
+    cells = lines[8].split(",")
+    cells[301] = "256"
+    lines[8] = ",".join(cells)
+    (folder / "train.csv").write_text("\n".join(lines) + "\n")
+
+
+def _keep_one_seven(folder: Path) -> None:
+    lines = (folder / "train.csv").read_text().splitlines()
+    sevens = [line for line in lines[1:] if line.startswith("7,")]
+    kept = [line for line in lines[1:] if not line.startswith("7,")] + sevens[:1]
+    (folder / "train.csv").write_text("\n".join([lines[0], *kept]) + "\n")
+
+
+@pytest.mark.parametrize("damage, message", [
+    (_damage_pixel, "train.csv:9: pixel300: expected an integer 0..255, found '256'"),
+    (_keep_one_seven, "train.csv: expected at least 5 images of every digit, found 1 of digit 7"),
+])
+def test_bad_data_is_one_line_exit_2_and_writes_nothing(kaggle_dir, tmp_path, capsys,
+                                                        damage, message):
+    damage(kaggle_dir)
+    artifacts = tmp_path / "artifacts"
+    assert run_cli(tune.main, _args(kaggle_dir, artifacts)) == 2
+    assert capsys.readouterr().err == f"error: {kaggle_dir}/{message}\n"
+    assert not artifacts.exists()
+
+
+def test_half_set_distributed_environment_is_one_line_exit_2(kaggle_dir_readonly, tmp_path,
+                                                             capsys, monkeypatch):
+    monkeypatch.setenv(tune.ENV_ORACLE_IP, "127.0.0.1")
+    artifacts = tmp_path / "artifacts"
+    assert run_cli(tune.main, _args(kaggle_dir_readonly, artifacts)) == 2
+    assert capsys.readouterr().err == (
+        "error: $KERASTUNER_ORACLE_IP is set: expected KERASTUNER_ORACLE_PORT as well, "
+        "found it unset\n")
+    assert not artifacts.exists()
+
+
+def test_hyperband_plan_follows_its_brackets_and_rounds():
+    # max_epochs 6, factor 3: five trials of 2 epochs, the best two on to 6, then three of 6.
+    plan = tune.planned_epochs(Config(tuner="hyperband", tune_epochs=6))
+    assert plan == [2] * 5 + [4] * 2 + [6] * 3
+    assert tune.planned_epochs(Config(tuner="random", max_trials=3, tune_epochs=4)) == [4, 4, 4]
+
+
+def test_an_atomic_write_that_fails_leaves_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "best_hparams.json"
+    path.write_text("old")
+
+    def crash(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        tune.write_atomically(path, "new")
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == [path.name]
