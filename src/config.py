@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -39,7 +38,7 @@ class Config:
     overwrite: bool = False
     # ensemble (python -m src.submit)
     top_k: int = 2
-    folds: int = 5
+    folds: int = 3
     epochs: int = 12
     batch_size: int = 128
     patience: int = 3
@@ -84,7 +83,7 @@ PROFILES: dict[str, dict[str, object]] = {
     # A laptop CPU (2 cores) in well under half an hour, tune and submit together.
     "quick": dict(
         max_trials=8, tune_epochs=6, tune_samples=12_000,
-        top_k=2, folds=5, epochs=12, batch_size=128, patience=3, train_samples=0,
+        top_k=2, folds=3, epochs=12, batch_size=128, patience=3, train_samples=0,
     ),
     # A GPU box: the best score the package can make.
     "full": dict(
@@ -161,8 +160,3 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None],
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130
-
-
-def quiet_tensorflow() -> None:
-    """Silence TensorFlow's C++ start-up chatter before it is imported."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

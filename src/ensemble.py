@@ -226,8 +226,8 @@ def choose_weights(oof_probs: dict[str, np.ndarray], y: np.ndarray,
         return plain
 
     def loss(weights):
-        return log_loss(y, np.clip(weighted_mean(oof_probs, weights), 1e-7, 1),
-                        labels=range(NUM_CLASSES))
+        probs = weighted_mean(oof_probs, weights)
+        return log_loss(y, probs / probs.sum(axis=1, keepdims=True), labels=range(NUM_CLASSES))
 
     best, best_loss = plain, loss(plain)
     ticks = np.round(np.arange(0, 1 + step / 2, step), 6)

@@ -107,7 +107,8 @@ def library_versions() -> dict[str, str]:
 
 
 def _parse_args(argv: Sequence[str] | None):
-    parser = build_parser("python -m src.submit", __doc__.splitlines()[0].strip("`"))
+    parser = build_parser("python -m src.submit", "Train the k-fold ensemble; write the "
+                          "submission CSV and its evaluation report into a new run folder.")
     ensemble = parser.add_argument_group("ensemble (defaults from --profile)")
     add_override(ensemble, "top_k", "how many of the tuner's best configurations to ensemble")
     add_override(ensemble, "folds", "stratified folds per configuration")

@@ -1,0 +1,605 @@
+"""``python -m src.bench``: how fast the package trains, predicts and loads, beside notebooks.
+
+Every speed row is one timed section after a warm-up, reported as images per
+wall-clock second (what you wait) and images per CPU second of this process
+(all threads: the work done, whoever else runs). Both move when other work
+shares the machine, so the figures to compare are the ratios within one run:
+the package and the notebook way run in one process on the same CNN and the
+same augmentation, and the ratio is package over notebook. The tables are
+printed as Markdown and written, with a JSON of every figure, to
+``<artifacts>/bench/bench-<UTC time>.md`` and ``.json``, never over earlier ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from scipy import ndimage
+
+from src.config import (
+    Config,
+    add_override,
+    build_parser,
+    config_from_args,
+    run_cli,
+)
+from src.data import (
+    IMAGE_SHAPE,
+    NUM_CLASSES,
+    Digits,
+    find_csv,
+    find_data_dir,
+    load_kaggle,
+    load_keras_mnist,
+)
+from src.ensemble import TTA_SHIFTS, predict_probs
+from src.errors import DataError
+from src.model import (  # noqa: E402
+    DEFAULT_HPARAMS,
+    RandomAffine,
+    build_cnn,
+    hparams_from_dict,
+    make_dataset,
+)
+from src.tune import format_duration  # noqa: E402
+
+# Images per timed row; a GPU needs more of them for a stable figure.
+BENCH_IMAGES = {"smoke": 256, "quick": 8192, "full": 32768}
+WARMUP_BATCHES = 4
+PREDICT_BATCH = 1024  # what src.model.predict uses
+LEVER_BATCH_SIZES = (64, 128, 256)
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
+                    "TF_ENABLE_ONEDNN_OPTS")
+
+
+@dataclass
+class Measurement:
+    """One timed section: what ran, how many images, its wall-clock and CPU seconds."""
+
+    task: str
+    way: str
+    images: int = 0
+    wall_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    compared_to: str = ""  # the way of the row the ratio is against
+    failure: str = ""  # why a lever could not run on this machine
+
+    def rates(self) -> tuple[float, float]:
+        """Images per wall-clock second and per CPU second."""
+        return self.images / self.wall_seconds, self.images / self.cpu_seconds
+
+
+def timed(work: Callable[[], object]) -> tuple[object, float, float]:
+    """work's result, with the wall-clock and process CPU seconds it took."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = work()
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def ratios(row: Measurement, rows: list[Measurement]) -> tuple[float, float] | None:
+    """(wall, CPU) images/s of row over those of the row it is compared to."""
+    reference = next((r for r in rows if r.way == row.compared_to and not r.failure), None)
+    if reference is None or row.failure:
+        return None
+    (wall, cpu), (ref_wall, ref_cpu) = row.rates(), reference.rates()
+    return wall / ref_wall, cpu / ref_cpu
+
+
+# ---------------------------------------------------------------- machine
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict:
+    """CPU, cores, libraries, visible GPUs and the thread settings in force."""
+    # macOS has no sched_getaffinity; there every core is usable.
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "cpu": cpu_model(), "cpu_count": os.cpu_count(), "usable_cores": usable,
+        "platform": platform.platform(), "python": platform.python_version(),
+        "tensorflow": tf.__version__, "keras": keras.__version__,
+        "gpus": [device.name for device in tf.config.list_physical_devices("GPU")],
+        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+        "environment": {name: os.environ.get(name, "unset") for name in THREAD_VARIABLES},
+    }
+
+
+# ---------------------------------------------------------------- models
+
+
+def package_model(augment: float = DEFAULT_HPARAMS["augment"]) -> keras.Model:
+    """The package's CNN with the default hyperparameters (augmentation in the graph if > 0)."""
+    return build_cnn(hparams_from_dict({**DEFAULT_HPARAMS, "augment": augment}))
+
+
+def compile_like(model: keras.Model, source: keras.Model, jit_compile: bool = False) -> None:
+    """Compile model with a fresh copy of source's optimizer and its loss and metric."""
+    optimizer = type(source.optimizer).from_config(source.optimizer.get_config())
+    model.compile(optimizer=optimizer, loss=source.loss, metrics=["accuracy"],
+                  jit_compile=jit_compile)
+
+
+def float_input_model(jit_compile: bool = False) -> keras.Model:
+    """The package's CNN without augmentation and without its Rescaling layer, taking float32
+    pixels already scaled to [0, 1]: the model a notebook trains.
+
+    The package's model takes uint8 and would cast float pixels to uint8 (all 0 or 1), so the
+    notebook way gets the same layers behind a float32 input; both see the same [0, 1] pixels.
+    """
+    source = package_model(augment=0)
+    model = keras.Sequential([keras.Input(IMAGE_SHAPE, dtype="float32"),
+                              *(layer for layer in source.layers[1:]
+                                if not isinstance(layer, keras.layers.Rescaling))])
+    compile_like(model, source, jit_compile)
+    return model
+
+
+# ---------------------------------------------------------------- the notebook way
+
+
+def augment_image(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """One image rotated, zoomed and shifted at random with SciPy, as ImageDataGenerator did
+    (rotation_range=10, zoom_range=0.1, width/height_shift_range=0.1 at strength 0.1)."""
+    height, width = image.shape[:2]
+    angle = np.deg2rad(rng.uniform(-100 * strength, 100 * strength))
+    scale = 1 + rng.uniform(-strength, strength)
+    shift = rng.uniform(-strength, strength, 2) * (height, width)
+    # Output pixel o samples input point matrix @ (o - centre - shift) + centre.
+    cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
+    matrix = np.array([[cos, -sin], [sin, cos]])
+    centre = np.array([(height - 1) / 2, (width - 1) / 2])
+    offset = centre - matrix @ (centre + shift)
+    warped = ndimage.affine_transform(image[..., 0], matrix, offset, order=1, mode="constant")
+    return warped[..., None]
+
+
+class NotebookBatches(keras.utils.PyDataset):
+    """Float32 images in [0, 1], shuffled each epoch and augmented image by image on the CPU:
+    ImageDataGenerator.flow's way, as a PyDataset with its default single worker."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, strength: float,
+                 seed: int, **kwargs):
+        super().__init__(**kwargs)
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.strength = strength
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(x))
+
+    def __len__(self) -> int:
+        return len(self.x) // self.batch_size
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        picks = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        images = np.stack([augment_image(self.x[i], self.rng, self.strength) for i in picks])
+        return images, self.y[picks]
+
+    def on_epoch_end(self) -> None:
+        self.order = self.rng.permutation(len(self.x))
+
+
+def read_like_a_notebook(train_path: Path, test_path: Path):
+    """The CSVs as most notebooks read them: pandas defaults, .values, reshape, float32 / 255."""
+    train, test = pd.read_csv(train_path), pd.read_csv(test_path)
+    y_train = train["label"].values
+    x_train = train.drop(columns="label").values.reshape(-1, *IMAGE_SHAPE).astype(np.float32) / 255
+    x_test = test.values.reshape(-1, *IMAGE_SHAPE).astype(np.float32) / 255
+    return x_train, y_train, x_test
+
+
+# ---------------------------------------------------------------- measurements
+
+
+class BatchClock(keras.callbacks.Callback):
+    """Wall-clock and CPU readings at the end of every training batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.readings: list[tuple[float, float]] = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.readings.append((time.perf_counter(), time.process_time()))
+
+
+def time_training(model: keras.Model, batches: Callable[[int], object], images: int,
+                  batch_size: int, way: str, task: str = "train") -> Measurement:
+    """Train img/s in the steady state: one epoch of WARMUP_BATCHES batches then `images`
+    (whole batches), timed from the end of the warm-up to the end of the last batch.
+
+    Tracing and fit's start-up and tear-down stay out: a one-epoch fit over tf.data can
+    spend seconds returning, which a real, many-epoch fit pays once, not per epoch.
+    batches(n) is the input pipeline over the first n images.
+    """
+    clock = BatchClock()
+    model.fit(batches(images + WARMUP_BATCHES * batch_size), epochs=1, verbose=0,
+              shuffle=False, callbacks=[clock])
+    (wall, cpu), (wall_end, cpu_end) = clock.readings[WARMUP_BATCHES - 1], clock.readings[-1]
+    return Measurement(task, way, images, wall_end - wall, cpu_end - cpu)
+
+
+def package_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
+    """batches(n) for the package pipeline: uint8 arrays through src.model.make_dataset."""
+    return lambda n: make_dataset(x[:n], y[:n], batch_size, shuffle=True, seed=seed)
+
+
+def mapped_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, strength: float):
+    """batches(n) with the augmentation in a tf.data map (scaled to [0, 1] there) instead."""
+    augment = RandomAffine(strength, seed=seed)
+
+    def scale_and_augment(images, labels):
+        return augment(tf.cast(images, tf.float32) / 255, training=True), labels
+
+    return lambda n: (make_dataset(x[:n], y[:n], batch_size, shuffle=True, seed=seed)
+                      .map(scale_and_augment, num_parallel_calls=tf.data.AUTOTUNE)
+                      .prefetch(tf.data.AUTOTUNE))
+
+
+def whole_batches(images: int, batch_size: int) -> int:
+    """images rounded down to whole batches (at least one): a last, smaller batch would retrace."""
+    return max(1, images // batch_size) * batch_size
+
+
+def training_images_needed(images: int, batch_sizes: Sequence[int]) -> int:
+    """Images the longest training row reads: its whole batches plus the warm-up batches."""
+    return max(whole_batches(images, size) + WARMUP_BATCHES * size for size in batch_sizes)
+
+
+def training_rows(x: np.ndarray, y: np.ndarray, batch_size: int, images: int,
+                  seed: int) -> list[Measurement]:
+    """Train img/s of the package pipeline and of the notebook way, same CNN and augmentation."""
+    images = whole_batches(images, batch_size)
+    strength = DEFAULT_HPARAMS["augment"]
+    package_way = "package: uint8 → tf.data → fit, augmentation in the graph"
+    notebook_way = "notebook: float32, SciPy augmentation per image → PyDataset → fit"
+    package = time_training(package_model(), package_batches(x, y, batch_size, seed), images,
+                            batch_size, package_way)
+    scaled = x.astype(np.float32) / 255  # the notebook scales once, before training
+    notebook = time_training(
+        float_input_model(),
+        lambda n: NotebookBatches(scaled[:n], y[:n], batch_size, strength, seed),
+        images, batch_size, notebook_way)
+    package.compared_to = notebook_way
+    return [package, notebook]
+
+
+def prediction_rows(x: np.ndarray, models: int) -> list[Measurement]:
+    """Predict img/s of one package model, the ensemble, the ensemble with TTA, and the
+    notebook way (one model, model.predict on a float32 array with its default batch)."""
+    ensemble = [package_model() for _ in range(models)]
+    scaled = x.astype(np.float32) / 255
+    notebook = float_input_model()
+    notebook_way = "notebook: 1 model, model.predict(float32 array), batch 32"
+    for model in ensemble:
+        predict_probs(model, x[:PREDICT_BATCH], tta=False)  # warm-up: traces predict
+    notebook.predict(scaled[:PREDICT_BATCH], verbose=0)
+
+    def ensemble_probs(tta: bool):
+        return np.mean([predict_probs(model, x, tta) for model in ensemble], axis=0)
+
+    work = {
+        "package: 1 model, tf.data batches of 1024":
+            lambda: predict_probs(ensemble[0], x, tta=False),
+        f"package: ensemble of {models}, no TTA": lambda: ensemble_probs(tta=False),
+        f"package: ensemble of {models}, TTA ({len(TTA_SHIFTS)} passes each)":
+            lambda: ensemble_probs(tta=True),
+        notebook_way: lambda: notebook.predict(scaled, verbose=0),
+    }
+    rows = []
+    for way, run in work.items():
+        _, wall, cpu = timed(run)
+        rows.append(Measurement("predict", way, len(x), wall, cpu,
+                                "" if way == notebook_way else notebook_way))
+    return rows
+
+
+def csv_rows(folder: Path) -> tuple[list[Measurement], Digits]:
+    """Load time of train.csv + test.csv, the package's validated way and the notebook way;
+    also the loaded Digits."""
+    train_path, test_path = find_csv(folder, "train"), find_csv(folder, "test")
+    for path in (train_path, test_path):
+        path.read_bytes()  # into the page cache, so the first reader is not the only cold one
+    digits, wall, cpu = timed(lambda: load_kaggle(folder))
+    images = len(digits.x_train) + len(digits.x_test)
+    notebook_way = "notebook: pd.read_csv defaults, .values → float32"
+    package = Measurement("load CSV", "package: load_kaggle, validated, uint8", images, wall,
+                          cpu, notebook_way)
+    _, wall, cpu = timed(lambda: read_like_a_notebook(train_path, test_path))
+    return [package, Measurement("load CSV", notebook_way, images, wall, cpu)], digits
+
+
+def lever(task: str, way: str, measure: Callable[[], Measurement]) -> Measurement:
+    """measure(), or a row saying why this lever cannot run here."""
+    try:
+        return measure()
+    except tf.errors.InvalidArgumentError as error:  # e.g. an op XLA cannot compile
+        found = re.search(r"No registered '(\w+)' OpKernel for (\w+)", str(error))
+        why = (f"no {found.group(1)} kernel for {found.group(2)}" if found
+               else str(error).strip().splitlines()[0])
+        return Measurement(task, way, failure=f"failed: {why}")
+
+
+def lever_rows(x: np.ndarray, y: np.ndarray, batch_size: int, images: int,
+               seed: int) -> list[Measurement]:
+    """Train img/s of the package pipeline under each lever: batch size, XLA, mixed precision,
+    augmentation in the tf.data pipeline instead of the model."""
+    task, strength = "train (lever)", DEFAULT_HPARAMS["augment"]
+    baseline = f"batch {batch_size}"
+
+    def run(way, model, batches, batch=batch_size):
+        return lever(task, way, lambda: time_training(
+            model, batches, whole_batches(images, batch), batch, way, task))
+
+    rows = [run(f"batch {size}", package_model(), package_batches(x, y, size, seed), size)
+            for size in sorted({*LEVER_BATCH_SIZES, batch_size})]
+    xla = package_model()
+    compile_like(xla, xla, jit_compile=True)
+    rows.append(run("XLA (jit_compile=True)", xla, package_batches(x, y, batch_size, seed)))
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        rows.append(run("mixed_bfloat16 policy", package_model(),
+                        package_batches(x, y, batch_size, seed)))
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    mapped = mapped_batches(x, y, batch_size, seed, strength)
+    rows.append(run("augmentation in a tf.data map", float_input_model(), mapped))
+    rows.append(run("XLA + augmentation in a tf.data map", float_input_model(jit_compile=True),
+                    mapped))
+    for row in rows:
+        if row.way != baseline:
+            row.compared_to = baseline
+    return rows
+
+
+# ---------------------------------------------------------------- the quick profile
+
+
+def read_run_metrics(path: Path) -> dict:
+    """Accuracy, wall time and profile of a finished run, from its metrics.json."""
+    if not path.is_file():
+        return {"note": f"no finished run at {path}: run `python -m src.submit` or pass "
+                        "--run-quick"}
+    try:
+        metrics = json.loads(path.read_text())
+        return {"source": str(path), "profile": metrics["run_info"]["profile"],
+                "accuracy": float(metrics["ensemble"]["accuracy"]),
+                "submit_seconds": float(metrics["timings"]["total"])}
+    except (ValueError, KeyError, TypeError) as error:
+        return {"note": f"{path} is not a metrics.json of python -m src.submit "
+                        f"({type(error).__name__}: {error})"}
+
+
+def run_profile(config: Config, folder: Path) -> dict:
+    """Run python -m src.tune, then python -m src.submit, with config's profile in a fresh
+    folder (never the user's own search or runs); their wall times and the run's metrics."""
+    common = ["--profile", config.profile, "--source", config.source, "--seed", str(config.seed),
+              "--artifacts-dir", str(folder / "artifacts"),
+              "--submissions-dir", str(folder / "submissions")]
+    if config.data_dir:
+        common += ["--data-dir", config.data_dir]
+    if config.keras_npz:
+        common += ["--keras-npz", config.keras_npz]
+    seconds = {}
+    for stage in ("tune", "submit"):
+        command = [sys.executable, "-m", f"src.{stage}", *common]
+        print(f"running {shlex.join(command)}", flush=True)
+        tick = time.perf_counter()
+        finished = subprocess.run(command, check=False)
+        seconds[stage] = time.perf_counter() - tick
+        if finished.returncode != 0:
+            return {"note": f"python -m src.{stage} exited with code {finished.returncode}"}
+    result = read_run_metrics(folder / "submissions" / "latest" / "metrics.json")
+    return {**result, "tune_wall_seconds": seconds["tune"],
+            "submit_wall_seconds": seconds["submit"]}
+
+
+# ---------------------------------------------------------------- output
+
+
+def _cells(row: Measurement, rows: list[Measurement]) -> list[str]:
+    if row.failure:
+        return [row.task, f"{row.way}: {row.failure}", "", "", "", "", "", ""]
+    wall_rate, cpu_rate = row.rates()
+    ratio = ratios(row, rows)
+    ratio_cells = ([f"{ratio[0]:.2f}×", f"{ratio[1]:.2f}×"] if ratio else
+                   ["baseline" if any(r.compared_to == row.way for r in rows) else "", ""])
+    return [row.task, row.way, f"{row.images:,}", f"{row.wall_seconds:.2f}",
+            f"{wall_rate:,.0f}", f"{cpu_rate:,.0f}", *ratio_cells]
+
+
+def markdown_table(rows: list[Measurement]) -> str:
+    """The rows as a Markdown table; ratios are this row's images/s over its baseline's."""
+    header = ["Task", "Way", "Images", "Wall s", "Images/s", "Images per CPU s", "Ratio",
+              "Ratio (CPU)"]
+    lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
+    lines += ["| " + " | ".join(_cells(row, rows)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def machine_line(machine: dict) -> str:
+    """The machine in one Markdown line."""
+    gpus = ", ".join(machine["gpus"]) or "none visible"
+    threads = ", ".join(f"{name}={value}" for name, value in machine["environment"].items())
+    return (f"{machine['cpu']}, {machine['cpu_count']} cores ({machine['usable_cores']} usable); "
+            f"GPU: {gpus}; TensorFlow {machine['tensorflow']}, Keras {machine['keras']}; "
+            f"threads: intra-op {machine['intra_op_threads']}, inter-op "
+            f"{machine['inter_op_threads']} (0: TensorFlow picks), {threads}")
+
+
+def profile_lines(result: dict) -> list[str]:
+    """The quick-profile figures (or why there are none) as Markdown lines."""
+    if "note" in result:
+        return [f"- {result['note']}"]
+    lines = [f"- ensemble CV (out-of-fold) accuracy: {result['accuracy']:.2%} "
+             f"(profile {result['profile']})",
+             f"- python -m src.submit wall time: {format_duration(result['submit_seconds'])}"]
+    if "tune_wall_seconds" in result:
+        lines.append(f"- python -m src.tune wall time: "
+                     f"{format_duration(result['tune_wall_seconds'])}")
+    return [*lines, f"- from {result['source']}"]
+
+
+def render(report: dict) -> str:
+    """The whole benchmark as Markdown."""
+    rows = [Measurement(**row) for row in report["rows"]]
+    levers = [Measurement(**row) for row in report["levers"]]
+    parts = [f"## python -m src.bench, {report['utc']}", "",
+             f"Machine: {machine_line(report['machine'])}", "",
+             f"Profile {report['profile']}: batch {report['batch_size']}, ensemble of "
+             f"{report['top_k']}, about {report['images']:,} images per timed row, each after "
+             f"an untimed warm-up; images from {report['images_from']}.", "",
+             markdown_table(rows)]
+    if levers:
+        parts += ["", "Levers: package training, ratio against the package at batch "
+                  f"{report['batch_size']}.", "", markdown_table(levers)]
+    parts += ["", "End to end:", "", *profile_lines(report["profile_run"])]
+    if report["notes"]:
+        parts += ["", *(f"- {note}" for note in report["notes"])]
+    parts += ["", "Images/s is what you wait; Images per CPU s divides by this process's CPU "
+              "seconds (all threads). Both move when other work shares the machine: compare the "
+              "ratios within one run."]
+    return "\n".join(parts) + "\n"
+
+
+def write_new_files(folder: Path, stem: str, texts: dict[str, str]) -> list[Path]:
+    """Write each suffix's text to folder/<stem><suffix> through a temporary file and a rename;
+    when a name is taken, the stem gets -2, -3, ... so no earlier file is overwritten."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 1000):
+        name = stem if attempt == 1 else f"{stem}-{attempt}"
+        paths = [folder / f"{name}{suffix}" for suffix in texts]
+        if not any(path.exists() for path in paths):
+            break
+    for path, text in zip(paths, texts.values(), strict=True):
+        partial = path.with_name(f".partial-{path.name}")
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+    return paths
+
+
+# ---------------------------------------------------------------- command line
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config]:
+    """The command line of python -m src.bench: flags and a validated Config."""
+    parser = build_parser("python -m src.bench", "Time training, prediction and CSV loading "
+                          "against the way popular notebooks do them.")
+    bench = parser.add_argument_group("benchmark")
+    add_override(bench, "batch_size", "training batch size")
+    add_override(bench, "top_k", "models in the timed ensemble")
+    bench.add_argument("--bench-images", type=int, metavar="N",
+                       help="images per timed row (default: from --profile: "
+                       + ", ".join(f"{k} {v}" for k, v in BENCH_IMAGES.items()) + ")")
+    bench.add_argument("--levers", action="store_true",
+                       help="also time batch sizes, XLA, mixed precision and tf.data augmentation")
+    bench.add_argument("--run-quick", action="store_true",
+                       help="run python -m src.tune and python -m src.submit with --profile "
+                       "(quick by default) in a fresh folder under <artifacts>/bench and time "
+                       "them, instead of reading <submissions>/latest/metrics.json")
+    args = parser.parse_args(argv)
+    config = config_from_args(args)
+    if args.bench_images is not None and args.bench_images < 1:
+        raise DataError("an integer >= 1", str(args.bench_images), column="--bench-images")
+    return args, config
+
+
+def random_digits(seed: int, count: int = 1000) -> Digits:
+    """Random pixels and labels in place of the data: speed does not depend on content."""
+    rng = np.random.default_rng(seed)
+    return Digits(x_train=rng.integers(0, 256, (count, *IMAGE_SHAPE), dtype=np.uint8),
+                  y_train=rng.integers(0, NUM_CLASSES, count),
+                  x_test=rng.integers(0, 256, (count, *IMAGE_SHAPE), dtype=np.uint8),
+                  test_ids=np.arange(1, count + 1), source="random",
+                  train_path="random pixels (no data found)")
+
+
+def load_bench_data(config: Config, notes: list[str]) -> tuple[Digits, list[Measurement]]:
+    """The data to time on, with the CSV load rows when the Kaggle CSVs are found; random
+    pixels, and a note, when they are not (a --data-dir without them is an error)."""
+    if config.source == "keras":
+        notes.append("load CSV rows skipped: --source keras reads no CSV")
+        return load_keras_mnist(config.keras_npz), []
+    try:
+        folder = find_data_dir(config.data_dir)
+    except DataError:
+        if config.data_dir:
+            raise
+        notes.append("load CSV rows skipped: no train.csv found (pass --data-dir DIR)")
+        return random_digits(config.seed), []
+    rows, digits = csv_rows(folder)
+    return digits, rows
+
+
+def repeat_to(x: np.ndarray, count: int) -> np.ndarray:
+    """The first count items of x, cycling through x as often as needed."""
+    return x[np.arange(count) % len(x)]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Time the package against the notebook way; print the table and write it with its JSON."""
+    args, config = parse_args(argv)
+    started = datetime.now(timezone.utc)
+    keras.utils.set_random_seed(config.seed)
+    images = args.bench_images or BENCH_IMAGES[config.profile]
+    notes: list[str] = []
+    digits, load_rows = load_bench_data(config, notes)
+    most = training_images_needed(images, (*LEVER_BATCH_SIZES, config.batch_size))
+    x_train, y_train = repeat_to(digits.x_train, most), repeat_to(digits.y_train, most)
+    print(f"timing training on {images:,} images ...", flush=True)
+    rows = training_rows(x_train, y_train, config.batch_size, images, config.seed)
+    print(f"timing prediction on {images:,} images ...", flush=True)
+    rows += prediction_rows(repeat_to(digits.x_test, images), config.top_k)
+    rows += load_rows
+    levers = []
+    if args.levers:
+        print("timing the levers ...", flush=True)
+        levers = lever_rows(x_train, y_train, config.batch_size, images, config.seed)
+    bench_dir = Path(config.artifacts_dir) / "bench"
+    stamp = started.strftime("%Y%m%d-%H%M%S")
+    profile_run = (run_profile(config, bench_dir / f"run-{stamp}-{config.profile}")
+                   if args.run_quick else
+                   read_run_metrics(Path(config.submissions_dir) / "latest" / "metrics.json"))
+    report = {"utc": started.strftime("%Y-%m-%d %H:%M UTC"),
+              "command": "python -m src.bench " + shlex.join(sys.argv[1:] if argv is None
+                                                             else argv),
+              "profile": config.profile, "batch_size": config.batch_size, "top_k": config.top_k,
+              "images": images, "images_from": digits.train_path, "machine": machine_info(),
+              "rows": [asdict(row) for row in rows], "levers": [asdict(row) for row in levers],
+              "profile_run": profile_run, "notes": notes}
+    text = render(report)
+    print(text)
+    md, js = write_new_files(bench_dir, f"bench-{stamp}",
+                             {".md": text, ".json": json.dumps(report, indent=2) + "\n"})
+    print(f"wrote {md} and {js}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

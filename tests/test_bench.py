@@ -1,0 +1,178 @@
+"""python -m src.bench: the smoke run, its files, the notebook baseline and the profile figures."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import keras
+import numpy as np
+import pytest
+
+from src import bench
+from src.config import run_cli
+
+TRAIN_WAYS = ("package: uint8 → tf.data → fit", "notebook: float32, SciPy augmentation")
+PREDICT_WAYS = ("package: 1 model", "package: ensemble of 1, no TTA",
+                "package: ensemble of 1, TTA", "notebook: 1 model")
+CSV_WAYS = ("package: load_kaggle", "notebook: pd.read_csv")
+
+
+def _args(tmp_path, *extra):
+    return ["--profile", "smoke", "--artifacts-dir", str(tmp_path / "artifacts"),
+            "--submissions-dir", str(tmp_path / "submissions"), *extra]
+
+
+def _table_rows(text: str) -> dict[str, list[str]]:
+    """'task | way' -> the other cells, for every data row of the printed tables."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and cells[0] not in ("Task",) and len(cells) == 8:
+            rows[f"{cells[0]} | {cells[1]}"] = cells[2:]
+    return rows
+
+
+def _row_key(rows: dict[str, list[str]], task: str, way: str) -> str:
+    [key] = [key for key in rows if key.startswith(f"{task} | {way}")]
+    return key
+
+
+def _positive(cell: str) -> float:
+    value = float(re.sub(r"[,×]", "", cell))
+    assert value > 0, cell
+    return value
+
+
+def _bench_files(tmp_path):
+    return sorted((tmp_path / "artifacts" / "bench").glob("bench-*"))
+
+
+@pytest.mark.slow
+def test_smoke_bench_prints_the_table_and_writes_new_files(kaggle_dir_readonly, tmp_path,
+                                                           capsys, monkeypatch):
+    assert run_cli(bench.main, _args(tmp_path, "--data-dir", str(kaggle_dir_readonly))) == 0
+    out = capsys.readouterr().out
+    rows = _table_rows(out)
+    for task, ways in (("train", TRAIN_WAYS), ("predict", PREDICT_WAYS), ("load CSV", CSV_WAYS)):
+        for way in ways:
+            images, seconds, per_second, per_cpu_second, *ratio = rows[_row_key(rows, task, way)]
+            for cell in (images, seconds, per_second, per_cpu_second):
+                _positive(cell)
+            if way.startswith("package"):
+                _positive(ratio[0])
+                _positive(ratio[1])
+    assert rows[_row_key(rows, "load CSV", "package")][0] == "1,797"  # 1,497 train + 300 test
+    assert "no finished run at" in out
+    js, md = _bench_files(tmp_path)
+    assert md.suffix == ".md" and js.suffix == ".json" and md.stem == js.stem
+    assert md.read_text() in out
+    figures = json.loads(js.read_text())
+    assert len(figures["rows"]) == 8 and figures["machine"]["usable_cores"] >= 1
+    assert all(row["images"] > 0 and row["wall_seconds"] > 0 and row["cpu_seconds"] > 0
+               for row in figures["rows"])
+
+    # Without data the bench still runs, on random images, says so, and writes new files.
+    monkeypatch.chdir(tmp_path)
+    first = md.read_text()
+    assert run_cli(bench.main, _args(tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert "load CSV rows skipped: no train.csv found" in out and "random pixels" in out
+    rows = _table_rows(out)
+    assert len(rows) == 6 and not [key for key in rows if key.startswith("load CSV")]
+    files = _bench_files(tmp_path)
+    assert len(files) == 4 and md in files and js in files and md.read_text() == first
+
+
+@pytest.mark.slow
+def test_levers_time_every_lever_against_the_batch_size_in_use():
+    rng = np.random.default_rng(0)
+    count = bench.training_images_needed(256, bench.LEVER_BATCH_SIZES)
+    x = rng.integers(0, 256, (count, 28, 28, 1), dtype=np.uint8)
+    rows = bench.lever_rows(x, rng.integers(0, 10, count), batch_size=64, images=256, seed=0)
+    assert [row.way for row in rows][:3] == ["batch 64", "batch 128", "batch 256"]
+    assert len(rows) == 7 and all(row.compared_to == "batch 64" for row in rows[1:])
+    for row in rows:
+        if row.failure:  # XLA cannot compile the in-graph augmentation on a CPU
+            assert row.way == "XLA (jit_compile=True)"
+            assert "ImageProjectiveTransformV3" in row.failure
+        else:
+            assert row.images == 256 and row.wall_seconds > 0 and row.cpu_seconds > 0
+            assert row.way == "batch 64" or bench.ratios(row, rows)[1] > 0
+    assert keras.mixed_precision.global_policy().name == "float32"
+    table = bench.markdown_table(rows)
+    assert "| train (lever) | batch 64 | 256 |" in table and "| baseline |" in table
+
+
+def test_notebook_model_is_the_package_model_on_scaled_pixels():
+    package = bench.package_model(augment=0)
+    notebook = bench.float_input_model()
+    assert notebook.count_params() == package.count_params()
+    notebook.set_weights(package.get_weights())
+    images = np.random.default_rng(0).integers(0, 256, (4, 28, 28, 1), dtype=np.uint8)
+    np.testing.assert_allclose(notebook(images.astype(np.float32) / 255), package(images),
+                               atol=1e-5)
+
+
+def test_notebook_augmentation_moves_pixels_and_zero_strength_does_not():
+    image = np.zeros((28, 28, 1), np.float32)
+    image[8:20, 12:16] = 1.0
+    rng = np.random.default_rng(0)
+    np.testing.assert_allclose(bench.augment_image(image, rng, 0.0), image, atol=1e-6)
+    moved = bench.augment_image(image, rng, 0.1)
+    assert moved.shape == image.shape and not np.allclose(moved, image)
+    assert 0.7 < moved.sum() / image.sum() < 1.3  # zoom at most 10%: the digit's ink stays
+
+
+def test_notebook_batches_are_whole_and_cover_the_images():
+    x = np.zeros((10, 28, 28, 1), np.float32)
+    batches = bench.NotebookBatches(x, np.arange(10), batch_size=4, strength=0.1, seed=0)
+    assert len(batches) == 2
+    images, labels = batches[1]
+    assert images.shape == (4, 28, 28, 1) and images.dtype == np.float32
+    assert len(set(batches[0][1]) | set(labels)) == 8
+
+
+def test_profile_figures_come_from_the_latest_metrics(tmp_path):
+    path = tmp_path / "latest" / "metrics.json"
+    assert "no finished run at" in bench.read_run_metrics(path)["note"]
+    path.parent.mkdir()
+    path.write_text(json.dumps({"ensemble": {"accuracy": 0.9931}, "timings": {"total": 754.2},
+                                "run_info": {"profile": "quick"}}))
+    result = bench.read_run_metrics(path)
+    assert result == {"source": str(path), "profile": "quick", "accuracy": 0.9931,
+                      "submit_seconds": 754.2}
+    lines = "\n".join(bench.profile_lines(result))
+    assert "99.31% (profile quick)" in lines and "12m34s" in lines and str(path) in lines
+    path.write_text(json.dumps({"ensemble": {}}))
+    assert "is not a metrics.json of python -m src.submit" in bench.read_run_metrics(path)["note"]
+
+
+def test_write_new_files_never_overwrites(tmp_path):
+    first = bench.write_new_files(tmp_path, "bench-x", {".md": "one", ".json": "{}"})
+    second = bench.write_new_files(tmp_path, "bench-x", {".md": "two", ".json": "{}"})
+    assert [p.name for p in second] == ["bench-x-2.md", "bench-x-2.json"]
+    assert first[0].read_text() == "one" and second[0].read_text() == "two"
+    assert not list(tmp_path.glob(".partial-*"))
+
+
+def test_bad_bench_images_is_one_line_exit_2(tmp_path, capsys):
+    assert run_cli(bench.main, _args(tmp_path, "--bench-images", "0")) == 2
+    assert capsys.readouterr().err == "error: --bench-images: expected an integer >= 1, found 0\n"
+    assert not (tmp_path / "artifacts").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_run_quick_times_tune_and_submit_in_a_fresh_folder(kaggle_dir_readonly, tmp_path,
+                                                           capsys):
+    argv = _args(tmp_path, "--data-dir", str(kaggle_dir_readonly), "--run-quick",
+                 "--bench-images", "64")
+    assert run_cli(bench.main, argv) == 0
+    out = capsys.readouterr().out
+    assert "python -m src.tune wall time" in out and "(profile smoke)" in out
+    [figures] = [json.loads(p.read_text()) for p in _bench_files(tmp_path) if p.suffix == ".json"]
+    run = figures["profile_run"]
+    assert 0 <= run["accuracy"] <= 1 and run["tune_wall_seconds"] > 0
+    assert run["source"].startswith(str(tmp_path / "artifacts" / "bench" / "run-"))
+    assert not (tmp_path / "submissions").exists()  # the user's own runs are left alone

@@ -1,0 +1,39 @@
+"""Every kind of bad input, through both command lines: one stderr line, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from src import submit, tune
+from src.config import run_cli
+from tests.test_data import TRAIN_CASES, _break_train
+
+CLIS = {"tune": tune.main, "submit": submit.main}
+CASES = [*TRAIN_CASES, "missing_file", "test_csv_with_label"]
+
+
+def _damage(kaggle_dir, case):
+    """Break the fixture one way; return the fragment the error line must contain."""
+    if case == "missing_file":
+        (kaggle_dir / "train.csv").unlink()
+        return "expected train.csv (or train.csv.gz), found none"
+    if case == "test_csv_with_label":
+        shutil.copy(kaggle_dir / "train.csv", kaggle_dir / "test.csv")
+        return "test.csv:1: column 1: expected 'pixel0', found 'label'"
+    return _break_train(kaggle_dir / "train.csv", case)
+
+
+@pytest.mark.parametrize("cli", list(CLIS))
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_one_line_and_exit_2(kaggle_dir, tmp_path, capsys, cli, case):
+    expected = _damage(kaggle_dir, case)
+    outputs = [tmp_path / "artifacts", tmp_path / "submissions"]
+    argv = ["--data-dir", str(kaggle_dir), "--profile", "smoke",
+            "--artifacts-dir", str(outputs[0]), "--submissions-dir", str(outputs[1])]
+    assert run_cli(CLIS[cli], argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert expected in err
+    assert not any(path.exists() for path in outputs)
