@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -174,27 +175,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_id = new_run_id(config)
     partial = submissions_dir / f".partial-{run_id}"
     partial.mkdir()
-    csv_path = None
-    if digits.y_test is None:
-        frame = pd.DataFrame({"ImageId": digits.test_ids, "Label": test_labels})
-        validate_submission(frame, len(digits.x_test))
-        write_csv_atomically(frame, partial / "submission.csv")
-    timings = {"load": loaded - started, "train": result.train_seconds,
-               "predict": result.predict_seconds, "total": time.perf_counter() - started}
-    metrics = report.write_report(partial, report.ReportInputs(
-        y_true=digits.y_train, images=digits.x_train, model_probs=result.oof_probs,
-        ensemble_probs=oof_ensemble, ensemble_weights=weights, histories=result.histories,
-        timings=timings, run_info=_run_info(config, members, result, digits, argv),
-        leaderboard=_leaderboard(config), holdout_true=digits.y_test,
-        holdout_probs=test_ensemble if digits.y_test is not None else None,
-        test_predictions=test_labels if digits.y_test is None else None))
+    try:
+        if digits.y_test is None:
+            frame = pd.DataFrame({"ImageId": digits.test_ids, "Label": test_labels})
+            validate_submission(frame, len(digits.x_test))
+            write_csv_atomically(frame, partial / "submission.csv")
+        timings = {"load": loaded - started, "train": result.train_seconds,
+                   "predict": result.predict_seconds, "total": time.perf_counter() - started}
+        metrics = report.write_report(partial, report.ReportInputs(
+            y_true=digits.y_train, images=digits.x_train, model_probs=result.oof_probs,
+            ensemble_probs=oof_ensemble, ensemble_weights=weights, histories=result.histories,
+            timings=timings, run_info=_run_info(config, members, result, digits, argv),
+            leaderboard=_leaderboard(config), holdout_true=digits.y_test,
+            holdout_probs=test_ensemble if digits.y_test is not None else None,
+            test_predictions=test_labels if digits.y_test is None else None))
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)  # an unfinished run leaves nothing behind
+        raise
     run_dir = publish_run(partial, submissions_dir, run_id)
     _print_summary(metrics, run_dir, result)
-    if digits.y_test is None:
-        csv_path = run_dir / "submission.csv"
-        if args.upload:
-            _upload(csv_path, args.message or f"{config.profile}: {len(members)} config(s) x "
-                    f"{config.folds} folds")
+    if args.upload:
+        _upload(run_dir / "submission.csv", args.message or
+                f"{config.profile}: {len(members)} config(s) x {config.folds} folds")
     return 0
 
 
@@ -223,7 +225,9 @@ def _print_summary(metrics: dict, run_dir: Path, result) -> None:
           f"{scores['ci95_high']:.2%}); trained {result.trained}, reused {result.reused}")
     if metrics["holdout"] is not None:
         print(f"holdout (MNIST test) accuracy {metrics['holdout']['accuracy']:.4%}")
-    print(f"wrote {run_dir}/ (submission.csv, report.md, report.html, metrics.json)")
+    written = [name for name in ("submission.csv", "report.md", "report.html", "metrics.json")
+               if (run_dir / name).is_file()]
+    print(f"wrote {run_dir}/ ({', '.join(written)})")
     print(json.dumps({"run_dir": str(run_dir)}))
 
 
