@@ -50,14 +50,14 @@ from src.data import (
 )
 from src.ensemble import TTA_SHIFTS, predict_probs
 from src.errors import DataError
-from src.model import (  # noqa: E402
+from src.model import (
     DEFAULT_HPARAMS,
     RandomAffine,
     build_cnn,
     hparams_from_dict,
     make_dataset,
 )
-from src.tune import format_duration  # noqa: E402
+from src.util import format_duration, write_atomically
 
 # Images per timed row; a GPU needs more of them for a stable figure.
 BENCH_IMAGES = {"smoke": 256, "quick": 8192, "full": 32768}
@@ -498,9 +498,7 @@ def write_new_files(folder: Path, stem: str, texts: dict[str, str]) -> list[Path
         if not any(path.exists() for path in paths):
             break
     for path, text in zip(paths, texts.values(), strict=True):
-        partial = path.with_name(f".partial-{path.name}")
-        partial.write_text(text, encoding="utf-8")
-        os.replace(partial, path)
+        write_atomically(path, text)
     return paths
 
 

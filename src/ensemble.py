@@ -27,6 +27,7 @@ from src import model as cnn
 from src.config import Config
 from src.data import NUM_CLASSES, Digits
 from src.errors import DataError
+from src.util import format_duration, write_atomically
 
 TTA_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
 
@@ -132,15 +133,8 @@ def _load_fold_model(path: Path) -> keras.Model:
 def _save_atomically(model: keras.Model, history: dict, model_path: Path) -> None:
     partial = model_path.with_name(f".partial-{model_path.name}")
     model.save(partial)
-    history_path = model_path.with_suffix(".history.json")
-    history_path.with_name(f".partial-{history_path.name}").write_text(json.dumps(history))
-    os.replace(history_path.with_name(f".partial-{history_path.name}"), history_path)
+    write_atomically(model_path.with_suffix(".history.json"), json.dumps(history))
     os.replace(partial, model_path)  # the model last: its presence means the fold is done
-
-
-def _format_seconds(seconds: float) -> str:
-    minutes, seconds = divmod(int(seconds), 60)
-    return f"{minutes}m{seconds:02d}s"
 
 
 def _fold_model_path(member: Member, fold: int, config: Config, fingerprint: str) -> Path:
@@ -183,9 +177,9 @@ def run_kfold(digits: Digits, members: list[Member], config: Config,
         eta = ""
         if result.trained:
             left = to_train - result.trained
-            eta = f", ETA {_format_seconds(result.train_seconds / result.trained * left)}"
+            eta = f", ETA {format_duration(result.train_seconds / result.trained * left)}"
         print(f"[{member.name}] fold {fold + 1} of {config.folds} (model {number} of "
-              f"{len(jobs)}), elapsed {_format_seconds(time.perf_counter() - started)}{eta}",
+              f"{len(jobs)}), elapsed {format_duration(time.perf_counter() - started)}{eta}",
               flush=True)
         if path.is_file() and not config.fresh:
             model = _load_fold_model(path)

@@ -25,6 +25,7 @@ import pandas as pd
 from src.config import Config, add_override, build_parser, config_from_args, run_cli
 from src.data import find_csv, find_data_dir, load_digits, read_digits_csv, subsample
 from src.errors import DataError
+from src.util import write_atomically
 
 SUBMISSION_COLUMNS = ["ImageId", "Label"]
 
@@ -88,13 +89,6 @@ def publish_run(partial: Path, submissions_dir: Path, run_id: str) -> Path:
     return final
 
 
-def write_csv_atomically(frame: pd.DataFrame, path: Path) -> None:
-    """Write a CSV through a temporary file in the same folder and a rename."""
-    partial = path.with_name(f".partial-{path.name}")
-    frame.to_csv(partial, index=False, lineterminator="\n")
-    os.replace(partial, path)
-
-
 def library_versions() -> dict[str, str]:
     """Versions of Python and the libraries that shaped the run."""
     import keras
@@ -129,9 +123,10 @@ def _parse_args(argv: Sequence[str] | None):
 
 
 def _check_only(args, config: Config) -> int:
-    test_path = find_csv(find_data_dir(config.data_dir), "test")
+    data_dir = find_data_dir(config.data_dir)
+    test_path = find_csv(data_dir, "test")
     if test_path is None:
-        raise DataError("test.csv beside train.csv", "none", file=find_data_dir(config.data_dir))
+        raise DataError("test.csv beside train.csv", "none", file=data_dir)
     rows = check_submission_file(Path(args.check), test_path)
     print(f"{args.check}: valid submission, {rows} rows")
     if args.upload:
@@ -179,7 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if digits.y_test is None:
             frame = pd.DataFrame({"ImageId": digits.test_ids, "Label": test_labels})
             validate_submission(frame, len(digits.x_test))
-            write_csv_atomically(frame, partial / "submission.csv")
+            write_atomically(partial / "submission.csv",
+                             frame.to_csv(index=False, lineterminator="\n"))
         timings = {"load": loaded - started, "train": result.train_seconds,
                    "predict": result.predict_seconds, "total": time.perf_counter() - started}
         metrics = report.write_report(partial, report.ReportInputs(

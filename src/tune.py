@@ -28,7 +28,8 @@ from keras_tuner.src import utils as kt_utils
 from src.config import Config, add_override, build_parser, config_from_args, run_cli
 from src.data import NUM_CLASSES, load_digits, split_train_val, subsample
 from src.errors import DataError
-from src.model import build_cnn, define_search_space, make_dataset  # noqa: E402
+from src.model import build_cnn, define_search_space, make_dataset
+from src.util import format_duration, write_atomically
 
 OBJECTIVE = "val_accuracy"
 VAL_FRACTION = 0.2
@@ -88,16 +89,6 @@ def planned_epochs(config: Config) -> list[int]:
             epochs = oracle._get_epochs(bracket, round_num) - start
             plan += [epochs] * oracle._get_size(bracket, round_num)
     return plan
-
-
-def format_duration(seconds: float) -> str:
-    """12s, 4m05s or 1h02m."""
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 class Progress:
@@ -193,18 +184,6 @@ class BayesianTuner(_SearchTuner, kt.BayesianOptimization):
 
 class RandomTuner(_SearchTuner, kt.RandomSearch):
     """Random search with this package's seeds, metrics, progress and resume repairs."""
-
-
-def write_atomically(path: str | Path, text: str) -> None:
-    """Write text to a temporary file beside path, then os.replace it: never half a file."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 def _save_json_atomically(path: str, obj: object) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from src import tune
+from src import tune, util
 from src.config import Config, run_cli
 from tests.conftest import REPO_ROOT
 
@@ -305,5 +305,5 @@ def test_an_atomic_write_that_fails_leaves_the_old_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError):
-        tune.write_atomically(path, "new")
+        util.write_atomically(path, "new")
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == [path.name]
