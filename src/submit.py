@@ -75,7 +75,8 @@ def new_run_id(config: Config) -> str:
 
 def publish_run(partial: Path, submissions_dir: Path, run_id: str) -> Path:
     """Rename the finished partial folder into place (never over an existing run) and
-    point ``latest`` at it; return the run folder."""
+    point ``latest`` at it (``latest.txt`` names it where symlinks are not allowed);
+    return the run folder."""
     for attempt in range(1, 100):
         final = submissions_dir / (run_id if attempt == 1 else f"{run_id}-{attempt}")
         if not final.exists():
@@ -84,7 +85,11 @@ def publish_run(partial: Path, submissions_dir: Path, run_id: str) -> Path:
     link = submissions_dir / ".latest-partial"
     if link.is_symlink() or link.exists():
         link.unlink()
-    os.symlink(final.name, link)
+    try:
+        os.symlink(final.name, link, target_is_directory=True)
+    except OSError:  # Windows without symlink rights: name the run in a text file instead
+        write_atomically(submissions_dir / "latest.txt", final.name + "\n")
+        return final
     os.replace(link, submissions_dir / "latest")
     return final
 

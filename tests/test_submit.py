@@ -175,6 +175,18 @@ def test_publish_never_overwrites_and_moves_latest(tmp_path):
     assert (tmp_path / "latest").resolve() == (tmp_path / "run-2").resolve()
 
 
+def test_publish_names_latest_in_a_file_without_symlink_rights(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("A required privilege is not held by the client")
+
+    monkeypatch.setattr(submit.os, "symlink", refuse)
+    partial = tmp_path / ".partial-run"
+    partial.mkdir()
+    assert submit.publish_run(partial, tmp_path, "run") == tmp_path / "run"
+    assert (tmp_path / "latest.txt").read_text() == "run\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.txt", "run"]
+
+
 def test_weights_favour_the_better_member():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 10, 2000)
