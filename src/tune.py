@@ -28,7 +28,7 @@ from keras_tuner.src import utils as kt_utils
 from src.config import Config, add_override, build_parser, config_from_args, run_cli
 from src.data import NUM_CLASSES, load_digits, split_train_val, subsample
 from src.errors import DataError
-from src.model import build_cnn, define_search_space, make_dataset
+from src.model import build_cnn, define_search_space, make_dataset, steps_per_epoch
 from src.util import format_duration, write_atomically
 
 OBJECTIVE = "val_accuracy"
@@ -71,7 +71,9 @@ class CNNHyperModel(kt.HyperModel):
     def fit(self, hp, model, x, y, validation_data, **kwargs) -> keras.callbacks.History:
         """Train on uint8 arrays (x, y), validating on validation_data = (x_val, y_val)."""
         x_val, y_val = validation_data
-        return model.fit(make_dataset(x, y, self.batch_size, shuffle=True, seed=self.seed),
+        return model.fit(make_dataset(x, y, self.batch_size, shuffle=True, seed=self.seed,
+                                      repeat=True),
+                         steps_per_epoch=steps_per_epoch(len(x), self.batch_size),
                          validation_data=make_dataset(x_val, y_val, VAL_BATCH_SIZE, shuffle=False),
                          shuffle=False, **kwargs)  # the dataset shuffles; Keras would warn
 
