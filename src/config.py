@@ -39,9 +39,9 @@ class Config:
     # ensemble (python -m src.submit)
     top_k: int = 2
     folds: int = 3
-    epochs: int = 12
+    epochs: int = 20
     batch_size: int = 128
-    patience: int = 3
+    patience: int = 5
     train_samples: int = 0
     tta: bool = False
     fresh: bool = False
@@ -83,7 +83,7 @@ PROFILES: dict[str, dict[str, object]] = {
     # A laptop CPU (2 cores) in well under half an hour, tune and submit together.
     "quick": dict(
         max_trials=8, tune_epochs=6, tune_samples=12_000,
-        top_k=2, folds=3, epochs=12, batch_size=128, patience=3, train_samples=0,
+        top_k=2, folds=3, epochs=20, batch_size=128, patience=5, train_samples=0,
     ),
     # A GPU box: the best score the package can make.
     "full": dict(
