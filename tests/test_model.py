@@ -1,0 +1,41 @@
+"""The input pipeline and the training loop of src.model."""
+
+import keras
+import numpy as np
+
+from src.model import DEFAULT_HPARAMS, build_cnn, fit, hparams_from_dict, make_dataset
+
+
+def _labels_per_pass(dataset, batches_per_pass: int, passes: int) -> list[list[int]]:
+    batches = [labels.numpy().tolist() for _, labels in dataset.take(batches_per_pass * passes)]
+    return [sum(batches[start:start + batches_per_pass], [])
+            for start in range(0, len(batches), batches_per_pass)]
+
+
+def test_repeated_dataset_shows_every_image_once_per_pass_reshuffled():
+    x = np.zeros((10, 28, 28, 1), np.uint8)
+    y = np.arange(10)
+    passes = _labels_per_pass(make_dataset(x, y, 4, shuffle=True, seed=1, repeat=True),
+                              batches_per_pass=3, passes=3)
+    assert all(sorted(labels) == list(range(10)) for labels in passes)
+    assert len({tuple(labels) for labels in passes}) > 1  # a new order each pass
+
+
+def test_fit_runs_every_batch_of_every_epoch_on_a_repeated_dataset():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (50, 28, 28, 1), dtype=np.uint8)
+    y = rng.integers(0, 10, 50)
+
+    class CountBatches(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.counts = [*getattr(self, "counts", []), 0]
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.counts[-1] += 1
+
+    counter = CountBatches()
+    model = build_cnn(hparams_from_dict({**DEFAULT_HPARAMS, "filters_2": 64}))
+    history = fit(model, x, y, x[:20], y[:20], epochs=3, batch_size=16, patience=3,
+                  callbacks=[counter], verbose=0)
+    assert counter.counts == [4, 4, 4]  # ceil(50 / 16): the last, short batch included
+    assert len(history.history["val_accuracy"]) == 3
