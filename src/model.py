@@ -155,10 +155,13 @@ def make_dataset(x: np.ndarray, y: np.ndarray | None, batch_size: int, shuffle: 
     """In-memory uint8 images (and labels) as shuffled, batched, prefetched tf.data.
 
     With repeat, the batches of one pass follow the next for ever, each pass
-    reshuffled; train on it with steps_per_epoch. Keras then keeps one iterator
-    for the whole fit instead of making one per epoch, and with TensorFlow 2.21
-    on a CPU each iterator it drops can leave the process idle for up to ten
-    seconds (README, measured figures).
+    reshuffled; train on it with steps_per_epoch, so Keras keeps one iterator
+    for the whole fit.
+
+    tf.data's autotuning is off. With it on (TensorFlow 2.21), dropping an
+    iterator waits for the autotune thread's next wake-up: the process sat idle
+    for 10-25 s at the end of every fit and after every validation pass
+    (README, measured figures). Arrays already in memory have nothing to tune.
     """
     dataset = tf.data.Dataset.from_tensor_slices(x if y is None else (x, y))
     if shuffle:
@@ -166,7 +169,9 @@ def make_dataset(x: np.ndarray, y: np.ndarray | None, batch_size: int, shuffle: 
     dataset = dataset.batch(batch_size)
     if repeat:
         dataset = dataset.repeat()
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.prefetch(2).with_options(options)
 
 
 def fit(model: keras.Model, x_train: np.ndarray, y_train: np.ndarray,

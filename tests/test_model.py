@@ -39,3 +39,14 @@ def test_fit_runs_every_batch_of_every_epoch_on_a_repeated_dataset():
                   callbacks=[counter], verbose=0)
     assert counter.counts == [4, 4, 4]  # ceil(50 / 16): the last, short batch included
     assert len(history.history["val_accuracy"]) == 3
+
+
+def test_dataset_turns_off_tf_data_autotuning():
+    # With autotuning on, TensorFlow 2.21 keeps a dropped iterator waiting for the
+    # autotune thread: 10-25 s idle after every fit (README, measured figures).
+    x = np.zeros((4, 28, 28, 1), np.uint8)
+    for repeat in (False, True):
+        dataset = make_dataset(x, np.arange(4), 2, shuffle=True, repeat=repeat)
+        assert dataset.options().autotune.enabled is False
+    assert make_dataset(x, None, 2, shuffle=False).options().autotune.enabled is False
+
