@@ -17,6 +17,7 @@ from src.errors import DataError
 
 SOURCES = ("kaggle", "keras")
 TUNERS = ("hyperband", "bayesian", "random")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Config:
     data_dir: str | None = None
     keras_npz: str | None = None
     seed: int = 42
+    precision: str = "auto"
     artifacts_dir: str = "artifacts"
     submissions_dir: str = "submissions"
     # search (python -m src.tune)
@@ -51,6 +53,7 @@ class Config:
         _check_choice("--source", self.source, SOURCES)
         _check_choice("--tuner", self.tuner, TUNERS)
         _check_choice("--profile", self.profile, tuple(PROFILES))
+        _check_choice("--precision", self.precision, PRECISIONS)
         for name in ("max_trials", "tune_epochs", "top_k", "epochs", "batch_size"):
             _check_at_least(name, getattr(self, name), 1)
         for name in ("tune_samples", "train_samples", "patience", "seed"):
@@ -117,6 +120,9 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
                      help="smoke: seconds, for tests; quick: a laptop CPU; full: a GPU box "
                      "(default: quick)")
     run.add_argument("--seed", type=int, help="random seed for splits, search and training")
+    run.add_argument("--precision", choices=PRECISIONS, help="Keras dtype policy; auto: "
+                     "mixed_bfloat16 on a CPU with bfloat16 instructions (1.4x faster, same "
+                     "accuracy, README), float32 elsewhere (default: auto)")
     run.add_argument("--artifacts-dir", default="artifacts",
                      help="where the search and the trained fold models live (default: artifacts)")
     run.add_argument("--submissions-dir", default="submissions",

@@ -90,7 +90,8 @@ def member_key(member: Member, config: Config, fingerprint: str) -> str:
     """The cache key of a member's fold models: everything that changes what they learn."""
     recipe = dict(hparams=member.hparams, folds=config.folds, seed=config.seed,
                   epochs=config.epochs, batch_size=config.batch_size,
-                  patience=config.patience, data=fingerprint)
+                  patience=config.patience, data=fingerprint,
+                  precision=cnn.resolve_precision(config.precision))
     text = json.dumps(recipe, sort_keys=True, default=str)
     return f"{member.name}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
 

@@ -8,6 +8,7 @@ folder is either whole or absent, and an earlier run is never overwritten.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -161,8 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"data: {len(digits.y_train)} training and {len(digits.x_test)} test images "
           f"({digits.source}) in {loaded - started:.1f}s", flush=True)
 
-    from src import ensemble, report
+    from src import ensemble, model, report
 
+    config = dataclasses.replace(config, precision=model.use_precision(config.precision))
+    print(f"dtype policy: {config.precision}", flush=True)
     members = ensemble.load_members(config)
     result = ensemble.run_kfold(digits, members, config)
     weights = ensemble.choose_weights(result.oof_probs, digits.y_train)
@@ -207,7 +210,8 @@ def _run_info(config: Config, members, result, digits, argv: Sequence[str] | Non
             "profile": config.profile, "seed": config.seed, "source": digits.source,
             "train_file": digits.train_path, "test_file": digits.test_path,
             "folds": config.folds, "epochs": config.epochs, "batch_size": config.batch_size,
-            "tta": config.tta, "models_trained": result.trained, "models_reused": result.reused,
+            "precision": config.precision, "tta": config.tta,
+            "models_trained": result.trained, "models_reused": result.reused,
             "origins": {m.name: m.origin for m in members},
             "hparams": {m.name: m.hparams for m in members},
             "versions": library_versions()}

@@ -12,6 +12,7 @@ one search over a chief and many workers.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -28,7 +29,13 @@ from keras_tuner.src import utils as kt_utils
 from src.config import Config, add_override, build_parser, config_from_args, run_cli
 from src.data import NUM_CLASSES, load_digits, split_train_val, subsample
 from src.errors import DataError
-from src.model import build_cnn, define_search_space, make_dataset, steps_per_epoch
+from src.model import (
+    build_cnn,
+    define_search_space,
+    make_dataset,
+    steps_per_epoch,
+    use_precision,
+)
 from src.util import format_duration, write_atomically
 
 OBJECTIVE = "val_accuracy"
@@ -209,7 +216,7 @@ def project_name(config: Config) -> str:
     """The tuner's folder under <artifacts>/tune: one per search setting."""
     samples = config.tune_samples or "all"
     return (f"{config.tuner}-{config.source}-{samples}-e{config.tune_epochs}-b{config.batch_size}"
-            f"-p{config.patience}-seed{config.seed}")
+            f"-p{config.patience}-seed{config.seed}-{config.precision}")
 
 
 def build_tuner(config: Config, role: str | None) -> _SearchTuner:
@@ -343,6 +350,8 @@ def parse_args(argv: Sequence[str] | None) -> Config:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run or resume the search, then write and print its results."""
     config = parse_args(argv)
+    config = dataclasses.replace(config, precision=use_precision(config.precision))
+    print(f"dtype policy: {config.precision}", flush=True)
     role = distributed_role()
     train, validation, summary = load_search_data(config)
     keras.utils.set_random_seed(config.seed)

@@ -47,3 +47,12 @@ def real_data_dir() -> Path:
 def _no_data_dir_from_environment(monkeypatch):
     """Tests choose their data explicitly; a developer's $DIGITS_DATA_DIR must not leak in."""
     monkeypatch.delenv("DIGITS_DATA_DIR", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _float32_after_each_test():
+    """python -m src.tune and src.submit set Keras' global dtype policy; a test's must not leak."""
+    yield
+    import keras
+
+    keras.mixed_precision.set_global_policy("float32")

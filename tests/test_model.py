@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 
+from src import model
 from src.model import DEFAULT_HPARAMS, build_cnn, fit, hparams_from_dict, make_dataset
 
 
@@ -50,3 +51,14 @@ def test_dataset_turns_off_tf_data_autotuning():
         assert dataset.options().autotune.enabled is False
     assert make_dataset(x, None, 2, shuffle=False).options().autotune.enabled is False
 
+
+def test_auto_precision_is_bfloat16_only_on_a_cpu_with_bfloat16_instructions(monkeypatch):
+    monkeypatch.setattr(model, "cpu_has_bfloat16", lambda: True)
+    assert model.resolve_precision("auto") == "mixed_bfloat16"
+    monkeypatch.setattr(model, "cpu_has_bfloat16", lambda: False)
+    assert model.resolve_precision("auto") == "float32"
+    assert model.resolve_precision("mixed_float16") == "mixed_float16"
+    assert model.use_precision("mixed_bfloat16") == "mixed_bfloat16"
+    built = build_cnn(hparams_from_dict(DEFAULT_HPARAMS))
+    assert built.layers[-1].compute_dtype == "float32"  # probabilities stay float32
+    assert any(layer.compute_dtype == "bfloat16" for layer in built.layers)
