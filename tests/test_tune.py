@@ -18,6 +18,7 @@ import pytest
 
 from src import tune, util
 from src.config import Config, run_cli
+from src.model import DEFAULT_HPARAMS
 from tests.conftest import REPO_ROOT
 
 SMOKE = ["--profile", "smoke", "--tune-samples", "300"]
@@ -93,6 +94,13 @@ def finished_random_search(kaggle_dir_readonly, tmp_path_factory) -> Path:
     artifacts = tmp_path_factory.mktemp("finished") / "artifacts"
     assert tune.main(_args(kaggle_dir_readonly, artifacts, *ONE_EPOCH_RANDOM)) == 0
     return artifacts
+
+
+def test_the_search_starts_with_the_default_cnn(finished_random_search):
+    trials = _trial_files(_project(finished_random_search))
+    first, second = (trials[trial_id]["hyperparameters"]["values"] for trial_id in sorted(trials))
+    assert {name: first[name] for name in DEFAULT_HPARAMS} == pytest.approx(DEFAULT_HPARAMS)
+    assert {name: second[name] for name in DEFAULT_HPARAMS} != pytest.approx(DEFAULT_HPARAMS)
 
 
 def test_overwrite_starts_over_and_the_seed_repeats_the_search(
