@@ -166,6 +166,7 @@ def run_kfold(digits: Digits, members: list[Member], config: Config,
     Test probabilities are the mean over a member's fold models; for --source keras
     the "test" set is MNIST's labelled 10k, which the report scores as a holdout.
     """
+    cnn.use_precision(config.precision)  # the policy member_key names is the one models train in
     x, y = digits.x_train, digits.y_train
     splits = fold_splits(y, config.folds, config.seed)
     fingerprint = data_fingerprint(x, y)

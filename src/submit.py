@@ -164,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from src import ensemble, model, report
 
-    config = dataclasses.replace(config, precision=model.use_precision(config.precision))
+    config = dataclasses.replace(config, precision=model.resolve_precision(config.precision))
     print(f"dtype policy: {config.precision}", flush=True)
     members = ensemble.load_members(config)
     result = ensemble.run_kfold(digits, members, config)

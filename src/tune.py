@@ -33,6 +33,7 @@ from src.model import (
     build_cnn,
     define_search_space,
     make_dataset,
+    resolve_precision,
     steps_per_epoch,
     use_precision,
 )
@@ -251,6 +252,7 @@ def build_tuner(config: Config, role: str | None) -> _SearchTuner:
         directory=str(Path(config.artifacts_dir) / "tune"), project_name=project_name(config),
         # A worker shares the chief's folder: only the chief may wipe it.
         overwrite=config.overwrite and role != "worker")
+    use_precision(config.precision)  # before any trial builds a model
     hypermodel = CNNHyperModel(config.batch_size, config.seed)
     if config.tuner == "hyperband":
         return HyperbandTuner(hypermodel, max_epochs=config.tune_epochs, factor=HYPERBAND_FACTOR,
@@ -370,7 +372,7 @@ def parse_args(argv: Sequence[str] | None) -> Config:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run or resume the search, then write and print its results."""
     config = parse_args(argv)
-    config = dataclasses.replace(config, precision=use_precision(config.precision))
+    config = dataclasses.replace(config, precision=resolve_precision(config.precision))
     print(f"dtype policy: {config.precision}", flush=True)
     role = distributed_role()
     train, validation, summary = load_search_data(config)

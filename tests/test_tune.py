@@ -315,3 +315,12 @@ def test_an_atomic_write_that_fails_leaves_the_old_file(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         util.write_atomically(path, "new")
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_the_tuner_trains_in_the_chosen_precision(tmp_path):
+    import keras
+
+    config = Config(profile="smoke", artifacts_dir=str(tmp_path), precision="mixed_bfloat16")
+    tune.build_tuner(config, role=None)
+    assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    assert tune.project_name(config).endswith("-mixed_bfloat16")
