@@ -86,12 +86,16 @@ def publish_run(partial: Path, submissions_dir: Path, run_id: str) -> Path:
     link = submissions_dir / ".latest-partial"
     if link.is_symlink() or link.exists():
         link.unlink()
+    latest, latest_txt = submissions_dir / "latest", submissions_dir / "latest.txt"
     try:
         os.symlink(final.name, link, target_is_directory=True)
     except OSError:  # Windows without symlink rights: name the run in a text file instead
-        write_atomically(submissions_dir / "latest.txt", final.name + "\n")
+        write_atomically(latest_txt, final.name + "\n")
+        if latest.is_symlink():  # an older run's link would now disagree with the file
+            latest.unlink()
         return final
-    os.replace(link, submissions_dir / "latest")
+    os.replace(link, latest)
+    latest_txt.unlink(missing_ok=True)  # an older run's file would now disagree with the link
     return final
 
 

@@ -175,16 +175,34 @@ def test_publish_never_overwrites_and_moves_latest(tmp_path):
     assert (tmp_path / "latest").resolve() == (tmp_path / "run-2").resolve()
 
 
-def test_publish_names_latest_in_a_file_without_symlink_rights(tmp_path, monkeypatch):
-    def refuse(*args, **kwargs):
-        raise OSError("A required privilege is not held by the client")
+def _refuse_symlinks(*args, **kwargs):
+    raise OSError("A required privilege is not held by the client")  # Windows' words
 
-    monkeypatch.setattr(submit.os, "symlink", refuse)
+
+def test_publish_names_latest_in_a_file_without_symlink_rights(tmp_path, monkeypatch):
+    monkeypatch.setattr(submit.os, "symlink", _refuse_symlinks)
     partial = tmp_path / ".partial-run"
     partial.mkdir()
     assert submit.publish_run(partial, tmp_path, "run") == tmp_path / "run"
     assert (tmp_path / "latest.txt").read_text() == "run\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.txt", "run"]
+
+
+def test_latest_link_and_latest_txt_never_disagree(tmp_path, monkeypatch):
+    def publish(run_id):
+        partial = tmp_path / f".partial-{run_id}"
+        partial.mkdir()
+        submit.publish_run(partial, tmp_path, run_id)
+
+    publish("first")  # symlinks allowed: latest -> first
+    symlink = submit.os.symlink
+    monkeypatch.setattr(submit.os, "symlink", _refuse_symlinks)
+    publish("second")  # no symlink rights: latest.txt names it, the old link goes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["first", "latest.txt", "second"]
+    monkeypatch.setattr(submit.os, "symlink", symlink)
+    publish("third")  # rights again: the link, and the old file goes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["first", "latest", "second", "third"]
+    assert (tmp_path / "latest").resolve() == (tmp_path / "third").resolve()
 
 
 def test_weights_favour_the_better_member():
