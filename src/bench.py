@@ -54,6 +54,7 @@ from src.model import (
     DEFAULT_HPARAMS,
     RandomAffine,
     build_cnn,
+    fit,
     hparams_from_dict,
     make_dataset,
 )
@@ -286,7 +287,24 @@ def training_rows(x: np.ndarray, y: np.ndarray, batch_size: int, images: int,
         lambda n: NotebookBatches(scaled[:n], y[:n], batch_size, strength, seed),
         images, batch_size, notebook_way)
     package.compared_to = notebook_way
-    return [package, notebook]
+    whole = time_whole_fit(x, y, batch_size, images, seed)
+    whole.compared_to = package_way
+    return [package, whole, notebook]
+
+
+def time_whole_fit(x: np.ndarray, y: np.ndarray, batch_size: int, images: int,
+                   seed: int) -> Measurement:
+    """Train img/s of src.model.fit as a fold calls it, 6 epochs with validation, timed from
+    the call to its return: start-up, validation and tear-down all count. Against the
+    steady-state row it shows what a fit pays around its batches (tf.data's autotune
+    thread once made that 10-25 s a fit, README)."""
+    model = package_model()
+    held = max(1, images // 4)  # validation on training images: only its time matters here
+    _, wall, cpu = timed(lambda: fit(model, x[:images], y[:images], x[:held], y[:held],
+                                     epochs=6, batch_size=batch_size, patience=6, seed=seed,
+                                     verbose=0))
+    return Measurement("train", "package: src.model.fit, 6 epochs + validation, call to "
+                       "return", 6 * images, wall, cpu)
 
 
 def prediction_rows(x: np.ndarray, models: int) -> list[Measurement]:

@@ -12,7 +12,8 @@ import pytest
 from src import bench
 from src.config import run_cli
 
-TRAIN_WAYS = ("package: uint8 → tf.data → fit", "notebook: float32, SciPy augmentation")
+TRAIN_WAYS = ("package: uint8 → tf.data → fit", "package: src.model.fit, 6 epochs",
+              "notebook: float32, SciPy augmentation")
 PREDICT_WAYS = ("package: 1 model", "package: ensemble of 1, no TTA",
                 "package: ensemble of 1, TTA", "notebook: 1 model")
 CSV_WAYS = ("package: load_kaggle", "notebook: pd.read_csv")
@@ -68,7 +69,7 @@ def test_smoke_bench_prints_the_table_and_writes_new_files(kaggle_dir_readonly, 
     assert md.suffix == ".md" and js.suffix == ".json" and md.stem == js.stem
     assert md.read_text() in out
     figures = json.loads(js.read_text())
-    assert len(figures["rows"]) == 8 and figures["machine"]["usable_cores"] >= 1
+    assert len(figures["rows"]) == 9 and figures["machine"]["usable_cores"] >= 1
     assert all(row["images"] > 0 and row["wall_seconds"] > 0 and row["cpu_seconds"] > 0
                for row in figures["rows"])
 
@@ -79,7 +80,7 @@ def test_smoke_bench_prints_the_table_and_writes_new_files(kaggle_dir_readonly, 
     out = capsys.readouterr().out
     assert "load CSV rows skipped: no train.csv found" in out and "random pixels" in out
     rows = _table_rows(out)
-    assert len(rows) == 6 and not [key for key in rows if key.startswith("load CSV")]
+    assert len(rows) == 7 and not [key for key in rows if key.startswith("load CSV")]
     files = _bench_files(tmp_path)
     assert len(files) == 4 and md in files and js in files and md.read_text() == first
 
