@@ -191,8 +191,8 @@ def make_dataset(x: np.ndarray, y: np.ndarray | None, batch_size: int, shuffle: 
 
     tf.data's autotuning is off. With it on (TensorFlow 2.21), dropping an
     iterator waits for the autotune thread's next wake-up: the process sat idle
-    for 10-25 s at the end of every fit and after every validation pass
-    (README, measured figures). Arrays already in memory have nothing to tune.
+    for 10-25 s at the end of every fit (README, measured figures). Arrays
+    already in memory have nothing to tune.
     """
     dataset = tf.data.Dataset.from_tensor_slices(x if y is None else (x, y))
     if shuffle:

@@ -237,7 +237,7 @@ def project_name(config: Config) -> str:
     """The tuner's folder under <artifacts>/tune: one per search setting."""
     samples = config.tune_samples or "all"
     return (f"{config.tuner}-{config.source}-{samples}-e{config.tune_epochs}-b{config.batch_size}"
-            f"-p{config.patience}-seed{config.seed}-{config.precision}")
+            f"-p{config.patience}-seed{config.seed}-{resolve_precision(config.precision)}")
 
 
 def build_tuner(config: Config, role: str | None) -> _SearchTuner:
