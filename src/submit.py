@@ -116,6 +116,8 @@ def _parse_args(argv: Sequence[str] | None):
                           "submission CSV and its evaluation report into a new run folder.")
     ensemble = parser.add_argument_group("ensemble (defaults from --profile)")
     add_override(ensemble, "top_k", "how many of the tuner's best configurations to ensemble")
+    add_override(ensemble, "include_default", "also ensemble the default CNN when the tuner's "
+                 "top-k does not hold it")
     add_override(ensemble, "folds", "stratified folds per configuration")
     add_override(ensemble, "epochs", "most epochs per fold model")
     add_override(ensemble, "batch_size", "training batch size")
@@ -123,6 +125,8 @@ def _parse_args(argv: Sequence[str] | None):
     add_override(ensemble, "train_samples", "train on a stratified subset of this size (0: all)")
     add_override(ensemble, "tta", "test-time augmentation: average over 1-pixel shifts")
     add_override(ensemble, "fresh", "retrain every fold instead of reusing saved fold models")
+    add_override(ensemble, "jobs", "fold models trained at once, each in a worker process with "
+                 "an equal share of the cores; 0: 2 on a CPU-only machine, else 1")
     kaggle = parser.add_argument_group("kaggle")
     kaggle.add_argument("--check", metavar="FILE", help="only validate FILE against test.csv")
     kaggle.add_argument("--upload", action="store_true",
@@ -168,8 +172,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from src import ensemble, model, report
 
-    config = dataclasses.replace(config, precision=model.resolve_precision(config.precision))
-    print(f"dtype policy: {config.precision}", flush=True)
+    config = dataclasses.replace(config, precision=model.resolve_precision(config.precision),
+                                 jobs=ensemble.resolve_jobs(config.jobs))
+    print(f"dtype policy: {config.precision}; fold models trained at once: {config.jobs}",
+          flush=True)
     members = ensemble.load_members(config)
     result = ensemble.run_kfold(digits, members, config)
     weights = ensemble.choose_weights(result.oof_probs, digits.y_train)
@@ -215,6 +221,7 @@ def _run_info(config: Config, members, result, digits, argv: Sequence[str] | Non
             "train_file": digits.train_path, "test_file": digits.test_path,
             "folds": config.folds, "epochs": config.epochs, "batch_size": config.batch_size,
             "precision": config.precision, "tta": config.tta,
+            "jobs": config.jobs,
             "models_trained": result.trained, "models_reused": result.reused,
             "origins": {m.name: m.origin for m in members},
             "hparams": {m.name: m.hparams for m in members},

@@ -10,7 +10,7 @@ from src.errors import DataError
 
 def _parse(argv):
     parser = config.build_parser("prog", "test")
-    for name in ("epochs", "folds", "max_trials", "tta"):
+    for name in ("epochs", "folds", "max_trials", "tta", "jobs"):
         config.add_override(parser, name, "test")
     return config.config_from_args(parser.parse_args(argv))
 
@@ -21,12 +21,15 @@ def test_profile_sets_values_and_flags_override_them():
     assert _parse(["--profile", "smoke", "--epochs", "7"]).epochs == 7
     assert _parse(["--profile", "full"]).tta is True
     assert _parse(["--profile", "full", "--no-tta"]).tta is False
+    assert smoke.jobs == 1 and _parse(["--profile", "quick"]).jobs == 0  # 0: auto
+    assert _parse(["--profile", "smoke", "--jobs", "2"]).jobs == 2
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--epochs", "-1"], "--epochs: expected an integer >= 1, found -1"),
     (["--max-trials", "0"], "--max-trials: expected an integer >= 1, found 0"),
     (["--folds", "1"], "--folds: expected an integer >= 2, found 1"),
+    (["--jobs", "-1"], "--jobs: expected an integer >= 0, found -1"),
 ])
 def test_out_of_range_values_name_the_flag(argv, message):
     with pytest.raises(DataError) as caught:

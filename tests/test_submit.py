@@ -17,6 +17,7 @@ import pytest
 from src import ensemble, submit
 from src.config import run_cli
 from src.errors import DataError
+from src.model import DEFAULT_HPARAMS
 from tests.conftest import REPO_ROOT
 
 
@@ -51,6 +52,42 @@ def test_smoke_run_writes_a_valid_submission_and_report(kaggle_dir_readonly, tmp
     first, second = _run_dirs(tmp_path)
     assert first == run_dir and (tmp_path / "submissions" / "latest").resolve() == second
     pd.testing.assert_frame_equal(pd.read_csv(second / "submission.csv"), frame)
+
+
+@pytest.mark.slow
+def test_parallel_workers_train_every_fold_and_a_serial_rerun_reuses_them(
+        kaggle_dir_readonly, tmp_path, capfd):
+    assert run_cli(submit.main, _args(kaggle_dir_readonly, tmp_path, "--jobs", "2")) == 0
+    out = capfd.readouterr().out
+    assert "2 at a time in worker processes" in out
+    for fold in (1, 2):  # each worker labels its lines; the parent reports each end
+        assert f"[default] fold {fold} of 2 epoch 2/2: accuracy" in out
+        assert f"[default] fold {fold} of 2 trained in" in out
+    assert "trained 2, reused 0" in out
+    [run_dir] = _run_dirs(tmp_path)
+    assert json.loads((run_dir / "metrics.json").read_text())["run_info"]["jobs"] == 2
+    # How many trained at once does not change the models: one at a time reuses them.
+    assert run_cli(submit.main, _args(kaggle_dir_readonly, tmp_path, "--jobs", "1")) == 0
+    assert "trained 0, reused 2" in capfd.readouterr().out
+
+
+def test_auto_jobs_is_two_on_a_cpu_with_two_cores_and_one_on_a_single_core(monkeypatch):
+    assert ensemble.resolve_jobs(3) == 3
+    monkeypatch.setattr(ensemble, "available_cores", lambda: 2)
+    assert ensemble.resolve_jobs(0) == 2  # the test machine has no GPU
+    monkeypatch.setattr(ensemble, "available_cores", lambda: 1)
+    assert ensemble.resolve_jobs(0) == 1
+
+
+def test_a_worker_whose_parent_died_exits(monkeypatch):
+    watchdog = ensemble.StopWithParent()
+    exits = []
+    monkeypatch.setattr(os, "_exit", exits.append)
+    watchdog.on_train_batch_end(0)
+    assert exits == []
+    monkeypatch.setattr(os, "getppid", lambda: watchdog.parent + 1)  # re-parented: orphan
+    watchdog.on_train_batch_end(1)
+    assert exits == [1]
 
 
 @pytest.mark.slow
@@ -233,13 +270,31 @@ def test_default_member_with_a_warning_when_no_search(tmp_path):
     assert member.name == "default"
 
 
-def test_members_come_from_the_tuner_top_k(tmp_path):
+def _write_top(tmp_path, hparams_per_rank):
     tune_dir = Path(tmp_path) / "tune"
     tune_dir.mkdir()
-    top = [{"rank": r, "trial_id": str(r), "val_accuracy": 0.99 - r / 100, "params": 1,
-            "epochs": 2, "hparams": {"dropout": 0.1 * r}} for r in (1, 2, 3)]
+    top = [{"rank": rank, "trial_id": str(rank), "val_accuracy": 0.99 - rank / 100,
+            "params": 1, "epochs": 2, "hparams": hparams}
+           for rank, hparams in enumerate(hparams_per_rank, start=1)]
     (tune_dir / "best_hparams.json").write_text(json.dumps({"top": top}))
-    config = submit._parse_args(["--artifacts-dir", str(tmp_path), "--top-k", "2"])[1]
+
+
+def test_members_come_from_the_tuner_top_k(tmp_path):
+    _write_top(tmp_path, [{"dropout": 0.1 * rank} for rank in (1, 2, 3)])
+    config = submit._parse_args(["--artifacts-dir", str(tmp_path), "--top-k", "2",
+                                 "--no-include-default"])[1]
     members = ensemble.load_members(config)
     assert [m.name for m in members] == ["rank1", "rank2"]
     assert members[1].hparams["dropout"] == pytest.approx(0.2)
+
+
+def test_include_default_adds_the_default_cnn_unless_the_top_k_holds_it(tmp_path):
+    _write_top(tmp_path, [{"dropout": 0.4}, dict(DEFAULT_HPARAMS)])
+    quick = submit._parse_args(["--artifacts-dir", str(tmp_path)])[1]  # quick: top 1 + default
+    assert quick.include_default and quick.top_k == 1
+    members = ensemble.load_members(quick)
+    assert [m.name for m in members] == ["rank1", "default"]
+    assert members[1].hparams == DEFAULT_HPARAMS and "--include-default" in members[1].origin
+    # rank 2 is the default already: no second copy of it
+    top_two = submit._parse_args(["--artifacts-dir", str(tmp_path), "--top-k", "2"])[1]
+    assert [m.name for m in ensemble.load_members(top_two)] == ["rank1", "rank2"]
