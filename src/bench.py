@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import re
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,7 +50,7 @@ from src.data import (
     load_kaggle,
     load_keras_mnist,
 )
-from src.ensemble import TTA_SHIFTS, predict_probs
+from src.ensemble import TTA_SHIFTS, available_cores, predict_probs
 from src.errors import DataError
 from src.model import (
     DEFAULT_HPARAMS,
@@ -352,6 +354,40 @@ def csv_rows(folder: Path) -> tuple[list[Measurement], Digits]:
     return [package, Measurement("load CSV", notebook_way, images, wall, cpu)], digits
 
 
+_start_together: dict[str, object] = {}
+
+
+def _start_bench_worker(threads: int, barrier) -> None:
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    _start_together["barrier"] = barrier
+
+
+def _time_training_in_worker(x: np.ndarray, y: np.ndarray, batch_size: int, images: int,
+                             seed: int) -> Measurement:
+    model = package_model()
+    batches = package_batches(x, y, batch_size, seed)
+    _start_together["barrier"].wait()  # every worker's timed stretch overlaps the others'
+    return time_training(model, batches, images, batch_size, "worker")
+
+
+def time_parallel_training(x: np.ndarray, y: np.ndarray, batch_size: int, images: int,
+                           seed: int, workers: int, way: str, task: str) -> Measurement:
+    """Train img/s of `workers` processes training at once, each on its share of the cores,
+    as ``python -m src.submit --jobs`` trains fold models: all start together, each times
+    its steady state as time_training does, and the row is every worker's images over the
+    slowest one's wall time."""
+    context = multiprocessing.get_context("spawn")
+    threads = max(1, available_cores() // workers)
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_bench_worker,
+                             initargs=(threads, context.Barrier(workers))) as pool:
+        futures = [pool.submit(_time_training_in_worker, x, y, batch_size, images, seed)
+                   for _ in range(workers)]
+        parts = [future.result() for future in futures]
+    return Measurement(task, way, sum(p.images for p in parts),
+                       max(p.wall_seconds for p in parts), sum(p.cpu_seconds for p in parts))
+
+
 def lever(task: str, way: str, measure: Callable[[], Measurement]) -> Measurement:
     """measure(), or a row saying why this lever cannot run here."""
     try:
@@ -366,7 +402,7 @@ def lever(task: str, way: str, measure: Callable[[], Measurement]) -> Measuremen
 def lever_rows(x: np.ndarray, y: np.ndarray, batch_size: int, images: int,
                seed: int) -> list[Measurement]:
     """Train img/s of the package pipeline under each lever: batch size, XLA, mixed precision,
-    augmentation in the tf.data pipeline instead of the model."""
+    parallel worker processes, augmentation in the tf.data pipeline instead of the model."""
     task, strength = "train (lever)", DEFAULT_HPARAMS["augment"]
     baseline = f"batch {batch_size}"
 
@@ -386,6 +422,11 @@ def lever_rows(x: np.ndarray, y: np.ndarray, batch_size: int, images: int,
                         package_batches(x, y, batch_size, seed)))
     finally:
         keras.mixed_precision.set_global_policy(previous)
+    workers = 2
+    parallel = (f"{workers} worker processes, {max(1, available_cores() // workers)} "
+                "thread(s) each (--jobs 2)")
+    rows.append(lever(task, parallel, lambda: time_parallel_training(
+        x, y, batch_size, whole_batches(images, batch_size), seed, workers, parallel, task)))
     mapped = mapped_batches(x, y, batch_size, seed, strength)
     rows.append(run("augmentation in a tf.data map", float_input_model(), mapped))
     rows.append(run("XLA + augmentation in a tf.data map", float_input_model(jit_compile=True),
@@ -534,7 +575,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config]:
                        help="images per timed row (default: from --profile: "
                        + ", ".join(f"{k} {v}" for k, v in BENCH_IMAGES.items()) + ")")
     bench.add_argument("--levers", action="store_true",
-                       help="also time batch sizes, XLA, mixed precision and tf.data augmentation")
+                       help="also time batch sizes, XLA, mixed precision, parallel workers "
+                       "and tf.data augmentation")
     bench.add_argument("--run-quick", action="store_true",
                        help="run python -m src.tune and python -m src.submit with --profile "
                        "(quick by default) in a fresh folder under <artifacts>/bench and time "

@@ -92,13 +92,16 @@ def test_levers_time_every_lever_against_the_batch_size_in_use():
     x = rng.integers(0, 256, (count, 28, 28, 1), dtype=np.uint8)
     rows = bench.lever_rows(x, rng.integers(0, 10, count), batch_size=64, images=256, seed=0)
     assert [row.way for row in rows][:3] == ["batch 64", "batch 128", "batch 256"]
-    assert len(rows) == 7 and all(row.compared_to == "batch 64" for row in rows[1:])
+    assert len(rows) == 8 and all(row.compared_to == "batch 64" for row in rows[1:])
+    [parallel] = [row for row in rows if row.way.startswith("2 worker processes")]
     for row in rows:
         if row.failure:  # XLA cannot compile the in-graph augmentation on a CPU
             assert row.way == "XLA (jit_compile=True)"
             assert "ImageProjectiveTransformV3" in row.failure
         else:
-            assert row.images == 256 and row.wall_seconds > 0 and row.cpu_seconds > 0
+            # the parallel row counts both workers' images
+            assert row.images == (512 if row is parallel else 256)
+            assert row.wall_seconds > 0 and row.cpu_seconds > 0
             assert row.way == "batch 64" or bench.ratios(row, rows)[1] > 0
     assert keras.mixed_precision.global_policy().name == "float32"
     table = bench.markdown_table(rows)
