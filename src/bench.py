@@ -50,7 +50,7 @@ from src.data import (
     load_kaggle,
     load_keras_mnist,
 )
-from src.ensemble import TTA_SHIFTS, available_cores, predict_probs
+from src.ensemble import TTA_SHIFTS, predict_probs
 from src.errors import DataError
 from src.model import (
     DEFAULT_HPARAMS,
@@ -357,9 +357,7 @@ def csv_rows(folder: Path) -> tuple[list[Measurement], Digits]:
 _start_together: dict[str, object] = {}
 
 
-def _start_bench_worker(threads: int, barrier) -> None:
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+def _start_bench_worker(barrier) -> None:
     _start_together["barrier"] = barrier
 
 
@@ -373,14 +371,13 @@ def _time_training_in_worker(x: np.ndarray, y: np.ndarray, batch_size: int, imag
 
 def time_parallel_training(x: np.ndarray, y: np.ndarray, batch_size: int, images: int,
                            seed: int, workers: int, way: str, task: str) -> Measurement:
-    """Train img/s of `workers` processes training at once, each on its share of the cores,
-    as ``python -m src.submit --jobs`` trains fold models: all start together, each times
-    its steady state as time_training does, and the row is every worker's images over the
-    slowest one's wall time."""
+    """Train img/s of `workers` processes training at once, as ``python -m src.submit
+    --jobs`` trains fold models: all start together, each times its steady state as
+    time_training does, and the row is every worker's images over the slowest one's
+    wall time."""
     context = multiprocessing.get_context("spawn")
-    threads = max(1, available_cores() // workers)
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_bench_worker,
-                             initargs=(threads, context.Barrier(workers))) as pool:
+                             initargs=(context.Barrier(workers),)) as pool:
         futures = [pool.submit(_time_training_in_worker, x, y, batch_size, images, seed)
                    for _ in range(workers)]
         parts = [future.result() for future in futures]
@@ -423,8 +420,7 @@ def lever_rows(x: np.ndarray, y: np.ndarray, batch_size: int, images: int,
     finally:
         keras.mixed_precision.set_global_policy(previous)
     workers = 2
-    parallel = (f"{workers} worker processes, {max(1, available_cores() // workers)} "
-                "thread(s) each (--jobs 2)")
+    parallel = f"{workers} worker processes at once (--jobs {workers})"
     rows.append(lever(task, parallel, lambda: time_parallel_training(
         x, y, batch_size, whole_batches(images, batch_size), seed, workers, parallel, task)))
     mapped = mapped_batches(x, y, batch_size, seed, strength)

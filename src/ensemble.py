@@ -163,14 +163,17 @@ class FoldJob:
     def label(self, folds: int) -> str:
         return f"[{self.member.name}] fold {self.fold + 1} of {folds}"
 
+    def status(self, folds: int, doing: str) -> str:
+        return f"{self.label(folds)} (model {self.number} of {self.total}): {doing}"
+
 
 def resolve_jobs(jobs: int) -> int:
     """How many fold models train at once: --jobs, or for 0 (auto) two on a CPU-only
     machine with two or more cores and one otherwise.
 
-    Two processes of one thread each train 1.25x the images per second of one
-    process with two threads on a 2-core CPU (README, measured figures): TensorFlow
-    leaves part of the second core idle between small ops.
+    On a 2-core CPU two processes train 1.3x the images per second of one (README,
+    measured figures): one process leaves part of the second core idle between
+    TensorFlow's small ops.
     """
     if jobs:
         return jobs
@@ -237,21 +240,16 @@ def _train_fold(job: FoldJob, x: np.ndarray, y: np.ndarray,
 _worker_data: dict[str, np.ndarray] = {}
 
 
-def _start_worker(x: np.ndarray, y: np.ndarray, threads: int) -> None:
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+def _start_worker(x: np.ndarray, y: np.ndarray) -> None:
     _worker_data.update(x=x, y=y)
 
 
 def _train_in_worker(job: FoldJob, split: tuple[np.ndarray, np.ndarray],
                      config: Config) -> float:
     cnn.use_precision(config.precision)
-    label = job.label(config.folds)
-    print(f"{label} (model {job.number} of {job.total}): training", flush=True)
-    seconds = _train_fold(job, _worker_data["x"], _worker_data["y"], split, config,
-                          verbose=0, callbacks=[EpochLine(label), StopWithParent()])
+    print(job.status(config.folds, "training"), flush=True)
+    seconds = _train_fold(job, _worker_data["x"], _worker_data["y"], split, config, verbose=0,
+                          callbacks=[EpochLine(job.label(config.folds)), StopWithParent()])
     keras.backend.clear_session()
     return seconds
 
@@ -275,16 +273,17 @@ def train_fold_models(jobs: list[FoldJob], x: np.ndarray, y: np.ndarray,
 
     if workers <= 1:
         for job in jobs:
-            print(f"{job.label(config.folds)} (model {job.number} of {job.total}): training",
-                  flush=True)
+            print(job.status(config.folds, "training"), flush=True)
             report_done(job, _train_fold(job, x, y, splits[job.fold], config, verbose))
         return
-    threads = max(1, available_cores() // workers)
-    print(f"training {len(jobs)} fold models, {workers} at a time in worker processes of "
-          f"{threads} thread(s) each", flush=True)
+    # Each worker keeps TensorFlow's default thread pools, one thread per core: on 2 cores
+    # two such workers train faster than two of one thread each, and the last fold,
+    # training alone, still uses every core (README, measured figures).
+    print(f"training {len(jobs)} fold models, {workers} at a time in worker processes",
+          flush=True)
     others = set(multiprocessing.active_children())
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_start_worker, initargs=(x, y, threads)) as pool:
+                             initializer=_start_worker, initargs=(x, y)) as pool:
         futures = {pool.submit(_train_in_worker, job, splits[job.fold], config): job
                    for job in jobs}
         try:
@@ -315,8 +314,7 @@ def run_kfold(digits: Digits, members: list[Member], config: Config,
     result = KFoldResult(trained=len(to_train), reused=len(jobs) - len(to_train))
     for job in jobs:
         if job not in to_train:
-            print(f"{job.label(config.folds)} (model {job.number} of {job.total}): reusing "
-                  f"{job.path}", flush=True)
+            print(job.status(config.folds, f"reusing {job.path}"), flush=True)
     tick = time.perf_counter()
     if to_train:
         train_fold_models(to_train, x, y, splits, config, verbose)

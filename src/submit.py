@@ -125,8 +125,8 @@ def _parse_args(argv: Sequence[str] | None):
     add_override(ensemble, "train_samples", "train on a stratified subset of this size (0: all)")
     add_override(ensemble, "tta", "test-time augmentation: average over 1-pixel shifts")
     add_override(ensemble, "fresh", "retrain every fold instead of reusing saved fold models")
-    add_override(ensemble, "jobs", "fold models trained at once, each in a worker process with "
-                 "an equal share of the cores; 0: 2 on a CPU-only machine, else 1")
+    add_override(ensemble, "jobs", "fold models trained at once, each in its own worker "
+                 "process; 0: 2 on a CPU-only machine, else 1")
     kaggle = parser.add_argument_group("kaggle")
     kaggle.add_argument("--check", metavar="FILE", help="only validate FILE against test.csv")
     kaggle.add_argument("--upload", action="store_true",
