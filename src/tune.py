@@ -335,7 +335,8 @@ def leaderboard(rows: list[dict]) -> str:
             "val_accuracy": f"{row['val_accuracy']:.4f}" if done else row["status"].lower(),
             "params": f"{row['params']:,}" if done else "", "epochs": row["epochs"] or "",
             "filters": "-".join(str(hp[f"filters_{i}"]) for i in range(hp["conv_blocks"])),
-            "first_kernel": hp["first_kernel"], "batch_norm": "yes" if hp["batch_norm"] else "no",
+            "convs": hp["block_convs"], "first_kernel": hp["first_kernel"],
+            "batch_norm": "yes" if hp["batch_norm"] else "no",
             "dropout": f"{hp['conv_dropout']:.1f}/{hp['dropout']:.1f}",
             "dense": hp["dense_units"], "lr": f"{hp['learning_rate']:g}",
             "augment": f"{hp['augment']:.2f}"})

@@ -59,7 +59,8 @@ def test_smoke_search_writes_best_configurations_trials_and_leaderboard(
     assert "trial 1 of ~2 done in" in out and "trial 2 of ~2 done in" in out and "ETA ~" in out
     assert "Leaderboard (hyperband, 2 trials, best first" in out
     header = out.split("Leaderboard")[1].splitlines()[1].split()
-    assert header[:5] == ["rank", "trial", "val_accuracy", "params", "epochs"]
+    assert header[:7] == ["rank", "trial", "val_accuracy", "params", "epochs", "filters",
+                          "convs"]
 
     best = json.loads((artifacts / "tune" / "best_hparams.json").read_text())
     assert (best["tuner"], best["objective"], best["profile"], best["seed"]) == (
