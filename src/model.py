@@ -38,6 +38,9 @@ DEFAULT_HPARAMS: dict[str, object] = {
     "dropout": 0.25,
     "learning_rate": 2e-3,
     "augment": 0.1,
+    # Train against 0.91 for the true digit and 0.01 for each other one: +0.04% quick
+    # OOF accuracy at no cost in time (README, measured figures).
+    "label_smoothing": 0.1,
 }
 
 
@@ -87,6 +90,9 @@ def define_search_space(hp: kt.HyperParameters) -> None:
     hp.Choice("learning_rate", [1e-3, 2e-3, 4e-3], default=DEFAULT_HPARAMS["learning_rate"])
     # Never 0: short search trials favour no augmentation, full-length training never does.
     hp.Float("augment", 0.05, 0.15, step=0.05, default=DEFAULT_HPARAMS["augment"])
+    # Not searched: like augmentation it pays at the end of a full run, which short
+    # trials cannot see.
+    hp.Fixed("label_smoothing", DEFAULT_HPARAMS["label_smoothing"])
 
 
 def hparams_from_dict(values: dict[str, object]) -> kt.HyperParameters:
@@ -97,6 +103,27 @@ def hparams_from_dict(values: dict[str, object]) -> kt.HyperParameters:
         if name in hp.values:
             hp.values[name] = value
     return hp
+
+
+@keras.saving.register_keras_serializable(package="digits")
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Cross-entropy of integer labels smoothed towards uniform: the target is
+    1 - smoothing + smoothing / 10 for the true digit and smoothing / 10 for the rest.
+    (Keras' sparse cross-entropy has no label smoothing; its categorical one needs
+    one-hot labels.)"""
+
+    def __init__(self, smoothing: float = 0.1, name: str = "smoothed_sparse_crossentropy",
+                 **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.smoothing = float(smoothing)
+
+    def call(self, y_true, y_pred):
+        labels = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), NUM_CLASSES)
+        return keras.losses.categorical_crossentropy(labels, y_pred,
+                                                     label_smoothing=self.smoothing)
+
+    def get_config(self):
+        return {**super().get_config(), "smoothing": self.smoothing}
 
 
 @keras.saving.register_keras_serializable(package="digits")
@@ -178,8 +205,11 @@ def build_cnn(hp: kt.HyperParameters, steps_per_epoch: int | None = None,
         learning_rate = keras.optimizers.schedules.CosineDecay(
             learning_rate / 10, decay_steps=steps_per_epoch * epochs,
             warmup_target=learning_rate, warmup_steps=steps_per_epoch)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    loss = "sparse_categorical_crossentropy"
+    if hp["label_smoothing"] > 0:
+        loss = SmoothedSparseCrossentropy(hp["label_smoothing"])
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss,
+                  metrics=["accuracy"])
     return model
 
 

@@ -62,3 +62,25 @@ def test_auto_precision_is_bfloat16_only_on_a_cpu_with_bfloat16_instructions(mon
     built = build_cnn(hparams_from_dict(DEFAULT_HPARAMS))
     assert built.layers[-1].compute_dtype == "float32"  # probabilities stay float32
     assert any(layer.compute_dtype == "bfloat16" for layer in built.layers)
+
+
+def test_smoothed_loss_matches_categorical_crossentropy_on_smoothed_one_hot_labels():
+    probs = np.array([[0.7, 0.2] + [0.0125] * 8, [0.1] * 10], np.float32)
+    labels = np.array([0, 3])
+    targets = np.full((2, 10), 0.01)
+    targets[[0, 1], labels] = 0.91
+    expected = -(targets * np.log(probs)).sum(axis=1).mean()
+    loss = model.SmoothedSparseCrossentropy(0.1)(labels, probs)
+    assert np.isclose(float(loss), expected, rtol=1e-5)
+    plain = model.SmoothedSparseCrossentropy(0.0)(labels, probs)
+    assert np.isclose(float(plain), -np.log(probs[[0, 1], labels]).mean(), rtol=1e-5)
+
+
+def test_label_smoothing_is_in_the_compiled_model_and_survives_saving(tmp_path):
+    smoothed = build_cnn(hparams_from_dict({**DEFAULT_HPARAMS, "label_smoothing": 0.1}))
+    assert isinstance(smoothed.loss, model.SmoothedSparseCrossentropy)
+    smoothed.save(tmp_path / "smoothed.keras")
+    loaded = keras.models.load_model(tmp_path / "smoothed.keras")
+    assert loaded.loss.smoothing == 0.1
+    plain = build_cnn(hparams_from_dict({**DEFAULT_HPARAMS, "label_smoothing": 0.0}))
+    assert plain.loss == "sparse_categorical_crossentropy"
