@@ -337,7 +337,7 @@ def leaderboard(rows: list[dict]) -> str:
             "filters": "-".join(str(hp[f"filters_{i}"]) for i in range(hp["conv_blocks"])),
             "convs": hp["block_convs"], "first_kernel": hp["first_kernel"],
             "batch_norm": "yes" if hp["batch_norm"] else "no",
-            "dropout": f"{hp['conv_dropout']:.1f}/{hp['dropout']:.1f}",
+            "dropout": f"{hp['conv_dropout']:g}/{hp['dropout']:g}",
             "dense": hp["dense_units"], "lr": f"{hp['learning_rate']:g}",
             "augment": f"{hp['augment']:.2f}"})
     return pd.DataFrame(lines).to_string(index=False)

@@ -325,3 +325,11 @@ def test_the_tuner_trains_in_the_chosen_precision(tmp_path):
     tune.build_tuner(config, role=None)
     assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
     assert tune.project_name(config).endswith("-mixed_bfloat16")
+
+
+def test_leaderboard_shows_hyperparameters_unrounded():
+    row = {"rank": 1, "trial_id": "0000", "val_accuracy": 0.98583, "status": "COMPLETED",
+           "params": 426058, "epochs": 6, "hparams": dict(DEFAULT_HPARAMS)}
+    table = tune.leaderboard([row]).splitlines()
+    assert table[1].split() == ["1", "0000", "0.9858", "426,058", "6", "32-64-128", "2", "3",
+                                "no", "0/0.25", "128", "0.002", "0.10"]
