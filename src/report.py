@@ -22,6 +22,7 @@ import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import classification_report, confusion_matrix
 
 NUM_CLASSES = 10  # as src.data; not imported from there to keep this module free of TensorFlow
@@ -292,6 +293,7 @@ def _plot_training_curves(histories: list[dict]) -> Figure:
                     ax.plot(range(1, len(series) + 1), series, style,
                             color=colours[entry["model"]], alpha=0.75, linewidth=1.3)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric)
         ax.set_title(f"{metric.capitalize()} per epoch")
         ax.grid(alpha=0.3)
