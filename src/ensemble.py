@@ -171,9 +171,9 @@ def resolve_jobs(jobs: int) -> int:
     """How many fold models train at once: --jobs, or for 0 (auto) two on a CPU-only
     machine with two or more cores and one otherwise.
 
-    On a 2-core CPU two processes train 1.3x the images per second of one (README,
-    measured figures): one process leaves part of the second core idle between
-    TensorFlow's small ops.
+    On a 2-core CPU two processes train 1.1-1.3x the images per second of one
+    (README, measured figures): one process leaves part of the second core idle
+    between TensorFlow's small ops.
     """
     if jobs:
         return jobs
