@@ -152,19 +152,21 @@ def _fold_model_path(member: Member, fold: int, config: Config, fingerprint: str
 
 @dataclass
 class FoldJob:
-    """One fold model to train or reuse: its member, fold and file, and its place in the run."""
+    """One fold model to train or reuse: its member, fold (of folds) and file, and its
+    place (number of total) in the run."""
 
     member: Member
     fold: int
+    folds: int
     path: Path
     number: int
     total: int
 
-    def label(self, folds: int) -> str:
-        return f"[{self.member.name}] fold {self.fold + 1} of {folds}"
+    def label(self) -> str:
+        return f"[{self.member.name}] fold {self.fold + 1} of {self.folds}"
 
-    def status(self, folds: int, doing: str) -> str:
-        return f"{self.label(folds)} (model {self.number} of {self.total}): {doing}"
+    def status(self, doing: str) -> str:
+        return f"{self.label()} (model {self.number} of {self.total}): {doing}"
 
 
 def resolve_jobs(jobs: int) -> int:
@@ -247,9 +249,9 @@ def _start_worker(x: np.ndarray, y: np.ndarray) -> None:
 def _train_in_worker(job: FoldJob, split: tuple[np.ndarray, np.ndarray],
                      config: Config) -> float:
     cnn.use_precision(config.precision)
-    print(job.status(config.folds, "training"), flush=True)
+    print(job.status("training"), flush=True)
     seconds = _train_fold(job, _worker_data["x"], _worker_data["y"], split, config, verbose=0,
-                          callbacks=[EpochLine(job.label(config.folds)), StopWithParent()])
+                          callbacks=[EpochLine(job.label()), StopWithParent()])
     keras.backend.clear_session()
     return seconds
 
@@ -267,13 +269,13 @@ def train_fold_models(jobs: list[FoldJob], x: np.ndarray, y: np.ndarray,
         model_seconds.append(seconds)
         left = len(jobs) - len(model_seconds)
         eta = format_duration(np.mean(model_seconds) * left / workers)
-        print(f"{job.label(config.folds)} trained in {format_duration(seconds)}; "
+        print(f"{job.label()} trained in {format_duration(seconds)}; "
               f"{len(model_seconds)} of {len(jobs)} to train done, elapsed "
               f"{format_duration(time.perf_counter() - started)}, ETA {eta}", flush=True)
 
     if workers <= 1:
         for job in jobs:
-            print(job.status(config.folds, "training"), flush=True)
+            print(job.status("training"), flush=True)
             report_done(job, _train_fold(job, x, y, splits[job.fold], config, verbose))
         return
     # Each worker keeps TensorFlow's default thread pools, one thread per core: on 2 cores
@@ -308,13 +310,14 @@ def run_kfold(digits: Digits, members: list[Member], config: Config,
     splits = fold_splits(y, config.folds, config.seed)
     fingerprint = data_fingerprint(x, y)
     pairs = list(product(members, range(config.folds)))
-    jobs = [FoldJob(member, fold, _fold_model_path(member, fold, config, fingerprint), number,
-                    len(pairs)) for number, (member, fold) in enumerate(pairs, start=1)]
+    jobs = [FoldJob(member, fold, config.folds,
+                    _fold_model_path(member, fold, config, fingerprint), number, len(pairs))
+            for number, (member, fold) in enumerate(pairs, start=1)]
     to_train = [job for job in jobs if config.fresh or not job.path.is_file()]
     result = KFoldResult(trained=len(to_train), reused=len(jobs) - len(to_train))
     for job in jobs:
         if job not in to_train:
-            print(job.status(config.folds, f"reusing {job.path}"), flush=True)
+            print(job.status(f"reusing {job.path}"), flush=True)
     tick = time.perf_counter()
     if to_train:
         train_fold_models(to_train, x, y, splits, config, verbose)
