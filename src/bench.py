@@ -303,7 +303,7 @@ def time_whole_fit(x: np.ndarray, y: np.ndarray, batch_size: int, images: int,
     model = package_model()
     held = max(1, images // 4)  # validation on training images: only its time matters here
     _, wall, cpu = timed(lambda: fit(model, x[:images], y[:images], x[:held], y[:held],
-                                     epochs=6, batch_size=batch_size, patience=6, seed=seed,
+                                     epochs=6, batch_size=batch_size, seed=seed,
                                      verbose=0))
     return Measurement("train", "package: src.model.fit, 6 epochs + validation, call to "
                        "return", 6 * images, wall, cpu)

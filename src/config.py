@@ -47,6 +47,9 @@ class Config:
     patience: int = 5
     train_samples: int = 0
     tta: bool = False
+    # Pseudo-labelling: 0 is off; else the confidence a test image needs to join round two.
+    pseudo_threshold: float = 0.0
+    pseudo_epochs: int = 10
     fresh: bool = False
     jobs: int = 0
 
@@ -56,11 +59,15 @@ class Config:
         _check_choice("--tuner", self.tuner, TUNERS)
         _check_choice("--profile", self.profile, tuple(PROFILES))
         _check_choice("--precision", self.precision, PRECISIONS)
-        for name in ("max_trials", "tune_epochs", "top_k", "epochs", "batch_size"):
+        for name in ("max_trials", "tune_epochs", "top_k", "epochs", "batch_size",
+                     "pseudo_epochs"):
             _check_at_least(name, getattr(self, name), 1)
         for name in ("tune_samples", "train_samples", "patience", "seed", "jobs"):
             _check_at_least(name, getattr(self, name), 0)
         _check_at_least("folds", self.folds, 2)
+        if not 0 <= self.pseudo_threshold < 1:
+            raise DataError("a confidence 0 <= p < 1 (0: off)", str(self.pseudo_threshold),
+                            column="--pseudo-threshold")
         return self
 
 
@@ -139,13 +146,14 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
 def add_override(parser: argparse.ArgumentParser, name: str, help: str) -> None:
     """Add ``--name`` overriding the profile's value of Config field ``name``."""
     field = {f.name: f for f in dataclasses.fields(Config)}[name]
-    kind = {"int": int, "bool": bool, "str": str}[str(field.type)]
+    kind = {"int": int, "float": float, "bool": bool, "str": str}[str(field.type)]
     if kind is bool:
         parser.add_argument(_flag(name), dest=name, action=argparse.BooleanOptionalAction,
                             default=None, help=help)
     else:
-        parser.add_argument(_flag(name), dest=name, type=kind, default=None, metavar="N"
-                            if kind is int else None, help=help + " (default: from --profile)")
+        parser.add_argument(_flag(name), dest=name, type=kind, default=None,
+                            metavar={int: "N", float: "X"}.get(kind),
+                            help=help + " (default: from --profile)")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

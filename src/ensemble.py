@@ -9,7 +9,9 @@ changed setting trains afresh.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import inspect
 import json
 import multiprocessing
 import os
@@ -50,11 +52,35 @@ class KFoldResult:
 
     oof_probs: dict[str, np.ndarray] = field(default_factory=dict)
     test_probs: dict[str, np.ndarray] = field(default_factory=dict)
+    fold_test_probs: dict[str, list[np.ndarray]] = field(default_factory=dict)
     histories: list[dict] = field(default_factory=list)
     train_seconds: float = 0.0
     predict_seconds: float = 0.0
     trained: int = 0
     reused: int = 0
+    pseudo_counts: list[int] = field(default_factory=list)  # pseudo-labels per fold
+    splits: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+
+
+@dataclass
+class PseudoLabels:
+    """Test images that a first round is sure of, with its labels, one set per fold.
+
+    Fold k's set comes from the first round's fold-k models only, the ones that
+    never saw fold k: otherwise fold k's own labels would reach, through the
+    pseudo-labels, the model that fold k then scores.
+    """
+
+    threshold: float
+    per_fold: list[tuple[np.ndarray, np.ndarray]]  # (test image indices, labels)
+
+    def fingerprint(self) -> str:
+        """A short hash of every fold's pseudo-labels, for the fold-model cache key."""
+        digest = hashlib.sha1(str(self.threshold).encode())
+        for indices, labels in self.per_fold:
+            digest.update(indices.astype(np.int64).tobytes())
+            digest.update(labels.astype(np.int64).tobytes())
+        return digest.hexdigest()[:12]
 
 
 def best_hparams_path(config: Config) -> Path:
@@ -92,12 +118,23 @@ def data_fingerprint(x: np.ndarray, y: np.ndarray) -> str:
     return digest.hexdigest()[:12]
 
 
+def training_code_version() -> str:
+    """A short hash of the code that shapes a fold model (src/model.py and the fold
+    trainer) and of the TensorFlow and Keras versions that run it."""
+    import tensorflow as tf
+
+    text = inspect.getsource(cnn) + inspect.getsource(_train_fold)
+    text += f"tensorflow {tf.__version__} keras {keras.__version__}"
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
 def member_key(member: Member, config: Config, fingerprint: str) -> str:
-    """The cache key of a member's fold models: everything that changes what they learn."""
+    """The cache key of a member's fold models: everything that changes what they learn,
+    the code and library versions that train them included."""
     recipe = dict(hparams=member.hparams, folds=config.folds, seed=config.seed,
-                  epochs=config.epochs, batch_size=config.batch_size,
-                  patience=config.patience, data=fingerprint,
-                  precision=cnn.resolve_precision(config.precision))
+                  epochs=config.epochs, batch_size=config.batch_size, data=fingerprint,
+                  precision=cnn.resolve_precision(config.precision),
+                  code=training_code_version())
     text = json.dumps(recipe, sort_keys=True, default=str)
     return f"{member.name}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
 
@@ -161,6 +198,8 @@ class FoldJob:
     path: Path
     number: int
     total: int
+    # Pseudo-labelled test images (images, labels) added to the fold's training part.
+    extra: tuple[np.ndarray, np.ndarray] | None = None
 
     def label(self) -> str:
         return f"[{self.member.name}] fold {self.fold + 1} of {self.folds}"
@@ -221,18 +260,22 @@ class StopWithParent(keras.callbacks.Callback):
 def _train_fold(job: FoldJob, x: np.ndarray, y: np.ndarray,
                 split: tuple[np.ndarray, np.ndarray], config: Config,
                 verbose: int | str, callbacks: Sequence[keras.callbacks.Callback] = ()) -> float:
-    """Train one fold model (augmentation, cosine learning rate, early stopping on its
-    held-out part) and save it with its history; return the seconds it took.
-    The final weights are kept (no best-epoch restore), so the fold's OOF score stays honest."""
+    """Train one fold model (augmentation, cosine learning rate) for every epoch of the
+    schedule and save it with its history; return the seconds it took.
+
+    Its held-out part is only watched, never used to choose (no early stopping, no
+    best-epoch weights): that part is what the model's OOF score is computed on."""
     tick = time.perf_counter()
     train_idx, held_idx = split
+    x_fit, y_fit = x[train_idx], y[train_idx]
+    if job.extra is not None:
+        x_fit, y_fit = np.concatenate([x_fit, job.extra[0]]), np.concatenate([y_fit, job.extra[1]])
     keras.utils.set_random_seed(config.seed + job.fold)
     model = cnn.build_cnn(cnn.hparams_from_dict(job.member.hparams),
-                          cnn.steps_per_epoch(len(train_idx), config.batch_size), config.epochs)
-    history = cnn.fit(model, x[train_idx], y[train_idx], x[held_idx], y[held_idx],
+                          cnn.steps_per_epoch(len(y_fit), config.batch_size), config.epochs)
+    history = cnn.fit(model, x_fit, y_fit, x[held_idx], y[held_idx],
                       epochs=config.epochs, batch_size=config.batch_size,
-                      patience=config.patience, seed=config.seed + job.fold,
-                      callbacks=callbacks, restore_best=False, verbose=verbose)
+                      seed=config.seed + job.fold, callbacks=callbacks, verbose=verbose)
     history = {name: [float(v) for v in values] for name, values in history.history.items()}
     job.path.parent.mkdir(parents=True, exist_ok=True)
     _save_atomically(model, history, job.path)
@@ -304,24 +347,53 @@ def run_kfold(digits: Digits, members: list[Member], config: Config,
 
     Test probabilities are the mean over a member's fold models; for --source keras
     the "test" set is MNIST's labelled 10k, which the report scores as a holdout.
+    With --pseudo-threshold, a second round trains every member again, each fold
+    model on its fold's training part plus the test images the first round's
+    models of that fold are sure of (PseudoLabels); its members join the ensemble
+    with "+pl" in their names.
     """
     cnn.use_precision(config.precision)  # the policy member_key names is the one models train in
+    splits = fold_splits(digits.y_train, config.folds, config.seed)
+    fingerprint = data_fingerprint(digits.x_train, digits.y_train)
+    result = KFoldResult(splits=splits)
+    _run_round(digits, members, config, splits, fingerprint, result, verbose)
+    if config.pseudo_threshold > 0:
+        pseudo = select_pseudo_labels(result, [m.name for m in members], config.pseudo_threshold)
+        result.pseudo_counts = [len(labels) for _, labels in pseudo.per_fold]
+        print(f"pseudo-labels: {', '.join(map(str, result.pseudo_counts))} of "
+              f"{len(digits.x_test)} test images per fold at confidence >= "
+              f"{config.pseudo_threshold}", flush=True)
+        second = [Member(f"{m.name}+pl", m.hparams, f"{m.origin}, pseudo-labelled")
+                  for m in members]
+        _run_round(digits, second, dataclasses.replace(config, epochs=config.pseudo_epochs),
+                   splits, f"{fingerprint}-{pseudo.fingerprint()}", result, verbose, pseudo)
+    return result
+
+
+def _run_round(digits: Digits, members: list[Member], config: Config,
+               splits: list[tuple[np.ndarray, np.ndarray]], fingerprint: str,
+               result: KFoldResult, verbose: int | str, pseudo: PseudoLabels | None = None
+               ) -> None:
+    """Train (or reuse) members x folds and add their probabilities to result."""
     x, y = digits.x_train, digits.y_train
-    splits = fold_splits(y, config.folds, config.seed)
-    fingerprint = data_fingerprint(x, y)
     pairs = list(product(members, range(config.folds)))
     jobs = [FoldJob(member, fold, config.folds,
                     _fold_model_path(member, fold, config, fingerprint), number, len(pairs))
             for number, (member, fold) in enumerate(pairs, start=1)]
+    if pseudo is not None:
+        for job in jobs:
+            indices, labels = pseudo.per_fold[job.fold]
+            job.extra = (digits.x_test[indices], labels)
     to_train = [job for job in jobs if config.fresh or not job.path.is_file()]
-    result = KFoldResult(trained=len(to_train), reused=len(jobs) - len(to_train))
+    result.trained += len(to_train)
+    result.reused += len(jobs) - len(to_train)
     for job in jobs:
         if job not in to_train:
             print(job.status(f"reusing {job.path}"), flush=True)
     tick = time.perf_counter()
     if to_train:
         train_fold_models(to_train, x, y, splits, config, verbose)
-    result.train_seconds = time.perf_counter() - tick
+    result.train_seconds += time.perf_counter() - tick
     tick = time.perf_counter()
     for job in jobs:
         model = _load_fold_model(job.path)
@@ -329,12 +401,25 @@ def run_kfold(digits: Digits, members: list[Member], config: Config,
         held_idx = splits[job.fold][1]
         oof = result.oof_probs.setdefault(job.member.name, np.zeros((len(y), NUM_CLASSES)))
         oof[held_idx] = predict_probs(model, x[held_idx], config.tta)
-        test = result.test_probs.setdefault(job.member.name,
-                                            np.zeros((len(digits.x_test), NUM_CLASSES)))
-        test += predict_probs(model, digits.x_test, config.tta) / config.folds
+        fold_test = result.fold_test_probs.setdefault(job.member.name, [])
+        fold_test.append(predict_probs(model, digits.x_test, config.tta))
         result.histories.append({"model": job.member.name, "fold": job.fold, "history": history})
-    result.predict_seconds = time.perf_counter() - tick
-    return result
+    for member in members:
+        result.test_probs[member.name] = np.mean(result.fold_test_probs[member.name], axis=0)
+    result.predict_seconds += time.perf_counter() - tick
+
+
+def select_pseudo_labels(result: KFoldResult, names: list[str], threshold: float
+                         ) -> PseudoLabels:
+    """Per fold, the test images whose mean probability over the named members' models
+    of that fold reaches threshold for one digit, labelled with that digit."""
+    folds = len(result.fold_test_probs[names[0]])
+    per_fold = []
+    for fold in range(folds):
+        probs = np.mean([result.fold_test_probs[name][fold] for name in names], axis=0)
+        sure = np.flatnonzero(probs.max(axis=1) >= threshold)
+        per_fold.append((sure, probs[sure].argmax(axis=1)))
+    return PseudoLabels(threshold, per_fold)
 
 
 def weighted_mean(probs: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
@@ -367,3 +452,17 @@ def choose_weights(oof_probs: dict[str, np.ndarray], y: np.ndarray,
         if candidate < best_loss - 1e-6:
             best, best_loss = weights, candidate
     return {name: float(round(weight, 4)) for name, weight in best.items()}
+
+
+def cross_fitted_mean(oof_probs: dict[str, np.ndarray], y: np.ndarray,
+                      splits: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """The OOF ensemble with each fold's weights chosen on the other folds' OOF only,
+    so that no weight is fitted on the images it is scored on."""
+    names = list(oof_probs)
+    ensemble = np.zeros_like(oof_probs[names[0]])
+    for other_idx, held_idx in splits:
+        weights = choose_weights({name: oof_probs[name][other_idx] for name in names},
+                                 y[other_idx])
+        ensemble[held_idx] = weighted_mean({name: oof_probs[name][held_idx] for name in names},
+                                           weights)
+    return ensemble

@@ -119,11 +119,13 @@ def _parse_args(argv: Sequence[str] | None):
     add_override(ensemble, "include_default", "also ensemble the default CNN when the tuner's "
                  "top-k does not hold it")
     add_override(ensemble, "folds", "stratified folds per configuration")
-    add_override(ensemble, "epochs", "most epochs per fold model")
+    add_override(ensemble, "epochs", "epochs per fold model (each trains every one)")
     add_override(ensemble, "batch_size", "training batch size")
-    add_override(ensemble, "patience", "epochs without val_accuracy gain before stopping")
     add_override(ensemble, "train_samples", "train on a stratified subset of this size (0: all)")
     add_override(ensemble, "tta", "test-time augmentation: average over 1-pixel shifts")
+    add_override(ensemble, "pseudo_threshold", "pseudo-labelling: train every member a second "
+                 "time with the test images its first round is this sure of (0: off)")
+    add_override(ensemble, "pseudo_epochs", "epochs per fold model of the pseudo-labelled round")
     add_override(ensemble, "fresh", "retrain every fold instead of reusing saved fold models")
     add_override(ensemble, "jobs", "fold models trained at once, each in its own worker "
                  "process; 0: 2 on a CPU-only machine, else 1")
@@ -178,8 +180,11 @@ def main(argv: Sequence[str] | None = None) -> int:
           flush=True)
     members = ensemble.load_members(config)
     result = ensemble.run_kfold(digits, members, config)
+    # The test set gets weights fitted on every OOF image; the OOF score, weights fitted
+    # on the other folds only (cross-fitting), so that no image scores its own weights.
     weights = ensemble.choose_weights(result.oof_probs, digits.y_train)
-    oof_ensemble = ensemble.weighted_mean(result.oof_probs, weights)
+    oof_ensemble = ensemble.cross_fitted_mean(result.oof_probs, digits.y_train, result.splits)
+    plain_mean = ensemble.weighted_mean(result.oof_probs, dict.fromkeys(result.oof_probs, 1.0))
     test_ensemble = ensemble.weighted_mean(result.test_probs, weights)
     test_labels = test_ensemble.argmax(axis=1)
 
@@ -198,7 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "predict": result.predict_seconds, "total": time.perf_counter() - started}
         metrics = report.write_report(partial, report.ReportInputs(
             y_true=digits.y_train, images=digits.x_train, model_probs=result.oof_probs,
-            ensemble_probs=oof_ensemble, ensemble_weights=weights, histories=result.histories,
+            ensemble_probs=oof_ensemble, ensemble_weights=weights, plain_mean_probs=plain_mean,
+            histories=result.histories,
             timings=timings, run_info=_run_info(config, members, result, digits, argv),
             leaderboard=_leaderboard(config), holdout_true=digits.y_test,
             holdout_probs=test_ensemble if digits.y_test is not None else None,
@@ -221,6 +227,9 @@ def _run_info(config: Config, members, result, digits, argv: Sequence[str] | Non
             "train_file": digits.train_path, "test_file": digits.test_path,
             "folds": config.folds, "epochs": config.epochs, "batch_size": config.batch_size,
             "precision": config.precision, "tta": config.tta,
+            "pseudo_threshold": config.pseudo_threshold,
+            "pseudo_epochs": config.pseudo_epochs if config.pseudo_threshold else None,
+            "pseudo_labels_per_fold": result.pseudo_counts,
             "jobs": config.jobs,
             "models_trained": result.trained, "models_reused": result.reused,
             "origins": {m.name: m.origin for m in members},
@@ -236,6 +245,8 @@ def _leaderboard(config: Config) -> pd.DataFrame | None:
 def _print_summary(metrics: dict, run_dir: Path, result) -> None:
     for name, scores in metrics["models"].items():
         print(f"  {name:10s} OOF accuracy {scores['accuracy']:.4%}")
+    if len(metrics["models"]) > 1:
+        print(f"  {'plain mean':10s} OOF accuracy {metrics['plain_mean']['accuracy']:.4%}")
     scores = metrics["ensemble"]
     print(f"ensemble OOF accuracy {scores['accuracy']:.4%} (95% CI {scores['ci95_low']:.2%}-"
           f"{scores['ci95_high']:.2%}); trained {result.trained}, reused {result.reused}")

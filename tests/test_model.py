@@ -84,3 +84,17 @@ def test_label_smoothing_is_in_the_compiled_model_and_survives_saving(tmp_path):
     assert loaded.loss.smoothing == 0.1
     plain = build_cnn(hparams_from_dict({**DEFAULT_HPARAMS, "label_smoothing": 0.0}))
     assert plain.loss == "sparse_categorical_crossentropy"
+
+
+def test_fit_without_patience_trains_every_epoch_of_the_schedule():
+    # The k-fold ensemble scores its validation part, so nothing may stop on it.
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (32, 28, 28, 1), dtype=np.uint8)
+    y = rng.integers(0, 10, 32)
+    frozen = {**DEFAULT_HPARAMS, "filters_2": 32, "learning_rate": 0.0}  # val never improves
+    epochs_run = {}
+    for patience in (1, None):
+        history = fit(build_cnn(hparams_from_dict(frozen)), x, y, x[:8], y[:8], epochs=4,
+                      batch_size=16, patience=patience, verbose=0)
+        epochs_run[patience] = len(history.history["val_accuracy"])
+    assert epochs_run == {1: 2, None: 4}

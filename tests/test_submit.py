@@ -298,3 +298,64 @@ def test_include_default_adds_the_default_cnn_unless_the_top_k_holds_it(tmp_path
     # rank 2 is the default already: no second copy of it
     top_two = submit._parse_args(["--artifacts-dir", str(tmp_path), "--top-k", "2"])[1]
     assert [m.name for m in ensemble.load_members(top_two)] == ["rank1", "rank2"]
+
+
+def test_cross_fitted_weights_never_see_the_fold_they_score(monkeypatch):
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 10, 600)
+    probs = {name: rng.dirichlet(np.ones(10), 600) for name in ("a", "b")}
+    splits = ensemble.fold_splits(y, 3, seed=0)
+    seen = []
+    real_choose = ensemble.choose_weights
+
+    def spy(oof, labels, **kwargs):
+        seen.append(len(labels))
+        return real_choose(oof, labels, **kwargs)
+
+    monkeypatch.setattr(ensemble, "choose_weights", spy)
+    mixed = ensemble.cross_fitted_mean(probs, y, splits)
+    assert seen == [len(other) for other, _ in splits]  # each fit on the other folds only
+    for other, held in splits:
+        weights = real_choose({n: p[other] for n, p in probs.items()}, y[other])
+        expected = ensemble.weighted_mean({n: p[held] for n, p in probs.items()}, weights)
+        np.testing.assert_allclose(mixed[held], expected)
+
+
+def test_pseudo_labels_of_a_fold_come_from_that_folds_models_only():
+    sure, unsure = np.full(10, 0.005), np.full(10, 0.1)
+    sure[3] = 0.955
+    result = ensemble.KFoldResult(fold_test_probs={
+        # test image 0 is sure for fold 0's models only, image 1 for fold 1's only
+        "a": [np.stack([sure, unsure]), np.stack([unsure, sure])],
+        "b": [np.stack([sure, unsure]), np.stack([unsure, sure])]})
+    pseudo = ensemble.select_pseudo_labels(result, ["a", "b"], threshold=0.9)
+    (idx0, labels0), (idx1, labels1) = pseudo.per_fold
+    assert idx0.tolist() == [0] and labels0.tolist() == [3]
+    assert idx1.tolist() == [1] and labels1.tolist() == [3]
+    looser = ensemble.select_pseudo_labels(result, ["a", "b"], threshold=0.05)
+    assert looser.fingerprint() != pseudo.fingerprint()
+
+
+def test_fold_model_key_changes_with_the_training_code(monkeypatch):
+    member = ensemble.Member("default", dict(DEFAULT_HPARAMS), "default")
+    config = submit._parse_args([])[1]
+    before = ensemble.member_key(member, config, "data")
+    monkeypatch.setattr(ensemble, "training_code_version", lambda: "edited")
+    assert ensemble.member_key(member, config, "data") != before
+
+
+@pytest.mark.slow
+def test_pseudo_labelled_round_joins_the_ensemble(kaggle_dir_readonly, tmp_path, capsys):
+    args = _args(kaggle_dir_readonly, tmp_path, "--pseudo-threshold", "0.3",
+                 "--pseudo-epochs", "1")
+    assert run_cli(submit.main, args) == 0
+    out = capsys.readouterr().out
+    assert "pseudo-labels: " in out and "[default+pl] fold 2 of 2" in out
+    [run_dir] = _run_dirs(tmp_path)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert list(metrics["models"]) == ["default", "default+pl"]
+    assert metrics["plain_mean"]["total"] == metrics["ensemble"]["total"]
+    counts = metrics["run_info"]["pseudo_labels_per_fold"]
+    assert len(counts) == 2 and all(0 < count <= 300 for count in counts)
+    assert run_cli(submit.main, args) == 0
+    assert "trained 0, reused 4" in capsys.readouterr().out
