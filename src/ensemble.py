@@ -25,7 +25,6 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedKFold
 
 from src import model as cnn
@@ -59,7 +58,6 @@ class KFoldResult:
     trained: int = 0
     reused: int = 0
     pseudo_counts: list[int] = field(default_factory=list)  # pseudo-labels per fold
-    splits: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
 
 
 @dataclass
@@ -355,7 +353,7 @@ def run_kfold(digits: Digits, members: list[Member], config: Config,
     cnn.use_precision(config.precision)  # the policy member_key names is the one models train in
     splits = fold_splits(digits.y_train, config.folds, config.seed)
     fingerprint = data_fingerprint(digits.x_train, digits.y_train)
-    result = KFoldResult(splits=splits)
+    result = KFoldResult()
     _run_round(digits, members, config, splits, fingerprint, result, verbose)
     if config.pseudo_threshold > 0:
         pseudo = select_pseudo_labels(result, [m.name for m in members], config.pseudo_threshold)
@@ -422,47 +420,11 @@ def select_pseudo_labels(result: KFoldResult, names: list[str], threshold: float
     return PseudoLabels(threshold, per_fold)
 
 
-def weighted_mean(probs: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
-    """The weighted average of the members' probabilities."""
-    total = sum(weights.values())
-    return sum(weights[name] * probs[name] for name in probs) / total
+def plain_mean(probs: dict[str, np.ndarray]) -> np.ndarray:
+    """The members' probabilities averaged with equal weights.
 
-
-def choose_weights(oof_probs: dict[str, np.ndarray], y: np.ndarray,
-                   step: float = 0.1) -> dict[str, float]:
-    """Weights on a grid over the simplex that minimise OOF log-loss; the plain mean unless
-    a weighting beats it (log-loss, being smooth, overfits the folds less than accuracy)."""
-    names = list(oof_probs)
-    plain = {name: 1.0 / len(names) for name in names}
-    if len(names) == 1:
-        return plain
-
-    def loss(weights):
-        probs = weighted_mean(oof_probs, weights)
-        return log_loss(y, probs / probs.sum(axis=1, keepdims=True), labels=range(NUM_CLASSES))
-
-    best, best_loss = plain, loss(plain)
-    ticks = np.round(np.arange(0, 1 + step / 2, step), 6)
-    for combo in product(ticks, repeat=len(names) - 1):
-        last = 1 - sum(combo)
-        if last < -1e-9:
-            continue
-        weights = dict(zip(names, [*combo, max(last, 0.0)], strict=True))
-        candidate = loss(weights)
-        if candidate < best_loss - 1e-6:
-            best, best_loss = weights, candidate
-    return {name: float(round(weight, 4)) for name, weight in best.items()}
-
-
-def cross_fitted_mean(oof_probs: dict[str, np.ndarray], y: np.ndarray,
-                      splits: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """The OOF ensemble with each fold's weights chosen on the other folds' OOF only,
-    so that no weight is fitted on the images it is scored on."""
-    names = list(oof_probs)
-    ensemble = np.zeros_like(oof_probs[names[0]])
-    for other_idx, held_idx in splits:
-        weights = choose_weights({name: oof_probs[name][other_idx] for name in names},
-                                 y[other_idx])
-        ensemble[held_idx] = weighted_mean({name: oof_probs[name][held_idx] for name in names},
-                                           weights)
-    return ensemble
+    Weights fitted on OOF log-loss lost to the plain mean in every measured
+    ensemble (README): they favoured the better-calibrated member, not the
+    more accurate one, and fitting them on the folds they score flatters them.
+    """
+    return np.mean(list(probs.values()), axis=0)

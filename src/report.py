@@ -61,7 +61,6 @@ class ReportInputs:
     holdout_true: np.ndarray | None = None  # --source keras: labels of MNIST's 10k test set
     holdout_probs: np.ndarray | None = None  # ensemble probabilities on that test set
     test_predictions: np.ndarray | None = None  # (M,) predicted labels of the unlabelled test set
-    plain_mean_probs: np.ndarray | None = None  # (N, 10) OOF plain mean of the configurations
 
 
 # ---------------------------------------------------------------- metrics
@@ -167,8 +166,6 @@ def build_metrics(inputs: ReportInputs) -> dict:
         "num_images": len(y_true),
         "models": {name: _score(y_true, probs) for name, probs in inputs.model_probs.items()},
         ENSEMBLE: _score(y_true, inputs.ensemble_probs),
-        "plain_mean": None if inputs.plain_mean_probs is None else _score(
-            y_true, inputs.plain_mean_probs),
         "ensemble_weights": inputs.ensemble_weights,
         "classification_report": _classification_report(y_true, predicted),
         "confusion_matrix": matrix,
@@ -475,10 +472,6 @@ def _models_section(metrics: dict, figures: list[str]) -> list:
     weights = metrics["ensemble_weights"]
     rows = [[name, f"{score['accuracy']:.2%}", _interval(score), f"{score['errors']:,}",
              _format_value(weights.get(name))] for name, score in metrics["models"].items()]
-    if metrics.get("plain_mean") and len(rows) > 1:
-        plain = metrics["plain_mean"]
-        rows.append(["plain mean", f"{plain['accuracy']:.2%}", _interval(plain),
-                     f"{plain['errors']:,}", "equal"])
     ensemble = metrics[ENSEMBLE]
     rows.append([ENSEMBLE, f"{ensemble['accuracy']:.2%}", _interval(ensemble),
                  f"{ensemble['errors']:,}", _format_value(sum(weights.values()))])

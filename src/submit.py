@@ -180,12 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
           flush=True)
     members = ensemble.load_members(config)
     result = ensemble.run_kfold(digits, members, config)
-    # The test set gets weights fitted on every OOF image; the OOF score, weights fitted
-    # on the other folds only (cross-fitting), so that no image scores its own weights.
-    weights = ensemble.choose_weights(result.oof_probs, digits.y_train)
-    oof_ensemble = ensemble.cross_fitted_mean(result.oof_probs, digits.y_train, result.splits)
-    plain_mean = ensemble.weighted_mean(result.oof_probs, dict.fromkeys(result.oof_probs, 1.0))
-    test_ensemble = ensemble.weighted_mean(result.test_probs, weights)
+    weights = {name: 1 / len(result.oof_probs) for name in result.oof_probs}
+    oof_ensemble = ensemble.plain_mean(result.oof_probs)
+    test_ensemble = ensemble.plain_mean(result.test_probs)
     test_labels = test_ensemble.argmax(axis=1)
 
     submissions_dir = Path(config.submissions_dir)
@@ -203,8 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "predict": result.predict_seconds, "total": time.perf_counter() - started}
         metrics = report.write_report(partial, report.ReportInputs(
             y_true=digits.y_train, images=digits.x_train, model_probs=result.oof_probs,
-            ensemble_probs=oof_ensemble, ensemble_weights=weights, plain_mean_probs=plain_mean,
-            histories=result.histories,
+            ensemble_probs=oof_ensemble, ensemble_weights=weights, histories=result.histories,
             timings=timings, run_info=_run_info(config, members, result, digits, argv),
             leaderboard=_leaderboard(config), holdout_true=digits.y_test,
             holdout_probs=test_ensemble if digits.y_test is not None else None,
@@ -245,8 +241,6 @@ def _leaderboard(config: Config) -> pd.DataFrame | None:
 def _print_summary(metrics: dict, run_dir: Path, result) -> None:
     for name, scores in metrics["models"].items():
         print(f"  {name:10s} OOF accuracy {scores['accuracy']:.4%}")
-    if len(metrics["models"]) > 1:
-        print(f"  {'plain mean':10s} OOF accuracy {metrics['plain_mean']['accuracy']:.4%}")
     scores = metrics["ensemble"]
     print(f"ensemble OOF accuracy {scores['accuracy']:.4%} (95% CI {scores['ci95_low']:.2%}-"
           f"{scores['ci95_high']:.2%}); trained {result.trained}, reused {result.reused}")
