@@ -149,7 +149,7 @@ def _check_only(args, config: Config) -> int:
 
 
 def _upload(csv_path: Path, message: str) -> None:
-    from src.upload import upload_submission
+    from src.kaggle_api import upload_submission
 
     print(upload_submission(csv_path, message))
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 import requests
 
-from src import config, upload
+from src import config, kaggle_api
 from src.errors import DataError
 
 USERNAME = "digit-fan"
@@ -27,7 +27,7 @@ def csv_path(tmp_path):
 
 
 @pytest.fixture
-def kaggle_api(tmp_path, monkeypatch):
+def real_api(tmp_path, monkeypatch):
     """The real KaggleApi class, in a home with no credentials and no KAGGLE_* variables."""
     module = pytest.importorskip("kaggle.api.kaggle_api_extended")
     for name in [name for name in os.environ if name.startswith("KAGGLE_")]:
@@ -38,17 +38,17 @@ def kaggle_api(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def legacy_key(kaggle_api, monkeypatch):
+def legacy_key(real_api, monkeypatch):
     """Legacy credentials in the environment; the library in verbose mode (it prints headers)."""
     monkeypatch.setenv("KAGGLE_USERNAME", USERNAME)
     monkeypatch.setenv("KAGGLE_KEY", SECRET)
-    monkeypatch.setattr(kaggle_api, "args", ["--verbose"])
-    return kaggle_api
+    monkeypatch.setattr(real_api, "args", ["--verbose"])
+    return real_api
 
 
 def _fail_upload(csv_path, capfd) -> str:
     """Run an upload that must fail through the CLI wrapper; return its one stderr line."""
-    code = config.run_cli(lambda argv: upload.upload_submission(csv_path, "a message"), [])
+    code = config.run_cli(lambda argv: kaggle_api.upload_submission(csv_path, "a message"), [])
     out, err = capfd.readouterr()
     assert code == 2 and out == ""
     assert err.startswith("error: kaggle upload: ") and err.count("\n") == 1
@@ -69,10 +69,10 @@ def _http_reply(status: int, message: str) -> requests.Response:
     return response
 
 
-def test_success_submits_the_file_with_message_and_competition(kaggle_api, monkeypatch, csv_path):
+def test_success_submits_the_file_with_message_and_competition(real_api, monkeypatch, csv_path):
     calls = []
 
-    class FakeApi(kaggle_api):
+    class FakeApi(real_api):
         def authenticate(self):
             pass
 
@@ -81,18 +81,36 @@ def test_success_submits_the_file_with_message_and_competition(kaggle_api, monke
             print("uploading...")  # the library's chatter is swallowed
             return type("Reply", (), {"message": "Successfully submitted to Digit Recognizer"})
 
-    monkeypatch.setattr(sys.modules[kaggle_api.__module__], "KaggleApi", FakeApi)
-    reply = upload.upload_submission(csv_path, "5-fold, top-3")
+    monkeypatch.setattr(sys.modules[real_api.__module__], "KaggleApi", FakeApi)
+    reply = kaggle_api.upload_submission(csv_path, "5-fold, top-3")
     assert reply == "Successfully submitted to Digit Recognizer"
     assert calls == [(str(csv_path), "5-fold, top-3", "digit-recognizer", True)]
 
 
-def test_no_credentials_says_where_they_go_and_keeps_the_csv(kaggle_api, csv_path, capfd):
+def test_no_credentials_says_where_they_go_and_keeps_the_csv(real_api, csv_path, capfd):
     before = csv_path.read_bytes()
     err = _fail_upload(csv_path, capfd)
     assert "home/.kaggle/kaggle.json (chmod 600) or $KAGGLE_USERNAME and $KAGGLE_KEY" in err
     assert "found none" in err and f"{csv_path} is kept" in err
     assert csv_path.read_bytes() == before
+
+
+@pytest.mark.parametrize("empty", [("KAGGLE_USERNAME", "KAGGLE_KEY"), ("KAGGLE_KEY",)])
+def test_empty_username_and_key_are_missing_credentials_not_a_request(real_api, monkeypatch,
+                                                                      csv_path, capfd, empty):
+    monkeypatch.setenv("KAGGLE_USERNAME", USERNAME)
+    for name in empty:
+        monkeypatch.setenv(name, "")
+
+    def no_request(session, request, **kwargs):
+        raise AssertionError("empty credentials must not reach the network")
+
+    monkeypatch.setattr(requests.Session, "send", no_request)
+    before = csv_path.read_bytes()
+    err = _fail_upload(csv_path, capfd)
+    names = " and ".join(f"${name}" for name in empty)
+    assert f"or $KAGGLE_USERNAME and $KAGGLE_KEY, found {names} set but empty" in err
+    assert f"{csv_path} is kept" in err and csv_path.read_bytes() == before
 
 
 @pytest.mark.parametrize("status, hint", [
@@ -115,14 +133,14 @@ def test_refused_submission_is_one_line_without_the_key(legacy_key, monkeypatch,
 
 
 @pytest.mark.parametrize("credential", ["legacy key", "access token"])
-def test_no_connection_is_one_line_without_the_secret(kaggle_api, monkeypatch, csv_path, capfd,
+def test_no_connection_is_one_line_without_the_secret(real_api, monkeypatch, csv_path, capfd,
                                                       credential):
     if credential == "legacy key":
         monkeypatch.setenv("KAGGLE_USERNAME", USERNAME)
         monkeypatch.setenv("KAGGLE_KEY", SECRET)
     else:
         monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
-    monkeypatch.setattr(kaggle_api, "args", ["--verbose"])
+    monkeypatch.setattr(real_api, "args", ["--verbose"])
 
     def unreachable(session, request, **kwargs):
         raise requests.ConnectionError(f"cannot reach api.kaggle.com with {request.headers}")
@@ -134,27 +152,27 @@ def test_no_connection_is_one_line_without_the_secret(kaggle_api, monkeypatch, c
     _assert_no_secret(err)
 
 
-def test_unfinished_upload_is_an_error(kaggle_api, monkeypatch, csv_path):
-    class FakeApi(kaggle_api):
+def test_unfinished_upload_is_an_error(real_api, monkeypatch, csv_path):
+    class FakeApi(real_api):
         def authenticate(self):
             pass
 
         def competition_submit(self, file_name, message, competition, quiet=False):
             return type("Reply", (), {"message": self.COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE})
 
-    monkeypatch.setattr(sys.modules[kaggle_api.__module__], "KaggleApi", FakeApi)
+    monkeypatch.setattr(sys.modules[real_api.__module__], "KaggleApi", FakeApi)
     with pytest.raises(DataError, match="found an unfinished upload"):
-        upload.upload_submission(csv_path, "m")
+        kaggle_api.upload_submission(csv_path, "m")
 
 
 def test_missing_kaggle_package_says_how_to_install_it(monkeypatch, csv_path):
     monkeypatch.setitem(sys.modules, "kaggle.api.kaggle_api_extended", None)
     with pytest.raises(DataError) as caught:
-        upload.upload_submission(csv_path, "m")
+        kaggle_api.upload_submission(csv_path, "m")
     assert str(caught.value) == ('kaggle upload: expected the kaggle package, found not installed '
                                  '(pip install -e ".[kaggle]")')
 
 
 def test_missing_csv_is_named(tmp_path):
     with pytest.raises(DataError, match="nope.csv: expected a submission CSV, found no such file"):
-        upload.upload_submission(tmp_path / "nope.csv", "m")
+        kaggle_api.upload_submission(tmp_path / "nope.csv", "m")
