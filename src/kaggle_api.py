@@ -14,11 +14,16 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
+import tempfile
+import zipfile
 from pathlib import Path
 
+from src.data import LOCAL_DATA_DIR, find_csv, find_data_dir, read_digits_csv
 from src.errors import DataError
 
 COMPETITION = "digit-recognizer"
+DATA_FILES = ("train.csv", "test.csv")
 TOKEN_PAGE = "https://www.kaggle.com/settings/api"
 LEGACY_VARIABLES = ("KAGGLE_USERNAME", "KAGGLE_KEY")
 
@@ -155,3 +160,80 @@ def upload_submission(csv_path: Path, message: str, competition: str = COMPETITI
         raise DataError(f"an upload of {csv_path} to {competition!r}", "an unfinished upload",
                         column=session.where, hint=f"check the network connection; {keep}")
     return session.redact(reply.message)
+
+
+def download_competition_data(data_dir: str | Path | None = None,
+                              competition: str = COMPETITION) -> Path:
+    """Fetch the competition's files into data_dir (default data/digit-recognizer/) unless
+    the folders the loader searches hold train.csv and test.csv already; return the folder.
+
+    The zip is downloaded and unpacked into a hidden folder beside data_dir and both
+    CSVs validated there; only then do the files move in, so a failed or killed
+    download leaves data_dir as it was.
+    """
+    found = _folder_with_data(data_dir)
+    if found is not None:
+        print(f"data: {found} holds train.csv and test.csv already; not downloading", flush=True)
+        return found
+    target = Path(data_dir) if data_dir is not None else LOCAL_DATA_DIR
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-download-", dir=target.parent))
+    try:
+        session = KaggleSession("download", f"nothing was written to {target}", competition)
+        print(f"data: downloading the {competition!r} files from Kaggle ...", flush=True)
+        session.call("competition_download_files", competition, path=str(staging / "zip"),
+                     force=True, quiet=True)
+        unpacked = _unpack(staging / "zip", staging / "files", session.where)
+        try:  # the loader's own checks, before anything moves in
+            for name in DATA_FILES:
+                read_digits_csv(unpacked / name, with_labels=name == "train.csv")
+        except DataError as error:
+            error.hint = f"a damaged download: nothing was written to {target}; try again"
+            raise
+        _move_into(unpacked, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(f"data: {target}/ holds {', '.join(sorted(p.name for p in target.iterdir()))}",
+          flush=True)
+    return target
+
+
+def _folder_with_data(data_dir: str | Path | None) -> Path | None:
+    """The folder the loader would read train.csv and test.csv from, or None."""
+    try:
+        folder = find_data_dir(data_dir)
+    except DataError:
+        return None
+    return folder if find_csv(folder, "test") is not None else None
+
+
+def _unpack(download_dir: Path, out_dir: Path, where: str) -> Path:
+    """Unpack the one zip the API wrote into download_dir; return out_dir holding its files."""
+    archives = sorted(download_dir.glob("*"))
+    try:
+        with zipfile.ZipFile(archives[0]) as archive:
+            names = archive.namelist()
+            missing = [name for name in DATA_FILES if name not in names]
+            if missing:
+                raise DataError(f"a zip holding {' and '.join(DATA_FILES)}",
+                                f"{', '.join(names) or 'an empty zip'}", column=where)
+            archive.extractall(out_dir)
+    except (IndexError, zipfile.BadZipFile):
+        found = archives[0].name if archives else "no file"
+        raise DataError("a zip of the competition files", repr(found), column=where,
+                        hint="run the command again") from None
+    return out_dir
+
+
+def _move_into(unpacked: Path, target: Path) -> None:
+    """Move the unpacked files into target, whole folder at once where it does not exist.
+
+    Into an existing folder the files move one by one, train.csv last: the loader
+    looks for train.csv, so it never finds the folder with part of the data.
+    """
+    if not target.exists():
+        os.rename(unpacked, target)
+        return
+    files = sorted(unpacked.iterdir(), key=lambda path: path.name == "train.csv")
+    for path in files:
+        os.replace(path, target / path.name)

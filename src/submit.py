@@ -157,6 +157,10 @@ def _upload(csv_path: Path, message: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Train the k-fold ensemble and write a run folder with the submission and its report."""
     args, config = _parse_args(argv)
+    if config.download:
+        from src.kaggle_api import download_competition_data
+
+        download_competition_data(config.data_dir)
     if args.check:
         return _check_only(args, config)
     if args.upload and config.source != "kaggle":

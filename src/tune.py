@@ -373,6 +373,10 @@ def parse_args(argv: Sequence[str] | None) -> Config:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run or resume the search, then write and print its results."""
     config = parse_args(argv)
+    if config.download:
+        from src.kaggle_api import download_competition_data
+
+        download_competition_data(config.data_dir)
     config = dataclasses.replace(config, precision=resolve_precision(config.precision))
     print(f"dtype policy: {config.precision}", flush=True)
     role = distributed_role()

@@ -1,17 +1,20 @@
-"""Uploading a submission: the kaggle API stood in (no network), one-line errors, no secrets."""
+"""Talking to Kaggle through a stand-in for its API (no network): upload, download, one-line
+errors, no secrets."""
 
 from __future__ import annotations
 
 import base64
 import json
-import os
 import sys
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import requests
 
-from src import config, kaggle_api
+from src import config, kaggle_api, submit, tune
 from src.errors import DataError
+from tests.kaggle_stand_in import competition_zip, http_error
 
 USERNAME = "digit-fan"
 SECRET = "fake-key-5f0c9e1d7a2b4c68"  # a made-up credential that must never be printed
@@ -27,23 +30,12 @@ def csv_path(tmp_path):
 
 
 @pytest.fixture
-def real_api(tmp_path, monkeypatch):
-    """The real KaggleApi class, in a home with no credentials and no KAGGLE_* variables."""
-    module = pytest.importorskip("kaggle.api.kaggle_api_extended")
-    for name in [name for name in os.environ if name.startswith("KAGGLE_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(module.KaggleApi, "config", str(tmp_path / "home/.kaggle/kaggle.json"))
-    return module.KaggleApi
-
-
-@pytest.fixture
-def legacy_key(real_api, monkeypatch):
+def legacy_key(kaggle_home, monkeypatch):
     """Legacy credentials in the environment; the library in verbose mode (it prints headers)."""
     monkeypatch.setenv("KAGGLE_USERNAME", USERNAME)
     monkeypatch.setenv("KAGGLE_KEY", SECRET)
-    monkeypatch.setattr(real_api, "args", ["--verbose"])
-    return real_api
+    monkeypatch.setattr(kaggle_home, "args", ["--verbose"])
+    return kaggle_home
 
 
 def _fail_upload(csv_path, capfd) -> str:
@@ -69,10 +61,10 @@ def _http_reply(status: int, message: str) -> requests.Response:
     return response
 
 
-def test_success_submits_the_file_with_message_and_competition(real_api, monkeypatch, csv_path):
+def test_success_submits_the_file_with_message_and_competition(kaggle_home, monkeypatch, csv_path):
     calls = []
 
-    class FakeApi(real_api):
+    class FakeApi(kaggle_home):
         def authenticate(self):
             pass
 
@@ -81,13 +73,13 @@ def test_success_submits_the_file_with_message_and_competition(real_api, monkeyp
             print("uploading...")  # the library's chatter is swallowed
             return type("Reply", (), {"message": "Successfully submitted to Digit Recognizer"})
 
-    monkeypatch.setattr(sys.modules[real_api.__module__], "KaggleApi", FakeApi)
+    monkeypatch.setattr(sys.modules[kaggle_home.__module__], "KaggleApi", FakeApi)
     reply = kaggle_api.upload_submission(csv_path, "5-fold, top-3")
     assert reply == "Successfully submitted to Digit Recognizer"
     assert calls == [(str(csv_path), "5-fold, top-3", "digit-recognizer", True)]
 
 
-def test_no_credentials_says_where_they_go_and_keeps_the_csv(real_api, csv_path, capfd):
+def test_no_credentials_says_where_they_go_and_keeps_the_csv(kaggle_home, csv_path, capfd):
     before = csv_path.read_bytes()
     err = _fail_upload(csv_path, capfd)
     assert "home/.kaggle/kaggle.json (chmod 600) or $KAGGLE_USERNAME and $KAGGLE_KEY" in err
@@ -96,7 +88,7 @@ def test_no_credentials_says_where_they_go_and_keeps_the_csv(real_api, csv_path,
 
 
 @pytest.mark.parametrize("empty", [("KAGGLE_USERNAME", "KAGGLE_KEY"), ("KAGGLE_KEY",)])
-def test_empty_username_and_key_are_missing_credentials_not_a_request(real_api, monkeypatch,
+def test_empty_username_and_key_are_missing_credentials_not_a_request(kaggle_home, monkeypatch,
                                                                       csv_path, capfd, empty):
     monkeypatch.setenv("KAGGLE_USERNAME", USERNAME)
     for name in empty:
@@ -133,14 +125,14 @@ def test_refused_submission_is_one_line_without_the_key(legacy_key, monkeypatch,
 
 
 @pytest.mark.parametrize("credential", ["legacy key", "access token"])
-def test_no_connection_is_one_line_without_the_secret(real_api, monkeypatch, csv_path, capfd,
+def test_no_connection_is_one_line_without_the_secret(kaggle_home, monkeypatch, csv_path, capfd,
                                                       credential):
     if credential == "legacy key":
         monkeypatch.setenv("KAGGLE_USERNAME", USERNAME)
         monkeypatch.setenv("KAGGLE_KEY", SECRET)
     else:
         monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
-    monkeypatch.setattr(real_api, "args", ["--verbose"])
+    monkeypatch.setattr(kaggle_home, "args", ["--verbose"])
 
     def unreachable(session, request, **kwargs):
         raise requests.ConnectionError(f"cannot reach api.kaggle.com with {request.headers}")
@@ -152,15 +144,15 @@ def test_no_connection_is_one_line_without_the_secret(real_api, monkeypatch, csv
     _assert_no_secret(err)
 
 
-def test_unfinished_upload_is_an_error(real_api, monkeypatch, csv_path):
-    class FakeApi(real_api):
+def test_unfinished_upload_is_an_error(kaggle_home, monkeypatch, csv_path):
+    class FakeApi(kaggle_home):
         def authenticate(self):
             pass
 
         def competition_submit(self, file_name, message, competition, quiet=False):
             return type("Reply", (), {"message": self.COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE})
 
-    monkeypatch.setattr(sys.modules[real_api.__module__], "KaggleApi", FakeApi)
+    monkeypatch.setattr(sys.modules[kaggle_home.__module__], "KaggleApi", FakeApi)
     with pytest.raises(DataError, match="found an unfinished upload"):
         kaggle_api.upload_submission(csv_path, "m")
 
@@ -176,3 +168,110 @@ def test_missing_kaggle_package_says_how_to_install_it(monkeypatch, csv_path):
 def test_missing_csv_is_named(tmp_path):
     with pytest.raises(DataError, match="nope.csv: expected a submission CSV, found no such file"):
         kaggle_api.upload_submission(tmp_path / "nope.csv", "m")
+
+
+# ---------------------------------------------------------------- download
+
+
+@pytest.mark.parametrize("cli", [tune.main, submit.main])
+def test_missing_data_names_the_flag_that_fetches_it(tmp_path, capsys, cli):
+    assert config.run_cli(cli, ["--data-dir", str(tmp_path / "nowhere")]) == 2
+    assert "found none (add --download to fetch it with your Kaggle API credentials" in (
+        capsys.readouterr().err)
+
+
+def test_download_unpacks_validates_and_moves_the_files_in(kaggle, tmp_path, capsys):
+    target = tmp_path / "data" / "digit-recognizer"
+    assert kaggle_api.download_competition_data(target) == target
+    assert sorted(p.name for p in target.iterdir()) == ["sample_submission.csv", "test.csv",
+                                                        "train.csv"]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["digit-recognizer"]  # no staging
+    assert "uploading" not in capsys.readouterr().out
+    # The second time the files are there: no request at all.
+    requests_before = list(kaggle.requests)
+    kaggle_api.download_competition_data(target)
+    assert kaggle.requests == requests_before
+    assert "holds train.csv and test.csv already; not downloading" in capsys.readouterr().out
+
+
+def test_download_fills_an_existing_folder_and_keeps_its_other_files(kaggle, tmp_path):
+    target = tmp_path / "data"
+    target.mkdir()
+    (target / "notes.txt").write_text("mine")
+    (target / "train.csv").write_text("a stale half file")  # no test.csv: not data yet
+    kaggle_api.download_competition_data(target)
+    assert (target / "notes.txt").read_text() == "mine"
+    assert (target / "train.csv").read_text().startswith("label,pixel0,")
+
+
+def test_download_default_folder_is_data_digit_recognizer(kaggle, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert kaggle_api.download_competition_data() == Path("data/digit-recognizer")
+    assert (tmp_path / "data" / "digit-recognizer" / "test.csv").is_file()
+
+
+def _fail_download(target, capfd) -> str:
+    code = config.run_cli(lambda argv: kaggle_api.download_competition_data(target), [])
+    err = capfd.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert not target.exists() and list(target.parent.iterdir()) == []  # nothing left behind
+    return err
+
+
+def test_download_without_accepted_rules_is_one_line(kaggle, tmp_path, capfd):
+    kaggle.failures["competition_download_files"] = http_error(403, "You must accept the rules")
+    err = _fail_download(tmp_path / "data" / "digit-recognizer", capfd)
+    assert err.startswith("error: kaggle download: ") and "found HTTP 403" in err
+    assert "accept its rules at https://www.kaggle.com/competitions/digit-recognizer/rules" in err
+
+
+def test_download_without_credentials_says_where_they_go(kaggle_home, tmp_path, capfd):
+    err = _fail_download(tmp_path / "data" / "digit-recognizer", capfd)
+    assert "error: kaggle download: expected Kaggle API credentials in " in err
+    assert "found none" in err and "nothing was written to" in err
+
+
+@pytest.mark.parametrize("damage, found", [
+    (lambda data: competition_zip(data, names=("train.csv",)), "a zip holding train.csv and "
+     "test.csv, found train.csv"),
+    (lambda data: b"<html>not a zip</html>", "a zip of the competition files, found "
+     "'digit-recognizer.zip'"),
+])
+def test_damaged_download_is_one_line_and_leaves_nothing(kaggle, kaggle_dir_readonly, tmp_path,
+                                                         capfd, damage, found):
+    kaggle.data_zip = damage(kaggle_dir_readonly)
+    assert found in _fail_download(tmp_path / "data" / "digit-recognizer", capfd)
+
+
+def test_download_with_a_bad_csv_fails_like_any_input(kaggle, kaggle_dir, tmp_path, capfd):
+    lines = (kaggle_dir / "train.csv").read_text().splitlines()
+    lines[3] = lines[3].replace(",0,", ",256,", 1)
+    (kaggle_dir / "train.csv").write_text("\n".join(lines) + "\n")
+    kaggle.data_zip = competition_zip(kaggle_dir)
+    err = _fail_download(tmp_path / "data" / "digit-recognizer", capfd)
+    assert "train.csv:4: pixel" in err and "expected an integer 0..255, found '256'" in err
+    assert "a damaged download" in err
+
+
+def test_submit_download_then_check_uses_the_fetched_files(kaggle, tmp_path, capsys):
+    good = tmp_path / "good.csv"
+    pd.DataFrame({"ImageId": range(1, 301), "Label": 3}).to_csv(good, index=False)
+    target = tmp_path / "fetched"
+    argv = ["--download", "--data-dir", str(target), "--check", str(good)]
+    assert config.run_cli(submit.main, argv) == 0
+    assert "valid submission, 300 rows" in capsys.readouterr().out
+    assert kaggle.requests == ["authenticate", "competition_download_files"]
+
+
+def test_tune_download_failure_stops_before_the_search(kaggle, tmp_path, capfd):
+    kaggle.failures["competition_download_files"] = http_error(403, "rules")
+    argv = ["--download", "--data-dir", str(tmp_path / "data"), "--profile", "smoke",
+            "--artifacts-dir", str(tmp_path / "artifacts")]
+    assert config.run_cli(tune.main, argv) == 2
+    assert "found HTTP 403" in capfd.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no data, no artifacts
+
+
+def test_download_needs_the_kaggle_source():
+    with pytest.raises(DataError, match="--download: expected --source kaggle with --download"):
+        submit._parse_args(["--download", "--source", "keras"])
