@@ -12,20 +12,31 @@ in and prints its help when it finds no credentials.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 import shutil
 import tempfile
+import time
 import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from src.data import LOCAL_DATA_DIR, find_csv, find_data_dir, read_digits_csv
 from src.errors import DataError
+from src.util import format_duration
 
 COMPETITION = "digit-recognizer"
 DATA_FILES = ("train.csv", "test.csv")
 TOKEN_PAGE = "https://www.kaggle.com/settings/api"
 LEGACY_VARIABLES = ("KAGGLE_USERNAME", "KAGGLE_KEY")
+WAIT_MINUTES = 10.0  # Digit Recognizer scores a submission in about a minute
+POLL_SECONDS = 15.0
+PAGE_SIZE = 50
+MAX_PAGES = 20  # the newest 1,000 submissions
+SYNC_LATER = "`python -m src.runs --sync` records the score later"
 
 # What each HTTP status of a refused request asks the user to check.
 HTTP_HINTS = {
@@ -146,8 +157,42 @@ def _secrets(api) -> set[str]:
     return {value for value in values if value}
 
 
-def upload_submission(csv_path: Path, message: str, competition: str = COMPETITION) -> str:
-    """Submit csv_path to the competition; return Kaggle's reply text. Raises DataError
+@dataclass
+class Submission:
+    """One submission as Kaggle lists it; ``asdict`` of it is what a run's metrics.json keeps."""
+
+    ref: int  # Kaggle's id of the submission; 0 where unknown
+    message: str  # the submission's description
+    file_name: str
+    date: str  # ISO 8601, UTC
+    status: str  # pending, complete or error
+    public_score: float | None = None
+    error: str = ""  # Kaggle's words when the status is error
+    competition: str = COMPETITION
+
+    @classmethod
+    def from_api(cls, row, competition: str = COMPETITION) -> Submission:
+        """From kagglesdk's ApiSubmission (snake_case fields; naive UTC date; status enum)."""
+        date = row.date.replace(tzinfo=timezone.utc) if row.date else _now()
+        status = getattr(row.status, "name", str(row.status)).rsplit(".", 1)[-1].lower()
+        score = float(row.public_score) if row.public_score else None
+        return cls(ref=int(row.ref or 0), message=row.description or "",
+                   file_name=row.file_name or "", date=date.isoformat(timespec="seconds"),
+                   status=status, public_score=score, error=row.error_description or "",
+                   competition=competition)
+
+    def record(self) -> dict:
+        """The submission as plain JSON values."""
+        return dataclasses.asdict(self)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def upload_submission(csv_path: Path, message: str, competition: str = COMPETITION
+                      ) -> Submission:
+    """Submit csv_path to the competition; return the submission, pending. Raises DataError
     (one line, no credentials in it) when it cannot; the CSV is never touched."""
     csv_path = Path(csv_path)
     if not csv_path.is_file():
@@ -159,7 +204,69 @@ def upload_submission(csv_path: Path, message: str, competition: str = COMPETITI
     if reply.message == session.api.COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE:
         raise DataError(f"an upload of {csv_path} to {competition!r}", "an unfinished upload",
                         column=session.where, hint=f"check the network connection; {keep}")
-    return session.redact(reply.message)
+    return Submission(ref=int(getattr(reply, "ref", 0) or 0), message=message,
+                      file_name=csv_path.name, date=_now().isoformat(), status="pending",
+                      competition=competition)
+
+
+def wait_for_score(submitted: Submission, minutes: float = WAIT_MINUTES,
+                   poll_seconds: float = POLL_SECONDS,
+                   clock: Callable[[], float] = time.monotonic,
+                   sleep: Callable[[float], None] = time.sleep) -> Submission:
+    """Poll Kaggle's list of submissions until ``submitted`` is scored (complete or error)
+    or ``minutes`` have passed, a line per poll; return its last known state."""
+    session = KaggleSession("score", f"the upload went through; {SYNC_LATER}",
+                            submitted.competition)
+    limit = minutes * 60
+    started = clock()
+    while True:
+        listing = _list_submissions(session, pages=1)
+        current = find_submission(listing, submitted.ref, submitted.message,
+                                  submitted.file_name) or submitted
+        waited = clock() - started
+        if current.status != "pending" or waited >= limit:
+            return current
+        print(f"kaggle: submission {current.ref or current.message!r} is {current.status}; "
+              f"waited {format_duration(waited)} of at most {format_duration(limit)}",
+              flush=True)
+        sleep(min(poll_seconds, limit - waited))
+
+
+def list_submissions(competition: str = COMPETITION) -> list[Submission]:
+    """The user's newest submissions to the competition (up to MAX_PAGES pages), newest first."""
+    session = KaggleSession("submissions", "nothing was written", competition)
+    return _list_submissions(session, MAX_PAGES)
+
+
+def _list_submissions(session: KaggleSession, pages: int) -> list[Submission]:
+    rows = []
+    for page in range(1, pages + 1):
+        batch = session.call("competition_submissions", session.competition,
+                             page_number=page, page_size=PAGE_SIZE) or []
+        rows += [Submission.from_api(row, session.competition) for row in batch
+                 if row is not None]
+        if len(batch) < PAGE_SIZE:
+            break
+    return sorted(rows, key=lambda row: row.date, reverse=True)
+
+
+def find_submission(listing: list[Submission], ref: int = 0, message: str = "",
+                    file_name: str = "", after: str = "") -> Submission | None:
+    """The listed submission with id ``ref``; where no id is known, the newest with this
+    message and file name made at or after ``after`` (ISO 8601)."""
+    if ref:
+        return next((row for row in listing if row.ref == ref), None)
+    for row in listing:
+        if (row.message == message and row.file_name == file_name
+                and (not after or _utc(row.date) >= _utc(after))):
+            return row
+    return None
+
+
+def _utc(iso_date: str) -> datetime:
+    """An ISO 8601 date as an aware UTC datetime (a naive one is taken as UTC)."""
+    date = datetime.fromisoformat(iso_date)
+    return date if date.tzinfo else date.replace(tzinfo=timezone.utc)
 
 
 def download_competition_data(data_dir: str | Path | None = None,

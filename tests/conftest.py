@@ -71,11 +71,17 @@ def kaggle_home(tmp_path, monkeypatch):
     return module.KaggleApi
 
 
+@pytest.fixture(scope="session")
+def competition_zip_readonly(kaggle_dir_readonly) -> bytes:
+    """The fixture CSVs zipped as Kaggle serves the competition's files."""
+    return competition_zip(kaggle_dir_readonly)
+
+
 @pytest.fixture
-def kaggle(kaggle_home, kaggle_dir_readonly, monkeypatch) -> StandInKaggle:
+def kaggle(kaggle_home, competition_zip_readonly, monkeypatch) -> StandInKaggle:
     """A stand-in Kaggle (tests/kaggle_stand_in.py) behind the kaggle package's KaggleApi,
     serving the fixture CSVs as the competition's zip."""
-    stand_in = StandInKaggle(competition_zip(kaggle_dir_readonly))
+    stand_in = StandInKaggle(competition_zip_readonly)
     monkeypatch.setattr(sys.modules[kaggle_home.__module__], "KaggleApi",
                         stand_in_api(kaggle_home, stand_in))
     return stand_in

@@ -14,7 +14,8 @@ import requests
 
 from src import config, kaggle_api, submit, tune
 from src.errors import DataError
-from tests.kaggle_stand_in import competition_zip, http_error
+from tests.fixtures import write_run
+from tests.kaggle_stand_in import NEVER, competition_zip, http_error
 
 USERNAME = "digit-fan"
 SECRET = "fake-key-5f0c9e1d7a2b4c68"  # a made-up credential that must never be printed
@@ -61,22 +62,12 @@ def _http_reply(status: int, message: str) -> requests.Response:
     return response
 
 
-def test_success_submits_the_file_with_message_and_competition(kaggle_home, monkeypatch, csv_path):
-    calls = []
-
-    class FakeApi(kaggle_home):
-        def authenticate(self):
-            pass
-
-        def competition_submit(self, file_name, message, competition, quiet=False):
-            calls.append((file_name, message, competition, quiet))
-            print("uploading...")  # the library's chatter is swallowed
-            return type("Reply", (), {"message": "Successfully submitted to Digit Recognizer"})
-
-    monkeypatch.setattr(sys.modules[kaggle_home.__module__], "KaggleApi", FakeApi)
-    reply = kaggle_api.upload_submission(csv_path, "5-fold, top-3")
-    assert reply == "Successfully submitted to Digit Recognizer"
-    assert calls == [(str(csv_path), "5-fold, top-3", "digit-recognizer", True)]
+def test_upload_returns_the_pending_submission_quietly(kaggle, csv_path, capfd):
+    submitted = kaggle_api.upload_submission(csv_path, "5-fold")
+    assert (submitted.ref, submitted.status, submitted.message) == (1000, "pending", "5-fold")
+    assert submitted.file_name == "submission.csv" and submitted.public_score is None
+    assert kaggle.requests == ["authenticate", "competition_submit"]
+    assert capfd.readouterr() == ("", "")  # the library's "uploading ..." is swallowed
 
 
 def test_no_credentials_says_where_they_go_and_keeps_the_csv(kaggle_home, csv_path, capfd):
@@ -275,3 +266,144 @@ def test_tune_download_failure_stops_before_the_search(kaggle, tmp_path, capfd):
 def test_download_needs_the_kaggle_source():
     with pytest.raises(DataError, match="--download: expected --source kaggle with --download"):
         submit._parse_args(["--download", "--source", "keras"])
+
+
+# ---------------------------------------------------------------- waiting for the score
+
+
+class FakeClock:
+    """A monotonic clock that moves only when slept on."""
+
+    def __init__(self):
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def _wait(kaggle_stand_in, csv_path, minutes=10.0, poll_seconds=15.0):
+    clock = FakeClock()
+    submitted = kaggle_api.upload_submission(csv_path, "m")
+    scored = kaggle_api.wait_for_score(submitted, minutes, poll_seconds, clock=clock,
+                                       sleep=clock.sleep)
+    return scored, clock
+
+
+def test_wait_polls_a_pending_submission_until_it_is_scored(kaggle, csv_path, capsys):
+    kaggle.polls_to_score = 3
+    scored, clock = _wait(kaggle, csv_path)
+    assert (scored.ref, scored.status, scored.public_score) == (1000, "complete", 0.99567)
+    assert clock.sleeps == [15.0, 15.0]
+    assert capsys.readouterr().out.splitlines() == [
+        "kaggle: submission 1000 is pending; waited 0s of at most 10m00s",
+        "kaggle: submission 1000 is pending; waited 15s of at most 10m00s"]
+
+
+def test_wait_returns_kaggles_scoring_error(kaggle, csv_path):
+    kaggle.outcome = ("error", "Submission must have 28000 rows")
+    scored, clock = _wait(kaggle, csv_path)
+    assert (scored.status, scored.error, scored.public_score) == (
+        "error", "Submission must have 28000 rows", None)
+    assert clock.sleeps == []
+
+
+def test_wait_gives_up_at_its_time_limit_still_pending(kaggle, csv_path, capsys):
+    kaggle.polls_to_score = NEVER
+    scored, clock = _wait(kaggle, csv_path, minutes=1, poll_seconds=25)
+    assert scored.status == "pending" and scored.public_score is None
+    assert clock.sleeps == [25, 25, 10]  # the last sleep ends at the limit
+    assert len(capsys.readouterr().out.splitlines()) == 3
+    assert kaggle.requests.count("competition_submissions") == 4
+
+
+def test_find_submission_by_id_or_by_message_file_and_date():
+    rows = [kaggle_api.Submission(ref, message, "submission.csv", date, "complete", score)
+            for ref, message, date, score in [
+                (3, "again", "2026-11-24T12:00:00+00:00", 0.991),
+                (2, "quick", "2026-11-24T11:00:00+00:00", 0.995),
+                (1, "quick", "2026-11-23T09:00:00+00:00", 0.990)]]
+    assert kaggle_api.find_submission(rows, ref=1).public_score == 0.990
+    assert kaggle_api.find_submission(rows, ref=9) is None
+    newest = kaggle_api.find_submission(rows, message="quick", file_name="submission.csv")
+    assert newest.ref == 2
+    assert kaggle_api.find_submission(rows, message="quick", file_name="submission.csv",
+                                      after="2026-11-24T11:30:00+00:00") is None
+    assert kaggle_api.find_submission(rows, message="quick", file_name="other.csv") is None
+
+
+# ---------------------------------------------------------------- submit --upload records it
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    """A published quick run with OOF 99.567% (41,818 of 42,000)."""
+    return write_run(tmp_path / "submissions", "20261124-093000-quick-kaggle", correct=41_818)
+
+
+def _submit_check(run_dir, data_dir, *extra):
+    return config.run_cli(submit.main, ["--check", str(run_dir / "submission.csv"), "--upload",
+                                        "--data-dir", str(data_dir), *extra])
+
+
+def test_upload_of_a_run_waits_and_records_the_score_beside_the_oof(
+        kaggle, run_dir, kaggle_dir_readonly, capsys):
+    assert _submit_check(run_dir, kaggle_dir_readonly) == 0
+    out = capsys.readouterr().out
+    message = "quick: 1 config x 3 folds, OOF 99.567%, run 20261124-093000-quick-kaggle"
+    assert f"as {message!r}" in out
+    line = "Kaggle public score: 0.99567 (99.567%) beside 99.567% out of fold"
+    assert line in out
+    record = json.loads((run_dir / "metrics.json").read_text())["kaggle"]
+    assert record == {**record, "ref": 1000, "message": message, "status": "complete",
+                      "public_score": 0.99567, "file_name": "submission.csv"}
+    for name in ("report.md", "report.html"):
+        document = (run_dir / name).read_text()
+        assert document.count(line) == 1 and document.count("<!-- kaggle -->") == 1
+    assert not [path.name for path in run_dir.iterdir() if path.name.startswith(".")]
+
+
+def test_upload_without_waiting_records_it_pending(kaggle, run_dir, kaggle_dir_readonly, capsys):
+    assert _submit_check(run_dir, kaggle_dir_readonly, "--no-wait", "-m", "mine") == 0
+    assert "Kaggle has not scored the submission yet (pending)" in capsys.readouterr().out
+    assert "competition_submissions" not in kaggle.requests
+    record = json.loads((run_dir / "metrics.json").read_text())["kaggle"]
+    assert (record["status"], record["message"], record["public_score"]) == (
+        "pending", "mine", None)
+
+
+def test_scoring_error_is_recorded_and_one_line_exit_2(kaggle, run_dir, kaggle_dir_readonly,
+                                                        capsys):
+    kaggle.outcome = ("error", "Bad row 7")
+    assert _submit_check(run_dir, kaggle_dir_readonly) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "kaggle score: expected a scored submission, found " in err
+    assert "Kaggle's error 'Bad row 7'" in err
+    record = json.loads((run_dir / "metrics.json").read_text())["kaggle"]
+    assert (record["status"], record["error"]) == ("error", "Bad row 7")
+
+
+def test_time_limit_leaves_it_pending_for_sync(kaggle, run_dir, kaggle_dir_readonly, capsys):
+    kaggle.polls_to_score = NEVER
+    assert _submit_check(run_dir, kaggle_dir_readonly, "--wait-minutes", "0") == 0
+    assert "python -m src.runs --sync fetches the score" in capsys.readouterr().out
+    assert kaggle.requests.count("competition_submissions") == 1
+    assert json.loads((run_dir / "metrics.json").read_text())["kaggle"]["status"] == "pending"
+
+
+def test_a_failed_wait_keeps_the_upload_recorded(kaggle, run_dir, kaggle_dir_readonly, capsys):
+    kaggle.failures["competition_submissions"] = requests.ConnectionError("offline")
+    assert _submit_check(run_dir, kaggle_dir_readonly) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: kaggle score: ") and "no connection (ConnectionError)" in err
+    assert "the upload went through; `python -m src.runs --sync` records the score later" in err
+    assert json.loads((run_dir / "metrics.json").read_text())["kaggle"]["ref"] == 1000
+
+
+def test_negative_wait_is_refused():
+    with pytest.raises(DataError, match="--wait-minutes: expected minutes >= 0, found -1"):
+        submit._parse_args(["--wait-minutes", "-1"])
