@@ -1,4 +1,5 @@
-"""Everything that talks to Kaggle, through the kaggle package's API (2.x).
+"""Everything that talks to Kaggle, through the kaggle package's API (2.x): sign in,
+download the competition files, submit a CSV, wait for its public score, list submissions.
 
 kaggle 2.x signs in with the first of: an API token ($KAGGLE_API_TOKEN or
 ~/.kaggle/access_token), a legacy key (kaggle.json or $KAGGLE_USERNAME and
@@ -32,7 +33,7 @@ COMPETITION = "digit-recognizer"
 DATA_FILES = ("train.csv", "test.csv")
 TOKEN_PAGE = "https://www.kaggle.com/settings/api"
 LEGACY_VARIABLES = ("KAGGLE_USERNAME", "KAGGLE_KEY")
-WAIT_MINUTES = 10.0  # Digit Recognizer scores a submission in about a minute
+WAIT_MINUTES = 10.0  # the longest an upload waits for its score (--wait-minutes)
 POLL_SECONDS = 15.0
 PAGE_SIZE = 50
 MAX_PAGES = 20  # the newest 1,000 submissions
@@ -85,15 +86,13 @@ class KaggleSession:
         except ImportError:
             raise DataError("the kaggle package", "not installed", column=self.where,
                             hint='pip install -e ".[kaggle]"') from None
+        except SystemExit:  # `import kaggle` signs in, and some versions exit without credentials
+            raise self._no_credentials("~/.kaggle/kaggle.json") from None
         api = KaggleApi()
-        where_they_go = (f"Kaggle API credentials in {api.config} (chmod 600) "
-                         "or $KAGGLE_USERNAME and $KAGGLE_KEY")
         try:
             api.authenticate()
         except SystemExit:  # kaggle prints its help and calls exit(1) when it finds none
-            raise DataError(where_they_go, "none", column=self.where,
-                            hint=f"create a token at {TOKEN_PAGE}; $KAGGLE_API_TOKEN or "
-                            f"~/.kaggle/access_token also work; {self.keep}") from None
+            raise self._no_credentials(api.config) from None
         except Exception as error:  # checking a token asks Kaggle, so the network can fail
             self.api = api
             raise self.failure(error) from None
@@ -102,10 +101,15 @@ class KaggleSession:
                      if name in os.environ and not os.environ[name].strip()]
             found = (f"{' and '.join(blank)} set but empty" if blank
                      else f"an empty username or key in {api.config}")
-            raise DataError(where_they_go, found, column=self.where,
+            raise DataError(_where_credentials_go(api.config), found, column=self.where,
                             hint=f"set them to your username and key, or unset them; "
                             f"{self.keep}")
         return api
+
+    def _no_credentials(self, config_path: str) -> DataError:
+        return DataError(_where_credentials_go(config_path), "none", column=self.where,
+                         hint=f"create a token at {TOKEN_PAGE}; $KAGGLE_API_TOKEN or "
+                         f"~/.kaggle/access_token also work; {self.keep}")
 
     def failure(self, error: Exception) -> DataError:
         """One line for a failed request: the HTTP status and the server's words, never a
@@ -130,6 +134,11 @@ class KaggleSession:
                              hint=f"check the network connection; {self.keep}")
         return DataError(expected, type(error).__name__, column=self.where,
                          hint=f"check the credentials and the network connection; {self.keep}")
+
+
+def _where_credentials_go(config_path: str) -> str:
+    return (f"Kaggle API credentials in {config_path} (chmod 600) "
+            "or $KAGGLE_USERNAME and $KAGGLE_KEY")
 
 
 @contextlib.contextmanager

@@ -156,6 +156,17 @@ def test_missing_kaggle_package_says_how_to_install_it(monkeypatch, csv_path):
                                  '(pip install -e ".[kaggle]")')
 
 
+def test_a_kaggle_that_exits_on_import_is_missing_credentials(monkeypatch, csv_path):
+    class ExitsOnImport:  # as `import kaggle` does in versions that sign in and exit(1)
+        def __getattr__(self, name):
+            raise SystemExit(1)
+
+    monkeypatch.setitem(sys.modules, "kaggle.api.kaggle_api_extended", ExitsOnImport())
+    with pytest.raises(DataError, match=r"kaggle upload: expected Kaggle API credentials in "
+                                        r"~/.kaggle/kaggle.json \(chmod 600\) or "):
+        kaggle_api.upload_submission(csv_path, "m")
+
+
 def test_missing_csv_is_named(tmp_path):
     with pytest.raises(DataError, match="nope.csv: expected a submission CSV, found no such file"):
         kaggle_api.upload_submission(tmp_path / "nope.csv", "m")
