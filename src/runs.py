@@ -62,7 +62,7 @@ def read_run(run_dir: Path) -> dict | None:
         kaggle = metrics.get("kaggle") or {}
         return {"run": run_dir.name, "date": run_date(run_dir).strftime("%Y-%m-%d %H:%M"),
                 "profile": info.get("plan") or info["profile"],
-                "minutes": metrics["timings"]["total"] / 60,
+                "minutes": round(metrics["timings"]["total"] / 60, 2),
                 "members": "+".join(metrics["models"]), "oof": float(ensemble["accuracy"]),
                 "oof_low": float(ensemble["ci95_low"]), "oof_high": float(ensemble["ci95_high"]),
                 "public_score": kaggle.get("public_score"), "status": kaggle.get("status", ""),
