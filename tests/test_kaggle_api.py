@@ -96,6 +96,19 @@ def test_empty_username_and_key_are_missing_credentials_not_a_request(kaggle_hom
     assert f"{csv_path} is kept" in err and csv_path.read_bytes() == before
 
 
+@pytest.mark.parametrize("action", ["download", "submissions"])
+def test_empty_credentials_are_missing_for_download_and_sync_too(kaggle_home, monkeypatch,
+                                                                 tmp_path, action):
+    monkeypatch.setenv("KAGGLE_USERNAME", "")
+    monkeypatch.setenv("KAGGLE_KEY", "")
+    request = {"download": lambda: kaggle_api.download_competition_data(tmp_path / "data"),
+               "submissions": kaggle_api.list_submissions}[action]
+    with pytest.raises(DataError, match=f"kaggle {action}: expected Kaggle API credentials in .* "
+                                        r"found \$KAGGLE_USERNAME and \$KAGGLE_KEY set but empty"):
+        request()
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("status, hint", [
     (401, "Kaggle refused the credentials"),
     (403, "accept its rules at https://www.kaggle.com/competitions/digit-recognizer/rules"),
