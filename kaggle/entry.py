@@ -2,30 +2,68 @@
 
 Kaggle uploads a script kernel's one code file and nothing else, so
 ``python kaggle/build.py`` copies this file into kaggle/build/ with the
-project's src/ package packed into PACKAGE_ZIP. The kernel unpacks it into a
-scratch folder, runs ``python -m src.tune`` and ``python -m src.submit`` on the
-competition data, and leaves ``submission.csv`` and the run folder (report,
-figures, metrics.json) in /kaggle/working, which Kaggle keeps as the output.
-The search and the fold models live in the scratch folder and are not kept.
+project's src/ package packed into PACKAGE_ZIP. The kernel checks that the
+image has what the package needs, unpacks it into a scratch folder, runs
+``python -m src.tune`` and ``python -m src.submit`` on the competition data
+within a wall-clock budget, and leaves ``submission.csv`` and the run folder
+(report, figures, metrics.json) in /kaggle/working, which Kaggle keeps as the
+output. The search and the fold models live in the scratch folder and are not kept.
 """
 
 from __future__ import annotations
 
 import base64
+import importlib
 import io
 import os
+import platform
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
 PROFILE = os.environ.get("DIGITS_KERNEL_PROFILE", "full")  # smoke, quick or full
 INPUT_DIR = Path(os.environ.get("DIGITS_KERNEL_INPUT", "/kaggle/input/digit-recognizer"))
 WORKING_DIR = Path(os.environ.get("DIGITS_KERNEL_WORKING", "/kaggle/working"))
+# Kaggle stops a GPU session after 12 hours; the hour left is for start-up and saving output.
+BUDGET_MINUTES = float(os.environ.get("DIGITS_KERNEL_MINUTES", "660"))
+TUNE_SHARE = 0.25  # of the budget, the most the search may take; the ensemble gets the rest
+GRACE_SECONDS = 120  # for a stage stopped as by Ctrl-C to exit before it is killed
+TIMED_OUT = 124  # a stage's exit code when the kernel stopped it at its time limit
 STAGES = ("src.tune", "src.submit")
+# What the stages import, with the oldest version the package supports (pyproject.toml).
+REQUIREMENTS = {"tensorflow": "2.16", "keras": "3.3", "keras_tuner": "1.4.7", "numpy": "1.26",
+                "pandas": "2.0", "sklearn": "1.3", "scipy": "1.10", "seaborn": "0.13",
+                "matplotlib": "3.7"}
 PACKAGE_ZIP = ""  # the src/ package as a base64 zip, written in by kaggle/build.py
+
+
+def version_tuple(version: str) -> tuple[int, int, int]:
+    """(major, minor, micro) of a version string: "2.17.0rc1" -> (2, 17, 0)."""
+    parts = [int(re.match(r"\d*", part).group() or 0) for part in version.split(".")[:3]]
+    return tuple(parts + [0] * (3 - len(parts)))
+
+
+def check_environment() -> dict[str, str]:
+    """The versions of Python and of every package the stages need; SystemExit with one
+    line when one is missing or older than the package supports."""
+    versions = {"python": platform.python_version()}
+    for name, oldest in REQUIREMENTS.items():
+        try:
+            versions[name] = importlib.import_module(name).__version__
+        except ImportError:
+            raise SystemExit(f"error: this image lacks {name} (>= {oldest}), which the kernel "
+                             "needs: pick the latest environment in the kernel's settings"
+                             ) from None
+        if version_tuple(versions[name]) < version_tuple(oldest):
+            raise SystemExit(f"error: this image has {name} {versions[name]}, the kernel needs "
+                             f">= {oldest}: pick the latest environment in the kernel's settings")
+    return versions
 
 
 def find_input_dir(preferred: Path) -> Path:
@@ -54,13 +92,30 @@ def unpack_package(folder: Path) -> Path:
 
 
 def run_stage(module: str, package_root: Path, data_dir: Path, artifacts_dir: Path,
-              submissions_dir: Path) -> int:
-    """Run ``python -m module`` from the unpacked package with this kernel's profile and folders."""
+              submissions_dir: Path, seconds: float) -> int:
+    """Run ``python -m module`` from the unpacked package with this kernel's profile and
+    folders, for at most ``seconds``; its exit code, or TIMED_OUT."""
     command = [sys.executable, "-m", module, "--data-dir", str(data_dir), "--profile", PROFILE,
                "--artifacts-dir", str(artifacts_dir), "--submissions-dir", str(submissions_dir)]
-    print("$ " + " ".join(command), flush=True)
+    print(f"$ {' '.join(command)}  # at most {seconds / 60:.0f} min", flush=True)
     # The working directory comes first on `python -m`'s import path: src is the bundled one.
-    return subprocess.run(command, cwd=package_root).returncode
+    return run_with_time_limit(command, package_root, seconds)
+
+
+def run_with_time_limit(command: list[str], cwd: Path, seconds: float) -> int:
+    """Run command; past ``seconds`` interrupt it as Ctrl-C would (the stages stop cleanly),
+    and kill it if it is still there GRACE_SECONDS later. Its exit code, or TIMED_OUT."""
+    process = subprocess.Popen(command, cwd=cwd)
+    try:
+        return process.wait(timeout=max(seconds, 0))
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        return TIMED_OUT
 
 
 def publish_submission(submissions_dir: Path, working_dir: Path) -> Path:
@@ -75,16 +130,35 @@ def publish_submission(submissions_dir: Path, working_dir: Path) -> Path:
     return target
 
 
-def main() -> int:
-    """Tune, train and submit inside the kernel; the exit code of the first failing stage."""
+def main(clock=time.monotonic) -> int:
+    """Tune, train and submit inside the kernel within BUDGET_MINUTES; the exit code of the
+    first failing stage. A search stopped at its share of the budget is not a failure: the
+    ensemble goes on without its results."""
+    deadline = clock() + BUDGET_MINUTES * 60
+    versions = check_environment()
+    print("kernel: " + ", ".join(f"{name} {version}" for name, version in versions.items()),
+          flush=True)
+    print(f"kernel: profile {PROFILE}, time budget {BUDGET_MINUTES:.0f} min, the search at most "
+          f"{TUNE_SHARE * BUDGET_MINUTES:.0f} min of it", flush=True)
     data_dir = find_input_dir(INPUT_DIR)
     submissions_dir = WORKING_DIR / "submissions"
     with tempfile.TemporaryDirectory(prefix="digit-recognizer-") as scratch:
         package_root = unpack_package(Path(scratch) / "package")
         for module in STAGES:
+            seconds = deadline - clock()
+            if module == "src.tune":
+                seconds = min(seconds, TUNE_SHARE * BUDGET_MINUTES * 60)
             code = run_stage(module, package_root, data_dir, Path(scratch) / "artifacts",
-                             submissions_dir)
-            if code:
+                             submissions_dir, seconds)
+            if code == TIMED_OUT and module == "src.tune":
+                print("kernel: src.tune stopped at its share of the time budget; src.submit "
+                      "goes on without its results (the default CNN)", flush=True)
+            elif code == TIMED_OUT:
+                print(f"error: {module} did not finish within the time budget of "
+                      f"{BUDGET_MINUTES:.0f} min: pick a smaller profile or a larger "
+                      "DIGITS_KERNEL_MINUTES (kaggle/README.md)", file=sys.stderr)
+                return code
+            elif code:
                 print(f"error: {module} failed with exit code {code}", file=sys.stderr)
                 return code
     print(f"wrote {publish_submission(submissions_dir, WORKING_DIR)}", flush=True)

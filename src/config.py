@@ -28,6 +28,7 @@ class Config:
     source: str = "kaggle"
     data_dir: str | None = None
     keras_npz: str | None = None
+    download: bool = False
     seed: int = 42
     precision: str = "auto"
     artifacts_dir: str = "artifacts"
@@ -59,6 +60,9 @@ class Config:
         _check_choice("--tuner", self.tuner, TUNERS)
         _check_choice("--profile", self.profile, tuple(PROFILES))
         _check_choice("--precision", self.precision, PRECISIONS)
+        if self.download and self.source != "kaggle":
+            raise DataError("--source kaggle with --download", f"--source {self.source}",
+                            column="--download")
         for name in ("max_trials", "tune_epochs", "top_k", "epochs", "batch_size",
                      "pseudo_epochs"):
             _check_at_least(name, getattr(self, name), 1)
@@ -128,6 +132,9 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
                       f"default: ${DATA_DIR_ENV}, ./data/digit-recognizer, "
                       "/kaggle/input/digit-recognizer")
     data.add_argument("--keras-npz", help="a local mnist.npz to use instead of the Keras download")
+    data.add_argument("--download", action="store_true", default=None,
+                      help="fetch the competition files through the Kaggle API into --data-dir "
+                      "(default: ./data/digit-recognizer) unless they are there already")
     run = parser.add_argument_group("run")
     run.add_argument("--profile", choices=tuple(PROFILES), default="quick",
                      help="smoke: seconds, for tests; quick: a laptop CPU; full: a GPU box "

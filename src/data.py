@@ -28,8 +28,9 @@ TRAIN_COLUMNS = ["label", *PIXEL_COLUMNS]
 KAGGLE_INPUT_DIR = Path("/kaggle/input/digit-recognizer")
 LOCAL_DATA_DIR = Path("data/digit-recognizer")
 HOW_TO_GET_DATA = (
-    "download it with `kaggle competitions download -c digit-recognizer` and unzip it into "
-    f"{LOCAL_DATA_DIR}/, pass --data-dir DIR or set ${DATA_DIR_ENV}; or use --source keras"
+    "add --download to fetch it with your Kaggle API credentials, or unzip `kaggle "
+    f"competitions download -c digit-recognizer` into {LOCAL_DATA_DIR}/, pass --data-dir DIR "
+    f"or set ${DATA_DIR_ENV}; or use --source keras"
 )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import classification_report, confusion_matrix
+
+from src.util import write_atomically
 
 NUM_CLASSES = 10  # as src.data; not imported from there to keep this module free of TensorFlow
 DIGITS = list(range(NUM_CLASSES))
@@ -629,3 +632,52 @@ def write_report(run_dir: Path, inputs: ReportInputs) -> dict:
     title = f"Digit Recognizer report: {metrics[ENSEMBLE]['accuracy']:.2%} out of fold"
     (run_dir / "report.html").write_text(render_html(blocks, title), encoding="utf-8")
     return metrics
+
+
+# ---------------------------------------------------------------- Kaggle's score, added later
+
+KAGGLE_BLOCK = re.compile(r"<!-- kaggle -->.*?<!-- /kaggle -->", re.S)
+
+
+def kaggle_line(record: dict, oof: dict | None = None) -> str:
+    """One line on the run's Kaggle submission (kaggle_api.Submission.record()): the public
+    score beside the OOF accuracy, or why there is no score."""
+    submitted = f"submitted {record['date'][:16].replace('T', ' ')} UTC as {record['message']!r}"
+    if record["status"] == "complete" and record["public_score"] is not None:
+        beside = f" beside {oof['accuracy']:.3%} out of fold" if oof else ""
+        return (f"Kaggle public score: {record['public_score']:.5f} "
+                f"({record['public_score']:.3%}){beside}; {submitted}")
+    if record["status"] == "error":
+        return f"Kaggle could not score the submission ({record['error']!r}); {submitted}"
+    return (f"Kaggle has not scored the submission yet ({record['status']}); {submitted}; "
+            "python -m src.runs --sync fetches the score")
+
+
+def record_kaggle(run_dir: Path, record: dict) -> dict:
+    """Add a Kaggle submission to a published run: ``kaggle`` in metrics.json and its line
+    under the OOF accuracy in report.md and report.html (replacing an earlier one), each file
+    rewritten atomically; return the metrics."""
+    run_dir = Path(run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    metrics["kaggle"] = _plain(record)
+    write_atomically(run_dir / "metrics.json",
+                     json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    line = Paragraph(kaggle_line(metrics["kaggle"], metrics[ENSEMBLE]), strong=True)
+    for name, text, first_section in (("report.md", line.markdown(), "\n## "),
+                                      ("report.html", line.html(), "\n<h2>")):
+        path = run_dir / name
+        if path.is_file():
+            document = path.read_text(encoding="utf-8")
+            write_atomically(path, _with_kaggle_block(document, text, first_section))
+    return metrics
+
+
+def _with_kaggle_block(document: str, text: str, first_section: str) -> str:
+    """document with text between the Kaggle markers: in place of an earlier block, else
+    just before the first section heading (the end where there is none)."""
+    block = f"<!-- kaggle -->\n{text}\n<!-- /kaggle -->"
+    if KAGGLE_BLOCK.search(document):
+        return KAGGLE_BLOCK.sub(lambda match: block, document, count=1)
+    at = document.find(first_section)
+    at = len(document) if at < 0 else at + 1
+    return f"{document[:at]}{block}\n\n{document[at:]}"

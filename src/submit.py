@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from src import kaggle_api
 from src.config import Config, add_override, build_parser, config_from_args, run_cli
 from src.data import find_csv, find_data_dir, load_digits, read_digits_csv, subsample
 from src.errors import DataError
@@ -133,8 +134,16 @@ def _parse_args(argv: Sequence[str] | None):
     kaggle.add_argument("--check", metavar="FILE", help="only validate FILE against test.csv")
     kaggle.add_argument("--upload", action="store_true",
                         help="upload the CSV (this run's, or --check FILE) to Kaggle")
-    kaggle.add_argument("-m", "--message", default=None, help="the Kaggle submission message")
+    kaggle.add_argument("-m", "--message", default=None, help="the Kaggle submission message "
+                        "(default: profile, configs, folds, OOF accuracy and run id)")
+    kaggle.add_argument("--no-wait", action="store_true",
+                        help="after --upload, do not wait for Kaggle's public score")
+    kaggle.add_argument("--wait-minutes", type=float, default=kaggle_api.WAIT_MINUTES,
+                        metavar="N", help="after --upload, wait at most N minutes for the "
+                        f"public score (default: {kaggle_api.WAIT_MINUTES:g})")
     args = parser.parse_args(argv)
+    if args.wait_minutes < 0:
+        raise DataError("minutes >= 0", f"{args.wait_minutes:g}", column="--wait-minutes")
     return args, config_from_args(args)
 
 
@@ -143,22 +152,61 @@ def _check_only(args, config: Config) -> int:
     test_path = find_csv(data_dir, "test")
     if test_path is None:
         raise DataError("test.csv beside train.csv", "none", file=data_dir)
-    rows = check_submission_file(Path(args.check), test_path)
+    csv_path = Path(args.check)
+    rows = check_submission_file(csv_path, test_path)
     print(f"{args.check}: valid submission, {rows} rows")
     if args.upload:
-        _upload(Path(args.check), args.message or f"checked {Path(args.check).name}")
+        run = _run_of(csv_path)
+        default = _default_message(*run) if run else f"checked {csv_path.name}"
+        _upload(csv_path, args.message or default, args, run[0] if run else None)
     return 0
 
 
-def _upload(csv_path: Path, message: str) -> None:
-    from src.upload import upload_submission
+def _run_of(csv_path: Path) -> tuple[Path, dict] | None:
+    """(run folder, its metrics) when csv_path is a run's submission.csv; else None."""
+    try:
+        metrics = json.loads((csv_path.parent / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(metrics, dict) or not {"ensemble", "models", "run_info"} <= set(metrics):
+        return None
+    return csv_path.parent, metrics
 
-    print(upload_submission(csv_path, message))
+
+def _default_message(run_dir: Path, metrics: dict) -> str:
+    """e.g. "quick: 1 config x 3 folds, OOF 99.567%, run 20261124-101500-quick-kaggle"."""
+    count, info = len(metrics["models"]), metrics["run_info"]
+    return (f"{info['profile']}: {count} config{'' if count == 1 else 's'} x {info['folds']} "
+            f"folds, OOF {metrics['ensemble']['accuracy']:.3%}, run {run_dir.resolve().name}")
+
+
+def _upload(csv_path: Path, message: str, args, run_dir: Path | None) -> None:
+    """Upload csv_path and, unless --no-wait, wait for its public score; a run folder
+    records both in its metrics.json and report. Kaggle's scoring error is a DataError."""
+    from src.report import kaggle_line, record_kaggle
+
+    submission = kaggle_api.upload_submission(csv_path, message)
+    print(f"kaggle: submitted {csv_path} as {message!r}", flush=True)
+    metrics = None
+    if run_dir is not None:  # recorded at once, so a failed wait still leaves it for --sync
+        metrics = record_kaggle(run_dir, submission.record())
+    if not args.no_wait:
+        submission = kaggle_api.wait_for_score(submission, args.wait_minutes)
+        if run_dir is not None:
+            metrics = record_kaggle(run_dir, submission.record())
+    print(kaggle_line(submission.record(), metrics and metrics["ensemble"]), flush=True)
+    if submission.status == "error":
+        raise DataError("a scored submission", f"Kaggle's error {submission.error!r}",
+                        file=csv_path, column="kaggle score",
+                        hint="check the file with --check; it still counts against today's "
+                        "submissions")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Train the k-fold ensemble and write a run folder with the submission and its report."""
     args, config = _parse_args(argv)
+    if config.download:
+        kaggle_api.download_competition_data(config.data_dir)
     if args.check:
         return _check_only(args, config)
     if args.upload and config.source != "kaggle":
@@ -211,8 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_dir = publish_run(partial, submissions_dir, run_id)
     _print_summary(metrics, run_dir, result)
     if args.upload:
-        _upload(run_dir / "submission.csv", args.message or
-                f"{config.profile}: {len(members)} config(s) x {config.folds} folds")
+        _upload(run_dir / "submission.csv", args.message or _default_message(run_dir, metrics),
+                args, run_dir)
     return 0
 
 

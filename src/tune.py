@@ -29,6 +29,7 @@ from keras_tuner.src import utils as kt_utils
 from src.config import Config, add_override, build_parser, config_from_args, run_cli
 from src.data import NUM_CLASSES, load_digits, split_train_val, subsample
 from src.errors import DataError
+from src.kaggle_api import download_competition_data
 from src.model import (
     build_cnn,
     define_search_space,
@@ -373,6 +374,8 @@ def parse_args(argv: Sequence[str] | None) -> Config:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run or resume the search, then write and print its results."""
     config = parse_args(argv)
+    if config.download:
+        download_competition_data(config.data_dir)
     config = dataclasses.replace(config, precision=resolve_precision(config.precision))
     print(f"dtype policy: {config.precision}", flush=True)
     role = distributed_role()

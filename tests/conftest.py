@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tests.fixtures import write_kaggle_csvs, write_mnist_npz  # noqa: E402
+from tests.kaggle_stand_in import StandInKaggle, competition_zip, stand_in_api  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA_DIR = Path(os.environ.get("DIGITS_DATA_DIR",
@@ -56,3 +58,30 @@ def _float32_after_each_test():
     import keras
 
     keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.fixture
+def kaggle_home(tmp_path, monkeypatch):
+    """The real KaggleApi class, in a home with no credentials and no KAGGLE_* variables."""
+    module = pytest.importorskip("kaggle.api.kaggle_api_extended")
+    for name in [name for name in os.environ if name.startswith("KAGGLE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(module.KaggleApi, "config", str(tmp_path / "home/.kaggle/kaggle.json"))
+    return module.KaggleApi
+
+
+@pytest.fixture(scope="session")
+def competition_zip_readonly(kaggle_dir_readonly) -> bytes:
+    """The fixture CSVs zipped as Kaggle serves the competition's files."""
+    return competition_zip(kaggle_dir_readonly)
+
+
+@pytest.fixture
+def kaggle(kaggle_home, competition_zip_readonly, monkeypatch) -> StandInKaggle:
+    """A stand-in Kaggle (tests/kaggle_stand_in.py) behind the kaggle package's KaggleApi,
+    serving the fixture CSVs as the competition's zip."""
+    stand_in = StandInKaggle(competition_zip_readonly)
+    monkeypatch.setattr(sys.modules[kaggle_home.__module__], "KaggleApi",
+                        stand_in_api(kaggle_home, stand_in))
+    return stand_in

@@ -1,11 +1,13 @@
 """Real handwriting for tests: scikit-learn's 1,797 8x8 digits, upscaled to 28x28.
 
 Written in the Kaggle CSV layout (train.csv with labels, test.csv without,
-sample_submission.csv) or as a Keras-style mnist.npz stand-in.
+sample_submission.csv) or as a Keras-style mnist.npz stand-in. ``write_run`` makes
+a small published run folder, for the tests that only read one.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -49,3 +51,33 @@ def write_mnist_npz(path: Path) -> Path:
                         y_train=labels[:-TEST_SIZE].astype(np.uint8),
                         x_test=images[-TEST_SIZE:], y_test=labels[-TEST_SIZE:].astype(np.uint8))
     return path
+
+
+def write_run(submissions_dir: Path, run_id: str, correct: int, total: int = 42_000,
+              profile: str = "quick", members=("default",), minutes: float = 17.0,
+              folds: int = 3) -> Path:
+    """A published run folder as python -m src.submit leaves it, small: metrics.json with the
+    fields the ledger and the Kaggle loop read, a short report.md/report.html and a valid
+    submission.csv for the TEST_SIZE fixture test set."""
+    from src import report
+
+    low, high = report.accuracy_interval(correct, total)
+    score = {"accuracy": correct / total, "ci95_low": low, "ci95_high": high,
+             "errors": total - correct, "total": total}
+    metrics = {"num_images": total, "models": {name: dict(score) for name in members},
+               "ensemble": score, "ensemble_weights": {name: 1 / len(members) for name in members},
+               "holdout": None, "timings": {"total": minutes * 60},
+               "run_info": {"command": "python -m src.submit", "profile": profile,
+                            "folds": folds, "source": "kaggle"}}
+    run_dir = submissions_dir / run_id
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    blocks = [report.Heading(1, "Digit Recognizer: evaluation report"),
+              report.Paragraph(f"Ensemble out-of-fold accuracy: {correct / total:.2%}",
+                               strong=True),
+              report.Heading(2, "Models")]
+    (run_dir / "report.md").write_text(report.render_markdown(blocks))
+    (run_dir / "report.html").write_text(report.render_html(blocks, "report"))
+    pd.DataFrame({"ImageId": np.arange(1, TEST_SIZE + 1), "Label": 0}).to_csv(
+        run_dir / "submission.csv", index=False)
+    return run_dir

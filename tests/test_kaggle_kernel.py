@@ -126,6 +126,97 @@ def test_kernel_finds_the_competition_data_where_kaggle_mounts_it(tmp_path):
         assert entry.find_input_dir(mounted) == folder
 
 
+def test_version_tuple_reads_release_candidates_and_short_versions():
+    assert entry.version_tuple("2.17.0rc1") == (2, 17, 0)
+    assert entry.version_tuple("3.3") == (3, 3, 0) < entry.version_tuple("3.3.1")
+    assert entry.version_tuple("1.26.4.post1") == (1, 26, 4)
+
+
+def test_this_environment_passes_the_check_with_every_version():
+    versions = entry.check_environment()
+    assert list(versions) == ["python", *entry.REQUIREMENTS]
+    assert all(re.match(r"\d+\.\d+", version) for version in versions.values())
+
+
+def test_a_missing_package_stops_the_kernel_with_one_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "keras_tuner", None)
+    with pytest.raises(SystemExit) as caught:
+        entry.check_environment()
+    assert str(caught.value) == ("error: this image lacks keras_tuner (>= 1.4.7), which the "
+                                 "kernel needs: pick the latest environment in the kernel's "
+                                 "settings")
+
+
+def test_a_too_old_package_stops_the_kernel_with_one_line(monkeypatch):
+    import tensorflow as tf
+
+    monkeypatch.setitem(entry.REQUIREMENTS, "tensorflow", "99.1")
+    with pytest.raises(SystemExit, match=f"error: this image has tensorflow {tf.__version__}, "
+                                         "the kernel needs >= 99.1: pick the latest"):
+        entry.check_environment()
+
+
+def _sleeper(tmp_path, ignore_ctrl_c: bool) -> list[str]:
+    """A child that says it is ready, then sleeps (ignoring Ctrl-C if asked)."""
+    script = ("import pathlib, signal, sys, time\n"
+              + ("signal.signal(signal.SIGINT, signal.SIG_IGN)\n" if ignore_ctrl_c else "")
+              + "pathlib.Path(sys.argv[1]).touch()\ntime.sleep(120)\n")
+    return [sys.executable, "-c", script, str(tmp_path / "ready")]
+
+
+@pytest.mark.parametrize("ignore_ctrl_c", [False, True])
+def test_a_stage_past_its_time_limit_is_stopped(tmp_path, monkeypatch, ignore_ctrl_c):
+    """Interrupted as by Ctrl-C; killed when it ignores that for GRACE_SECONDS."""
+    monkeypatch.setattr(entry, "GRACE_SECONDS", 0.5)
+    command = _sleeper(tmp_path, ignore_ctrl_c)
+    assert entry.run_with_time_limit(command, tmp_path, 2.0) == entry.TIMED_OUT
+    assert (tmp_path / "ready").is_file()  # it was sleeping (and ignoring Ctrl-C) when stopped
+    assert entry.run_with_time_limit([sys.executable, "-c", "raise SystemExit(3)"], tmp_path,
+                                     60) == 3
+
+
+class _Stages:
+    """Stand-in stages: each takes the minutes given and ends with the code given."""
+
+    def __init__(self, outcomes: dict[str, tuple[float, int]]):
+        self.now = 0.0
+        self.outcomes = outcomes
+        self.limits: dict[str, float] = {}
+
+    def clock(self) -> float:
+        return self.now
+
+    def run_stage(self, module, package_root, data_dir, artifacts_dir, submissions_dir, seconds):
+        minutes, code = self.outcomes[module]
+        self.limits[module] = seconds / 60
+        self.now += min(minutes * 60, seconds)
+        return code
+
+
+@pytest.mark.parametrize("tune, submit, code, said", [
+    ((30, 0), (100, 0), 0, "wrote "),
+    ((165, entry.TIMED_OUT), (100, 0), 0, "src.tune stopped at its share of the time budget"),
+    ((20, 0), (700, entry.TIMED_OUT), entry.TIMED_OUT,
+     "error: src.submit did not finish within the time budget of 660 min"),
+    ((20, 2), (100, 0), 2, "error: src.tune failed with exit code 2"),
+])
+def test_kernel_splits_its_time_budget_between_the_stages(tmp_path, monkeypatch, capsys,
+                                                          tune, submit, code, said):
+    stages = _Stages({"src.tune": tune, "src.submit": submit})
+    monkeypatch.setattr(entry, "run_stage", stages.run_stage)
+    monkeypatch.setattr(entry, "find_input_dir", lambda preferred: preferred)
+    monkeypatch.setattr(entry, "unpack_package", lambda folder: folder)
+    monkeypatch.setattr(entry, "publish_submission", lambda runs, working: working / "x.csv")
+    monkeypatch.setattr(entry, "BUDGET_MINUTES", 660.0)
+    assert entry.main(clock=stages.clock) == code
+    out, err = capsys.readouterr()
+    assert said in out + err
+    assert out.splitlines()[0].startswith("kernel: python ")
+    assert stages.limits["src.tune"] == 165  # a quarter of the budget
+    if "src.submit" in stages.limits:
+        assert stages.limits["src.submit"] == 660 - tune[0]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 @pytest.mark.skipif(not STAGES_PRESENT, reason="src/tune.py and src/submit.py not written yet")

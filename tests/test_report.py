@@ -242,3 +242,33 @@ def benchmark(size: int = 42_000) -> None:
         seconds = time.perf_counter() - start
     print(f"write_report: {size:,} images, {metrics['ensemble']['errors']} errors: "
           f"{seconds:.2f} s")
+
+
+def _kaggle_record(status: str, score: float | None = None, message: str = "quick <b>run</b>"):
+    return {"ref": 7, "message": message, "file_name": "submission.csv",
+            "date": "2026-11-24T10:01:00+00:00", "status": status, "public_score": score,
+            "error": "", "competition": "digit-recognizer"}
+
+
+def test_kaggle_score_goes_under_the_headline_and_replaces_the_pending_line(tmp_path):
+    inputs = synthetic_inputs(size=200, confusions={}, with_extras=False)
+    before = report.write_report(tmp_path, inputs)
+    figures = {path.name: path.read_bytes() for path in tmp_path.glob("*.png")}
+    report.record_kaggle(tmp_path, _kaggle_record("pending"))
+    assert "has not scored the submission yet" in (tmp_path / "report.md").read_text()
+    metrics = report.record_kaggle(tmp_path, _kaggle_record("complete", 0.99567))
+
+    assert metrics == json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics == {**before, "kaggle": _kaggle_record("complete", 0.99567)}
+    line = ("Kaggle public score: 0.99567 (99.567%) beside 100.000% out of fold; submitted "
+            "2026-11-24 10:01 UTC as ")
+    markdown = (tmp_path / "report.md").read_text()
+    assert markdown.count("<!-- kaggle -->") == 1 and "has not scored" not in markdown
+    headline, kaggle, models = markdown.index("**Ensemble out-of-fold"), markdown.index(
+        line), markdown.index("## Models")
+    assert headline < kaggle < models and "&lt;b&gt;run&lt;/b&gt;" in markdown
+    page = (tmp_path / "report.html").read_text()
+    assert page.count(line) == 1 and page.index(line) < page.index("<h2>Models</h2>")
+    assert "<b>run</b>" not in page and "&lt;b&gt;run&lt;/b&gt;" in page  # escaped
+    assert {path.name: path.read_bytes() for path in tmp_path.glob("*.png")} == figures
+    assert not [path.name for path in tmp_path.iterdir() if path.name.startswith(".")]

@@ -33,7 +33,8 @@ def _run_dirs(tmp_path):
 
 
 @pytest.mark.slow
-def test_smoke_run_writes_a_valid_submission_and_report(kaggle_dir_readonly, tmp_path, capsys):
+def test_smoke_run_writes_a_valid_submission_and_report(kaggle_dir_readonly, tmp_path, capsys,
+                                                        kaggle):
     assert run_cli(submit.main, _args(kaggle_dir_readonly, tmp_path)) == 0
     out = capsys.readouterr().out
     assert "ensemble OOF accuracy" in out and "fold 2 of 2" in out
@@ -46,10 +47,17 @@ def test_smoke_run_writes_a_valid_submission_and_report(kaggle_dir_readonly, tmp
     assert 0.0 <= metrics["ensemble"]["accuracy"] <= 1.0
     assert (run_dir / "report.md").is_file() and (run_dir / "report.html").is_file()
     assert (tmp_path / "submissions" / "latest").resolve() == run_dir.resolve()
-    # A second run reuses every fold model and writes a new folder beside the first.
-    assert run_cli(submit.main, _args(kaggle_dir_readonly, tmp_path)) == 0
-    assert "trained 0, reused 2" in capsys.readouterr().out
+    # A second run reuses every fold model, writes a new folder beside the first and
+    # uploads it (to a stand-in Kaggle), recording the public score in its metrics.
+    assert run_cli(submit.main, _args(kaggle_dir_readonly, tmp_path, "--upload")) == 0
+    out = capsys.readouterr().out
+    assert "trained 0, reused 2" in out and "Kaggle public score: 0.99567" in out
     first, second = _run_dirs(tmp_path)
+    record = json.loads((second / "metrics.json").read_text())["kaggle"]
+    oof = metrics["ensemble"]["accuracy"]
+    assert record["message"] == f"smoke: 1 config x 2 folds, OOF {oof:.3%}, run {second.name}"
+    assert record["public_score"] == 0.99567
+    assert "kaggle" not in json.loads((first / "metrics.json").read_text())
     assert first == run_dir and (tmp_path / "submissions" / "latest").resolve() == second
     pd.testing.assert_frame_equal(pd.read_csv(second / "submission.csv"), frame)
 

@@ -1,0 +1,236 @@
+"""``python -m src.runs``: every run in submissions/, its CV score beside its leaderboard score.
+
+Reads each run folder's metrics.json (written by src.report; the Kaggle loop of
+``python -m src.submit --upload`` adds a ``kaggle`` record), prints one row a
+run, and writes beside the runs ``runs.csv`` (the ledger) and ``runs.png`` (OOF
+accuracy against the public score: whether the cross-validation can be
+trusted), each atomically. ``--sync`` first asks Kaggle for the state of
+earlier uploads and records it in the runs they came from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import seaborn as sns
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from src import kaggle_api
+from src.config import _OneLineParser, run_cli
+from src.report import record_kaggle
+from src.util import write_atomically
+
+SORTS = {"date": "newest first", "oof": "best OOF accuracy first",
+         "lb": "best public score first"}
+COLUMNS = ["run", "date", "profile", "minutes", "members", "oof", "oof_low", "oof_high",
+           "public_score", "status", "message"]
+NUMBERS = {"min", "OOF", "public"}  # right-aligned columns of the printed ledger
+RUN_ID_TIME = "%Y%m%d-%H%M%S"  # how src.submit.new_run_id starts a run folder's name
+DPI = 110
+
+
+def run_folders(submissions_dir: Path) -> list[Path]:
+    """The run folders: every folder but hidden ones (partial runs) and the latest link."""
+    if not submissions_dir.is_dir():
+        return []
+    return sorted(path for path in submissions_dir.iterdir()
+                  if path.is_dir() and not path.is_symlink() and not path.name.startswith("."))
+
+
+def run_date(run_dir: Path) -> datetime:
+    """When the run began, from its name (UTC), else when its metrics.json was written."""
+    try:
+        return datetime.strptime(run_dir.name[:15], RUN_ID_TIME).replace(tzinfo=timezone.utc)
+    except ValueError:
+        return datetime.fromtimestamp((run_dir / "metrics.json").stat().st_mtime, timezone.utc)
+
+
+def read_run(run_dir: Path) -> dict | None:
+    """The ledger row of one run; one warning line and None when its metrics.json is damaged."""
+    path = run_dir / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        ensemble, info = metrics["ensemble"], metrics["run_info"]
+        kaggle = metrics.get("kaggle") or {}
+        return {"run": run_dir.name, "date": run_date(run_dir).strftime("%Y-%m-%d %H:%M"),
+                "profile": info.get("plan") or info["profile"],
+                "minutes": round(metrics["timings"]["total"] / 60, 2),
+                "members": "+".join(metrics["models"]), "oof": float(ensemble["accuracy"]),
+                "oof_low": float(ensemble["ci95_low"]), "oof_high": float(ensemble["ci95_high"]),
+                "public_score": kaggle.get("public_score"), "status": kaggle.get("status", ""),
+                "message": kaggle.get("message", "")}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        found = "no such file" if isinstance(error, FileNotFoundError) else type(error).__name__
+        warnings.warn(f"{path}: expected a run's metrics.json, found {found}; skipped",
+                      stacklevel=2)
+        return None
+
+
+def ledger(submissions_dir: Path) -> pd.DataFrame:
+    """One row per readable run folder, columns COLUMNS."""
+    rows = [row for row in map(read_run, run_folders(submissions_dir)) if row is not None]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def sort_ledger(frame: pd.DataFrame, by: str) -> pd.DataFrame:
+    """The ledger newest first, or by OOF accuracy or public score, best first (runs
+    without a public score last)."""
+    key = {"date": "date", "oof": "oof", "lb": "public_score"}[by]
+    newest_first = frame.sort_values(["date", "run"], ascending=False, kind="stable")
+    return newest_first.sort_values(key, ascending=False, kind="stable",
+                                    na_position="last").reset_index(drop=True)
+
+
+def format_ledger(frame: pd.DataFrame) -> str:
+    """The ledger as a plain-text table for the terminal: text left, numbers right."""
+    public = [f"{score:.3%}" if pd.notna(score) else (status or "-")
+              for score, status in zip(frame["public_score"], frame["status"], strict=True)]
+    columns = {
+        "run": frame["run"], "date (UTC)": frame["date"], "profile": frame["profile"],
+        "min": frame["minutes"].map("{:.1f}".format), "members": frame["members"],
+        "OOF": frame["oof"].map("{:.3%}".format),
+        "95% CI": [f"{low:.2%}-{high:.2%}" for low, high in zip(frame["oof_low"],
+                                                             frame["oof_high"], strict=True)],
+        "public": public, "message": frame["message"]}
+    cells = {header: [str(value) for value in values] for header, values in columns.items()}
+    widths = {header: max([len(header), *map(len, values)]) for header, values in cells.items()}
+
+    def line(values) -> str:
+        return "  ".join(value.rjust(widths[header]) if header in NUMBERS
+                         else value.ljust(widths[header])
+                         for header, value in zip(cells, values, strict=True)).rstrip()
+
+    return "\n".join([line(cells), *(line(row) for row in zip(*cells.values(), strict=True))])
+
+
+def plot_cv_against_public(frame: pd.DataFrame) -> Figure | None:
+    """OOF accuracy (with its 95% interval) against the public score, one dot a scored run,
+    and the line where they agree; None when no run has a public score."""
+    scored = frame[frame["public_score"].notna()]
+    if scored.empty:
+        return None
+    oof, public = 100 * scored["oof"], 100 * scored["public_score"].astype(float)
+    figure = Figure(figsize=(7.5, 6), layout="constrained")
+    FigureCanvasAgg(figure)
+    ax = figure.subplots()
+    below = (oof - 100 * scored["oof_low"]).clip(lower=0)
+    above = (100 * scored["oof_high"] - oof).clip(lower=0)
+    ax.errorbar(oof, public, xerr=[below, above], fmt="none", ecolor="grey", alpha=0.6,
+                capsize=3)
+    sns.scatterplot(x=oof, y=public, hue=scored["profile"], s=60, ax=ax, zorder=3)
+    for run, x, y in zip(scored["run"], oof, public, strict=True):
+        ax.annotate(run[:15], (x, y), xytext=(4, 4), textcoords="offset points", fontsize=7)
+    low = min(100 * scored["oof_low"].min(), public.min()) - 0.05
+    high = max(100 * scored["oof_high"].max(), public.max()) + 0.05
+    ax.plot([low, high], [low, high], "--", color="tab:red", linewidth=1, label="public = OOF")
+    ax.set(xlim=(low, high), ylim=(low, high), aspect="equal",
+           xlabel="OOF accuracy (%), with 95% interval", ylabel="public leaderboard score (%)",
+           title=f"CV against the public leaderboard ({len(scored)} scored "
+                 f"run{'' if len(scored) == 1 else 's'})")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    return figure
+
+
+def write_ledger(frame: pd.DataFrame, submissions_dir: Path) -> list[Path]:
+    """Write runs.csv and, when a run has a public score, runs.png; return the paths."""
+    written = [submissions_dir / "runs.csv"]
+    write_atomically(written[0], frame.to_csv(index=False, lineterminator="\n"))
+    figure = plot_cv_against_public(frame)
+    if figure is not None:
+        written.append(submissions_dir / "runs.png")
+        temporary = submissions_dir / f".runs.png.{os.getpid()}.tmp"
+        try:
+            figure.savefig(temporary, format="png", dpi=DPI, facecolor="white")
+            os.replace(temporary, written[1])
+        finally:
+            temporary.unlink(missing_ok=True)
+    return written
+
+
+def sync_scores(submissions_dir: Path) -> str:
+    """Ask Kaggle for the user's submissions and record each run's latest state in its
+    metrics.json and report; return a one-line summary."""
+    runs = [(run_dir, _metrics_or_none(run_dir)) for run_dir in run_folders(submissions_dir)]
+    runs = [(run_dir, metrics) for run_dir, metrics in runs if metrics is not None]
+    if not runs:
+        return "sync: no runs to record scores in"
+    listing = kaggle_api.list_submissions()
+    updated = 0
+    for run_dir, metrics in runs:
+        found = match_submission(listing, run_dir, metrics.get("kaggle"))
+        if found is not None and _changed(metrics.get("kaggle"), found.record()):
+            record_kaggle(run_dir, found.record())
+            updated += 1
+    return (f"sync: {len(listing)} submission{'' if len(listing) == 1 else 's'} on Kaggle; "
+            f"{updated} run{'' if updated == 1 else 's'} updated")
+
+
+def match_submission(listing: list[kaggle_api.Submission], run_dir: Path, record: dict | None
+                     ) -> kaggle_api.Submission | None:
+    """The run's submission in Kaggle's listing: by its recorded id; by its recorded message
+    and file name, made after the run began; or, never recorded, by the run id the default
+    message carries."""
+    if record and record.get("ref"):
+        return kaggle_api.find_submission(listing, ref=record["ref"])
+    if record:
+        return kaggle_api.find_submission(listing, message=record.get("message", ""),
+                                          file_name=record.get("file_name", ""),
+                                          after=run_date(run_dir).isoformat())
+    return next((row for row in listing if f"run {run_dir.name}" in row.message
+                 and datetime.fromisoformat(row.date) >= run_date(run_dir)), None)
+
+
+def _changed(old: dict | None, new: dict) -> bool:
+    fields = ("ref", "status", "public_score", "error")
+    return old is None or any(old.get(field) != new[field] for field in fields)
+
+
+def _metrics_or_none(run_dir: Path) -> dict | None:
+    """A run's metrics; None when damaged (the ledger warns about it)."""
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return metrics if isinstance(metrics, dict) and "ensemble" in metrics else None
+
+
+def _parse_args(argv: Sequence[str] | None):
+    parser = _OneLineParser(prog="python -m src.runs", description="List every run in the "
+                            "submissions folder, its OOF accuracy beside its public score; "
+                            "write runs.csv and runs.png there.")
+    parser.add_argument("--submissions-dir", default="submissions", type=Path,
+                        help="where the run folders are (default: submissions)")
+    parser.add_argument("--sort", choices=tuple(SORTS), default="date",
+                        help="; ".join(f"{name}: {what}" for name, what in SORTS.items())
+                        + " (default: date)")
+    parser.add_argument("--sync", action="store_true", help="first fetch the public scores of "
+                        "earlier uploads from Kaggle and record them in their runs")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the ledger and write runs.csv and runs.png; with --sync, fetch the scores first."""
+    args = _parse_args(argv)
+    folder = args.submissions_dir
+    if args.sync:
+        print(sync_scores(folder), flush=True)
+    frame = sort_ledger(ledger(folder), args.sort)
+    if frame.empty:
+        print(f"no runs in {folder}/ yet: `python -m src.submit` writes one")
+        return 0
+    print(format_ledger(frame))
+    print("wrote " + ", ".join(str(path) for path in write_ledger(frame, folder)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

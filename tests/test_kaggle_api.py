@@ -1,0 +1,433 @@
+"""Talking to Kaggle through a stand-in for its API (no network): upload, download, one-line
+errors, no secrets."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import requests
+
+from src import config, kaggle_api, submit, tune
+from src.errors import DataError
+from tests.fixtures import write_run
+from tests.kaggle_stand_in import NEVER, competition_zip, http_error
+
+USERNAME = "digit-fan"
+SECRET = "fake-key-5f0c9e1d7a2b4c68"  # a made-up credential that must never be printed
+
+
+@pytest.fixture
+def csv_path(tmp_path):
+    """A small submission CSV; uploads must leave it as it is."""
+    path = tmp_path / "run" / "submission.csv"
+    path.parent.mkdir()
+    path.write_text("ImageId,Label\n1,7\n2,2\n")
+    return path
+
+
+@pytest.fixture
+def legacy_key(kaggle_home, monkeypatch):
+    """Legacy credentials in the environment; the library in verbose mode (it prints headers)."""
+    monkeypatch.setenv("KAGGLE_USERNAME", USERNAME)
+    monkeypatch.setenv("KAGGLE_KEY", SECRET)
+    monkeypatch.setattr(kaggle_home, "args", ["--verbose"])
+    return kaggle_home
+
+
+def _fail_upload(csv_path, capfd) -> str:
+    """Run an upload that must fail through the CLI wrapper; return its one stderr line."""
+    code = config.run_cli(lambda argv: kaggle_api.upload_submission(csv_path, "a message"), [])
+    out, err = capfd.readouterr()
+    assert code == 2 and out == ""
+    assert err.startswith("error: kaggle upload: ") and err.count("\n") == 1
+    return err
+
+
+def _assert_no_secret(text: str) -> None:
+    basic_auth = base64.b64encode(f"{USERNAME}:{SECRET}".encode()).decode()
+    assert SECRET not in text and basic_auth not in text
+
+
+def _http_reply(status: int, message: str) -> requests.Response:
+    """What Kaggle's API answers to a refused request."""
+    response = requests.Response()
+    response.status_code = status
+    response.headers["Content-Type"] = "application/json"
+    response._content = json.dumps({"code": status, "message": message}).encode()
+    return response
+
+
+def test_upload_returns_the_pending_submission_quietly(kaggle, csv_path, capfd):
+    submitted = kaggle_api.upload_submission(csv_path, "5-fold")
+    assert (submitted.ref, submitted.status, submitted.message) == (1000, "pending", "5-fold")
+    assert submitted.file_name == "submission.csv" and submitted.public_score is None
+    assert kaggle.requests == ["authenticate", "competition_submit"]
+    assert capfd.readouterr() == ("", "")  # the library's "uploading ..." is swallowed
+
+
+def test_no_credentials_says_where_they_go_and_keeps_the_csv(kaggle_home, csv_path, capfd):
+    before = csv_path.read_bytes()
+    err = _fail_upload(csv_path, capfd)
+    assert "home/.kaggle/kaggle.json (chmod 600) or $KAGGLE_USERNAME and $KAGGLE_KEY" in err
+    assert "found none" in err and f"{csv_path} is kept" in err
+    assert csv_path.read_bytes() == before
+
+
+@pytest.mark.parametrize("empty", [("KAGGLE_USERNAME", "KAGGLE_KEY"), ("KAGGLE_KEY",)])
+def test_empty_username_and_key_are_missing_credentials_not_a_request(kaggle_home, monkeypatch,
+                                                                      csv_path, capfd, empty):
+    monkeypatch.setenv("KAGGLE_USERNAME", USERNAME)
+    for name in empty:
+        monkeypatch.setenv(name, "")
+
+    def no_request(session, request, **kwargs):
+        raise AssertionError("empty credentials must not reach the network")
+
+    monkeypatch.setattr(requests.Session, "send", no_request)
+    before = csv_path.read_bytes()
+    err = _fail_upload(csv_path, capfd)
+    names = " and ".join(f"${name}" for name in empty)
+    assert f"or $KAGGLE_USERNAME and $KAGGLE_KEY, found {names} set but empty" in err
+    assert f"{csv_path} is kept" in err and csv_path.read_bytes() == before
+
+
+@pytest.mark.parametrize("action", ["download", "submissions"])
+def test_empty_credentials_are_missing_for_download_and_sync_too(kaggle_home, monkeypatch,
+                                                                 tmp_path, action):
+    monkeypatch.setenv("KAGGLE_USERNAME", "")
+    monkeypatch.setenv("KAGGLE_KEY", "")
+    request = {"download": lambda: kaggle_api.download_competition_data(tmp_path / "data"),
+               "submissions": kaggle_api.list_submissions}[action]
+    with pytest.raises(DataError, match=f"kaggle {action}: expected Kaggle API credentials in .* "
+                                        r"found \$KAGGLE_USERNAME and \$KAGGLE_KEY set but empty"):
+        request()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("status, hint", [
+    (401, "Kaggle refused the credentials"),
+    (403, "accept its rules at https://www.kaggle.com/competitions/digit-recognizer/rules"),
+    (404, "check the competition name 'digit-recognizer'"),
+    (429, "try again later"),
+    (500, "try again later"),
+])
+def test_refused_submission_is_one_line_without_the_key(legacy_key, monkeypatch, csv_path,
+                                                        capfd, status, hint):
+    echo = f"refused; you sent key {SECRET}"  # the worst case: the server quotes the key
+    monkeypatch.setattr(requests.Session, "send",
+                        lambda session, request, **kwargs: _http_reply(status, echo))
+    err = _fail_upload(csv_path, capfd)
+    assert f"found HTTP {status} 'refused; you sent key ***'" in err and hint in err
+    assert "for competition 'digit-recognizer'" in err
+    _assert_no_secret(err)
+    assert csv_path.is_file()
+
+
+@pytest.mark.parametrize("credential", ["legacy key", "access token"])
+def test_no_connection_is_one_line_without_the_secret(kaggle_home, monkeypatch, csv_path, capfd,
+                                                      credential):
+    if credential == "legacy key":
+        monkeypatch.setenv("KAGGLE_USERNAME", USERNAME)
+        monkeypatch.setenv("KAGGLE_KEY", SECRET)
+    else:
+        monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
+    monkeypatch.setattr(kaggle_home, "args", ["--verbose"])
+
+    def unreachable(session, request, **kwargs):
+        raise requests.ConnectionError(f"cannot reach api.kaggle.com with {request.headers}")
+
+    monkeypatch.setattr(requests.Session, "send", unreachable)
+    err = _fail_upload(csv_path, capfd)
+    assert "found no connection (ConnectionError) (check the network connection;" in err
+    assert "for competition 'digit-recognizer'" in err
+    _assert_no_secret(err)
+
+
+def test_unfinished_upload_is_an_error(kaggle_home, monkeypatch, csv_path):
+    class FakeApi(kaggle_home):
+        def authenticate(self):
+            pass
+
+        def competition_submit(self, file_name, message, competition, quiet=False):
+            return type("Reply", (), {"message": self.COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE})
+
+    monkeypatch.setattr(sys.modules[kaggle_home.__module__], "KaggleApi", FakeApi)
+    with pytest.raises(DataError, match="found an unfinished upload"):
+        kaggle_api.upload_submission(csv_path, "m")
+
+
+def test_missing_kaggle_package_says_how_to_install_it(monkeypatch, csv_path):
+    monkeypatch.setitem(sys.modules, "kaggle.api.kaggle_api_extended", None)
+    with pytest.raises(DataError) as caught:
+        kaggle_api.upload_submission(csv_path, "m")
+    assert str(caught.value) == ('kaggle upload: expected the kaggle package, found not installed '
+                                 '(pip install -e ".[kaggle]")')
+
+
+def test_a_kaggle_that_exits_on_import_is_missing_credentials(monkeypatch, csv_path):
+    class ExitsOnImport:  # as `import kaggle` does in versions that sign in and exit(1)
+        def __getattr__(self, name):
+            raise SystemExit(1)
+
+    monkeypatch.setitem(sys.modules, "kaggle.api.kaggle_api_extended", ExitsOnImport())
+    with pytest.raises(DataError, match=r"kaggle upload: expected Kaggle API credentials in "
+                                        r"~/.kaggle/kaggle.json \(chmod 600\) or "):
+        kaggle_api.upload_submission(csv_path, "m")
+
+
+def test_missing_csv_is_named(tmp_path):
+    with pytest.raises(DataError, match="nope.csv: expected a submission CSV, found no such file"):
+        kaggle_api.upload_submission(tmp_path / "nope.csv", "m")
+
+
+# ---------------------------------------------------------------- download
+
+
+@pytest.mark.parametrize("cli", [tune.main, submit.main])
+def test_missing_data_names_the_flag_that_fetches_it(tmp_path, capsys, cli):
+    assert config.run_cli(cli, ["--data-dir", str(tmp_path / "nowhere")]) == 2
+    assert "found none (add --download to fetch it with your Kaggle API credentials" in (
+        capsys.readouterr().err)
+
+
+def test_download_unpacks_validates_and_moves_the_files_in(kaggle, tmp_path, capsys):
+    target = tmp_path / "data" / "digit-recognizer"
+    assert kaggle_api.download_competition_data(target) == target
+    assert sorted(p.name for p in target.iterdir()) == ["sample_submission.csv", "test.csv",
+                                                        "train.csv"]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["digit-recognizer"]  # no staging
+    assert "uploading" not in capsys.readouterr().out
+    # The second time the files are there: no request at all.
+    requests_before = list(kaggle.requests)
+    kaggle_api.download_competition_data(target)
+    assert kaggle.requests == requests_before
+    assert "holds train.csv and test.csv already; not downloading" in capsys.readouterr().out
+
+
+def test_download_fills_an_existing_folder_and_keeps_its_other_files(kaggle, tmp_path):
+    target = tmp_path / "data"
+    target.mkdir()
+    (target / "notes.txt").write_text("mine")
+    (target / "train.csv").write_text("a stale half file")  # no test.csv: not data yet
+    kaggle_api.download_competition_data(target)
+    assert (target / "notes.txt").read_text() == "mine"
+    assert (target / "train.csv").read_text().startswith("label,pixel0,")
+
+
+def test_download_default_folder_is_data_digit_recognizer(kaggle, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert kaggle_api.download_competition_data() == Path("data/digit-recognizer")
+    assert (tmp_path / "data" / "digit-recognizer" / "test.csv").is_file()
+
+
+def _fail_download(target, capfd) -> str:
+    code = config.run_cli(lambda argv: kaggle_api.download_competition_data(target), [])
+    err = capfd.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert not target.exists() and list(target.parent.iterdir()) == []  # nothing left behind
+    return err
+
+
+def test_download_without_accepted_rules_is_one_line(kaggle, tmp_path, capfd):
+    kaggle.failures["competition_download_files"] = http_error(403, "You must accept the rules")
+    err = _fail_download(tmp_path / "data" / "digit-recognizer", capfd)
+    assert err.startswith("error: kaggle download: ") and "found HTTP 403" in err
+    assert "accept its rules at https://www.kaggle.com/competitions/digit-recognizer/rules" in err
+
+
+def test_download_without_credentials_says_where_they_go(kaggle_home, tmp_path, capfd):
+    err = _fail_download(tmp_path / "data" / "digit-recognizer", capfd)
+    assert "error: kaggle download: expected Kaggle API credentials in " in err
+    assert "found none" in err and "nothing was written to" in err
+
+
+@pytest.mark.parametrize("damage, found", [
+    (lambda data: competition_zip(data, names=("train.csv",)), "a zip holding train.csv and "
+     "test.csv, found train.csv"),
+    (lambda data: b"<html>not a zip</html>", "a zip of the competition files, found "
+     "'digit-recognizer.zip'"),
+])
+def test_damaged_download_is_one_line_and_leaves_nothing(kaggle, kaggle_dir_readonly, tmp_path,
+                                                         capfd, damage, found):
+    kaggle.data_zip = damage(kaggle_dir_readonly)
+    assert found in _fail_download(tmp_path / "data" / "digit-recognizer", capfd)
+
+
+def test_download_with_a_bad_csv_fails_like_any_input(kaggle, kaggle_dir, tmp_path, capfd):
+    lines = (kaggle_dir / "train.csv").read_text().splitlines()
+    lines[3] = lines[3].replace(",0,", ",256,", 1)
+    (kaggle_dir / "train.csv").write_text("\n".join(lines) + "\n")
+    kaggle.data_zip = competition_zip(kaggle_dir)
+    err = _fail_download(tmp_path / "data" / "digit-recognizer", capfd)
+    assert "train.csv:4: pixel" in err and "expected an integer 0..255, found '256'" in err
+    assert "a damaged download" in err
+
+
+def test_submit_download_then_check_uses_the_fetched_files(kaggle, tmp_path, capsys):
+    good = tmp_path / "good.csv"
+    pd.DataFrame({"ImageId": range(1, 301), "Label": 3}).to_csv(good, index=False)
+    target = tmp_path / "fetched"
+    argv = ["--download", "--data-dir", str(target), "--check", str(good)]
+    assert config.run_cli(submit.main, argv) == 0
+    assert "valid submission, 300 rows" in capsys.readouterr().out
+    assert kaggle.requests == ["authenticate", "competition_download_files"]
+
+
+def test_tune_download_failure_stops_before_the_search(kaggle, tmp_path, capfd):
+    kaggle.failures["competition_download_files"] = http_error(403, "rules")
+    argv = ["--download", "--data-dir", str(tmp_path / "data"), "--profile", "smoke",
+            "--artifacts-dir", str(tmp_path / "artifacts")]
+    assert config.run_cli(tune.main, argv) == 2
+    assert "found HTTP 403" in capfd.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no data, no artifacts
+
+
+def test_download_needs_the_kaggle_source():
+    with pytest.raises(DataError, match="--download: expected --source kaggle with --download"):
+        submit._parse_args(["--download", "--source", "keras"])
+
+
+# ---------------------------------------------------------------- waiting for the score
+
+
+class FakeClock:
+    """A monotonic clock that moves only when slept on."""
+
+    def __init__(self):
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def _wait(kaggle_stand_in, csv_path, minutes=10.0, poll_seconds=15.0):
+    clock = FakeClock()
+    submitted = kaggle_api.upload_submission(csv_path, "m")
+    scored = kaggle_api.wait_for_score(submitted, minutes, poll_seconds, clock=clock,
+                                       sleep=clock.sleep)
+    return scored, clock
+
+
+def test_wait_polls_a_pending_submission_until_it_is_scored(kaggle, csv_path, capsys):
+    kaggle.polls_to_score = 3
+    scored, clock = _wait(kaggle, csv_path)
+    assert (scored.ref, scored.status, scored.public_score) == (1000, "complete", 0.99567)
+    assert clock.sleeps == [15.0, 15.0]
+    assert capsys.readouterr().out.splitlines() == [
+        "kaggle: submission 1000 is pending; waited 0s of at most 10m00s",
+        "kaggle: submission 1000 is pending; waited 15s of at most 10m00s"]
+
+
+def test_wait_returns_kaggles_scoring_error(kaggle, csv_path):
+    kaggle.outcome = ("error", "Submission must have 28000 rows")
+    scored, clock = _wait(kaggle, csv_path)
+    assert (scored.status, scored.error, scored.public_score) == (
+        "error", "Submission must have 28000 rows", None)
+    assert clock.sleeps == []
+
+
+def test_wait_gives_up_at_its_time_limit_still_pending(kaggle, csv_path, capsys):
+    kaggle.polls_to_score = NEVER
+    scored, clock = _wait(kaggle, csv_path, minutes=1, poll_seconds=25)
+    assert scored.status == "pending" and scored.public_score is None
+    assert clock.sleeps == [25, 25, 10]  # the last sleep ends at the limit
+    assert len(capsys.readouterr().out.splitlines()) == 3
+    assert kaggle.requests.count("competition_submissions") == 4
+
+
+def test_find_submission_by_id_or_by_message_file_and_date():
+    rows = [kaggle_api.Submission(ref, message, "submission.csv", date, "complete", score)
+            for ref, message, date, score in [
+                (3, "again", "2026-11-24T12:00:00+00:00", 0.991),
+                (2, "quick", "2026-11-24T11:00:00+00:00", 0.995),
+                (1, "quick", "2026-11-23T09:00:00+00:00", 0.990)]]
+    assert kaggle_api.find_submission(rows, ref=1).public_score == 0.990
+    assert kaggle_api.find_submission(rows, ref=9) is None
+    newest = kaggle_api.find_submission(rows, message="quick", file_name="submission.csv")
+    assert newest.ref == 2
+    assert kaggle_api.find_submission(rows, message="quick", file_name="submission.csv",
+                                      after="2026-11-24T11:30:00+00:00") is None
+    assert kaggle_api.find_submission(rows, message="quick", file_name="other.csv") is None
+
+
+# ---------------------------------------------------------------- submit --upload records it
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    """A published quick run with OOF 99.567% (41,818 of 42,000)."""
+    return write_run(tmp_path / "submissions", "20261124-093000-quick-kaggle", correct=41_818)
+
+
+def _submit_check(run_dir, data_dir, *extra):
+    return config.run_cli(submit.main, ["--check", str(run_dir / "submission.csv"), "--upload",
+                                        "--data-dir", str(data_dir), *extra])
+
+
+def test_upload_of_a_run_waits_and_records_the_score_beside_the_oof(
+        kaggle, run_dir, kaggle_dir_readonly, capsys):
+    assert _submit_check(run_dir, kaggle_dir_readonly) == 0
+    out = capsys.readouterr().out
+    message = "quick: 1 config x 3 folds, OOF 99.567%, run 20261124-093000-quick-kaggle"
+    assert f"as {message!r}" in out
+    line = "Kaggle public score: 0.99567 (99.567%) beside 99.567% out of fold"
+    assert line in out
+    record = json.loads((run_dir / "metrics.json").read_text())["kaggle"]
+    assert record == {**record, "ref": 1000, "message": message, "status": "complete",
+                      "public_score": 0.99567, "file_name": "submission.csv"}
+    for name in ("report.md", "report.html"):
+        document = (run_dir / name).read_text()
+        assert document.count(line) == 1 and document.count("<!-- kaggle -->") == 1
+    assert not [path.name for path in run_dir.iterdir() if path.name.startswith(".")]
+
+
+def test_upload_without_waiting_records_it_pending(kaggle, run_dir, kaggle_dir_readonly, capsys):
+    assert _submit_check(run_dir, kaggle_dir_readonly, "--no-wait", "-m", "mine") == 0
+    assert "Kaggle has not scored the submission yet (pending)" in capsys.readouterr().out
+    assert "competition_submissions" not in kaggle.requests
+    record = json.loads((run_dir / "metrics.json").read_text())["kaggle"]
+    assert (record["status"], record["message"], record["public_score"]) == (
+        "pending", "mine", None)
+
+
+def test_scoring_error_is_recorded_and_one_line_exit_2(kaggle, run_dir, kaggle_dir_readonly,
+                                                        capsys):
+    kaggle.outcome = ("error", "Bad row 7")
+    assert _submit_check(run_dir, kaggle_dir_readonly) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "kaggle score: expected a scored submission, found " in err
+    assert "Kaggle's error 'Bad row 7'" in err
+    record = json.loads((run_dir / "metrics.json").read_text())["kaggle"]
+    assert (record["status"], record["error"]) == ("error", "Bad row 7")
+
+
+def test_time_limit_leaves_it_pending_for_sync(kaggle, run_dir, kaggle_dir_readonly, capsys):
+    kaggle.polls_to_score = NEVER
+    assert _submit_check(run_dir, kaggle_dir_readonly, "--wait-minutes", "0") == 0
+    assert "python -m src.runs --sync fetches the score" in capsys.readouterr().out
+    assert kaggle.requests.count("competition_submissions") == 1
+    assert json.loads((run_dir / "metrics.json").read_text())["kaggle"]["status"] == "pending"
+
+
+def test_a_failed_wait_keeps_the_upload_recorded(kaggle, run_dir, kaggle_dir_readonly, capsys):
+    kaggle.failures["competition_submissions"] = requests.ConnectionError("offline")
+    assert _submit_check(run_dir, kaggle_dir_readonly) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: kaggle score: ") and "no connection (ConnectionError)" in err
+    assert "the upload went through; `python -m src.runs --sync` records the score later" in err
+    assert json.loads((run_dir / "metrics.json").read_text())["kaggle"]["ref"] == 1000
+
+
+def test_negative_wait_is_refused():
+    with pytest.raises(DataError, match="--wait-minutes: expected minutes >= 0, found -1"):
+        submit._parse_args(["--wait-minutes", "-1"])

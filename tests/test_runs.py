@@ -1,0 +1,168 @@
+"""python -m src.runs: the ledger of run folders, its files, and --sync with a stand-in Kaggle."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import matplotlib.image
+import pandas as pd
+import pytest
+
+from src import report, runs
+from src.config import run_cli
+from tests.fixtures import write_run
+from tests.kaggle_stand_in import api_submission
+
+FIRST, SECOND, THIRD = ("20261122-080000-quick-kaggle", "20261123-090000-full-kaggle",
+                        "20261124-100000-smoke-kaggle")
+
+
+def _record(ref: int, message: str, status: str = "complete", score: float | None = None,
+            date: str = "2026-11-24T10:20:00+00:00") -> dict:
+    return {"ref": ref, "message": message, "file_name": "submission.csv", "date": date,
+            "status": status, "public_score": score, "error": "",
+            "competition": "digit-recognizer"}
+
+
+@pytest.fixture
+def submissions(tmp_path):
+    """Three runs: the oldest scored on Kaggle, the next uploaded and pending, the newest not
+    uploaded; the newest has the best OOF accuracy, the oldest the worst."""
+    folder = tmp_path / "submissions"
+    oldest = write_run(folder, FIRST, correct=41_800, minutes=16.2)
+    report.record_kaggle(oldest, _record(11, "first", score=0.99614))
+    middle = write_run(folder, SECOND, correct=41_850, profile="full",
+                       members=("rank1", "rank2", "default"), minutes=95)
+    report.record_kaggle(middle, _record(12, "second", status="pending"))
+    write_run(folder, THIRD, correct=41_900, profile="smoke", minutes=0.5)
+    (folder / "latest").symlink_to(THIRD)
+    (folder / ".partial-20261124-110000-quick-kaggle").mkdir()  # a run still being written
+    return folder
+
+
+def _ledger(folder, capsys, *extra) -> list[str]:
+    assert run_cli(runs.main, ["--submissions-dir", str(folder), *extra]) == 0
+    return capsys.readouterr().out.splitlines()
+
+
+def test_ledger_lists_runs_newest_first_with_cv_beside_public(submissions, capsys):
+    header, *rows, wrote = _ledger(submissions, capsys)
+    assert header.split()[:4] == ["run", "date", "(UTC)", "profile"]
+    assert [row.split()[0] for row in rows] == [THIRD, SECOND, FIRST]
+    assert rows[2].split()[1:8] == ["2026-11-22", "08:00", "quick", "16.2", "default",
+                                    "99.524%", "99.45%-99.59%"]
+    assert rows[2].split()[8:] == ["99.614%", "first"]
+    assert "rank1+rank2+default" in rows[1] and "pending" in rows[1]
+    assert rows[0].split()[-1] == "-"  # not uploaded
+    assert wrote == f"wrote {submissions / 'runs.csv'}, {submissions / 'runs.png'}"
+
+
+def test_ledger_files_hold_every_run_and_a_real_figure(submissions, capsys):
+    _ledger(submissions, capsys)
+    frame = pd.read_csv(submissions / "runs.csv")
+    assert list(frame.columns) == runs.COLUMNS
+    assert frame["run"].tolist() == [THIRD, SECOND, FIRST]
+    assert frame["public_score"].tolist()[2] == 0.99614 and frame["public_score"].isna().sum() == 2
+    assert frame["oof"].tolist()[0] == pytest.approx(41_900 / 42_000)
+    image = matplotlib.image.imread(submissions / "runs.png")
+    assert image.ndim == 3 and image.shape[0] > 300 and image.std() > 0
+    assert not [path.name for path in submissions.iterdir() if path.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("sort, order", [("oof", [THIRD, SECOND, FIRST]),
+                                         ("lb", [FIRST, THIRD, SECOND]),
+                                         ("date", [THIRD, SECOND, FIRST])])
+def test_sort_by_oof_or_public_score(submissions, capsys, sort, order):
+    if sort == "oof":  # make the oldest the best, so OOF order is not date order
+        metrics = json.loads((submissions / FIRST / "metrics.json").read_text())
+        metrics["ensemble"]["accuracy"] = 0.9999
+        (submissions / FIRST / "metrics.json").write_text(json.dumps(metrics))
+        order = [FIRST, THIRD, SECOND]
+    _, *rows, _ = _ledger(submissions, capsys, "--sort", sort)
+    assert [row.split()[0] for row in rows] == order
+
+
+def test_a_plan_in_the_metrics_shows_instead_of_the_profile(submissions):
+    metrics = json.loads((submissions / THIRD / "metrics.json").read_text())
+    metrics["run_info"]["plan"] = "30min"
+    (submissions / THIRD / "metrics.json").write_text(json.dumps(metrics))
+    assert runs.read_run(submissions / THIRD)["profile"] == "30min"
+
+
+@pytest.mark.parametrize("damage, found", [
+    ("{not json", "JSONDecodeError"),
+    (json.dumps({"ensemble": {"accuracy": 0.99}}), "KeyError"),
+    (None, "no such file"),
+])
+def test_a_damaged_run_is_one_warning_and_skipped(submissions, capsys, damage, found):
+    path = submissions / SECOND / "metrics.json"
+    if damage is None:
+        path.unlink()
+    else:
+        path.write_text(damage)
+    with pytest.warns(UserWarning) as caught:
+        _, *rows, _ = _ledger(submissions, capsys)
+    assert [str(warning.message) for warning in caught] == [
+        f"{path}: expected a run's metrics.json, found {found}; skipped"]
+    assert [row.split()[0] for row in rows] == [THIRD, FIRST]
+
+
+@pytest.mark.parametrize("make", [False, True])
+def test_no_runs_says_so_and_writes_nothing(tmp_path, capsys, make):
+    folder = tmp_path / "submissions"
+    if make:
+        folder.mkdir()
+        (folder / "README.md").write_text("not a run")
+    assert _ledger(folder, capsys) == [f"no runs in {folder}/ yet: `python -m src.submit` "
+                                       "writes one"]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == (["README.md", "submissions"] if make
+                                                           else [])
+
+
+def test_without_public_scores_there_is_no_figure(tmp_path, capsys):
+    folder = tmp_path / "submissions"
+    write_run(folder, THIRD, correct=41_900)
+    assert _ledger(folder, capsys)[-1] == f"wrote {folder / 'runs.csv'}"
+    assert sorted(p.name for p in folder.iterdir()) == [THIRD, "runs.csv"]
+
+
+# ---------------------------------------------------------------- --sync
+
+
+def test_sync_records_the_scores_of_earlier_uploads(submissions, kaggle, capsys):
+    fourth = write_run(submissions, "20261124-120000-quick-kaggle", correct=41_700)
+    report.record_kaggle(fourth, _record(0, "mine", status="pending"))  # id unknown
+    fifth = write_run(submissions, "20261124-123000-quick-kaggle", correct=41_700)
+    report.record_kaggle(fifth, _record(0, "again", status="pending"))
+    when = datetime(2026, 11, 24, 13, 0)
+    kaggle.submissions = [
+        api_submission(12, "second", when, public_score="0.99640"),  # the pending one
+        api_submission(30, f"smoke: 1 config x 2 folds, OOF 99.762%, run {THIRD}", when,
+                       public_score="0.99700"),  # never recorded: found by its run id
+        api_submission(31, "mine", when, status="error", error="Bad header"),
+        api_submission(11, "first", datetime(2026, 11, 22, 9, 0), public_score="0.99614"),
+        api_submission(5, "again", datetime(2026, 11, 20, 9, 0), public_score="0.5"),  # too old
+    ]
+    lines = _ledger(submissions, capsys, "--sync")
+    assert lines[0] == "sync: 5 submissions on Kaggle; 3 runs updated"
+    kaggle_of = {run_dir.name: json.loads((run_dir / "metrics.json").read_text())["kaggle"]
+                 for run_dir in runs.run_folders(submissions)}
+    assert kaggle_of[SECOND]["public_score"] == 0.9964
+    assert (kaggle_of[THIRD]["ref"], kaggle_of[THIRD]["public_score"]) == (30, 0.997)
+    assert (kaggle_of[fourth.name]["ref"], kaggle_of[fourth.name]["status"]) == (31, "error")
+    assert kaggle_of[fifth.name] == _record(0, "again", status="pending")  # made before the run
+    assert "Kaggle public score: 0.99700" in (submissions / THIRD / "report.md").read_text()
+    assert "99.640%" in next(line for line in lines if line.startswith(SECOND))
+    assert _ledger(submissions, capsys, "--sync")[0] == ("sync: 5 submissions on Kaggle; "
+                                                          "0 runs updated")
+
+
+def test_sync_without_credentials_is_one_line_and_writes_nothing(submissions, kaggle_home,
+                                                                 capfd):
+    before = {path: path.read_bytes() for path in submissions.rglob("*") if path.is_file()}
+    assert run_cli(runs.main, ["--submissions-dir", str(submissions), "--sync"]) == 2
+    err = capfd.readouterr().err
+    assert err.startswith("error: kaggle submissions: expected Kaggle API credentials in ")
+    assert err.count("\n") == 1
+    assert {path: path.read_bytes() for path in submissions.rglob("*") if path.is_file()} == before
