@@ -115,7 +115,7 @@ PROFILES: dict[str, dict[str, object]] = {
 DATA_DIR_ENV = "DIGITS_DATA_DIR"
 
 
-class _OneLineParser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """argparse that reports a bad flag as one ``error:`` line and exit code 2."""
 
     def error(self, message: str) -> None:  # noqa: D102 - argparse API
@@ -124,7 +124,7 @@ class _OneLineParser(argparse.ArgumentParser):
 
 def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """The parser every stage shares: data source, data dir, profile, seed, outputs, overrides."""
-    parser = _OneLineParser(prog=prog, description=description)
+    parser = OneLineParser(prog=prog, description=description)
     data = parser.add_argument_group("data")
     data.add_argument("--source", choices=SOURCES, default="kaggle",
                       help="kaggle: train.csv/test.csv; keras: MNIST 60k/10k via keras.datasets")

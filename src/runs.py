@@ -24,7 +24,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from src import kaggle_api
-from src.config import _OneLineParser, run_cli
+from src.config import OneLineParser, run_cli
 from src.report import record_kaggle
 from src.util import write_atomically
 
@@ -204,7 +204,7 @@ def _metrics_or_none(run_dir: Path) -> dict | None:
 
 
 def _parse_args(argv: Sequence[str] | None):
-    parser = _OneLineParser(prog="python -m src.runs", description="List every run in the "
+    parser = OneLineParser(prog="python -m src.runs", description="List every run in the "
                             "submissions folder, its OOF accuracy beside its public score; "
                             "write runs.csv and runs.png there.")
     parser.add_argument("--submissions-dir", default="submissions", type=Path,
