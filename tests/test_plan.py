@@ -9,9 +9,9 @@ import re
 import numpy as np
 import pytest
 
-from src import budget, calibrate, plan
+from src import budget, calibrate, plan, submit, tune
 from src.calibrate import Speed
-from src.config import Config
+from src.config import Config, run_cli
 from src.errors import DataError
 
 # About the default CNN in one process on the 2-core VM (README: a 20-epoch fold of
@@ -195,18 +195,6 @@ def test_the_record_holds_planned_and_actual_seconds_per_stage():
     json.dumps(record)  # goes into metrics.json as it is
 
 
-def _stand_in_speed(monkeypatch, speed: Speed = CPU) -> list[dict]:
-    """Replace the calibration by a fixed speed; return the networks it was asked to time."""
-    timed = []
-
-    def measure(hparams, *args, **kwargs):
-        timed.append(hparams)
-        return speed
-
-    monkeypatch.setattr(calibrate, "measure_speed", measure)
-    return timed
-
-
 def test_the_search_takes_its_share_and_a_rerun_keeps_its_epochs(tmp_path, monkeypatch):
     _stand_in_speed(monkeypatch)
     x, y = np.zeros((9600, 28, 28, 1), np.uint8), np.arange(9600) % 10
@@ -229,3 +217,120 @@ def test_the_search_takes_its_share_and_a_rerun_keeps_its_epochs(tmp_path, monke
     assert str(caught.value) == (
         "--minutes: expected a budget of at least 15.8 minutes on this machine, found 8 "
         "(the smallest plan: a search of 2 epochs a trial, 15% of the budget)")
+
+
+# ---------------------------------------------------------------- the command lines
+
+
+def _stand_in_speed(monkeypatch, speed: Speed = CPU) -> list[dict]:
+    """Replace the calibration by a fixed speed; return the networks it was asked to time."""
+    timed = []
+
+    def measure(hparams, *args, **kwargs):
+        timed.append(hparams)
+        return speed
+
+    monkeypatch.setattr(calibrate, "measure_speed", measure)
+    return timed
+
+
+def _submit_args(data_dir, tmp_path, *extra):
+    return ["--data-dir", str(data_dir), "--profile", "smoke", "--jobs", "1",
+            "--artifacts-dir", str(tmp_path / "artifacts"),
+            "--submissions-dir", str(tmp_path / "submissions"), *extra]
+
+
+@pytest.mark.parametrize("main", [submit.main, tune.main], ids=["submit", "tune"])
+def test_a_budget_that_is_no_number_is_one_line_exit_2(main, kaggle_dir_readonly, tmp_path,
+                                                      capsys):
+    argv = ["--data-dir", str(kaggle_dir_readonly), "--artifacts-dir", str(tmp_path / "a"),
+            "--minutes", "thirty"]
+    assert run_cli(main, argv) == 2
+    assert capsys.readouterr().err == (
+        "error: --minutes: expected a number of minutes, such as 30, found 'thirty'\n")
+    assert not (tmp_path / "a").exists()
+
+
+def test_a_too_short_budget_is_one_line_exit_2_and_writes_nothing(
+        kaggle_dir_readonly, tmp_path, capsys, monkeypatch):
+    _stand_in_speed(monkeypatch)
+    with pytest.warns(UserWarning):  # no search: the default CNN
+        code = run_cli(submit.main,
+                       _submit_args(kaggle_dir_readonly, tmp_path, "--minutes", "0.05"))
+    assert code == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith("error: --minutes: expected a budget of at least ")
+    assert err.endswith("found 0.05 (the smallest plan: 1 network(s) x 3 folds x 5 epochs)")
+    assert not (tmp_path / "submissions").exists() and not (tmp_path / "artifacts").exists()
+
+
+def test_plan_only_prints_the_plan_and_trains_nothing(kaggle_dir_readonly, tmp_path, capsys,
+                                                      monkeypatch):
+    timed = _stand_in_speed(monkeypatch)
+    with pytest.warns(UserWarning):
+        assert run_cli(submit.main, _submit_args(kaggle_dir_readonly, tmp_path, "--minutes", "3",
+                                                 "--plan-only")) == 0
+    out = capsys.readouterr().out
+    assert "plan for 3 minutes on this machine (PLAN_TABLE row from 0 minutes):" in out
+    assert "default x 3 folds x 20 epochs, TTA" in out and "ETA " in out
+    assert len(timed) == 1
+    assert not (tmp_path / "artifacts").exists() and not (tmp_path / "submissions").exists()
+
+
+@pytest.mark.slow
+def test_tune_records_its_minutes_and_submit_plans_the_rest(kaggle_dir_readonly, tmp_path,
+                                                            capsys, monkeypatch):
+    _stand_in_speed(monkeypatch)
+    artifacts = tmp_path / "artifacts"
+    args = ["--data-dir", str(kaggle_dir_readonly), "--artifacts-dir", str(artifacts),
+            "--profile", "smoke", "--tune-samples", "300", "--tuner", "random",
+            "--max-trials", "2", "--minutes", "3"]
+    assert tune.main(args) == 0
+    out = capsys.readouterr().out
+    assert "the search's share 27s: up to " in out  # 15% of 3 minutes
+    best = json.loads((artifacts / "tune" / "best_hparams.json").read_text())
+    record = best["budget"]
+    assert record["minutes"] == 3 and 0 < record["spent_seconds"]
+    assert plan.MIN_SEARCH_EPOCHS <= record["tune_epochs"] <= plan.PLAN_TABLE[0].search_max_epochs
+    assert best["top"][0]["epochs"] <= record["tune_epochs"]
+    # The same command again resumes the same search: the saved plan, not a new one.
+    assert tune.main(args) == 0
+    assert "Reloading Tuner" in capsys.readouterr().out
+    # submit with the same budget plans what the search left.
+    assert run_cli(submit.main, _submit_args(kaggle_dir_readonly, tmp_path, "--minutes", "3",
+                                             "--plan-only")) == 0
+    assert "the search spent " in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_minutes_end_to_end_on_the_fixture_and_a_rerun_keeps_the_plan(
+        kaggle_dir_readonly, tmp_path, capsys):
+    """The real calibration and a real run, its size fixed by flags (the plan works around
+    them): what is asserted is the plan and its record, never the clock."""
+    args = _submit_args(kaggle_dir_readonly, tmp_path, "--minutes", "5", "--train-samples",
+                        "300", "--folds", "2", "--epochs", "2", "--pseudo-epochs", "1")
+    with pytest.warns(UserWarning):
+        assert run_cli(submit.main, args) == 0
+    out = capsys.readouterr().out
+    assert "plan: timing 1 network(s) on this machine" in out
+    assert "default x 2 folds x 2 epochs, TTA" in out
+    assert "plan: train, first round took " in out and "plan: ended in " in out
+    [run_dir] = [p for p in (tmp_path / "submissions").iterdir()
+                 if p.is_dir() and not p.is_symlink()]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    record = metrics["plan"]
+    assert (record["minutes"], record["folds"], record["epochs"]) == (5, 2, 2)
+    assert record["reused_plan"] is False and record["speeds"]["default"]["startup_seconds"] >= 0
+    assert set(record["decisions"]) == {"tta, first round", "pseudo_epochs",
+                                        "tta, pseudo-labelled round"}
+    assert all(row["actual_seconds"] is not None for row in record["stages"]
+               if row["stage"] != "report")
+    assert "## Plan for 5 minutes" in (run_dir / "report.md").read_text()
+    [saved] = (tmp_path / "artifacts" / "plans").glob("submit-*.json")
+    # The rerun takes the saved plan and its decisions, and with them every fold model.
+    with pytest.warns(UserWarning):
+        assert run_cli(submit.main, args) == 0
+    out = capsys.readouterr().out
+    assert "reused from an earlier run" in out and "plan: timing" not in out
+    assert "trained 0, reused 4" in out and "as an earlier run decided" in out
+    assert list((tmp_path / "artifacts" / "plans").glob("submit-*.json")) == [saved]
