@@ -2,12 +2,15 @@
 
 A profile sets epochs, trials, folds and data size together; every value it
 sets can be overridden by its own flag (``--epochs 20`` beats the profile).
+``quick`` and ``full`` are also budgets (``--minutes``): with one, src.plan
+chooses the epochs, folds and members that fit, around the flags given.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -53,6 +56,17 @@ class Config:
     pseudo_epochs: int = 10
     fresh: bool = False
     jobs: int = 0
+    # The budget of tune and submit together, in minutes (src.plan); 0: no plan, the
+    # profile's fixed values.
+    minutes: float = 0.0
+    # The Config fields set by a flag rather than by the profile: a plan works around them.
+    flags_given: frozenset[str] = frozenset()
+
+    @property
+    def planned(self) -> bool:
+        """Whether this run plans to a budget: a profile's minutes, or --minutes given
+        (a given 0 or less is planned too, to fail with the shortest workable budget)."""
+        return self.minutes > 0 or "minutes" in self.flags_given
 
     def validate(self) -> Config:
         """Raise DataError naming the flag of the first out-of-range value."""
@@ -69,6 +83,8 @@ class Config:
         for name in ("tune_samples", "train_samples", "patience", "seed", "jobs"):
             _check_at_least(name, getattr(self, name), 0)
         _check_at_least("folds", self.folds, 2)
+        if not math.isfinite(self.minutes):
+            raise DataError("a number of minutes", str(self.minutes), column="--minutes")
         if not 0 <= self.pseudo_threshold < 1:
             raise DataError("a confidence 0 <= p < 1 (0: off)", str(self.pseudo_threshold),
                             column="--pseudo-threshold")
@@ -96,19 +112,22 @@ PROFILES: dict[str, dict[str, object]] = {
         max_trials=2, tune_epochs=2, tune_samples=600,
         top_k=1, folds=2, epochs=2, batch_size=64, patience=2, train_samples=0,
         jobs=1,  # models this small train faster than a worker process starts
+        minutes=0,  # no plan: the fixed values above, so tests stay seconds
     ),
-    # A laptop CPU (2 cores) in well under half an hour, tune and submit together.
+    # Half an hour, tune and submit together: src.plan fits epochs, folds and members
+    # to it on the machine at hand (the values below are its recipe without a budget).
     # Its search is short, and short trials favour networks that learn fast over ones
     # that end best, so the default CNN joins the tuner's best (README, measured figures).
     "quick": dict(
         max_trials=8, tune_epochs=6, tune_samples=12_000,
         top_k=1, include_default=True, folds=3, epochs=20, batch_size=128, patience=5,
-        train_samples=0, tta=True,
+        train_samples=0, tta=True, minutes=30,
     ),
-    # A GPU box: the best score the package can make.
+    # Two hours, tune and submit together: the best score the package can make.
     "full": dict(
         max_trials=40, tune_epochs=30, tune_samples=0,
         top_k=3, folds=5, epochs=45, batch_size=128, patience=8, train_samples=0, tta=True,
+        minutes=120,
     ),
 }
 
@@ -126,7 +145,8 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """The parser every stage shares: data source, data dir, profile, seed, outputs, overrides."""
     parser = OneLineParser(prog=prog, description=description)
     data = parser.add_argument_group("data")
-    data.add_argument("--source", choices=SOURCES, default="kaggle",
+    # No defaults here for values Config holds: a flag left out is not a flag given.
+    data.add_argument("--source", choices=SOURCES,
                       help="kaggle: train.csv/test.csv; keras: MNIST 60k/10k via keras.datasets")
     data.add_argument("--data-dir", help=f"folder with train.csv and test.csv (.csv or .csv.gz); "
                       f"default: ${DATA_DIR_ENV}, ./data/digit-recognizer, "
@@ -143,9 +163,9 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     run.add_argument("--precision", choices=PRECISIONS, help="Keras dtype policy; auto: "
                      "mixed_bfloat16 on a CPU with bfloat16 instructions (1.4x faster, same "
                      "accuracy, README), float32 elsewhere (default: auto)")
-    run.add_argument("--artifacts-dir", default="artifacts",
+    run.add_argument("--artifacts-dir",
                      help="where the search and the trained fold models live (default: artifacts)")
-    run.add_argument("--submissions-dir", default="submissions",
+    run.add_argument("--submissions-dir",
                      help="where run folders are written (default: submissions)")
     return parser
 
@@ -163,14 +183,38 @@ def add_override(parser: argparse.ArgumentParser, name: str, help: str) -> None:
                             help=help + " (default: from --profile)")
 
 
+def add_minutes(parser: argparse.ArgumentParser) -> None:
+    """Add ``--minutes N``: the budget of tune and submit together (src.plan)."""
+    parser.add_argument("--minutes", metavar="N", default=None,
+                        help="plan the run to end within N minutes on this machine, tune and "
+                        "submit together (default: from --profile: quick 30, full 120, smoke "
+                        "no plan)")
+
+
+def parse_minutes(text: str) -> float:
+    """The --minutes value as a number; a DataError naming the flag when it is none."""
+    try:
+        minutes = float(text)
+    except ValueError:
+        minutes = math.nan
+    if not math.isfinite(minutes):
+        raise DataError("a number of minutes, such as 30", repr(text), column="--minutes")
+    return minutes
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
     """Profile values, overridden by every flag the user gave; validated."""
     values: dict[str, object] = dict(PROFILES[args.profile])
+    given = set()
     for field in dataclasses.fields(Config):
-        given = getattr(args, field.name, None)
-        if given is not None:
-            values[field.name] = given
+        value = getattr(args, field.name, None)
+        if value is not None and field.name != "profile":
+            values[field.name] = value
+            given.add(field.name)
+    if "minutes" in given:
+        values["minutes"] = parse_minutes(str(values["minutes"]))
     values["profile"] = args.profile
+    values["flags_given"] = frozenset(given)
     return Config(**values).validate()
 
 

@@ -340,7 +340,7 @@ def train_fold_models(jobs: list[FoldJob], x: np.ndarray, y: np.ndarray,
 
 
 def run_kfold(digits: Digits, members: list[Member], config: Config,
-              verbose: int | str = "auto") -> KFoldResult:
+              verbose: int | str = "auto", budget=None) -> KFoldResult:
     """Train (or reuse) every member x fold model; collect OOF and test probabilities.
 
     Test probabilities are the mean over a member's fold models; for --source keras
@@ -349,29 +349,36 @@ def run_kfold(digits: Digits, members: list[Member], config: Config,
     model on its fold's training part plus the test images the first round's
     models of that fold are sure of (PseudoLabels); its members join the ensemble
     with "+pl" in their names.
+
+    With a budget (src.budget.Budget, from --minutes), the budget decides at each
+    round's prediction whether it uses TTA, and after the first round how many
+    epochs the pseudo-labelled round trains (0: none).
     """
     cnn.use_precision(config.precision)  # the policy member_key names is the one models train in
     splits = fold_splits(digits.y_train, config.folds, config.seed)
     fingerprint = data_fingerprint(digits.x_train, digits.y_train)
     result = KFoldResult()
-    _run_round(digits, members, config, splits, fingerprint, result, verbose)
+    _run_round(digits, members, config, splits, fingerprint, result, verbose, budget=budget)
     if config.pseudo_threshold > 0:
         pseudo = select_pseudo_labels(result, [m.name for m in members], config.pseudo_threshold)
-        result.pseudo_counts = [len(labels) for _, labels in pseudo.per_fold]
-        print(f"pseudo-labels: {', '.join(map(str, result.pseudo_counts))} of "
+        counts = [len(labels) for _, labels in pseudo.per_fold]
+        print(f"pseudo-labels: {', '.join(map(str, counts))} of "
               f"{len(digits.x_test)} test images per fold at confidence >= "
               f"{config.pseudo_threshold}", flush=True)
-        second = [Member(f"{m.name}+pl", m.hparams, f"{m.origin}, pseudo-labelled")
-                  for m in members]
-        _run_round(digits, second, dataclasses.replace(config, epochs=config.pseudo_epochs),
-                   splits, f"{fingerprint}-{pseudo.fingerprint()}", result, verbose, pseudo)
+        epochs = config.pseudo_epochs if budget is None else budget.pseudo_epochs(counts)
+        if epochs:
+            result.pseudo_counts = counts
+            second = [Member(f"{m.name}+pl", m.hparams, f"{m.origin}, pseudo-labelled")
+                      for m in members]
+            _run_round(digits, second, dataclasses.replace(config, epochs=epochs), splits,
+                       f"{fingerprint}-{pseudo.fingerprint()}", result, verbose, pseudo, budget)
     return result
 
 
 def _run_round(digits: Digits, members: list[Member], config: Config,
                splits: list[tuple[np.ndarray, np.ndarray]], fingerprint: str,
-               result: KFoldResult, verbose: int | str, pseudo: PseudoLabels | None = None
-               ) -> None:
+               result: KFoldResult, verbose: int | str, pseudo: PseudoLabels | None = None,
+               budget=None) -> None:
     """Train (or reuse) members x folds and add their probabilities to result."""
     x, y = digits.x_train, digits.y_train
     pairs = list(product(members, range(config.folds)))
@@ -392,19 +399,22 @@ def _run_round(digits: Digits, members: list[Member], config: Config,
     if to_train:
         train_fold_models(to_train, x, y, splits, config, verbose)
     result.train_seconds += time.perf_counter() - tick
+    tta = config.tta if budget is None else budget.training_done(pseudo is not None)
     tick = time.perf_counter()
     for job in jobs:
         model = _load_fold_model(job.path)
         history = json.loads(job.path.with_suffix(".history.json").read_text())
         held_idx = splits[job.fold][1]
         oof = result.oof_probs.setdefault(job.member.name, np.zeros((len(y), NUM_CLASSES)))
-        oof[held_idx] = predict_probs(model, x[held_idx], config.tta)
+        oof[held_idx] = predict_probs(model, x[held_idx], tta)
         fold_test = result.fold_test_probs.setdefault(job.member.name, [])
-        fold_test.append(predict_probs(model, digits.x_test, config.tta))
+        fold_test.append(predict_probs(model, digits.x_test, tta))
         result.histories.append({"model": job.member.name, "fold": job.fold, "history": history})
     for member in members:
         result.test_probs[member.name] = np.mean(result.fold_test_probs[member.name], axis=0)
     result.predict_seconds += time.perf_counter() - tick
+    if budget is not None:
+        budget.prediction_done(pseudo is not None)
 
 
 def select_pseudo_labels(result: KFoldResult, names: list[str], threshold: float

@@ -64,6 +64,7 @@ class ReportInputs:
     holdout_true: np.ndarray | None = None  # --source keras: labels of MNIST's 10k test set
     holdout_probs: np.ndarray | None = None  # ensemble probabilities on that test set
     test_predictions: np.ndarray | None = None  # (M,) predicted labels of the unlabelled test set
+    plan: dict | None = None  # --minutes: src.budget.Budget.record(), the plan and its stages
 
 
 # ---------------------------------------------------------------- metrics
@@ -176,6 +177,7 @@ def build_metrics(inputs: ReportInputs) -> dict:
         "holdout": holdout,
         "test_predicted_counts": test_counts,
         "timings": inputs.timings,
+        "plan": inputs.plan,
         "run_info": inputs.run_info,
     })
 
@@ -546,6 +548,34 @@ def _leaderboard_section(leaderboard: pd.DataFrame | None) -> list:
             Table([str(column) for column in top.columns], rows)]
 
 
+def _plan_section(plan: dict | None) -> list:
+    """The --minutes plan: what it chose, the speeds it was priced with, planned and actual
+    seconds per stage."""
+    if plan is None:
+        return []
+    chosen = (f"{', '.join(plan['members'])} x {plan['folds']} folds x {plan['epochs']} epochs"
+              f"{', TTA' if plan['tta'] else ''}; pseudo-labelled round planned at "
+              f"{plan['pseudo_epochs']} epochs")
+    reused = " (the plan of an earlier run with these settings, reused)" if (
+        plan["reused_plan"]) else ""
+    stages = [[row["stage"], *("—" if seconds is None else f"{seconds:,.1f}" for seconds in
+                               (row["planned_seconds"], row["actual_seconds"]))]
+              for row in plan["stages"]]
+    speeds = [[name, f"{speed['train_images_per_second']:,.0f}",
+               f"{speed['predict_images_per_second']:,.0f}", f"{speed['startup_seconds']:.1f}"]
+              for name, speed in plan["speeds"].items()]
+    return [Heading(2, f"Plan for {plan['minutes']:g} minutes"),
+            Paragraph(f"{chosen}{reused}; PLAN_TABLE row from {plan['table_row']:g} minutes, "
+                      f"{plan['jobs']} fold model(s) at once; ETA {_duration(plan['eta_seconds'])}"
+                      f" of {_duration(plan['seconds'])}."),
+            Table(["stage", "planned seconds", "actual seconds"], stages),
+            Paragraph("Speeds measured on this machine, one process:"),
+            Table(["network", "training images/s", "prediction images/s",
+                   "seconds to start a fold model"], speeds),
+            *([Paragraph("Decided at stage boundaries:"), _mapping_table(plan["decisions"])]
+              if plan["decisions"] else [])]
+
+
 def _timings_section(timings: dict) -> list:
     rows = [[step, f"{seconds:,.1f}", _duration(seconds)] for step, seconds in timings.items()]
     return [Heading(2, "Timings"), Table(["step", "seconds", "duration"], rows)]
@@ -586,6 +616,7 @@ def report_blocks(inputs: ReportInputs, metrics: dict, figures: list[str]) -> li
         *_holdout_section(metrics),
         *_test_section(figures),
         *_leaderboard_section(inputs.leaderboard),
+        *_plan_section(metrics["plan"]),
         *_timings_section(metrics["timings"]),
         *_run_info_section(metrics["run_info"]),
     ]

@@ -24,10 +24,17 @@ import numpy as np
 import pandas as pd
 
 from src import kaggle_api
-from src.config import Config, add_override, build_parser, config_from_args, run_cli
+from src.config import (
+    Config,
+    add_minutes,
+    add_override,
+    build_parser,
+    config_from_args,
+    run_cli,
+)
 from src.data import find_csv, find_data_dir, load_digits, read_digits_csv, subsample
 from src.errors import DataError
-from src.util import write_atomically
+from src.util import format_duration, write_atomically
 
 SUBMISSION_COLUMNS = ["ImageId", "Label"]
 
@@ -130,6 +137,10 @@ def _parse_args(argv: Sequence[str] | None):
     add_override(ensemble, "fresh", "retrain every fold instead of reusing saved fold models")
     add_override(ensemble, "jobs", "fold models trained at once, each in its own worker "
                  "process; 0: 2 on a CPU-only machine, else 1")
+    add_minutes(parser)
+    parser.add_argument("--plan-only", action="store_true",
+                        help="with a budget: time the networks, print the plan and stop "
+                        "(nothing trained, nothing saved)")
     kaggle = parser.add_argument_group("kaggle")
     kaggle.add_argument("--check", metavar="FILE", help="only validate FILE against test.csv")
     kaggle.add_argument("--upload", action="store_true",
@@ -226,8 +237,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  jobs=ensemble.resolve_jobs(config.jobs))
     print(f"dtype policy: {config.precision}; fold models trained at once: {config.jobs}",
           flush=True)
-    members = ensemble.load_members(config)
-    result = ensemble.run_kfold(digits, members, config)
+    budget = None
+    if config.planned:
+        from src.budget import plan_submit
+
+        config, members, budget = plan_submit(digits, config, started, save=not args.plan_only)
+        if args.plan_only:
+            return 0
+    else:
+        members = ensemble.load_members(config)
+    result = ensemble.run_kfold(digits, members, config, budget=budget)
+    if budget:
+        config = dataclasses.replace(config, **budget.settings_used())
     weights = {name: 1 / len(result.oof_probs) for name in result.oof_probs}
     oof_ensemble = ensemble.plain_mean(result.oof_probs)
     test_ensemble = ensemble.plain_mean(result.test_probs)
@@ -250,6 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             y_true=digits.y_train, images=digits.x_train, model_probs=result.oof_probs,
             ensemble_probs=oof_ensemble, ensemble_weights=weights, histories=result.histories,
             timings=timings, run_info=_run_info(config, members, result, digits, argv),
+            plan=budget.record() if budget else None,
             leaderboard=_leaderboard(config), holdout_true=digits.y_test,
             holdout_probs=test_ensemble if digits.y_test is not None else None,
             test_predictions=test_labels if digits.y_test is None else None))
@@ -258,6 +280,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
     run_dir = publish_run(partial, submissions_dir, run_id)
     _print_summary(metrics, run_dir, result)
+    if budget:
+        print(f"plan: ended in {format_duration(time.perf_counter() - started)} of "
+              f"{format_duration(budget.plan.seconds)} (planned "
+              f"{format_duration(budget.plan.eta())})", flush=True)
     if args.upload:
         _upload(run_dir / "submission.csv", args.message or _default_message(run_dir, metrics),
                 args, run_dir)
@@ -272,7 +298,7 @@ def _run_info(config: Config, members, result, digits, argv: Sequence[str] | Non
             "folds": config.folds, "epochs": config.epochs, "batch_size": config.batch_size,
             "precision": config.precision, "tta": config.tta,
             "pseudo_threshold": config.pseudo_threshold,
-            "pseudo_epochs": config.pseudo_epochs if config.pseudo_threshold else None,
+            "pseudo_epochs": config.pseudo_epochs if result.pseudo_counts else None,
             "pseudo_labels_per_fold": result.pseudo_counts,
             "jobs": config.jobs,
             "models_trained": result.trained, "models_reused": result.reused,

@@ -26,7 +26,15 @@ import numpy as np
 import pandas as pd
 from keras_tuner.src import utils as kt_utils
 
-from src.config import Config, add_override, build_parser, config_from_args, run_cli
+from src import budget
+from src.config import (
+    Config,
+    add_minutes,
+    add_override,
+    build_parser,
+    config_from_args,
+    run_cli,
+)
 from src.data import NUM_CLASSES, load_digits, split_train_val, subsample
 from src.errors import DataError
 from src.kaggle_api import download_competition_data
@@ -344,12 +352,15 @@ def leaderboard(rows: list[dict]) -> str:
     return pd.DataFrame(lines).to_string(index=False)
 
 
-def write_results(config: Config, tuner: _SearchTuner, rows: list[dict], summary: dict) -> None:
-    """Write <artifacts>/tune/best_hparams.json and trials.csv from the ranked trials."""
+def write_results(config: Config, tuner: _SearchTuner, rows: list[dict], summary: dict,
+                  search_budget: dict | None = None) -> None:
+    """Write <artifacts>/tune/best_hparams.json and trials.csv from the ranked trials;
+    with --minutes, search_budget holds the search's plan and the seconds it spent, of which
+    python -m src.submit with the same budget plans the rest."""
     folder = Path(config.artifacts_dir) / "tune"
     best = {"tuner": config.tuner, "objective": OBJECTIVE, "profile": config.profile,
             "seed": config.seed, "project": tuner.project_dir, "data": summary,
-            "top": top_configurations(rows, TOP_SAVED)}
+            "budget": search_budget, "top": top_configurations(rows, TOP_SAVED)}
     write_atomically(folder / "best_hparams.json", json.dumps(best, indent=2) + "\n")
     write_atomically(folder / "trials.csv", trials_table(rows).to_csv(index=False))
 
@@ -368,6 +379,7 @@ def parse_args(argv: Sequence[str] | None) -> Config:
     add_override(search, "batch_size", "training batch size")
     add_override(search, "patience", "epochs without a better val_accuracy before a trial stops")
     add_override(search, "overwrite", "start the search over instead of resuming it")
+    add_minutes(parser)
     return config_from_args(parser.parse_args(argv))
 
 
@@ -376,10 +388,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv)
     if config.download:
         download_competition_data(config.data_dir)
+    started = time.perf_counter()
     config = dataclasses.replace(config, precision=resolve_precision(config.precision))
     print(f"dtype policy: {config.precision}", flush=True)
     role = distributed_role()
+    planned = config.planned and role is None
+    if config.planned and role is not None:
+        print("--minutes: a search spread over machines keeps the profile's values (each "
+              "machine would plan its own)", flush=True)
+    if planned:
+        config = budget.search_table_settings(config)
     train, validation, summary = load_search_data(config)
+    record = None
+    if planned:
+        config, record = budget.plan_search(config, train, validation, started, planned_epochs)
     keras.utils.set_random_seed(config.seed)
     tuner = build_tuner(config, role)
     where = f"{os.environ.get(ENV_ORACLE_IP)}:{os.environ.get(ENV_ORACLE_PORT)}"
@@ -397,7 +419,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not any(row["status"] == COMPLETED for row in rows):
         print("error: no trial completed; see the trial messages above", file=sys.stderr)
         return 1
-    write_results(config, tuner, rows, summary)
+    if record is not None:
+        record = {**record, "spent_seconds": round(time.perf_counter() - started, 1)}
+        print(f"the search spent {format_duration(record['spent_seconds'])} of "
+              f"{config.minutes:g} minutes", flush=True)
+    write_results(config, tuner, rows, summary, record)
     folder = Path(config.artifacts_dir) / "tune"
     print(f"\nLeaderboard ({config.tuner}, {len(rows)} trials, best first; every trial in "
           f"{folder / 'trials.csv'}):")

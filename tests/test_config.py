@@ -52,3 +52,35 @@ def test_run_cli_turns_data_errors_into_exit_2(capsys):
     assert config.run_cli(main, []) == 2
     assert capsys.readouterr().err == (
         "error: train.csv:3: pixel1: expected an integer 0..255, found '256'\n")
+
+
+def _parse_budget(argv):
+    parser = config.build_parser("prog", "test")
+    config.add_override(parser, "epochs", "test")
+    config.add_minutes(parser)
+    return config.config_from_args(parser.parse_args(argv))
+
+
+def test_profiles_are_budgets_and_smoke_plans_nothing():
+    assert _parse_budget(["--profile", "quick"]).minutes == 30
+    assert _parse_budget(["--profile", "full"]).minutes == 120
+    smoke = _parse_budget(["--profile", "smoke"])
+    assert smoke.minutes == 0 and not smoke.planned
+    given = _parse_budget(["--profile", "smoke", "--minutes", "7.5"])
+    assert given.minutes == 7.5 and given.planned
+    # A given 0 is planned too: the plan answers it with the shortest workable budget.
+    assert _parse_budget(["--profile", "smoke", "--minutes", "0"]).planned
+
+
+def test_flags_given_hold_only_what_the_command_line_set():
+    assert _parse_budget([]).flags_given == frozenset()
+    chosen = _parse_budget(["--epochs", "7", "--minutes", "8", "--source", "kaggle"])
+    assert chosen.flags_given == {"epochs", "minutes", "source"}
+
+
+@pytest.mark.parametrize("text", ["abc", "inf", "nan", ""])
+def test_a_budget_that_is_no_number_names_the_flag(text):
+    with pytest.raises(DataError) as caught:
+        _parse_budget(["--minutes", text])
+    assert str(caught.value) == (
+        f"--minutes: expected a number of minutes, such as 30, found {text!r}")

@@ -1,0 +1,87 @@
+"""How fast this machine trains and predicts a network: the figures a plan is priced with.
+
+A few seconds of training per network, timed after a warm-up, in the dtype
+policy the run uses, give its training images per second (one process), its
+prediction images per second (as a fold's validation and the ensemble predict:
+batches of 1024) and the fixed seconds a fold model pays besides (building,
+tracing training and prediction). src.plan scales these to the worker processes
+of ``--jobs`` and to each stage's images.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from src import model as cnn
+
+CALIBRATION_SECONDS = 3.0  # timed training per network, after the warm-up batches
+WARMUP_BATCHES = 3  # the first batches trace the training step: never timed
+CALIBRATION_IMAGES = 4096  # the images a calibration draws its batches from
+PREDICT_IMAGES = 4096  # images in the timed prediction
+PREDICT_BATCH = 1024  # what src.model.predict and a fold's validation use
+
+
+@dataclass
+class Speed:
+    """One network's measured speed on this machine, in one process."""
+
+    train_images_per_second: float
+    predict_images_per_second: float
+    startup_seconds: float  # per fold model: build, trace training and prediction
+
+    def as_dict(self) -> dict:
+        """The speed for the plan record."""
+        return {"train_images_per_second": round(self.train_images_per_second, 1),
+                "predict_images_per_second": round(self.predict_images_per_second, 1),
+                "startup_seconds": round(self.startup_seconds, 2)}
+
+
+class _StopAfter(keras.callbacks.Callback):
+    """Note when the warm-up batches end; stop training `seconds` of batches later."""
+
+    def __init__(self, warmup_batches: int, seconds: float):
+        super().__init__()
+        self.warmup_batches = warmup_batches
+        self.seconds = seconds
+        self.warm_at = self.ended_at = 0.0
+        self.timed_batches = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        if batch + 1 == self.warmup_batches:
+            self.warm_at = now
+        elif batch + 1 > self.warmup_batches and now - self.warm_at >= self.seconds:
+            self.timed_batches = batch + 1 - self.warmup_batches
+            self.ended_at = now
+            self.model.stop_training = True
+
+
+def measure_speed(hparams: dict, x: np.ndarray, y: np.ndarray, x_test: np.ndarray,
+                  batch_size: int, precision: str, seed: int = 0) -> Speed:
+    """Train the network of hparams for CALIBRATION_SECONDS after a warm-up, then predict
+    PREDICT_IMAGES test images; return its speed."""
+    cnn.use_precision(precision)
+    keras.utils.set_random_seed(seed)
+    tick = time.perf_counter()
+    model = cnn.build_cnn(cnn.hparams_from_dict(hparams))
+    timer = _StopAfter(WARMUP_BATCHES, CALIBRATION_SECONDS)
+    sample = np.arange(CALIBRATION_IMAGES) % len(x)
+    model.fit(cnn.make_dataset(x[sample], y[sample], batch_size, shuffle=True, seed=seed,
+                               repeat=True),
+              steps_per_epoch=10**9, epochs=1, callbacks=[timer], shuffle=False, verbose=0)
+    train_rate = timer.timed_batches * batch_size / (timer.ended_at - timer.warm_at)
+    startup = timer.warm_at - tick - WARMUP_BATCHES * batch_size / train_rate
+    images = x_test[np.arange(PREDICT_IMAGES) % len(x_test)]
+    traced = time.perf_counter()
+    cnn.predict(model, images[:PREDICT_BATCH])  # the first batch traces the prediction step
+    first_batch = time.perf_counter() - traced
+    predicted = time.perf_counter()
+    cnn.predict(model, images)
+    predict_rate = PREDICT_IMAGES / (time.perf_counter() - predicted)
+    startup += first_batch - PREDICT_BATCH / predict_rate
+    keras.backend.clear_session()
+    return Speed(train_rate, predict_rate, max(startup, 0.0))

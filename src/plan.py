@@ -1,0 +1,278 @@
+"""Plan a run to a budget: ``--minutes N`` on python -m src.tune and python -m src.submit.
+
+Given the speed of each network it may train on the machine at hand
+(src.calibrate), the planner prices every stage and takes from PLAN_TABLE the
+recipe with the best measured accuracy that fits: folds fixed by the table's
+row, epochs as many as fit up to the row's cap, test-time augmentation, then a
+pseudo-labelled round if the rest buys its fewest epochs, then more members
+while they fit. Flags the user gave are kept and the plan works around them.
+Nothing here reads a clock or a file: src.budget runs a plan, re-planning at
+stage boundaries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from src import ensemble
+from src.calibrate import Speed
+from src.config import Config
+from src.errors import DataError
+from src.util import format_duration
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """What a budget of from_minutes or more may buy, and where each number comes from."""
+
+    from_minutes: float
+    folds: int  # stratified folds per member
+    min_epochs: int  # a fold model's fewest epochs: a budget that cannot buy them is too short
+    max_epochs: int  # epochs grow with the budget up to here
+    max_members: int  # networks ensembled when the budget buys them
+    tta: bool  # test-time augmentation when its prediction cost fits
+    pseudo_threshold: float  # confidence a test image needs for round two; 0: no round two
+    pseudo_min_epochs: int
+    pseudo_max_epochs: int
+    search_share: float  # the search's share of a budget that covers tune and submit
+    search_max_epochs: int  # --tune-epochs grows with the share up to here
+    search_samples: int  # --tune-samples (0: every image)
+    source: str
+
+
+# The lead fills these from the measured runs; each row says where its numbers come from.
+PLAN_TABLE: tuple[PlanRow, ...] = (
+    PlanRow(
+        from_minutes=0, folds=3, min_epochs=5, max_epochs=20, max_members=1, tta=True,
+        pseudo_threshold=0.99, pseudo_min_epochs=4, pseudo_max_epochs=10,
+        search_share=0.15, search_max_epochs=6, search_samples=12_000,
+        source="README, Measured figures, quick profile: the default CNN x 3 folds x 20 epochs "
+        "scored 99.57% and 99.60% OOF (17m00s, 16m14s); 4 folds (99.52%) and a 2nd network "
+        "(top-2, 99.52%) did not pay at equal minutes; TTA adds 0.02-0.06% a member; the "
+        "search took 2m27s of 17m00s (14%) with 6 epochs on 12,000 images. Not measured yet: "
+        "min_epochs and the pseudo-labelled round (threshold, epochs)."),
+    PlanRow(
+        from_minutes=60, folds=5, min_epochs=5, max_epochs=45, max_members=3, tta=True,
+        pseudo_threshold=0.99, pseudo_min_epochs=4, pseudo_max_epochs=10,
+        search_share=0.15, search_max_epochs=30, search_samples=0,
+        source="The full profile's recipe (5 folds x 45 epochs x 3 networks, a 30-epoch "
+        "search on every image); not measured yet. README: 5 folds of the 1-conv CNN scored "
+        "99.50% with TTA against 99.48% for 3 folds, at 1.5x the minutes."),
+)
+
+# Two default-CNN folds side by side in 8m33s, one alone in 4m45s (README): two worker
+# processes train 1.11x the images per second of one. Not measured for more workers.
+PARALLEL_SPEEDUP = 1.11
+WORKER_START_SECONDS = 5.0  # a worker process imports TensorFlow: 3.6 s on the 2-core VM
+MODEL_LOAD_SECONDS = 0.5  # loading one saved fold model to predict with it
+# After the last prediction: weights, report and figures. The quick run's submit took
+# 14m33s, of which training 13m14s and prediction 69 s (README): about 10 s.
+TAIL_SECONDS = 15.0
+PSEUDO_SHARE_ESTIMATE = 1.0  # test images assumed to join round two until they are counted
+MIN_SEARCH_EPOCHS = 2
+FIRST, SECOND = "first round", "pseudo-labelled round"
+# The flags a plan chooses; when given they are kept, and they key the saved plan.
+PLANNED_FLAGS = ("folds", "epochs", "top_k", "include_default", "tta", "pseudo_threshold",
+                 "pseudo_epochs", "tune_epochs", "tune_samples", "max_trials", "tuner")
+
+
+def table_row(minutes: float) -> PlanRow:
+    """The PLAN_TABLE row for a budget: the last one it reaches."""
+    return [row for row in PLAN_TABLE if minutes >= row.from_minutes or row is PLAN_TABLE[0]][-1]
+
+
+# ---------------------------------------------------------------- prices
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """The labelled images a run trains on and the test images it predicts."""
+
+    train: int
+    test: int
+
+
+def fold_seconds(speed: Speed, train_images: float, held_images: float, epochs: int) -> float:
+    """One fold model trained alone: its start-up, then each epoch's training and validation."""
+    return speed.startup_seconds + epochs * (train_images / speed.train_images_per_second
+                                             + held_images / speed.predict_images_per_second)
+
+
+def training_seconds(fold_times: Sequence[float], jobs: int) -> float:
+    """Wall seconds to train fold models that take fold_times each alone, `jobs` at a time:
+    a group of models training together runs at PARALLEL_SPEEDUP times one alone."""
+    if jobs <= 1:
+        return sum(fold_times)
+    groups = [fold_times[start:start + jobs] for start in range(0, len(fold_times), jobs)]
+    return WORKER_START_SECONDS + sum(sum(group) / (PARALLEL_SPEEDUP if len(group) > 1 else 1)
+                                      for group in groups)
+
+
+def round_seconds(speeds: Sequence[Speed], sizes: Sizes, folds: int, epochs: int, jobs: int,
+                  extra: Sequence[float] = ()) -> float:
+    """Training one round: every network x fold, each fold's training part plus extra[fold]
+    pseudo-labelled images."""
+    held = sizes.train / folds
+    times = [fold_seconds(speed, sizes.train - held + (extra[fold] if extra else 0), held, epochs)
+             for speed in speeds for fold in range(folds)]
+    return training_seconds(times, jobs)
+
+
+def prediction_seconds(speeds: Sequence[Speed], sizes: Sizes, folds: int, tta: bool) -> float:
+    """Predicting one round: each fold model loads, then predicts its held-out part and the
+    test set, five passes each with TTA."""
+    passes = len(ensemble.TTA_SHIFTS) if tta else 1
+    images = (sizes.train / folds + sizes.test) * passes
+    return folds * sum(MODEL_LOAD_SECONDS + images / speed.predict_images_per_second
+                       for speed in speeds)
+
+
+# ---------------------------------------------------------------- the plan
+
+
+@dataclass
+class Plan:
+    """What a budget buys, what each stage should take, and the decisions taken at stage
+    boundaries (saved with it, so that a rerun keeps them)."""
+
+    minutes: float  # the budget of tune and submit together
+    seconds: float  # this command's part: the budget less what the search spent
+    search_seconds: float
+    row: float  # the PLAN_TABLE row's from_minutes
+    members: list[str]
+    folds: int
+    epochs: int
+    tta: bool
+    pseudo_threshold: float
+    pseudo_epochs: int  # as planned; decided again after the first round
+    jobs: int
+    sizes: Sizes
+    speeds: dict[str, Speed]  # per candidate network, members first
+    stages: dict[str, float]  # planned seconds per stage, in order
+    given: list[str]
+    decisions: dict[str, object] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """The plan as JSON, for <artifacts>/plans/."""
+        return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        """The plan that to_json wrote."""
+        values = json.loads(text)
+        values["sizes"] = Sizes(**values["sizes"])
+        values["speeds"] = {name: Speed(**speed) for name, speed in values["speeds"].items()}
+        return cls(**values)
+
+    def member_speeds(self) -> list[Speed]:
+        """The speeds of the networks this plan trains."""
+        return [self.speeds[name] for name in self.members]
+
+    def eta(self) -> float:
+        """Planned seconds from this command's start to its end."""
+        return sum(self.stages.values())
+
+
+def flag_choices(config: Config, name: str, largest: int, smallest: int) -> list[int]:
+    """The flag's value when given, else every value from largest down to smallest."""
+    if name in config.flags_given:
+        return [getattr(config, name)]
+    return list(range(largest, smallest - 1, -1))
+
+
+def plan_ensemble(config: Config, speeds: dict[str, Speed], sizes: Sizes, elapsed: float,
+                  search_seconds: float = 0.0) -> Plan:
+    """The best recipe PLAN_TABLE allows within config.minutes, given the speeds of the
+    candidate networks (best first), the seconds already spent by this command (elapsed)
+    and by the search; a DataError naming the shortest workable budget when none fits."""
+    row, given = table_row(config.minutes), config.flags_given
+    folds = config.folds if "folds" in given else row.folds
+    names = list(speeds)
+    first = names if "top_k" in given else names[:1]
+    seconds = config.minutes * 60 - search_seconds
+    threshold = config.pseudo_threshold if "pseudo_threshold" in given else row.pseudo_threshold
+    pseudo_choices = flag_choices(config, "pseudo_epochs", row.pseudo_max_epochs,
+                                  row.pseudo_min_epochs) if threshold > 0 else [0]
+    estimate = [sizes.test * PSEUDO_SHARE_ESTIMATE] * folds
+
+    def stages(members: list[str], epochs: int, tta: bool, pseudo_epochs: int) -> dict:
+        chosen = [speeds[name] for name in members]
+        planned = {"load and calibrate": elapsed,
+                   f"train, {FIRST}": round_seconds(chosen, sizes, folds, epochs, config.jobs),
+                   f"predict, {FIRST}": prediction_seconds(chosen, sizes, folds, tta)}
+        if pseudo_epochs:
+            planned[f"train, {SECOND}"] = round_seconds(chosen, sizes, folds, pseudo_epochs,
+                                                        config.jobs, estimate)
+            planned[f"predict, {SECOND}"] = prediction_seconds(chosen, sizes, folds, tta)
+        return {**planned, "report": TAIL_SECONDS}
+
+    def fits(members, epochs, tta, pseudo_epochs) -> bool:
+        return sum(stages(members, epochs, tta, pseudo_epochs).values()) <= seconds
+
+    epoch_choices = flag_choices(config, "epochs", row.max_epochs, row.min_epochs)
+    forced_pseudo = pseudo_choices[-1] if "pseudo_epochs" in given else 0
+    tta_choices = [config.tta] if "tta" in given else [True, False] if row.tta else [False]
+    for tta in tta_choices:
+        epochs = next((e for e in epoch_choices if fits(first, e, tta, forced_pseudo)), 0)
+        if epochs:
+            break
+    else:
+        shortest = sum(stages(first, epoch_choices[-1], tta_choices[-1], forced_pseudo).values())
+        raise too_short(config, shortest + search_seconds, search_seconds,
+                        f"{len(first)} network(s) x {folds} folds x {epoch_choices[-1]} epochs"
+                        f"{', TTA' if tta_choices[-1] else ''}")
+    pseudo_epochs = next((p for p in pseudo_choices if fits(first, epochs, tta, p)), 0)
+    members = list(first)
+    for name in [] if "top_k" in given else names[1:row.max_members]:
+        if not fits([*members, name], epochs, tta, pseudo_epochs):
+            break
+        members.append(name)
+    return Plan(minutes=config.minutes, seconds=seconds, search_seconds=search_seconds,
+                row=row.from_minutes, members=members, folds=folds, epochs=epochs, tta=tta,
+                pseudo_threshold=threshold, pseudo_epochs=pseudo_epochs, jobs=config.jobs,
+                sizes=sizes, speeds=speeds,
+                stages=stages(members, epochs, tta, pseudo_epochs),
+                given=sorted(set(given) & set(PLANNED_FLAGS)))
+
+
+def too_short(config: Config, shortest_seconds: float, search_seconds: float,
+              smallest: str) -> DataError:
+    """The error for a budget that cannot buy the smallest plan."""
+    shortest = math.ceil(shortest_seconds / 6) / 10  # minutes, rounded up to a tenth
+    spent = (f"; the search already spent {format_duration(search_seconds)} of it"
+             if search_seconds else "")
+    return DataError(f"a budget of at least {shortest:g} minutes on this machine",
+                     f"{config.minutes:g}", column="--minutes",
+                     hint=f"the smallest plan: {smallest}{spent}")
+
+
+def describe(plan: Plan, reused: bool) -> list[str]:
+    """The plan as the lines a run prints before it trains."""
+    members = ", ".join(plan.members)
+    lines = [f"plan for {plan.minutes:g} minutes on this machine (PLAN_TABLE row from "
+             f"{plan.row:g} minutes){', reused from an earlier run' if reused else ''}:"]
+    if plan.search_seconds:
+        lines.append(f"  the search spent {format_duration(plan.search_seconds)}; this run "
+                     f"has {format_duration(plan.seconds)}")
+    for name in plan.members:
+        speed = plan.speeds[name]
+        lines.append(f"  {name}: {speed.train_images_per_second:,.0f} training and "
+                     f"{speed.predict_images_per_second:,.0f} prediction images/s in one "
+                     f"process, {speed.startup_seconds:.1f}s to start a fold model")
+    if plan.jobs > 1:
+        lines.append(f"  {plan.jobs} fold models at once: {PARALLEL_SPEEDUP}x one's speed")
+    lines.append(f"  {members} x {plan.folds} folds x {plan.epochs} epochs"
+                 f"{', TTA' if plan.tta else ''}")
+    if plan.pseudo_epochs:
+        lines.append(f"  then a pseudo-labelled round (confidence >= {plan.pseudo_threshold:g})"
+                     f" x {plan.pseudo_epochs} epochs, decided again after the first round")
+    lines += [f"    {stage}: {format_duration(seconds)}" for stage, seconds in plan.stages.items()]
+    lines.append(f"  ETA {format_duration(plan.eta())} of {format_duration(plan.seconds)}")
+    if plan.eta() < 0.9 * plan.seconds:
+        lines.append("  ends early: more epochs, rounds or networks are capped by PLAN_TABLE "
+                     "or do not fit")
+    return lines

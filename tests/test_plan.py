@@ -1,0 +1,336 @@
+"""--minutes: the planner on stand-in speeds, the budget on a stand-in clock, and the
+command lines end to end on the fixture."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from src import budget, calibrate, plan, submit, tune
+from src.calibrate import Speed
+from src.config import Config, run_cli
+from src.errors import DataError
+
+# About the default CNN in one process on the 2-core VM (README: a 20-epoch fold of
+# 28,000 images trained alone in 4m45s); a GPU stands in as 20 times that.
+CPU = Speed(train_images_per_second=2200, predict_images_per_second=10_000,
+            startup_seconds=4.0)
+GPU = Speed(44_000, 200_000, 4.0)
+REAL = plan.Sizes(train=42_000, test=28_000)
+CALIBRATED_AFTER = 15.0  # seconds of loading and timing before the plan
+
+
+def _config(minutes: float, jobs: int = 2, **given) -> Config:
+    return Config(minutes=minutes, jobs=jobs, flags_given=frozenset(given), **given)
+
+
+def _plan(minutes: float, speeds=None, search_seconds: float = 0.0, **given) -> plan.Plan:
+    return plan.plan_ensemble(_config(minutes, **given), speeds or {"default": CPU}, REAL,
+                              CALIBRATED_AFTER, search_seconds)
+
+
+def test_two_workers_train_a_pair_at_the_measured_speedup():
+    # README: two folds side by side in 8m33s, one alone in 4m45s; the odd fold trains alone.
+    seconds = plan.training_seconds([285.0] * 3, jobs=2)
+    assert seconds == pytest.approx(plan.WORKER_START_SECONDS + 2 * 285 / 1.11 + 285)
+    assert plan.training_seconds([285.0] * 3, jobs=1) == 3 * 285
+
+
+def test_eight_minutes_buys_fewer_epochs_and_no_second_round():
+    short = _plan(8)
+    row = plan.PLAN_TABLE[0]
+    assert short.folds == row.folds == 3 and short.members == ["default"]
+    assert row.min_epochs <= short.epochs < row.max_epochs
+    assert short.pseudo_epochs == 0
+    assert 0.9 * 8 * 60 <= short.eta() <= 8 * 60
+
+
+def test_half_an_hour_buys_the_quick_recipe_then_a_pseudo_labelled_round():
+    quick = _plan(30)
+    row = plan.PLAN_TABLE[0]
+    assert (quick.folds, quick.epochs, quick.tta) == (3, row.max_epochs, True)
+    assert row.pseudo_min_epochs <= quick.pseudo_epochs <= row.pseudo_max_epochs
+    assert quick.pseudo_threshold == row.pseudo_threshold
+    assert 0.9 * 30 * 60 <= quick.eta() <= 30 * 60
+    # Minutes the search spent come off the budget: the second round gets fewer epochs.
+    after_search = _plan(30, search_seconds=300)
+    assert after_search.seconds == 30 * 60 - 300
+    assert after_search.epochs == quick.epochs and after_search.pseudo_epochs < quick.pseudo_epochs
+
+
+def test_a_faster_machine_buys_every_cap_and_says_it_ends_early():
+    candidates = {"default": GPU, "rank1": GPU, "rank2": GPU}
+    half_hour = _plan(30, candidates)
+    row = plan.PLAN_TABLE[0]
+    assert (half_hour.epochs, half_hour.pseudo_epochs) == (row.max_epochs, row.pseudo_max_epochs)
+    assert half_hour.members == ["default"]  # the row's max_members: a 2nd network did not pay
+    assert any("ends early" in line for line in plan.describe(half_hour, reused=False))
+    two_hours = _plan(120, candidates)
+    long_row = plan.table_row(120)
+    assert long_row is plan.PLAN_TABLE[1]
+    assert (two_hours.folds, two_hours.epochs) == (long_row.folds, long_row.max_epochs)
+    assert two_hours.members == ["default", "rank1", "rank2"]
+
+
+def test_flags_given_are_kept_and_the_plan_works_around_them():
+    kept = _plan(30, {"rank1": CPU, "default": CPU}, epochs=7, folds=4, tta=False,
+                 pseudo_threshold=0.0, top_k=2)
+    assert (kept.epochs, kept.folds, kept.tta, kept.pseudo_epochs) == (7, 4, False, 0)
+    assert kept.members == ["rank1", "default"]  # --top-k given: every loaded member
+    assert kept.given == ["epochs", "folds", "pseudo_threshold", "top_k", "tta"]
+    forced = _plan(8, pseudo_epochs=2)
+    assert forced.pseudo_epochs == 2 and forced.epochs < _plan(8).epochs
+
+
+def _shortest(error: DataError) -> float:
+    return float(re.search(r"at least ([\d.]+) minutes", str(error)).group(1))
+
+
+@pytest.mark.parametrize("minutes", [1, 0, -3])
+def test_a_budget_too_short_names_the_shortest_workable_one(minutes):
+    with pytest.raises(DataError) as caught:
+        _plan(minutes)
+    message = str(caught.value)
+    assert message.startswith("--minutes: expected a budget of at least ")
+    assert f"on this machine, found {minutes}" in message
+    assert "1 network(s) x 3 folds x 5 epochs" in message
+    # The shortest is workable: the smallest plan, no TTA and no second round.
+    smallest = _plan(_shortest(caught.value))
+    assert (smallest.epochs, smallest.tta, smallest.pseudo_epochs) == (5, False, 0)
+
+
+def test_the_shortest_budget_counts_what_the_search_spent():
+    with pytest.raises(DataError) as caught:
+        _plan(3, search_seconds=150)
+    assert "the search already spent 2m30s of it" in str(caught.value)
+    assert _plan(_shortest(caught.value), search_seconds=150).epochs == 5
+
+
+def test_the_plan_survives_its_file():
+    quick = _plan(30)
+    quick.decisions["pseudo_epochs"] = 7
+    assert plan.Plan.from_json(quick.to_json()) == quick
+
+
+class Clock:
+    """A stand-in for time.perf_counter that a test moves by hand."""
+
+    def __init__(self, now: float = 0.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _through(planned: plan.Plan, stage: str) -> float:
+    """Planned seconds from the start to the end of stage."""
+    names = list(planned.stages)
+    return sum(list(planned.stages.values())[:names.index(stage) + 1])
+
+
+def test_tta_stays_on_when_on_time_and_goes_when_behind(capsys):
+    quick = _plan(30)
+    clock = Clock(CALIBRATED_AFTER)
+    on_time = budget.Budget(quick, started=0.0, clock=clock)
+    clock.now = _through(quick, "train, first round")
+    assert on_time.training_done(pseudo_round=False) is True
+    late = budget.Budget(_plan(30), started=0.0, clock=Clock(CALIBRATED_AFTER))
+    late.clock.now = 30 * 60 - 60  # a minute left: five passes would not fit
+    assert late.training_done(pseudo_round=False) is False
+    assert "test-time augmentation for the first round: off" in capsys.readouterr().out
+    assert late.settings_used()["tta"] is False
+
+
+@pytest.mark.parametrize("lead, expected", [(0, "as planned"), (300, "more"), (-120, "fewer"),
+                                            (-900, "none")])
+def test_the_pseudo_labelled_round_gets_what_the_time_left_buys(lead, expected):
+    quick = _plan(30, search_seconds=300)  # a second round below its cap, to grow or shrink
+    clock = Clock(CALIBRATED_AFTER)
+    run = budget.Budget(quick, started=0.0, clock=clock)
+    clock.now = _through(quick, "predict, first round") - lead
+    epochs = run.pseudo_epochs([27_000] * quick.folds)
+    if expected == "as planned":
+        assert epochs == quick.pseudo_epochs
+    elif expected == "more":
+        assert quick.pseudo_epochs < epochs <= plan.PLAN_TABLE[0].pseudo_max_epochs
+    elif expected == "fewer":
+        assert plan.PLAN_TABLE[0].pseudo_min_epochs <= epochs < quick.pseudo_epochs
+    else:
+        assert epochs == 0
+
+
+def test_a_rerun_keeps_the_decisions_of_the_first_run(tmp_path):
+    path = tmp_path / "plan.json"
+    clock = Clock(CALIBRATED_AFTER)
+    first = budget.Budget(_plan(30), started=0.0, path=path, clock=clock)
+    clock.now = _through(first.plan, "train, first round")
+    assert first.training_done(pseudo_round=False) is True
+    planned_epochs = first.pseudo_epochs([27_000] * 3)
+    # The rerun reuses the fold models and is far behind its own clock: it decides nothing.
+    saved = plan.Plan.from_json(path.read_text())
+    rerun = budget.Budget(saved, started=0.0, clock=Clock(30 * 60 - 30), reused=True)
+    assert rerun.training_done(pseudo_round=False) is True
+    assert rerun.pseudo_epochs([0] * 3) == planned_epochs
+
+
+def test_the_record_holds_planned_and_actual_seconds_per_stage():
+    quick = _plan(30)
+    clock = Clock(CALIBRATED_AFTER)
+    run = budget.Budget(quick, started=0.0, clock=clock)
+    clock.now += 700
+    run.training_done(pseudo_round=False)
+    clock.now += 60
+    run.prediction_done(pseudo_round=False)
+    record = run.record()
+    stages = {row["stage"]: row for row in record["stages"]}
+    assert stages["train, first round"]["actual_seconds"] == 700
+    assert stages["predict, first round"]["actual_seconds"] == 60
+    assert stages["load and calibrate"]["actual_seconds"] == CALIBRATED_AFTER
+    assert stages["report"]["actual_seconds"] is None
+    assert record["decisions"] == {"tta, first round": True}
+    assert record["speeds"]["default"]["train_images_per_second"] == 2200
+    json.dumps(record)  # goes into metrics.json as it is
+
+
+def test_the_search_takes_its_share_and_a_rerun_keeps_its_epochs(tmp_path, monkeypatch):
+    _stand_in_speed(monkeypatch)
+    x, y = np.zeros((9600, 28, 28, 1), np.uint8), np.arange(9600) % 10
+    train, validation = (x, y), (x[:2400], y[:2400])
+
+    def ten_trials(config):  # as a Hyperband of 10 trials would, each of --tune-epochs
+        return [config.tune_epochs] * 10
+
+    def search(minutes, now):
+        config = Config(minutes=minutes, artifacts_dir=str(tmp_path), tune_samples=12_000)
+        return budget.plan_search(config, train, validation, 0.0, ten_trials, Clock(now))
+
+    # 15% of 30 minutes is 270 s; a trial costs 4 s + 4.6 s an epoch at the stand-in speed
+    config, record = search(30, now=10)
+    assert config.tune_epochs == 4 < plan.PLAN_TABLE[0].search_max_epochs
+    assert record["share_seconds"] == 270 and record["planned_seconds"] <= 270
+    assert search(30, now=200)[0].tune_epochs == 4  # the rerun resumes the same search
+    with pytest.raises(DataError) as caught:
+        search(8, now=10)
+    assert str(caught.value) == (
+        "--minutes: expected a budget of at least 15.8 minutes on this machine, found 8 "
+        "(the smallest plan: a search of 2 epochs a trial, 15% of the budget)")
+
+
+# ---------------------------------------------------------------- the command lines
+
+
+def _stand_in_speed(monkeypatch, speed: Speed = CPU) -> list[dict]:
+    """Replace the calibration by a fixed speed; return the networks it was asked to time."""
+    timed = []
+
+    def measure(hparams, *args, **kwargs):
+        timed.append(hparams)
+        return speed
+
+    monkeypatch.setattr(calibrate, "measure_speed", measure)
+    return timed
+
+
+def _submit_args(data_dir, tmp_path, *extra):
+    return ["--data-dir", str(data_dir), "--profile", "smoke", "--jobs", "1",
+            "--artifacts-dir", str(tmp_path / "artifacts"),
+            "--submissions-dir", str(tmp_path / "submissions"), *extra]
+
+
+@pytest.mark.parametrize("main", [submit.main, tune.main], ids=["submit", "tune"])
+def test_a_budget_that_is_no_number_is_one_line_exit_2(main, kaggle_dir_readonly, tmp_path,
+                                                      capsys):
+    argv = ["--data-dir", str(kaggle_dir_readonly), "--artifacts-dir", str(tmp_path / "a"),
+            "--minutes", "thirty"]
+    assert run_cli(main, argv) == 2
+    assert capsys.readouterr().err == (
+        "error: --minutes: expected a number of minutes, such as 30, found 'thirty'\n")
+    assert not (tmp_path / "a").exists()
+
+
+def test_a_too_short_budget_is_one_line_exit_2_and_writes_nothing(
+        kaggle_dir_readonly, tmp_path, capsys, monkeypatch):
+    _stand_in_speed(monkeypatch)
+    with pytest.warns(UserWarning):  # no search: the default CNN
+        code = run_cli(submit.main,
+                       _submit_args(kaggle_dir_readonly, tmp_path, "--minutes", "0.05"))
+    assert code == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith("error: --minutes: expected a budget of at least ")
+    assert err.endswith("found 0.05 (the smallest plan: 1 network(s) x 3 folds x 5 epochs)")
+    assert not (tmp_path / "submissions").exists() and not (tmp_path / "artifacts").exists()
+
+
+def test_plan_only_prints_the_plan_and_trains_nothing(kaggle_dir_readonly, tmp_path, capsys,
+                                                      monkeypatch):
+    timed = _stand_in_speed(monkeypatch)
+    with pytest.warns(UserWarning):
+        assert run_cli(submit.main, _submit_args(kaggle_dir_readonly, tmp_path, "--minutes", "3",
+                                                 "--plan-only")) == 0
+    out = capsys.readouterr().out
+    assert "plan for 3 minutes on this machine (PLAN_TABLE row from 0 minutes):" in out
+    assert "default x 3 folds x 20 epochs, TTA" in out and "ETA " in out
+    assert len(timed) == 1
+    assert not (tmp_path / "artifacts").exists() and not (tmp_path / "submissions").exists()
+
+
+@pytest.mark.slow
+def test_tune_records_its_minutes_and_submit_plans_the_rest(kaggle_dir_readonly, tmp_path,
+                                                            capsys, monkeypatch):
+    _stand_in_speed(monkeypatch)
+    artifacts = tmp_path / "artifacts"
+    args = ["--data-dir", str(kaggle_dir_readonly), "--artifacts-dir", str(artifacts),
+            "--profile", "smoke", "--tune-samples", "300", "--tuner", "random",
+            "--max-trials", "2", "--minutes", "3"]
+    assert tune.main(args) == 0
+    out = capsys.readouterr().out
+    assert "the search's share 27s: up to " in out  # 15% of 3 minutes
+    best = json.loads((artifacts / "tune" / "best_hparams.json").read_text())
+    record = best["budget"]
+    assert record["minutes"] == 3 and 0 < record["spent_seconds"]
+    assert plan.MIN_SEARCH_EPOCHS <= record["tune_epochs"] <= plan.PLAN_TABLE[0].search_max_epochs
+    assert best["top"][0]["epochs"] <= record["tune_epochs"]
+    # The same command again resumes the same search: the saved plan, not a new one.
+    assert tune.main(args) == 0
+    assert "Reloading Tuner" in capsys.readouterr().out
+    # submit with the same budget plans what the search left.
+    assert run_cli(submit.main, _submit_args(kaggle_dir_readonly, tmp_path, "--minutes", "3",
+                                             "--plan-only")) == 0
+    assert "the search spent " in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_minutes_end_to_end_on_the_fixture_and_a_rerun_keeps_the_plan(
+        kaggle_dir_readonly, tmp_path, capsys):
+    """The real calibration and a real run, its size fixed by flags (the plan works around
+    them): what is asserted is the plan and its record, never the clock."""
+    args = _submit_args(kaggle_dir_readonly, tmp_path, "--minutes", "5", "--train-samples",
+                        "300", "--folds", "2", "--epochs", "2", "--pseudo-epochs", "1")
+    with pytest.warns(UserWarning):
+        assert run_cli(submit.main, args) == 0
+    out = capsys.readouterr().out
+    assert "plan: timing 1 network(s) on this machine" in out
+    assert "default x 2 folds x 2 epochs, TTA" in out
+    assert "plan: train, first round took " in out and "plan: ended in " in out
+    [run_dir] = [p for p in (tmp_path / "submissions").iterdir()
+                 if p.is_dir() and not p.is_symlink()]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    record = metrics["plan"]
+    assert (record["minutes"], record["folds"], record["epochs"]) == (5, 2, 2)
+    assert record["reused_plan"] is False and record["speeds"]["default"]["startup_seconds"] >= 0
+    assert set(record["decisions"]) == {"tta, first round", "pseudo_epochs",
+                                        "tta, pseudo-labelled round"}
+    assert all(row["actual_seconds"] is not None for row in record["stages"]
+               if row["stage"] != "report")
+    assert "## Plan for 5 minutes" in (run_dir / "report.md").read_text()
+    [saved] = (tmp_path / "artifacts" / "plans").glob("submit-*.json")
+    # The rerun takes the saved plan and its decisions, and with them every fold model.
+    with pytest.warns(UserWarning):
+        assert run_cli(submit.main, args) == 0
+    out = capsys.readouterr().out
+    assert "reused from an earlier run" in out and "plan: timing" not in out
+    assert "trained 0, reused 4" in out and "as an earlier run decided" in out
+    assert list((tmp_path / "artifacts" / "plans").glob("submit-*.json")) == [saved]
