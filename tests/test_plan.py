@@ -3,6 +3,7 @@ command lines end to end on the fixture."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -21,6 +22,23 @@ CPU = Speed(train_images_per_second=2200, predict_images_per_second=10_000,
 GPU = Speed(44_000, 200_000, 4.0)
 REAL = plan.Sizes(train=42_000, test=28_000)
 CALIBRATED_AFTER = 15.0  # seconds of loading and timing before the plan
+SHIPPED_TABLE = plan.PLAN_TABLE
+
+
+@pytest.fixture(autouse=True)
+def _table_with_a_pseudo_labelled_round(monkeypatch):
+    """The planner's mechanics are tested on a table whose rows buy every stage: 20 epochs
+    at most, then a pseudo-labelled round (the shipped table has none: it did not pay)."""
+    monkeypatch.setattr(plan, "PLAN_TABLE", tuple(
+        dataclasses.replace(row, max_epochs=min(row.max_epochs, 20 if i == 0 else 45),
+                            pseudo_threshold=0.99) for i, row in enumerate(SHIPPED_TABLE)))
+
+
+def test_the_shipped_table_buys_epochs_not_a_second_round_or_network(monkeypatch):
+    monkeypatch.setattr(plan, "PLAN_TABLE", SHIPPED_TABLE)
+    quick = _plan(30, {"default": CPU, "rank1": CPU})
+    assert quick.members == ["default"] and quick.pseudo_epochs == 0
+    assert quick.epochs > 20 and quick.eta() <= 30 * 60
 
 
 def _config(minutes: float, jobs: int = 2, **given) -> Config:
