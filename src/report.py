@@ -1,9 +1,8 @@
 """The evaluation report: metrics.json, report.md, report.html and PNG figures.
 
 Everything is computed from out-of-fold (OOF) probabilities, so every number
-is an honest cross-validated estimate. Figures are drawn on matplotlib Figure
-objects with an Agg canvas, never through pyplot: the global backend (a
-notebook's inline one, say) is left alone and no figure outlives its save.
+is an honest cross-validated estimate. The figures are drawn and saved by
+src.figures; the report links them with their captions.
 The Markdown and the HTML come from one list of blocks, so they always agree.
 """
 
@@ -16,36 +15,15 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import pandas as pd
-import seaborn as sns
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import classification_report, confusion_matrix
 
+from src.figures import DIGITS, ENSEMBLE, FIGURE_CAPTIONS, NUM_CLASSES, write_figures
 from src.util import write_atomically
 
-NUM_CLASSES = 10  # as src.data; not imported from there to keep this module free of TensorFlow
-DIGITS = list(range(NUM_CLASSES))
-GALLERY_SIZE = 36
-GALLERY_COLUMNS = 6
 LEADERBOARD_ROWS = 10
 MOST_CONFUSED_PAIRS = 10
-DPI = 110
-ENSEMBLE = "ensemble"
-
-FIGURE_CAPTIONS = {
-    "model_accuracy.png": "Out-of-fold accuracy with its 95% interval, per configuration and "
-                          "for the ensemble",
-    "per_digit.png": "Precision, recall and F1 of the ensemble per digit (out of fold)",
-    "confusion_matrix.png": "Confusion matrix of the ensemble (out of fold); red cells are errors",
-    "misclassified.png": "Misclassified training digits, most confident mistakes first",
-    "training_curves.png": "Accuracy and loss per epoch of every fold model",
-    "class_balance.png": "Predicted class balance on the test set against the training labels",
-}
 
 
 @dataclass
@@ -79,15 +57,6 @@ def accuracy_interval(correct: int, total: int, z: float = 1.96) -> tuple[float,
     centre = (share + z * z / (2 * total)) / shrink
     half_width = z / shrink * math.sqrt(share * (1 - share) / total + z * z / (4 * total * total))
     return max(0.0, centre - half_width), min(1.0, centre + half_width)
-
-
-def worst_misclassified(y_true: np.ndarray, probs: np.ndarray,
-                        limit: int = GALLERY_SIZE) -> np.ndarray:
-    """Indices of the misclassified images, most confident mistake first, at most ``limit``."""
-    predicted = probs.argmax(axis=1)
-    wrong = np.flatnonzero(predicted != y_true)
-    confidence = probs[wrong, predicted[wrong]]
-    return wrong[np.argsort(-confidence, kind="stable")[:limit]]
 
 
 def _check_inputs(inputs: ReportInputs) -> None:
@@ -180,177 +149,6 @@ def build_metrics(inputs: ReportInputs) -> dict:
         "plan": inputs.plan,
         "run_info": inputs.run_info,
     })
-
-
-# ---------------------------------------------------------------- figures
-
-
-def _new_figure(width: float, height: float) -> Figure:
-    figure = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _plot_model_accuracy(metrics: dict) -> Figure:
-    """Each configuration's and the ensemble's accuracy as a dot with its 95% interval."""
-    rows = [(f"{name} (OOF)", score, "tab:blue") for name, score in metrics["models"].items()]
-    rows.append(("ensemble (OOF)", metrics[ENSEMBLE], "tab:red"))
-    if metrics["holdout"] is not None:
-        rows.append(("ensemble (labelled test)", metrics["holdout"], "tab:purple"))
-    figure = _new_figure(9, 1.2 + 0.55 * len(rows))
-    ax = figure.subplots()
-    lows = [100 * score["ci95_low"] for _, score, _ in rows]
-    highs = [100 * score["ci95_high"] for _, score, _ in rows]
-    for position, (_, score, colour) in enumerate(rows):
-        accuracy = 100 * score["accuracy"]
-        ax.errorbar(accuracy, position, xerr=[[accuracy - lows[position]],
-                                              [highs[position] - accuracy]],
-                    fmt="o", color=colour, capsize=5, markersize=7, linewidth=2)
-    positions = range(len(rows))
-    ax.set_yticks(positions, [label for label, _, _ in rows])
-    ax.set_ylim(len(rows) - 0.5, -0.5)
-    # The values go in a right-hand column so the x-axis can stop at 100%.
-    values = ax.secondary_yaxis("right")
-    values.set_yticks(positions, [f"{score['accuracy']:.2%}  ({score['errors']:,} errors)"
-                                  for _, score, _ in rows])
-    values.tick_params(length=0)
-    span = max(max(highs) - min(lows), 0.05)
-    ax.set_xlim(min(lows) - 0.1 * span, min(max(highs) + 0.1 * span, 100 + 0.02 * span))
-    ax.set_xlabel("accuracy (%), with 95% Wilson interval")
-    ax.set_title("Accuracy per configuration and of the ensemble")
-    ax.grid(axis="x", alpha=0.3)
-    return figure
-
-
-def _plot_per_digit(report: dict) -> Figure:
-    """Precision, recall and F1 per digit as grouped bars, the y-axis zoomed onto the values."""
-    measures = [("precision", "tab:blue"), ("recall", "tab:orange"), ("f1-score", "tab:green")]
-    values = np.array([[report[str(digit)][measure] for digit in DIGITS]
-                       for measure, _ in measures])
-    figure = _new_figure(10, 4.5)
-    ax = figure.subplots()
-    width = 0.27
-    for row, (measure, colour) in enumerate(measures):
-        ax.bar(np.arange(NUM_CLASSES) + (row - 1) * width, values[row], width,
-               label=measure.replace("-score", ""), color=colour)
-    bottom = max(0.0, math.floor((values.min() - 0.005) * 100) / 100)
-    ax.set_ylim(bottom, 1 + (1 - bottom) * 0.02)
-    ax.set_xticks(range(NUM_CLASSES), [str(digit) for digit in DIGITS])
-    ax.set_xlabel("digit")
-    ax.set_ylabel("score")
-    ax.set_title(f"Per-digit precision, recall and F1 (y-axis from {bottom:.2f})")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
-    return figure
-
-
-def _plot_confusion(matrix: list[list[int]]) -> Figure:
-    """The confusion matrix with counts: diagonal in grey, errors on their own red scale."""
-    counts = np.array(matrix)
-    off_diagonal = ~np.eye(NUM_CLASSES, dtype=bool)
-    labels = np.where(off_diagonal & (counts == 0), "", counts.astype(str))
-    figure = _new_figure(8.5, 7)
-    ax = figure.subplots()
-    sns.heatmap(counts, mask=off_diagonal, annot=labels, fmt="", cmap=["#d9d9d9"], cbar=False,
-                linewidths=0.5, linecolor="white", annot_kws={"fontsize": 9,
-                                                              "fontweight": "bold"}, ax=ax)
-    sns.heatmap(counts, mask=~off_diagonal, annot=labels, fmt="", cmap="Reds", vmin=0,
-                vmax=max(1, int(counts[off_diagonal].max())), linewidths=0.5,
-                linecolor="white", annot_kws={"fontsize": 10},
-                cbar_kws={"label": "misclassified images"}, ax=ax)
-    ax.set_xlabel("predicted digit")
-    ax.set_ylabel("true digit")
-    ax.tick_params(axis="y", rotation=0)
-    ax.set_title(f"Ensemble confusion matrix, out of fold ({int(counts.sum()):,} images)")
-    return figure
-
-
-def _plot_misclassified(images: np.ndarray, y_true: np.ndarray, probs: np.ndarray,
-                        worst: np.ndarray, total_errors: int) -> Figure:
-    """A gallery of misclassified digits titled "true 4 → pred 9 (0.97)"."""
-    columns = min(GALLERY_COLUMNS, len(worst))
-    rows = math.ceil(len(worst) / columns)
-    figure = _new_figure(max(columns, 3) * 1.75, rows * 1.85 + 0.5)
-    axes = figure.subplots(rows, columns, squeeze=False).ravel()
-    for ax in axes:
-        ax.axis("off")
-    for ax, index in zip(axes, worst, strict=False):  # spare axes stay blank
-        predicted = int(probs[index].argmax())
-        ax.imshow(images[index].squeeze(), cmap="gray_r", vmin=0, vmax=255)
-        ax.set_title(f"true {int(y_true[index])} → pred {predicted} "
-                     f"({probs[index, predicted]:.2f})", fontsize=9)
-    figure.suptitle(f"Misclassified training digits: {len(worst)} most confident of "
-                    f"{total_errors:,} errors", fontsize=12)
-    return figure
-
-
-def _plot_training_curves(histories: list[dict]) -> Figure:
-    """Accuracy and loss per epoch, train solid and validation dashed, one colour per model."""
-    models = list(dict.fromkeys(entry["model"] for entry in histories))
-    colours = {model: matplotlib.colormaps["tab10"](rank % 10) for rank, model in enumerate(models)}
-    figure = _new_figure(12, 4.5)
-    axes = figure.subplots(1, 2)
-    for ax, metric in zip(axes, ("accuracy", "loss"), strict=True):
-        for entry in histories:
-            for key, style in ((metric, "-"), (f"val_{metric}", "--")):
-                series = entry["history"].get(key)
-                if series:
-                    ax.plot(range(1, len(series) + 1), series, style,
-                            color=colours[entry["model"]], alpha=0.75, linewidth=1.3)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(metric)
-        ax.set_title(f"{metric.capitalize()} per epoch")
-        ax.grid(alpha=0.3)
-    handles = [Line2D([], [], color=colours[model], label=model) for model in models]
-    handles += [Line2D([], [], color="grey", linestyle="-", label="train"),
-                Line2D([], [], color="grey", linestyle="--", label="validation")]
-    axes[1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1))
-    folds = len(histories)
-    figure.suptitle(f"Training curves of {folds} fold model{'s' if folds != 1 else ''}",
-                    fontsize=12)
-    return figure
-
-
-def _plot_class_balance(test_counts: list[int], y_true: np.ndarray) -> Figure:
-    """Share of each digit among test predictions beside its share among training labels."""
-    test_share = 100 * np.array(test_counts) / max(1, sum(test_counts))
-    train_share = 100 * np.bincount(y_true, minlength=NUM_CLASSES) / len(y_true)
-    figure = _new_figure(10, 4.2)
-    ax = figure.subplots()
-    width = 0.4
-    positions = np.arange(NUM_CLASSES)
-    ax.bar(positions - width / 2, train_share, width, label="training labels", color="tab:gray")
-    ax.bar(positions + width / 2, test_share, width, label="test predictions", color="tab:blue")
-    ax.set_xticks(positions, [str(digit) for digit in DIGITS])
-    ax.set_xlabel("digit")
-    ax.set_ylabel("% of images")
-    ax.set_title(f"Predicted class balance on the test set ({sum(test_counts):,} images)")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
-    return figure
-
-
-def write_figures(run_dir: Path, inputs: ReportInputs, metrics: dict) -> list[str]:
-    """Draw and save every figure the inputs allow; return the file names written."""
-    y_true = np.asarray(inputs.y_true)
-    figures = {
-        "model_accuracy.png": _plot_model_accuracy(metrics),
-        "per_digit.png": _plot_per_digit(metrics["classification_report"]),
-        "confusion_matrix.png": _plot_confusion(metrics["confusion_matrix"]),
-    }
-    worst = worst_misclassified(y_true, inputs.ensemble_probs)
-    if len(worst):
-        figures["misclassified.png"] = _plot_misclassified(
-            inputs.images, y_true, inputs.ensemble_probs, worst, metrics[ENSEMBLE]["errors"])
-    if inputs.histories:
-        figures["training_curves.png"] = _plot_training_curves(inputs.histories)
-    if metrics["test_predicted_counts"] is not None:
-        figures["class_balance.png"] = _plot_class_balance(metrics["test_predicted_counts"],
-                                                           y_true)
-    for name, figure in figures.items():
-        figure.savefig(Path(run_dir) / name, dpi=DPI, facecolor="white")
-    return list(figures)
 
 
 # ---------------------------------------------------------------- document
@@ -655,7 +453,9 @@ def write_report(run_dir: Path, inputs: ReportInputs) -> dict:
     return the metrics."""
     run_dir = Path(run_dir)
     metrics = build_metrics(inputs)
-    figures = write_figures(run_dir, inputs, metrics)
+    figures = write_figures(run_dir, metrics, images=inputs.images, y_true=inputs.y_true,
+                            ensemble_probs=inputs.ensemble_probs,
+                            histories=inputs.histories)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n",
                                           encoding="utf-8")
     blocks = report_blocks(inputs, metrics, figures)

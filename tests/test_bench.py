@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from src import bench
+from src import bench, notebook_way
 from src.config import run_cli
 
 TRAIN_WAYS = ("package: uint8 → tf.data → fit", "package: src.model.fit, 6 epochs",
@@ -109,8 +109,8 @@ def test_levers_time_every_lever_against_the_batch_size_in_use():
 
 
 def test_notebook_model_is_the_package_model_on_scaled_pixels():
-    package = bench.package_model(augment=0)
-    notebook = bench.float_input_model()
+    package = notebook_way.package_model(augment=0)
+    notebook = notebook_way.float_input_model()
     assert notebook.count_params() == package.count_params()
     notebook.set_weights(package.get_weights())
     images = np.random.default_rng(0).integers(0, 256, (4, 28, 28, 1), dtype=np.uint8)
@@ -122,15 +122,15 @@ def test_notebook_augmentation_moves_pixels_and_zero_strength_does_not():
     image = np.zeros((28, 28, 1), np.float32)
     image[8:20, 12:16] = 1.0
     rng = np.random.default_rng(0)
-    np.testing.assert_allclose(bench.augment_image(image, rng, 0.0), image, atol=1e-6)
-    moved = bench.augment_image(image, rng, 0.1)
+    np.testing.assert_allclose(notebook_way.augment_image(image, rng, 0.0), image, atol=1e-6)
+    moved = notebook_way.augment_image(image, rng, 0.1)
     assert moved.shape == image.shape and not np.allclose(moved, image)
     assert 0.7 < moved.sum() / image.sum() < 1.3  # zoom at most 10%: the digit's ink stays
 
 
 def test_notebook_batches_are_whole_and_cover_the_images():
     x = np.zeros((10, 28, 28, 1), np.float32)
-    batches = bench.NotebookBatches(x, np.arange(10), batch_size=4, strength=0.1, seed=0)
+    batches = notebook_way.NotebookBatches(x, np.arange(10), batch_size=4, strength=0.1, seed=0)
     assert len(batches) == 2
     images, labels = batches[1]
     assert images.shape == (4, 28, 28, 1) and images.dtype == np.float32

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from src import report
+from src.figures import worst_misclassified
 from tests.fixtures import handwritten_digits
 
 SIZE = 600
@@ -218,8 +219,8 @@ def test_gallery_order_is_most_confident_mistake_first():
     probs = np.eye(10)[labels] * 0.9 + 0.01
     probs[1] = np.eye(10)[7] * 0.6 + 0.04  # wrong, confidence 0.64
     probs[3] = np.eye(10)[8] * 0.8 + 0.02  # wrong, confidence 0.82
-    assert report.worst_misclassified(labels, probs).tolist() == [3, 1]
-    assert report.worst_misclassified(labels, probs, limit=1).tolist() == [3]
+    assert worst_misclassified(labels, probs).tolist() == [3, 1]
+    assert worst_misclassified(labels, probs, limit=1).tolist() == [3]
 
 
 def test_mismatched_lengths_are_refused(tmp_path):
