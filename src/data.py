@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import os
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +74,14 @@ def find_data_dir(data_dir: str | Path | None = None) -> Path:
                     hint=HOW_TO_GET_DATA)
 
 
+# What reading a file can raise before any of its values is seen: bytes that are not
+# UTF-8, a .gz that is not gzip or is cut short, a disk that fails.
+READ_ERRORS = (UnicodeDecodeError, OSError, EOFError, zlib.error)
+# The first bytes of an archive that a .csv name hides, and what to do about it.
+ARCHIVE_SIGNATURES = {b"\x1f\x8b": "it is gzip-compressed: add .gz to its name",
+                      b"PK\x03\x04": "it is a zip archive: unzip it"}
+
+
 def _open_text(path: Path):
     """A text handle on a .csv or .csv.gz; a UTF-8 byte-order mark is dropped."""
     if path.suffix == ".gz":
@@ -87,6 +96,46 @@ def _read_line(path: Path, line_number: int) -> str:
             if number == line_number:
                 return text.rstrip("\r\n")
     return ""
+
+
+def _error_name(error: BaseException) -> str:
+    """EOFError, gzip.BadGzipFile, zlib.error: the exception's type as Python prints it."""
+    kind = type(error)
+    return kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+
+
+def _field_name(line_text: bytes, offset: int, line: int, columns: list[str]) -> str:
+    """The column that byte offset of a line falls in: its name, or its position in the header."""
+    position = line_text.count(b",", 0, offset)
+    if line == 1 or position >= len(columns):
+        return f"column {position + 1}"
+    return columns[position]
+
+
+def unreadable_error(path: Path, error: BaseException, columns: list[str]) -> DataError:
+    """The DataError for a file that cannot be read as text (error is one of READ_ERRORS):
+    the line and column of its first byte that is not UTF-8, or the line where a damaged
+    archive breaks off. Reads the file again, line by line: the failure path only."""
+    line, text = 0, b""
+    compressed = path.suffix == ".gz"
+    try:
+        with (gzip.open if compressed else open)(path, "rb") as handle:
+            for text in handle:
+                line += 1
+                text.decode("utf-8")  # a line break is never part of a multi-byte character
+    except UnicodeDecodeError as bad:
+        hint = None
+        if line == 1 and not compressed:
+            hint = next((what for signature, what in ARCHIVE_SIGNATURES.items()
+                         if text.startswith(signature)), None)
+        return DataError("UTF-8 text", f"byte {text[bad.start]:#04x}", file=path, line=line,
+                         column=_field_name(text, bad.start, line, columns), hint=hint)
+    except (OSError, EOFError, zlib.error) as broken:
+        expected = "a gzip archive" if compressed else "a readable file"
+        return DataError(expected, f"{_error_name(broken)}: {broken}", file=path,
+                         line=line + 1 if line else None)
+    # The file reads whole now: say what failed the first time.
+    return DataError("a readable file", f"{_error_name(error)}: {error}", file=path)
 
 
 def _check_header(path: Path, expected: list[str]) -> None:
@@ -144,7 +193,7 @@ def _read_slowly(path: Path, columns: list[str]) -> pd.DataFrame:
         frame = pd.read_csv(path, na_filter=False, skip_blank_lines=False, encoding="utf-8-sig",
                             low_memory=False)
     except pd.errors.ParserError as error:
-        raise _ragged_row_error(path, error, len(columns)) from None
+        raise csv_syntax_error(path, error, len(columns)) from None
     frame = _drop_trailing_blank_rows(frame)
     limits = {"label": (0, NUM_CLASSES - 1)}
     first = None
@@ -167,12 +216,18 @@ def _read_slowly(path: Path, columns: list[str]) -> pd.DataFrame:
                     column=columns[position])
 
 
-def _ragged_row_error(path: Path, error: Exception, expected_fields: int) -> DataError:
-    match = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(error))
-    if match is None:
-        return DataError("a well-formed CSV", str(error).strip(), file=path)
-    return DataError(f"{expected_fields} values", match.group(3), file=path,
-                     line=int(match.group(2)))
+def csv_syntax_error(path: Path, error: Exception, expected_fields: int) -> DataError:
+    """The DataError for pandas' ParserError: a row of the wrong length, or an open quote."""
+    message = str(error).strip()
+    ragged = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message)
+    if ragged is not None:
+        return DataError(f"{expected_fields} values", ragged.group(3), file=path,
+                         line=int(ragged.group(2)))
+    open_quote = re.search(r"EOF inside string starting at row (\d+)", message)
+    if open_quote is not None:  # pandas counts rows from 0, the header included
+        return DataError("a closing quote", "the end of the file", file=path,
+                         line=int(open_quote.group(1)) + 1)
+    return DataError("a well-formed CSV", " ".join(message.split()), file=path)
 
 
 def _drop_trailing_blank_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -190,13 +245,10 @@ def read_digits_csv(path: str | Path, with_labels: bool) -> tuple[np.ndarray, np
     if not path.is_file():
         raise DataError("a CSV file", "no such file", file=path, hint=HOW_TO_GET_DATA)
     columns = TRAIN_COLUMNS if with_labels else PIXEL_COLUMNS
-    _check_header(path, columns)
     try:
-        # The fast path: one C-parser pass straight into int16, no NaN handling.
-        frame = pd.read_csv(path, dtype=np.int16, na_filter=False, skip_blank_lines=False,
-                            encoding="utf-8-sig")
-    except (ValueError, OverflowError, pd.errors.ParserError):
-        frame = _read_slowly(path, columns)
+        frame = _read_frame(path, columns)
+    except READ_ERRORS as error:
+        raise unreadable_error(path, error, columns) from None
     if len(frame) == 0:
         raise DataError("at least one row of digits", "only the header", file=path, line=2)
     values = frame.to_numpy()
@@ -215,6 +267,19 @@ def read_digits_csv(path: str | Path, with_labels: bool) -> tuple[np.ndarray, np
                             file=path, line=bad[0] + 2, column="label")
     images = pixels.astype(np.uint8).reshape(-1, *IMAGE_SHAPE)
     return images, labels
+
+
+def _read_frame(path: Path, columns: list[str]) -> pd.DataFrame:
+    """The file's header checked and its rows as integers; DataError for any bad value."""
+    _check_header(path, columns)
+    try:
+        # The fast path: one C-parser pass straight into int16, no NaN handling.
+        return pd.read_csv(path, dtype=np.int16, na_filter=False, skip_blank_lines=False,
+                           encoding="utf-8-sig")
+    except UnicodeDecodeError:  # a ValueError too, but no slower parse can read it
+        raise
+    except (ValueError, OverflowError, pd.errors.ParserError):
+        return _read_slowly(path, columns)
 
 
 def _first_out_of_range(values: np.ndarray, low: int, high: int) -> tuple[int, int] | None:

@@ -24,7 +24,16 @@ import numpy as np
 import pandas as pd
 
 from src.config import Config, add_override, build_parser, config_from_args, run_cli
-from src.data import find_csv, find_data_dir, load_digits, read_digits_csv, subsample
+from src.data import (
+    READ_ERRORS,
+    csv_syntax_error,
+    find_csv,
+    find_data_dir,
+    load_digits,
+    read_digits_csv,
+    subsample,
+    unreadable_error,
+)
 from src.errors import DataError
 from src.util import write_atomically
 
@@ -35,8 +44,9 @@ def validate_submission(frame: pd.DataFrame, num_test_images: int, file: str = "
                         ) -> None:
     """Raise DataError unless frame is ImageId 1..N in order and Label 0..9, one row per image."""
     if list(frame.columns) != SUBMISSION_COLUMNS:
-        raise DataError("columns ImageId,Label", ",".join(map(str, frame.columns)), file=file,
-                        line=1)
+        header = ",".join(map(str, frame.columns))
+        raise DataError("columns ImageId,Label", header if header.isprintable() else repr(header),
+                        file=file, line=1)
     if len(frame) != num_test_images:
         raise DataError(f"{num_test_images} rows, one per test image", f"{len(frame)}", file=file)
     for column, expected in (("ImageId", np.arange(1, num_test_images + 1)), ("Label", None)):
@@ -60,9 +70,12 @@ def check_submission_file(path: Path, test_path: Path) -> int:
         raise DataError("a submission CSV", "no such file", file=path)
     try:
         frame = pd.read_csv(path, dtype=str, na_filter=False, encoding="utf-8-sig")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise DataError("a CSV with columns ImageId,Label", f"{type(error).__name__}",
-                        file=path) from None
+    except READ_ERRORS as error:
+        raise unreadable_error(path, error, SUBMISSION_COLUMNS) from None
+    except pd.errors.ParserError as error:
+        raise csv_syntax_error(path, error, len(SUBMISSION_COLUMNS)) from None
+    except pd.errors.EmptyDataError:
+        raise DataError("columns ImageId,Label", "an empty file", file=path, line=1) from None
     num_test_images = len(read_digits_csv(test_path, with_labels=False)[0])
     validate_submission(frame, num_test_images, file=str(path))
     return num_test_images
