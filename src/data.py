@@ -365,8 +365,9 @@ def load_digits(config: Config) -> Digits:
 
 
 def subsample(x: np.ndarray, y: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A stratified subset of ``size`` images (all of them when size is 0 or too large)."""
-    if size <= 0 or size >= len(y):
+    """A stratified subset of ``size`` images (all of them when size is 0 or too large: a
+    stratified split leaves at least one image of each digit out)."""
+    if size <= 0 or size > len(y) - len(np.unique(y)):
         return x, y
     x_part, _, y_part, _ = train_test_split(x, y, train_size=size, stratify=y, random_state=seed)
     return x_part, y_part
@@ -375,3 +376,34 @@ def subsample(x: np.ndarray, y: np.ndarray, size: int, seed: int) -> tuple[np.nd
 def split_train_val(x: np.ndarray, y: np.ndarray, val_fraction: float, seed: int):
     """A stratified train/validation split: (x_train, x_val, y_train, y_val)."""
     return train_test_split(x, y, test_size=val_fraction, stratify=y, random_state=seed)
+
+
+def _check_images_per_digit(y: np.ndarray, needed: int, purpose: str, file: str,
+                            among: str = "") -> None:
+    """Raise DataError naming the digit with the fewest images when it has fewer than needed."""
+    counts = np.bincount(y, minlength=NUM_CLASSES)
+    digit = int(np.argmin(counts))
+    if counts[digit] >= needed:
+        return
+    found = f"{counts[digit]} of digit {digit}" if counts[digit] else f"no image of digit {digit}"
+    raise DataError(f"at least {needed} images of every digit for {purpose}", found + among,
+                    file=file)
+
+
+def plan_training_images(digits: Digits, size: int, seed: int, needed: int, purpose: str,
+                         size_flag: str) -> tuple[np.ndarray, np.ndarray]:
+    """The stratified subsample of ``size`` labelled images (0: all) that a run trains on,
+    checked to hold ``needed`` images of every digit, as ``purpose`` needs (stratified
+    folds, a stratified hold-out): too few is a DataError naming the digit, its count and
+    the flag that sets the subsample."""
+    x, y, file = digits.x_train, digits.y_train, digits.train_path
+    _check_images_per_digit(y, needed, purpose, file)
+    if size <= 0 or size >= len(y):
+        return x, y
+    if size < needed * NUM_CLASSES:
+        raise DataError(f"0 (every image) or at least {needed * NUM_CLASSES}: {needed} of each "
+                        f"digit for {purpose}", str(size), column=size_flag)
+    x, y = subsample(x, y, size, seed)
+    _check_images_per_digit(y, needed, purpose, file, among=f" in a subsample of {size} "
+                            f"({size_flag})")
+    return x, y

@@ -30,8 +30,8 @@ from src.data import (
     find_csv,
     find_data_dir,
     load_digits,
+    plan_training_images,
     read_digits_csv,
-    subsample,
     unreadable_error,
 )
 from src.errors import DataError
@@ -177,8 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         column="--upload")
     started = time.perf_counter()
     digits = load_digits(config)
-    digits.x_train, digits.y_train = subsample(digits.x_train, digits.y_train,
-                                               config.train_samples, config.seed)
+    digits.x_train, digits.y_train = plan_training_images(
+        digits, config.train_samples, config.seed, needed=config.folds,
+        purpose=f"{config.folds} stratified folds (--folds)", size_flag="--train-samples")
     loaded = time.perf_counter()
     print(f"data: {len(digits.y_train)} training and {len(digits.x_test)} test images "
           f"({digits.source}) in {loaded - started:.1f}s", flush=True)

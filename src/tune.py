@@ -27,7 +27,7 @@ import pandas as pd
 from keras_tuner.src import utils as kt_utils
 
 from src.config import Config, add_override, build_parser, config_from_args, run_cli
-from src.data import NUM_CLASSES, load_digits, split_train_val, subsample
+from src.data import load_digits, plan_training_images, split_train_val
 from src.errors import DataError
 from src.model import (
     build_cnn,
@@ -43,7 +43,7 @@ OBJECTIVE = "val_accuracy"
 VAL_FRACTION = 0.2
 HYPERBAND_FACTOR = 3
 MIN_TUNE_SAMPLES = 100
-MIN_IMAGES_PER_DIGIT = 5
+MIN_IMAGES_PER_DIGIT = 5  # so that the 20% hold-out holds one of each
 TOP_SAVED = 10
 LEADERBOARD_ROWS = 10
 VAL_BATCH_SIZE = 1024
@@ -270,11 +270,10 @@ def load_search_data(config: Config) -> tuple[tuple[np.ndarray, np.ndarray],
         raise DataError(f"0 (every image) or an integer >= {MIN_TUNE_SAMPLES}",
                         str(config.tune_samples), column="--tune-samples")
     digits = load_digits(config)
-    counts = np.bincount(digits.y_train, minlength=NUM_CLASSES)
-    if counts.min() < MIN_IMAGES_PER_DIGIT:
-        raise DataError(f"at least {MIN_IMAGES_PER_DIGIT} images of every digit",
-                        f"{counts.min()} of digit {counts.argmin()}", file=digits.train_path)
-    x, y = subsample(digits.x_train, digits.y_train, config.tune_samples, config.seed)
+    x, y = plan_training_images(digits, config.tune_samples, config.seed,
+                                needed=MIN_IMAGES_PER_DIGIT,
+                                purpose=f"the search's stratified {VAL_FRACTION:.0%} hold-out",
+                                size_flag="--tune-samples")
     x_train, x_val, y_train, y_val = split_train_val(x, y, VAL_FRACTION, config.seed)
     summary = {"source": digits.source, "train_path": digits.train_path,
                "labelled_images": len(digits.y_train), "searched_images": len(y),

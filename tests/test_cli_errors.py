@@ -13,7 +13,7 @@ from tests.test_damaged_files import BYTE_CASES, damage_bytes
 from tests.test_data import TRAIN_CASES, _break_train
 
 CLIS = {"tune": tune.main, "submit": submit.main}
-CASES = [*TRAIN_CASES, *BYTE_CASES, "missing_file", "test_csv_with_label"]
+CASES = [*TRAIN_CASES, *BYTE_CASES, "missing_file", "test_csv_with_label", "two_rows"]
 
 
 def _damage(kaggle_dir, case):
@@ -24,6 +24,10 @@ def _damage(kaggle_dir, case):
     if case == "test_csv_with_label":
         shutil.copy(kaggle_dir / "train.csv", kaggle_dir / "test.csv")
         return "test.csv:1: column 1: expected 'pixel0', found 'label'"
+    if case == "two_rows":  # digits 0 and 1 only
+        header, *rows = (kaggle_dir / "train.csv").read_text().splitlines()
+        (kaggle_dir / "train.csv").write_text("\n".join([header, *rows[:2]]) + "\n")
+        return "train.csv: expected at least "  # ... images of every digit for ...
     if case in BYTE_CASES:
         return damage_bytes(kaggle_dir, case)
     return _break_train(kaggle_dir / "train.csv", case)

@@ -226,6 +226,42 @@ def test_stratified_split_and_subsample_keep_class_balance(kaggle_dir):
     assert len(y_small) == 500 and np.bincount(y_small, minlength=10).min() >= 45
 
 
+def _digits_with(counts: dict[int, int], others: int = 100) -> data.Digits:
+    """Labelled blank images: counts[d] of digit d, others of every other digit."""
+    y = np.concatenate([np.full(counts.get(d, others), d) for d in range(10)])
+    x = np.zeros((len(y), 28, 28, 1), np.uint8)
+    return data.Digits(x_train=x, y_train=y, x_test=x[:1], test_ids=np.ones(1),
+                       train_path="train.csv")
+
+
+@pytest.mark.parametrize("counts, size, needed, message", [
+    ({4: 0}, 0, 2, "train.csv: expected at least 2 images of every digit for the plan, "
+     "found no image of digit 4"),
+    ({7: 2}, 0, 3, "train.csv: expected at least 3 images of every digit for the plan, "
+     "found 2 of digit 7"),
+    ({}, 25, 3, "--size: expected 0 (every image) or at least 30: 3 of each digit for the plan, "
+     "found 25"),
+    ({7: 10}, 200, 3, "train.csv: expected at least 3 images of every digit for the plan, "
+     "found 2 of digit 7 in a subsample of 200 (--size)"),
+])
+def test_too_few_images_of_a_digit_for_the_plan(counts, size, needed, message):
+    with pytest.raises(DataError) as caught:
+        data.plan_training_images(_digits_with(counts), size, seed=0, needed=needed,
+                                  purpose="the plan", size_flag="--size")
+    assert str(caught.value) == message
+
+
+def test_a_plan_with_enough_images_gets_its_stratified_subsample():
+    x, y = data.plan_training_images(_digits_with({7: 10}), 200, seed=0, needed=2,
+                                     purpose="the plan", size_flag="--size")
+    assert len(x) == len(y) == 200 and np.bincount(y).min() == 2
+    everything = _digits_with({})
+    for size in (0, 995, 1000, 5000):  # 0, too large, or too close to all to stratify: all
+        x, y = data.plan_training_images(everything, size, seed=0, needed=2,
+                                         purpose="the plan", size_flag="--size")
+        assert len(y) == 1000
+
+
 @pytest.mark.realdata
 def test_real_competition_files(real_data_dir):
     started = time.perf_counter()

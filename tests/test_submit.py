@@ -19,6 +19,7 @@ from src.config import run_cli
 from src.errors import DataError
 from src.model import DEFAULT_HPARAMS
 from tests.conftest import REPO_ROOT
+from tests.fixtures import keep_only
 
 
 def _args(data_dir, tmp_path, *extra):
@@ -163,6 +164,22 @@ def test_bad_data_is_one_line_exit_2_and_writes_nothing(kaggle_dir, tmp_path, ca
     assert run_cli(submit.main, _args(data_dir, tmp_path)) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
+    assert not (tmp_path / "submissions").exists() and not (tmp_path / "artifacts").exists()
+
+
+@pytest.mark.parametrize("sevens, extra, message", [
+    (4, ["--folds", "5"], "train.csv: expected at least 5 images of every digit for 5 stratified "
+     "folds (--folds), found 4 of digit 7"),
+    (0, [], "train.csv: expected at least 2 images of every digit for 2 stratified folds "
+     "(--folds), found no image of digit 7"),
+    (8, ["--train-samples", "200"], "train.csv: expected at least 2 images of every digit for "
+     "2 stratified folds (--folds), found 1 of digit 7 in a subsample of 200 (--train-samples)"),
+])
+def test_too_few_images_of_a_digit_for_the_folds_is_one_line_before_training(
+        kaggle_dir, tmp_path, capsys, sevens, extra, message):
+    keep_only(kaggle_dir, 7, sevens)
+    assert run_cli(submit.main, _args(kaggle_dir, tmp_path, *extra)) == 2
+    assert capsys.readouterr().err == f"error: {kaggle_dir}/{message}\n"
     assert not (tmp_path / "submissions").exists() and not (tmp_path / "artifacts").exists()
 
 

@@ -20,6 +20,7 @@ from src import tune, util
 from src.config import Config, run_cli
 from src.model import DEFAULT_HPARAMS
 from tests.conftest import REPO_ROOT
+from tests.fixtures import keep_only
 
 SMOKE = ["--profile", "smoke", "--tune-samples", "300"]
 ONE_EPOCH_RANDOM = ["--tuner", "random", "--max-trials", "2", "--tune-epochs", "1"]
@@ -268,15 +269,13 @@ def _damage_pixel(folder: Path) -> None:
 
 
 def _keep_one_seven(folder: Path) -> None:
-    lines = (folder / "train.csv").read_text().splitlines()
-    sevens = [line for line in lines[1:] if line.startswith("7,")]
-    kept = [line for line in lines[1:] if not line.startswith("7,")] + sevens[:1]
-    (folder / "train.csv").write_text("\n".join([lines[0], *kept]) + "\n")
+    keep_only(folder, 7, 1)
 
 
 @pytest.mark.parametrize("damage, message", [
     (_damage_pixel, "train.csv:9: pixel300: expected an integer 0..255, found '256'"),
-    (_keep_one_seven, "train.csv: expected at least 5 images of every digit, found 1 of digit 7"),
+    (_keep_one_seven, "train.csv: expected at least 5 images of every digit for the search's "
+     "stratified 20% hold-out, found 1 of digit 7"),
 ])
 def test_bad_data_is_one_line_exit_2_and_writes_nothing(kaggle_dir, tmp_path, capsys,
                                                         damage, message):
