@@ -184,10 +184,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"data: {len(digits.y_train)} training and {len(digits.x_test)} test images "
           f"({digits.source}) in {loaded - started:.1f}s", flush=True)
 
-    from src import ensemble, model, report
+    from src import ensemble, model, report, workers
 
     config = dataclasses.replace(config, precision=model.resolve_precision(config.precision),
-                                 jobs=ensemble.resolve_jobs(config.jobs))
+                                 jobs=workers.resolve_jobs(config.jobs))
     print(f"dtype policy: {config.precision}; fold models trained at once: {config.jobs}",
           flush=True)
     members = ensemble.load_members(config)

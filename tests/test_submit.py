@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src import ensemble, submit
+from src import ensemble, submit, workers
 from src.config import run_cli
 from src.errors import DataError
 from src.model import DEFAULT_HPARAMS
@@ -73,15 +73,15 @@ def test_parallel_workers_train_every_fold_and_a_serial_rerun_reuses_them(
 
 
 def test_auto_jobs_is_two_on_a_cpu_with_two_cores_and_one_on_a_single_core(monkeypatch):
-    assert ensemble.resolve_jobs(3) == 3
-    monkeypatch.setattr(ensemble, "available_cores", lambda: 2)
-    assert ensemble.resolve_jobs(0) == 2  # the test machine has no GPU
-    monkeypatch.setattr(ensemble, "available_cores", lambda: 1)
-    assert ensemble.resolve_jobs(0) == 1
+    assert workers.resolve_jobs(3) == 3
+    monkeypatch.setattr(workers, "available_cores", lambda: 2)
+    assert workers.resolve_jobs(0) == 2  # the test machine has no GPU
+    monkeypatch.setattr(workers, "available_cores", lambda: 1)
+    assert workers.resolve_jobs(0) == 1
 
 
 def test_a_worker_whose_parent_died_exits(monkeypatch):
-    watchdog = ensemble.StopWithParent()
+    watchdog = workers.StopWithParent()
     exits = []
     monkeypatch.setattr(os, "_exit", exits.append)
     watchdog.on_train_batch_end(0)
