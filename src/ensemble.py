@@ -29,7 +29,7 @@ from src import workers
 from src.config import Config
 from src.data import NUM_CLASSES, Digits
 from src.errors import DataError
-from src.util import write_atomically
+from src.util import write_atomically, writing
 
 TTA_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
 
@@ -139,9 +139,14 @@ def _load_fold_model(path: Path) -> keras.Model:
 def _save_atomically(model: keras.Model, history: dict, model_path: Path) -> None:
     # The partial name holds the pid: an orphaned worker of a killed run never shares it.
     partial = model_path.with_name(f".partial-{os.getpid()}-{model_path.name}")
-    model.save(partial)
-    write_atomically(model_path.with_suffix(".history.json"), json.dumps(history))
-    os.replace(partial, model_path)  # the model last: its presence means the fold is done
+    with writing(model_path):
+        try:
+            model.save(partial)
+            write_atomically(model_path.with_suffix(".history.json"), json.dumps(history))
+            os.replace(partial, model_path)  # the model last: its presence means the fold is done
+        except BaseException:
+            partial.unlink(missing_ok=True)  # a full disk, say: no half-saved model stays
+            raise
 
 
 def _fold_model_path(member: Member, fold: int, config: Config, fingerprint: str) -> Path:

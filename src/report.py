@@ -25,6 +25,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import classification_report, confusion_matrix
 
+from src.util import write_atomically, writing
+
 NUM_CLASSES = 10  # as src.data; not imported from there to keep this module free of TensorFlow
 DIGITS = list(range(NUM_CLASSES))
 GALLERY_SIZE = 36
@@ -344,7 +346,8 @@ def write_figures(run_dir: Path, inputs: ReportInputs, metrics: dict) -> list[st
         figures["class_balance.png"] = _plot_class_balance(metrics["test_predicted_counts"],
                                                            y_true)
     for name, figure in figures.items():
-        figure.savefig(Path(run_dir) / name, dpi=DPI, facecolor="white")
+        with writing(Path(run_dir) / name):
+            figure.savefig(Path(run_dir) / name, dpi=DPI, facecolor="white")
     return list(figures)
 
 
@@ -622,10 +625,10 @@ def write_report(run_dir: Path, inputs: ReportInputs) -> dict:
     run_dir = Path(run_dir)
     metrics = build_metrics(inputs)
     figures = write_figures(run_dir, inputs, metrics)
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n",
-                                          encoding="utf-8")
+    write_atomically(run_dir / "metrics.json", json.dumps(metrics, indent=2, allow_nan=False)
+                     + "\n")
     blocks = report_blocks(inputs, metrics, figures)
-    (run_dir / "report.md").write_text(render_markdown(blocks), encoding="utf-8")
+    write_atomically(run_dir / "report.md", render_markdown(blocks))
     title = f"Digit Recognizer report: {metrics[ENSEMBLE]['accuracy']:.2%} out of fold"
-    (run_dir / "report.html").write_text(render_html(blocks, title), encoding="utf-8")
+    write_atomically(run_dir / "report.html", render_html(blocks, title))
     return metrics

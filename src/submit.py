@@ -35,7 +35,7 @@ from src.data import (
     unreadable_error,
 )
 from src.errors import DataError
-from src.util import write_atomically
+from src.util import write_atomically, writing
 
 SUBMISSION_COLUMNS = ["ImageId", "Label"]
 
@@ -198,10 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     test_labels = test_ensemble.argmax(axis=1)
 
     submissions_dir = Path(config.submissions_dir)
-    submissions_dir.mkdir(parents=True, exist_ok=True)
     run_id = new_run_id(config)
     partial = submissions_dir / f".partial-{run_id}"
-    partial.mkdir()
+    with writing(partial):
+        partial.mkdir(parents=True)
     try:
         if digits.y_test is None:
             frame = pd.DataFrame({"ImageId": digits.test_ids, "Label": test_labels})
@@ -217,10 +217,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             leaderboard=_leaderboard(config), holdout_true=digits.y_test,
             holdout_probs=test_ensemble if digits.y_test is not None else None,
             test_predictions=test_labels if digits.y_test is None else None))
+        with writing(submissions_dir):  # the rename into place and the latest link
+            run_dir = publish_run(partial, submissions_dir, run_id)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)  # an unfinished run leaves nothing behind
         raise
-    run_dir = publish_run(partial, submissions_dir, run_id)
     _print_summary(metrics, run_dir, result)
     if args.upload:
         _upload(run_dir / "submission.csv", args.message or

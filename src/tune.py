@@ -37,7 +37,7 @@ from src.model import (
     steps_per_epoch,
     use_precision,
 )
-from src.util import format_duration, write_atomically
+from src.util import WRITABLE, describe_os_error, format_duration, write_atomically, writing
 
 OBJECTIVE = "val_accuracy"
 VAL_FRACTION = 0.2
@@ -148,6 +148,12 @@ def start_with_the_default(oracle: kt.Oracle) -> None:
     oracle._random_values = default_first
 
 
+class FailedTrialWrite(DataError, kt.errors.FatalError):
+    """A write in a trial that failed (a full disk, a read-only folder). KerasTuner ends
+    the search on a FatalError, where it would go on to the next trial after any other
+    error; run_cli prints it, a DataError, on one line."""
+
+
 class _SearchTuner:
     """What this package adds to each KerasTuner tuner.
 
@@ -167,7 +173,11 @@ class _SearchTuner:
         """Train one configuration; report its best val_accuracy, epochs to reach it and size."""
         # A seed per trial: a resumed search trains each trial as an unbroken one does.
         keras.utils.set_random_seed(self.trial_seed + int(trial.trial_id))
-        (history,) = super().run_trial(trial, *args, **kwargs)
+        try:
+            (history,) = super().run_trial(trial, *args, **kwargs)
+        except OSError as error:  # saving the trial's checkpoint: a full disk fails every trial
+            raise FailedTrialWrite(WRITABLE, describe_os_error(error),
+                                   file=self.get_trial_dir(trial.trial_id)) from None
         scores = history.history[OBJECTIVE]
         best = int(np.argmax(scores))
         return {OBJECTIVE: scores[best], "epochs": history.epoch[best] + 1,
@@ -246,12 +256,15 @@ def build_tuner(config: Config, role: str | None) -> _SearchTuner:
     # truncated JSON that no later run could reload.
     kt_utils.save_json = _save_json_atomically
     prefix = f"{os.environ[ENV_TUNER_ID]}: " if role == "worker" else ""
+    folder = Path(config.artifacts_dir) / "tune"
     common = dict(
         objective=kt.Objective(OBJECTIVE, direction="max"), seed=config.seed,
         progress=Progress(planned_epochs(config), prefix),
-        directory=str(Path(config.artifacts_dir) / "tune"), project_name=project_name(config),
+        directory=str(folder), project_name=project_name(config),
         # A worker shares the chief's folder: only the chief may wipe it.
         overwrite=config.overwrite and role != "worker")
+    with writing(folder):  # a read-only --artifacts-dir fails here, not inside KerasTuner
+        folder.mkdir(parents=True, exist_ok=True)
     use_precision(config.precision)  # before any trial builds a model
     hypermodel = CNNHyperModel(config.batch_size, config.seed)
     if config.tuner == "hyperband":

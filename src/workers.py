@@ -18,7 +18,7 @@ import numpy as np
 
 from src import model as cnn
 from src.config import Config
-from src.util import format_duration
+from src.util import format_duration, writing
 
 
 def resolve_jobs(jobs: int) -> int:
@@ -94,6 +94,9 @@ def train_fold_models(jobs: list, x: np.ndarray, y: np.ndarray,
     ``train_fold(job, x, y, split, config, verbose, callbacks)``, one after another or in
     parallel worker processes (``--jobs``), printing a line with the elapsed time and ETA
     as each ends."""
+    for folder in {job.path.parent for job in jobs}:
+        with writing(folder):  # a read-only folder fails now, not after the first fold
+            folder.mkdir(parents=True, exist_ok=True)
     workers = min(resolve_jobs(config.jobs), len(jobs))
     started = time.perf_counter()
     model_seconds: list[float] = []
