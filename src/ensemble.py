@@ -29,7 +29,7 @@ from src import workers
 from src.config import Config
 from src.data import NUM_CLASSES, Digits
 from src.errors import DataError
-from src.util import write_atomically, writing
+from src.util import partial_path, write_atomically, writing
 
 TTA_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
 
@@ -138,7 +138,7 @@ def _load_fold_model(path: Path) -> keras.Model:
 
 def _save_atomically(model: keras.Model, history: dict, model_path: Path) -> None:
     # The partial name holds the pid: an orphaned worker of a killed run never shares it.
-    partial = model_path.with_name(f".partial-{os.getpid()}-{model_path.name}")
+    partial = partial_path(model_path)
     with writing(model_path):
         try:
             model.save(partial)

@@ -35,7 +35,7 @@ from src.data import (
     unreadable_error,
 )
 from src.errors import DataError
-from src.util import write_atomically, writing
+from src.util import partial_path, remove_stale_partials, write_atomically, writing
 
 SUBMISSION_COLUMNS = ["ImageId", "Label"]
 
@@ -199,7 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     submissions_dir = Path(config.submissions_dir)
     run_id = new_run_id(config)
-    partial = submissions_dir / f".partial-{run_id}"
+    remove_stale_partials(submissions_dir)  # the run folder a killed run left half-written
+    partial = partial_path(submissions_dir / run_id)
     with writing(partial):
         partial.mkdir(parents=True)
     try:

@@ -2,13 +2,16 @@
 
 The pool knows nothing of what a fold model is: src.ensemble hands it the jobs
 and the function that trains one. A worker whose parent dies (a killed run)
-stops, so that no orphan trains on beside the rerun that resumes it.
+exits within a second, so that no orphan trains on beside the rerun that
+resumes it; the partial files killed processes leave are removed before the
+next training starts.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -18,7 +21,7 @@ import numpy as np
 
 from src import model as cnn
 from src.config import Config
-from src.util import format_duration, writing
+from src.util import format_duration, remove_stale_partials, writing
 
 
 def resolve_jobs(jobs: int) -> int:
@@ -57,17 +60,12 @@ class EpochLine(keras.callbacks.Callback):
         print(f"{self.label} epoch {epoch + 1}/{self.params['epochs']}: {scores}", flush=True)
 
 
-class StopWithParent(keras.callbacks.Callback):
-    """End a worker process whose parent has died (a killed run), so that no orphan
-    trains on and races the rerun that resumes it."""
-
-    def __init__(self):
-        super().__init__()
-        self.parent = os.getppid()
-
-    def on_train_batch_end(self, batch, logs=None):
-        if os.getppid() != self.parent:
-            os._exit(1)
+def _exit_when_orphaned(parent: int, poll_seconds: float = 1.0) -> None:
+    """End this worker process once its parent has died (a killed run), training or
+    waiting for work: an orphan would race the rerun that resumes it, or idle forever."""
+    while os.getppid() == parent:
+        time.sleep(poll_seconds)
+    os._exit(1)  # what it was saving is a partial file the next run removes
 
 
 _worker_data: dict[str, np.ndarray] = {}
@@ -75,6 +73,7 @@ _worker_data: dict[str, np.ndarray] = {}
 
 def _start_worker(x: np.ndarray, y: np.ndarray) -> None:
     _worker_data.update(x=x, y=y)
+    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
 
 
 def _train_in_worker(train_fold: Callable, job, split: tuple[np.ndarray, np.ndarray],
@@ -82,7 +81,7 @@ def _train_in_worker(train_fold: Callable, job, split: tuple[np.ndarray, np.ndar
     cnn.use_precision(config.precision)
     print(job.status("training"), flush=True)
     seconds = train_fold(job, _worker_data["x"], _worker_data["y"], split, config, verbose=0,
-                         callbacks=[EpochLine(job.label()), StopWithParent()])
+                         callbacks=[EpochLine(job.label())])
     keras.backend.clear_session()
     return seconds
 
@@ -94,9 +93,11 @@ def train_fold_models(jobs: list, x: np.ndarray, y: np.ndarray,
     ``train_fold(job, x, y, split, config, verbose, callbacks)``, one after another or in
     parallel worker processes (``--jobs``), printing a line with the elapsed time and ETA
     as each ends."""
-    for folder in {job.path.parent for job in jobs}:
+    folders = {job.path.parent for job in jobs}
+    for folder in folders:
         with writing(folder):  # a read-only folder fails now, not after the first fold
             folder.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(folder)  # what the workers of a killed run were saving
     workers = min(resolve_jobs(config.jobs), len(jobs))
     started = time.perf_counter()
     model_seconds: list[float] = []
@@ -129,6 +130,11 @@ def train_fold_models(jobs: list, x: np.ndarray, y: np.ndarray,
                 report_done(futures[future], future.result())
         except BaseException:  # an error or Ctrl-C: stop every fold now, keep the saved ones
             pool.shutdown(wait=False, cancel_futures=True)
-            for worker in set(multiprocessing.active_children()) - others:
+            stopped = set(multiprocessing.active_children()) - others
+            for worker in stopped:
                 worker.terminate()
+            for worker in stopped:
+                worker.join(timeout=10)
+            for folder in folders:
+                remove_stale_partials(folder)  # what the stopped workers were saving
             raise

@@ -82,7 +82,7 @@ def test_smoke_search_writes_best_configurations_trials_and_leaderboard(
     assert list(trials["status"]) == ["COMPLETED", "COMPLETED"]
     assert list(trials["trial_id"]) == [entry["trial_id"] for entry in top]
     assert list(trials["val_accuracy"]) == pytest.approx([entry["val_accuracy"] for entry in top])
-    assert not list((artifacts / "tune").glob(".*.tmp"))
+    assert not list((artifacts / "tune").glob(".partial-*"))
 
     assert tune.main(args) == 0  # the same command again: the finished search, reloaded
     out = capsys.readouterr().out
