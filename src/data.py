@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import os
 import re
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,9 +78,11 @@ def find_data_dir(data_dir: str | Path | None = None) -> Path:
 # What reading a file can raise before any of its values is seen: bytes that are not
 # UTF-8, a .gz that is not gzip or is cut short, a disk that fails.
 READ_ERRORS = (UnicodeDecodeError, OSError, EOFError, zlib.error)
-# The first bytes of an archive that a .csv name hides, and what to do about it.
-ARCHIVE_SIGNATURES = {b"\x1f\x8b": "it is gzip-compressed: add .gz to its name",
-                      b"PK\x03\x04": "it is a zip archive: unzip it"}
+# The first bytes of a .csv that is not UTF-8 text, and what to do about it.
+FILE_SIGNATURES = {b"\x1f\x8b": "it is gzip-compressed: add .gz to its name",
+                   b"PK\x03\x04": "it is a zip archive: unzip it",
+                   b"\xff\xfe": "it is UTF-16 text: save it as UTF-8",
+                   b"\xfe\xff": "it is UTF-16 text: save it as UTF-8"}
 
 
 def _open_text(path: Path):
@@ -126,7 +129,7 @@ def unreadable_error(path: Path, error: BaseException, columns: list[str]) -> Da
     except UnicodeDecodeError as bad:
         hint = None
         if line == 1 and not compressed:
-            hint = next((what for signature, what in ARCHIVE_SIGNATURES.items()
+            hint = next((what for signature, what in FILE_SIGNATURES.items()
                          if text.startswith(signature)), None)
         return DataError("UTF-8 text", f"byte {text[bad.start]:#04x}", file=path, line=line,
                          column=_field_name(text, bad.start, line, columns), hint=hint)
@@ -342,11 +345,14 @@ def load_keras_mnist(npz_path: str | Path | None = None) -> Digits:
         origin = str(npz_path)
         if not Path(npz_path).is_file():
             raise DataError("an mnist.npz file", "no such file", file=origin)
+        if not zipfile.is_zipfile(npz_path):
+            raise DataError("an npz archive (a zip of .npy arrays)",
+                            "no zip directory (not a zip, or one cut short)", file=origin)
         try:
             with np.load(npz_path, allow_pickle=False) as npz:
                 arrays = {key: npz[key] for key in npz.files}
-        except (OSError, ValueError) as error:
-            raise DataError("an npz archive", f"{type(error).__name__}: {error}",
+        except (*READ_ERRORS, ValueError, zipfile.BadZipFile) as error:  # a damaged archive
+            raise DataError("an npz archive", f"{_error_name(error)}: {error}",
                             file=origin) from None
     _check_mnist_arrays(arrays, origin)
     x_test = arrays["x_test"].astype(np.uint8)[..., None]

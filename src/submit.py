@@ -191,6 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"dtype policy: {config.precision}; fold models trained at once: {config.jobs}",
           flush=True)
     members = ensemble.load_members(config)
+    leaderboard = _leaderboard(config)  # read now: a damaged one stops the run before training
     result = ensemble.run_kfold(digits, members, config)
     weights = ensemble.choose_weights(result.oof_probs, digits.y_train)
     oof_ensemble = ensemble.weighted_mean(result.oof_probs, weights)
@@ -215,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             y_true=digits.y_train, images=digits.x_train, model_probs=result.oof_probs,
             ensemble_probs=oof_ensemble, ensemble_weights=weights, histories=result.histories,
             timings=timings, run_info=_run_info(config, members, result, digits, argv),
-            leaderboard=_leaderboard(config), holdout_true=digits.y_test,
+            leaderboard=leaderboard, holdout_true=digits.y_test,
             holdout_probs=test_ensemble if digits.y_test is not None else None,
             test_predictions=test_labels if digits.y_test is None else None))
         with writing(submissions_dir):  # the rename into place and the latest link
@@ -245,8 +246,17 @@ def _run_info(config: Config, members, result, digits, argv: Sequence[str] | Non
 
 
 def _leaderboard(config: Config) -> pd.DataFrame | None:
+    """The search's trials.csv for the report, when there is one; DataError if unreadable."""
     path = Path(config.artifacts_dir) / "tune" / "trials.csv"
-    return pd.read_csv(path, dtype={"trial_id": str}) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_csv(path, dtype={"trial_id": str})
+    except READ_ERRORS as error:
+        raise unreadable_error(path, error, []) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise DataError("the trials.csv written by python -m src.tune", " ".join(
+            str(error).split()), file=path, hint="rerun python -m src.tune") from None
 
 
 def _print_summary(metrics: dict, run_dir: Path, result) -> None:

@@ -69,6 +69,10 @@ def damage_bytes(folder, case):
         train.write_bytes(gzip.compress(train.read_bytes(), mtime=0))
         return (r"train.csv:1: column 1: expected UTF-8 text, found byte 0x8b "
                 r"\(it is gzip-compressed: add .gz to its name\)")
+    if case == "utf16_train":  # as Excel's "Unicode text" saves it
+        train.write_bytes(train.read_text().encode("utf-16"))
+        return (r"train.csv:1: column 1: expected UTF-8 text, found byte 0xff "
+                r"\(it is UTF-16 text: save it as UTF-8\)")
     if case == "gz_holding_plain_text":
         _gzip_in_place(folder, "train", train.read_bytes())
         return (r"train.csv.gz: expected a gzip archive, found gzip.BadGzipFile: "
@@ -86,7 +90,7 @@ def damage_bytes(folder, case):
 
 BYTE_CASES = ["latin1_byte_in_train", "latin1_byte_in_header", "png_as_train",
               "stray_ff_in_test", "nul_byte_in_train", "open_quote", "gzip_named_csv",
-              "gz_holding_plain_text", "gz_cut_short", "gz_holding_binary"]
+              "utf16_train", "gz_holding_plain_text", "gz_cut_short", "gz_holding_binary"]
 
 
 @pytest.mark.parametrize("case", BYTE_CASES)

@@ -217,6 +217,22 @@ def test_keras_npz_with_missing_key(tmp_path):
         data.load_keras_mnist(tmp_path / "bad.npz")
 
 
+@pytest.mark.parametrize("damage, found", [
+    (lambda raw: raw[:len(raw) // 2], "no zip directory (not a zip, or one cut short)"),
+    (lambda raw: b"", "no zip directory (not a zip, or one cut short)"),
+    (lambda raw: gzip.compress(raw), "no zip directory (not a zip, or one cut short)"),
+    (lambda raw: raw[:5000] + bytes([raw[5000] ^ 0xFF]) + raw[5001:],
+     "zipfile.BadZipFile: Bad CRC-32 for file 'x_train.npy'"),
+])
+def test_damaged_keras_npz_is_one_clear_error(mnist_npz, tmp_path, damage, found):
+    damaged = tmp_path / "mnist.npz"
+    damaged.write_bytes(damage(mnist_npz.read_bytes()))
+    with pytest.raises(DataError) as caught:
+        data.load_keras_mnist(damaged)
+    assert str(caught.value).startswith(f"{damaged}: expected an npz archive")
+    assert str(caught.value).endswith(f", found {found}")
+
+
 def test_stratified_split_and_subsample_keep_class_balance(kaggle_dir):
     digits = data.load_kaggle(kaggle_dir)
     x_tr, x_val, y_tr, y_val = data.split_train_val(digits.x_train, digits.y_train, 0.2, seed=0)

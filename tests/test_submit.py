@@ -268,6 +268,19 @@ def test_too_few_images_of_a_digit_for_the_folds_is_one_line_before_training(
     assert not (tmp_path / "submissions").exists() and not (tmp_path / "artifacts").exists()
 
 
+def test_damaged_search_leaderboard_stops_the_run_before_training(kaggle_dir_readonly,
+                                                                  tmp_path, capsys):
+    trials = tmp_path / "artifacts" / "tune" / "trials.csv"
+    trials.parent.mkdir(parents=True)
+    trials.write_bytes(b"rank,trial_id\n1,\xff\n")
+    with pytest.warns(UserWarning, match="no search results"):
+        assert run_cli(submit.main, _args(kaggle_dir_readonly, tmp_path)) == 2
+    assert capsys.readouterr().err == (f"error: {trials}:2: column 2: expected UTF-8 text, "
+                                       "found byte 0xff\n")
+    assert not (tmp_path / "submissions").exists()
+    assert not (tmp_path / "artifacts" / "models").exists()
+
+
 def test_out_of_range_flag_is_one_line_exit_2(kaggle_dir_readonly, tmp_path, capsys):
     assert run_cli(submit.main, _args(kaggle_dir_readonly, tmp_path, "--folds", "1")) == 2
     assert capsys.readouterr().err == "error: --folds: expected an integer >= 2, found 1\n"
