@@ -18,6 +18,7 @@ import pytest
 
 from src import tune, util
 from src.config import Config, run_cli
+from src.errors import DataError
 from src.model import DEFAULT_HPARAMS
 from tests.conftest import REPO_ROOT
 from tests.fixtures import keep_only
@@ -312,7 +313,8 @@ def test_an_atomic_write_that_fails_leaves_the_old_file(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(DataError, match="best_hparams.json: expected a writable folder with "
+                       "free space, found disk full"):
         util.write_atomically(path, "new")
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == [path.name]
 
