@@ -346,8 +346,9 @@ def write_figures(run_dir: Path, inputs: ReportInputs, metrics: dict) -> list[st
         figures["class_balance.png"] = _plot_class_balance(metrics["test_predicted_counts"],
                                                            y_true)
     for name, figure in figures.items():
-        with writing(Path(run_dir) / name):
-            figure.savefig(Path(run_dir) / name, dpi=DPI, facecolor="white")
+        path = Path(run_dir) / name
+        with writing(path):
+            figure.savefig(path, dpi=DPI, facecolor="white")
     return list(figures)
 
 
