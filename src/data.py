@@ -10,6 +10,8 @@ from __future__ import annotations
 import gzip
 import os
 import re
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +76,16 @@ def find_data_dir(data_dir: str | Path | None = None) -> Path:
                     hint=HOW_TO_GET_DATA)
 
 
+# What reading a file can raise before any of its values is seen: bytes that are not
+# UTF-8, a .gz that is not gzip or is cut short, a disk that fails.
+READ_ERRORS = (UnicodeDecodeError, OSError, EOFError, zlib.error)
+# The first bytes of a .csv that is not UTF-8 text, and what to do about it.
+FILE_SIGNATURES = {b"\x1f\x8b": "it is gzip-compressed: add .gz to its name",
+                   b"PK\x03\x04": "it is a zip archive: unzip it",
+                   b"\xff\xfe": "it is UTF-16 text: save it as UTF-8",
+                   b"\xfe\xff": "it is UTF-16 text: save it as UTF-8"}
+
+
 def _open_text(path: Path):
     """A text handle on a .csv or .csv.gz; a UTF-8 byte-order mark is dropped."""
     if path.suffix == ".gz":
@@ -88,6 +100,46 @@ def _read_line(path: Path, line_number: int) -> str:
             if number == line_number:
                 return text.rstrip("\r\n")
     return ""
+
+
+def _error_name(error: BaseException) -> str:
+    """EOFError, gzip.BadGzipFile, zlib.error: the exception's type as Python prints it."""
+    kind = type(error)
+    return kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+
+
+def _field_name(line_text: bytes, offset: int, line: int, columns: list[str]) -> str:
+    """The column that byte offset of a line falls in: its name, or its position in the header."""
+    position = line_text.count(b",", 0, offset)
+    if line == 1 or position >= len(columns):
+        return f"column {position + 1}"
+    return columns[position]
+
+
+def unreadable_error(path: Path, error: BaseException, columns: list[str]) -> DataError:
+    """The DataError for a file that cannot be read as text (error is one of READ_ERRORS):
+    the line and column of its first byte that is not UTF-8, or the line where a damaged
+    archive breaks off. Reads the file again, line by line: the failure path only."""
+    line, text = 0, b""
+    compressed = path.suffix == ".gz"
+    try:
+        with (gzip.open if compressed else open)(path, "rb") as handle:
+            for text in handle:
+                line += 1
+                text.decode("utf-8")  # a line break is never part of a multi-byte character
+    except UnicodeDecodeError as bad:
+        hint = None
+        if line == 1 and not compressed:
+            hint = next((what for signature, what in FILE_SIGNATURES.items()
+                         if text.startswith(signature)), None)
+        return DataError("UTF-8 text", f"byte {text[bad.start]:#04x}", file=path, line=line,
+                         column=_field_name(text, bad.start, line, columns), hint=hint)
+    except (OSError, EOFError, zlib.error) as broken:
+        expected = "a gzip archive" if compressed else "a readable file"
+        return DataError(expected, f"{_error_name(broken)}: {broken}", file=path,
+                         line=line + 1 if line else None)
+    # The file reads whole now: say what failed the first time.
+    return DataError("a readable file", f"{_error_name(error)}: {error}", file=path)
 
 
 def _check_header(path: Path, expected: list[str]) -> None:
@@ -145,7 +197,7 @@ def _read_slowly(path: Path, columns: list[str]) -> pd.DataFrame:
         frame = pd.read_csv(path, na_filter=False, skip_blank_lines=False, encoding="utf-8-sig",
                             low_memory=False)
     except pd.errors.ParserError as error:
-        raise _ragged_row_error(path, error, len(columns)) from None
+        raise csv_syntax_error(path, error, len(columns)) from None
     frame = _drop_trailing_blank_rows(frame)
     limits = {"label": (0, NUM_CLASSES - 1)}
     first = None
@@ -168,12 +220,18 @@ def _read_slowly(path: Path, columns: list[str]) -> pd.DataFrame:
                     column=columns[position])
 
 
-def _ragged_row_error(path: Path, error: Exception, expected_fields: int) -> DataError:
-    match = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(error))
-    if match is None:
-        return DataError("a well-formed CSV", str(error).strip(), file=path)
-    return DataError(f"{expected_fields} values", match.group(3), file=path,
-                     line=int(match.group(2)))
+def csv_syntax_error(path: Path, error: Exception, expected_fields: int) -> DataError:
+    """The DataError for pandas' ParserError: a row of the wrong length, or an open quote."""
+    message = str(error).strip()
+    ragged = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message)
+    if ragged is not None:
+        return DataError(f"{expected_fields} values", ragged.group(3), file=path,
+                         line=int(ragged.group(2)))
+    open_quote = re.search(r"EOF inside string starting at row (\d+)", message)
+    if open_quote is not None:  # pandas counts rows from 0, the header included
+        return DataError("a closing quote", "the end of the file", file=path,
+                         line=int(open_quote.group(1)) + 1)
+    return DataError("a well-formed CSV", " ".join(message.split()), file=path)
 
 
 def _drop_trailing_blank_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -191,13 +249,10 @@ def read_digits_csv(path: str | Path, with_labels: bool) -> tuple[np.ndarray, np
     if not path.is_file():
         raise DataError("a CSV file", "no such file", file=path, hint=HOW_TO_GET_DATA)
     columns = TRAIN_COLUMNS if with_labels else PIXEL_COLUMNS
-    _check_header(path, columns)
     try:
-        # The fast path: one C-parser pass straight into int16, no NaN handling.
-        frame = pd.read_csv(path, dtype=np.int16, na_filter=False, skip_blank_lines=False,
-                            encoding="utf-8-sig")
-    except (ValueError, OverflowError, pd.errors.ParserError):
-        frame = _read_slowly(path, columns)
+        frame = _read_frame(path, columns)
+    except READ_ERRORS as error:
+        raise unreadable_error(path, error, columns) from None
     if len(frame) == 0:
         raise DataError("at least one row of digits", "only the header", file=path, line=2)
     values = frame.to_numpy()
@@ -216,6 +271,19 @@ def read_digits_csv(path: str | Path, with_labels: bool) -> tuple[np.ndarray, np
                             file=path, line=bad[0] + 2, column="label")
     images = pixels.astype(np.uint8).reshape(-1, *IMAGE_SHAPE)
     return images, labels
+
+
+def _read_frame(path: Path, columns: list[str]) -> pd.DataFrame:
+    """The file's header checked and its rows as integers; DataError for any bad value."""
+    _check_header(path, columns)
+    try:
+        # The fast path: one C-parser pass straight into int16, no NaN handling.
+        return pd.read_csv(path, dtype=np.int16, na_filter=False, skip_blank_lines=False,
+                           encoding="utf-8-sig")
+    except UnicodeDecodeError:  # a ValueError too, but no slower parse can read it
+        raise
+    except (ValueError, OverflowError, pd.errors.ParserError):
+        return _read_slowly(path, columns)
 
 
 def _first_out_of_range(values: np.ndarray, low: int, high: int) -> tuple[int, int] | None:
@@ -278,11 +346,14 @@ def load_keras_mnist(npz_path: str | Path | None = None) -> Digits:
         origin = str(npz_path)
         if not Path(npz_path).is_file():
             raise DataError("an mnist.npz file", "no such file", file=origin)
+        if not zipfile.is_zipfile(npz_path):
+            raise DataError("an npz archive (a zip of .npy arrays)",
+                            "no zip directory (not a zip, or one cut short)", file=origin)
         try:
             with np.load(npz_path, allow_pickle=False) as npz:
                 arrays = {key: npz[key] for key in npz.files}
-        except (OSError, ValueError) as error:
-            raise DataError("an npz archive", f"{type(error).__name__}: {error}",
+        except (*READ_ERRORS, ValueError, zipfile.BadZipFile) as error:  # a damaged archive
+            raise DataError("an npz archive", f"{_error_name(error)}: {error}",
                             file=origin) from None
     _check_mnist_arrays(arrays, origin)
     x_test = arrays["x_test"].astype(np.uint8)[..., None]
@@ -301,8 +372,9 @@ def load_digits(config: Config) -> Digits:
 
 
 def subsample(x: np.ndarray, y: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A stratified subset of ``size`` images (all of them when size is 0 or too large)."""
-    if size <= 0 or size >= len(y):
+    """A stratified subset of ``size`` images (all of them when size is 0 or too large: a
+    stratified split leaves at least one image of each digit out)."""
+    if size <= 0 or size > len(y) - len(np.unique(y)):
         return x, y
     x_part, _, y_part, _ = train_test_split(x, y, train_size=size, stratify=y, random_state=seed)
     return x_part, y_part
@@ -311,3 +383,34 @@ def subsample(x: np.ndarray, y: np.ndarray, size: int, seed: int) -> tuple[np.nd
 def split_train_val(x: np.ndarray, y: np.ndarray, val_fraction: float, seed: int):
     """A stratified train/validation split: (x_train, x_val, y_train, y_val)."""
     return train_test_split(x, y, test_size=val_fraction, stratify=y, random_state=seed)
+
+
+def _check_images_per_digit(y: np.ndarray, needed: int, purpose: str, file: str,
+                            among: str = "") -> None:
+    """Raise DataError naming the digit with the fewest images when it has fewer than needed."""
+    counts = np.bincount(y, minlength=NUM_CLASSES)
+    digit = int(np.argmin(counts))
+    if counts[digit] >= needed:
+        return
+    found = f"{counts[digit]} of digit {digit}" if counts[digit] else f"no image of digit {digit}"
+    raise DataError(f"at least {needed} images of every digit for {purpose}", found + among,
+                    file=file)
+
+
+def plan_training_images(digits: Digits, size: int, seed: int, needed: int, purpose: str,
+                         size_flag: str) -> tuple[np.ndarray, np.ndarray]:
+    """The stratified subsample of ``size`` labelled images (0: all) that a run trains on,
+    checked to hold ``needed`` images of every digit, as ``purpose`` needs (stratified
+    folds, a stratified hold-out): too few is a DataError naming the digit, its count and
+    the flag that sets the subsample."""
+    x, y, file = digits.x_train, digits.y_train, digits.train_path
+    _check_images_per_digit(y, needed, purpose, file)
+    if size <= 0 or size >= len(y):
+        return x, y
+    if size < needed * NUM_CLASSES:
+        raise DataError(f"0 (every image) or at least {needed * NUM_CLASSES}: {needed} of each "
+                        f"digit for {purpose}", str(size), column=size_flag)
+    x, y = subsample(x, y, size, seed)
+    _check_images_per_digit(y, needed, purpose, file, among=f" in a subsample of {size} "
+                            f"({size_flag})")
+    return x, y

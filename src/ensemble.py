@@ -13,12 +13,10 @@ import dataclasses
 import hashlib
 import inspect
 import json
-import multiprocessing
 import os
 import time
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
@@ -28,10 +26,11 @@ import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
 from src import model as cnn
+from src import workers
 from src.config import Config
 from src.data import NUM_CLASSES, Digits
 from src.errors import DataError
-from src.util import format_duration, write_atomically
+from src.util import partial_path, write_atomically, writing
 
 TTA_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
 
@@ -174,10 +173,15 @@ def _load_fold_model(path: Path) -> keras.Model:
 
 def _save_atomically(model: keras.Model, history: dict, model_path: Path) -> None:
     # The partial name holds the pid: an orphaned worker of a killed run never shares it.
-    partial = model_path.with_name(f".partial-{os.getpid()}-{model_path.name}")
-    model.save(partial)
-    write_atomically(model_path.with_suffix(".history.json"), json.dumps(history))
-    os.replace(partial, model_path)  # the model last: its presence means the fold is done
+    partial = partial_path(model_path)
+    with writing(model_path):
+        try:
+            model.save(partial)
+            write_atomically(model_path.with_suffix(".history.json"), json.dumps(history))
+            os.replace(partial, model_path)  # the model last: its presence means the fold is done
+        except BaseException:
+            partial.unlink(missing_ok=True)  # a full disk, say: no half-saved model stays
+            raise
 
 
 def _fold_model_path(member: Member, fold: int, config: Config, fingerprint: str) -> Path:
@@ -206,55 +210,6 @@ class FoldJob:
         return f"{self.label()} (model {self.number} of {self.total}): {doing}"
 
 
-def resolve_jobs(jobs: int) -> int:
-    """How many fold models train at once: --jobs, or for 0 (auto) two on a CPU-only
-    machine with two or more cores and one otherwise.
-
-    On a 2-core CPU two processes train 1.1-1.3x the images per second of one
-    (README, measured figures): one process leaves part of the second core idle
-    between TensorFlow's small ops.
-    """
-    if jobs:
-        return jobs
-    import tensorflow as tf
-
-    return 1 if tf.config.list_physical_devices("GPU") or available_cores() < 2 else 2
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-class EpochLine(keras.callbacks.Callback):
-    """One labelled line per epoch: what parallel workers print instead of progress bars,
-    which garble each other on one terminal."""
-
-    def __init__(self, label: str):
-        super().__init__()
-        self.label = label
-
-    def on_epoch_end(self, epoch, logs=None):
-        scores = ", ".join(f"{name} {value:.4f}" for name, value in (logs or {}).items()
-                           if name in ("accuracy", "val_accuracy", "val_loss"))
-        print(f"{self.label} epoch {epoch + 1}/{self.params['epochs']}: {scores}", flush=True)
-
-
-class StopWithParent(keras.callbacks.Callback):
-    """End a worker process whose parent has died (a killed run), so that no orphan
-    trains on and races the rerun that resumes it."""
-
-    def __init__(self):
-        super().__init__()
-        self.parent = os.getppid()
-
-    def on_train_batch_end(self, batch, logs=None):
-        if os.getppid() != self.parent:
-            os._exit(1)
-
-
 def _train_fold(job: FoldJob, x: np.ndarray, y: np.ndarray,
                 split: tuple[np.ndarray, np.ndarray], config: Config,
                 verbose: int | str, callbacks: Sequence[keras.callbacks.Callback] = ()) -> float:
@@ -278,65 +233,6 @@ def _train_fold(job: FoldJob, x: np.ndarray, y: np.ndarray,
     job.path.parent.mkdir(parents=True, exist_ok=True)
     _save_atomically(model, history, job.path)
     return time.perf_counter() - tick
-
-
-_worker_data: dict[str, np.ndarray] = {}
-
-
-def _start_worker(x: np.ndarray, y: np.ndarray) -> None:
-    _worker_data.update(x=x, y=y)
-
-
-def _train_in_worker(job: FoldJob, split: tuple[np.ndarray, np.ndarray],
-                     config: Config) -> float:
-    cnn.use_precision(config.precision)
-    print(job.status("training"), flush=True)
-    seconds = _train_fold(job, _worker_data["x"], _worker_data["y"], split, config, verbose=0,
-                          callbacks=[EpochLine(job.label()), StopWithParent()])
-    keras.backend.clear_session()
-    return seconds
-
-
-def train_fold_models(jobs: list[FoldJob], x: np.ndarray, y: np.ndarray,
-                      splits: list[tuple[np.ndarray, np.ndarray]], config: Config,
-                      verbose: int | str = "auto") -> None:
-    """Train and save every job's model, one after another or in parallel worker
-    processes (``--jobs``), printing a line with the elapsed time and ETA as each ends."""
-    workers = min(resolve_jobs(config.jobs), len(jobs))
-    started = time.perf_counter()
-    model_seconds: list[float] = []
-
-    def report_done(job: FoldJob, seconds: float) -> None:
-        model_seconds.append(seconds)
-        left = len(jobs) - len(model_seconds)
-        eta = format_duration(np.mean(model_seconds) * left / workers)
-        print(f"{job.label()} trained in {format_duration(seconds)}; "
-              f"{len(model_seconds)} of {len(jobs)} to train done, elapsed "
-              f"{format_duration(time.perf_counter() - started)}, ETA {eta}", flush=True)
-
-    if workers <= 1:
-        for job in jobs:
-            print(job.status("training"), flush=True)
-            report_done(job, _train_fold(job, x, y, splits[job.fold], config, verbose))
-        return
-    # Each worker keeps TensorFlow's default thread pools, one thread per core: on 2 cores
-    # two such workers train faster than two of one thread each, and the last fold,
-    # training alone, still uses every core (README, measured figures).
-    print(f"training {len(jobs)} fold models, {workers} at a time in worker processes",
-          flush=True)
-    others = set(multiprocessing.active_children())
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_start_worker, initargs=(x, y)) as pool:
-        futures = {pool.submit(_train_in_worker, job, splits[job.fold], config): job
-                   for job in jobs}
-        try:
-            for future in as_completed(futures):
-                report_done(futures[future], future.result())
-        except BaseException:  # an error or Ctrl-C: stop every fold now, keep the saved ones
-            pool.shutdown(wait=False, cancel_futures=True)
-            for worker in set(multiprocessing.active_children()) - others:
-                worker.terminate()
-            raise
 
 
 def run_kfold(digits: Digits, members: list[Member], config: Config,
@@ -397,7 +293,7 @@ def _run_round(digits: Digits, members: list[Member], config: Config,
             print(job.status(f"reusing {job.path}"), flush=True)
     tick = time.perf_counter()
     if to_train:
-        train_fold_models(to_train, x, y, splits, config, verbose)
+        workers.train_fold_models(to_train, x, y, splits, config, _train_fold, verbose)
     result.train_seconds += time.perf_counter() - tick
     tta = config.tta if budget is None else budget.training_done(pseudo is not None)
     tick = time.perf_counter()

@@ -29,6 +29,11 @@ class DataError(ValueError):
         self.hint = hint
         super().__init__(str(self))
 
+    def __reduce__(self):
+        # Rebuilt from its parts, not from its message: a worker process sends it back.
+        return type(self), (self.expected, self.found, self.file, self.line, self.column,
+                            self.hint)
+
     def __str__(self) -> str:
         where = ""
         if self.file is not None:

@@ -20,6 +20,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from src.util import writing
+
 NUM_CLASSES = 10  # as src.data; not imported from there to keep this module free of TensorFlow
 DIGITS = list(range(NUM_CLASSES))
 GALLERY_SIZE = 36
@@ -217,5 +219,7 @@ def write_figures(run_dir: Path, metrics: dict, *, images: np.ndarray, y_true: n
         figures["class_balance.png"] = _plot_class_balance(metrics["test_predicted_counts"],
                                                            y_true)
     for name, figure in figures.items():
-        figure.savefig(Path(run_dir) / name, dpi=DPI, facecolor="white")
+        path = Path(run_dir) / name
+        with writing(path):
+            figure.savefig(path, dpi=DPI, facecolor="white")
     return list(figures)

@@ -456,12 +456,12 @@ def write_report(run_dir: Path, inputs: ReportInputs) -> dict:
     figures = write_figures(run_dir, metrics, images=inputs.images, y_true=inputs.y_true,
                             ensemble_probs=inputs.ensemble_probs,
                             histories=inputs.histories)
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n",
-                                          encoding="utf-8")
+    write_atomically(run_dir / "metrics.json", json.dumps(metrics, indent=2, allow_nan=False)
+                     + "\n")
     blocks = report_blocks(inputs, metrics, figures)
-    (run_dir / "report.md").write_text(render_markdown(blocks), encoding="utf-8")
+    write_atomically(run_dir / "report.md", render_markdown(blocks))
     title = f"Digit Recognizer report: {metrics[ENSEMBLE]['accuracy']:.2%} out of fold"
-    (run_dir / "report.html").write_text(render_html(blocks, title), encoding="utf-8")
+    write_atomically(run_dir / "report.html", render_html(blocks, title))
     return metrics
 
 

@@ -32,9 +32,24 @@ from src.config import (
     config_from_args,
     run_cli,
 )
-from src.data import find_csv, find_data_dir, load_digits, read_digits_csv, subsample
+from src.data import (
+    READ_ERRORS,
+    csv_syntax_error,
+    find_csv,
+    find_data_dir,
+    load_digits,
+    plan_training_images,
+    read_digits_csv,
+    unreadable_error,
+)
 from src.errors import DataError
-from src.util import format_duration, write_atomically
+from src.util import (
+    format_duration,
+    partial_path,
+    remove_stale_partials,
+    write_atomically,
+    writing,
+)
 
 SUBMISSION_COLUMNS = ["ImageId", "Label"]
 
@@ -43,8 +58,9 @@ def validate_submission(frame: pd.DataFrame, num_test_images: int, file: str = "
                         ) -> None:
     """Raise DataError unless frame is ImageId 1..N in order and Label 0..9, one row per image."""
     if list(frame.columns) != SUBMISSION_COLUMNS:
-        raise DataError("columns ImageId,Label", ",".join(map(str, frame.columns)), file=file,
-                        line=1)
+        header = ",".join(map(str, frame.columns))
+        raise DataError("columns ImageId,Label", header if header.isprintable() else repr(header),
+                        file=file, line=1)
     if len(frame) != num_test_images:
         raise DataError(f"{num_test_images} rows, one per test image", f"{len(frame)}", file=file)
     for column, expected in (("ImageId", np.arange(1, num_test_images + 1)), ("Label", None)):
@@ -68,9 +84,12 @@ def check_submission_file(path: Path, test_path: Path) -> int:
         raise DataError("a submission CSV", "no such file", file=path)
     try:
         frame = pd.read_csv(path, dtype=str, na_filter=False, encoding="utf-8-sig")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise DataError("a CSV with columns ImageId,Label", f"{type(error).__name__}",
-                        file=path) from None
+    except READ_ERRORS as error:
+        raise unreadable_error(path, error, SUBMISSION_COLUMNS) from None
+    except pd.errors.ParserError as error:
+        raise csv_syntax_error(path, error, len(SUBMISSION_COLUMNS)) from None
+    except pd.errors.EmptyDataError:
+        raise DataError("columns ImageId,Label", "an empty file", file=path, line=1) from None
     num_test_images = len(read_digits_csv(test_path, with_labels=False)[0])
     validate_submission(frame, num_test_images, file=str(path))
     return num_test_images
@@ -225,16 +244,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                         column="--upload")
     started = time.perf_counter()
     digits = load_digits(config)
-    digits.x_train, digits.y_train = subsample(digits.x_train, digits.y_train,
-                                               config.train_samples, config.seed)
+    digits.x_train, digits.y_train = plan_training_images(
+        digits, config.train_samples, config.seed, needed=config.folds,
+        purpose=f"{config.folds} stratified folds (--folds)", size_flag="--train-samples")
     loaded = time.perf_counter()
     print(f"data: {len(digits.y_train)} training and {len(digits.x_test)} test images "
           f"({digits.source}) in {loaded - started:.1f}s", flush=True)
 
-    from src import ensemble, model, report
+    from src import ensemble, model, report, workers
 
     config = dataclasses.replace(config, precision=model.resolve_precision(config.precision),
-                                 jobs=ensemble.resolve_jobs(config.jobs))
+                                 jobs=workers.resolve_jobs(config.jobs))
     print(f"dtype policy: {config.precision}; fold models trained at once: {config.jobs}",
           flush=True)
     budget = None
@@ -246,6 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
     else:
         members = ensemble.load_members(config)
+    leaderboard = _leaderboard(config)  # read now: a damaged one stops the run before training
     result = ensemble.run_kfold(digits, members, config, budget=budget)
     if budget:
         config = dataclasses.replace(config, **budget.settings_used())
@@ -255,10 +276,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     test_labels = test_ensemble.argmax(axis=1)
 
     submissions_dir = Path(config.submissions_dir)
-    submissions_dir.mkdir(parents=True, exist_ok=True)
     run_id = new_run_id(config)
-    partial = submissions_dir / f".partial-{run_id}"
-    partial.mkdir()
+    remove_stale_partials(submissions_dir)  # the run folder a killed run left half-written
+    partial = partial_path(submissions_dir / run_id)
+    with writing(partial):
+        partial.mkdir(parents=True)
     try:
         if digits.y_test is None:
             frame = pd.DataFrame({"ImageId": digits.test_ids, "Label": test_labels})
@@ -272,13 +294,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             ensemble_probs=oof_ensemble, ensemble_weights=weights, histories=result.histories,
             timings=timings, run_info=_run_info(config, members, result, digits, argv),
             plan=budget.record() if budget else None,
-            leaderboard=_leaderboard(config), holdout_true=digits.y_test,
+            leaderboard=leaderboard, holdout_true=digits.y_test,
             holdout_probs=test_ensemble if digits.y_test is not None else None,
             test_predictions=test_labels if digits.y_test is None else None))
+        with writing(submissions_dir):  # the rename into place and the latest link
+            run_dir = publish_run(partial, submissions_dir, run_id)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)  # an unfinished run leaves nothing behind
         raise
-    run_dir = publish_run(partial, submissions_dir, run_id)
     _print_summary(metrics, run_dir, result)
     if budget:
         print(f"plan: ended in {format_duration(time.perf_counter() - started)} of "
@@ -308,8 +331,17 @@ def _run_info(config: Config, members, result, digits, argv: Sequence[str] | Non
 
 
 def _leaderboard(config: Config) -> pd.DataFrame | None:
+    """The search's trials.csv for the report, when there is one; DataError if unreadable."""
     path = Path(config.artifacts_dir) / "tune" / "trials.csv"
-    return pd.read_csv(path, dtype={"trial_id": str}) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_csv(path, dtype={"trial_id": str})
+    except READ_ERRORS as error:
+        raise unreadable_error(path, error, []) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise DataError("the trials.csv written by python -m src.tune", " ".join(
+            str(error).split()), file=path, hint="rerun python -m src.tune") from None
 
 
 def _print_summary(metrics: dict, run_dir: Path, result) -> None:

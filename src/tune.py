@@ -35,7 +35,7 @@ from src.config import (
     config_from_args,
     run_cli,
 )
-from src.data import NUM_CLASSES, load_digits, split_train_val, subsample
+from src.data import load_digits, plan_training_images, split_train_val
 from src.errors import DataError
 from src.kaggle_api import download_competition_data
 from src.model import (
@@ -46,13 +46,13 @@ from src.model import (
     steps_per_epoch,
     use_precision,
 )
-from src.util import format_duration, write_atomically
+from src.util import WRITABLE, describe_os_error, format_duration, write_atomically, writing
 
 OBJECTIVE = "val_accuracy"
 VAL_FRACTION = 0.2
 HYPERBAND_FACTOR = 3
 MIN_TUNE_SAMPLES = 100
-MIN_IMAGES_PER_DIGIT = 5
+MIN_IMAGES_PER_DIGIT = 5  # so that the 20% hold-out holds one of each
 TOP_SAVED = 10
 LEADERBOARD_ROWS = 10
 VAL_BATCH_SIZE = 1024
@@ -157,6 +157,12 @@ def start_with_the_default(oracle: kt.Oracle) -> None:
     oracle._random_values = default_first
 
 
+class FailedTrialWrite(DataError, kt.errors.FatalError):
+    """A write in a trial that failed (a full disk, a read-only folder). KerasTuner ends
+    the search on a FatalError, where it would go on to the next trial after any other
+    error; run_cli prints it, a DataError, on one line."""
+
+
 class _SearchTuner:
     """What this package adds to each KerasTuner tuner.
 
@@ -176,7 +182,11 @@ class _SearchTuner:
         """Train one configuration; report its best val_accuracy, epochs to reach it and size."""
         # A seed per trial: a resumed search trains each trial as an unbroken one does.
         keras.utils.set_random_seed(self.trial_seed + int(trial.trial_id))
-        (history,) = super().run_trial(trial, *args, **kwargs)
+        try:
+            (history,) = super().run_trial(trial, *args, **kwargs)
+        except OSError as error:  # saving the trial's checkpoint: a full disk fails every trial
+            raise FailedTrialWrite(WRITABLE, describe_os_error(error),
+                                   file=self.get_trial_dir(trial.trial_id)) from None
         scores = history.history[OBJECTIVE]
         best = int(np.argmax(scores))
         return {OBJECTIVE: scores[best], "epochs": history.epoch[best] + 1,
@@ -255,12 +265,15 @@ def build_tuner(config: Config, role: str | None) -> _SearchTuner:
     # truncated JSON that no later run could reload.
     kt_utils.save_json = _save_json_atomically
     prefix = f"{os.environ[ENV_TUNER_ID]}: " if role == "worker" else ""
+    folder = Path(config.artifacts_dir) / "tune"
     common = dict(
         objective=kt.Objective(OBJECTIVE, direction="max"), seed=config.seed,
         progress=Progress(planned_epochs(config), prefix),
-        directory=str(Path(config.artifacts_dir) / "tune"), project_name=project_name(config),
+        directory=str(folder), project_name=project_name(config),
         # A worker shares the chief's folder: only the chief may wipe it.
         overwrite=config.overwrite and role != "worker")
+    with writing(folder):  # a read-only --artifacts-dir fails here, not inside KerasTuner
+        folder.mkdir(parents=True, exist_ok=True)
     use_precision(config.precision)  # before any trial builds a model
     hypermodel = CNNHyperModel(config.batch_size, config.seed)
     if config.tuner == "hyperband":
@@ -279,11 +292,10 @@ def load_search_data(config: Config) -> tuple[tuple[np.ndarray, np.ndarray],
         raise DataError(f"0 (every image) or an integer >= {MIN_TUNE_SAMPLES}",
                         str(config.tune_samples), column="--tune-samples")
     digits = load_digits(config)
-    counts = np.bincount(digits.y_train, minlength=NUM_CLASSES)
-    if counts.min() < MIN_IMAGES_PER_DIGIT:
-        raise DataError(f"at least {MIN_IMAGES_PER_DIGIT} images of every digit",
-                        f"{counts.min()} of digit {counts.argmin()}", file=digits.train_path)
-    x, y = subsample(digits.x_train, digits.y_train, config.tune_samples, config.seed)
+    x, y = plan_training_images(digits, config.tune_samples, config.seed,
+                                needed=MIN_IMAGES_PER_DIGIT,
+                                purpose=f"the search's stratified {VAL_FRACTION:.0%} hold-out",
+                                size_flag="--tune-samples")
     x_train, x_val, y_train, y_val = split_train_val(x, y, VAL_FRACTION, config.seed)
     summary = {"source": digits.source, "train_path": digits.train_path,
                "labelled_images": len(digits.y_train), "searched_images": len(y),

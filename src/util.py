@@ -1,21 +1,86 @@
-"""Two helpers every stage shares: writing a file atomically, and printing a duration."""
+"""Helpers every stage shares: writing a file atomically, reporting a failed write,
+clearing what killed runs left half-written, and printing a duration."""
 
 from __future__ import annotations
 
+import errno
 import os
+import re
+import shutil
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from src.errors import DataError
+
+WRITABLE = "a writable folder with free space"
+
+
+def describe_os_error(error: OSError) -> str:
+    """'No space left on device (ENOSPC)': what an OSError says, on one line."""
+    if error.errno in errno.errorcode and error.strerror:
+        return f"{error.strerror} ({errno.errorcode[error.errno]})"
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+@contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Report an OSError raised while writing path (a full disk, a read-only folder) as a
+    DataError naming path: one line, exit code 2."""
+    try:
+        yield
+    except OSError as error:
+        raise DataError(WRITABLE, describe_os_error(error), file=path) from None
+
+
+def partial_path(path: str | Path) -> Path:
+    """The hidden name this process writes path under before renaming it into place:
+    ``.partial-<pid>-<host>-<name>``, so that a later run can tell what a killed process
+    left (remove_stale_partials) from what a live one, here or on another machine sharing
+    the folder, is writing."""
+    path = Path(path)
+    return path.with_name(f".partial-{os.getpid()}-{socket.gethostname()}-{path.name}")
+
+
+def remove_stale_partials(folder: str | Path) -> None:
+    """Delete the partial files and folders in folder whose process, on this machine, has
+    ended: what a killed run left half-written."""
+    mine = re.compile(rf"\.partial-(\d+)-{re.escape(socket.gethostname())}-")
+    for path in Path(folder).glob(".partial-*"):
+        match = mine.match(path.name)
+        if match is None or _is_running(int(match.group(1))):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _is_running(pid: int) -> bool:
+    if os.name != "posix":
+        return True  # no safe check without a POSIX kill(pid, 0): keep the file
+    try:
+        os.kill(pid, 0)  # signal 0 checks that the process exists and sends nothing
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def write_atomically(path: str | Path, text: str) -> None:
-    """Write text to a temporary file beside path, then os.replace it: never half a file."""
+    """Write text to a partial file beside path, then os.replace it: never half a file.
+    A failed write leaves no partial file and raises DataError naming path."""
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    partial = partial_path(path)
+    with writing(path):
+        try:
+            partial.write_text(text, encoding="utf-8")
+            os.replace(partial, path)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
 
 
 def format_duration(seconds: float) -> str:

@@ -44,6 +44,14 @@ def write_kaggle_csvs(folder: Path) -> Path:
     return folder
 
 
+def keep_only(folder: Path, digit: int, count: int) -> None:
+    """Drop all but the first count images of digit from folder/train.csv."""
+    header, *rows = (folder / "train.csv").read_text().splitlines()
+    of_digit = [row for row in rows if row.startswith(f"{digit},")]
+    kept = [row for row in rows if not row.startswith(f"{digit},")] + of_digit[:count]
+    (folder / "train.csv").write_text("\n".join([header, *kept]) + "\n")
+
+
 def write_mnist_npz(path: Path) -> Path:
     """A stand-in for Keras' mnist.npz: the same keys, dtypes and shapes, fewer images."""
     images, labels = handwritten_digits()

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
 
 from src import submit, tune
 from src.config import run_cli
+from tests.test_damaged_files import BYTE_CASES, damage_bytes
 from tests.test_data import TRAIN_CASES, _break_train
 
 CLIS = {"tune": tune.main, "submit": submit.main}
-CASES = [*TRAIN_CASES, "missing_file", "test_csv_with_label"]
+CASES = [*TRAIN_CASES, *BYTE_CASES, "missing_file", "test_csv_with_label", "two_rows"]
 
 
 def _damage(kaggle_dir, case):
@@ -22,6 +24,12 @@ def _damage(kaggle_dir, case):
     if case == "test_csv_with_label":
         shutil.copy(kaggle_dir / "train.csv", kaggle_dir / "test.csv")
         return "test.csv:1: column 1: expected 'pixel0', found 'label'"
+    if case == "two_rows":  # digits 0 and 1 only
+        header, *rows = (kaggle_dir / "train.csv").read_text().splitlines()
+        (kaggle_dir / "train.csv").write_text("\n".join([header, *rows[:2]]) + "\n")
+        return "train.csv: expected at least "  # ... images of every digit for ...
+    if case in BYTE_CASES:
+        return damage_bytes(kaggle_dir, case)
     return _break_train(kaggle_dir / "train.csv", case)
 
 
@@ -35,5 +43,5 @@ def test_bad_input_is_one_line_and_exit_2(kaggle_dir, tmp_path, capsys, cli, cas
     assert run_cli(CLIS[cli], argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1, err
-    assert expected in err
+    assert re.search(expected, err) if case in BYTE_CASES else expected in err
     assert not any(path.exists() for path in outputs)

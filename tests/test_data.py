@@ -217,6 +217,22 @@ def test_keras_npz_with_missing_key(tmp_path):
         data.load_keras_mnist(tmp_path / "bad.npz")
 
 
+@pytest.mark.parametrize("damage, found", [
+    (lambda raw: raw[:len(raw) // 2], "no zip directory (not a zip, or one cut short)"),
+    (lambda raw: b"", "no zip directory (not a zip, or one cut short)"),
+    (lambda raw: gzip.compress(raw), "no zip directory (not a zip, or one cut short)"),
+    (lambda raw: raw[:5000] + bytes([raw[5000] ^ 0xFF]) + raw[5001:],
+     "zipfile.BadZipFile: Bad CRC-32 for file 'x_train.npy'"),
+])
+def test_damaged_keras_npz_is_one_clear_error(mnist_npz, tmp_path, damage, found):
+    damaged = tmp_path / "mnist.npz"
+    damaged.write_bytes(damage(mnist_npz.read_bytes()))
+    with pytest.raises(DataError) as caught:
+        data.load_keras_mnist(damaged)
+    assert str(caught.value).startswith(f"{damaged}: expected an npz archive")
+    assert str(caught.value).endswith(f", found {found}")
+
+
 def test_stratified_split_and_subsample_keep_class_balance(kaggle_dir):
     digits = data.load_kaggle(kaggle_dir)
     x_tr, x_val, y_tr, y_val = data.split_train_val(digits.x_train, digits.y_train, 0.2, seed=0)
@@ -224,6 +240,42 @@ def test_stratified_split_and_subsample_keep_class_balance(kaggle_dir):
     assert np.bincount(y_val).min() >= 25
     x_small, y_small = data.subsample(digits.x_train, digits.y_train, 500, seed=0)
     assert len(y_small) == 500 and np.bincount(y_small, minlength=10).min() >= 45
+
+
+def _digits_with(counts: dict[int, int], others: int = 100) -> data.Digits:
+    """Labelled blank images: counts[d] of digit d, others of every other digit."""
+    y = np.concatenate([np.full(counts.get(d, others), d) for d in range(10)])
+    x = np.zeros((len(y), 28, 28, 1), np.uint8)
+    return data.Digits(x_train=x, y_train=y, x_test=x[:1], test_ids=np.ones(1),
+                       train_path="train.csv")
+
+
+@pytest.mark.parametrize("counts, size, needed, message", [
+    ({4: 0}, 0, 2, "train.csv: expected at least 2 images of every digit for the plan, "
+     "found no image of digit 4"),
+    ({7: 2}, 0, 3, "train.csv: expected at least 3 images of every digit for the plan, "
+     "found 2 of digit 7"),
+    ({}, 25, 3, "--size: expected 0 (every image) or at least 30: 3 of each digit for the plan, "
+     "found 25"),
+    ({7: 10}, 200, 3, "train.csv: expected at least 3 images of every digit for the plan, "
+     "found 2 of digit 7 in a subsample of 200 (--size)"),
+])
+def test_too_few_images_of_a_digit_for_the_plan(counts, size, needed, message):
+    with pytest.raises(DataError) as caught:
+        data.plan_training_images(_digits_with(counts), size, seed=0, needed=needed,
+                                  purpose="the plan", size_flag="--size")
+    assert str(caught.value) == message
+
+
+def test_a_plan_with_enough_images_gets_its_stratified_subsample():
+    x, y = data.plan_training_images(_digits_with({7: 10}), 200, seed=0, needed=2,
+                                     purpose="the plan", size_flag="--size")
+    assert len(x) == len(y) == 200 and np.bincount(y).min() == 2
+    everything = _digits_with({})
+    for size in (0, 995, 1000, 5000):  # 0, too large, or too close to all to stratify: all
+        x, y = data.plan_training_images(everything, size, seed=0, needed=2,
+                                         purpose="the plan", size_flag="--size")
+        assert len(y) == 1000
 
 
 @pytest.mark.realdata

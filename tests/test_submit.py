@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,11 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src import ensemble, submit
+from src import ensemble, submit, util, workers
 from src.config import run_cli
 from src.errors import DataError
 from src.model import DEFAULT_HPARAMS
 from tests.conftest import REPO_ROOT
+from tests.fixtures import keep_only
 
 
 def _args(data_dir, tmp_path, *extra):
@@ -80,22 +82,43 @@ def test_parallel_workers_train_every_fold_and_a_serial_rerun_reuses_them(
 
 
 def test_auto_jobs_is_two_on_a_cpu_with_two_cores_and_one_on_a_single_core(monkeypatch):
-    assert ensemble.resolve_jobs(3) == 3
-    monkeypatch.setattr(ensemble, "available_cores", lambda: 2)
-    assert ensemble.resolve_jobs(0) == 2  # the test machine has no GPU
-    monkeypatch.setattr(ensemble, "available_cores", lambda: 1)
-    assert ensemble.resolve_jobs(0) == 1
+    assert workers.resolve_jobs(3) == 3
+    monkeypatch.setattr(workers, "available_cores", lambda: 2)
+    assert workers.resolve_jobs(0) == 2  # the test machine has no GPU
+    monkeypatch.setattr(workers, "available_cores", lambda: 1)
+    assert workers.resolve_jobs(0) == 1
 
 
 def test_a_worker_whose_parent_died_exits(monkeypatch):
-    watchdog = ensemble.StopWithParent()
     exits = []
     monkeypatch.setattr(os, "_exit", exits.append)
-    watchdog.on_train_batch_end(0)
-    assert exits == []
-    monkeypatch.setattr(os, "getppid", lambda: watchdog.parent + 1)  # re-parented: orphan
-    watchdog.on_train_batch_end(1)
-    assert exits == [1]
+    parents = iter([41, 41, 1])  # its parent, then init: re-parented, an orphan
+    monkeypatch.setattr(os, "getppid", lambda: next(parents))
+    workers._exit_when_orphaned(41, poll_seconds=0)
+    assert exits == [1] and next(parents, None) is None
+
+
+def _ended_pid() -> int:
+    """The pid of a process that has ended (and been waited for)."""
+    process = subprocess.Popen([sys.executable, "-c", ""])
+    process.wait()
+    return process.pid
+
+
+def test_stale_partial_files_go_and_live_ones_stay(tmp_path):
+    dead_pid, host = _ended_pid(), socket.gethostname()
+    stale = [tmp_path / f".partial-{dead_pid}-{host}-fold-1.keras",
+             tmp_path / f".partial-{dead_pid}-{host}-20261124-101500-quick-kaggle"]
+    kept = [tmp_path / f".partial-{os.getpid()}-{host}-fold-2.keras",  # a live process's
+            tmp_path / f".partial-{dead_pid}-another-machine-fold-3.keras",
+            tmp_path / "fold-0.keras"]
+    for path in stale + kept:
+        path.write_text("x")
+    stale[1].unlink()
+    stale[1].mkdir()
+    (stale[1] / "report.md").write_text("half")
+    util.remove_stale_partials(tmp_path)
+    assert sorted(tmp_path.iterdir()) == sorted(kept)
 
 
 @pytest.mark.slow
@@ -137,6 +160,69 @@ def test_killed_run_resumes_with_its_finished_folds(kaggle_dir_readonly, tmp_pat
     assert len(_run_dirs(tmp_path)) == 1
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is pid (Linux /proc)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # it ended while we looked
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"  # a zombie has ended; only its exit status waits to be read
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs Linux /proc")
+def test_killed_parallel_run_leaves_no_worker_and_resumes(kaggle_dir_readonly, tmp_path):
+    command = [sys.executable, "-m", "src.submit", *_args(
+        kaggle_dir_readonly, tmp_path, "--folds", "3", "--epochs", "1", "--train-samples", "300")]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    models = tmp_path / "artifacts" / "models"
+    process = subprocess.Popen([*command, "--jobs", "2"], cwd=REPO_ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not list(models.glob("*/fold-*.keras")) and time.monotonic() < deadline:
+            assert process.poll() is None, "submit ended before a fold model was saved"
+            time.sleep(0.1)
+        children = _children(process.pid)  # two workers (and multiprocessing's tracker)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert len(children) >= 2
+    deadline = time.monotonic() + 30  # each worker looks for its parent once a second
+    while any(map(_running, children)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in children if _running(pid)], "a worker outlived the killed run"
+    finished = list(models.glob("*/fold-*.keras"))
+    assert 1 <= len(finished) < 3
+    # A kill rarely lands inside a save, so plant what it leaves then, beside a live run's file.
+    folder, host = finished[0].parent, socket.gethostname()
+    stale = folder / f".partial-{_ended_pid()}-{host}-fold-2.keras"
+    live = folder / f".partial-{os.getpid()}-{host}-fold-9.keras"
+    for path in (stale, live):
+        path.write_bytes(b"half a model")
+    rerun = subprocess.run([*command, "--jobs", "1"], cwd=REPO_ROOT, env=env,
+                           capture_output=True, text=True, timeout=240)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"trained {3 - len(finished)}, reused {len(finished)}" in rerun.stdout
+    assert not stale.exists() and live.exists()
+    assert len(_run_dirs(tmp_path)) == 1
+
+
 def test_corrupt_fold_model_is_one_line_error_naming_the_file(kaggle_dir_readonly, tmp_path,
                                                               capsys):
     config = submit._parse_args(_args(kaggle_dir_readonly, tmp_path))[1]
@@ -172,6 +258,35 @@ def test_bad_data_is_one_line_exit_2_and_writes_nothing(kaggle_dir, tmp_path, ca
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
     assert not (tmp_path / "submissions").exists() and not (tmp_path / "artifacts").exists()
+
+
+@pytest.mark.parametrize("sevens, extra, message", [
+    (4, ["--folds", "5"], "train.csv: expected at least 5 images of every digit for 5 stratified "
+     "folds (--folds), found 4 of digit 7"),
+    (0, [], "train.csv: expected at least 2 images of every digit for 2 stratified folds "
+     "(--folds), found no image of digit 7"),
+    (8, ["--train-samples", "200"], "train.csv: expected at least 2 images of every digit for "
+     "2 stratified folds (--folds), found 1 of digit 7 in a subsample of 200 (--train-samples)"),
+])
+def test_too_few_images_of_a_digit_for_the_folds_is_one_line_before_training(
+        kaggle_dir, tmp_path, capsys, sevens, extra, message):
+    keep_only(kaggle_dir, 7, sevens)
+    assert run_cli(submit.main, _args(kaggle_dir, tmp_path, *extra)) == 2
+    assert capsys.readouterr().err == f"error: {kaggle_dir}/{message}\n"
+    assert not (tmp_path / "submissions").exists() and not (tmp_path / "artifacts").exists()
+
+
+def test_damaged_search_leaderboard_stops_the_run_before_training(kaggle_dir_readonly,
+                                                                  tmp_path, capsys):
+    trials = tmp_path / "artifacts" / "tune" / "trials.csv"
+    trials.parent.mkdir(parents=True)
+    trials.write_bytes(b"rank,trial_id\n1,\xff\n")
+    with pytest.warns(UserWarning, match="no search results"):
+        assert run_cli(submit.main, _args(kaggle_dir_readonly, tmp_path)) == 2
+    assert capsys.readouterr().err == (f"error: {trials}:2: column 2: expected UTF-8 text, "
+                                       "found byte 0xff\n")
+    assert not (tmp_path / "submissions").exists()
+    assert not (tmp_path / "artifacts" / "models").exists()
 
 
 def test_out_of_range_flag_is_one_line_exit_2(kaggle_dir_readonly, tmp_path, capsys):

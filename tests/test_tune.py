@@ -18,8 +18,10 @@ import pytest
 
 from src import tune, util
 from src.config import Config, run_cli
+from src.errors import DataError
 from src.model import DEFAULT_HPARAMS
 from tests.conftest import REPO_ROOT
+from tests.fixtures import keep_only
 
 SMOKE = ["--profile", "smoke", "--tune-samples", "300"]
 ONE_EPOCH_RANDOM = ["--tuner", "random", "--max-trials", "2", "--tune-epochs", "1"]
@@ -81,7 +83,7 @@ def test_smoke_search_writes_best_configurations_trials_and_leaderboard(
     assert list(trials["status"]) == ["COMPLETED", "COMPLETED"]
     assert list(trials["trial_id"]) == [entry["trial_id"] for entry in top]
     assert list(trials["val_accuracy"]) == pytest.approx([entry["val_accuracy"] for entry in top])
-    assert not list((artifacts / "tune").glob(".*.tmp"))
+    assert not list((artifacts / "tune").glob(".partial-*"))
 
     assert tune.main(args) == 0  # the same command again: the finished search, reloaded
     out = capsys.readouterr().out
@@ -268,15 +270,13 @@ def _damage_pixel(folder: Path) -> None:
 
 
 def _keep_one_seven(folder: Path) -> None:
-    lines = (folder / "train.csv").read_text().splitlines()
-    sevens = [line for line in lines[1:] if line.startswith("7,")]
-    kept = [line for line in lines[1:] if not line.startswith("7,")] + sevens[:1]
-    (folder / "train.csv").write_text("\n".join([lines[0], *kept]) + "\n")
+    keep_only(folder, 7, 1)
 
 
 @pytest.mark.parametrize("damage, message", [
     (_damage_pixel, "train.csv:9: pixel300: expected an integer 0..255, found '256'"),
-    (_keep_one_seven, "train.csv: expected at least 5 images of every digit, found 1 of digit 7"),
+    (_keep_one_seven, "train.csv: expected at least 5 images of every digit for the search's "
+     "stratified 20% hold-out, found 1 of digit 7"),
 ])
 def test_bad_data_is_one_line_exit_2_and_writes_nothing(kaggle_dir, tmp_path, capsys,
                                                         damage, message):
@@ -313,7 +313,8 @@ def test_an_atomic_write_that_fails_leaves_the_old_file(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(DataError, match="best_hparams.json: expected a writable folder with "
+                       "free space, found disk full"):
         util.write_atomically(path, "new")
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == [path.name]
 

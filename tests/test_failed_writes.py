@@ -1,0 +1,173 @@
+"""Failed writes: a full disk or a read-only folder while a run writes is one error line
+naming the path, exit code 2, and nothing half-written.
+
+The full disk is a stand-in (a writer that writes half, then raises ENOSPC): tests
+run as root, where a read-only folder does not stop a write.
+"""
+
+from __future__ import annotations
+
+import errno
+import pickle
+import re
+from pathlib import Path
+
+import keras
+import pytest
+from matplotlib.figure import Figure
+
+from src import submit, tune, util
+from src.config import run_cli
+from src.errors import DataError
+
+FULL_DISK = "expected a writable folder with free space, found No space left on device (ENOSPC)"
+SUBMIT = ["--profile", "smoke", "--train-samples", "300"]
+
+
+def _full_disk(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def _fill_disk_when_writing(monkeypatch, name: str) -> None:
+    """Every write of a file whose name holds name writes half, then fails as on a full disk."""
+    write_text, savefig = Path.write_text, Figure.savefig
+
+    def write_half_text(path, text, *args, **kwargs):
+        if name not in Path(path).name:
+            return write_text(path, text, *args, **kwargs)
+        write_text(path, text[:len(text) // 2], *args, **kwargs)
+        _full_disk()
+
+    def save_half_figure(figure, path, *args, **kwargs):
+        if name not in Path(path).name:
+            return savefig(figure, path, *args, **kwargs)
+        Path(path).write_bytes(b"\x89PNG half")
+        _full_disk()
+
+    monkeypatch.setattr(Path, "write_text", write_half_text)
+    monkeypatch.setattr(Figure, "savefig", save_half_figure)
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
+
+
+def test_write_atomically_reports_the_path_and_leaves_no_temporary_file(tmp_path,
+                                                                        monkeypatch):
+    _fill_disk_when_writing(monkeypatch, "out.json")
+    with pytest.raises(DataError) as caught:
+        util.write_atomically(tmp_path / "out.json", "{}" * 100)
+    assert str(caught.value) == f"{tmp_path}/out.json: {FULL_DISK}"
+    assert _files(tmp_path) == []
+    monkeypatch.setattr(util.os, "replace", _full_disk)  # the rename into place fails
+    with pytest.raises(DataError, match="out.txt: expected a writable folder"):
+        util.write_atomically(tmp_path / "out.txt", "text")
+    assert _files(tmp_path) == []
+
+
+def test_a_data_error_survives_the_trip_back_from_a_worker_process():
+    error = DataError(util.WRITABLE, "No space left on device (ENOSPC)", file="fold-0.keras",
+                      line=None, column=None, hint="free some space")
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is DataError and str(copy) == str(error)
+
+
+@pytest.fixture(scope="module")
+def trained(kaggle_dir_readonly, tmp_path_factory):
+    """Artifacts holding this module's fold models, so each run below only predicts
+    and writes."""
+    artifacts = tmp_path_factory.mktemp("trained") / "artifacts"
+    argv = ["--data-dir", str(kaggle_dir_readonly), "--artifacts-dir", str(artifacts),
+            "--submissions-dir", str(artifacts.parent / "submissions"), *SUBMIT]
+    assert run_cli(submit.main, argv) == 0
+    return artifacts
+
+
+def _submit_args(kaggle_dir, artifacts, submissions):
+    return ["--data-dir", str(kaggle_dir), "--artifacts-dir", str(artifacts),
+            "--submissions-dir", str(submissions), *SUBMIT]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["submission.csv", "confusion_matrix.png", "metrics.json",
+                                  "report.html"])
+def test_a_full_disk_while_writing_the_run_folder_is_one_line_and_leaves_nothing(
+        kaggle_dir_readonly, trained, tmp_path, capsys, monkeypatch, name):
+    submissions = tmp_path / "submissions"
+    _fill_disk_when_writing(monkeypatch, name)
+    assert run_cli(submit.main, _submit_args(kaggle_dir_readonly, trained, submissions)) == 2
+    err = capsys.readouterr().err
+    partial = re.escape(f"{submissions}/.partial-") + r"[^/]+"
+    assert re.fullmatch(f"error: {partial}/{re.escape(name)}: {re.escape(FULL_DISK)}\n", err)
+    assert _files(submissions) == []  # no run folder, no partial folder, no temporary file
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_saving_a_fold_model_is_one_line_and_leaves_no_partial_model(
+        kaggle_dir_readonly, tmp_path, capsys, monkeypatch):
+    def save_half(model, path, *args, **kwargs):
+        Path(path).write_bytes(b"PK half a zip")
+        _full_disk()
+
+    monkeypatch.setattr(keras.Model, "save", save_half)
+    artifacts, submissions = tmp_path / "artifacts", tmp_path / "submissions"
+    assert run_cli(submit.main, _submit_args(kaggle_dir_readonly, artifacts, submissions)) == 2
+    err = capsys.readouterr().err
+    model = re.escape(f"{artifacts}/models/") + r"default-\w+/fold-0\.keras"
+    assert re.fullmatch(f"error: {model}: {re.escape(FULL_DISK)}\n", err), err
+    assert not [name for name in _files(artifacts) if name.endswith(".keras")]
+    assert not submissions.exists()
+
+
+@pytest.mark.slow
+def test_a_read_only_submissions_folder_is_one_line(kaggle_dir_readonly, trained, tmp_path,
+                                                    capsys):
+    submissions = tmp_path / "submissions"
+    submissions.mkdir()
+    submissions.chmod(0o555)
+    try:
+        (submissions / "probe").touch()
+    except PermissionError:
+        pass
+    else:
+        pytest.skip("this user writes into read-only folders (root)")
+    try:
+        assert run_cli(submit.main, _submit_args(kaggle_dir_readonly, trained, submissions)) == 2
+    finally:
+        submissions.chmod(0o755)
+    err = capsys.readouterr().err
+    assert re.fullmatch(re.escape(f"error: {submissions}/.partial-") + r"[^/]+: expected a "
+                        r"writable folder with free space, found Permission denied \(EACCES\)\n",
+                        err), err
+    assert _files(submissions) == []
+
+
+TUNE = ["--profile", "smoke", "--tune-samples", "300", "--tuner", "random", "--max-trials",
+        "2", "--tune-epochs", "1"]
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_a_trial_saves_its_checkpoint_stops_the_search_on_one_line(
+        kaggle_dir_readonly, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(keras.Model, "save_weights", _full_disk)
+    artifacts = tmp_path / "artifacts"
+    argv = ["--data-dir", str(kaggle_dir_readonly), "--artifacts-dir", str(artifacts), *TUNE]
+    assert run_cli(tune.main, argv) == 2
+    out, err = capsys.readouterr()
+    trial = re.escape(f"{artifacts}/tune/") + r"[^/]+/trial_0"
+    assert re.fullmatch(f"error: {trial}: {re.escape(FULL_DISK)}\n", err), err
+    assert "trial 1 of" not in out  # stopped there, not marked failed and on to the next
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_the_search_saves_its_state_is_one_line(kaggle_dir_readonly,
+                                                                   tmp_path, capsys,
+                                                                   monkeypatch):
+    _fill_disk_when_writing(monkeypatch, "oracle.json")
+    artifacts = tmp_path / "artifacts"
+    argv = ["--data-dir", str(kaggle_dir_readonly), "--artifacts-dir", str(artifacts), *TUNE]
+    assert run_cli(tune.main, argv) == 2
+    err = capsys.readouterr().err
+    oracle = re.escape(f"{artifacts}/tune/") + r"[^/]+/oracle\.json"
+    assert re.fullmatch(f"error: {oracle}: {re.escape(FULL_DISK)}\n", err), err
+    assert not [name for name in _files(artifacts) if name.endswith(".tmp")]
