@@ -230,7 +230,6 @@ def _train_fold(job: FoldJob, x: np.ndarray, y: np.ndarray,
                       epochs=config.epochs, batch_size=config.batch_size,
                       seed=config.seed + job.fold, callbacks=callbacks, verbose=verbose)
     history = {name: [float(v) for v in values] for name, values in history.history.items()}
-    job.path.parent.mkdir(parents=True, exist_ok=True)
     _save_atomically(model, history, job.path)
     return time.perf_counter() - tick
 
