@@ -93,10 +93,13 @@ def unpack_package(folder: Path) -> Path:
 
 def run_stage(module: str, package_root: Path, data_dir: Path, artifacts_dir: Path,
               submissions_dir: Path, seconds: float) -> int:
-    """Run ``python -m module`` from the unpacked package with this kernel's profile and
-    folders, for at most ``seconds``; its exit code, or TIMED_OUT."""
+    """Run ``python -m module`` from the unpacked package with this kernel's profile, folders
+    and budget (``--minutes``: tune and submit plan to end within it), for at most
+    ``seconds``; its exit code, or TIMED_OUT."""
     command = [sys.executable, "-m", module, "--data-dir", str(data_dir), "--profile", PROFILE,
                "--artifacts-dir", str(artifacts_dir), "--submissions-dir", str(submissions_dir)]
+    if PROFILE != "smoke":  # smoke has fixed values; the others plan to the kernel's budget
+        command += ["--minutes", f"{BUDGET_MINUTES:g}"]
     print(f"$ {' '.join(command)}  # at most {seconds / 60:.0f} min", flush=True)
     # The working directory comes first on `python -m`'s import path: src is the bundled one.
     return run_with_time_limit(command, package_root, seconds)

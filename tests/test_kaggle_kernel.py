@@ -245,3 +245,17 @@ def test_kernel_runs_tune_and_submit_into_working(kernel_script, kaggle_dir_read
     assert len(runs) == 1 and runs[0].is_dir() and not runs[0].is_symlink()
     assert (runs[0] / "submission.csv").read_bytes() == submission.read_bytes()
     assert sorted(path.name for path in working.iterdir()) == ["submission.csv", "submissions"]
+
+
+@pytest.mark.parametrize("profile, planned", [("full", True), ("quick", True), ("smoke", False)])
+def test_stages_plan_to_the_kernels_budget(tmp_path, monkeypatch, profile, planned):
+    commands = []
+    monkeypatch.setattr(entry, "run_with_time_limit",
+                        lambda command, cwd, seconds: commands.append(command) or 0)
+    monkeypatch.setattr(entry, "PROFILE", profile)
+    monkeypatch.setattr(entry, "BUDGET_MINUTES", 90.0)
+    entry.run_stage("src.submit", tmp_path, tmp_path, tmp_path, tmp_path, 60)
+    [command] = commands
+    assert ("--minutes" in command) == planned
+    if planned:
+        assert command[command.index("--minutes") + 1] == "90"
