@@ -72,7 +72,7 @@ PLAN_TABLE: tuple[PlanRow, ...] = (
 PARALLEL_SPEEDUP = 1.11
 WORKER_START_SECONDS = 5.0  # a worker process imports TensorFlow: 3.6 s on the 2-core VM
 MODEL_LOAD_SECONDS = 0.5  # loading one saved fold model to predict with it
-# After the last prediction: weights, report and figures. The quick run's submit took
+# After the last prediction: the report and figures. The quick run's submit took
 # 14m33s, of which training 13m14s and prediction 69 s (README): about 10 s.
 TAIL_SECONDS = 15.0
 PSEUDO_SHARE_ESTIMATE = 1.0  # test images assumed to join round two until they are counted
