@@ -10,6 +10,7 @@ changed setting trains afresh.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import inspect
 import json
@@ -115,6 +116,7 @@ def data_fingerprint(x: np.ndarray, y: np.ndarray) -> str:
     return digest.hexdigest()[:12]
 
 
+@functools.cache
 def training_code_version() -> str:
     """A short hash of the code that shapes a fold model (src/model.py and the fold
     trainer) and of the TensorFlow and Keras versions that run it."""
