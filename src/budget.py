@@ -113,10 +113,11 @@ class Budget:
         if not pseudo_round and plan.pseudo_epochs:  # keep the fewest epochs of round two
             fewest = (plan.pseudo_epochs if "pseudo_epochs" in plan.given
                       else table_row(plan.minutes).pseudo_min_epochs)
-            estimate = [plan.sizes.test * PSEUDO_SHARE_ESTIMATE] * plan.folds
-            after += (round_seconds(speeds, plan.sizes, plan.folds, fewest, plan.jobs, estimate)
-                      + prediction_seconds(speeds, plan.sizes, plan.folds, False))
-        cost = prediction_seconds(speeds, plan.sizes, plan.folds, True)
+            estimate = [plan.sizes.test * PSEUDO_SHARE_ESTIMATE] * plan.folds * plan.repeats
+            after += (round_seconds(speeds, plan.sizes, plan.folds, fewest, plan.jobs, estimate,
+                                    plan.repeats)
+                      + prediction_seconds(speeds, plan.sizes, plan.folds, False, plan.repeats))
+        cost = prediction_seconds(speeds, plan.sizes, plan.folds, True, plan.repeats)
         fits = self.left() - cost >= after
         print(f"plan: test-time augmentation for the {SECOND if pseudo_round else FIRST}: "
               f"{'on' if fits else 'off, its ' + format_duration(cost) + ' would not fit'}",
@@ -129,11 +130,11 @@ class Budget:
             return plan.pseudo_epochs
         row, speeds = table_row(plan.minutes), plan.member_speeds()
         tta = bool(plan.decisions.get(f"tta, {FIRST}", plan.tta))  # as the first round did
-        room = (self.left() - prediction_seconds(speeds, plan.sizes, plan.folds, tta)
-                - TAIL_SECONDS)
+        room = (self.left() - prediction_seconds(speeds, plan.sizes, plan.folds, tta,
+                                                 plan.repeats) - TAIL_SECONDS)
         epochs = next((e for e in range(row.pseudo_max_epochs, row.pseudo_min_epochs - 1, -1)
-                       if round_seconds(speeds, plan.sizes, plan.folds, e, plan.jobs, counts)
-                       <= room), 0)
+                       if round_seconds(speeds, plan.sizes, plan.folds, e, plan.jobs, counts,
+                                        plan.repeats) <= room), 0)
         print(f"plan: pseudo-labelled round: {f'{epochs} epochs' if epochs else 'skipped'} "
               f"(planned {plan.pseudo_epochs}), {format_duration(max(room, 0))} to train it",
               flush=True)
@@ -154,7 +155,7 @@ class Budget:
         return {"minutes": plan.minutes, "seconds": plan.seconds,
                 "search_seconds": plan.search_seconds, "table_row": plan.row,
                 "reused_plan": self.reused, "members": plan.members, "folds": plan.folds,
-                "epochs": plan.epochs, "tta": plan.tta,
+                "repeats": plan.repeats, "epochs": plan.epochs, "tta": plan.tta,
                 "pseudo_threshold": plan.pseudo_threshold, "pseudo_epochs": plan.pseudo_epochs,
                 "flags_given": plan.given, "decisions": dict(plan.decisions), "jobs": plan.jobs,
                 "parallel_speedup": PARALLEL_SPEEDUP,
@@ -230,7 +231,8 @@ def plan_submit(digits, config: Config, started: float, save: bool = True,
             _save(path, plan.to_json())
     print("\n".join(describe(plan, reused)), flush=True)
     members = [member for member in candidates if member.name in plan.members]
-    config = dataclasses.replace(config, folds=plan.folds, epochs=plan.epochs, tta=plan.tta,
+    config = dataclasses.replace(config, folds=plan.folds, repeats=plan.repeats,
+                                 epochs=plan.epochs, tta=plan.tta,
                                  pseudo_threshold=plan.pseudo_threshold,
                                  pseudo_epochs=plan.pseudo_epochs or config.pseudo_epochs)
     return config, members, Budget(plan, started, path if save else None, clock, reused)

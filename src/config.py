@@ -46,6 +46,8 @@ class Config:
     top_k: int = 2
     include_default: bool = False
     folds: int = 3
+    # The folds drawn this many times on new shuffles: each image scored by `repeats` models.
+    repeats: int = 1
     epochs: int = 20
     batch_size: int = 128
     patience: int = 5
@@ -77,7 +79,7 @@ class Config:
         if self.download and self.source != "kaggle":
             raise DataError("--source kaggle with --download", f"--source {self.source}",
                             column="--download")
-        for name in ("max_trials", "tune_epochs", "top_k", "epochs", "batch_size",
+        for name in ("max_trials", "tune_epochs", "top_k", "repeats", "epochs", "batch_size",
                      "pseudo_epochs"):
             _check_at_least(name, getattr(self, name), 1)
         for name in ("tune_samples", "train_samples", "patience", "seed", "jobs"):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import RepeatedStratifiedKFold
 
 from src import model as cnn
 from src import workers
@@ -138,9 +138,15 @@ def member_key(member: Member, config: Config, fingerprint: str) -> str:
     return f"{member.name}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
 
 
-def fold_splits(y: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Stratified (train, held-out) index pairs, the same for every member."""
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+def fold_splits(y: np.ndarray, folds: int, seed: int,
+                repeats: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified (train, held-out) index pairs, the same for every member: `folds` of
+    them per repeat, each repeat on a new shuffle, so every image is held out once a repeat.
+
+    A repeat's splits do not depend on how many repeats follow it: a run with more
+    repeats reuses the fold models of one with fewer.
+    """
+    splitter = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
     return list(splitter.split(np.zeros(len(y)), y))
 
 
@@ -187,26 +193,30 @@ def _save_atomically(model: keras.Model, history: dict, model_path: Path) -> Non
 
 
 def _fold_model_path(member: Member, fold: int, config: Config, fingerprint: str) -> Path:
+    # fold counts over every repeat; the key names folds and seed, which fix each split
     folder = Path(config.artifacts_dir) / "models" / member_key(member, config, fingerprint)
     return folder / f"fold-{fold}.keras"
 
 
 @dataclass
 class FoldJob:
-    """One fold model to train or reuse: its member, fold (of folds) and file, and its
-    place (number of total) in the run."""
+    """One fold model to train or reuse: its member, split (fold of folds, repeat of
+    repeats) and file, and its place (number of total) in the run."""
 
     member: Member
-    fold: int
+    fold: int  # the split's index over every repeat: fold k of repeat r is r * folds + k
     folds: int
     path: Path
     number: int
     total: int
+    repeats: int = 1
     # Pseudo-labelled test images (images, labels) added to the fold's training part.
     extra: tuple[np.ndarray, np.ndarray] | None = None
 
     def label(self) -> str:
-        return f"[{self.member.name}] fold {self.fold + 1} of {self.folds}"
+        repeat, fold = divmod(self.fold, self.folds)
+        where = f", repeat {repeat + 1} of {self.repeats}" if self.repeats > 1 else ""
+        return f"[{self.member.name}] fold {fold + 1} of {self.folds}{where}"
 
     def status(self, doing: str) -> str:
         return f"{self.label()} (model {self.number} of {self.total}): {doing}"
@@ -240,6 +250,8 @@ def run_kfold(digits: Digits, members: list[Member], config: Config,
               verbose: int | str = "auto", budget=None) -> KFoldResult:
     """Train (or reuse) every member x fold model; collect OOF and test probabilities.
 
+    With --repeats R the folds are drawn R times, each on a new shuffle, and an
+    image's OOF probabilities are the mean of the R models that never saw it.
     Test probabilities are the mean over a member's fold models; for --source keras
     the "test" set is MNIST's labelled 10k, which the report scores as a holdout.
     With --pseudo-threshold, a second round trains every member again, each fold
@@ -252,7 +264,7 @@ def run_kfold(digits: Digits, members: list[Member], config: Config,
     epochs the pseudo-labelled round trains (0: none).
     """
     cnn.use_precision(config.precision)  # the policy member_key names is the one models train in
-    splits = fold_splits(digits.y_train, config.folds, config.seed)
+    splits = fold_splits(digits.y_train, config.folds, config.seed, config.repeats)
     fingerprint = data_fingerprint(digits.x_train, digits.y_train)
     result = KFoldResult()
     _run_round(digits, members, config, splits, fingerprint, result, verbose, budget=budget)
@@ -278,9 +290,10 @@ def _run_round(digits: Digits, members: list[Member], config: Config,
                budget=None) -> None:
     """Train (or reuse) members x folds and add their probabilities to result."""
     x, y = digits.x_train, digits.y_train
-    pairs = list(product(members, range(config.folds)))
+    pairs = list(product(members, range(len(splits))))
     jobs = [FoldJob(member, fold, config.folds,
-                    _fold_model_path(member, fold, config, fingerprint), number, len(pairs))
+                    _fold_model_path(member, fold, config, fingerprint), number, len(pairs),
+                    config.repeats)
             for number, (member, fold) in enumerate(pairs, start=1)]
     if pseudo is not None:
         for job in jobs:
@@ -303,7 +316,8 @@ def _run_round(digits: Digits, members: list[Member], config: Config,
         history = json.loads(job.path.with_suffix(".history.json").read_text())
         held_idx = splits[job.fold][1]
         oof = result.oof_probs.setdefault(job.member.name, np.zeros((len(y), NUM_CLASSES)))
-        oof[held_idx] = predict_probs(model, x[held_idx], tta)
+        # Every image is held out once a repeat: its OOF is the mean of `repeats` models.
+        oof[held_idx] += predict_probs(model, x[held_idx], tta) / config.repeats
         fold_test = result.fold_test_probs.setdefault(job.member.name, [])
         fold_test.append(predict_probs(model, digits.x_test, tta))
         result.histories.append({"model": job.member.name, "fold": job.fold, "history": history})

@@ -33,6 +33,8 @@ class PlanRow:
     folds: int  # stratified folds per member
     min_epochs: int  # a fold model's fewest epochs: a budget that cannot buy them is too short
     max_epochs: int  # epochs grow with the budget up to here
+    max_repeats: int  # the folds drawn again on new shuffles, while the budget buys them ...
+    repeat_min_epochs: int  # ... at this many epochs or more; else the epochs grow instead
     max_members: int  # networks ensembled when the budget buys them
     tta: bool  # test-time augmentation when its prediction cost fits
     pseudo_threshold: float  # confidence a test image needs for round two; 0: no round two
@@ -47,7 +49,8 @@ class PlanRow:
 # The lead fills these from the measured runs; each row says where its numbers come from.
 PLAN_TABLE: tuple[PlanRow, ...] = (
     PlanRow(
-        from_minutes=0, folds=3, min_epochs=5, max_epochs=40, max_members=1, tta=True,
+        from_minutes=0, folds=3, min_epochs=5, max_epochs=40, max_repeats=3,
+        repeat_min_epochs=20, max_members=1, tta=True,
         pseudo_threshold=0.0, pseudo_min_epochs=4, pseudo_max_epochs=10,
         search_share=0.15, search_max_epochs=6, search_samples=12_000,
         source="README, Measured figures, accuracy per minute (seed 42, the default CNN x 3 "
@@ -59,7 +62,8 @@ PLAN_TABLE: tuple[PlanRow, ...] = (
         "not pay at equal minutes; the search took 2m27s of 17m00s (14%) with 6 epochs on "
         "12,000 images. Not measured: min_epochs."),
     PlanRow(
-        from_minutes=60, folds=5, min_epochs=5, max_epochs=45, max_members=3, tta=True,
+        from_minutes=60, folds=5, min_epochs=5, max_epochs=45, max_repeats=1,
+        repeat_min_epochs=45, max_members=3, tta=True,
         pseudo_threshold=0.0, pseudo_min_epochs=4, pseudo_max_epochs=10,
         search_share=0.15, search_max_epochs=30, search_samples=0,
         source="The full profile's recipe (5 folds x 45 epochs x 3 networks, a 30-epoch "
@@ -80,8 +84,9 @@ PSEUDO_SHARE_ESTIMATE = 1.0  # test images assumed to join round two until they 
 MIN_SEARCH_EPOCHS = 2
 FIRST, SECOND = "first round", "pseudo-labelled round"
 # The flags a plan chooses; when given they are kept, and they key the saved plan.
-PLANNED_FLAGS = ("folds", "epochs", "top_k", "include_default", "tta", "pseudo_threshold",
-                 "pseudo_epochs", "tune_epochs", "tune_samples", "max_trials", "tuner")
+PLANNED_FLAGS = ("folds", "repeats", "epochs", "top_k", "include_default", "tta",
+                 "pseudo_threshold", "pseudo_epochs", "tune_epochs", "tune_samples", "max_trials",
+                 "tuner")
 
 
 def table_row(minutes: float) -> PlanRow:
@@ -117,22 +122,24 @@ def training_seconds(fold_times: Sequence[float], jobs: int) -> float:
 
 
 def round_seconds(speeds: Sequence[Speed], sizes: Sizes, folds: int, epochs: int, jobs: int,
-                  extra: Sequence[float] = ()) -> float:
-    """Training one round: every network x fold, each fold's training part plus extra[fold]
-    pseudo-labelled images."""
+                  extra: Sequence[float] = (), repeats: int = 1) -> float:
+    """Training one round: every network x fold of every repeat, each fold's training part
+    plus extra[split] pseudo-labelled images."""
     held = sizes.train / folds
-    times = [fold_seconds(speed, sizes.train - held + (extra[fold] if extra else 0), held, epochs)
-             for speed in speeds for fold in range(folds)]
+    times = [fold_seconds(speed, sizes.train - held + (extra[split] if extra else 0), held,
+                          epochs)
+             for speed in speeds for split in range(folds * repeats)]
     return training_seconds(times, jobs)
 
 
-def prediction_seconds(speeds: Sequence[Speed], sizes: Sizes, folds: int, tta: bool) -> float:
+def prediction_seconds(speeds: Sequence[Speed], sizes: Sizes, folds: int, tta: bool,
+                       repeats: int = 1) -> float:
     """Predicting one round: each fold model loads, then predicts its held-out part and the
     test set, five passes each with TTA."""
     passes = len(ensemble.TTA_SHIFTS) if tta else 1
     images = (sizes.train / folds + sizes.test) * passes
-    return folds * sum(MODEL_LOAD_SECONDS + images / speed.predict_images_per_second
-                       for speed in speeds)
+    return folds * repeats * sum(MODEL_LOAD_SECONDS + images / speed.predict_images_per_second
+                                 for speed in speeds)
 
 
 # ---------------------------------------------------------------- the plan
@@ -159,6 +166,7 @@ class Plan:
     stages: dict[str, float]  # planned seconds per stage, in order
     given: list[str]
     decisions: dict[str, object] = field(default_factory=dict)
+    repeats: int = 1  # last, with a default: plans saved before repeats existed still load
 
     def to_json(self) -> str:
         """The plan as JSON, for <artifacts>/plans/."""
@@ -201,46 +209,58 @@ def plan_ensemble(config: Config, speeds: dict[str, Speed], sizes: Sizes, elapse
     threshold = config.pseudo_threshold if "pseudo_threshold" in given else row.pseudo_threshold
     pseudo_choices = flag_choices(config, "pseudo_epochs", row.pseudo_max_epochs,
                                   row.pseudo_min_epochs) if threshold > 0 else [0]
-    estimate = [sizes.test * PSEUDO_SHARE_ESTIMATE] * folds
+    repeat_choices = flag_choices(config, "repeats", row.max_repeats, 1)
 
-    def stages(members: list[str], epochs: int, tta: bool, pseudo_epochs: int) -> dict:
+    def stages(members: list[str], repeats: int, epochs: int, tta: bool,
+               pseudo_epochs: int) -> dict:
         chosen = [speeds[name] for name in members]
+        estimate = [sizes.test * PSEUDO_SHARE_ESTIMATE] * folds * repeats
         planned = {"load and calibrate": elapsed,
-                   f"train, {FIRST}": round_seconds(chosen, sizes, folds, epochs, config.jobs),
-                   f"predict, {FIRST}": prediction_seconds(chosen, sizes, folds, tta)}
+                   f"train, {FIRST}": round_seconds(chosen, sizes, folds, epochs, config.jobs,
+                                                    repeats=repeats),
+                   f"predict, {FIRST}": prediction_seconds(chosen, sizes, folds, tta, repeats)}
         if pseudo_epochs:
             planned[f"train, {SECOND}"] = round_seconds(chosen, sizes, folds, pseudo_epochs,
-                                                        config.jobs, estimate)
-            planned[f"predict, {SECOND}"] = prediction_seconds(chosen, sizes, folds, tta)
+                                                        config.jobs, estimate, repeats)
+            planned[f"predict, {SECOND}"] = prediction_seconds(chosen, sizes, folds, tta,
+                                                               repeats)
         return {**planned, "report": TAIL_SECONDS}
 
-    def fits(members, epochs, tta, pseudo_epochs) -> bool:
-        return sum(stages(members, epochs, tta, pseudo_epochs).values()) <= seconds
+    def fits(members, repeats, epochs, tta, pseudo_epochs) -> bool:
+        return sum(stages(members, repeats, epochs, tta, pseudo_epochs).values()) <= seconds
 
     epoch_choices = flag_choices(config, "epochs", row.max_epochs, row.min_epochs)
     forced_pseudo = pseudo_choices[-1] if "pseudo_epochs" in given else 0
     tta_choices = [config.tta] if "tta" in given else [True, False] if row.tta else [False]
-    for tta in tta_choices:
-        epochs = next((e for e in epoch_choices if fits(first, e, tta, forced_pseudo)), 0)
-        if epochs:
-            break
-    else:
-        shortest = sum(stages(first, epoch_choices[-1], tta_choices[-1], forced_pseudo).values())
+
+    def most_epochs(repeats: int, tta: bool) -> int:
+        # A repeat only joins at repeat_min_epochs or more: below, the epochs pay more.
+        fewest = row.repeat_min_epochs if repeats > 1 and "epochs" not in given else 0
+        return next((e for e in epoch_choices
+                     if e >= fewest and fits(first, repeats, e, tta, forced_pseudo)), 0)
+
+    choice = next(((tta, repeats, most_epochs(repeats, tta)) for tta in tta_choices
+                   for repeats in repeat_choices if most_epochs(repeats, tta)), None)
+    if choice is None:
+        smallest = (repeat_choices[-1], epoch_choices[-1], tta_choices[-1])
+        shortest = sum(stages(first, *smallest, forced_pseudo).values())
         raise too_short(config, shortest + search_seconds, search_seconds,
-                        f"{len(first)} network(s) x {folds} folds x {epoch_choices[-1]} epochs"
-                        f"{', TTA' if tta_choices[-1] else ''}")
-    pseudo_epochs = next((p for p in pseudo_choices if fits(first, epochs, tta, p)), 0)
+                        f"{len(first)} network(s) x {folds} folds"
+                        f"{f' x {smallest[0]} repeats' if smallest[0] > 1 else ''} x "
+                        f"{smallest[1]} epochs{', TTA' if smallest[2] else ''}")
+    tta, repeats, epochs = choice
+    pseudo_epochs = next((p for p in pseudo_choices if fits(first, repeats, epochs, tta, p)), 0)
     members = list(first)
     for name in [] if "top_k" in given else names[1:row.max_members]:
-        if not fits([*members, name], epochs, tta, pseudo_epochs):
+        if not fits([*members, name], repeats, epochs, tta, pseudo_epochs):
             break
         members.append(name)
     return Plan(minutes=config.minutes, seconds=seconds, search_seconds=search_seconds,
                 row=row.from_minutes, members=members, folds=folds, epochs=epochs, tta=tta,
                 pseudo_threshold=threshold, pseudo_epochs=pseudo_epochs, jobs=config.jobs,
                 sizes=sizes, speeds=speeds,
-                stages=stages(members, epochs, tta, pseudo_epochs),
-                given=sorted(set(given) & set(PLANNED_FLAGS)))
+                stages=stages(members, repeats, epochs, tta, pseudo_epochs),
+                given=sorted(set(given) & set(PLANNED_FLAGS)), repeats=repeats)
 
 
 def too_short(config: Config, shortest_seconds: float, search_seconds: float,
@@ -269,8 +289,9 @@ def describe(plan: Plan, reused: bool) -> list[str]:
                      f"process, {speed.startup_seconds:.1f}s to start a fold model")
     if plan.jobs > 1:
         lines.append(f"  {plan.jobs} fold models at once: {PARALLEL_SPEEDUP}x one's speed")
-    lines.append(f"  {members} x {plan.folds} folds x {plan.epochs} epochs"
-                 f"{', TTA' if plan.tta else ''}")
+    lines.append(f"  {members} x {plan.folds} folds"
+                 f"{f' x {plan.repeats} repeats' if plan.repeats > 1 else ''} x {plan.epochs} "
+                 f"epochs{', TTA' if plan.tta else ''}")
     if plan.pseudo_epochs:
         lines.append(f"  then a pseudo-labelled round (confidence >= {plan.pseudo_threshold:g})"
                      f" x {plan.pseudo_epochs} epochs, decided again after the first round")

@@ -351,7 +351,9 @@ def _plan_section(plan: dict | None) -> list:
     seconds per stage."""
     if plan is None:
         return []
-    chosen = (f"{', '.join(plan['members'])} x {plan['folds']} folds x {plan['epochs']} epochs"
+    repeats = plan.get("repeats", 1)
+    chosen = (f"{', '.join(plan['members'])} x {plan['folds']} folds"
+              f"{f' x {repeats} repeats' if repeats > 1 else ''} x {plan['epochs']} epochs"
               f"{', TTA' if plan['tta'] else ''}; pseudo-labelled round planned at "
               f"{plan['pseudo_epochs']} epochs")
     reused = " (the plan of an earlier run with these settings, reused)" if (

@@ -146,6 +146,8 @@ def _parse_args(argv: Sequence[str] | None):
     add_override(ensemble, "include_default", "also ensemble the default CNN when the tuner's "
                  "top-k does not hold it")
     add_override(ensemble, "folds", "stratified folds per configuration")
+    add_override(ensemble, "repeats", "draw the folds this many times on new shuffles; each "
+                 "image's OOF is then the mean of that many models that never saw it")
     add_override(ensemble, "epochs", "epochs per fold model (each trains every one)")
     add_override(ensemble, "batch_size", "training batch size")
     add_override(ensemble, "train_samples", "train on a stratified subset of this size (0: all)")
@@ -206,8 +208,11 @@ def _run_of(csv_path: Path) -> tuple[Path, dict] | None:
 def _default_message(run_dir: Path, metrics: dict) -> str:
     """e.g. "quick: 1 config x 3 folds, OOF 99.567%, run 20261124-101500-quick-kaggle"."""
     count, info = len(metrics["models"]), metrics["run_info"]
+    repeats = info.get("repeats", 1)
+    drawn = f" x {repeats} repeats" if repeats > 1 else ""
     return (f"{info['profile']}: {count} config{'' if count == 1 else 's'} x {info['folds']} "
-            f"folds, OOF {metrics['ensemble']['accuracy']:.3%}, run {run_dir.resolve().name}")
+            f"folds{drawn}, OOF {metrics['ensemble']['accuracy']:.3%}, "
+            f"run {run_dir.resolve().name}")
 
 
 def _upload(csv_path: Path, message: str, args, run_dir: Path | None) -> None:
@@ -318,8 +323,8 @@ def _run_info(config: Config, members, result, digits, argv: Sequence[str] | Non
     return {"command": "python -m src.submit " + shlex.join(given),
             "profile": config.profile, "seed": config.seed, "source": digits.source,
             "train_file": digits.train_path, "test_file": digits.test_path,
-            "folds": config.folds, "epochs": config.epochs, "batch_size": config.batch_size,
-            "precision": config.precision, "tta": config.tta,
+            "folds": config.folds, "repeats": config.repeats, "epochs": config.epochs,
+            "batch_size": config.batch_size, "precision": config.precision, "tta": config.tta,
             "pseudo_threshold": config.pseudo_threshold,
             "pseudo_epochs": config.pseudo_epochs if result.pseudo_counts else None,
             "pseudo_labels_per_fold": result.pseudo_counts,

@@ -28,17 +28,51 @@ SHIPPED_TABLE = plan.PLAN_TABLE
 @pytest.fixture(autouse=True)
 def _table_with_a_pseudo_labelled_round(monkeypatch):
     """The planner's mechanics are tested on a table whose rows buy every stage: 20 epochs
-    at most, then a pseudo-labelled round (the shipped table has none: it did not pay)."""
+    at most and no repeats, then a pseudo-labelled round (the shipped table has none: it
+    did not pay)."""
     monkeypatch.setattr(plan, "PLAN_TABLE", tuple(
         dataclasses.replace(row, max_epochs=min(row.max_epochs, 20 if i == 0 else 45),
-                            pseudo_threshold=0.99) for i, row in enumerate(SHIPPED_TABLE)))
+                            max_repeats=1, pseudo_threshold=0.99)
+        for i, row in enumerate(SHIPPED_TABLE)))
 
 
-def test_the_shipped_table_buys_epochs_not_a_second_round_or_network(monkeypatch):
+def test_the_shipped_table_buys_repeats_not_a_second_round_or_network(monkeypatch):
     monkeypatch.setattr(plan, "PLAN_TABLE", SHIPPED_TABLE)
+    row = SHIPPED_TABLE[0]
     quick = _plan(30, {"default": CPU, "rank1": CPU})
     assert quick.members == ["default"] and quick.pseudo_epochs == 0
-    assert quick.epochs > 20 and quick.eta() <= 30 * 60
+    # On this CPU, 30 minutes buy one set of folds at most epochs, no second repeat
+    assert (quick.repeats, quick.epochs) == (1, row.max_epochs) or quick.repeats > 1
+    assert 0.9 * 30 * 60 <= quick.eta() <= 30 * 60 or quick.epochs == row.max_epochs
+    faster = _plan(30, {"default": dataclasses.replace(CPU, train_images_per_second=4400)})
+    assert faster.repeats > 1 and faster.epochs >= row.repeat_min_epochs
+    assert 0.9 * 30 * 60 <= faster.eta() <= 30 * 60
+
+
+def test_a_repeat_joins_only_at_its_fewest_epochs_else_the_epochs_grow(monkeypatch):
+    monkeypatch.setattr(plan, "PLAN_TABLE", SHIPPED_TABLE)
+    row = SHIPPED_TABLE[0]
+    fast = {"default": dataclasses.replace(CPU, train_images_per_second=4400)}
+    for minutes in (8, 12, 20, 30, 45):
+        planned = _plan(minutes, fast)
+        assert planned.repeats == 1 or planned.epochs >= row.repeat_min_epochs
+        assert planned.eta() <= minutes * 60
+        # repeats come first: one more at its fewest epochs would not have fitted
+        if planned.repeats < row.max_repeats:
+            with pytest.raises(DataError, match="--minutes"):
+                _plan(minutes, fast, repeats=planned.repeats + 1, epochs=row.repeat_min_epochs)
+
+
+def test_given_repeats_and_epochs_are_kept_and_priced(monkeypatch):
+    monkeypatch.setattr(plan, "PLAN_TABLE", SHIPPED_TABLE)
+    two = _plan(60, repeats=2, epochs=10)
+    assert (two.repeats, two.epochs) == (2, 10)
+    fold = plan.fold_seconds(CPU, REAL.train * (1 - 1 / two.folds), REAL.train / two.folds, 10)
+    assert two.stages[f"train, {plan.FIRST}"] == pytest.approx(
+        plan.training_seconds([fold] * two.folds * 2, jobs=2))
+    assert "repeats" in two.given
+    with pytest.raises(DataError, match="--minutes.*3 repeats"):
+        _plan(5, repeats=3, epochs=20)
 
 
 def _config(minutes: float, jobs: int = 2, **given) -> Config:

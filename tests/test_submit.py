@@ -454,3 +454,30 @@ def test_pseudo_labelled_round_joins_the_ensemble(kaggle_dir_readonly, tmp_path,
     assert len(counts) == 2 and all(0 < count <= 300 for count in counts)
     assert run_cli(submit.main, args) == 0
     assert "trained 0, reused 4" in capsys.readouterr().out
+
+
+def test_each_repeat_holds_every_image_out_once_and_keeps_the_earlier_repeats():
+    y = np.repeat(np.arange(10), 9)
+    one = ensemble.fold_splits(y, 3, seed=5)
+    three = ensemble.fold_splits(y, 3, seed=5, repeats=3)
+    assert len(three) == 9
+    for (_, held), (_, held_again) in zip(one, three[:3], strict=False):
+        np.testing.assert_array_equal(held, held_again)
+    for repeat in range(3):
+        held = np.concatenate([held for _, held in three[3 * repeat:3 * repeat + 3]])
+        np.testing.assert_array_equal(np.sort(held), np.arange(len(y)))
+    assert not np.array_equal(np.sort(three[0][1]), np.sort(three[3][1]))
+
+
+@pytest.mark.slow
+def test_repeats_average_two_models_per_image_and_reuse_the_first_repeat(
+        kaggle_dir_readonly, tmp_path, capsys):
+    assert run_cli(submit.main, _args(kaggle_dir_readonly, tmp_path)) == 0
+    capsys.readouterr()
+    assert run_cli(submit.main, _args(kaggle_dir_readonly, tmp_path, "--repeats", "2")) == 0
+    out = capsys.readouterr().out
+    assert "trained 2, reused 2" in out and "[default] fold 2 of 2, repeat 2 of 2" in out
+    first, second = _run_dirs(tmp_path)
+    metrics = json.loads((second / "metrics.json").read_text())
+    assert metrics["run_info"]["repeats"] == 2
+    assert json.loads((first / "metrics.json").read_text())["run_info"]["repeats"] == 1
