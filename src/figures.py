@@ -10,6 +10,7 @@ this module imports nothing from src.report.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import matplotlib
@@ -20,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from src.util import writing
+from src.util import partial_path, writing
 
 NUM_CLASSES = 10  # as src.data; not imported from there to keep this module free of TensorFlow
 DIGITS = list(range(NUM_CLASSES))
@@ -223,3 +224,25 @@ def write_figures(run_dir: Path, metrics: dict, *, images: np.ndarray, y_true: n
         with writing(path):
             figure.savefig(path, dpi=DPI, facecolor="white")
     return list(figures)
+
+
+def write_fidelity_figure(path: Path, search_scores, oof_scores, rho: float) -> Path:
+    """Save (atomically) each configuration's search score against its out-of-fold
+    accuracy after full training, numbered by search rank (src.fidelity)."""
+    search = 100 * np.asarray(search_scores, dtype=float)
+    oof = 100 * np.asarray(oof_scores, dtype=float)
+    figure = _new_figure(6.5, 4.5)
+    ax = figure.subplots()
+    sns.scatterplot(x=search, y=oof, ax=ax, s=60, color="tab:blue")
+    for rank, (x, y) in enumerate(zip(search, oof, strict=True), start=1):
+        ax.annotate(str(rank), (x, y), textcoords="offset points", xytext=(5, 5))
+    ax.set_xlabel("search score: hold-out accuracy of the trial (%)")
+    ax.set_ylabel("out-of-fold accuracy after full training (%)")
+    ax.set_title(f"Search against full training, numbered by search rank "
+                 f"(Spearman {rho:.2f})")
+    ax.grid(alpha=0.3)
+    partial = partial_path(path)
+    with writing(path):
+        figure.savefig(partial, dpi=DPI, facecolor="white", format="png")
+        os.replace(partial, path)
+    return Path(path)

@@ -1,0 +1,167 @@
+"""``python -m src.fidelity``: does the search rank networks as full training does?
+
+It reads the configurations a search scored (``<artifacts>/tune/trials.csv``),
+picks some spread over the search's ranking (the default CNN, the search's top
+three, then evenly down to its last), trains each one as an ensemble member is
+trained (stratified folds, every epoch of ``--epochs``, one network per fold)
+and sets each one's out-of-fold accuracy beside its search score: a table, the
+Spearman rank correlation between the two (scipy) and a scatter figure, written
+under ``<artifacts>/fidelity/`` and never over an earlier run's. It trains for
+real, about as long as that many members of a submit run: kept out of CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from src import ensemble, workers
+from src.bench import write_new_files
+from src.config import Config, add_override, build_parser, config_from_args, run_cli
+from src.data import load_digits, plan_training_images
+from src.errors import DataError
+from src.figures import write_fidelity_figure
+from src.model import DEFAULT_HPARAMS, resolve_precision
+from src.tune import search_space_names
+
+TOP_PICKS = 3  # the search's best configurations always measured
+MIN_CONFIGS = 3  # a rank correlation needs at least this many points
+SCORE = "val_accuracy"
+
+
+def read_ranked_configs(path: Path, names: Sequence[str]) -> pd.DataFrame:
+    """The completed trials of a search's trials.csv, one row per distinct configuration
+    (its best trial), best search score first."""
+    try:
+        trials = pd.read_csv(path)
+    except (OSError, ValueError) as error:
+        raise DataError("a trials.csv written by python -m src.tune",
+                        f"{type(error).__name__}: {error}", file=path,
+                        hint="run python -m src.tune first") from None
+    missing = [column for column in ("status", SCORE, *names) if column not in trials]
+    if missing:
+        raise DataError("a trials.csv written by python -m src.tune",
+                        f"no column {missing[0]!r}", file=path)
+    done = trials[trials["status"] == "COMPLETED"].sort_values(SCORE, ascending=False)
+    return done.drop_duplicates(subset=list(names)).reset_index(drop=True)
+
+
+def pick_spread(ranked: pd.DataFrame, count: int, default: dict) -> pd.DataFrame:
+    """count configurations of ranked (best first): the default CNN when it is there, the
+    top TOP_PICKS, and the rest evenly spaced down to the last; in search order."""
+    if len(ranked) < MIN_CONFIGS:
+        raise DataError(f"at least {MIN_CONFIGS} distinct completed configurations in the "
+                        "search", str(len(ranked)), column="--configs",
+                        hint="search more trials (--max-trials)")
+    is_default = np.logical_and.reduce(
+        [ranked[name] == value for name, value in default.items() if name in ranked])
+    chosen = {*np.flatnonzero(is_default)[:1], *range(TOP_PICKS)}
+    rest = [index for index in range(len(ranked)) if index not in chosen]
+    wanted = max(min(count, len(ranked)) - len(chosen), 0)
+    chosen |= {rest[i] for i in np.linspace(0, len(rest) - 1, wanted).round().astype(int)}
+    return ranked.loc[sorted(chosen)]
+
+
+def rank_agreement(search_scores: Sequence[float], oof_scores: Sequence[float]) -> float:
+    """Spearman's rank correlation between the search's scores and full training's."""
+    return float(stats.spearmanr(search_scores, oof_scores).statistic)
+
+
+def measure(config: Config, picks: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    """Train every picked configuration as a member (config's folds and epochs) and return
+    the picks with their out-of-fold accuracy and minutes."""
+    config = dataclasses.replace(config, precision=resolve_precision(config.precision),
+                                 jobs=workers.resolve_jobs(config.jobs))
+    digits = load_digits(config)
+    digits.x_train, digits.y_train = plan_training_images(
+        digits, config.train_samples, config.seed, needed=config.folds,
+        purpose=f"{config.folds} stratified folds (--folds)", size_flag="--train-samples")
+    rows = []
+    for _, pick in picks.iterrows():
+        hparams = {**DEFAULT_HPARAMS, **{name: _plain(pick[name]) for name in names}}
+        member = ensemble.Member(f"trial{pick['trial_id']}", hparams, "fidelity")
+        tick = time.perf_counter()
+        result = ensemble.run_kfold(digits, [member], config)
+        oof = result.oof_probs[member.name].argmax(axis=1)
+        rows.append({"oof_accuracy": float(np.mean(oof == digits.y_train)),
+                     "minutes": (time.perf_counter() - tick) / 60})
+        print(f"{member.name}: search {pick[SCORE]:.4f}, out of fold "
+              f"{rows[-1]['oof_accuracy']:.4%}", flush=True)
+    return picks.assign(**pd.DataFrame(rows, index=picks.index))
+
+
+def _plain(value: object) -> object:
+    """A value as the search space holds it: numpy scalars as Python ones."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def render(table: pd.DataFrame, rho: float, config: Config) -> str:
+    """The Markdown report: the settings, Spearman's rho and one row per configuration."""
+    lines = [f"# Search fidelity: {len(table)} configurations, Spearman {rho:.2f}", "",
+             f"Each trained as a member: {config.folds} stratified folds x {config.epochs} "
+             f"epochs, seed {config.seed}, TTA {'on' if config.tta else 'off'}.", "",
+             "| search rank | trial | search score | out-of-fold accuracy | minutes |",
+             "|---:|---:|---:|---:|---:|"]
+    lines += [f"| {rank + 1} | {row['trial_id']} | {row[SCORE]:.4f} | "
+              f"{row['oof_accuracy']:.3%} | {row['minutes']:.1f} |"
+              for rank, row in table.iterrows()]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config]:
+    """The command line of python -m src.fidelity."""
+    parser = build_parser("python -m src.fidelity", "Train configurations the search scored, "
+                          "in full, and compare their out-of-fold accuracy with the search's "
+                          "ranking (Spearman).")
+    group = parser.add_argument_group("fidelity")
+    group.add_argument("--configs", type=int, default=6, metavar="N",
+                       help="configurations to train, spread over the search's ranking "
+                       "(default: 6)")
+    for name, text in (("folds", "stratified folds per configuration"),
+                       ("epochs", "epochs per fold model"), ("tta", "test-time augmentation"),
+                       ("jobs", "fold models trained at once"),
+                       ("train_samples", "labelled images to train on, 0 for all")):
+        add_override(group, name, text)
+    args = parser.parse_args(argv)
+    if args.configs < MIN_CONFIGS:
+        raise DataError(f"an integer >= {MIN_CONFIGS}", str(args.configs), column="--configs")
+    config = config_from_args(args)
+    return args, dataclasses.replace(config, minutes=0)  # no plan: the epochs are the recipe
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Pick, train, compare and write the fidelity table, JSON and figure."""
+    args, config = parse_args(argv)
+    names = search_space_names()
+    trials_path = Path(config.artifacts_dir) / "tune" / "trials.csv"
+    picks = pick_spread(read_ranked_configs(trials_path, names), args.configs, DEFAULT_HPARAMS)
+    print(f"training {len(picks)} configurations of {trials_path}: search ranks "
+          f"{', '.join(str(i + 1) for i in picks.index)}", flush=True)
+    table = measure(config, picks, names)
+    rho = rank_agreement(table[SCORE], table["oof_accuracy"])
+    text = render(table, rho, config)
+    print(text, flush=True)
+    stem = "fidelity-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    folder = Path(config.artifacts_dir) / "fidelity"
+    record = {"spearman": rho, "folds": config.folds, "epochs": config.epochs,
+              "seed": config.seed, "trials": str(trials_path),
+              "rows": json.loads(table.to_json(orient="records"))}
+    md, _ = write_new_files(folder, stem, {".md": text, ".json": json.dumps(record, indent=2)})
+    figure = write_fidelity_figure(md.with_suffix(".png"), table[SCORE], table["oof_accuracy"],
+                                   rho)
+    print(f"wrote {md}, {md.with_suffix('.json')} and {figure}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

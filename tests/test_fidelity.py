@@ -1,0 +1,75 @@
+"""python -m src.fidelity: which configurations it picks, the rank correlation, and a
+smoke run from a real search to its table, JSON and figure."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from src import fidelity, tune
+from src.config import run_cli
+from src.model import DEFAULT_HPARAMS
+
+
+def _ranked(count: int, default_at: int) -> pd.DataFrame:
+    rows = [{"trial_id": f"{i:02d}", "status": "COMPLETED", "val_accuracy": 0.99 - i / 1000,
+             **DEFAULT_HPARAMS, "dense_units": 64 + i if i != default_at else 128}
+            for i in range(count)]
+    return pd.DataFrame(rows)
+
+
+def test_picks_hold_the_default_the_top_three_and_the_last():
+    picked = fidelity.pick_spread(_ranked(10, default_at=6), 6, DEFAULT_HPARAMS)
+    assert list(picked.index) == sorted(picked.index) and len(picked) == 6
+    assert {0, 1, 2, 6, 9} <= set(picked.index)
+    assert len(fidelity.pick_spread(_ranked(4, default_at=0), 6, DEFAULT_HPARAMS)) == 4
+
+
+def test_too_few_configurations_is_an_error_naming_the_flag():
+    with pytest.raises(fidelity.DataError, match="--configs"):
+        fidelity.pick_spread(_ranked(2, default_at=0), 6, DEFAULT_HPARAMS)
+
+
+def test_rank_agreement_is_spearman():
+    assert fidelity.rank_agreement([0.9, 0.8, 0.7], [0.99, 0.98, 0.97]) == pytest.approx(1)
+    assert fidelity.rank_agreement([0.9, 0.8, 0.7], [0.97, 0.98, 0.99]) == pytest.approx(-1)
+    assert fidelity.rank_agreement([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
+
+
+def test_best_trial_of_each_configuration_best_first(tmp_path):
+    frame = _ranked(3, default_at=0)
+    frame = pd.concat([frame, frame.iloc[[1]].assign(trial_id="09", val_accuracy=0.5),
+                       frame.iloc[[2]].assign(trial_id="10", status="FAILED")])
+    frame.to_csv(tmp_path / "trials.csv", index=False)
+    ranked = fidelity.read_ranked_configs(tmp_path / "trials.csv", tune.search_space_names())
+    assert list(ranked["trial_id"]) == [0, 1, 2]
+    assert ranked["val_accuracy"].is_monotonic_decreasing
+
+
+def test_no_search_is_one_line_exit_2(tmp_path, capsys):
+    code = run_cli(fidelity.main, ["--artifacts-dir", str(tmp_path), "--profile", "smoke"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "trials.csv" in err
+    assert not (tmp_path / "fidelity").exists()
+
+
+@pytest.mark.slow
+def test_smoke_fidelity_trains_each_pick_and_writes_new_files(kaggle_dir_readonly, tmp_path,
+                                                              capsys):
+    common = ["--data-dir", str(kaggle_dir_readonly), "--artifacts-dir", str(tmp_path),
+              "--profile", "smoke"]
+    assert tune.main([*common, "--tuner", "random", "--max-trials", "3", "--tune-epochs", "1",
+                      "--tune-samples", "300"]) == 0
+    args = [*common, "--configs", "3", "--epochs", "1", "--folds", "2", "--train-samples", "300"]
+    assert run_cli(fidelity.main, args) == 0
+    assert run_cli(fidelity.main, args) == 0  # fold models reused, files new
+    out = capsys.readouterr().out
+    assert "Spearman" in out and "reusing" in out
+    first, second = sorted((tmp_path / "fidelity").glob("fidelity-*.json"))
+    record = json.loads(first.read_text())
+    assert len(record["rows"]) == 3 and -1 <= record["spearman"] <= 1
+    assert all(0 <= row["oof_accuracy"] <= 1 for row in record["rows"])
+    for path in (first, second):
+        assert path.with_suffix(".md").is_file() and path.with_suffix(".png").is_file()
