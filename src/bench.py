@@ -511,6 +511,13 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config]:
                        help="run python -m src.tune and python -m src.submit with --profile "
                        "(quick by default) in a fresh folder under <artifacts>/bench and time "
                        "them, instead of reading <submissions>/latest/metrics.json")
+    bench.add_argument("--curve", nargs="*", metavar="MINUTES",
+                       help="instead of the speed rows: OOF accuracy against wall-clock "
+                       "minutes, python -m src.submit --minutes M for each budget (default: "
+                       "8 15 30) beside two reference recipes (src.curve); it trains for real")
+    bench.add_argument("--recipe-epochs", type=int, metavar="N",
+                       help="with --curve: train each reference recipe N epochs instead of "
+                       "its author's number")
     args = parser.parse_args(argv)
     config = config_from_args(args)
     if args.bench_images is not None and args.bench_images < 1:
@@ -556,8 +563,13 @@ def bench_command(argv: Sequence[str] | None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Time the package against the notebook way; print the table and write it with its JSON."""
+    """Time the package against the notebook way; print the table and write it with its JSON.
+    With --curve, measure OOF accuracy against minutes instead (src.curve)."""
     args, config = parse_args(argv)
+    if args.curve is not None:
+        from src import curve  # it imports this module
+
+        return curve.run_curve(config, args.curve, args.recipe_epochs, bench_command(argv))
     started = datetime.now(timezone.utc)
     keras.utils.set_random_seed(config.seed)
     images = args.bench_images or BENCH_IMAGES[config.profile]
