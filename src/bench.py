@@ -356,40 +356,53 @@ def lever_rows(x: np.ndarray, y: np.ndarray, batch_size: int, images: int,
 # ---------------------------------------------------------------- the quick profile
 
 
-def read_run_metrics(path: Path) -> dict:
-    """Accuracy, wall time and profile of a finished run, from its metrics.json."""
+def read_run_metrics(path: Path, details: Callable[[dict], dict] | None = None) -> dict:
+    """Accuracy, wall time and profile of a finished run, from its metrics.json; with
+    details, also what details(metrics) returns."""
     if not path.is_file():
         return {"note": f"no finished run at {path}: run `python -m src.submit` or pass "
                         "--run-quick"}
     try:
         metrics = json.loads(path.read_text())
-        return {"source": str(path), "profile": metrics["run_info"]["profile"],
-                "accuracy": float(metrics["ensemble"]["accuracy"]),
-                "submit_seconds": float(metrics["timings"]["total"])}
+        result = {"source": str(path), "profile": metrics["run_info"]["profile"],
+                  "accuracy": float(metrics["ensemble"]["accuracy"]),
+                  "submit_seconds": float(metrics["timings"]["total"])}
+        return {**result, **details(metrics)} if details else result
     except (ValueError, KeyError, TypeError) as error:
         return {"note": f"{path} is not a metrics.json of python -m src.submit "
                         f"({type(error).__name__}: {error})"}
 
 
+def child_flags(config: Config, folder: Path) -> list[str]:
+    """The flags that run a stage on the bench's data, profile, seed and precision, writing
+    only under folder (never the user's own search or runs)."""
+    flags = ["--profile", config.profile, "--source", config.source, "--seed", str(config.seed),
+             "--precision", config.precision, "--artifacts-dir", str(folder / "artifacts"),
+             "--submissions-dir", str(folder / "submissions")]
+    if config.data_dir:
+        flags += ["--data-dir", config.data_dir]
+    if config.keras_npz:
+        flags += ["--keras-npz", config.keras_npz]
+    return flags
+
+
+def run_stage(stage: str, flags: Sequence[str]) -> tuple[int, float]:
+    """Run python -m src.<stage> with flags; its exit code and wall-clock seconds."""
+    command = [sys.executable, "-m", f"src.{stage}", *flags]
+    print(f"running {shlex.join(command)}", flush=True)
+    tick = time.perf_counter()
+    finished = subprocess.run(command, check=False)
+    return finished.returncode, time.perf_counter() - tick
+
+
 def run_profile(config: Config, folder: Path) -> dict:
     """Run python -m src.tune, then python -m src.submit, with config's profile in a fresh
-    folder (never the user's own search or runs); their wall times and the run's metrics."""
-    common = ["--profile", config.profile, "--source", config.source, "--seed", str(config.seed),
-              "--artifacts-dir", str(folder / "artifacts"),
-              "--submissions-dir", str(folder / "submissions")]
-    if config.data_dir:
-        common += ["--data-dir", config.data_dir]
-    if config.keras_npz:
-        common += ["--keras-npz", config.keras_npz]
+    folder; their wall times and the run's metrics."""
     seconds = {}
     for stage in ("tune", "submit"):
-        command = [sys.executable, "-m", f"src.{stage}", *common]
-        print(f"running {shlex.join(command)}", flush=True)
-        tick = time.perf_counter()
-        finished = subprocess.run(command, check=False)
-        seconds[stage] = time.perf_counter() - tick
-        if finished.returncode != 0:
-            return {"note": f"python -m src.{stage} exited with code {finished.returncode}"}
+        code, seconds[stage] = run_stage(stage, child_flags(config, folder))
+        if code != 0:
+            return {"note": f"python -m src.{stage} exited with code {code}"}
     result = read_run_metrics(folder / "submissions" / "latest" / "metrics.json")
     return {**result, "tune_wall_seconds": seconds["tune"],
             "submit_wall_seconds": seconds["submit"]}
@@ -463,8 +476,9 @@ def render(report: dict) -> str:
     return "\n".join(parts) + "\n"
 
 
-def write_new_files(folder: Path, stem: str, texts: dict[str, str]) -> list[Path]:
-    """Write each suffix's text to folder/<stem><suffix> through a temporary file and a rename;
+def write_new_files(folder: Path, stem: str, texts: dict[str, str | bytes]) -> list[Path]:
+    """Write each suffix's text (or bytes) to folder/<stem><suffix> through a temporary file
+    and a rename;
     when a name is taken, the stem gets -2, -3, ... so no earlier file is overwritten."""
     folder.mkdir(parents=True, exist_ok=True)
     for attempt in range(1, 1000):
@@ -497,6 +511,13 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config]:
                        help="run python -m src.tune and python -m src.submit with --profile "
                        "(quick by default) in a fresh folder under <artifacts>/bench and time "
                        "them, instead of reading <submissions>/latest/metrics.json")
+    bench.add_argument("--curve", nargs="*", metavar="MINUTES",
+                       help="instead of the speed rows: OOF accuracy against wall-clock "
+                       "minutes, python -m src.submit --minutes M for each budget (default: "
+                       "8 15 30) beside two reference recipes (src.curve); it trains for real")
+    bench.add_argument("--recipe-epochs", type=int, metavar="N",
+                       help="with --curve: train each reference recipe N epochs instead of "
+                       "its author's number")
     args = parser.parse_args(argv)
     config = config_from_args(args)
     if args.bench_images is not None and args.bench_images < 1:
@@ -536,9 +557,19 @@ def repeat_to(x: np.ndarray, count: int) -> np.ndarray:
     return x[np.arange(count) % len(x)]
 
 
+def bench_command(argv: Sequence[str] | None) -> str:
+    """The command line this bench runs, for its report."""
+    return "python -m src.bench " + shlex.join(sys.argv[1:] if argv is None else argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Time the package against the notebook way; print the table and write it with its JSON."""
+    """Time the package against the notebook way; print the table and write it with its JSON.
+    With --curve, measure OOF accuracy against minutes instead (src.curve)."""
     args, config = parse_args(argv)
+    if args.curve is not None:
+        from src import curve  # it imports this module
+
+        return curve.run_curve(config, args.curve, args.recipe_epochs, bench_command(argv))
     started = datetime.now(timezone.utc)
     keras.utils.set_random_seed(config.seed)
     images = args.bench_images or BENCH_IMAGES[config.profile]
@@ -561,8 +592,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    if args.run_quick else
                    read_run_metrics(Path(config.submissions_dir) / "latest" / "metrics.json"))
     report = {"utc": started.strftime("%Y-%m-%d %H:%M UTC"),
-              "command": "python -m src.bench " + shlex.join(sys.argv[1:] if argv is None
-                                                             else argv),
+              "command": bench_command(argv),
               "profile": config.profile, "batch_size": config.batch_size, "top_k": config.top_k,
               "images": images, "images_from": digits.train_path, "machine": machine_info(),
               "rows": [asdict(row) for row in rows], "levers": [asdict(row) for row in levers],

@@ -30,7 +30,7 @@ from src.bench import write_new_files
 from src.config import Config, add_override, build_parser, config_from_args, run_cli
 from src.data import load_digits, plan_training_images
 from src.errors import DataError
-from src.figures import write_fidelity_figure
+from src.figures import fidelity_png
 from src.model import DEFAULT_HPARAMS, resolve_precision
 from src.tune import search_space_names
 
@@ -156,10 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     record = {"spearman": rho, "folds": config.folds, "epochs": config.epochs,
               "seed": config.seed, "trials": str(trials_path),
               "rows": json.loads(table.to_json(orient="records"))}
-    md, _ = write_new_files(folder, stem, {".md": text, ".json": json.dumps(record, indent=2)})
-    figure = write_fidelity_figure(md.with_suffix(".png"), table[SCORE], table["oof_accuracy"],
-                                   rho)
-    print(f"wrote {md}, {md.with_suffix('.json')} and {figure}", flush=True)
+    png = fidelity_png(table[SCORE], table["oof_accuracy"], rho)
+    written = write_new_files(folder, stem, {".md": text, ".json": json.dumps(record, indent=2),
+                                             ".png": png})
+    print(f"wrote {', '.join(map(str, written))}", flush=True)
     return 0
 
 

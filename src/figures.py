@@ -1,4 +1,5 @@
-"""The report's figures: PNG files drawn from the metrics and the out-of-fold arrays.
+"""The report's figures: PNG files drawn from the metrics and the out-of-fold arrays;
+also the bench's accuracy-against-minutes curve (curve_png).
 
 Figures are drawn on matplotlib Figure objects with an Agg canvas, never through
 pyplot: the global backend (a notebook's inline one, say) is left alone and no
@@ -9,8 +10,8 @@ this module imports nothing from src.report.
 
 from __future__ import annotations
 
+import io
 import math
-import os
 from pathlib import Path
 
 import matplotlib
@@ -21,7 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from src.util import partial_path, writing
+from src.util import writing
 
 NUM_CLASSES = 10  # as src.data; not imported from there to keep this module free of TensorFlow
 DIGITS = list(range(NUM_CLASSES))
@@ -226,9 +227,59 @@ def write_figures(run_dir: Path, metrics: dict, *, images: np.ndarray, y_true: n
     return list(figures)
 
 
-def write_fidelity_figure(path: Path, search_scores, oof_scores, rho: float) -> Path:
-    """Save (atomically) each configuration's search score against its out-of-fold
-    accuracy after full training, numbered by search rank (src.fidelity)."""
+def _plot_curve(points: list[dict]) -> Figure:
+    """OOF accuracy against wall-clock minutes: the plans as a line with points, each recipe
+    a labelled square; bars are 95% intervals where known. Unscored points are left out."""
+    scored = [p for p in points if p["accuracy"] is not None]
+    plans = sorted((p for p in scored if p["budget_minutes"] is not None),
+                   key=lambda p: p["budget_minutes"])
+    recipes = [p for p in scored if p["budget_minutes"] is None]
+    figure = _new_figure(9, 5.5)
+    ax = figure.subplots()
+    for point in scored:
+        if point.get("ci95_low") is not None:
+            accuracy = 100 * point["accuracy"]
+            ax.errorbar(point["wall_seconds"] / 60, accuracy, capsize=4, color="grey",
+                        alpha=0.6, yerr=[[accuracy - 100 * point["ci95_low"]],
+                                         [100 * point["ci95_high"] - accuracy]])
+    if plans:
+        sns.lineplot(x=[p["wall_seconds"] / 60 for p in plans],
+                     y=[100 * p["accuracy"] for p in plans], marker="o", markersize=8,
+                     estimator=None, sort=False, color="tab:blue", ax=ax,
+                     label="package: python -m src.submit --minutes M")
+        for point in plans:
+            ax.annotate(f"{point['budget_minutes']:g} min",
+                        (point["wall_seconds"] / 60, 100 * point["accuracy"]),
+                        textcoords="offset points", xytext=(6, -12), fontsize=9)
+    for rank, point in enumerate(recipes):
+        sns.scatterplot(x=[point["wall_seconds"] / 60], y=[100 * point["accuracy"]],
+                        marker="s", s=70, color=matplotlib.colormaps["tab10"](rank + 1), ax=ax,
+                        label=f"recipe: {point['name']}")
+        ax.annotate(point["name"], (point["wall_seconds"] / 60, 100 * point["accuracy"]),
+                    textcoords="offset points", xytext=(6, 6), fontsize=9)
+    ax.margins(x=0.08)  # room for the labels right of the points
+    ax.set_xlim(left=0)
+    ax.set_xlabel("wall-clock minutes on this machine")
+    ax.set_ylabel("out-of-fold accuracy (%), with 95% Wilson interval")
+    ax.set_title("Accuracy against minutes: the package's plans and reference recipes")
+    ax.grid(alpha=0.3)
+    if scored:
+        ax.legend(loc="lower right")
+    return figure
+
+
+def curve_png(points: list[dict]) -> bytes:
+    """The curve as PNG bytes, for the caller to write (src.curve writes it beside its table).
+    Each point is src.curve.Point as a dict: name, budget_minutes (None for a recipe),
+    wall_seconds, accuracy (None when unscored), ci95_low and ci95_high (None when unknown)."""
+    buffer = io.BytesIO()
+    _plot_curve(points).savefig(buffer, format="png", dpi=DPI, facecolor="white")
+    return buffer.getvalue()
+
+
+def fidelity_png(search_scores, oof_scores, rho: float) -> bytes:
+    """Each configuration's search score against its out-of-fold accuracy after full
+    training, numbered by search rank, as PNG bytes (src.fidelity writes them)."""
     search = 100 * np.asarray(search_scores, dtype=float)
     oof = 100 * np.asarray(oof_scores, dtype=float)
     figure = _new_figure(6.5, 4.5)
@@ -241,8 +292,6 @@ def write_fidelity_figure(path: Path, search_scores, oof_scores, rho: float) -> 
     ax.set_title(f"Search against full training, numbered by search rank "
                  f"(Spearman {rho:.2f})")
     ax.grid(alpha=0.3)
-    partial = partial_path(path)
-    with writing(path):
-        figure.savefig(partial, dpi=DPI, facecolor="white", format="png")
-        os.replace(partial, path)
-    return Path(path)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI, facecolor="white")
+    return buffer.getvalue()

@@ -69,14 +69,17 @@ def _is_running(pid: int) -> bool:
     return True
 
 
-def write_atomically(path: str | Path, text: str) -> None:
-    """Write text to a partial file beside path, then os.replace it: never half a file.
-    A failed write leaves no partial file and raises DataError naming path."""
+def write_atomically(path: str | Path, text: str | bytes) -> None:
+    """Write text (UTF-8) or bytes to a partial file beside path, then os.replace it: never
+    half a file. A failed write leaves no partial file and raises DataError naming path."""
     path = Path(path)
     partial = partial_path(path)
     with writing(path):
         try:
-            partial.write_text(text, encoding="utf-8")
+            if isinstance(text, bytes):
+                partial.write_bytes(text)
+            else:
+                partial.write_text(text, encoding="utf-8")
             os.replace(partial, path)
         except BaseException:
             partial.unlink(missing_ok=True)

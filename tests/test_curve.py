@@ -1,0 +1,173 @@
+"""python -m src.bench --curve: the recipes, the plans through a stand-in submit, the files."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from src import bench, curve
+from src.config import run_cli
+from tests.fixtures import write_kaggle_csvs
+
+TRAIN_IMAGES = 200  # about 20 of each digit: 3 stratified folds, seconds to train
+
+
+@pytest.fixture(scope="module")
+def tiny_kaggle_dir(tmp_path_factory) -> Path:
+    """The fixture CSVs with only the first TRAIN_IMAGES training images."""
+    folder = write_kaggle_csvs(tmp_path_factory.mktemp("tiny-kaggle"))
+    header, *rows = (folder / "train.csv").read_text().splitlines()
+    (folder / "train.csv").write_text("\n".join([header, *rows[:TRAIN_IMAGES]]) + "\n")
+    return folder
+
+
+def _args(tmp_path, *extra):
+    return ["--artifacts-dir", str(tmp_path / "artifacts"),
+            "--submissions-dir", str(tmp_path / "submissions"), *extra]
+
+
+def _fake_metrics(minutes: float) -> dict:
+    total, errors = 42_000, int(200 - minutes)
+    score = {"accuracy": (total - errors) / total, "ci95_low": 0.99, "ci95_high": 0.999,
+             "errors": errors, "total": total}
+    return {"ensemble": score, "models": {"default": score}, "timings": {"total": minutes * 55},
+            "plan": {"minutes": minutes, "epochs": 19, "eta_seconds": minutes * 58},
+            "run_info": {"profile": "quick", "folds": 3, "epochs": 19, "tta": True,
+                         "precision": "mixed_bfloat16", "pseudo_epochs": None}}
+
+
+def _stand_in_submit(calls: list, failing_minutes: str):
+    """A bench.run_stage that writes a fake metrics.json where python -m src.submit would,
+    and exits 2 for the budget failing_minutes."""
+
+    def run_stage(stage, flags):
+        given = dict(zip(flags[::2], flags[1::2], strict=True))
+        calls.append((stage, given))
+        if given["--minutes"] == failing_minutes:
+            return 2, 1.5
+        latest = Path(given["--submissions-dir"]) / "latest"
+        latest.mkdir(parents=True)
+        (latest / "metrics.json").write_text(json.dumps(_fake_metrics(float(given["--minutes"]))))
+        return 0, float(given["--minutes"]) * 60
+
+    return run_stage
+
+
+def _rows(text: str) -> dict[str, list[str]]:
+    """name -> the other cells, for every data row of the curve's table."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) == 7 and cells[0] != "Name":
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+class _FixedClock(datetime):
+    @classmethod
+    def now(cls, tz=None):
+        return datetime(2026, 11, 25, 12, 0, 0, tzinfo=timezone.utc)
+
+
+def test_recipe_networks_are_their_authors_and_augment_only_in_training():
+    example, deotte = curve.keras_example(), curve.kaggle_one_network()
+    assert example.count_params() == 34_826  # the Keras example's model.summary()
+    flat = [layer for layer in deotte.layers if layer.name.startswith("flatten")][0]
+    assert tuple(flat.input.shape[1:]) == (4, 4, 64)  # 28 -> 26 -> 24 -> 12 -> 10 -> 8 -> 4
+    images = np.random.default_rng(0).random((4, 28, 28, 1)).astype(np.float32)
+    np.testing.assert_array_equal(deotte(images, training=False), deotte(images, training=False))
+    assert curve.deotte_learning_rate(0) == 1e-3
+    assert curve.deotte_learning_rate(2) == pytest.approx(1e-3 * 0.95 ** 2)
+
+
+@pytest.mark.slow
+def test_curve_scores_plans_and_recipes_and_never_overwrites(tiny_kaggle_dir, tmp_path, capsys,
+                                                            monkeypatch):
+    calls = []
+    monkeypatch.setattr(bench, "run_stage", _stand_in_submit(calls, failing_minutes="15"))
+    monkeypatch.setattr(curve, "datetime", _FixedClock)
+    argv = _args(tmp_path, "--data-dir", str(tiny_kaggle_dir), "--seed", "3", "--curve", "8",
+                 "15", "2.5", "--recipe-epochs", "1")
+    assert run_cli(bench.main, argv) == 0
+    out = capsys.readouterr().out
+    bench_dir = tmp_path / "artifacts" / "bench"
+
+    # Each budget ran python -m src.submit on the bench's data, seed and precision, in its
+    # own fresh folder under the bench's.
+    assert [(stage, given["--minutes"]) for stage, given in calls] == [
+        ("submit", "8"), ("submit", "15"), ("submit", "2.5")]
+    folders = {given["--artifacts-dir"] for _, given in calls}
+    assert len(folders) == 3
+    assert all(folder.startswith(str(bench_dir / "curve-20261125-120000" / "plan-"))
+               for folder in folders)
+    for _, given in calls:
+        assert given["--data-dir"] == str(tiny_kaggle_dir) and given["--seed"] == "3"
+        assert given["--precision"] == "auto"
+
+    rows = _rows(out)
+    assert list(rows) == ["plan 8 min", "plan 15 min", "plan 2.5 min", "keras-example",
+                          "kaggle-one-network"]
+    assert rows["plan 8 min"] == [
+        "python -m src.submit --minutes 8", "8.0", f"{100 * (42_000 - 192) / 42_000:.3f}",
+        "99.00–99.90%", "192 of 42,000",
+        "default x 3 folds x 19 epochs, TTA, mixed_bfloat16"]
+    assert rows["plan 15 min"][2:] == ["—", "", "", "python -m src.submit exited with code 2"]
+    for name in ("keras-example", "kaggle-one-network"):
+        assert rows[name][-2].endswith(f" of {TRAIN_IMAGES}")
+        assert "x 1 epoch," in rows[name][-1] and "no TTA" in rows[name][-1]
+
+    md, js, png = (bench_dir / f"curve-20261125-120000{suffix}" for suffix in (".md", ".json",
+                                                                              ".png"))
+    assert md.read_text() in out and str(png) in out
+    assert png.read_bytes().startswith(b"\x89PNG")
+    report = json.loads(js.read_text())
+    points = {point["name"]: point for point in report["points"]}
+    assert points["plan 8 min"]["plan"]["epochs"] == 19
+    assert points["plan 15 min"]["accuracy"] is None
+    for name in ("keras-example", "kaggle-one-network"):
+        point = points[name]  # an OOF prediction for every training image
+        assert point["total"] == TRAIN_IMAGES and 0 <= point["accuracy"] <= 1
+        assert point["wall_seconds"] > 0 and point["budget_minutes"] is None
+        assert report["policy"] in point["trained"]
+
+    # A second curve in the same second writes beside the first, never over it.
+    before = {path: path.read_bytes() for path in (md, js, png)}
+    monkeypatch.setattr(curve, "RECIPES", ())
+    assert run_cli(bench.main, _args(tmp_path, "--data-dir", str(tiny_kaggle_dir),
+                                     "--curve", "8")) == 0
+    assert {path: path.read_bytes() for path in before} == before
+    assert sorted(p.name for p in bench_dir.glob("curve-*-2*")) == [
+        "curve-20261125-120000-2", "curve-20261125-120000-2.json",
+        "curve-20261125-120000-2.md", "curve-20261125-120000-2.png"]
+    assert calls[-1][1]["--artifacts-dir"].startswith(
+        str(bench_dir / "curve-20261125-120000-2" / "plan-8min"))
+    assert not (tmp_path / "submissions").exists()  # the user's own runs are left alone
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--curve", "0"], "--curve: expected minutes > 0, such as 8 15 30, found '0'"),
+    (["--curve", "8", "-3"], "--curve: expected minutes > 0, such as 8 15 30, found '-3'"),
+    (["--curve", "ten"], "--curve: expected minutes > 0, such as 8 15 30, found 'ten'"),
+    (["--curve", "nan"], "--curve: expected minutes > 0, such as 8 15 30, found 'nan'"),
+    (["--curve", "--recipe-epochs", "0"], "--recipe-epochs: expected an integer >= 1, found 0"),
+])
+def test_bad_curve_flags_are_one_line_exit_2(tmp_path, capsys, monkeypatch, flags, message):
+    monkeypatch.setattr(bench, "run_stage", lambda *args: pytest.fail("nothing may run"))
+    assert run_cli(bench.main, _args(tmp_path, *flags)) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+    assert not (tmp_path / "artifacts").exists()
+
+
+def test_curve_figure_draws_plans_recipes_and_unscored_points():
+    points = [{"name": "plan 8 min", "budget_minutes": 8.0, "wall_seconds": 470.0,
+               "accuracy": 0.99567, "ci95_low": 0.9950, "ci95_high": 0.9963},
+              {"name": "plan 15 min", "budget_minutes": 15.0, "wall_seconds": 2.0,
+               "accuracy": None, "ci95_low": None, "ci95_high": None},
+              {"name": "keras-example", "budget_minutes": None, "wall_seconds": 200.0,
+               "accuracy": 0.991, "ci95_low": None, "ci95_high": None}]
+    assert curve.figures.curve_png(points).startswith(b"\x89PNG")
+    assert curve.figures.curve_png([]).startswith(b"\x89PNG")
