@@ -48,7 +48,6 @@ class Config:
     folds: int = 3
     epochs: int = 20
     batch_size: int = 128
-    patience: int = 5
     train_samples: int = 0
     tta: bool = False
     # Pseudo-labelling: 0 is off; else the confidence a test image needs to join round two.
@@ -80,7 +79,7 @@ class Config:
         for name in ("max_trials", "tune_epochs", "top_k", "epochs", "batch_size",
                      "pseudo_epochs"):
             _check_at_least(name, getattr(self, name), 1)
-        for name in ("tune_samples", "train_samples", "patience", "seed", "jobs"):
+        for name in ("tune_samples", "train_samples", "seed", "jobs"):
             _check_at_least(name, getattr(self, name), 0)
         _check_at_least("folds", self.folds, 2)
         if not math.isfinite(self.minutes):
@@ -110,7 +109,7 @@ PROFILES: dict[str, dict[str, object]] = {
     # Seconds on the scikit-learn fixture: exercises every code path, scores nothing.
     "smoke": dict(
         max_trials=2, tune_epochs=2, tune_samples=600,
-        top_k=1, folds=2, epochs=2, batch_size=64, patience=2, train_samples=0,
+        top_k=1, folds=2, epochs=2, batch_size=64, train_samples=0,
         jobs=1,  # models this small train faster than a worker process starts
         minutes=0,  # no plan: the fixed values above, so tests stay seconds
     ),
@@ -120,13 +119,13 @@ PROFILES: dict[str, dict[str, object]] = {
     # that end best, so the default CNN joins the tuner's best (README, measured figures).
     "quick": dict(
         max_trials=8, tune_epochs=6, tune_samples=12_000,
-        top_k=1, include_default=True, folds=3, epochs=20, batch_size=128, patience=5,
-        train_samples=0, tta=True, minutes=30,
+        top_k=1, include_default=True, folds=3, epochs=20, batch_size=128, train_samples=0,
+        tta=True, minutes=30,
     ),
     # Two hours, tune and submit together: the best score the package can make.
     "full": dict(
         max_trials=40, tune_epochs=30, tune_samples=0,
-        top_k=3, folds=5, epochs=45, batch_size=128, patience=8, train_samples=0, tta=True,
+        top_k=3, folds=5, epochs=45, batch_size=128, train_samples=0, tta=True,
         minutes=120,
     ),
 }

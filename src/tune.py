@@ -1,7 +1,9 @@
 """Search the CNN's hyperparameters with KerasTuner: ``python -m src.tune``.
 
-Hyperband by default, Bayesian optimisation or random search with ``--tuner``;
-the objective is the validation accuracy on a stratified hold-out. Everything
+Hyperband, Bayesian optimisation or random search (``--tuner``). Each trial
+trains as an ensemble member does (a one-epoch warm-up, then a cosine decay to
+its last epoch, every epoch run) and is scored by its last epoch's accuracy on
+a stratified hold-out. Everything
 goes under ``<artifacts>/tune/``: the tuner's own project folder (one per search
 setting, so the same command resumes its search and a changed flag starts its
 own), ``best_hparams.json`` (the best configurations, read by ``python -m
@@ -70,24 +72,40 @@ def search_space_names() -> list[str]:
 
 
 class CNNHyperModel(kt.HyperModel):
-    """src.model's CNN as a KerasTuner hypermodel, fed through make_dataset.
+    """src.model's CNN as a KerasTuner hypermodel, trained as an ensemble member is.
 
-    The input pipeline is built inside each trial, so a trial's shuffling
-    depends on the seed alone, not on the trials that ran before it.
+    A trial's learning rate warms up over its first epoch, then follows a cosine
+    decay to its last epoch (src.model.build_cnn, as src.ensemble's fold models):
+    self.epochs, or a Hyperband rung's epochs (from the earlier rung's end, whose
+    weights it continues). The input pipeline is built inside each trial, so a
+    trial's shuffling depends on the seed alone, not on the trials before it.
     """
 
-    def __init__(self, batch_size: int, seed: int):
+    def __init__(self, train_images: int, batch_size: int, seed: int, epochs: int,
+                 wide: bool = False):
         super().__init__()
+        self.train_images = train_images
         self.batch_size = batch_size
         self.seed = seed
+        self.epochs = epochs  # what a Bayesian or random trial trains
+        self.wide = wide
+
+    def trial_epochs(self, hp: kt.HyperParameters) -> int:
+        """The epochs a trial trains: its Hyperband rung's, else self.epochs."""
+        return hp.values.get("tuner/epochs", self.epochs) - hp.values.get("tuner/initial_epoch", 0)
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
-        """The compiled CNN for one point of the search space."""
-        return build_cnn(hp)
+        """The compiled CNN for one point of the search space, its schedule ending at the
+        trial's last epoch."""
+        define_search_space(hp, wide=self.wide)  # first: build_cnn's narrow one then adds nothing
+        return build_cnn(hp, steps_per_epoch(self.train_images, self.batch_size),
+                         self.trial_epochs(hp))
 
     def fit(self, hp, model, x, y, validation_data, **kwargs) -> keras.callbacks.History:
-        """Train on uint8 arrays (x, y), validating on validation_data = (x_val, y_val)."""
+        """Train on uint8 arrays (x, y) for every epoch of the trial, validating on
+        validation_data = (x_val, y_val)."""
         x_val, y_val = validation_data
+        kwargs.setdefault("epochs", self.epochs)  # Hyperband sets its rung's
         return model.fit(make_dataset(x, y, self.batch_size, shuffle=True, seed=self.seed,
                                       repeat=True),
                          steps_per_epoch=steps_per_epoch(len(x), self.batch_size),
@@ -178,19 +196,32 @@ class _SearchTuner:
         if isinstance(self.oracle, kt.Oracle):  # not a worker's client of the chief's oracle
             start_with_the_default(self.oracle)
 
-    def run_trial(self, trial, *args, **kwargs) -> dict[str, float]:
-        """Train one configuration; report its best val_accuracy, epochs to reach it and size."""
+    def run_trial(self, trial, x, y, validation_data, **kwargs) -> dict[str, float]:
+        """Train one configuration for every epoch of its schedule; report its last epoch's
+        val_accuracy and val_loss, its epochs (a Hyperband rung's include the earlier
+        rungs'), its size and its training seconds."""
         # A seed per trial: a resumed search trains each trial as an unbroken one does.
         keras.utils.set_random_seed(self.trial_seed + int(trial.trial_id))
+        started = time.perf_counter()
         try:
-            (history,) = super().run_trial(trial, *args, **kwargs)
+            (history,) = super().run_trial(trial, x, y, validation_data=validation_data,
+                                           **kwargs)
+            seconds = time.perf_counter() - started
+            self._keep_last_epoch(trial, history.model)
         except OSError as error:  # saving the trial's checkpoint: a full disk fails every trial
             raise FailedTrialWrite(WRITABLE, describe_os_error(error),
                                    file=self.get_trial_dir(trial.trial_id)) from None
-        scores = history.history[OBJECTIVE]
-        best = int(np.argmax(scores))
-        return {OBJECTIVE: scores[best], "epochs": history.epoch[best] + 1,
-                "params": history.model.count_params()}
+        logs = history.history
+        return {OBJECTIVE: logs[OBJECTIVE][-1], "val_loss": logs["val_loss"][-1],
+                "epochs": history.epoch[-1] + 1, "params": history.model.count_params(),
+                "seconds": round(seconds, 1)}
+
+    def _keep_last_epoch(self, trial, model: keras.Model) -> None:
+        """Make the trial's checkpoint its last epoch, the one it is scored by, so that a
+        Hyperband trial continuing it starts from there (KerasTuner's SaveBestEpoch keeps
+        the best epoch's)."""
+        # _get_checkpoint_fname is KerasTuner's private name for the file Hyperband loads.
+        model.save_weights(self._get_checkpoint_fname(trial.trial_id))
 
     def on_trial_begin(self, trial) -> None:
         """Start the trial's clock."""
@@ -256,11 +287,12 @@ def project_name(config: Config) -> str:
     """The tuner's folder under <artifacts>/tune: one per search setting."""
     samples = config.tune_samples or "all"
     return (f"{config.tuner}-{config.source}-{samples}-e{config.tune_epochs}-b{config.batch_size}"
-            f"-p{config.patience}-seed{config.seed}-{resolve_precision(config.precision)}")
+            f"-seed{config.seed}-{resolve_precision(config.precision)}")
 
 
-def build_tuner(config: Config, role: str | None) -> _SearchTuner:
-    """The tuner config asks for, reloading its project folder unless config.overwrite."""
+def build_tuner(config: Config, role: str | None, train_images: int) -> _SearchTuner:
+    """The tuner config asks for, its trials training on train_images images, reloading its
+    project folder unless config.overwrite."""
     # KerasTuner writes its state files in place; a kill mid-write would leave a
     # truncated JSON that no later run could reload.
     kt_utils.save_json = _save_json_atomically
@@ -275,7 +307,7 @@ def build_tuner(config: Config, role: str | None) -> _SearchTuner:
     with writing(folder):  # a read-only --artifacts-dir fails here, not inside KerasTuner
         folder.mkdir(parents=True, exist_ok=True)
     use_precision(config.precision)  # before any trial builds a model
-    hypermodel = CNNHyperModel(config.batch_size, config.seed)
+    hypermodel = CNNHyperModel(train_images, config.batch_size, config.seed, config.tune_epochs)
     if config.tuner == "hyperband":
         return HyperbandTuner(hypermodel, max_epochs=config.tune_epochs, factor=HYPERBAND_FACTOR,
                               **common)
@@ -308,6 +340,13 @@ def _tidy(value: object) -> object:
     return round(value, 10) if isinstance(value, float) else value
 
 
+def _metric(trial: kt.engine.trial.Trial, name: str) -> float | None:
+    """The value a finished trial reported for name; None when it reported none."""
+    if trial.status != COMPLETED or not trial.metrics.exists(name):
+        return None
+    return float(trial.metrics.get_last_value(name))
+
+
 def rank_trials(oracle: kt.Oracle, names: Sequence[str]) -> list[dict]:
     """Every trial of the oracle, best first (ties: fewer parameters); unfinished ones last."""
     rows = []
@@ -316,8 +355,10 @@ def rank_trials(oracle: kt.Oracle, names: Sequence[str]) -> list[dict]:
         rows.append({
             "rank": None, "trial_id": trial.trial_id, "status": trial.status,
             "val_accuracy": float(trial.score) if done else None,
+            "val_loss": _metric(trial, "val_loss"),
             "params": int(trial.metrics.get_last_value("params")) if done else None,
             "epochs": int(trial.metrics.get_last_value("epochs")) if done else None,
+            "seconds": _metric(trial, "seconds"),
             "hparams": {name: _tidy(trial.hyperparameters.values.get(name)) for name in names}})
     rows.sort(key=lambda row: (row["val_accuracy"] is None, -(row["val_accuracy"] or 0),
                                row["params"] or 0, row["trial_id"]))
@@ -355,6 +396,7 @@ def leaderboard(rows: list[dict]) -> str:
             "rank": row["rank"] or "-", "trial": row["trial_id"],
             "val_accuracy": f"{row['val_accuracy']:.4f}" if done else row["status"].lower(),
             "params": f"{row['params']:,}" if done else "", "epochs": row["epochs"] or "",
+            "seconds": f"{row['seconds']:.0f}" if row["seconds"] is not None else "",
             "filters": "-".join(str(hp[f"filters_{i}"]) for i in range(hp["conv_blocks"])),
             "convs": hp["block_convs"], "first_kernel": hp["first_kernel"],
             "batch_norm": "yes" if hp["batch_norm"] else "no",
@@ -385,11 +427,10 @@ def parse_args(argv: Sequence[str] | None) -> Config:
     add_override(search, "tuner", "search algorithm: hyperband, bayesian or random")
     add_override(search, "max_trials", "trials of bayesian and random search (Hyperband's "
                  "count follows --tune-epochs)")
-    add_override(search, "tune_epochs", "most epochs one trial trains")
+    add_override(search, "tune_epochs", "epochs a trial trains (Hyperband: its last rung's)")
     add_override(search, "tune_samples", "labelled images searched on, 0 for all; 20%% of "
                  "them are the validation hold-out")
     add_override(search, "batch_size", "training batch size")
-    add_override(search, "patience", "epochs without a better val_accuracy before a trial stops")
     add_override(search, "overwrite", "start the search over instead of resuming it")
     add_minutes(parser)
     return config_from_args(parser.parse_args(argv))
@@ -415,14 +456,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if planned:
         config, record = budget.plan_search(config, train, validation, started, planned_epochs)
     keras.utils.set_random_seed(config.seed)
-    tuner = build_tuner(config, role)
+    tuner = build_tuner(config, role, len(train[1]))
     where = f"{os.environ.get(ENV_ORACLE_IP)}:{os.environ.get(ENV_ORACLE_PORT)}"
     if role == "chief":
         print(f"chief: serving the search at {where} until every worker has stopped", flush=True)
     elif role == "worker":
         print(f"{tuner.tuner_id}: running trials for the chief at {where}", flush=True)
-    stop = keras.callbacks.EarlyStopping(monitor=OBJECTIVE, patience=max(config.patience, 1))
-    tuner.search(*train, validation_data=validation, epochs=config.tune_epochs, callbacks=[stop],
+    tuner.search(*train, validation_data=validation,
                  verbose=1 if sys.stdout.isatty() else 2)  # a progress bar only on a terminal
     if role == "worker":
         print(f"{tuner.tuner_id}: no trials left; the chief writes the results", flush=True)

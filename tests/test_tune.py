@@ -25,6 +25,7 @@ from tests.fixtures import keep_only
 
 SMOKE = ["--profile", "smoke", "--tune-samples", "300"]
 ONE_EPOCH_RANDOM = ["--tuner", "random", "--max-trials", "2", "--tune-epochs", "1"]
+MEASURED = ["seconds"]  # trials.csv columns read off the clock: no run repeats them
 
 
 @pytest.fixture(autouse=True)
@@ -61,8 +62,8 @@ def test_smoke_search_writes_best_configurations_trials_and_leaderboard(
     assert "trial 1 of ~2 done in" in out and "trial 2 of ~2 done in" in out and "ETA ~" in out
     assert "Leaderboard (hyperband, 2 trials, best first" in out
     header = out.split("Leaderboard")[1].splitlines()[1].split()
-    assert header[:7] == ["rank", "trial", "val_accuracy", "params", "epochs", "filters",
-                          "convs"]
+    assert header[:8] == ["rank", "trial", "val_accuracy", "params", "epochs", "seconds",
+                          "filters", "convs"]
 
     best = json.loads((artifacts / "tune" / "best_hparams.json").read_text())
     assert (best["tuner"], best["objective"], best["profile"], best["seed"]) == (
@@ -76,7 +77,8 @@ def test_smoke_search_writes_best_configurations_trials_and_leaderboard(
     assert top[0]["val_accuracy"] >= top[1]["val_accuracy"]
     for entry in top:
         assert 0 < entry["val_accuracy"] <= 1 and entry["params"] > 10_000
-        assert 1 <= entry["epochs"] <= 2
+        assert entry["epochs"] == 2  # every epoch of the rung: no early stopping
+        assert entry["val_loss"] > 0 and entry["seconds"] > 0
         assert list(entry["hparams"]) == tune.search_space_names()
 
     trials = _trials(artifacts)
@@ -114,7 +116,8 @@ def test_overwrite_starts_over_and_the_seed_repeats_the_search(
     assert tune.main(args) == 0
     out = capsys.readouterr().out
     assert "Reloading Tuner" not in out and "Running Trial #2" in out
-    pd.testing.assert_frame_equal(_trials(artifacts), _trials(finished_random_search))
+    pd.testing.assert_frame_equal(_trials(artifacts).drop(columns=MEASURED),
+                                  _trials(finished_random_search).drop(columns=MEASURED))
 
 
 def _break_oracle_state(project: Path, damage: str) -> None:
@@ -323,14 +326,31 @@ def test_the_tuner_trains_in_the_chosen_precision(tmp_path):
     import keras
 
     config = Config(profile="smoke", artifacts_dir=str(tmp_path), precision="mixed_bfloat16")
-    tune.build_tuner(config, role=None)
+    tune.build_tuner(config, role=None, train_images=240)
     assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
     assert tune.project_name(config).endswith("-mixed_bfloat16")
 
 
 def test_leaderboard_shows_hyperparameters_unrounded():
     row = {"rank": 1, "trial_id": "0000", "val_accuracy": 0.98583, "status": "COMPLETED",
-           "params": 426058, "epochs": 6, "hparams": dict(DEFAULT_HPARAMS)}
+           "params": 426058, "epochs": 6, "seconds": 31.4, "hparams": dict(DEFAULT_HPARAMS)}
     table = tune.leaderboard([row]).splitlines()
-    assert table[1].split() == ["1", "0000", "0.9858", "426,058", "6", "32-64-128", "2", "3",
-                                "no", "0/0.25", "128", "0.002", "0.10"]
+    assert table[1].split() == ["1", "0000", "0.9858", "426,058", "6", "31", "32-64-128", "2",
+                                "3", "no", "0/0.25", "128", "0.002", "0.10"]
+
+
+def _schedule(model) -> dict:
+    return model.optimizer.get_config()["learning_rate"]["config"]
+
+
+def test_trials_train_on_the_members_schedule_to_their_own_last_epoch():
+    import keras_tuner as kt
+
+    hypermodel = tune.CNNHyperModel(train_images=1000, batch_size=100, seed=0, epochs=7)
+    hp = kt.HyperParameters()
+    schedule = _schedule(hypermodel.build(hp))  # a Bayesian or random trial: 7 epochs
+    assert schedule["decay_steps"] == 10 * 7 and schedule["warmup_steps"] == 10
+    assert schedule["warmup_target"] == pytest.approx(DEFAULT_HPARAMS["learning_rate"])
+    # A Hyperband trial continuing an earlier rung from epoch 2 to 6: its own 4 epochs.
+    hp.values.update({"tuner/epochs": 6, "tuner/initial_epoch": 2})
+    assert _schedule(hypermodel.build(hp))["decay_steps"] == 10 * 4
