@@ -41,6 +41,10 @@ class Config:
     max_trials: int = 8
     tune_epochs: int = 6
     tune_samples: int = 12_000
+    # Bayesian and random search: each trial's training seconds, its epochs bought at its
+    # network's measured speed (src.tune); 0: every trial trains tune_epochs.
+    trial_seconds: float = 0.0
+    wide_space: bool = False  # more filters and dense units to search (src.model)
     overwrite: bool = False
     # ensemble (python -m src.submit)
     top_k: int = 2
@@ -82,6 +86,12 @@ class Config:
         for name in ("tune_samples", "train_samples", "seed", "jobs"):
             _check_at_least(name, getattr(self, name), 0)
         _check_at_least("folds", self.folds, 2)
+        if not (math.isfinite(self.trial_seconds) and self.trial_seconds >= 0):
+            raise DataError("a number of seconds >= 0 (0: off)", str(self.trial_seconds),
+                            column="--trial-seconds")
+        if self.trial_seconds and self.tuner == "hyperband":
+            raise DataError("--tuner bayesian or random (Hyperband's rungs count epochs)",
+                            "--tuner hyperband", column="--trial-seconds")
         if not math.isfinite(self.minutes):
             raise DataError("a number of minutes", str(self.minutes), column="--minutes")
         if not 0 <= self.pseudo_threshold < 1:
@@ -212,6 +222,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
             given.add(field.name)
     if "minutes" in given:
         values["minutes"] = parse_minutes(str(values["minutes"]))
+    if values.get("tuner", Config.tuner) == "hyperband" and "trial_seconds" not in given:
+        values["trial_seconds"] = 0.0  # a profile's time per trial is for the other tuners
     values["profile"] = args.profile
     values["flags_given"] = frozenset(given)
     return Config(**values).validate()

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from keras_tuner.src import utils as kt_utils
 
-from src import budget
+from src import budget, calibrate
 from src.config import (
     Config,
     add_minutes,
@@ -56,6 +56,7 @@ HYPERBAND_FACTOR = 3
 MIN_TUNE_SAMPLES = 100
 MIN_IMAGES_PER_DIGIT = 5  # so that the 20% hold-out holds one of each
 TOP_SAVED = 10
+TIMED_EPOCHS_CAP = 10  # a time-based trial trains at most this many times --tune-epochs
 LEADERBOARD_ROWS = 10
 VAL_BATCH_SIZE = 1024
 COMPLETED = kt.engine.trial.TrialStatus.COMPLETED
@@ -114,7 +115,10 @@ class CNNHyperModel(kt.HyperModel):
 
 
 def planned_epochs(config: Config) -> list[int]:
-    """The epochs each trial trains, in the order the oracle hands trials out (for the ETA)."""
+    """The epochs each trial trains, in the order the oracle hands trials out (for the ETA);
+    time-based trials count 1 each, since each takes the same time."""
+    if config.trial_seconds:
+        return [1] * config.max_trials
     if config.tuner != "hyperband":
         return [config.tune_epochs] * config.max_trials
     # One Hyperband iteration, bracket by bracket and round by round, as HyperbandOracle runs it.
@@ -175,6 +179,24 @@ def start_with_the_default(oracle: kt.Oracle) -> None:
     oracle._random_values = default_first
 
 
+def measure_trial_speed(hp: kt.HyperParameters, x: np.ndarray, y: np.ndarray,
+                        batch_size: int, seed: int) -> float:
+    """The training images per second of the network of hp on this machine, timed for
+    calibrate.TRIAL_CALIBRATION_SECONDS after a warm-up."""
+    model = build_cnn(hp)
+    speed, _ = calibrate.training_speed(model, x, y, batch_size,
+                                        calibrate.TRIAL_CALIBRATION_SECONDS, seed)
+    keras.backend.clear_session()
+    return speed
+
+
+def timed_epochs(trial_seconds: float, images_per_second: float, train_images: int,
+                 most: int) -> int:
+    """The whole epochs of train_images that trial_seconds buy at images_per_second:
+    at least 1, at most `most`."""
+    return int(min(max(trial_seconds * images_per_second // train_images, 1), most))
+
+
 class FailedTrialWrite(DataError, kt.errors.FatalError):
     """A write in a trial that failed (a full disk, a read-only folder). KerasTuner ends
     the search on a FatalError, where it would go on to the next trial after any other
@@ -184,14 +206,18 @@ class FailedTrialWrite(DataError, kt.errors.FatalError):
 class _SearchTuner:
     """What this package adds to each KerasTuner tuner.
 
-    Per-trial seeds, the metrics a trial reports (val_accuracy, its epochs, its
-    parameter count), the progress line, and two repairs when a killed search
-    is reloaded.
+    Per-trial seeds, time-based trials (trial_seconds > 0: each trial times its
+    network, then trains the epochs those seconds buy, at most most_epochs), the
+    metrics a trial reports, the progress line, and two repairs when a killed
+    search is reloaded.
     """
 
-    def __init__(self, hypermodel: CNNHyperModel, *, seed: int, progress: Progress, **kwargs):
+    def __init__(self, hypermodel: CNNHyperModel, *, seed: int, progress: Progress,
+                 trial_seconds: float = 0.0, most_epochs: int = 1, **kwargs):
         self.trial_seed = seed
         self.progress = progress
+        self.trial_seconds = trial_seconds
+        self.most_epochs = most_epochs
         super().__init__(hypermodel, seed=seed + 1, **kwargs)  # KerasTuner reads seed 0 as "none"
         if isinstance(self.oracle, kt.Oracle):  # not a worker's client of the chief's oracle
             start_with_the_default(self.oracle)
@@ -199,7 +225,8 @@ class _SearchTuner:
     def run_trial(self, trial, x, y, validation_data, **kwargs) -> dict[str, float]:
         """Train one configuration for every epoch of its schedule; report its last epoch's
         val_accuracy and val_loss, its epochs (a Hyperband rung's include the earlier
-        rungs'), its size and its training seconds."""
+        rungs'), its size and its training seconds; timed, its network's images per second."""
+        measured = self._time_the_network(trial, x, y) if self.trial_seconds else {}
         # A seed per trial: a resumed search trains each trial as an unbroken one does.
         keras.utils.set_random_seed(self.trial_seed + int(trial.trial_id))
         started = time.perf_counter()
@@ -214,7 +241,17 @@ class _SearchTuner:
         logs = history.history
         return {OBJECTIVE: logs[OBJECTIVE][-1], "val_loss": logs["val_loss"][-1],
                 "epochs": history.epoch[-1] + 1, "params": history.model.count_params(),
-                "seconds": round(seconds, 1)}
+                "seconds": round(seconds, 1), **measured}
+
+    def _time_the_network(self, trial, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        """Measure the trial's network's speed and set the epochs the trial trains."""
+        speed = measure_trial_speed(trial.hyperparameters, x, y, self.hypermodel.batch_size,
+                                    self.trial_seed)
+        epochs = timed_epochs(self.trial_seconds, speed, len(x), self.most_epochs)
+        self.hypermodel.epochs = epochs
+        print(f"{self.progress.prefix}trial {int(trial.trial_id) + 1}: {speed:,.0f} images/s "
+              f"on this machine, so {epochs} epoch(s) in {self.trial_seconds:g}s", flush=True)
+        return {"images_per_second": round(speed, 1)}
 
     def _keep_last_epoch(self, trial, model: keras.Model) -> None:
         """Make the trial's checkpoint its last epoch, the one it is scored by, so that a
@@ -286,8 +323,10 @@ def distributed_role() -> str | None:
 def project_name(config: Config) -> str:
     """The tuner's folder under <artifacts>/tune: one per search setting."""
     samples = config.tune_samples or "all"
-    return (f"{config.tuner}-{config.source}-{samples}-e{config.tune_epochs}-b{config.batch_size}"
-            f"-seed{config.seed}-{resolve_precision(config.precision)}")
+    timed = f"-t{config.trial_seconds:g}" if config.trial_seconds else ""
+    wide = "-wide" if config.wide_space else ""
+    return (f"{config.tuner}-{config.source}-{samples}-e{config.tune_epochs}{timed}{wide}"
+            f"-b{config.batch_size}-seed{config.seed}-{resolve_precision(config.precision)}")
 
 
 def build_tuner(config: Config, role: str | None, train_images: int) -> _SearchTuner:
@@ -301,13 +340,15 @@ def build_tuner(config: Config, role: str | None, train_images: int) -> _SearchT
     common = dict(
         objective=kt.Objective(OBJECTIVE, direction="max"), seed=config.seed,
         progress=Progress(planned_epochs(config), prefix),
+        trial_seconds=config.trial_seconds, most_epochs=config.tune_epochs * TIMED_EPOCHS_CAP,
         directory=str(folder), project_name=project_name(config),
         # A worker shares the chief's folder: only the chief may wipe it.
         overwrite=config.overwrite and role != "worker")
     with writing(folder):  # a read-only --artifacts-dir fails here, not inside KerasTuner
         folder.mkdir(parents=True, exist_ok=True)
     use_precision(config.precision)  # before any trial builds a model
-    hypermodel = CNNHyperModel(train_images, config.batch_size, config.seed, config.tune_epochs)
+    hypermodel = CNNHyperModel(train_images, config.batch_size, config.seed, config.tune_epochs,
+                               config.wide_space)
     if config.tuner == "hyperband":
         return HyperbandTuner(hypermodel, max_epochs=config.tune_epochs, factor=HYPERBAND_FACTOR,
                               **common)
@@ -359,6 +400,7 @@ def rank_trials(oracle: kt.Oracle, names: Sequence[str]) -> list[dict]:
             "params": int(trial.metrics.get_last_value("params")) if done else None,
             "epochs": int(trial.metrics.get_last_value("epochs")) if done else None,
             "seconds": _metric(trial, "seconds"),
+            "images_per_second": _metric(trial, "images_per_second"),
             "hparams": {name: _tidy(trial.hyperparameters.values.get(name)) for name in names}})
     rows.sort(key=lambda row: (row["val_accuracy"] is None, -(row["val_accuracy"] or 0),
                                row["params"] or 0, row["trial_id"]))
@@ -427,7 +469,11 @@ def parse_args(argv: Sequence[str] | None) -> Config:
     add_override(search, "tuner", "search algorithm: hyperband, bayesian or random")
     add_override(search, "max_trials", "trials of bayesian and random search (Hyperband's "
                  "count follows --tune-epochs)")
-    add_override(search, "tune_epochs", "epochs a trial trains (Hyperband: its last rung's)")
+    add_override(search, "tune_epochs", "epochs a trial trains (Hyperband: its last rung's; "
+                 f"with --trial-seconds, {TIMED_EPOCHS_CAP} times it at most)")
+    add_override(search, "trial_seconds", "bayesian and random: seconds of training per trial, "
+                 "its epochs bought at its network's speed measured on this machine; 0: off")
+    add_override(search, "wide_space", "search more filters per block and dense units")
     add_override(search, "tune_samples", "labelled images searched on, 0 for all; 20%% of "
                  "them are the validation hold-out")
     add_override(search, "batch_size", "training batch size")

@@ -255,6 +255,10 @@ def test_chief_and_two_workers_run_one_search(kaggle_dir_readonly, tmp_path):
      "error: --tuner: expected one of hyperband, bayesian, random, found 'grid'"),
     (["--tune-samples", "50"],
      "error: --tune-samples: expected 0 (every image) or an integer >= 100, found 50"),
+    (["--trial-seconds", "20"], "error: --trial-seconds: expected --tuner bayesian or random "
+     "(Hyperband's rungs count epochs), found --tuner hyperband"),
+    (["--tuner", "random", "--trial-seconds", "-1"],
+     "error: --trial-seconds: expected a number of seconds >= 0 (0: off), found -1.0"),
 ])
 def test_out_of_range_flags_are_one_line_exit_2_and_write_nothing(
         kaggle_dir_readonly, tmp_path, capsys, argv, message):
@@ -354,3 +358,31 @@ def test_trials_train_on_the_members_schedule_to_their_own_last_epoch():
     # A Hyperband trial continuing an earlier rung from epoch 2 to 6: its own 4 epochs.
     hp.values.update({"tuner/epochs": 6, "tuner/initial_epoch": 2})
     assert _schedule(hypermodel.build(hp))["decay_steps"] == 10 * 4
+
+
+def test_equal_seconds_buy_a_network_twice_as_fast_twice_the_epochs():
+    assert tune.timed_epochs(30, 3200, 9600, most=60) == 10
+    assert tune.timed_epochs(30, 6400, 9600, most=60) == 20
+    assert tune.timed_epochs(30, 100, 9600, most=60) == 1  # never none
+    assert tune.timed_epochs(30, 10**6, 9600, most=60) == 60  # never past the cap
+
+
+def test_time_based_trials_train_the_epochs_their_measured_speed_buys(
+        kaggle_dir_readonly, tmp_path, monkeypatch, capsys):
+    from src.model import build_cnn
+
+    def stand_in_speed(hp, x, y, batch_size, seed):  # no clock: speed falls with size
+        return 4e8 / build_cnn(hp).count_params()
+
+    monkeypatch.setattr(tune, "measure_trial_speed", stand_in_speed)
+    artifacts = tmp_path / "artifacts"
+    args = _args(kaggle_dir_readonly, artifacts, *ONE_EPOCH_RANDOM, "--trial-seconds", "1")
+    assert tune.main(args) == 0
+    assert "images/s on this machine, so " in capsys.readouterr().out
+    trials = _trials(artifacts)
+    assert list(trials["status"]) == ["COMPLETED", "COMPLETED"]
+    for trial in trials.itertuples():  # 240 training images, at most 10 x --tune-epochs 1
+        assert trial.images_per_second == pytest.approx(4e8 / trial.params, abs=0.1)
+        assert trial.epochs == tune.timed_epochs(1, trial.images_per_second, 240, most=10)
+    cheap, costly = trials.sort_values("params").itertuples()
+    assert cheap.params < costly.params and cheap.epochs > costly.epochs
