@@ -6,8 +6,10 @@ its last epoch, every epoch run) and is scored by its last epoch's accuracy on
 a stratified hold-out. Everything
 goes under ``<artifacts>/tune/``: the tuner's own project folder (one per search
 setting, so the same command resumes its search and a changed flag starts its
-own), ``best_hparams.json`` (the best configurations, read by ``python -m
-src.submit``) and ``trials.csv`` (every trial, best first). A run killed at any
+own; each trial's folder keeps its hold-out probabilities), ``best_hparams.json``
+(the best configurations, and the ensemble chosen from them on the hold-out,
+read by ``python -m src.submit``) and ``trials.csv`` (every trial, best first).
+A run killed at any
 moment resumes on the next run; the KERASTUNER_* environment variables spread
 one search over a chief and many workers.
 """
@@ -27,6 +29,7 @@ import keras_tuner as kt
 import numpy as np
 import pandas as pd
 from keras_tuner.src import utils as kt_utils
+from sklearn.metrics import log_loss
 
 from src import budget, calibrate
 from src.config import (
@@ -37,18 +40,26 @@ from src.config import (
     config_from_args,
     run_cli,
 )
-from src.data import load_digits, plan_training_images, split_train_val
+from src.data import NUM_CLASSES, load_digits, plan_training_images, split_train_val
 from src.errors import DataError
 from src.kaggle_api import download_competition_data
 from src.model import (
     build_cnn,
     define_search_space,
     make_dataset,
+    predict,
     resolve_precision,
     steps_per_epoch,
     use_precision,
 )
-from src.util import WRITABLE, describe_os_error, format_duration, write_atomically, writing
+from src.util import (
+    WRITABLE,
+    describe_os_error,
+    format_duration,
+    partial_path,
+    write_atomically,
+    writing,
+)
 
 OBJECTIVE = "val_accuracy"
 VAL_FRACTION = 0.2
@@ -56,6 +67,10 @@ HYPERBAND_FACTOR = 3
 MIN_TUNE_SAMPLES = 100
 MIN_IMAGES_PER_DIGIT = 5  # so that the 20% hold-out holds one of each
 TOP_SAVED = 10
+# A network joins the chosen ensemble only if it lowers the hold-out log-loss of the
+# members' plain mean by at least this share: a near-copy of a member does not.
+MIN_ENSEMBLE_GAIN = 0.02
+HOLDOUT_PROBS = "holdout_probs.npy"  # in each trial's folder: its last epoch's probabilities
 TIMED_EPOCHS_CAP = 10  # a time-based trial trains at most this many times --tune-epochs
 LEADERBOARD_ROWS = 10
 VAL_BATCH_SIZE = 1024
@@ -234,7 +249,7 @@ class _SearchTuner:
             (history,) = super().run_trial(trial, x, y, validation_data=validation_data,
                                            **kwargs)
             seconds = time.perf_counter() - started
-            self._keep_last_epoch(trial, history.model)
+            self._keep_last_epoch(trial, history.model, validation_data[0])
         except OSError as error:  # saving the trial's checkpoint: a full disk fails every trial
             raise FailedTrialWrite(WRITABLE, describe_os_error(error),
                                    file=self.get_trial_dir(trial.trial_id)) from None
@@ -253,12 +268,14 @@ class _SearchTuner:
               f"on this machine, so {epochs} epoch(s) in {self.trial_seconds:g}s", flush=True)
         return {"images_per_second": round(speed, 1)}
 
-    def _keep_last_epoch(self, trial, model: keras.Model) -> None:
-        """Make the trial's checkpoint its last epoch, the one it is scored by, so that a
-        Hyperband trial continuing it starts from there (KerasTuner's SaveBestEpoch keeps
-        the best epoch's)."""
+    def _keep_last_epoch(self, trial, model: keras.Model, x_val: np.ndarray) -> None:
+        """Save what the trial's last epoch, the one it is scored by, left: its weights as
+        its checkpoint, so that a Hyperband trial continuing it starts from there
+        (KerasTuner's SaveBestEpoch keeps the best epoch's), and its hold-out
+        probabilities, to choose the ensemble from."""
         # _get_checkpoint_fname is KerasTuner's private name for the file Hyperband loads.
         model.save_weights(self._get_checkpoint_fname(trial.trial_id))
+        save_array(Path(self.get_trial_dir(trial.trial_id)) / HOLDOUT_PROBS, predict(model, x_val))
 
     def on_trial_begin(self, trial) -> None:
         """Start the trial's clock."""
@@ -301,6 +318,18 @@ class BayesianTuner(_SearchTuner, kt.BayesianOptimization):
 
 class RandomTuner(_SearchTuner, kt.RandomSearch):
     """Random search with this package's seeds, metrics, progress and resume repairs."""
+
+
+def save_array(path: Path, array: np.ndarray) -> None:
+    """np.save to a partial file beside path, then os.replace it: never half a file."""
+    partial = partial_path(path)
+    try:
+        with open(partial, "wb") as handle:
+            np.save(handle, array)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def _save_json_atomically(path: str, obj: object) -> str:
@@ -422,6 +451,83 @@ def top_configurations(rows: list[dict], count: int) -> list[dict]:
     return top
 
 
+def holdout_log_loss(probs: np.ndarray, y: np.ndarray) -> float:
+    """The log-loss of class probabilities on labels y (rows renormalised: float32 sums
+    drift from 1)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    return float(log_loss(y, probs / probs.sum(axis=1, keepdims=True),
+                          labels=list(range(NUM_CLASSES))))
+
+
+def choose_ensemble(candidates: Sequence[np.ndarray], y: np.ndarray, most: int = TOP_SAVED,
+                    min_gain: float = MIN_ENSEMBLE_GAIN) -> list[tuple[int, float]]:
+    """Greedy forward selection on the hold-out labels y: candidates[0] (the best trial)
+    first; then, up to `most` members, the candidate whose joining lowers the log-loss of
+    the members' plain mean the most, while it lowers it by at least min_gain of it.
+    Returns (candidate index, log-loss once it joined) per member, in joining order."""
+    chosen = [(0, holdout_log_loss(candidates[0], y))]
+    while len(chosen) < most:
+        members = [candidates[index] for index, _ in chosen]
+        losses = {index: holdout_log_loss(np.mean([*members, probs], axis=0), y)
+                  for index, probs in enumerate(candidates) if index not in dict(chosen)}
+        if not losses:
+            break
+        best = min(losses, key=losses.get)
+        current = chosen[-1][1]
+        if current - losses[best] < min_gain * current:
+            break
+        chosen.append((best, losses[best]))
+    return chosen
+
+
+def read_holdout_probs(path: Path, val_images: int) -> np.ndarray:
+    """A trial's saved hold-out probabilities; DataError naming the file when unreadable."""
+    try:
+        probs = np.load(path)
+    except (OSError, ValueError, EOFError) as error:
+        raise DataError("the hold-out probabilities a trial saves", type(error).__name__,
+                        file=path, hint="rerun with --overwrite") from None
+    if probs.shape != (val_images, NUM_CLASSES):
+        raise DataError(f"an array of shape ({val_images}, {NUM_CLASSES})", str(probs.shape),
+                        file=path, hint="rerun with --overwrite")
+    return probs
+
+
+def ensemble_from_search(tuner: _SearchTuner, rows: list[dict], y_val: np.ndarray) -> list[dict]:
+    """The members choose_ensemble picks from the best trial of each configuration, as
+    top_configurations' entries plus the hold-out log-loss once each joined and its
+    relative gain (None for the first)."""
+    candidates, probs = [], []
+    for entry in top_configurations(rows, len(rows)):
+        path = Path(tuner.get_trial_dir(entry["trial_id"])) / HOLDOUT_PROBS
+        if path.is_file():  # every trial that completed saved one, unless it was removed
+            candidates.append(entry)
+            probs.append(read_holdout_probs(path, len(y_val)))
+    if not candidates:
+        return []
+    chosen, before = [], None
+    for index, loss in choose_ensemble(probs, y_val):
+        gain = None if before is None else round((before - loss) / before, 4)
+        chosen.append({**candidates[index], "holdout_log_loss": round(loss, 5),
+                       "log_loss_gain": gain})
+        before = loss
+    return chosen
+
+
+def describe_ensemble(chosen: list[dict]) -> str:
+    """The chosen ensemble as the lines printed after the leaderboard."""
+    if not chosen:
+        return "no trial left its hold-out probabilities: python -m src.submit takes the top ranks"
+    lines = [f"Ensemble chosen on the hold-out (the best trial, then each network that lowers "
+             f"the log-loss of the plain mean by at least {MIN_ENSEMBLE_GAIN:.0%}):"]
+    for entry in chosen:
+        gain = entry["log_loss_gain"]
+        lines.append(f"  rank {entry['rank']} (trial {entry['trial_id']}): log-loss "
+                     f"{entry['holdout_log_loss']:.4f}"
+                     f"{'' if gain is None else f', {gain:.1%} lower'}")
+    return "\n".join(lines)
+
+
 def trials_table(rows: list[dict]) -> pd.DataFrame:
     """The rows as one flat table: trial columns, then one column per hyperparameter."""
     return pd.DataFrame([{**{k: v for k, v in row.items() if k != "hparams"}, **row["hparams"]}
@@ -449,14 +555,17 @@ def leaderboard(rows: list[dict]) -> str:
 
 
 def write_results(config: Config, tuner: _SearchTuner, rows: list[dict], summary: dict,
-                  search_budget: dict | None = None) -> None:
-    """Write <artifacts>/tune/best_hparams.json and trials.csv from the ranked trials;
-    with --minutes, search_budget holds the search's plan and the seconds it spent, of which
-    python -m src.submit with the same budget plans the rest."""
+                  chosen: list[dict], search_budget: dict | None = None) -> None:
+    """Write <artifacts>/tune/best_hparams.json and trials.csv from the ranked trials and the
+    chosen ensemble (its key left out when empty); with --minutes, search_budget holds the
+    search's plan and the seconds it spent, of which python -m src.submit with the same
+    budget plans the rest."""
     folder = Path(config.artifacts_dir) / "tune"
     best = {"tuner": config.tuner, "objective": OBJECTIVE, "profile": config.profile,
             "seed": config.seed, "project": tuner.project_dir, "data": summary,
             "budget": search_budget, "top": top_configurations(rows, TOP_SAVED)}
+    if chosen:
+        best["ensemble"] = chosen
     write_atomically(folder / "best_hparams.json", json.dumps(best, indent=2) + "\n")
     write_atomically(folder / "trials.csv", trials_table(rows).to_csv(index=False))
 
@@ -521,11 +630,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         record = {**record, "spent_seconds": round(time.perf_counter() - started, 1)}
         print(f"the search spent {format_duration(record['spent_seconds'])} of "
               f"{config.minutes:g} minutes", flush=True)
-    write_results(config, tuner, rows, summary, record)
+    chosen = ensemble_from_search(tuner, rows, validation[1])
+    write_results(config, tuner, rows, summary, chosen, record)
     folder = Path(config.artifacts_dir) / "tune"
     print(f"\nLeaderboard ({config.tuner}, {len(rows)} trials, best first; every trial in "
           f"{folder / 'trials.csv'}):")
     print(leaderboard(rows))
+    print(describe_ensemble(chosen))
     print(f"best configurations: {folder / 'best_hparams.json'}")
     return 0
 

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -81,6 +82,19 @@ def test_smoke_search_writes_best_configurations_trials_and_leaderboard(
         assert entry["val_loss"] > 0 and entry["seconds"] > 0
         assert list(entry["hparams"]) == tune.search_space_names()
 
+    # Each trial is scored by its last epoch, whose hold-out probabilities it saved; the
+    # ensemble is chosen from them, the best trial first.
+    project = Path(best["project"])
+    y_val = _search_holdout_labels(kaggle_dir_readonly)
+    for entry in top:
+        probs = np.load(project / f"trial_{entry['trial_id']}" / tune.HOLDOUT_PROBS)
+        assert np.mean(probs.argmax(axis=1) == y_val) == pytest.approx(entry["val_accuracy"])
+    chosen = best["ensemble"]
+    assert {key: value for key, value in chosen[0].items() if key in top[0]} == top[0]
+    assert chosen[0]["log_loss_gain"] is None and chosen[0]["holdout_log_loss"] > 0
+    assert all(entry["log_loss_gain"] >= tune.MIN_ENSEMBLE_GAIN for entry in chosen[1:])
+    assert "Ensemble chosen on the hold-out" in out
+
     trials = _trials(artifacts)
     assert list(trials["status"]) == ["COMPLETED", "COMPLETED"]
     assert list(trials["trial_id"]) == [entry["trial_id"] for entry in top]
@@ -91,6 +105,12 @@ def test_smoke_search_writes_best_configurations_trials_and_leaderboard(
     out = capsys.readouterr().out
     assert "Reloading Tuner" in out and "Running Trial" not in out
     pd.testing.assert_frame_equal(_trials(artifacts), trials)
+
+
+def _search_holdout_labels(data_dir: Path):
+    """The labels of the smoke search's hold-out, as src.tune splits them."""
+    config = tune.parse_args(["--data-dir", str(data_dir), *SMOKE])
+    return tune.load_search_data(config)[1][1]
 
 
 @pytest.fixture(scope="module")
