@@ -12,22 +12,26 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from src import ensemble
+from src.calibrate import TRIAL_CALIBRATION_SECONDS, WARMUP_BATCHES, Speed
 from src.config import Config
 from src.errors import DataError
 from src.plan import (
     FIRST,
     MIN_SEARCH_EPOCHS,
+    MIN_SEARCH_TRIALS,
     PARALLEL_SPEEDUP,
     PLANNED_FLAGS,
     PSEUDO_SHARE_ESTIMATE,
     SECOND,
     TAIL_SECONDS,
     Plan,
+    PlanRow,
     Sizes,
     describe,
     flag_choices,
@@ -256,39 +260,93 @@ def search_table_settings(config: Config) -> Config:
 def plan_search(config: Config, train: tuple, validation: tuple, started: float,
                 trial_epochs: Callable[[Config], list[int]],
                 clock: Callable[[], float] = time.perf_counter) -> tuple[Config, dict]:
-    """The search's share of the budget (PLAN_TABLE) spent on the most epochs a trial may
-    train that fit it, given the epochs of each trial (src.tune.planned_epochs); an earlier
-    run's choice with the same settings, so that it resumes the same search. Returns the
-    config with --tune-epochs set and the record for best_hparams.json."""
+    """The search's share of the budget (PLAN_TABLE), spent on epoch-count trials as the
+    most epochs a trial may train that fit it, given the epochs of each trial
+    (src.tune.planned_epochs), or on time-based trials (--trial-seconds) as the seconds
+    each trains; an earlier run's choice with the same settings, so that it resumes the
+    same search. Returns the config with what the plan chose and the record for
+    best_hparams.json."""
     from src.calibrate import measure_speed
     from src.model import DEFAULT_HPARAMS
 
     (x_train, y_train), (x_val, _) = train, validation
     row = table_row(config.minutes)
     path = plan_path(config, "tune", {"data": ensemble.data_fingerprint(x_train, y_train),
-                                      "tune_samples": config.tune_samples})
+                                      "tune_samples": config.tune_samples,
+                                      "tuner": config.tuner,
+                                      "timed": bool(config.trial_seconds)})
     if config.overwrite or not path.is_file():
         speed = measure_speed(DEFAULT_HPARAMS, x_train, y_train, x_val, config.batch_size,
                               config.precision, config.seed)
         elapsed, share = clock() - started, config.minutes * 60 * row.search_share
-
-        def cost(epochs: int) -> float:
-            trials = trial_epochs(dataclasses.replace(config, tune_epochs=epochs))
-            return sum(fold_seconds(speed, len(x_train), len(x_val), e) for e in trials)
-
-        tries = flag_choices(config, "tune_epochs", row.search_max_epochs, MIN_SEARCH_EPOCHS)
-        epochs = next((e for e in tries if elapsed + cost(e) <= share), 0)
-        if not epochs:
-            raise too_short(config, (elapsed + cost(tries[-1])) / row.search_share, 0,
-                            f"a search of {tries[-1]} epochs a trial, {row.search_share:.0%} "
-                            "of the budget")
+        images = (len(x_train), len(x_val))
+        if config.trial_seconds:
+            chosen = _timed_trials(config, row, speed, images, elapsed, share)
+        else:
+            chosen = _trial_epochs(config, row, speed, images, elapsed, share, trial_epochs)
         _save(path, json.dumps({
-            "minutes": config.minutes, "share_seconds": share, "tune_epochs": epochs,
-            "tune_samples": config.tune_samples, "planned_seconds": elapsed + cost(epochs),
-            "speed": speed.as_dict(), "plan_file": str(path)}, indent=2) + "\n")
+            "minutes": config.minutes, "share_seconds": share, **chosen,
+            "tune_samples": config.tune_samples, "speed": speed.as_dict(),
+            "plan_file": str(path)}, indent=2) + "\n")
     record = json.loads(path.read_text())
+    if "trial_seconds" in record:
+        what = f"{record['max_trials']} trials of {record['trial_seconds']:g}s of training each"
+        settings = {"max_trials": record["max_trials"], "trial_seconds": record["trial_seconds"]}
+    else:
+        what = f"up to {record['tune_epochs']} epochs a trial"
+        settings = {"tune_epochs": record["tune_epochs"]}
     print(f"plan for {config.minutes:g} minutes, the search's share "
-          f"{format_duration(record['share_seconds'])}: up to {record['tune_epochs']} epochs a "
-          f"trial on {config.tune_samples or 'every'} image(s), ETA "
+          f"{format_duration(record['share_seconds'])}: {what} on "
+          f"{config.tune_samples or 'every'} image(s), ETA "
           f"{format_duration(record['planned_seconds'])}", flush=True)
-    return dataclasses.replace(config, tune_epochs=record["tune_epochs"]), record
+    return dataclasses.replace(config, **settings), record
+
+
+def _trial_epochs(config: Config, row: PlanRow, speed: Speed, images: tuple[int, int],
+                  elapsed: float, share: float,
+                  trial_epochs: Callable[[Config], list[int]]) -> dict:
+    """Epoch-count trials: the most --tune-epochs, up to the row's cap, whose trials fit."""
+    def cost(epochs: int) -> float:
+        trials = trial_epochs(dataclasses.replace(config, tune_epochs=epochs))
+        return sum(fold_seconds(speed, *images, e) for e in trials)
+
+    tries = flag_choices(config, "tune_epochs", row.search_max_epochs, MIN_SEARCH_EPOCHS)
+    epochs = next((e for e in tries if elapsed + cost(e) <= share), 0)
+    if not epochs:
+        raise too_short(config, (elapsed + cost(tries[-1])) / row.search_share, 0,
+                        f"a search of {tries[-1]} epochs a trial, {row.search_share:.0%} "
+                        "of the budget")
+    return {"tune_epochs": epochs, "planned_seconds": elapsed + cost(epochs)}
+
+
+def _timed_trials(config: Config, row: PlanRow, speed: Speed, images: tuple[int, int],
+                  elapsed: float, share: float) -> dict:
+    """Time-based trials: the share split into --max-trials equal trials, each less what
+    it pays besides training; fewer trials (down to MIN_SEARCH_TRIALS) while that buys the
+    default CNN fewer than MIN_SEARCH_EPOCHS epochs. A given --trial-seconds is kept."""
+    train_images, val_images = images
+
+    def cost(seconds: float) -> float:
+        # Timing the network (its start-up, warm-up and timed batches), then a fold model's
+        # start-up and epochs, validation included, then predicting the hold-out once more.
+        timing = (speed.startup_seconds + TRIAL_CALIBRATION_SECONDS
+                  + WARMUP_BATCHES * config.batch_size / speed.train_images_per_second)
+        epochs = seconds * speed.train_images_per_second / train_images
+        return (timing + fold_seconds(speed, train_images, val_images, epochs)
+                + val_images / speed.predict_images_per_second)
+
+    fewest = MIN_SEARCH_EPOCHS * train_images / speed.train_images_per_second
+    given = "trial_seconds" in config.flags_given
+    tries = flag_choices(config, "max_trials", config.max_trials, MIN_SEARCH_TRIALS)
+    for trials in tries:
+        seconds = config.trial_seconds
+        if not given:  # cost is linear in seconds: the seconds whose cost is the trial's part
+            part = (share - elapsed) / trials
+            seconds = math.floor((part - cost(0)) / (cost(1) - cost(0)) * 10) / 10
+        if (given or seconds >= fewest) and elapsed + trials * cost(seconds) <= share:
+            return {"max_trials": trials, "trial_seconds": seconds,
+                    "planned_seconds": elapsed + trials * cost(seconds)}
+    seconds = config.trial_seconds if given else math.ceil(fewest * 10) / 10
+    raise too_short(config, (elapsed + tries[-1] * cost(seconds)) / row.search_share, 0,
+                    f"a search of {tries[-1]} trials of {seconds:g}s each, "
+                    f"{row.search_share:.0%} of the budget")

@@ -19,6 +19,9 @@ import numpy as np
 from src import model as cnn
 
 CALIBRATION_SECONDS = 3.0  # timed training per network, after the warm-up batches
+# A time-based search trial (src.tune --trial-seconds) times its own network first:
+# shorter, since every trial pays it.
+TRIAL_CALIBRATION_SECONDS = 1.5
 WARMUP_BATCHES = 3  # the first batches trace the training step: never timed
 CALIBRATION_IMAGES = 4096  # the images a calibration draws its batches from
 PREDICT_IMAGES = 4096  # images in the timed prediction
@@ -60,6 +63,18 @@ class _StopAfter(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def training_speed(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int,
+                   seconds: float, seed: int = 0) -> tuple[float, float]:
+    """Train model on batches of x for `seconds` after WARMUP_BATCHES; return its training
+    images per second and the time.perf_counter() at which the warm-up ended."""
+    timer = _StopAfter(WARMUP_BATCHES, seconds)
+    sample = np.arange(CALIBRATION_IMAGES) % len(x)
+    model.fit(cnn.make_dataset(x[sample], y[sample], batch_size, shuffle=True, seed=seed,
+                               repeat=True),
+              steps_per_epoch=10**9, epochs=1, callbacks=[timer], shuffle=False, verbose=0)
+    return timer.timed_batches * batch_size / (timer.ended_at - timer.warm_at), timer.warm_at
+
+
 def measure_speed(hparams: dict, x: np.ndarray, y: np.ndarray, x_test: np.ndarray,
                   batch_size: int, precision: str, seed: int = 0) -> Speed:
     """Train the network of hparams for CALIBRATION_SECONDS after a warm-up, then predict
@@ -68,13 +83,8 @@ def measure_speed(hparams: dict, x: np.ndarray, y: np.ndarray, x_test: np.ndarra
     keras.utils.set_random_seed(seed)
     tick = time.perf_counter()
     model = cnn.build_cnn(cnn.hparams_from_dict(hparams))
-    timer = _StopAfter(WARMUP_BATCHES, CALIBRATION_SECONDS)
-    sample = np.arange(CALIBRATION_IMAGES) % len(x)
-    model.fit(cnn.make_dataset(x[sample], y[sample], batch_size, shuffle=True, seed=seed,
-                               repeat=True),
-              steps_per_epoch=10**9, epochs=1, callbacks=[timer], shuffle=False, verbose=0)
-    train_rate = timer.timed_batches * batch_size / (timer.ended_at - timer.warm_at)
-    startup = timer.warm_at - tick - WARMUP_BATCHES * batch_size / train_rate
+    train_rate, warm_at = training_speed(model, x, y, batch_size, CALIBRATION_SECONDS, seed)
+    startup = warm_at - tick - WARMUP_BATCHES * batch_size / train_rate
     images = x_test[np.arange(PREDICT_IMAGES) % len(x_test)]
     traced = time.perf_counter()
     cnn.predict(model, images[:PREDICT_BATCH])  # the first batch traces the prediction step

@@ -41,6 +41,10 @@ class Config:
     max_trials: int = 8
     tune_epochs: int = 6
     tune_samples: int = 12_000
+    # Bayesian and random search: each trial's training seconds, its epochs bought at its
+    # network's measured speed (src.tune); 0: every trial trains tune_epochs.
+    trial_seconds: float = 0.0
+    wide_space: bool = False  # more filters and dense units to search (src.model)
     overwrite: bool = False
     # ensemble (python -m src.submit)
     top_k: int = 2
@@ -50,7 +54,6 @@ class Config:
     repeats: int = 1
     epochs: int = 20
     batch_size: int = 128
-    patience: int = 5
     train_samples: int = 0
     tta: bool = False
     # Pseudo-labelling: 0 is off; else the confidence a test image needs to join round two.
@@ -82,9 +85,15 @@ class Config:
         for name in ("max_trials", "tune_epochs", "top_k", "repeats", "epochs", "batch_size",
                      "pseudo_epochs"):
             _check_at_least(name, getattr(self, name), 1)
-        for name in ("tune_samples", "train_samples", "patience", "seed", "jobs"):
+        for name in ("tune_samples", "train_samples", "seed", "jobs"):
             _check_at_least(name, getattr(self, name), 0)
         _check_at_least("folds", self.folds, 2)
+        if not (math.isfinite(self.trial_seconds) and self.trial_seconds >= 0):
+            raise DataError("a number of seconds >= 0 (0: off)", str(self.trial_seconds),
+                            column="--trial-seconds")
+        if self.trial_seconds and self.tuner == "hyperband":
+            raise DataError("--tuner bayesian or random (Hyperband's rungs count epochs)",
+                            "--tuner hyperband", column="--trial-seconds")
         if not math.isfinite(self.minutes):
             raise DataError("a number of minutes", str(self.minutes), column="--minutes")
         if not 0 <= self.pseudo_threshold < 1:
@@ -112,23 +121,25 @@ PROFILES: dict[str, dict[str, object]] = {
     # Seconds on the scikit-learn fixture: exercises every code path, scores nothing.
     "smoke": dict(
         max_trials=2, tune_epochs=2, tune_samples=600,
-        top_k=1, folds=2, epochs=2, batch_size=64, patience=2, train_samples=0,
+        top_k=1, folds=2, epochs=2, batch_size=64, train_samples=0,
         jobs=1,  # models this small train faster than a worker process starts
         minutes=0,  # no plan: the fixed values above, so tests stay seconds
     ),
     # Half an hour, tune and submit together: src.plan fits epochs, folds and members
     # to it on the machine at hand (the values below are its recipe without a budget).
-    # Its search is short, and short trials favour networks that learn fast over ones
-    # that end best, so the default CNN joins the tuner's best (README, measured figures).
+    # Its search gives each trial the same seconds of training (the plan splits the
+    # search's share into max_trials trials), so a cheaper network trains more epochs;
+    # the default CNN is its first trial and joins only on its score.
     "quick": dict(
-        max_trials=8, tune_epochs=6, tune_samples=12_000,
-        top_k=1, include_default=True, folds=3, epochs=20, batch_size=128, patience=5,
-        train_samples=0, tta=True, minutes=30,
+        tuner="bayesian", max_trials=8, trial_seconds=20.0, tune_epochs=6, tune_samples=12_000,
+        top_k=1, folds=3, epochs=20, batch_size=128, train_samples=0, tta=True, minutes=30,
     ),
-    # Two hours, tune and submit together: the best score the package can make.
+    # Two hours, tune and submit together: the best score the package can make, searching
+    # the wide space (more filters and dense units) for a GPU.
     "full": dict(
-        max_trials=40, tune_epochs=30, tune_samples=0,
-        top_k=3, folds=5, epochs=45, batch_size=128, patience=8, train_samples=0, tta=True,
+        tuner="bayesian", max_trials=40, trial_seconds=20.0, tune_epochs=30, tune_samples=0,
+        wide_space=True,
+        top_k=3, folds=5, epochs=45, batch_size=128, train_samples=0, tta=True,
         minutes=120,
     ),
 }
@@ -215,6 +226,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
             given.add(field.name)
     if "minutes" in given:
         values["minutes"] = parse_minutes(str(values["minutes"]))
+    if values.get("tuner", Config.tuner) == "hyperband" and "trial_seconds" not in given:
+        values["trial_seconds"] = 0.0  # a profile's time per trial is for the other tuners
     values["profile"] = args.profile
     values["flags_given"] = frozenset(given)
     return Config(**values).validate()

@@ -87,18 +87,20 @@ def best_hparams_path(config: Config) -> Path:
 
 
 def load_members(config: Config) -> list[Member]:
-    """The tuner's top-k configurations, plus the default CNN with --include-default;
-    without a search, the default CNN and a warning."""
+    """The first top-k configurations of the ensemble the search chose (a file from before
+    it chose one: its top-k ranks), plus the default CNN with --include-default; without
+    a search, the default CNN and a warning."""
     path = best_hparams_path(config)
     if not path.is_file():
         warnings.warn(f"no search results at {path}: using the default CNN "
                       "(run `python -m src.tune` first for tuned configurations)", stacklevel=2)
         return [Member("default", dict(cnn.DEFAULT_HPARAMS), "default")]
     try:
-        top = json.loads(path.read_text())["top"]
+        saved = json.loads(path.read_text())
+        chosen = saved["ensemble"] if "ensemble" in saved else saved["top"]
         members = [Member(f"rank{entry['rank']}", {**cnn.DEFAULT_HPARAMS, **entry["hparams"]},
                           f"tuner (val_accuracy {entry['val_accuracy']:.4f})")
-                   for entry in top[:config.top_k]]
+                   for entry in chosen[:config.top_k]]
     except (ValueError, KeyError, TypeError) as error:
         raise DataError("the JSON written by python -m src.tune", f"{type(error).__name__}: "
                         f"{error}", file=path, hint="rerun python -m src.tune") from None

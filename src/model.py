@@ -73,19 +73,31 @@ def use_precision(choice: str) -> str:
     return policy
 
 
-def define_search_space(hp: kt.HyperParameters) -> None:
-    """Declare every hyperparameter the CNN reads, with DEFAULT_HPARAMS as the defaults."""
+# Filters per block and dense units the search chooses from. The narrow space is kept
+# to networks that train fast on a laptop CPU (its widest, deepest point costs about 3x
+# the default per image); the wide one (--wide-space, the full profile) is for a GPU.
+FILTER_CHOICES = ([16, 32], [32, 64], [64, 128])
+DENSE_CHOICES = [64, 128, 256]
+WIDE_FILTER_CHOICES = ([16, 32, 48], [32, 64, 96], [64, 128, 192])
+WIDE_DENSE_CHOICES = [64, 128, 256, 512]
+
+
+def define_search_space(hp: kt.HyperParameters, wide: bool = False) -> None:
+    """Declare every hyperparameter the CNN reads, with DEFAULT_HPARAMS as the defaults;
+    wide: more filters and dense units to choose from.
+
+    A name already declared keeps its first declaration, so building a CNN from a
+    wide space's values works with either space."""
     hp.Int("conv_blocks", 2, 3, default=DEFAULT_HPARAMS["conv_blocks"])
-    # Kept to networks that train fast on a laptop CPU: the widest, deepest point
-    # costs about 3x the default per image. Widen the choices here for a GPU.
-    for block, choices in enumerate(([16, 32], [32, 64], [64, 128])):
+    for block, choices in enumerate(WIDE_FILTER_CHOICES if wide else FILTER_CHOICES):
         hp.Choice(f"filters_{block}", choices, default=DEFAULT_HPARAMS[f"filters_{block}"])
     hp.Int("block_convs", 1, 2, default=DEFAULT_HPARAMS["block_convs"])
     # A 5x5 first layer is nearly free (one input channel); deeper ones stay 3x3.
     hp.Choice("first_kernel", [3, 5], default=DEFAULT_HPARAMS["first_kernel"])
     hp.Boolean("batch_norm", default=DEFAULT_HPARAMS["batch_norm"])
     hp.Float("conv_dropout", 0.0, 0.3, step=0.1, default=DEFAULT_HPARAMS["conv_dropout"])
-    hp.Choice("dense_units", [64, 128, 256], default=DEFAULT_HPARAMS["dense_units"])
+    hp.Choice("dense_units", WIDE_DENSE_CHOICES if wide else DENSE_CHOICES,
+              default=DEFAULT_HPARAMS["dense_units"])
     hp.Float("dropout", 0.2, 0.5, step=0.1, default=DEFAULT_HPARAMS["dropout"])
     hp.Choice("learning_rate", [1e-3, 2e-3, 4e-3], default=DEFAULT_HPARAMS["learning_rate"])
     # Never 0: short search trials favour no augmentation, full-length training never does.
@@ -174,8 +186,9 @@ def build_cnn(hp: kt.HyperParameters, steps_per_epoch: int | None = None,
               epochs: int | None = None) -> keras.Model:
     """The CNN for one point of the search space, compiled.
 
-    With steps_per_epoch and epochs, the learning rate follows a cosine decay
-    over the whole run (the ensemble); without, it stays constant (the search).
+    With steps_per_epoch and epochs, the learning rate warms up over the first
+    epoch, then follows a cosine decay to the last (the ensemble's fold models and
+    the search's trials); without, it stays constant (timing a network).
     """
     define_search_space(hp)
     inputs = keras.Input(IMAGE_SHAPE, dtype="uint8", name="image")

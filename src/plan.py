@@ -41,7 +41,9 @@ class PlanRow:
     pseudo_min_epochs: int
     pseudo_max_epochs: int
     search_share: float  # the search's share of a budget that covers tune and submit
-    search_max_epochs: int  # --tune-epochs grows with the share up to here
+    # --tune-epochs grows with the share up to here (epoch-count trials; time-based ones
+    # split the share into --max-trials trials instead)
+    search_max_epochs: int
     search_samples: int  # --tune-samples (0: every image)
     source: str
 
@@ -81,12 +83,15 @@ MODEL_LOAD_SECONDS = 0.5  # loading one saved fold model to predict with it
 # 14m33s, of which training 13m14s and prediction 69 s (README): about 10 s.
 TAIL_SECONDS = 15.0
 PSEUDO_SHARE_ESTIMATE = 1.0  # test images assumed to join round two until they are counted
-MIN_SEARCH_EPOCHS = 2
+MIN_SEARCH_EPOCHS = 2  # the fewest a search trial of the default CNN may train
+# A time-based search runs fewer trials, down to this many, rather than train the
+# default CNN fewer than MIN_SEARCH_EPOCHS epochs a trial.
+MIN_SEARCH_TRIALS = 3
 FIRST, SECOND = "first round", "pseudo-labelled round"
 # The flags a plan chooses; when given they are kept, and they key the saved plan.
 PLANNED_FLAGS = ("folds", "repeats", "epochs", "top_k", "include_default", "tta",
                  "pseudo_threshold", "pseudo_epochs", "tune_epochs", "tune_samples", "max_trials",
-                 "tuner")
+                 "tuner", "trial_seconds")
 
 
 def table_row(minutes: float) -> PlanRow:

@@ -142,7 +142,8 @@ def _parse_args(argv: Sequence[str] | None):
     parser = build_parser("python -m src.submit", "Train the k-fold ensemble; write the "
                           "submission CSV and its evaluation report into a new run folder.")
     ensemble = parser.add_argument_group("ensemble (defaults from --profile)")
-    add_override(ensemble, "top_k", "how many of the tuner's best configurations to ensemble")
+    add_override(ensemble, "top_k", "how many of the networks the search chose to ensemble "
+                 "(its best_hparams.json's ensemble; from an older search, its top ranks)")
     add_override(ensemble, "include_default", "also ensemble the default CNN when the tuner's "
                  "top-k does not hold it")
     add_override(ensemble, "folds", "stratified folds per configuration")

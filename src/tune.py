@@ -1,11 +1,15 @@
 """Search the CNN's hyperparameters with KerasTuner: ``python -m src.tune``.
 
-Hyperband by default, Bayesian optimisation or random search with ``--tuner``;
-the objective is the validation accuracy on a stratified hold-out. Everything
+Hyperband, Bayesian optimisation or random search (``--tuner``). Each trial
+trains as an ensemble member does (a one-epoch warm-up, then a cosine decay to
+its last epoch, every epoch run) and is scored by its last epoch's accuracy on
+a stratified hold-out. Everything
 goes under ``<artifacts>/tune/``: the tuner's own project folder (one per search
 setting, so the same command resumes its search and a changed flag starts its
-own), ``best_hparams.json`` (the best configurations, read by ``python -m
-src.submit``) and ``trials.csv`` (every trial, best first). A run killed at any
+own; each trial's folder keeps its hold-out probabilities), ``best_hparams.json``
+(the best configurations, and the ensemble chosen from them on the hold-out,
+read by ``python -m src.submit``) and ``trials.csv`` (every trial, best first).
+A run killed at any
 moment resumes on the next run; the KERASTUNER_* environment variables spread
 one search over a chief and many workers.
 """
@@ -25,8 +29,9 @@ import keras_tuner as kt
 import numpy as np
 import pandas as pd
 from keras_tuner.src import utils as kt_utils
+from sklearn.metrics import log_loss
 
-from src import budget
+from src import budget, calibrate
 from src.config import (
     Config,
     add_minutes,
@@ -35,18 +40,26 @@ from src.config import (
     config_from_args,
     run_cli,
 )
-from src.data import load_digits, plan_training_images, split_train_val
+from src.data import NUM_CLASSES, load_digits, plan_training_images, split_train_val
 from src.errors import DataError
 from src.kaggle_api import download_competition_data
 from src.model import (
     build_cnn,
     define_search_space,
     make_dataset,
+    predict,
     resolve_precision,
     steps_per_epoch,
     use_precision,
 )
-from src.util import WRITABLE, describe_os_error, format_duration, write_atomically, writing
+from src.util import (
+    WRITABLE,
+    describe_os_error,
+    format_duration,
+    partial_path,
+    write_atomically,
+    writing,
+)
 
 OBJECTIVE = "val_accuracy"
 VAL_FRACTION = 0.2
@@ -54,6 +67,11 @@ HYPERBAND_FACTOR = 3
 MIN_TUNE_SAMPLES = 100
 MIN_IMAGES_PER_DIGIT = 5  # so that the 20% hold-out holds one of each
 TOP_SAVED = 10
+# A network joins the chosen ensemble only if it lowers the hold-out log-loss of the
+# members' plain mean by at least this share: a near-copy of a member does not.
+MIN_ENSEMBLE_GAIN = 0.02
+HOLDOUT_PROBS = "holdout_probs.npy"  # in each trial's folder: its last epoch's probabilities
+TIMED_EPOCHS_CAP = 10  # a time-based trial trains at most this many times --tune-epochs
 LEADERBOARD_ROWS = 10
 VAL_BATCH_SIZE = 1024
 COMPLETED = kt.engine.trial.TrialStatus.COMPLETED
@@ -70,24 +88,40 @@ def search_space_names() -> list[str]:
 
 
 class CNNHyperModel(kt.HyperModel):
-    """src.model's CNN as a KerasTuner hypermodel, fed through make_dataset.
+    """src.model's CNN as a KerasTuner hypermodel, trained as an ensemble member is.
 
-    The input pipeline is built inside each trial, so a trial's shuffling
-    depends on the seed alone, not on the trials that ran before it.
+    A trial's learning rate warms up over its first epoch, then follows a cosine
+    decay to its last epoch (src.model.build_cnn, as src.ensemble's fold models):
+    self.epochs, or a Hyperband rung's epochs (from the earlier rung's end, whose
+    weights it continues). The input pipeline is built inside each trial, so a
+    trial's shuffling depends on the seed alone, not on the trials before it.
     """
 
-    def __init__(self, batch_size: int, seed: int):
+    def __init__(self, train_images: int, batch_size: int, seed: int, epochs: int,
+                 wide: bool = False):
         super().__init__()
+        self.train_images = train_images
         self.batch_size = batch_size
         self.seed = seed
+        self.epochs = epochs  # what a Bayesian or random trial trains
+        self.wide = wide
+
+    def trial_epochs(self, hp: kt.HyperParameters) -> int:
+        """The epochs a trial trains: its Hyperband rung's, else self.epochs."""
+        return hp.values.get("tuner/epochs", self.epochs) - hp.values.get("tuner/initial_epoch", 0)
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
-        """The compiled CNN for one point of the search space."""
-        return build_cnn(hp)
+        """The compiled CNN for one point of the search space, its schedule ending at the
+        trial's last epoch."""
+        define_search_space(hp, wide=self.wide)  # first: build_cnn's narrow one then adds nothing
+        return build_cnn(hp, steps_per_epoch(self.train_images, self.batch_size),
+                         self.trial_epochs(hp))
 
     def fit(self, hp, model, x, y, validation_data, **kwargs) -> keras.callbacks.History:
-        """Train on uint8 arrays (x, y), validating on validation_data = (x_val, y_val)."""
+        """Train on uint8 arrays (x, y) for every epoch of the trial, validating on
+        validation_data = (x_val, y_val)."""
         x_val, y_val = validation_data
+        kwargs.setdefault("epochs", self.epochs)  # Hyperband sets its rung's
         return model.fit(make_dataset(x, y, self.batch_size, shuffle=True, seed=self.seed,
                                       repeat=True),
                          steps_per_epoch=steps_per_epoch(len(x), self.batch_size),
@@ -96,7 +130,10 @@ class CNNHyperModel(kt.HyperModel):
 
 
 def planned_epochs(config: Config) -> list[int]:
-    """The epochs each trial trains, in the order the oracle hands trials out (for the ETA)."""
+    """The epochs each trial trains, in the order the oracle hands trials out (for the ETA);
+    time-based trials count 1 each, since each takes the same time."""
+    if config.trial_seconds:
+        return [1] * config.max_trials
     if config.tuner != "hyperband":
         return [config.tune_epochs] * config.max_trials
     # One Hyperband iteration, bracket by bracket and round by round, as HyperbandOracle runs it.
@@ -157,6 +194,24 @@ def start_with_the_default(oracle: kt.Oracle) -> None:
     oracle._random_values = default_first
 
 
+def measure_trial_speed(hp: kt.HyperParameters, x: np.ndarray, y: np.ndarray,
+                        batch_size: int, seed: int) -> float:
+    """The training images per second of the network of hp on this machine, timed for
+    calibrate.TRIAL_CALIBRATION_SECONDS after a warm-up."""
+    model = build_cnn(hp)
+    speed, _ = calibrate.training_speed(model, x, y, batch_size,
+                                        calibrate.TRIAL_CALIBRATION_SECONDS, seed)
+    keras.backend.clear_session()
+    return speed
+
+
+def timed_epochs(trial_seconds: float, images_per_second: float, train_images: int,
+                 most: int) -> int:
+    """The whole epochs of train_images that trial_seconds buy at images_per_second:
+    at least 1, at most `most`."""
+    return int(min(max(trial_seconds * images_per_second // train_images, 1), most))
+
+
 class FailedTrialWrite(DataError, kt.errors.FatalError):
     """A write in a trial that failed (a full disk, a read-only folder). KerasTuner ends
     the search on a FatalError, where it would go on to the next trial after any other
@@ -166,31 +221,61 @@ class FailedTrialWrite(DataError, kt.errors.FatalError):
 class _SearchTuner:
     """What this package adds to each KerasTuner tuner.
 
-    Per-trial seeds, the metrics a trial reports (val_accuracy, its epochs, its
-    parameter count), the progress line, and two repairs when a killed search
-    is reloaded.
+    Per-trial seeds, time-based trials (trial_seconds > 0: each trial times its
+    network, then trains the epochs those seconds buy, at most most_epochs), the
+    metrics a trial reports, the progress line, and two repairs when a killed
+    search is reloaded.
     """
 
-    def __init__(self, hypermodel: CNNHyperModel, *, seed: int, progress: Progress, **kwargs):
+    def __init__(self, hypermodel: CNNHyperModel, *, seed: int, progress: Progress,
+                 trial_seconds: float = 0.0, most_epochs: int = 1, **kwargs):
         self.trial_seed = seed
         self.progress = progress
+        self.trial_seconds = trial_seconds
+        self.most_epochs = most_epochs
         super().__init__(hypermodel, seed=seed + 1, **kwargs)  # KerasTuner reads seed 0 as "none"
         if isinstance(self.oracle, kt.Oracle):  # not a worker's client of the chief's oracle
             start_with_the_default(self.oracle)
 
-    def run_trial(self, trial, *args, **kwargs) -> dict[str, float]:
-        """Train one configuration; report its best val_accuracy, epochs to reach it and size."""
+    def run_trial(self, trial, x, y, validation_data, **kwargs) -> dict[str, float]:
+        """Train one configuration for every epoch of its schedule; report its last epoch's
+        val_accuracy and val_loss, its epochs (a Hyperband rung's include the earlier
+        rungs'), its size and its training seconds; timed, its network's images per second."""
+        measured = self._time_the_network(trial, x, y) if self.trial_seconds else {}
         # A seed per trial: a resumed search trains each trial as an unbroken one does.
         keras.utils.set_random_seed(self.trial_seed + int(trial.trial_id))
+        started = time.perf_counter()
         try:
-            (history,) = super().run_trial(trial, *args, **kwargs)
+            (history,) = super().run_trial(trial, x, y, validation_data=validation_data,
+                                           **kwargs)
+            seconds = time.perf_counter() - started
+            self._keep_last_epoch(trial, history.model, validation_data[0])
         except OSError as error:  # saving the trial's checkpoint: a full disk fails every trial
             raise FailedTrialWrite(WRITABLE, describe_os_error(error),
                                    file=self.get_trial_dir(trial.trial_id)) from None
-        scores = history.history[OBJECTIVE]
-        best = int(np.argmax(scores))
-        return {OBJECTIVE: scores[best], "epochs": history.epoch[best] + 1,
-                "params": history.model.count_params()}
+        logs = history.history
+        return {OBJECTIVE: logs[OBJECTIVE][-1], "val_loss": logs["val_loss"][-1],
+                "epochs": history.epoch[-1] + 1, "params": history.model.count_params(),
+                "seconds": round(seconds, 1), **measured}
+
+    def _time_the_network(self, trial, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        """Measure the trial's network's speed and set the epochs the trial trains."""
+        speed = measure_trial_speed(trial.hyperparameters, x, y, self.hypermodel.batch_size,
+                                    self.trial_seed)
+        epochs = timed_epochs(self.trial_seconds, speed, len(x), self.most_epochs)
+        self.hypermodel.epochs = epochs
+        print(f"{self.progress.prefix}trial {int(trial.trial_id) + 1}: {speed:,.0f} images/s "
+              f"on this machine, so {epochs} epoch(s) in {self.trial_seconds:g}s", flush=True)
+        return {"images_per_second": round(speed, 1)}
+
+    def _keep_last_epoch(self, trial, model: keras.Model, x_val: np.ndarray) -> None:
+        """Save what the trial's last epoch, the one it is scored by, left: its weights as
+        its checkpoint, so that a Hyperband trial continuing it starts from there
+        (KerasTuner's SaveBestEpoch keeps the best epoch's), and its hold-out
+        probabilities, to choose the ensemble from."""
+        # _get_checkpoint_fname is KerasTuner's private name for the file Hyperband loads.
+        model.save_weights(self._get_checkpoint_fname(trial.trial_id))
+        save_array(Path(self.get_trial_dir(trial.trial_id)) / HOLDOUT_PROBS, predict(model, x_val))
 
     def on_trial_begin(self, trial) -> None:
         """Start the trial's clock."""
@@ -235,6 +320,18 @@ class RandomTuner(_SearchTuner, kt.RandomSearch):
     """Random search with this package's seeds, metrics, progress and resume repairs."""
 
 
+def save_array(path: Path, array: np.ndarray) -> None:
+    """np.save to a partial file beside path, then os.replace it: never half a file."""
+    partial = partial_path(path)
+    try:
+        with open(partial, "wb") as handle:
+            np.save(handle, array)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
 def _save_json_atomically(path: str, obj: object) -> str:
     """KerasTuner's utils.save_json, written atomically."""
     text = json.dumps(obj)
@@ -255,12 +352,15 @@ def distributed_role() -> str | None:
 def project_name(config: Config) -> str:
     """The tuner's folder under <artifacts>/tune: one per search setting."""
     samples = config.tune_samples or "all"
-    return (f"{config.tuner}-{config.source}-{samples}-e{config.tune_epochs}-b{config.batch_size}"
-            f"-p{config.patience}-seed{config.seed}-{resolve_precision(config.precision)}")
+    timed = f"-t{config.trial_seconds:g}" if config.trial_seconds else ""
+    wide = "-wide" if config.wide_space else ""
+    return (f"{config.tuner}-{config.source}-{samples}-e{config.tune_epochs}{timed}{wide}"
+            f"-b{config.batch_size}-seed{config.seed}-{resolve_precision(config.precision)}")
 
 
-def build_tuner(config: Config, role: str | None) -> _SearchTuner:
-    """The tuner config asks for, reloading its project folder unless config.overwrite."""
+def build_tuner(config: Config, role: str | None, train_images: int) -> _SearchTuner:
+    """The tuner config asks for, its trials training on train_images images, reloading its
+    project folder unless config.overwrite."""
     # KerasTuner writes its state files in place; a kill mid-write would leave a
     # truncated JSON that no later run could reload.
     kt_utils.save_json = _save_json_atomically
@@ -269,13 +369,15 @@ def build_tuner(config: Config, role: str | None) -> _SearchTuner:
     common = dict(
         objective=kt.Objective(OBJECTIVE, direction="max"), seed=config.seed,
         progress=Progress(planned_epochs(config), prefix),
+        trial_seconds=config.trial_seconds, most_epochs=config.tune_epochs * TIMED_EPOCHS_CAP,
         directory=str(folder), project_name=project_name(config),
         # A worker shares the chief's folder: only the chief may wipe it.
         overwrite=config.overwrite and role != "worker")
     with writing(folder):  # a read-only --artifacts-dir fails here, not inside KerasTuner
         folder.mkdir(parents=True, exist_ok=True)
     use_precision(config.precision)  # before any trial builds a model
-    hypermodel = CNNHyperModel(config.batch_size, config.seed)
+    hypermodel = CNNHyperModel(train_images, config.batch_size, config.seed, config.tune_epochs,
+                               config.wide_space)
     if config.tuner == "hyperband":
         return HyperbandTuner(hypermodel, max_epochs=config.tune_epochs, factor=HYPERBAND_FACTOR,
                               **common)
@@ -308,6 +410,13 @@ def _tidy(value: object) -> object:
     return round(value, 10) if isinstance(value, float) else value
 
 
+def _metric(trial: kt.engine.trial.Trial, name: str) -> float | None:
+    """The value a finished trial reported for name; None when it reported none."""
+    if trial.status != COMPLETED or not trial.metrics.exists(name):
+        return None
+    return float(trial.metrics.get_last_value(name))
+
+
 def rank_trials(oracle: kt.Oracle, names: Sequence[str]) -> list[dict]:
     """Every trial of the oracle, best first (ties: fewer parameters); unfinished ones last."""
     rows = []
@@ -316,8 +425,11 @@ def rank_trials(oracle: kt.Oracle, names: Sequence[str]) -> list[dict]:
         rows.append({
             "rank": None, "trial_id": trial.trial_id, "status": trial.status,
             "val_accuracy": float(trial.score) if done else None,
+            "val_loss": _metric(trial, "val_loss"),
             "params": int(trial.metrics.get_last_value("params")) if done else None,
             "epochs": int(trial.metrics.get_last_value("epochs")) if done else None,
+            "seconds": _metric(trial, "seconds"),
+            "images_per_second": _metric(trial, "images_per_second"),
             "hparams": {name: _tidy(trial.hyperparameters.values.get(name)) for name in names}})
     rows.sort(key=lambda row: (row["val_accuracy"] is None, -(row["val_accuracy"] or 0),
                                row["params"] or 0, row["trial_id"]))
@@ -339,6 +451,83 @@ def top_configurations(rows: list[dict], count: int) -> list[dict]:
     return top
 
 
+def holdout_log_loss(probs: np.ndarray, y: np.ndarray) -> float:
+    """The log-loss of class probabilities on labels y (rows renormalised: float32 sums
+    drift from 1)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    return float(log_loss(y, probs / probs.sum(axis=1, keepdims=True),
+                          labels=list(range(NUM_CLASSES))))
+
+
+def choose_ensemble(candidates: Sequence[np.ndarray], y: np.ndarray, most: int = TOP_SAVED,
+                    min_gain: float = MIN_ENSEMBLE_GAIN) -> list[tuple[int, float]]:
+    """Greedy forward selection on the hold-out labels y: candidates[0] (the best trial)
+    first; then, up to `most` members, the candidate whose joining lowers the log-loss of
+    the members' plain mean the most, while it lowers it by at least min_gain of it.
+    Returns (candidate index, log-loss once it joined) per member, in joining order."""
+    chosen = [(0, holdout_log_loss(candidates[0], y))]
+    while len(chosen) < most:
+        members = [candidates[index] for index, _ in chosen]
+        losses = {index: holdout_log_loss(np.mean([*members, probs], axis=0), y)
+                  for index, probs in enumerate(candidates) if index not in dict(chosen)}
+        if not losses:
+            break
+        best = min(losses, key=losses.get)
+        current = chosen[-1][1]
+        if current - losses[best] < min_gain * current:
+            break
+        chosen.append((best, losses[best]))
+    return chosen
+
+
+def read_holdout_probs(path: Path, val_images: int) -> np.ndarray:
+    """A trial's saved hold-out probabilities; DataError naming the file when unreadable."""
+    try:
+        probs = np.load(path)
+    except (OSError, ValueError, EOFError) as error:
+        raise DataError("the hold-out probabilities a trial saves", type(error).__name__,
+                        file=path, hint="rerun with --overwrite") from None
+    if probs.shape != (val_images, NUM_CLASSES):
+        raise DataError(f"an array of shape ({val_images}, {NUM_CLASSES})", str(probs.shape),
+                        file=path, hint="rerun with --overwrite")
+    return probs
+
+
+def ensemble_from_search(tuner: _SearchTuner, rows: list[dict], y_val: np.ndarray) -> list[dict]:
+    """The members choose_ensemble picks from the best trial of each configuration, as
+    top_configurations' entries plus the hold-out log-loss once each joined and its
+    relative gain (None for the first)."""
+    candidates, probs = [], []
+    for entry in top_configurations(rows, len(rows)):
+        path = Path(tuner.get_trial_dir(entry["trial_id"])) / HOLDOUT_PROBS
+        if path.is_file():  # every trial that completed saved one, unless it was removed
+            candidates.append(entry)
+            probs.append(read_holdout_probs(path, len(y_val)))
+    if not candidates:
+        return []
+    chosen, before = [], None
+    for index, loss in choose_ensemble(probs, y_val):
+        gain = None if before is None else round((before - loss) / before, 4)
+        chosen.append({**candidates[index], "holdout_log_loss": round(loss, 5),
+                       "log_loss_gain": gain})
+        before = loss
+    return chosen
+
+
+def describe_ensemble(chosen: list[dict]) -> str:
+    """The chosen ensemble as the lines printed after the leaderboard."""
+    if not chosen:
+        return "no trial left its hold-out probabilities: python -m src.submit takes the top ranks"
+    lines = [f"Ensemble chosen on the hold-out (the best trial, then each network that lowers "
+             f"the log-loss of the plain mean by at least {MIN_ENSEMBLE_GAIN:.0%}):"]
+    for entry in chosen:
+        gain = entry["log_loss_gain"]
+        lines.append(f"  rank {entry['rank']} (trial {entry['trial_id']}): log-loss "
+                     f"{entry['holdout_log_loss']:.4f}"
+                     f"{'' if gain is None else f', {gain:.1%} lower'}")
+    return "\n".join(lines)
+
+
 def trials_table(rows: list[dict]) -> pd.DataFrame:
     """The rows as one flat table: trial columns, then one column per hyperparameter."""
     return pd.DataFrame([{**{k: v for k, v in row.items() if k != "hparams"}, **row["hparams"]}
@@ -355,6 +544,7 @@ def leaderboard(rows: list[dict]) -> str:
             "rank": row["rank"] or "-", "trial": row["trial_id"],
             "val_accuracy": f"{row['val_accuracy']:.4f}" if done else row["status"].lower(),
             "params": f"{row['params']:,}" if done else "", "epochs": row["epochs"] or "",
+            "seconds": f"{row['seconds']:.0f}" if row["seconds"] is not None else "",
             "filters": "-".join(str(hp[f"filters_{i}"]) for i in range(hp["conv_blocks"])),
             "convs": hp["block_convs"], "first_kernel": hp["first_kernel"],
             "batch_norm": "yes" if hp["batch_norm"] else "no",
@@ -365,14 +555,17 @@ def leaderboard(rows: list[dict]) -> str:
 
 
 def write_results(config: Config, tuner: _SearchTuner, rows: list[dict], summary: dict,
-                  search_budget: dict | None = None) -> None:
-    """Write <artifacts>/tune/best_hparams.json and trials.csv from the ranked trials;
-    with --minutes, search_budget holds the search's plan and the seconds it spent, of which
-    python -m src.submit with the same budget plans the rest."""
+                  chosen: list[dict], search_budget: dict | None = None) -> None:
+    """Write <artifacts>/tune/best_hparams.json and trials.csv from the ranked trials and the
+    chosen ensemble (its key left out when empty); with --minutes, search_budget holds the
+    search's plan and the seconds it spent, of which python -m src.submit with the same
+    budget plans the rest."""
     folder = Path(config.artifacts_dir) / "tune"
     best = {"tuner": config.tuner, "objective": OBJECTIVE, "profile": config.profile,
             "seed": config.seed, "project": tuner.project_dir, "data": summary,
             "budget": search_budget, "top": top_configurations(rows, TOP_SAVED)}
+    if chosen:
+        best["ensemble"] = chosen
     write_atomically(folder / "best_hparams.json", json.dumps(best, indent=2) + "\n")
     write_atomically(folder / "trials.csv", trials_table(rows).to_csv(index=False))
 
@@ -385,11 +578,14 @@ def parse_args(argv: Sequence[str] | None) -> Config:
     add_override(search, "tuner", "search algorithm: hyperband, bayesian or random")
     add_override(search, "max_trials", "trials of bayesian and random search (Hyperband's "
                  "count follows --tune-epochs)")
-    add_override(search, "tune_epochs", "most epochs one trial trains")
+    add_override(search, "tune_epochs", "epochs a trial trains (Hyperband: its last rung's; "
+                 f"with --trial-seconds, {TIMED_EPOCHS_CAP} times it at most)")
+    add_override(search, "trial_seconds", "bayesian and random: seconds of training per trial, "
+                 "its epochs bought at its network's speed measured on this machine; 0: off")
+    add_override(search, "wide_space", "search more filters per block and dense units")
     add_override(search, "tune_samples", "labelled images searched on, 0 for all; 20%% of "
                  "them are the validation hold-out")
     add_override(search, "batch_size", "training batch size")
-    add_override(search, "patience", "epochs without a better val_accuracy before a trial stops")
     add_override(search, "overwrite", "start the search over instead of resuming it")
     add_minutes(parser)
     return config_from_args(parser.parse_args(argv))
@@ -415,14 +611,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if planned:
         config, record = budget.plan_search(config, train, validation, started, planned_epochs)
     keras.utils.set_random_seed(config.seed)
-    tuner = build_tuner(config, role)
+    tuner = build_tuner(config, role, len(train[1]))
     where = f"{os.environ.get(ENV_ORACLE_IP)}:{os.environ.get(ENV_ORACLE_PORT)}"
     if role == "chief":
         print(f"chief: serving the search at {where} until every worker has stopped", flush=True)
     elif role == "worker":
         print(f"{tuner.tuner_id}: running trials for the chief at {where}", flush=True)
-    stop = keras.callbacks.EarlyStopping(monitor=OBJECTIVE, patience=max(config.patience, 1))
-    tuner.search(*train, validation_data=validation, epochs=config.tune_epochs, callbacks=[stop],
+    tuner.search(*train, validation_data=validation,
                  verbose=1 if sys.stdout.isatty() else 2)  # a progress bar only on a terminal
     if role == "worker":
         print(f"{tuner.tuner_id}: no trials left; the chief writes the results", flush=True)
@@ -435,11 +630,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         record = {**record, "spent_seconds": round(time.perf_counter() - started, 1)}
         print(f"the search spent {format_duration(record['spent_seconds'])} of "
               f"{config.minutes:g} minutes", flush=True)
-    write_results(config, tuner, rows, summary, record)
+    chosen = ensemble_from_search(tuner, rows, validation[1])
+    write_results(config, tuner, rows, summary, chosen, record)
     folder = Path(config.artifacts_dir) / "tune"
     print(f"\nLeaderboard ({config.tuner}, {len(rows)} trials, best first; every trial in "
           f"{folder / 'trials.csv'}):")
     print(leaderboard(rows))
+    print(describe_ensemble(chosen))
     print(f"best configurations: {folder / 'best_hparams.json'}")
     return 0
 

@@ -84,3 +84,22 @@ def test_a_budget_that_is_no_number_names_the_flag(text):
         _parse_budget(["--minutes", text])
     assert str(caught.value) == (
         f"--minutes: expected a number of minutes, such as 30, found {text!r}")
+
+
+def _parse_search(argv):
+    parser = config.build_parser("prog", "test")
+    for name in ("tuner", "trial_seconds"):
+        config.add_override(parser, name, "test")
+    return config.config_from_args(parser.parse_args(argv))
+
+
+def test_quick_and_full_search_by_time_and_hyperband_by_epochs():
+    quick, full = _parse_search(["--profile", "quick"]), _parse_search(["--profile", "full"])
+    for profile in (quick, full):
+        assert profile.tuner == "bayesian" and profile.trial_seconds > 0
+        assert not profile.include_default
+    assert full.wide_space and not quick.wide_space
+    # Hyperband's rungs count epochs: the profile's seconds per trial go, a given one fails.
+    assert _parse_search(["--tuner", "hyperband"]).trial_seconds == 0
+    with pytest.raises(DataError, match="^--trial-seconds: expected --tuner bayesian or random"):
+        _parse_search(["--tuner", "hyperband", "--trial-seconds", "20"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 
 import numpy as np
@@ -269,6 +270,39 @@ def test_the_search_takes_its_share_and_a_rerun_keeps_its_epochs(tmp_path, monke
     assert str(caught.value) == (
         "--minutes: expected a budget of at least 15.8 minutes on this machine, found 8 "
         "(the smallest plan: a search of 2 epochs a trial, 15% of the budget)")
+
+
+def test_a_time_based_search_splits_its_share_into_equal_trials(tmp_path, monkeypatch):
+    _stand_in_speed(monkeypatch)
+    x, y = np.zeros((9600, 28, 28, 1), np.uint8), np.arange(9600) % 10
+    train, validation = (x, y), (x[:2400], y[:2400])
+
+    def search(minutes, now, **given):
+        config = Config(minutes=minutes, artifacts_dir=str(tmp_path), tune_samples=12_000,
+                        tuner="bayesian", max_trials=8,
+                        **{"trial_seconds": 25.0, **given}, flags_given=frozenset(given))
+        return budget.plan_search(config, train, validation, 0.0, tune.planned_epochs,
+                                  Clock(now))
+
+    # 15% of 30 minutes is 270 s: 8 trials, each as long as its share allows
+    config, record = search(30, now=10)
+    assert (config.max_trials, config.trial_seconds) == (8, record["trial_seconds"])
+    assert 0.97 * 270 <= record["planned_seconds"] <= 270
+    fewest = plan.MIN_SEARCH_EPOCHS * 9600 / CPU.train_images_per_second
+    assert fewest < config.trial_seconds < (270 - 10) / 8  # less what a trial pays besides
+    assert search(30, now=200)[0].trial_seconds == config.trial_seconds  # the rerun resumes
+    # 10 minutes: 8 trials would buy the default CNN too few epochs, so fewer trials
+    shorter = search(10, now=10)[0]
+    assert plan.MIN_SEARCH_TRIALS <= shorter.max_trials < 8 and shorter.trial_seconds >= fewest
+    # A --trial-seconds given is kept; the trials that fit it run.
+    given = search(10, now=10, trial_seconds=12.0)[0]
+    assert given.trial_seconds == 12 and given.max_trials < shorter.max_trials
+    with pytest.raises(DataError) as caught:
+        search(3, now=10)
+    assert str(caught.value).startswith("--minutes: expected a budget of at least ")
+    assert str(caught.value).endswith(
+        f"found 3 (the smallest plan: a search of 3 trials of {math.ceil(fewest * 10) / 10:g}s "
+        "each, 15% of the budget)")
 
 
 # ---------------------------------------------------------------- the command lines

@@ -406,13 +406,16 @@ def test_members_come_from_the_tuner_top_k(tmp_path):
 
 def test_include_default_adds_the_default_cnn_unless_the_top_k_holds_it(tmp_path):
     _write_top(tmp_path, [{"dropout": 0.4}, dict(DEFAULT_HPARAMS)])
-    quick = submit._parse_args(["--artifacts-dir", str(tmp_path)])[1]  # quick: top 1 + default
-    assert quick.include_default and quick.top_k == 1
-    members = ensemble.load_members(quick)
+    quick = submit._parse_args(["--artifacts-dir", str(tmp_path)])[1]
+    assert not quick.include_default and quick.top_k == 1  # off in every profile
+    assert [m.name for m in ensemble.load_members(quick)] == ["rank1"]
+    with_default = submit._parse_args(["--artifacts-dir", str(tmp_path), "--include-default"])[1]
+    members = ensemble.load_members(with_default)
     assert [m.name for m in members] == ["rank1", "default"]
     assert members[1].hparams == DEFAULT_HPARAMS and "--include-default" in members[1].origin
     # rank 2 is the default already: no second copy of it
-    top_two = submit._parse_args(["--artifacts-dir", str(tmp_path), "--top-k", "2"])[1]
+    top_two = submit._parse_args(["--artifacts-dir", str(tmp_path), "--top-k", "2",
+                                  "--include-default"])[1]
     assert [m.name for m in ensemble.load_members(top_two)] == ["rank1", "rank2"]
 
 

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -25,6 +26,7 @@ from tests.fixtures import keep_only
 
 SMOKE = ["--profile", "smoke", "--tune-samples", "300"]
 ONE_EPOCH_RANDOM = ["--tuner", "random", "--max-trials", "2", "--tune-epochs", "1"]
+MEASURED = ["seconds"]  # trials.csv columns read off the clock: no run repeats them
 
 
 @pytest.fixture(autouse=True)
@@ -61,8 +63,8 @@ def test_smoke_search_writes_best_configurations_trials_and_leaderboard(
     assert "trial 1 of ~2 done in" in out and "trial 2 of ~2 done in" in out and "ETA ~" in out
     assert "Leaderboard (hyperband, 2 trials, best first" in out
     header = out.split("Leaderboard")[1].splitlines()[1].split()
-    assert header[:7] == ["rank", "trial", "val_accuracy", "params", "epochs", "filters",
-                          "convs"]
+    assert header[:8] == ["rank", "trial", "val_accuracy", "params", "epochs", "seconds",
+                          "filters", "convs"]
 
     best = json.loads((artifacts / "tune" / "best_hparams.json").read_text())
     assert (best["tuner"], best["objective"], best["profile"], best["seed"]) == (
@@ -76,8 +78,22 @@ def test_smoke_search_writes_best_configurations_trials_and_leaderboard(
     assert top[0]["val_accuracy"] >= top[1]["val_accuracy"]
     for entry in top:
         assert 0 < entry["val_accuracy"] <= 1 and entry["params"] > 10_000
-        assert 1 <= entry["epochs"] <= 2
+        assert entry["epochs"] == 2  # every epoch of the rung: no early stopping
+        assert entry["val_loss"] > 0 and entry["seconds"] > 0
         assert list(entry["hparams"]) == tune.search_space_names()
+
+    # Each trial is scored by its last epoch, whose hold-out probabilities it saved; the
+    # ensemble is chosen from them, the best trial first.
+    project = Path(best["project"])
+    y_val = _search_holdout_labels(kaggle_dir_readonly)
+    for entry in top:
+        probs = np.load(project / f"trial_{entry['trial_id']}" / tune.HOLDOUT_PROBS)
+        assert np.mean(probs.argmax(axis=1) == y_val) == pytest.approx(entry["val_accuracy"])
+    chosen = best["ensemble"]
+    assert {key: value for key, value in chosen[0].items() if key in top[0]} == top[0]
+    assert chosen[0]["log_loss_gain"] is None and chosen[0]["holdout_log_loss"] > 0
+    assert all(entry["log_loss_gain"] >= tune.MIN_ENSEMBLE_GAIN for entry in chosen[1:])
+    assert "Ensemble chosen on the hold-out" in out
 
     trials = _trials(artifacts)
     assert list(trials["status"]) == ["COMPLETED", "COMPLETED"]
@@ -89,6 +105,12 @@ def test_smoke_search_writes_best_configurations_trials_and_leaderboard(
     out = capsys.readouterr().out
     assert "Reloading Tuner" in out and "Running Trial" not in out
     pd.testing.assert_frame_equal(_trials(artifacts), trials)
+
+
+def _search_holdout_labels(data_dir: Path):
+    """The labels of the smoke search's hold-out, as src.tune splits them."""
+    config = tune.parse_args(["--data-dir", str(data_dir), *SMOKE])
+    return tune.load_search_data(config)[1][1]
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +136,8 @@ def test_overwrite_starts_over_and_the_seed_repeats_the_search(
     assert tune.main(args) == 0
     out = capsys.readouterr().out
     assert "Reloading Tuner" not in out and "Running Trial #2" in out
-    pd.testing.assert_frame_equal(_trials(artifacts), _trials(finished_random_search))
+    pd.testing.assert_frame_equal(_trials(artifacts).drop(columns=MEASURED),
+                                  _trials(finished_random_search).drop(columns=MEASURED))
 
 
 def _break_oracle_state(project: Path, damage: str) -> None:
@@ -252,6 +275,10 @@ def test_chief_and_two_workers_run_one_search(kaggle_dir_readonly, tmp_path):
      "error: --tuner: expected one of hyperband, bayesian, random, found 'grid'"),
     (["--tune-samples", "50"],
      "error: --tune-samples: expected 0 (every image) or an integer >= 100, found 50"),
+    (["--trial-seconds", "20"], "error: --trial-seconds: expected --tuner bayesian or random "
+     "(Hyperband's rungs count epochs), found --tuner hyperband"),
+    (["--tuner", "random", "--trial-seconds", "-1"],
+     "error: --trial-seconds: expected a number of seconds >= 0 (0: off), found -1.0"),
 ])
 def test_out_of_range_flags_are_one_line_exit_2_and_write_nothing(
         kaggle_dir_readonly, tmp_path, capsys, argv, message):
@@ -323,14 +350,59 @@ def test_the_tuner_trains_in_the_chosen_precision(tmp_path):
     import keras
 
     config = Config(profile="smoke", artifacts_dir=str(tmp_path), precision="mixed_bfloat16")
-    tune.build_tuner(config, role=None)
+    tune.build_tuner(config, role=None, train_images=240)
     assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
     assert tune.project_name(config).endswith("-mixed_bfloat16")
 
 
 def test_leaderboard_shows_hyperparameters_unrounded():
     row = {"rank": 1, "trial_id": "0000", "val_accuracy": 0.98583, "status": "COMPLETED",
-           "params": 426058, "epochs": 6, "hparams": dict(DEFAULT_HPARAMS)}
+           "params": 426058, "epochs": 6, "seconds": 31.4, "hparams": dict(DEFAULT_HPARAMS)}
     table = tune.leaderboard([row]).splitlines()
-    assert table[1].split() == ["1", "0000", "0.9858", "426,058", "6", "32-64-128", "2", "3",
-                                "no", "0/0.25", "128", "0.002", "0.10"]
+    assert table[1].split() == ["1", "0000", "0.9858", "426,058", "6", "31", "32-64-128", "2",
+                                "3", "no", "0/0.25", "128", "0.002", "0.10"]
+
+
+def _schedule(model) -> dict:
+    return model.optimizer.get_config()["learning_rate"]["config"]
+
+
+def test_trials_train_on_the_members_schedule_to_their_own_last_epoch():
+    import keras_tuner as kt
+
+    hypermodel = tune.CNNHyperModel(train_images=1000, batch_size=100, seed=0, epochs=7)
+    hp = kt.HyperParameters()
+    schedule = _schedule(hypermodel.build(hp))  # a Bayesian or random trial: 7 epochs
+    assert schedule["decay_steps"] == 10 * 7 and schedule["warmup_steps"] == 10
+    assert schedule["warmup_target"] == pytest.approx(DEFAULT_HPARAMS["learning_rate"])
+    # A Hyperband trial continuing an earlier rung from epoch 2 to 6: its own 4 epochs.
+    hp.values.update({"tuner/epochs": 6, "tuner/initial_epoch": 2})
+    assert _schedule(hypermodel.build(hp))["decay_steps"] == 10 * 4
+
+
+def test_equal_seconds_buy_a_network_twice_as_fast_twice_the_epochs():
+    assert tune.timed_epochs(30, 3200, 9600, most=60) == 10
+    assert tune.timed_epochs(30, 6400, 9600, most=60) == 20
+    assert tune.timed_epochs(30, 100, 9600, most=60) == 1  # never none
+    assert tune.timed_epochs(30, 10**6, 9600, most=60) == 60  # never past the cap
+
+
+def test_time_based_trials_train_the_epochs_their_measured_speed_buys(
+        kaggle_dir_readonly, tmp_path, monkeypatch, capsys):
+    from src.model import build_cnn
+
+    def stand_in_speed(hp, x, y, batch_size, seed):  # no clock: speed falls with size
+        return 4e8 / build_cnn(hp).count_params()
+
+    monkeypatch.setattr(tune, "measure_trial_speed", stand_in_speed)
+    artifacts = tmp_path / "artifacts"
+    args = _args(kaggle_dir_readonly, artifacts, *ONE_EPOCH_RANDOM, "--trial-seconds", "1")
+    assert tune.main(args) == 0
+    assert "images/s on this machine, so " in capsys.readouterr().out
+    trials = _trials(artifacts)
+    assert list(trials["status"]) == ["COMPLETED", "COMPLETED"]
+    for trial in trials.itertuples():  # 240 training images, at most 10 x --tune-epochs 1
+        assert trial.images_per_second == pytest.approx(4e8 / trial.params, abs=0.1)
+        assert trial.epochs == tune.timed_epochs(1, trial.images_per_second, 240, most=10)
+    cheap, costly = trials.sort_values("params").itertuples()
+    assert cheap.params < costly.params and cheap.epochs > costly.epochs

@@ -1,0 +1,57 @@
+"""The ensemble the search chooses: greedy forward selection on the hold-out (pure arrays),
+and python -m src.submit taking it before the top ranks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from src import ensemble, tune
+from src.config import Config
+
+LABELS = np.arange(300) % 10
+
+
+def _network(wrong: slice, confidence: float = 0.9) -> np.ndarray:
+    """Probabilities sure of the true digit, except on `wrong`, where sure of the next one."""
+    guess = LABELS.copy()
+    guess[wrong] = (guess[wrong] + 1) % 10
+    probs = np.full((len(LABELS), 10), (1 - confidence) / 9)
+    probs[np.arange(len(LABELS)), guess] = confidence
+    return probs
+
+
+def test_greedy_selection_takes_a_network_with_other_errors_over_a_near_copy():
+    best = _network(slice(0, 30))
+    near_copy = 0.97 * best + 0.03 / 10  # the same errors, a little less sure
+    other_errors = _network(slice(150, 180))
+    chosen = tune.choose_ensemble([best, near_copy, other_errors], LABELS)
+    assert [index for index, _ in chosen] == [0, 2]
+    assert chosen[1][1] < (1 - tune.MIN_ENSEMBLE_GAIN) * chosen[0][1]
+    assert chosen[0][1] == pytest.approx(tune.holdout_log_loss(best, LABELS))
+    # Alone with the best, the near-copy lowers the log-loss by less than the minimum gain.
+    assert [index for index, _ in tune.choose_ensemble([best, near_copy], LABELS)] == [0]
+    assert len(tune.choose_ensemble([best, near_copy, other_errors], LABELS, most=1)) == 1
+
+
+def _write_best_hparams(folder, with_ensemble: bool) -> None:
+    top = [{"rank": rank, "trial_id": f"{rank:02d}", "val_accuracy": 0.99 - rank / 100,
+            "params": 1, "epochs": 2, "hparams": {"dropout": rank / 10}} for rank in (1, 2, 3)]
+    best = {"top": top}
+    if with_ensemble:
+        best["ensemble"] = [{**top[0], "holdout_log_loss": 0.05, "log_loss_gain": None},
+                            {**top[2], "holdout_log_loss": 0.04, "log_loss_gain": 0.2}]
+    (folder / "tune").mkdir(exist_ok=True)
+    (folder / "tune" / "best_hparams.json").write_text(json.dumps(best))
+
+
+@pytest.mark.parametrize("with_ensemble, names", [(True, ["rank1", "rank3"]),
+                                                  (False, ["rank1", "rank2"])])
+def test_members_come_from_the_chosen_ensemble_else_the_top_ranks(tmp_path, with_ensemble,
+                                                                   names):
+    _write_best_hparams(tmp_path, with_ensemble)
+    members = ensemble.load_members(Config(artifacts_dir=str(tmp_path), top_k=2))
+    assert [member.name for member in members] == names
+    assert members[1].hparams["dropout"] == pytest.approx(int(names[1][-1]) / 10)
