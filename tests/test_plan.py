@@ -125,7 +125,7 @@ def test_a_faster_machine_buys_every_cap_and_says_it_ends_early():
     long_row = plan.table_row(120)
     assert long_row is plan.PLAN_TABLE[1]
     assert (two_hours.folds, two_hours.epochs) == (long_row.folds, long_row.max_epochs)
-    assert two_hours.members == ["default", "rank1", "rank2"]
+    assert two_hours.members == ["default", "rank1", "rank2"][:long_row.max_members]
 
 
 def test_flags_given_are_kept_and_the_plan_works_around_them():

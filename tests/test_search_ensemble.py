@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from src import ensemble, tune
+from src import ensemble, search_results
 from src.config import Config
 
 LABELS = np.arange(300) % 10
@@ -27,13 +27,13 @@ def test_greedy_selection_takes_a_network_with_other_errors_over_a_near_copy():
     best = _network(slice(0, 30))
     near_copy = 0.97 * best + 0.03 / 10  # the same errors, a little less sure
     other_errors = _network(slice(150, 180))
-    chosen = tune.choose_ensemble([best, near_copy, other_errors], LABELS)
+    chosen = search_results.choose_ensemble([best, near_copy, other_errors], LABELS)
     assert [index for index, _ in chosen] == [0, 2]
-    assert chosen[1][1] < (1 - tune.MIN_ENSEMBLE_GAIN) * chosen[0][1]
-    assert chosen[0][1] == pytest.approx(tune.holdout_log_loss(best, LABELS))
+    assert chosen[1][1] < (1 - search_results.MIN_ENSEMBLE_GAIN) * chosen[0][1]
+    assert chosen[0][1] == pytest.approx(search_results.holdout_log_loss(best, LABELS))
     # Alone with the best, the near-copy lowers the log-loss by less than the minimum gain.
-    assert [index for index, _ in tune.choose_ensemble([best, near_copy], LABELS)] == [0]
-    assert len(tune.choose_ensemble([best, near_copy, other_errors], LABELS, most=1)) == 1
+    assert [index for index, _ in search_results.choose_ensemble([best, near_copy], LABELS)] == [0]
+    assert len(search_results.choose_ensemble([best, near_copy, other_errors], LABELS, most=1)) == 1
 
 
 def _write_best_hparams(folder, with_ensemble: bool) -> None:

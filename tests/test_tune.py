@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src import tune, util
+from src import search_results, tune, util
 from src.config import Config, run_cli
 from src.errors import DataError
 from src.model import DEFAULT_HPARAMS
@@ -87,12 +87,12 @@ def test_smoke_search_writes_best_configurations_trials_and_leaderboard(
     project = Path(best["project"])
     y_val = _search_holdout_labels(kaggle_dir_readonly)
     for entry in top:
-        probs = np.load(project / f"trial_{entry['trial_id']}" / tune.HOLDOUT_PROBS)
+        probs = np.load(project / f"trial_{entry['trial_id']}" / search_results.HOLDOUT_PROBS)
         assert np.mean(probs.argmax(axis=1) == y_val) == pytest.approx(entry["val_accuracy"])
     chosen = best["ensemble"]
     assert {key: value for key, value in chosen[0].items() if key in top[0]} == top[0]
     assert chosen[0]["log_loss_gain"] is None and chosen[0]["holdout_log_loss"] > 0
-    assert all(entry["log_loss_gain"] >= tune.MIN_ENSEMBLE_GAIN for entry in chosen[1:])
+    assert all(entry["log_loss_gain"] >= search_results.MIN_ENSEMBLE_GAIN for entry in chosen[1:])
     assert "Ensemble chosen on the hold-out" in out
 
     trials = _trials(artifacts)
@@ -358,7 +358,7 @@ def test_the_tuner_trains_in_the_chosen_precision(tmp_path):
 def test_leaderboard_shows_hyperparameters_unrounded():
     row = {"rank": 1, "trial_id": "0000", "val_accuracy": 0.98583, "status": "COMPLETED",
            "params": 426058, "epochs": 6, "seconds": 31.4, "hparams": dict(DEFAULT_HPARAMS)}
-    table = tune.leaderboard([row]).splitlines()
+    table = search_results.leaderboard([row]).splitlines()
     assert table[1].split() == ["1", "0000", "0.9858", "426,058", "6", "31", "32-64-128", "2",
                                 "3", "no", "0/0.25", "128", "0.002", "0.10"]
 

@@ -1,0 +1,198 @@
+"""What a search found: its trials ranked, the ensemble chosen from them, and the files
+python -m src.submit reads (``best_hparams.json``, ``trials.csv``).
+
+src.tune runs the search and calls these once it ends. The ensemble is chosen
+by greedy forward selection on the search's hold-out: the best trial first,
+then each network whose joining lowers the log-loss of the members' plain mean
+by at least MIN_ENSEMBLE_GAIN, so a near-copy of a member does not join.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras_tuner as kt
+import numpy as np
+import pandas as pd
+from sklearn.metrics import log_loss
+
+from src.config import Config
+from src.data import NUM_CLASSES
+from src.errors import DataError
+from src.util import write_atomically
+
+OBJECTIVE = "val_accuracy"
+COMPLETED = kt.engine.trial.TrialStatus.COMPLETED
+TOP_SAVED = 10
+# A network joins the chosen ensemble only if it lowers the hold-out log-loss of the
+# members' plain mean by at least this share: a near-copy of a member does not.
+MIN_ENSEMBLE_GAIN = 0.02
+HOLDOUT_PROBS = "holdout_probs.npy"  # in each trial's folder: its last epoch's probabilities
+LEADERBOARD_ROWS = 10
+
+
+def _tidy(value: object) -> object:
+    """A hyperparameter value as written: 0.3, not KerasTuner's 0.30000000000000004."""
+    return round(value, 10) if isinstance(value, float) else value
+
+
+def _metric(trial: kt.engine.trial.Trial, name: str) -> float | None:
+    """The value a finished trial reported for name; None when it reported none."""
+    if trial.status != COMPLETED or not trial.metrics.exists(name):
+        return None
+    return float(trial.metrics.get_last_value(name))
+
+
+def rank_trials(oracle: kt.Oracle, names: Sequence[str]) -> list[dict]:
+    """Every trial of the oracle, best first (ties: fewer parameters); unfinished ones last."""
+    rows = []
+    for trial in oracle.trials.values():
+        done = trial.status == COMPLETED
+        rows.append({
+            "rank": None, "trial_id": trial.trial_id, "status": trial.status,
+            "val_accuracy": float(trial.score) if done else None,
+            "val_loss": _metric(trial, "val_loss"),
+            "params": int(trial.metrics.get_last_value("params")) if done else None,
+            "epochs": int(trial.metrics.get_last_value("epochs")) if done else None,
+            "seconds": _metric(trial, "seconds"),
+            "images_per_second": _metric(trial, "images_per_second"),
+            "hparams": {name: _tidy(trial.hyperparameters.values.get(name)) for name in names}})
+    rows.sort(key=lambda row: (row["val_accuracy"] is None, -(row["val_accuracy"] or 0),
+                               row["params"] or 0, row["trial_id"]))
+    for rank, row in enumerate((row for row in rows if row["status"] == COMPLETED), start=1):
+        row["rank"] = rank
+    return rows
+
+
+def top_configurations(rows: list[dict], count: int) -> list[dict]:
+    """The best trial of each distinct configuration (Hyperband trains one in several trials)."""
+    top, seen = [], set()
+    for row in rows:
+        key = json.dumps(row["hparams"], sort_keys=True)
+        if row["status"] == COMPLETED and key not in seen and len(top) < count:
+            seen.add(key)
+            top.append({**row, "rank": len(top) + 1})
+    for row in top:
+        del row["status"]
+    return top
+
+
+def holdout_log_loss(probs: np.ndarray, y: np.ndarray) -> float:
+    """The log-loss of class probabilities on labels y (rows renormalised: float32 sums
+    drift from 1)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    return float(log_loss(y, probs / probs.sum(axis=1, keepdims=True),
+                          labels=list(range(NUM_CLASSES))))
+
+
+def choose_ensemble(candidates: Sequence[np.ndarray], y: np.ndarray, most: int = TOP_SAVED,
+                    min_gain: float = MIN_ENSEMBLE_GAIN) -> list[tuple[int, float]]:
+    """Greedy forward selection on the hold-out labels y: candidates[0] (the best trial)
+    first; then, up to `most` members, the candidate whose joining lowers the log-loss of
+    the members' plain mean the most, while it lowers it by at least min_gain of it.
+    Returns (candidate index, log-loss once it joined) per member, in joining order."""
+    chosen = [(0, holdout_log_loss(candidates[0], y))]
+    while len(chosen) < most:
+        members = [candidates[index] for index, _ in chosen]
+        losses = {index: holdout_log_loss(np.mean([*members, probs], axis=0), y)
+                  for index, probs in enumerate(candidates) if index not in dict(chosen)}
+        if not losses:
+            break
+        best = min(losses, key=losses.get)
+        current = chosen[-1][1]
+        if current - losses[best] < min_gain * current:
+            break
+        chosen.append((best, losses[best]))
+    return chosen
+
+
+def read_holdout_probs(path: Path, val_images: int) -> np.ndarray:
+    """A trial's saved hold-out probabilities; DataError naming the file when unreadable."""
+    try:
+        probs = np.load(path)
+    except (OSError, ValueError, EOFError) as error:
+        raise DataError("the hold-out probabilities a trial saves", type(error).__name__,
+                        file=path, hint="rerun with --overwrite") from None
+    if probs.shape != (val_images, NUM_CLASSES):
+        raise DataError(f"an array of shape ({val_images}, {NUM_CLASSES})", str(probs.shape),
+                        file=path, hint="rerun with --overwrite")
+    return probs
+
+
+def ensemble_from_search(tuner: kt.Tuner, rows: list[dict], y_val: np.ndarray) -> list[dict]:
+    """The members choose_ensemble picks from the best trial of each configuration, as
+    top_configurations' entries plus the hold-out log-loss once each joined and its
+    relative gain (None for the first)."""
+    candidates, probs = [], []
+    for entry in top_configurations(rows, len(rows)):
+        path = Path(tuner.get_trial_dir(entry["trial_id"])) / HOLDOUT_PROBS
+        if path.is_file():  # every trial that completed saved one, unless it was removed
+            candidates.append(entry)
+            probs.append(read_holdout_probs(path, len(y_val)))
+    if not candidates:
+        return []
+    chosen, before = [], None
+    for index, loss in choose_ensemble(probs, y_val):
+        gain = None if before is None else round((before - loss) / before, 4)
+        chosen.append({**candidates[index], "holdout_log_loss": round(loss, 5),
+                       "log_loss_gain": gain})
+        before = loss
+    return chosen
+
+
+def describe_ensemble(chosen: list[dict]) -> str:
+    """The chosen ensemble as the lines printed after the leaderboard."""
+    if not chosen:
+        return "no trial left its hold-out probabilities: python -m src.submit takes the top ranks"
+    lines = [f"Ensemble chosen on the hold-out (the best trial, then each network that lowers "
+             f"the log-loss of the plain mean by at least {MIN_ENSEMBLE_GAIN:.0%}):"]
+    for entry in chosen:
+        gain = entry["log_loss_gain"]
+        lines.append(f"  rank {entry['rank']} (trial {entry['trial_id']}): log-loss "
+                     f"{entry['holdout_log_loss']:.4f}"
+                     f"{'' if gain is None else f', {gain:.1%} lower'}")
+    return "\n".join(lines)
+
+
+def trials_table(rows: list[dict]) -> pd.DataFrame:
+    """The rows as one flat table: trial columns, then one column per hyperparameter."""
+    return pd.DataFrame([{**{k: v for k, v in row.items() if k != "hparams"}, **row["hparams"]}
+                         for row in rows])
+
+
+def leaderboard(rows: list[dict]) -> str:
+    """The best trials as a text table with their key hyperparameters."""
+    lines = []
+    for row in rows[:LEADERBOARD_ROWS]:
+        hp = row["hparams"]
+        done = row["status"] == COMPLETED
+        lines.append({
+            "rank": row["rank"] or "-", "trial": row["trial_id"],
+            "val_accuracy": f"{row['val_accuracy']:.4f}" if done else row["status"].lower(),
+            "params": f"{row['params']:,}" if done else "", "epochs": row["epochs"] or "",
+            "seconds": f"{row['seconds']:.0f}" if row["seconds"] is not None else "",
+            "filters": "-".join(str(hp[f"filters_{i}"]) for i in range(hp["conv_blocks"])),
+            "convs": hp["block_convs"], "first_kernel": hp["first_kernel"],
+            "batch_norm": "yes" if hp["batch_norm"] else "no",
+            "dropout": f"{hp['conv_dropout']:g}/{hp['dropout']:g}",
+            "dense": hp["dense_units"], "lr": f"{hp['learning_rate']:g}",
+            "augment": f"{hp['augment']:.2f}"})
+    return pd.DataFrame(lines).to_string(index=False)
+
+
+def write_results(config: Config, tuner: kt.Tuner, rows: list[dict], summary: dict,
+                  chosen: list[dict], search_budget: dict | None = None) -> None:
+    """Write <artifacts>/tune/best_hparams.json and trials.csv from the ranked trials and the
+    chosen ensemble (its key left out when empty); with --minutes, search_budget holds the
+    search's plan and the seconds it spent, of which python -m src.submit with the same
+    budget plans the rest."""
+    folder = Path(config.artifacts_dir) / "tune"
+    best = {"tuner": config.tuner, "objective": OBJECTIVE, "profile": config.profile,
+            "seed": config.seed, "project": tuner.project_dir, "data": summary,
+            "budget": search_budget, "top": top_configurations(rows, TOP_SAVED)}
+    if chosen:
+        best["ensemble"] = chosen
+    write_atomically(folder / "best_hparams.json", json.dumps(best, indent=2) + "\n")
+    write_atomically(folder / "trials.csv", trials_table(rows).to_csv(index=False))
