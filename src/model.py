@@ -251,25 +251,21 @@ def make_dataset(x: np.ndarray, y: np.ndarray | None, batch_size: int, shuffle: 
 
 
 def fit(model: keras.Model, x_train: np.ndarray, y_train: np.ndarray,
-        x_val: np.ndarray, y_val: np.ndarray, epochs: int, batch_size: int,
-        patience: int | None = None, seed: int = 0,
-        callbacks: Sequence[keras.callbacks.Callback] = (), restore_best: bool = True,
+        x_val: np.ndarray, y_val: np.ndarray, epochs: int, batch_size: int, seed: int = 0,
+        callbacks: Sequence[keras.callbacks.Callback] = (),
         verbose: int | str = "auto") -> keras.callbacks.History:
-    """Train with validation; with patience, stop early on val_accuracy.
+    """Train for every epoch of the schedule, reporting accuracy on (x_val, y_val).
 
-    Without patience every epoch of the schedule runs: the k-fold ensemble trains
-    so, since its validation part is the one it scores and must choose nothing.
-    restore_best keeps the weights of the best validation epoch when stopping early.
+    Nothing stops early or keeps a best epoch: the k-fold ensemble's validation
+    part is the part it scores, so nothing may be chosen on it.
     """
-    stop = [] if patience is None else [keras.callbacks.EarlyStopping(
-        monitor="val_accuracy", patience=max(patience, 1), restore_best_weights=restore_best)]
     if verbose == "auto":  # a progress bar on a terminal, one line per epoch in a log
         verbose = 1 if sys.stdout.isatty() else 2
     return model.fit(
         make_dataset(x_train, y_train, batch_size, shuffle=True, seed=seed, repeat=True),
         steps_per_epoch=steps_per_epoch(len(x_train), batch_size),
         validation_data=make_dataset(x_val, y_val, 1024, shuffle=False),
-        epochs=epochs, callbacks=[*stop, *callbacks], shuffle=False, verbose=verbose)
+        epochs=epochs, callbacks=list(callbacks), shuffle=False, verbose=verbose)
 
 
 def steps_per_epoch(num_images: int, batch_size: int) -> int:
