@@ -32,7 +32,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from src import bench, figures
+from src import bench_runs, figures
 from src.config import Config
 from src.data import IMAGE_SHAPE, NUM_CLASSES, Digits, load_digits
 from src.ensemble import fold_splits
@@ -173,12 +173,12 @@ def plan_point(config: Config, minutes: float, folder: Path) -> Point:
     """Run python -m src.submit --minutes <minutes> in folder and time it."""
     point = Point(f"plan {minutes:g} min", f"python -m src.submit --minutes {minutes:g}", 0.0,
                   budget_minutes=minutes)
-    code, point.wall_seconds = bench.run_stage(
-        "submit", [*bench.child_flags(config, folder), "--minutes", f"{minutes:g}"])
+    code, point.wall_seconds = bench_runs.run_stage(
+        "submit", [*bench_runs.child_flags(config, folder), "--minutes", f"{minutes:g}"])
     if code != 0:
         point.note = f"python -m src.submit exited with code {code}"
         return point
-    run = bench.read_run_metrics(folder / "submissions" / "latest" / "metrics.json",
+    run = bench_runs.read_run_metrics(folder / "submissions" / "latest" / "metrics.json",
                                  plan_details)
     if "note" in run:
         point.note = run["note"]
@@ -301,7 +301,7 @@ def render(report: dict) -> str:
     """The curve as Markdown."""
     return "\n".join([
         f"## python -m src.bench --curve, {report['utc']}", "",
-        f"Machine: {bench.machine_line(report['machine'])}", "",
+        f"Machine: {bench_runs.machine_line(report['machine'])}", "",
         f"{report['images']:,} labelled images from {report['images_from']}, seed "
         f"{report['seed']}. Plans: `python -m src.submit --minutes M` in a fresh folder (no "
         f"search, nothing reused), timed from the shell. Recipes: trained in this process in "
@@ -330,13 +330,13 @@ def run_curve(config: Config, budget_texts: Sequence[str], recipe_epochs: int | 
     points += [recipe_point(recipe, digits, config.seed, recipe_epochs, policy)
                for recipe in RECIPES]
     report = {"utc": started.strftime("%Y-%m-%d %H:%M UTC"), "command": command,
-              "machine": bench.machine_info(), "seed": config.seed, "folds": CURVE_FOLDS,
+              "machine": bench_runs.machine_info(), "seed": config.seed, "folds": CURVE_FOLDS,
               "budgets": budgets, "policy": policy, "images": len(digits.y_train),
               "images_from": digits.train_path, "runs": str(runs),
               "points": [asdict(point) for point in points]}
     text = render(report)
     print(text)
-    paths = bench.write_new_files(bench_dir, f"curve-{stamp}", {
+    paths = bench_runs.write_new_files(bench_dir, f"curve-{stamp}", {
         ".md": text, ".json": json.dumps(report, indent=2) + "\n",
         ".png": figures.curve_png(report["points"])})
     print(f"wrote {', '.join(map(str, paths))}")

@@ -26,7 +26,7 @@ import pandas as pd
 from scipy import stats
 
 from src import ensemble, workers
-from src.bench import write_new_files
+from src.bench_runs import write_new_files
 from src.config import Config, add_override, build_parser, config_from_args, run_cli
 from src.data import load_digits, plan_training_images
 from src.errors import DataError

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from src import bench, notebook_way
+from src import bench, bench_runs, notebook_way
 from src.config import run_cli
 
 TRAIN_WAYS = ("package: uint8 → tf.data → fit", "package: src.model.fit, 6 epochs",
@@ -139,22 +139,23 @@ def test_notebook_batches_are_whole_and_cover_the_images():
 
 def test_profile_figures_come_from_the_latest_metrics(tmp_path):
     path = tmp_path / "latest" / "metrics.json"
-    assert "no finished run at" in bench.read_run_metrics(path)["note"]
+    assert "no finished run at" in bench_runs.read_run_metrics(path)["note"]
     path.parent.mkdir()
     path.write_text(json.dumps({"ensemble": {"accuracy": 0.9931}, "timings": {"total": 754.2},
                                 "run_info": {"profile": "quick"}}))
-    result = bench.read_run_metrics(path)
+    result = bench_runs.read_run_metrics(path)
     assert result == {"source": str(path), "profile": "quick", "accuracy": 0.9931,
                       "submit_seconds": 754.2}
     lines = "\n".join(bench.profile_lines(result))
     assert "99.31% (profile quick)" in lines and "12m34s" in lines and str(path) in lines
     path.write_text(json.dumps({"ensemble": {}}))
-    assert "is not a metrics.json of python -m src.submit" in bench.read_run_metrics(path)["note"]
+    note = bench_runs.read_run_metrics(path)["note"]
+    assert "is not a metrics.json of python -m src.submit" in note
 
 
 def test_write_new_files_never_overwrites(tmp_path):
-    first = bench.write_new_files(tmp_path, "bench-x", {".md": "one", ".json": "{}"})
-    second = bench.write_new_files(tmp_path, "bench-x", {".md": "two", ".json": "{}"})
+    first = bench_runs.write_new_files(tmp_path, "bench-x", {".md": "one", ".json": "{}"})
+    second = bench_runs.write_new_files(tmp_path, "bench-x", {".md": "two", ".json": "{}"})
     assert [p.name for p in second] == ["bench-x-2.md", "bench-x-2.json"]
     assert first[0].read_text() == "one" and second[0].read_text() == "two"
     assert not list(tmp_path.glob(".partial-*"))

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from src import bench, curve
+from src import bench, bench_runs, curve
 from src.config import run_cli
 from tests.fixtures import write_kaggle_csvs
 
@@ -41,7 +41,7 @@ def _fake_metrics(minutes: float) -> dict:
 
 
 def _stand_in_submit(calls: list, failing_minutes: str):
-    """A bench.run_stage that writes a fake metrics.json where python -m src.submit would,
+    """A bench_runs.run_stage that writes a fake metrics.json where python -m src.submit would,
     and exits 2 for the budget failing_minutes."""
 
     def run_stage(stage, flags):
@@ -88,7 +88,7 @@ def test_recipe_networks_are_their_authors_and_augment_only_in_training():
 def test_curve_scores_plans_and_recipes_and_never_overwrites(tiny_kaggle_dir, tmp_path, capsys,
                                                             monkeypatch):
     calls = []
-    monkeypatch.setattr(bench, "run_stage", _stand_in_submit(calls, failing_minutes="15"))
+    monkeypatch.setattr(bench_runs, "run_stage", _stand_in_submit(calls, failing_minutes="15"))
     monkeypatch.setattr(curve, "datetime", _FixedClock)
     argv = _args(tmp_path, "--data-dir", str(tiny_kaggle_dir), "--seed", "3", "--curve", "8",
                  "15", "2.5", "--recipe-epochs", "1")
@@ -156,7 +156,7 @@ def test_curve_scores_plans_and_recipes_and_never_overwrites(tiny_kaggle_dir, tm
     (["--curve", "--recipe-epochs", "0"], "--recipe-epochs: expected an integer >= 1, found 0"),
 ])
 def test_bad_curve_flags_are_one_line_exit_2(tmp_path, capsys, monkeypatch, flags, message):
-    monkeypatch.setattr(bench, "run_stage", lambda *args: pytest.fail("nothing may run"))
+    monkeypatch.setattr(bench_runs, "run_stage", lambda *args: pytest.fail("nothing may run"))
     assert run_cli(bench.main, _args(tmp_path, *flags)) == 2
     assert capsys.readouterr().err == f"error: {message}\n"
     assert not (tmp_path / "artifacts").exists()

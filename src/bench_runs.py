@@ -1,0 +1,135 @@
+"""What the benchmarks share: the machine they ran on, the package's own commands run
+as a user runs them (a subprocess each, in a fresh folder) with the figures their
+metrics.json holds, and result files that never overwrite earlier ones.
+
+src.bench (speed) and src.curve (accuracy against minutes) use it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from src.config import Config
+from src.util import write_atomically
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
+                    "TF_ENABLE_ONEDNN_OPTS")
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict:
+    """CPU, cores, libraries, visible GPUs and the thread settings in force."""
+    # macOS has no sched_getaffinity; there every core is usable.
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "cpu": cpu_model(), "cpu_count": os.cpu_count(), "usable_cores": usable,
+        "platform": platform.platform(), "python": platform.python_version(),
+        "tensorflow": tf.__version__, "keras": keras.__version__,
+        "gpus": [device.name for device in tf.config.list_physical_devices("GPU")],
+        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+        "environment": {name: os.environ.get(name, "unset") for name in THREAD_VARIABLES},
+    }
+
+
+def machine_line(machine: dict) -> str:
+    """The machine in one Markdown line."""
+    gpus = ", ".join(machine["gpus"]) or "none visible"
+    threads = ", ".join(f"{name}={value}" for name, value in machine["environment"].items())
+    return (f"{machine['cpu']}, {machine['cpu_count']} cores ({machine['usable_cores']} usable); "
+            f"GPU: {gpus}; TensorFlow {machine['tensorflow']}, Keras {machine['keras']}; "
+            f"threads: intra-op {machine['intra_op_threads']}, inter-op "
+            f"{machine['inter_op_threads']} (0: TensorFlow picks), {threads}")
+
+
+
+# ---------------------------------------------------------------- the package's commands
+
+
+def read_run_metrics(path: Path, details: Callable[[dict], dict] | None = None) -> dict:
+    """Accuracy, wall time and profile of a finished run, from its metrics.json; with
+    details, also what details(metrics) returns."""
+    if not path.is_file():
+        return {"note": f"no finished run at {path}: run `python -m src.submit` or pass "
+                        "--run-quick"}
+    try:
+        metrics = json.loads(path.read_text())
+        result = {"source": str(path), "profile": metrics["run_info"]["profile"],
+                  "accuracy": float(metrics["ensemble"]["accuracy"]),
+                  "submit_seconds": float(metrics["timings"]["total"])}
+        return {**result, **details(metrics)} if details else result
+    except (ValueError, KeyError, TypeError) as error:
+        return {"note": f"{path} is not a metrics.json of python -m src.submit "
+                        f"({type(error).__name__}: {error})"}
+
+
+def child_flags(config: Config, folder: Path) -> list[str]:
+    """The flags that run a stage on the bench's data, profile, seed and precision, writing
+    only under folder (never the user's own search or runs)."""
+    flags = ["--profile", config.profile, "--source", config.source, "--seed", str(config.seed),
+             "--precision", config.precision, "--artifacts-dir", str(folder / "artifacts"),
+             "--submissions-dir", str(folder / "submissions")]
+    if config.data_dir:
+        flags += ["--data-dir", config.data_dir]
+    if config.keras_npz:
+        flags += ["--keras-npz", config.keras_npz]
+    return flags
+
+
+def run_stage(stage: str, flags: Sequence[str]) -> tuple[int, float]:
+    """Run python -m src.<stage> with flags; its exit code and wall-clock seconds."""
+    command = [sys.executable, "-m", f"src.{stage}", *flags]
+    print(f"running {shlex.join(command)}", flush=True)
+    tick = time.perf_counter()
+    finished = subprocess.run(command, check=False)
+    return finished.returncode, time.perf_counter() - tick
+
+
+def run_profile(config: Config, folder: Path) -> dict:
+    """Run python -m src.tune, then python -m src.submit, with config's profile in a fresh
+    folder; their wall times and the run's metrics."""
+    seconds = {}
+    for stage in ("tune", "submit"):
+        code, seconds[stage] = run_stage(stage, child_flags(config, folder))
+        if code != 0:
+            return {"note": f"python -m src.{stage} exited with code {code}"}
+    result = read_run_metrics(folder / "submissions" / "latest" / "metrics.json")
+    return {**result, "tune_wall_seconds": seconds["tune"],
+            "submit_wall_seconds": seconds["submit"]}
+
+
+def write_new_files(folder: Path, stem: str, texts: dict[str, str | bytes]) -> list[Path]:
+    """Write each suffix's text (or bytes) to folder/<stem><suffix> through a temporary file
+    and a rename;
+    when a name is taken, the stem gets -2, -3, ... so no earlier file is overwritten."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 1000):
+        name = stem if attempt == 1 else f"{stem}-{attempt}"
+        paths = [folder / f"{name}{suffix}" for suffix in texts]
+        if not any(path.exists() for path in paths):
+            break
+    for path, text in zip(paths, texts.values(), strict=True):
+        write_atomically(path, text)
+    return paths
