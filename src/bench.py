@@ -459,7 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     With --curve, measure OOF accuracy against minutes instead (src.curve)."""
     args, config = parse_args(argv)
     if args.curve is not None:
-        from src import curve  # it imports this module
+        from src import curve  # it trains for real: imported only when asked for
 
         return curve.run_curve(config, args.curve, args.recipe_epochs, bench_command(argv))
     started = datetime.now(timezone.utc)

@@ -201,7 +201,7 @@ def search_spent(config: Config) -> float:
 def candidate_members(config: Config) -> list[ensemble.Member]:
     """The networks a plan may ensemble, best first: with --top-k given, load_members'
     own; else up to the row's max_members, the default CNN first with --include-default
-    (trained in full it beat every tuned configuration measured, README)."""
+    (off in every profile: the search's first trial, it joins on its score)."""
     if "top_k" in config.flags_given:
         return ensemble.load_members(config)
     most = table_row(config.minutes).max_members

@@ -3,7 +3,7 @@
 A profile sets epochs, trials, folds and data size together; every value it
 sets can be overridden by its own flag (``--epochs 20`` beats the profile).
 ``quick`` and ``full`` are also budgets (``--minutes``): with one, src.plan
-chooses the epochs, folds and members that fit, around the flags given.
+chooses the folds, repeats, epochs and members that fit, around the flags given.
 """
 
 from __future__ import annotations

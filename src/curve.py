@@ -162,8 +162,11 @@ def plan_details(metrics: dict) -> dict:
     info, ensemble = metrics["run_info"], metrics["ensemble"]
     pseudo = (f", pseudo-labelled round {info['pseudo_epochs']} epochs"
               if info.get("pseudo_epochs") else "")
-    trained = (f"{' + '.join(metrics['models'])} x {info['folds']} folds x {info['epochs']} "
-               f"epochs{', TTA' if info['tta'] else ''}{pseudo}, {info['precision']}")
+    repeats = info.get("repeats", 1)
+    drawn = f" x {repeats} repeats" if repeats > 1 else ""
+    trained = (f"{' + '.join(metrics['models'])} x {info['folds']} folds{drawn} x "
+               f"{info['epochs']} epochs{', TTA' if info['tta'] else ''}{pseudo}, "
+               f"{info['precision']}")
     return {"ci95_low": ensemble.get("ci95_low"), "ci95_high": ensemble.get("ci95_high"),
             "errors": ensemble.get("errors"), "total": ensemble.get("total"),
             "trained": trained, "plan": metrics.get("plan")}

@@ -136,7 +136,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config]:
     if args.configs < MIN_CONFIGS:
         raise DataError(f"an integer >= {MIN_CONFIGS}", str(args.configs), column="--configs")
     config = config_from_args(args)
-    return args, dataclasses.replace(config, minutes=0)  # no plan: the epochs are the recipe
+    # No plan and one draw of the folds: each configuration is scored as one member is.
+    return args, dataclasses.replace(config, minutes=0, repeats=1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,8 +3,9 @@
 Given the speed of each network it may train on the machine at hand
 (src.calibrate), the planner prices every stage and takes from PLAN_TABLE the
 recipe with the best measured accuracy that fits: folds fixed by the table's
-row, epochs as many as fit up to the row's cap, test-time augmentation, then a
-pseudo-labelled round if the rest buys its fewest epochs, then more members
+row, repeats of the folds while they fit at the row's repeat_min_epochs or
+more, epochs as many as fit up to the row's cap, test-time augmentation, then
+a pseudo-labelled round if the rest buys its fewest epochs, then more members
 while they fit. Flags the user gave are kept and the plan works around them.
 Nothing here reads a clock or a file: src.budget runs a plan, re-planning at
 stage boundaries.
@@ -240,8 +241,10 @@ def plan_ensemble(config: Config, speeds: dict[str, Speed], sizes: Sizes, elapse
     tta_choices = [config.tta] if "tta" in given else [True, False] if row.tta else [False]
 
     def most_epochs(repeats: int, tta: bool) -> int:
-        # A repeat only joins at repeat_min_epochs or more: below, the epochs pay more.
-        fewest = row.repeat_min_epochs if repeats > 1 and "epochs" not in given else 0
+        # A repeat the plan chose joins only at repeat_min_epochs or more (below, epochs pay
+        # more); given --epochs or --repeats are kept as they are.
+        chosen_by_plan = repeats > 1 and not {"epochs", "repeats"} & given
+        fewest = row.repeat_min_epochs if chosen_by_plan else 0
         return next((e for e in epoch_choices
                      if e >= fewest and fits(first, repeats, e, tta, forced_pseudo)), 0)
 

@@ -131,8 +131,8 @@ def ensemble_from_search(tuner: kt.Tuner, rows: list[dict], y_val: np.ndarray) -
         if path.is_file():  # every trial that completed saved one, unless it was removed
             candidates.append(entry)
             probs.append(read_holdout_probs(path, len(y_val)))
-    if not candidates:
-        return []
+    if not candidates or candidates[0]["rank"] != 1:
+        return []  # without the best trial's probabilities, submit takes the top ranks
     chosen, before = [], None
     for index, loss in choose_ensemble(probs, y_val):
         gain = None if before is None else round((before - loss) / before, 4)

@@ -144,8 +144,8 @@ def _parse_args(argv: Sequence[str] | None):
     ensemble = parser.add_argument_group("ensemble (defaults from --profile)")
     add_override(ensemble, "top_k", "how many of the networks the search chose to ensemble "
                  "(its best_hparams.json's ensemble; from an older search, its top ranks)")
-    add_override(ensemble, "include_default", "also ensemble the default CNN when the tuner's "
-                 "top-k does not hold it")
+    add_override(ensemble, "include_default", "also ensemble the default CNN when the "
+                 "search's choice does not hold it")
     add_override(ensemble, "folds", "stratified folds per configuration")
     add_override(ensemble, "repeats", "draw the folds this many times on new shuffles; each "
                  "image's OOF is then the mean of that many models that never saw it")
