@@ -72,6 +72,10 @@ def test_given_repeats_and_epochs_are_kept_and_priced(monkeypatch):
     assert two.stages[f"train, {plan.FIRST}"] == pytest.approx(
         plan.training_seconds([fold] * two.folds * 2, jobs=2))
     assert "repeats" in two.given
+    # A given --repeats is kept below the row's repeat_min_epochs: the epochs fit around it
+    kept = _plan(12, {"default": dataclasses.replace(CPU, train_images_per_second=4400)},
+                 repeats=3)
+    assert kept.repeats == 3 and kept.epochs < SHIPPED_TABLE[0].repeat_min_epochs
     with pytest.raises(DataError, match="--minutes.*3 repeats"):
         _plan(5, repeats=3, epochs=20)
 
