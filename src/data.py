@@ -414,3 +414,13 @@ def plan_training_images(digits: Digits, size: int, seed: int, needed: int, purp
     _check_images_per_digit(y, needed, purpose, file, among=f" in a subsample of {size} "
                             f"({size_flag})")
     return x, y
+
+
+def load_fold_digits(config: Config) -> Digits:
+    """load_digits(config) with its training images cut to --train-samples and checked to
+    fill config.folds stratified folds: what k-fold training (submit, fidelity) trains on."""
+    digits = load_digits(config)
+    digits.x_train, digits.y_train = plan_training_images(
+        digits, config.train_samples, config.seed, needed=config.folds,
+        purpose=f"{config.folds} stratified folds (--folds)", size_flag="--train-samples")
+    return digits

@@ -28,7 +28,7 @@ from scipy import stats
 from src import ensemble, workers
 from src.bench_runs import write_new_files
 from src.config import Config, add_override, build_parser, config_from_args, run_cli
-from src.data import load_digits, plan_training_images
+from src.data import load_fold_digits
 from src.errors import DataError
 from src.figures import fidelity_png
 from src.model import DEFAULT_HPARAMS, resolve_precision
@@ -82,10 +82,7 @@ def measure(config: Config, picks: pd.DataFrame, names: Sequence[str]) -> pd.Dat
     the picks with their out-of-fold accuracy and minutes."""
     config = dataclasses.replace(config, precision=resolve_precision(config.precision),
                                  jobs=workers.resolve_jobs(config.jobs))
-    digits = load_digits(config)
-    digits.x_train, digits.y_train = plan_training_images(
-        digits, config.train_samples, config.seed, needed=config.folds,
-        purpose=f"{config.folds} stratified folds (--folds)", size_flag="--train-samples")
+    digits = load_fold_digits(config)
     rows = []
     for _, pick in picks.iterrows():
         hparams = {**DEFAULT_HPARAMS, **{name: _plain(pick[name]) for name in names}}

@@ -3,12 +3,11 @@
 Everything is computed from out-of-fold (OOF) probabilities, so every number
 is an honest cross-validated estimate. The figures are drawn and saved by
 src.figures; the report links them with their captions.
-The Markdown and the HTML come from one list of blocks, so they always agree.
+The Markdown and the HTML come from one list of blocks (src.document), so they always agree.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import re
@@ -19,6 +18,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import classification_report, confusion_matrix
 
+from src.document import Heading, Image, Paragraph, Table, render_html, render_markdown
 from src.figures import DIGITS, ENSEMBLE, FIGURE_CAPTIONS, NUM_CLASSES, write_figures
 from src.util import write_atomically
 
@@ -149,89 +149,6 @@ def build_metrics(inputs: ReportInputs) -> dict:
         "plan": inputs.plan,
         "run_info": inputs.run_info,
     })
-
-
-# ---------------------------------------------------------------- document
-
-
-def _md_text(text: str) -> str:
-    """Text for Markdown: HTML-special characters escaped, so values show as written."""
-    return html.escape(text, quote=False)
-
-
-@dataclass
-class Heading:
-    """A section title; level 1 is the page title."""
-
-    level: int
-    text: str
-
-    def markdown(self) -> str:
-        return f"{'#' * self.level} {_md_text(self.text)}"
-
-    def html(self) -> str:
-        return f"<h{self.level}>{html.escape(self.text)}</h{self.level}>"
-
-
-@dataclass
-class Paragraph:
-    """A line of text, optionally bold."""
-
-    text: str
-    strong: bool = False
-
-    def markdown(self) -> str:
-        return f"**{_md_text(self.text)}**" if self.strong else _md_text(self.text)
-
-    def html(self) -> str:
-        text = html.escape(self.text)
-        return f"<p><strong>{text}</strong></p>" if self.strong else f"<p>{text}</p>"
-
-
-@dataclass
-class Table:
-    """A table of already formatted cells."""
-
-    header: list[str]
-    rows: list[list[str]]
-    align: str = ""  # one letter per column, "l" or "r"; default: first left, the rest right
-
-    def _alignment(self) -> str:
-        return self.align or "l" + "r" * (len(self.header) - 1)
-
-    def markdown(self) -> str:
-        def line(cells):
-            cells = [_md_text(cell).replace("|", "\\|").replace("\n", " ") for cell in cells]
-            return "| " + " | ".join(cells) + " |"
-
-        rule = "|" + "|".join("---:" if side == "r" else ":---" for side in self._alignment()) + "|"
-        return "\n".join([line(self.header), rule, *(line(row) for row in self.rows)])
-
-    def html(self) -> str:
-        classes = [' class="num"' if side == "r" else "" for side in self._alignment()]
-
-        def line(cells, tag):
-            return "<tr>" + "".join(f"<{tag}{css}>{html.escape(cell)}</{tag}>"
-                                    for css, cell in zip(classes, cells, strict=True)) + "</tr>"
-
-        body = "\n".join(line(row, "td") for row in self.rows)
-        return (f"<table>\n<thead>{line(self.header, 'th')}</thead>\n"
-                f"<tbody>\n{body}\n</tbody>\n</table>")
-
-
-@dataclass
-class Image:
-    """A figure file in the run folder, linked relatively, with its caption."""
-
-    file: str
-    caption: str
-
-    def markdown(self) -> str:
-        return f"![{_md_text(self.caption)}]({self.file})"
-
-    def html(self) -> str:
-        return (f'<figure><img src="{html.escape(self.file)}" alt="{html.escape(self.caption)}">'
-                f"<figcaption>{html.escape(self.caption)}</figcaption></figure>")
 
 
 def _format_value(value: object) -> str:
@@ -420,34 +337,6 @@ def report_blocks(inputs: ReportInputs, metrics: dict, figures: list[str]) -> li
         *_timings_section(metrics["timings"]),
         *_run_info_section(metrics["run_info"]),
     ]
-
-
-HTML_STYLE = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #222;
-       max-width: 62rem; margin: 2rem auto; padding: 0 1rem; line-height: 1.45; }
-h1 { border-bottom: 2px solid #ddd; padding-bottom: .3rem; }
-h2 { margin-top: 2.2rem; border-bottom: 1px solid #eee; padding-bottom: .2rem; }
-table { border-collapse: collapse; margin: .6rem 0 1.2rem; }
-th, td { padding: .25rem .75rem; border-bottom: 1px solid #e3e3e3; text-align: left; }
-th { background: #f4f5f7; }
-.num { text-align: right; font-variant-numeric: tabular-nums; }
-figure { margin: 1rem 0 1.6rem; }
-img { max-width: 100%; height: auto; }
-figcaption { color: #555; font-size: .9rem; }
-"""
-
-
-def render_markdown(blocks: list) -> str:
-    """The blocks as a Markdown document."""
-    return "\n\n".join(block.markdown() for block in blocks) + "\n"
-
-
-def render_html(blocks: list, title: str) -> str:
-    """The blocks as one standalone HTML page: inline CSS, figures as relative links."""
-    body = "\n".join(block.html() for block in blocks)
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f"<title>{html.escape(title)}</title>\n<style>{HTML_STYLE}</style>\n</head>\n"
-            f"<body>\n{body}\n</body>\n</html>\n")
 
 
 def write_report(run_dir: Path, inputs: ReportInputs) -> dict:

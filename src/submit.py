@@ -37,8 +37,7 @@ from src.data import (
     csv_syntax_error,
     find_csv,
     find_data_dir,
-    load_digits,
-    plan_training_images,
+    load_fold_digits,
     read_digits_csv,
     unreadable_error,
 )
@@ -249,10 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise DataError("--source kaggle with --upload", f"--source {config.source}",
                         column="--upload")
     started = time.perf_counter()
-    digits = load_digits(config)
-    digits.x_train, digits.y_train = plan_training_images(
-        digits, config.train_samples, config.seed, needed=config.folds,
-        purpose=f"{config.folds} stratified folds (--folds)", size_flag="--train-samples")
+    digits = load_fold_digits(config)
     loaded = time.perf_counter()
     print(f"data: {len(digits.y_train)} training and {len(digits.x_test)} test images "
           f"({digits.source}) in {loaded - started:.1f}s", flush=True)

@@ -67,7 +67,7 @@ def write_run(submissions_dir: Path, run_id: str, correct: int, total: int = 42_
     """A published run folder as python -m src.submit leaves it, small: metrics.json with the
     fields the ledger and the Kaggle loop read, a short report.md/report.html and a valid
     submission.csv for the TEST_SIZE fixture test set."""
-    from src import report
+    from src import document, report
 
     low, high = report.accuracy_interval(correct, total)
     score = {"accuracy": correct / total, "ci95_low": low, "ci95_high": high,
@@ -80,12 +80,12 @@ def write_run(submissions_dir: Path, run_id: str, correct: int, total: int = 42_
     run_dir = submissions_dir / run_id
     run_dir.mkdir(parents=True)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    blocks = [report.Heading(1, "Digit Recognizer: evaluation report"),
-              report.Paragraph(f"Ensemble out-of-fold accuracy: {correct / total:.2%}",
+    blocks = [document.Heading(1, "Digit Recognizer: evaluation report"),
+              document.Paragraph(f"Ensemble out-of-fold accuracy: {correct / total:.2%}",
                                strong=True),
-              report.Heading(2, "Models")]
-    (run_dir / "report.md").write_text(report.render_markdown(blocks))
-    (run_dir / "report.html").write_text(report.render_html(blocks, "report"))
+              document.Heading(2, "Models")]
+    (run_dir / "report.md").write_text(document.render_markdown(blocks))
+    (run_dir / "report.html").write_text(document.render_html(blocks, "report"))
     pd.DataFrame({"ImageId": np.arange(1, TEST_SIZE + 1), "Label": 0}).to_csv(
         run_dir / "submission.csv", index=False)
     return run_dir

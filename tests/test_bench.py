@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from src import bench, bench_runs, notebook_way
+from src import bench, bench_runs, bench_timing, notebook_way
 from src.config import run_cli
 
 TRAIN_WAYS = ("package: uint8 → tf.data → fit", "package: src.model.fit, 6 epochs",
@@ -88,9 +88,10 @@ def test_smoke_bench_prints_the_table_and_writes_new_files(kaggle_dir_readonly, 
 @pytest.mark.slow
 def test_levers_time_every_lever_against_the_batch_size_in_use():
     rng = np.random.default_rng(0)
-    count = bench.training_images_needed(256, bench.LEVER_BATCH_SIZES)
+    count = bench_timing.training_images_needed(256, bench_timing.LEVER_BATCH_SIZES)
     x = rng.integers(0, 256, (count, 28, 28, 1), dtype=np.uint8)
-    rows = bench.lever_rows(x, rng.integers(0, 10, count), batch_size=64, images=256, seed=0)
+    rows = bench_timing.lever_rows(x, rng.integers(0, 10, count), batch_size=64, images=256,
+                                   seed=0)
     assert [row.way for row in rows][:3] == ["batch 64", "batch 128", "batch 256"]
     assert len(rows) == 8 and all(row.compared_to == "batch 64" for row in rows[1:])
     [parallel] = [row for row in rows if row.way.startswith("2 worker processes")]
@@ -102,7 +103,7 @@ def test_levers_time_every_lever_against_the_batch_size_in_use():
             # the parallel row counts both workers' images
             assert row.images == (512 if row is parallel else 256)
             assert row.wall_seconds > 0 and row.cpu_seconds > 0
-            assert row.way == "batch 64" or bench.ratios(row, rows)[1] > 0
+            assert row.way == "batch 64" or bench_timing.ratios(row, rows)[1] > 0
     assert keras.mixed_precision.global_policy().name == "float32"
     table = bench.markdown_table(rows)
     assert "| train (lever) | batch 64 | 256 |" in table and "| baseline |" in table

@@ -226,7 +226,7 @@ def test_killed_parallel_run_leaves_no_worker_and_resumes(kaggle_dir_readonly, t
 def test_corrupt_fold_model_is_one_line_error_naming_the_file(kaggle_dir_readonly, tmp_path,
                                                               capsys):
     config = submit._parse_args(_args(kaggle_dir_readonly, tmp_path))[1]
-    digits = submit.load_digits(config)
+    digits = submit.load_fold_digits(config)
     with pytest.warns(UserWarning):
         [member] = ensemble.load_members(config)
     key = ensemble.member_key(member, config,
