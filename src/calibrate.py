@@ -93,5 +93,5 @@ def measure_speed(hparams: dict, x: np.ndarray, y: np.ndarray, x_test: np.ndarra
     cnn.predict(model, images)
     predict_rate = PREDICT_IMAGES / (time.perf_counter() - predicted)
     startup += first_batch - PREDICT_BATCH / predict_rate
-    keras.backend.clear_session()
+    cnn.clear_session()
     return Speed(train_rate, predict_rate, max(startup, 0.0))

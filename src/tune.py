@@ -3,7 +3,7 @@
 Hyperband, Bayesian optimisation or random search (``--tuner``). Each trial
 trains as an ensemble member does (a one-epoch warm-up, then a cosine decay to
 its last epoch, every epoch run) and is scored by its last epoch's accuracy on
-a stratified hold-out. Everything
+a stratified hold-out (the hypermodel and tuners: src.tuners). Everything
 goes under ``<artifacts>/tune/``: the tuner's own project folder (one per search
 setting, so the same command resumes its search and a changed flag starts its
 own; each trial's folder keeps its hold-out probabilities), ``best_hparams.json``
@@ -29,7 +29,7 @@ import keras_tuner as kt
 import numpy as np
 from keras_tuner.src import utils as kt_utils
 
-from src import budget, calibrate
+from src import budget
 from src.config import (
     Config,
     add_minutes,
@@ -41,18 +41,9 @@ from src.config import (
 from src.data import load_digits, plan_training_images, split_train_val
 from src.errors import DataError
 from src.kaggle_api import download_competition_data
-from src.model import (
-    build_cnn,
-    define_search_space,
-    make_dataset,
-    predict,
-    resolve_precision,
-    steps_per_epoch,
-    use_precision,
-)
+from src.model import define_search_space, resolve_precision, use_precision
 from src.search_results import (
     COMPLETED,
-    HOLDOUT_PROBS,
     OBJECTIVE,
     describe_ensemble,
     ensemble_from_search,
@@ -60,21 +51,22 @@ from src.search_results import (
     rank_trials,
     write_results,
 )
-from src.util import (
-    WRITABLE,
-    describe_os_error,
-    format_duration,
-    partial_path,
-    write_atomically,
-    writing,
+from src.tuners import (
+    HYPERBAND_FACTOR,
+    BayesianTuner,
+    CNNHyperModel,
+    HyperbandTuner,
+    Progress,
+    RandomTuner,
+    SearchTuner,
+    planned_epochs,
 )
+from src.util import format_duration, write_atomically, writing
 
 VAL_FRACTION = 0.2
-HYPERBAND_FACTOR = 3
 MIN_TUNE_SAMPLES = 100
 MIN_IMAGES_PER_DIGIT = 5  # so that the 20% hold-out holds one of each
 TIMED_EPOCHS_CAP = 10  # a time-based trial trains at most this many times --tune-epochs
-VAL_BATCH_SIZE = 1024
 ENV_TUNER_ID = "KERASTUNER_TUNER_ID"
 ENV_ORACLE_IP = "KERASTUNER_ORACLE_IP"
 ENV_ORACLE_PORT = "KERASTUNER_ORACLE_PORT"
@@ -85,251 +77,6 @@ def search_space_names() -> list[str]:
     hp = kt.HyperParameters()
     define_search_space(hp)
     return list(hp.values)
-
-
-class CNNHyperModel(kt.HyperModel):
-    """src.model's CNN as a KerasTuner hypermodel, trained as an ensemble member is.
-
-    A trial's learning rate warms up over its first epoch, then follows a cosine
-    decay to its last epoch (src.model.build_cnn, as src.ensemble's fold models):
-    self.epochs, or a Hyperband rung's epochs (from the earlier rung's end, whose
-    weights it continues). The input pipeline is built inside each trial, so a
-    trial's shuffling depends on the seed alone, not on the trials before it.
-    """
-
-    def __init__(self, train_images: int, batch_size: int, seed: int, epochs: int,
-                 wide: bool = False):
-        super().__init__()
-        self.train_images = train_images
-        self.batch_size = batch_size
-        self.seed = seed
-        self.epochs = epochs  # what a Bayesian or random trial trains
-        self.wide = wide
-
-    def trial_epochs(self, hp: kt.HyperParameters) -> int:
-        """The epochs a trial trains: its Hyperband rung's, else self.epochs."""
-        return hp.values.get("tuner/epochs", self.epochs) - hp.values.get("tuner/initial_epoch", 0)
-
-    def build(self, hp: kt.HyperParameters) -> keras.Model:
-        """The compiled CNN for one point of the search space, its schedule ending at the
-        trial's last epoch."""
-        define_search_space(hp, wide=self.wide)  # first: build_cnn's narrow one then adds nothing
-        return build_cnn(hp, steps_per_epoch(self.train_images, self.batch_size),
-                         self.trial_epochs(hp))
-
-    def fit(self, hp, model, x, y, validation_data, **kwargs) -> keras.callbacks.History:
-        """Train on uint8 arrays (x, y) for every epoch of the trial, validating on
-        validation_data = (x_val, y_val)."""
-        x_val, y_val = validation_data
-        kwargs.setdefault("epochs", self.epochs)  # Hyperband sets its rung's
-        return model.fit(make_dataset(x, y, self.batch_size, shuffle=True, seed=self.seed,
-                                      repeat=True),
-                         steps_per_epoch=steps_per_epoch(len(x), self.batch_size),
-                         validation_data=make_dataset(x_val, y_val, VAL_BATCH_SIZE, shuffle=False),
-                         shuffle=False, **kwargs)  # the dataset shuffles; Keras would warn
-
-
-def planned_epochs(config: Config) -> list[int]:
-    """The epochs each trial trains, in the order the oracle hands trials out (for the ETA);
-    time-based trials count 1 each, since each takes the same time."""
-    if config.trial_seconds:
-        return [1] * config.max_trials
-    if config.tuner != "hyperband":
-        return [config.tune_epochs] * config.max_trials
-    # One Hyperband iteration, bracket by bracket and round by round, as HyperbandOracle runs it.
-    oracle = kt.oracles.HyperbandOracle(max_epochs=config.tune_epochs, factor=HYPERBAND_FACTOR)
-    plan: list[int] = []
-    for bracket in reversed(range(oracle._get_num_brackets())):
-        for round_num in range(bracket + 1):
-            start = oracle._get_epochs(bracket, round_num - 1) if round_num else 0
-            epochs = oracle._get_epochs(bracket, round_num) - start
-            plan += [epochs] * oracle._get_size(bracket, round_num)
-    return plan
-
-
-class Progress:
-    """The line printed after each trial: trial i of ~n, its time, elapsed, ETA.
-
-    The ETA is this run's seconds per planned epoch times the planned epochs
-    left, so Hyperband's long late rounds are not priced like its short first ones.
-    """
-
-    def __init__(self, plan: list[int], prefix: str = ""):
-        self.plan = plan
-        self.prefix = prefix
-        self.started = self.trial_started = time.monotonic()
-        self.epochs_done = 0
-
-    def trial_begins(self) -> None:
-        """Start the clock of one trial."""
-        self.trial_started = time.monotonic()
-
-    def trial_ends(self, trial: kt.engine.trial.Trial) -> str:
-        """The progress line for a trial that just ended."""
-        now = time.monotonic()
-        number = int(trial.trial_id) + 1
-        self.epochs_done += self.plan[min(number, len(self.plan)) - 1]
-        outcome = "done" if trial.status == COMPLETED else trial.status.lower()
-        eta = (now - self.started) / self.epochs_done * sum(self.plan[number:])
-        return (f"{self.prefix}trial {number} of ~{len(self.plan)} {outcome} in "
-                f"{format_duration(now - self.trial_started)}; elapsed "
-                f"{format_duration(now - self.started)}, ETA ~{format_duration(eta)}")
-
-
-def start_with_the_default(oracle: kt.Oracle) -> None:
-    """Make the default CNN (DEFAULT_HPARAMS) the first configuration the oracle hands out.
-
-    A short search on a CPU is noisy; starting from the configuration known to
-    train well means its top-k holds that one unless a trial beats it.
-    """
-    sample_at_random = oracle._random_values
-
-    def default_first() -> dict | None:
-        # The space declares DEFAULT_HPARAMS as its defaults, so its values are them.
-        defaults = dict(oracle.hyperparameters.values)
-        if defaults and not oracle._duplicate(defaults):
-            return defaults
-        return sample_at_random()
-
-    oracle._random_values = default_first
-
-
-def measure_trial_speed(hp: kt.HyperParameters, x: np.ndarray, y: np.ndarray,
-                        batch_size: int, seed: int) -> float:
-    """The training images per second of the network of hp on this machine, timed for
-    calibrate.TRIAL_CALIBRATION_SECONDS after a warm-up."""
-    model = build_cnn(hp)
-    speed, _ = calibrate.training_speed(model, x, y, batch_size,
-                                        calibrate.TRIAL_CALIBRATION_SECONDS, seed)
-    keras.backend.clear_session()
-    return speed
-
-
-def timed_epochs(trial_seconds: float, images_per_second: float, train_images: int,
-                 most: int) -> int:
-    """The whole epochs of train_images that trial_seconds buy at images_per_second:
-    at least 1, at most `most`."""
-    return int(min(max(trial_seconds * images_per_second // train_images, 1), most))
-
-
-class FailedTrialWrite(DataError, kt.errors.FatalError):
-    """A write in a trial that failed (a full disk, a read-only folder). KerasTuner ends
-    the search on a FatalError, where it would go on to the next trial after any other
-    error; run_cli prints it, a DataError, on one line."""
-
-
-class _SearchTuner:
-    """What this package adds to each KerasTuner tuner.
-
-    Per-trial seeds, time-based trials (trial_seconds > 0: each trial times its
-    network, then trains the epochs those seconds buy, at most most_epochs), the
-    metrics a trial reports, the progress line, and two repairs when a killed
-    search is reloaded.
-    """
-
-    def __init__(self, hypermodel: CNNHyperModel, *, seed: int, progress: Progress,
-                 trial_seconds: float = 0.0, most_epochs: int = 1, **kwargs):
-        self.trial_seed = seed
-        self.progress = progress
-        self.trial_seconds = trial_seconds
-        self.most_epochs = most_epochs
-        super().__init__(hypermodel, seed=seed + 1, **kwargs)  # KerasTuner reads seed 0 as "none"
-        if isinstance(self.oracle, kt.Oracle):  # not a worker's client of the chief's oracle
-            start_with_the_default(self.oracle)
-
-    def run_trial(self, trial, x, y, validation_data, **kwargs) -> dict[str, float]:
-        """Train one configuration for every epoch of its schedule; report its last epoch's
-        val_accuracy and val_loss, its epochs (a Hyperband rung's include the earlier
-        rungs'), its size and its training seconds; timed, its network's images per second."""
-        measured = self._time_the_network(trial, x, y) if self.trial_seconds else {}
-        # A seed per trial: a resumed search trains each trial as an unbroken one does.
-        keras.utils.set_random_seed(self.trial_seed + int(trial.trial_id))
-        started = time.perf_counter()
-        try:
-            (history,) = super().run_trial(trial, x, y, validation_data=validation_data,
-                                           **kwargs)
-            seconds = time.perf_counter() - started
-            self._keep_last_epoch(trial, history.model, validation_data[0])
-        except OSError as error:  # saving the trial's checkpoint: a full disk fails every trial
-            raise FailedTrialWrite(WRITABLE, describe_os_error(error),
-                                   file=self.get_trial_dir(trial.trial_id)) from None
-        logs = history.history
-        return {OBJECTIVE: logs[OBJECTIVE][-1], "val_loss": logs["val_loss"][-1],
-                "epochs": history.epoch[-1] + 1, "params": history.model.count_params(),
-                "seconds": round(seconds, 1), **measured}
-
-    def _time_the_network(self, trial, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-        """Measure the trial's network's speed and set the epochs the trial trains."""
-        speed = measure_trial_speed(trial.hyperparameters, x, y, self.hypermodel.batch_size,
-                                    self.trial_seed)
-        epochs = timed_epochs(self.trial_seconds, speed, len(x), self.most_epochs)
-        self.hypermodel.epochs = epochs
-        print(f"{self.progress.prefix}trial {int(trial.trial_id) + 1}: {speed:,.0f} images/s "
-              f"on this machine, so {epochs} epoch(s) in {self.trial_seconds:g}s", flush=True)
-        return {"images_per_second": round(speed, 1)}
-
-    def _keep_last_epoch(self, trial, model: keras.Model, x_val: np.ndarray) -> None:
-        """Save what the trial's last epoch, the one it is scored by, left: its weights as
-        its checkpoint, so that a Hyperband trial continuing it starts from there
-        (KerasTuner's SaveBestEpoch keeps the best epoch's), and its hold-out
-        probabilities, to choose the ensemble from."""
-        # _get_checkpoint_fname is KerasTuner's private name for the file Hyperband loads.
-        model.save_weights(self._get_checkpoint_fname(trial.trial_id))
-        save_array(Path(self.get_trial_dir(trial.trial_id)) / HOLDOUT_PROBS, predict(model, x_val))
-
-    def on_trial_begin(self, trial) -> None:
-        """Start the trial's clock."""
-        super().on_trial_begin(trial)
-        self.progress.trial_begins()
-
-    def on_trial_end(self, trial) -> None:
-        """Report the trial to the oracle, save, then print the progress line."""
-        super().on_trial_end(trial)
-        print(self.progress.trial_ends(trial), flush=True)
-
-    def _configure_tensorboard_dir(self, callbacks, trial, execution=0) -> None:
-        """Nothing to do: this search has no TensorBoard callback.
-
-        KerasTuner's version imports tensorboard in every trial, callback or not,
-        and TensorFlow no longer installs it: every trial would fail.
-        """
-
-    def reload(self) -> None:
-        """Reload a search, repairing what a kill between two of KerasTuner's writes leaves."""
-        super().reload()
-        oracle = self.oracle
-        # Killed after a new trial's file was written but before the oracle's state was:
-        # the saved oracle never handed that trial out, so forget it (its id is reused).
-        for trial_id in [t for t in oracle.trials if t not in oracle.start_order]:
-            del oracle.trials[trial_id]
-        # Killed after a trial's end was written but before the oracle dropped it from its
-        # running trials: KerasTuner would train that finished trial again.
-        oracle._retry_queue = [t for t in oracle._retry_queue
-                               if oracle.trials[t].status != COMPLETED]
-
-
-class HyperbandTuner(_SearchTuner, kt.Hyperband):
-    """Hyperband with this package's seeds, metrics, progress and resume repairs."""
-
-
-class BayesianTuner(_SearchTuner, kt.BayesianOptimization):
-    """Bayesian optimisation with this package's seeds, metrics, progress and resume repairs."""
-
-
-class RandomTuner(_SearchTuner, kt.RandomSearch):
-    """Random search with this package's seeds, metrics, progress and resume repairs."""
-
-
-def save_array(path: Path, array: np.ndarray) -> None:
-    """np.save to a partial file beside path, then os.replace it: never half a file."""
-    partial = partial_path(path)
-    try:
-        with open(partial, "wb") as handle:
-            np.save(handle, array)
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
 
 
 def _save_json_atomically(path: str, obj: object) -> str:
@@ -358,7 +105,7 @@ def project_name(config: Config) -> str:
             f"-b{config.batch_size}-seed{config.seed}-{resolve_precision(config.precision)}")
 
 
-def build_tuner(config: Config, role: str | None, train_images: int) -> _SearchTuner:
+def build_tuner(config: Config, role: str | None, train_images: int) -> SearchTuner:
     """The tuner config asks for, its trials training on train_images images, reloading its
     project folder unless config.overwrite."""
     # KerasTuner writes its state files in place; a kill mid-write would leave a
@@ -375,9 +122,9 @@ def build_tuner(config: Config, role: str | None, train_images: int) -> _SearchT
         overwrite=config.overwrite and role != "worker")
     with writing(folder):  # a read-only --artifacts-dir fails here, not inside KerasTuner
         folder.mkdir(parents=True, exist_ok=True)
-    use_precision(config.precision)  # before any trial builds a model
+    policy = use_precision(config.precision)  # before any trial builds a model
     hypermodel = CNNHyperModel(train_images, config.batch_size, config.seed, config.tune_epochs,
-                               config.wide_space)
+                               config.wide_space, policy)
     if config.tuner == "hyperband":
         return HyperbandTuner(hypermodel, max_epochs=config.tune_epochs, factor=HYPERBAND_FACTOR,
                               **common)

@@ -82,7 +82,7 @@ def _train_in_worker(train_fold: Callable, job, split: tuple[np.ndarray, np.ndar
     print(job.status("training"), flush=True)
     seconds = train_fold(job, _worker_data["x"], _worker_data["y"], split, config, verbose=0,
                          callbacks=[EpochLine(job.label())])
-    keras.backend.clear_session()
+    cnn.clear_session()
     return seconds
 
 

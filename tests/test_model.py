@@ -64,6 +64,15 @@ def test_auto_precision_is_bfloat16_only_on_a_cpu_with_bfloat16_instructions(mon
     assert any(layer.compute_dtype == "bfloat16" for layer in built.layers)
 
 
+def test_clear_session_keeps_the_dtype_policy():
+    model.use_precision("mixed_bfloat16")
+    keras.backend.clear_session()
+    assert keras.mixed_precision.global_policy().name == "float32"  # what Keras' own does
+    model.use_precision("mixed_bfloat16")
+    model.clear_session()
+    assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+
+
 def test_smoothed_loss_matches_categorical_crossentropy_on_smoothed_one_hot_labels():
     probs = np.array([[0.7, 0.2] + [0.0125] * 8, [0.1] * 10], np.float32)
     labels = np.array([0, 3])

@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src import search_results, tune, util
+from src import search_results, tune, tuners, util
 from src.config import Config, run_cli
 from src.errors import DataError
-from src.model import DEFAULT_HPARAMS
+from src.model import DEFAULT_HPARAMS, build_cnn
 from tests.conftest import REPO_ROOT
 from tests.fixtures import keep_only
 
@@ -327,9 +327,9 @@ def test_half_set_distributed_environment_is_one_line_exit_2(kaggle_dir_readonly
 
 def test_hyperband_plan_follows_its_brackets_and_rounds():
     # max_epochs 6, factor 3: five trials of 2 epochs, the best two on to 6, then three of 6.
-    plan = tune.planned_epochs(Config(tuner="hyperband", tune_epochs=6))
+    plan = tuners.planned_epochs(Config(tuner="hyperband", tune_epochs=6))
     assert plan == [2] * 5 + [4] * 2 + [6] * 3
-    assert tune.planned_epochs(Config(tuner="random", max_trials=3, tune_epochs=4)) == [4, 4, 4]
+    assert tuners.planned_epochs(Config(tuner="random", max_trials=3, tune_epochs=4)) == [4, 4, 4]
 
 
 def test_an_atomic_write_that_fails_leaves_the_old_file(tmp_path, monkeypatch):
@@ -355,6 +355,26 @@ def test_the_tuner_trains_in_the_chosen_precision(tmp_path):
     assert tune.project_name(config).endswith("-mixed_bfloat16")
 
 
+def test_every_trial_builds_its_networks_in_the_chosen_precision(kaggle_dir_readonly, tmp_path,
+                                                                  monkeypatch):
+    """Keras' clear_session resets the dtype policy to float32: timing a trial's network
+    and clearing the session must not leave that trial, or the next, in float32."""
+    import keras
+
+    policies = []
+
+    def spy(*args, **kwargs):
+        policies.append(keras.mixed_precision.global_policy().name)
+        return build_cnn(*args, **kwargs)
+
+    monkeypatch.setattr(tuners, "build_cnn", spy)
+    args = _args(kaggle_dir_readonly, tmp_path / "artifacts", *ONE_EPOCH_RANDOM,
+                 "--trial-seconds", "1", "--precision", "mixed_bfloat16")
+    assert tune.main(args) == 0
+    assert len(policies) >= 4  # each of 2 trials: its network timed, then trained
+    assert set(policies) == {"mixed_bfloat16"}
+
+
 def test_leaderboard_shows_hyperparameters_unrounded():
     row = {"rank": 1, "trial_id": "0000", "val_accuracy": 0.98583, "status": "COMPLETED",
            "params": 426058, "epochs": 6, "seconds": 31.4, "hparams": dict(DEFAULT_HPARAMS)}
@@ -370,7 +390,7 @@ def _schedule(model) -> dict:
 def test_trials_train_on_the_members_schedule_to_their_own_last_epoch():
     import keras_tuner as kt
 
-    hypermodel = tune.CNNHyperModel(train_images=1000, batch_size=100, seed=0, epochs=7)
+    hypermodel = tuners.CNNHyperModel(train_images=1000, batch_size=100, seed=0, epochs=7)
     hp = kt.HyperParameters()
     schedule = _schedule(hypermodel.build(hp))  # a Bayesian or random trial: 7 epochs
     assert schedule["decay_steps"] == 10 * 7 and schedule["warmup_steps"] == 10
@@ -381,20 +401,18 @@ def test_trials_train_on_the_members_schedule_to_their_own_last_epoch():
 
 
 def test_equal_seconds_buy_a_network_twice_as_fast_twice_the_epochs():
-    assert tune.timed_epochs(30, 3200, 9600, most=60) == 10
-    assert tune.timed_epochs(30, 6400, 9600, most=60) == 20
-    assert tune.timed_epochs(30, 100, 9600, most=60) == 1  # never none
-    assert tune.timed_epochs(30, 10**6, 9600, most=60) == 60  # never past the cap
+    assert tuners.timed_epochs(30, 3200, 9600, most=60) == 10
+    assert tuners.timed_epochs(30, 6400, 9600, most=60) == 20
+    assert tuners.timed_epochs(30, 100, 9600, most=60) == 1  # never none
+    assert tuners.timed_epochs(30, 10**6, 9600, most=60) == 60  # never past the cap
 
 
 def test_time_based_trials_train_the_epochs_their_measured_speed_buys(
         kaggle_dir_readonly, tmp_path, monkeypatch, capsys):
-    from src.model import build_cnn
-
-    def stand_in_speed(hp, x, y, batch_size, seed):  # no clock: speed falls with size
+    def stand_in_speed(hp, x, y, batch_size, seed, precision):  # no clock: falls with size
         return 4e8 / build_cnn(hp).count_params()
 
-    monkeypatch.setattr(tune, "measure_trial_speed", stand_in_speed)
+    monkeypatch.setattr(tuners, "measure_trial_speed", stand_in_speed)
     artifacts = tmp_path / "artifacts"
     args = _args(kaggle_dir_readonly, artifacts, *ONE_EPOCH_RANDOM, "--trial-seconds", "1")
     assert tune.main(args) == 0
@@ -403,6 +421,6 @@ def test_time_based_trials_train_the_epochs_their_measured_speed_buys(
     assert list(trials["status"]) == ["COMPLETED", "COMPLETED"]
     for trial in trials.itertuples():  # 240 training images, at most 10 x --tune-epochs 1
         assert trial.images_per_second == pytest.approx(4e8 / trial.params, abs=0.1)
-        assert trial.epochs == tune.timed_epochs(1, trial.images_per_second, 240, most=10)
+        assert trial.epochs == tuners.timed_epochs(1, trial.images_per_second, 240, most=10)
     cheap, costly = trials.sort_values("params").itertuples()
     assert cheap.params < costly.params and cheap.epochs > costly.epochs
