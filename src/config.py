@@ -138,8 +138,8 @@ PROFILES: dict[str, dict[str, object]] = {
     # the wide space (more filters and dense units) for a GPU; the plan sets folds, repeats,
     # epochs and networks (the values below are its recipe without a budget).
     "full": dict(
-        tuner="bayesian", max_trials=40, trial_seconds=20.0, tune_epochs=30, tune_samples=0,
-        wide_space=True,
+        tuner="bayesian", max_trials=40, trial_seconds=20.0, tune_epochs=30,
+        tune_samples=12_000, wide_space=True,
         top_k=2, folds=3, repeats=3, epochs=40, batch_size=128, train_samples=0, tta=True,
         minutes=120,
     ),
