@@ -78,9 +78,10 @@ PLAN_TABLE: tuple[PlanRow, ...] = (
         "trial 2-3 epochs."),
 )
 
-# Two fold models side by side against one alone (2 x alone / pair, README): 8m33s and
-# 4m45s (1.11x), 6m02s and 3m13s (1.07x), 5m10s and 2m47s (1.08x); their mean. Not
-# measured for more workers.
+# Two fold models side by side against the odd one alone (2 x alone / pair, README):
+# 1.07x to 1.13x in six runs, mean 1.10x. 1.08 is a little below that mean because it
+# kept whole plans on time: with 1.11, 9-model plans trained from 1m13s behind to 1m05s
+# ahead; with 1.08, 1 s behind and 8 s ahead (two runs). Not measured for more workers.
 PARALLEL_SPEEDUP = 1.08
 WORKER_START_SECONDS = 5.0  # a worker process imports TensorFlow: 3.6 s on the 2-core VM
 MODEL_LOAD_SECONDS = 0.5  # loading one saved fold model to predict with it

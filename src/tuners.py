@@ -144,7 +144,7 @@ def start_with_the_default(oracle: kt.Oracle) -> None:
 
 
 def measure_trial_speed(hp: kt.HyperParameters, x: np.ndarray, y: np.ndarray,
-                        batch_size: int, seed: int, precision: str = "float32") -> float:
+                        batch_size: int, seed: int, precision: str) -> float:
     """The training images per second of the network of hp in the dtype policy precision
     on this machine, timed for calibrate.TRIAL_CALIBRATION_SECONDS after a warm-up."""
     use_precision(precision)

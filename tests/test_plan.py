@@ -90,8 +90,8 @@ def _plan(minutes: float, speeds=None, search_seconds: float = 0.0, **given) -> 
 
 
 def test_two_workers_train_a_pair_at_the_measured_speedup():
-    # A pair at PARALLEL_SPEEDUP times one's speed (README, three measured pairs); the odd
-    # fold trains alone.
+    # A pair at PARALLEL_SPEEDUP times one's speed (README, measured pairs); the odd fold
+    # trains alone.
     seconds = plan.training_seconds([285.0] * 3, jobs=2)
     assert seconds == pytest.approx(plan.WORKER_START_SECONDS + 2 * 285 / 1.08 + 285)
     assert plan.training_seconds([285.0] * 3, jobs=1) == 3 * 285
