@@ -7,26 +7,26 @@ Any bad input raises DataError naming the file, line and column.
 
 from __future__ import annotations
 
-import gzip
 import os
-import re
 import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from src.config import DATA_DIR_ENV, Config
+
+# The images' shape and the classes are defined with the CSV format and read from here.
+from src.csv_files import (  # noqa: F401 (IMAGE_SHAPE)
+    IMAGE_SHAPE,
+    NUM_CLASSES,
+    READ_ERRORS,
+    error_name,
+    read_digits_csv,
+)
 from src.errors import DataError
 
-IMAGE_SHAPE = (28, 28, 1)
-NUM_PIXELS = 28 * 28
-NUM_CLASSES = 10
-PIXEL_COLUMNS = [f"pixel{i}" for i in range(NUM_PIXELS)]
-TRAIN_COLUMNS = ["label", *PIXEL_COLUMNS]
 KAGGLE_INPUT_DIR = Path("/kaggle/input/digit-recognizer")
 LOCAL_DATA_DIR = Path("data/digit-recognizer")
 HOW_TO_GET_DATA = (
@@ -76,229 +76,13 @@ def find_data_dir(data_dir: str | Path | None = None) -> Path:
                     hint=HOW_TO_GET_DATA)
 
 
-# What reading a file can raise before any of its values is seen: bytes that are not
-# UTF-8, a .gz that is not gzip or is cut short, a disk that fails.
-READ_ERRORS = (UnicodeDecodeError, OSError, EOFError, zlib.error)
-# The first bytes of a .csv that is not UTF-8 text, and what to do about it.
-FILE_SIGNATURES = {b"\x1f\x8b": "it is gzip-compressed: add .gz to its name",
-                   b"PK\x03\x04": "it is a zip archive: unzip it",
-                   b"\xff\xfe": "it is UTF-16 text: save it as UTF-8",
-                   b"\xfe\xff": "it is UTF-16 text: save it as UTF-8"}
-
-
-def _open_text(path: Path):
-    """A text handle on a .csv or .csv.gz; a UTF-8 byte-order mark is dropped."""
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
-    return open(path, encoding="utf-8-sig", newline="")
-
-
-def _read_line(path: Path, line_number: int) -> str:
-    """The text of one 1-based line of the file (error path only)."""
-    with _open_text(path) as handle:
-        for number, text in enumerate(handle, start=1):
-            if number == line_number:
-                return text.rstrip("\r\n")
-    return ""
-
-
-def _error_name(error: BaseException) -> str:
-    """EOFError, gzip.BadGzipFile, zlib.error: the exception's type as Python prints it."""
-    kind = type(error)
-    return kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
-
-
-def _field_name(line_text: bytes, offset: int, line: int, columns: list[str]) -> str:
-    """The column that byte offset of a line falls in: its name, or its position in the header."""
-    position = line_text.count(b",", 0, offset)
-    if line == 1 or position >= len(columns):
-        return f"column {position + 1}"
-    return columns[position]
-
-
-def unreadable_error(path: Path, error: BaseException, columns: list[str]) -> DataError:
-    """The DataError for a file that cannot be read as text (error is one of READ_ERRORS):
-    the line and column of its first byte that is not UTF-8, or the line where a damaged
-    archive breaks off. Reads the file again, line by line: the failure path only."""
-    line, text = 0, b""
-    compressed = path.suffix == ".gz"
-    try:
-        with (gzip.open if compressed else open)(path, "rb") as handle:
-            for text in handle:
-                line += 1
-                text.decode("utf-8")  # a line break is never part of a multi-byte character
-    except UnicodeDecodeError as bad:
-        hint = None
-        if line == 1 and not compressed:
-            hint = next((what for signature, what in FILE_SIGNATURES.items()
-                         if text.startswith(signature)), None)
-        return DataError("UTF-8 text", f"byte {text[bad.start]:#04x}", file=path, line=line,
-                         column=_field_name(text, bad.start, line, columns), hint=hint)
-    except (OSError, EOFError, zlib.error) as broken:
-        expected = "a gzip archive" if compressed else "a readable file"
-        return DataError(expected, f"{_error_name(broken)}: {broken}", file=path,
-                         line=line + 1 if line else None)
-    # The file reads whole now: say what failed the first time.
-    return DataError("a readable file", f"{_error_name(error)}: {error}", file=path)
-
-
-def _check_header(path: Path, expected: list[str]) -> None:
-    with _open_text(path) as handle:
-        header = handle.readline().rstrip("\r\n")
-    if not header:
-        raise DataError(f"a header row of {len(expected)} columns ({expected[0]}, ...)",
-                        "an empty file", file=path, line=1)
-    names = [name.strip().strip('"') for name in header.split(",")]
-    seen: set[str] = set()
-    for position, (name, want) in enumerate(zip(names, expected, strict=False), start=1):
-        if name != want:
-            what = f"duplicate {name!r}" if name in seen else repr(name)
-            raise DataError(repr(want), what, file=path, line=1, column=f"column {position}")
-        seen.add(name)
-    if len(names) != len(expected):
-        raise DataError(f"{len(expected)} columns ({expected[0]}, ..., {expected[-1]})",
-                        f"{len(names)}", file=path, line=1)
-
-
-def _is_whole_number(text: str) -> bool:
-    return re.fullmatch(r"\s*[+-]?\d+\s*", text) is not None
-
-
-def _describe(value: object) -> str:
-    text = str(value)
-    return "an empty cell" if text.strip() == "" else repr(text)
-
-
-def _first_bad_cell(frame: pd.DataFrame, low: int, high: int) -> tuple[int, int, object] | None:
-    """(row, column position, value) of the first cell, in file order, not an integer low..high."""
-    first: tuple[int, int, object] | None = None
-    for position, name in enumerate(frame.columns):
-        column = frame[name]
-        if pd.api.types.is_integer_dtype(column.dtype):
-            bad = (column < low) | (column > high)
-        else:
-            numbers = pd.to_numeric(column, errors="coerce")
-            if pd.api.types.is_float_dtype(column.dtype):
-                whole = numbers.mod(1) == 0
-            else:
-                whole = column.astype(str).map(_is_whole_number)
-            bad = numbers.isna() | ~whole | (numbers < low) | (numbers > high)
-        if bad.any():
-            row = int(np.argmax(bad.to_numpy()))
-            if first is None or row < first[0]:
-                first = (row, position, column.iloc[row])
-    return first
-
-
-def _read_slowly(path: Path, columns: list[str]) -> pd.DataFrame:
-    """Read a file the fast parse refused: return it as integers if it is fine after all
-    (blank lines at its end), else raise DataError at the first bad line and column."""
-    try:
-        frame = pd.read_csv(path, na_filter=False, skip_blank_lines=False, encoding="utf-8-sig",
-                            low_memory=False)
-    except pd.errors.ParserError as error:
-        raise csv_syntax_error(path, error, len(columns)) from None
-    frame = _drop_trailing_blank_rows(frame)
-    limits = {"label": (0, NUM_CLASSES - 1)}
-    first = None
-    for position, name in enumerate(columns):
-        low, high = limits.get(name, (0, 255))
-        found = _first_bad_cell(frame[[name]], low, high)
-        if found is not None and (first is None or found[0] < first[0]):
-            first = (found[0], position, found[2], low, high)
-    if first is None:
-        return frame.astype(np.int16)
-    row, position, value, low, high = first
-    line = row + 2
-    text = _read_line(path, line)
-    if text.strip() == "":
-        raise DataError(f"{len(columns)} values", "a blank line", file=path, line=line)
-    fields = text.count(",") + 1
-    if fields != len(columns):
-        raise DataError(f"{len(columns)} values", str(fields), file=path, line=line)
-    raise DataError(f"an integer {low}..{high}", _describe(value), file=path, line=line,
-                    column=columns[position])
-
-
-def csv_syntax_error(path: Path, error: Exception, expected_fields: int) -> DataError:
-    """The DataError for pandas' ParserError: a row of the wrong length, or an open quote."""
-    message = str(error).strip()
-    ragged = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message)
-    if ragged is not None:
-        return DataError(f"{expected_fields} values", ragged.group(3), file=path,
-                         line=int(ragged.group(2)))
-    open_quote = re.search(r"EOF inside string starting at row (\d+)", message)
-    if open_quote is not None:  # pandas counts rows from 0, the header included
-        return DataError("a closing quote", "the end of the file", file=path,
-                         line=int(open_quote.group(1)) + 1)
-    return DataError("a well-formed CSV", " ".join(message.split()), file=path)
-
-
-def _drop_trailing_blank_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """Blank lines at the very end of a file are harmless; drop their empty rows."""
-    blank = frame.astype(str).apply(lambda column: column.str.strip() == "").all(axis=1)
-    keep = len(frame)
-    while keep > 0 and blank.iloc[keep - 1]:
-        keep -= 1
-    return frame.iloc[:keep]
-
-
-def read_digits_csv(path: str | Path, with_labels: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read a Kaggle train.csv (with_labels) or test.csv into uint8 images and int labels."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("a CSV file", "no such file", file=path, hint=HOW_TO_GET_DATA)
-    columns = TRAIN_COLUMNS if with_labels else PIXEL_COLUMNS
-    try:
-        frame = _read_frame(path, columns)
-    except READ_ERRORS as error:
-        raise unreadable_error(path, error, columns) from None
-    if len(frame) == 0:
-        raise DataError("at least one row of digits", "only the header", file=path, line=2)
-    values = frame.to_numpy()
-    pixels = values[:, 1:] if with_labels else values
-    bad = _first_out_of_range(pixels, 0, 255)
-    if bad is not None:
-        row, col = bad
-        raise DataError("an integer 0..255", repr(str(pixels[row, col])), file=path,
-                        line=row + 2, column=PIXEL_COLUMNS[col])
-    labels = None
-    if with_labels:
-        labels = values[:, 0].astype(np.int64)
-        bad = _first_out_of_range(labels[:, None], 0, NUM_CLASSES - 1)
-        if bad is not None:
-            raise DataError(f"an integer 0..{NUM_CLASSES - 1}", repr(str(labels[bad[0]])),
-                            file=path, line=bad[0] + 2, column="label")
-    images = pixels.astype(np.uint8).reshape(-1, *IMAGE_SHAPE)
-    return images, labels
-
-
-def _read_frame(path: Path, columns: list[str]) -> pd.DataFrame:
-    """The file's header checked and its rows as integers; DataError for any bad value."""
-    _check_header(path, columns)
-    try:
-        # The fast path: one C-parser pass straight into int16, no NaN handling.
-        return pd.read_csv(path, dtype=np.int16, na_filter=False, skip_blank_lines=False,
-                           encoding="utf-8-sig")
-    except UnicodeDecodeError:  # a ValueError too, but no slower parse can read it
-        raise
-    except (ValueError, OverflowError, pd.errors.ParserError):
-        return _read_slowly(path, columns)
-
-
-def _first_out_of_range(values: np.ndarray, low: int, high: int) -> tuple[int, int] | None:
-    bad = (values < low) | (values > high)
-    if not bad.any():
-        return None
-    flat = int(np.argmax(bad))
-    return divmod(flat, values.shape[1])
-
-
 def load_kaggle(data_dir: str | Path | None = None) -> Digits:
     """The competition's train.csv and test.csv, validated; test ImageIds are 1..M."""
     folder = find_data_dir(data_dir)
     train_path = find_csv(folder, "train")
     test_path = find_csv(folder, "test") or folder / "test.csv"
+    if not test_path.is_file():
+        raise DataError("a CSV file", "no such file", file=test_path, hint=HOW_TO_GET_DATA)
     x_train, y_train = read_digits_csv(train_path, with_labels=True)
     x_test, _ = read_digits_csv(test_path, with_labels=False)
     return Digits(x_train=x_train, y_train=y_train, x_test=x_test,
@@ -353,7 +137,7 @@ def load_keras_mnist(npz_path: str | Path | None = None) -> Digits:
             with np.load(npz_path, allow_pickle=False) as npz:
                 arrays = {key: npz[key] for key in npz.files}
         except (*READ_ERRORS, ValueError, zipfile.BadZipFile) as error:  # a damaged archive
-            raise DataError("an npz archive", f"{_error_name(error)}: {error}",
+            raise DataError("an npz archive", f"{error_name(error)}: {error}",
                             file=origin) from None
     _check_mnist_arrays(arrays, origin)
     x_test = arrays["x_test"].astype(np.uint8)[..., None]

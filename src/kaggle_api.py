@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from src.data import LOCAL_DATA_DIR, find_csv, find_data_dir, read_digits_csv
+from src.csv_files import read_digits_csv
+from src.data import LOCAL_DATA_DIR, find_csv, find_data_dir
 from src.errors import DataError
 from src.util import format_duration
 

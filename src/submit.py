@@ -32,15 +32,8 @@ from src.config import (
     config_from_args,
     run_cli,
 )
-from src.data import (
-    READ_ERRORS,
-    csv_syntax_error,
-    find_csv,
-    find_data_dir,
-    load_fold_digits,
-    read_digits_csv,
-    unreadable_error,
-)
+from src.csv_files import READ_ERRORS, csv_syntax_error, read_digits_csv, unreadable_error
+from src.data import find_csv, find_data_dir, load_fold_digits
 from src.errors import DataError
 from src.util import (
     format_duration,

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from src import data, submit
+from src import csv_files, data, submit
 from src.config import run_cli
 from src.errors import DataError
 
@@ -173,7 +173,7 @@ def _load(target, path, folder):
     if target == "submission":
         submit.check_submission_file(path, folder / "valid-test.csv")
         return
-    images, labels = data.read_digits_csv(path, with_labels=target == "train")
+    images, labels = csv_files.read_digits_csv(path, with_labels=target == "train")
     assert images.dtype == np.uint8 and images.shape[1:] == (28, 28, 1)
     assert labels is None or len(labels) == len(images)
 
