@@ -37,8 +37,8 @@ from src.config import Config
 from src.data import IMAGE_SHAPE, NUM_CLASSES, Digits, load_digits
 from src.ensemble import fold_splits
 from src.errors import DataError
+from src.metrics import accuracy_interval
 from src.model import make_dataset, predict, steps_per_epoch, use_precision
-from src.report import accuracy_interval
 from src.util import writing
 
 DEFAULT_BUDGETS = (8.0, 15.0, 30.0)

@@ -29,7 +29,7 @@ DIGITS = list(range(NUM_CLASSES))
 GALLERY_SIZE = 36
 GALLERY_COLUMNS = 6
 DPI = 110
-ENSEMBLE = "ensemble"  # the ensemble's key in the metrics (src.report.build_metrics)
+ENSEMBLE = "ensemble"  # the ensemble's key in the metrics (src.metrics.build_metrics)
 
 FIGURE_CAPTIONS = {
     "model_accuracy.png": "Out-of-fold accuracy with its 95% interval, per configuration and "
@@ -201,9 +201,9 @@ def write_figures(run_dir: Path, metrics: dict, *, images: np.ndarray, y_true: n
                   ensemble_probs: np.ndarray, histories: list[dict]) -> list[str]:
     """Draw and save every figure the inputs allow; return the file names written.
 
-    metrics is src.report.build_metrics' dict; images, y_true and ensemble_probs are the
+    metrics is src.metrics.build_metrics' dict; images, y_true and ensemble_probs are the
     training set in out-of-fold order and histories the fold models' training histories, as
-    in src.report.ReportInputs.
+    in src.metrics.ReportInputs.
     """
     y_true = np.asarray(y_true)
     figures = {

@@ -247,6 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"({digits.source}) in {loaded - started:.1f}s", flush=True)
 
     from src import ensemble, model, report, workers
+    from src.metrics import ReportInputs
 
     config = dataclasses.replace(config, precision=model.resolve_precision(config.precision),
                                  jobs=workers.resolve_jobs(config.jobs))
@@ -284,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              frame.to_csv(index=False, lineterminator="\n"))
         timings = {"load": loaded - started, "train": result.train_seconds,
                    "predict": result.predict_seconds, "total": time.perf_counter() - started}
-        metrics = report.write_report(partial, report.ReportInputs(
+        metrics = report.write_report(partial, ReportInputs(
             y_true=digits.y_train, images=digits.x_train, model_probs=result.oof_probs,
             ensemble_probs=oof_ensemble, ensemble_weights=weights, histories=result.histories,
             timings=timings, run_info=_run_info(config, members, result, digits, argv),

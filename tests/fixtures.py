@@ -67,9 +67,9 @@ def write_run(submissions_dir: Path, run_id: str, correct: int, total: int = 42_
     """A published run folder as python -m src.submit leaves it, small: metrics.json with the
     fields the ledger and the Kaggle loop read, a short report.md/report.html and a valid
     submission.csv for the TEST_SIZE fixture test set."""
-    from src import document, report
+    from src import document, metrics
 
-    low, high = report.accuracy_interval(correct, total)
+    low, high = metrics.accuracy_interval(correct, total)
     score = {"accuracy": correct / total, "ci95_low": low, "ci95_high": high,
              "errors": total - correct, "total": total}
     metrics = {"num_images": total, "models": {name: dict(score) for name in members},

@@ -19,6 +19,7 @@ import pytest
 
 from src import report
 from src.figures import worst_misclassified
+from src.metrics import ReportInputs, accuracy_interval
 from tests.fixtures import handwritten_digits
 
 SIZE = 600
@@ -53,7 +54,7 @@ def _history(epochs: int, shift: float) -> dict:
 
 
 def synthetic_inputs(size: int = SIZE, confusions=None, folds: int = 3,
-                     with_extras: bool = True) -> report.ReportInputs:
+                     with_extras: bool = True) -> ReportInputs:
     """ReportInputs on real handwriting (scikit-learn's digits, repeated to ``size``) whose
     ensemble makes exactly the mistakes in ``confusions``; each model makes a few more."""
     images, labels = handwritten_digits()
@@ -62,7 +63,7 @@ def synthetic_inputs(size: int = SIZE, confusions=None, folds: int = 3,
     confusions = ENSEMBLE_CONFUSIONS if confusions is None else confusions
     models = ("rank1", "rank2")
     extras = (RANK1_EXTRA, RANK2_EXTRA)
-    inputs = report.ReportInputs(
+    inputs = ReportInputs(
         y_true=labels,
         images=images,
         model_probs={name: confused_probs(labels, {**confusions, **extra})
@@ -89,7 +90,7 @@ def synthetic_inputs(size: int = SIZE, confusions=None, folds: int = 3,
 
 
 @pytest.fixture(scope="module")
-def written(tmp_path_factory) -> tuple[Path, dict, report.ReportInputs]:
+def written(tmp_path_factory) -> tuple[Path, dict, ReportInputs]:
     run_dir = tmp_path_factory.mktemp("run")
     inputs = synthetic_inputs()
     return run_dir, report.write_report(run_dir, inputs), inputs
@@ -98,16 +99,16 @@ def written(tmp_path_factory) -> tuple[Path, dict, report.ReportInputs]:
 def test_wilson_interval_matches_hand_computed_values():
     z2 = 1.96 ** 2
     # Closed forms at the edges: 0/n has upper bound z²/(n+z²), n/n has lower bound n/(n+z²).
-    assert report.accuracy_interval(0, 10) == pytest.approx((0.0, z2 / (10 + z2)))
-    assert report.accuracy_interval(10, 10) == pytest.approx((10 / (10 + z2), 1.0))
-    assert report.accuracy_interval(0, 10)[1] == pytest.approx(0.277540, abs=1e-6)
+    assert accuracy_interval(0, 10) == pytest.approx((0.0, z2 / (10 + z2)))
+    assert accuracy_interval(10, 10) == pytest.approx((10 / (10 + z2), 1.0))
+    assert accuracy_interval(0, 10)[1] == pytest.approx(0.277540, abs=1e-6)
     # In between: the interval's ends are the roots of (p̂ - p)² = z² p (1 - p) / n.
     correct, total = 592, 600
     share = correct / total
     roots = np.roots([1 + z2 / total, -(2 * share + z2 / total), share ** 2])
-    assert report.accuracy_interval(correct, total) == pytest.approx(tuple(sorted(roots)))
+    assert accuracy_interval(correct, total) == pytest.approx(tuple(sorted(roots)))
     with pytest.raises(ValueError):
-        report.accuracy_interval(0, 0)
+        accuracy_interval(0, 0)
 
 
 def test_metrics_count_exactly_the_injected_mistakes(written):
@@ -116,7 +117,7 @@ def test_metrics_count_exactly_the_injected_mistakes(written):
     assert metrics["num_images"] == SIZE
     assert metrics[report.ENSEMBLE]["errors"] == ensemble_errors
     assert metrics[report.ENSEMBLE]["accuracy"] == (SIZE - ensemble_errors) / SIZE
-    low, high = report.accuracy_interval(SIZE - ensemble_errors, SIZE)
+    low, high = accuracy_interval(SIZE - ensemble_errors, SIZE)
     assert (metrics[report.ENSEMBLE]["ci95_low"], metrics[report.ENSEMBLE]["ci95_high"]) == (low,
                                                                                            high)
     assert low < (SIZE - ensemble_errors) / SIZE < high
@@ -176,7 +177,7 @@ def test_every_file_is_written_and_every_figure_is_an_image(written):
 def test_markdown_has_the_headline_and_links_every_figure(written):
     run_dir, metrics, _ = written
     text = (run_dir / "report.md").read_text()
-    low, high = report.accuracy_interval(SIZE - 8, SIZE)
+    low, high = accuracy_interval(SIZE - 8, SIZE)
     headline = (f"Ensemble out-of-fold accuracy: {(SIZE - 8) / SIZE:.2%} "
                 f"(95% CI {100 * low:.2f}–{100 * high:.2f}%, 8 errors of 600)")
     assert headline == ("Ensemble out-of-fold accuracy: 98.67% "
