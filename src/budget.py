@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from src import ensemble
+from src import ensemble, workers
 from src.calibrate import TRIAL_CALIBRATION_SECONDS, WARMUP_BATCHES, Speed
 from src.config import Config
 from src.errors import DataError
@@ -39,6 +39,7 @@ from src.plan import (
     plan_ensemble,
     prediction_seconds,
     round_seconds,
+    speed_at_the_caps,
     table_row,
     too_short,
 )
@@ -257,15 +258,16 @@ def search_table_settings(config: Config) -> Config:
     return dataclasses.replace(config, tune_samples=table_row(config.minutes).search_samples)
 
 
-def plan_search(config: Config, train: tuple, validation: tuple, started: float,
-                trial_epochs: Callable[[Config], list[int]],
+def plan_search(config: Config, train: tuple, validation: tuple, sizes: Sizes,
+                started: float, trial_epochs: Callable[[Config], list[int]],
                 clock: Callable[[], float] = time.perf_counter) -> tuple[Config, dict]:
     """The search's share of the budget (PLAN_TABLE), spent on epoch-count trials as the
     most epochs a trial may train that fit it, given the epochs of each trial
     (src.tune.planned_epochs), or on time-based trials (--trial-seconds) as the seconds
-    each trains; an earlier run's choice with the same settings, so that it resumes the
-    same search. Returns the config with what the plan chose and the record for
-    best_hparams.json."""
+    each trains and the most epochs a member of the submit that follows (whose data
+    has `sizes`) could use; an earlier run's choice with the same settings, so that it
+    resumes the same search. Returns the config with what the plan chose and the record
+    for best_hparams.json."""
     from src.calibrate import measure_speed
     from src.model import DEFAULT_HPARAMS
 
@@ -282,6 +284,8 @@ def plan_search(config: Config, train: tuple, validation: tuple, started: float,
         images = (len(x_train), len(x_val))
         if config.trial_seconds:
             chosen = _timed_trials(config, row, speed, images, elapsed, share)
+            chosen["tune_epochs"] = _timed_trial_epochs(config, row, speed, sizes, len(x_train),
+                                                        share, chosen["trial_seconds"])
         else:
             chosen = _trial_epochs(config, row, speed, images, elapsed, share, trial_epochs)
         _save(path, json.dumps({
@@ -289,9 +293,14 @@ def plan_search(config: Config, train: tuple, validation: tuple, started: float,
             "tune_samples": config.tune_samples, "speed": speed.as_dict(),
             "plan_file": str(path)}, indent=2) + "\n")
     record = json.loads(path.read_text())
+    if "trial_seconds" in record and "tune_epochs" not in record:
+        # A plan saved before trials stopped at their member's epochs: the search it began
+        # resumes with the cap it had, 10 x the profile's --tune-epochs.
+        record["tune_epochs"] = 10 * config.tune_epochs
     if "trial_seconds" in record:
-        what = f"{record['max_trials']} trials of {record['trial_seconds']:g}s of training each"
-        settings = {"max_trials": record["max_trials"], "trial_seconds": record["trial_seconds"]}
+        what = (f"{record['max_trials']} trials of {record['trial_seconds']:g}s of training "
+                f"each, at most {record['tune_epochs']} epochs")
+        settings = {name: record[name] for name in ("max_trials", "trial_seconds", "tune_epochs")}
     else:
         what = f"up to {record['tune_epochs']} epochs a trial"
         settings = {"tune_epochs": record["tune_epochs"]}
@@ -317,6 +326,25 @@ def _trial_epochs(config: Config, row: PlanRow, speed: Speed, images: tuple[int,
                         f"a search of {tries[-1]} epochs a trial, {row.search_share:.0%} "
                         "of the budget")
     return {"tune_epochs": epochs, "planned_seconds": elapsed + cost(epochs)}
+
+
+def _timed_trial_epochs(config: Config, row: PlanRow, speed: Speed, sizes: Sizes,
+                        train_images: int, share: float, trial_seconds: float) -> int:
+    """The most epochs a time-based trial trains (a --tune-epochs given is kept): as many
+    as its seconds buy a network at plan.speed_at_the_caps, the speed past which a member
+    trains no more, or the default CNN, whichever is faster.
+
+    Past that speed a trial would train on where its member cannot, and score the cheap
+    network above networks that, at the caps, beat it (README, the full profile)."""
+    if "tune_epochs" in config.flags_given:
+        return config.tune_epochs
+    factor = speed_at_the_caps(row, speed, sizes, config.minutes * 60 - share,
+                               workers.resolve_jobs(config.jobs))
+    # inf (no member reaches the caps in a budget this short): time alone limits a trial,
+    # and no network of the search space trains 100 times the default CNN's images/s
+    factor = min(max(factor, 1), 100)
+    most = trial_seconds * speed.train_images_per_second * factor / train_images
+    return max(math.floor(most), MIN_SEARCH_EPOCHS)
 
 
 def _timed_trials(config: Config, row: PlanRow, speed: Speed, images: tuple[int, int],

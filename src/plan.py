@@ -70,8 +70,10 @@ PLAN_TABLE: tuple[PlanRow, ...] = (
         repeat_min_epochs=30, max_members=2, tta=True,
         pseudo_threshold=0.0, pseudo_min_epochs=4, pseudo_max_epochs=10,
         search_share=0.15, search_max_epochs=30, search_samples=12_000,
-        source="Measured once at 120 minutes (seed 42, README): the search's 2 picks x 5 "
-        "repeats x 40 epochs, 99.633% OOF in 1h43m, ending 18 minutes early at these caps. "
+        source="Measured twice at 120 minutes (seed 42, README): the search's 2 picks x 5 "
+        "repeats x 40 epochs, 99.633% OOF in 1h43m, ending 18 minutes early at these caps; "
+        "with trials stopped at the epochs a member can use, its first pick x 5 repeats x 40 "
+        "epochs (the second did not fit at that recipe), 99.633% in 54 minutes. "
         "Otherwise the 30-minute row's levers carried on "
         "(repeats of 3 folds paid more than epochs beyond 20, and epochs up to 40), with up "
         "to 5 repeats at 30 epochs or more, then the search's second pick when the budget "
@@ -153,6 +155,31 @@ def prediction_seconds(speeds: Sequence[Speed], sizes: Sizes, folds: int, tta: b
     images = (sizes.train / folds + sizes.test) * passes
     return folds * repeats * sum(MODEL_LOAD_SECONDS + images / speed.predict_images_per_second
                                  for speed in speeds)
+
+
+def speed_at_the_caps(row: PlanRow, speed: Speed, sizes: Sizes, seconds: float,
+                      jobs: int) -> float:
+    """How many times the speed of the network timed as `speed` a network needs to train
+    the row's most as a member (its folds x max_repeats x max_epochs, TTA if the row has
+    it) within one member's part of `seconds`, the submit's budget split between the row's
+    max_members networks; inf when the costs that no speed cuts overrun that part.
+
+    A faster network trains no more as a member: the caps bind and the run ends early,
+    so a search trial buys it no more epochs either (src.budget)."""
+    part = seconds / row.max_members - TAIL_SECONDS
+
+    def cost(factor: float) -> float:
+        faster = dataclasses.replace(
+            speed, train_images_per_second=speed.train_images_per_second * factor,
+            predict_images_per_second=speed.predict_images_per_second * factor)
+        return (round_seconds([faster], sizes, row.folds, row.max_epochs, jobs,
+                              repeats=row.max_repeats)
+                + prediction_seconds([faster], sizes, row.folds, row.tta, row.max_repeats))
+
+    # cost(factor) = fixed + scaled / factor: start-ups and model loads do not speed up
+    scaled = 2 * (cost(1) - cost(2))
+    fixed = cost(1) - scaled
+    return scaled / (part - fixed) if part > fixed else math.inf
 
 
 # ---------------------------------------------------------------- the plan

@@ -42,6 +42,7 @@ from src.data import load_digits, plan_training_images, split_train_val
 from src.errors import DataError
 from src.kaggle_api import download_competition_data
 from src.model import define_search_space, resolve_precision, use_precision
+from src.plan import Sizes
 from src.search_results import (
     COMPLETED,
     OBJECTIVE,
@@ -66,7 +67,6 @@ from src.util import format_duration, write_atomically, writing
 VAL_FRACTION = 0.2
 MIN_TUNE_SAMPLES = 100
 MIN_IMAGES_PER_DIGIT = 5  # so that the 20% hold-out holds one of each
-TIMED_EPOCHS_CAP = 10  # a time-based trial trains at most this many times --tune-epochs
 ENV_TUNER_ID = "KERASTUNER_TUNER_ID"
 ENV_ORACLE_IP = "KERASTUNER_ORACLE_IP"
 ENV_ORACLE_PORT = "KERASTUNER_ORACLE_PORT"
@@ -116,7 +116,7 @@ def build_tuner(config: Config, role: str | None, train_images: int) -> SearchTu
     common = dict(
         objective=kt.Objective(OBJECTIVE, direction="max"), seed=config.seed,
         progress=Progress(planned_epochs(config), prefix),
-        trial_seconds=config.trial_seconds, most_epochs=config.tune_epochs * TIMED_EPOCHS_CAP,
+        trial_seconds=config.trial_seconds, most_epochs=config.tune_epochs,
         directory=str(folder), project_name=project_name(config),
         # A worker shares the chief's folder: only the chief may wipe it.
         overwrite=config.overwrite and role != "worker")
@@ -147,7 +147,8 @@ def load_search_data(config: Config) -> tuple[tuple[np.ndarray, np.ndarray],
                                 size_flag="--tune-samples")
     x_train, x_val, y_train, y_val = split_train_val(x, y, VAL_FRACTION, config.seed)
     summary = {"source": digits.source, "train_path": digits.train_path,
-               "labelled_images": len(digits.y_train), "searched_images": len(y),
+               "labelled_images": len(digits.y_train), "test_images": len(digits.x_test),
+               "searched_images": len(y),
                "train_images": len(y_train), "val_images": len(y_val)}
     return (x_train, y_train), (x_val, y_val), summary
 
@@ -161,7 +162,8 @@ def parse_args(argv: Sequence[str] | None) -> Config:
     add_override(search, "max_trials", "trials of bayesian and random search (Hyperband's "
                  "count follows --tune-epochs)")
     add_override(search, "tune_epochs", "epochs a trial trains (Hyperband: its last rung's; "
-                 f"with --trial-seconds, {TIMED_EPOCHS_CAP} times it at most)")
+                 "with --trial-seconds, the most it trains: a plan sets it to the epochs past "
+                 "which an ensemble member trains no more)")
     add_override(search, "trial_seconds", "bayesian and random: seconds of training per trial, "
                  "its epochs bought at its network's speed measured on this machine; 0: off")
     add_override(search, "wide_space", "search more filters per block and dense units")
@@ -191,7 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     train, validation, summary = load_search_data(config)
     record = None
     if planned:
-        config, record = budget.plan_search(config, train, validation, started, planned_epochs)
+        sizes = Sizes(summary["labelled_images"], summary["test_images"])
+        config, record = budget.plan_search(config, train, validation, sizes, started,
+                                            planned_epochs)
     keras.utils.set_random_seed(config.seed)
     tuner = build_tuner(config, role, len(train[1]))
     where = f"{os.environ.get(ENV_ORACLE_IP)}:{os.environ.get(ENV_ORACLE_PORT)}"

@@ -214,8 +214,11 @@ class SearchTuner:
                                     self.trial_seed, self.hypermodel.precision)
         epochs = timed_epochs(self.trial_seconds, speed, len(x), self.most_epochs)
         self.hypermodel.epochs = epochs
+        capped = (f" (the most a trial trains; {self.trial_seconds:g}s would buy more)"
+                  if self.trial_seconds * speed // len(x) > epochs
+                  else f" in {self.trial_seconds:g}s")
         print(f"{self.progress.prefix}trial {int(trial.trial_id) + 1}: {speed:,.0f} images/s "
-              f"on this machine, so {epochs} epoch(s) in {self.trial_seconds:g}s", flush=True)
+              f"on this machine, so {epochs} epoch(s){capped}", flush=True)
         return {"images_per_second": round(speed, 1)}
 
     def _keep_last_epoch(self, trial, model: keras.Model, x_val: np.ndarray) -> None:

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -263,7 +264,7 @@ def test_the_search_takes_its_share_and_a_rerun_keeps_its_epochs(tmp_path, monke
 
     def search(minutes, now):
         config = Config(minutes=minutes, artifacts_dir=str(tmp_path), tune_samples=12_000)
-        return budget.plan_search(config, train, validation, 0.0, ten_trials, Clock(now))
+        return budget.plan_search(config, train, validation, REAL, 0.0, ten_trials, Clock(now))
 
     # 15% of 30 minutes is 270 s; a trial costs 4 s + 4.6 s an epoch at the stand-in speed
     config, record = search(30, now=10)
@@ -286,8 +287,8 @@ def test_a_time_based_search_splits_its_share_into_equal_trials(tmp_path, monkey
         config = Config(minutes=minutes, artifacts_dir=str(tmp_path), tune_samples=12_000,
                         tuner="bayesian", max_trials=8,
                         **{"trial_seconds": 25.0, **given}, flags_given=frozenset(given))
-        return budget.plan_search(config, train, validation, 0.0, tuners.planned_epochs,
-                                  Clock(now))
+        return budget.plan_search(config, train, validation, REAL, 0.0,
+                                  tuners.planned_epochs, Clock(now))
 
     # 15% of 30 minutes is 270 s: 8 trials, each as long as its share allows
     config, record = search(30, now=10)
@@ -296,18 +297,56 @@ def test_a_time_based_search_splits_its_share_into_equal_trials(tmp_path, monkey
     fewest = plan.MIN_SEARCH_EPOCHS * 9600 / CPU.train_images_per_second
     assert fewest < config.trial_seconds < (270 - 10) / 8  # less what a trial pays besides
     assert search(30, now=200)[0].trial_seconds == config.trial_seconds  # the rerun resumes
+    # This table's member trains 3 folds x 20 epochs, which the default CNN at CPU speed
+    # buys: a trial trains no more epochs than the default's seconds buy
+    assert config.tune_epochs == math.floor(config.trial_seconds * 2200 / 9600)
     # 10 minutes: 8 trials would buy the default CNN too few epochs, so fewer trials
     shorter = search(10, now=10)[0]
     assert plan.MIN_SEARCH_TRIALS <= shorter.max_trials < 8 and shorter.trial_seconds >= fewest
     # A --trial-seconds given is kept; the trials that fit it run.
-    given = search(10, now=10, trial_seconds=12.0)[0]
+    given = search(10, now=10, trial_seconds=12.0, tune_epochs=50)[0]
     assert given.trial_seconds == 12 and given.max_trials < shorter.max_trials
+    assert given.tune_epochs == 50
     with pytest.raises(DataError) as caught:
         search(3, now=10)
     assert str(caught.value).startswith("--minutes: expected a budget of at least ")
     assert str(caught.value).endswith(
         f"found 3 (the smallest plan: a search of 3 trials of {math.ceil(fewest * 10) / 10:g}s "
         "each, 15% of the budget)")
+
+
+def test_a_trial_trains_no_more_epochs_than_its_member_could_use(tmp_path, monkeypatch):
+    monkeypatch.setattr(plan, "PLAN_TABLE", SHIPPED_TABLE)
+    full = SHIPPED_TABLE[-1]
+    # One network's part of a 2-hour plan that spent 20 minutes on the search: 50 minutes
+    factor = plan.speed_at_the_caps(full, CPU, REAL, 100 * 60, jobs=2)
+    assert 1 < factor < 3
+
+    def alone(times: float) -> plan.Plan:  # one network of CPU x times, in its 50 minutes
+        faster = dataclasses.replace(CPU, train_images_per_second=2200 * times,
+                                     predict_images_per_second=10_000 * times)
+        return _plan(120, {"net": faster}, search_seconds=70 * 60)
+
+    assert (alone(1.03 * factor).repeats, alone(1.03 * factor).epochs) == (5, 40)
+    assert (alone(0.95 * factor).repeats, alone(0.95 * factor).epochs) != (5, 40)
+    # A time-based search for that budget: the default CNN buys 2200 x s / 9600 epochs in
+    # a trial of s seconds, a network past `factor` times its speed no more than that factor
+    _stand_in_speed(monkeypatch)
+    x, y = np.zeros((9600, 28, 28, 1), np.uint8), np.arange(9600) % 10
+    config = Config(minutes=120, artifacts_dir=str(tmp_path), tune_samples=12_000,
+                    tuner="bayesian", max_trials=40, trial_seconds=20.0, jobs=2)
+    config, record = budget.plan_search(config, (x, y), (x[:2400], y[:2400]), REAL, 0.0,
+                                        tuners.planned_epochs, Clock(10))
+    factor = plan.speed_at_the_caps(full, CPU, REAL, 120 * 60 - record["share_seconds"], 2)
+    assert config.tune_epochs == math.floor(config.trial_seconds * 2200 * factor / 9600)
+    assert config.tune_epochs > config.trial_seconds * 2200 / 9600
+    # A plan saved before the cap existed resumes its search with the cap it had
+    saved = json.loads(Path(record["plan_file"]).read_text())
+    del saved["tune_epochs"]
+    Path(record["plan_file"]).write_text(json.dumps(saved))
+    resumed = dataclasses.replace(config, tune_epochs=30)
+    assert budget.plan_search(resumed, (x, y), (x[:2400], y[:2400]), REAL, 0.0,
+                              tuners.planned_epochs, Clock(10))[0].tune_epochs == 300
 
 
 # ---------------------------------------------------------------- the command lines

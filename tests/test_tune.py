@@ -71,7 +71,8 @@ def test_smoke_search_writes_best_configurations_trials_and_leaderboard(
         "hyperband", "val_accuracy", "smoke", 42)
     assert best["data"] == {
         "source": "kaggle", "train_path": str(kaggle_dir_readonly / "train.csv"),
-        "labelled_images": 1497, "searched_images": 300, "train_images": 240, "val_images": 60}
+        "labelled_images": 1497, "test_images": 300, "searched_images": 300,
+        "train_images": 240, "val_images": 60}
     assert Path(best["project"]).parent == artifacts / "tune"
     top = best["top"]
     assert [entry["rank"] for entry in top] == [1, 2]
@@ -414,12 +415,13 @@ def test_time_based_trials_train_the_epochs_their_measured_speed_buys(
 
     monkeypatch.setattr(tuners, "measure_trial_speed", stand_in_speed)
     artifacts = tmp_path / "artifacts"
-    args = _args(kaggle_dir_readonly, artifacts, *ONE_EPOCH_RANDOM, "--trial-seconds", "1")
+    args = _args(kaggle_dir_readonly, artifacts, *ONE_EPOCH_RANDOM, "--trial-seconds", "1",
+                 "--tune-epochs", "10")
     assert tune.main(args) == 0
     assert "images/s on this machine, so " in capsys.readouterr().out
     trials = _trials(artifacts)
     assert list(trials["status"]) == ["COMPLETED", "COMPLETED"]
-    for trial in trials.itertuples():  # 240 training images, at most 10 x --tune-epochs 1
+    for trial in trials.itertuples():  # 240 training images, at most --tune-epochs 10
         assert trial.images_per_second == pytest.approx(4e8 / trial.params, abs=0.1)
         assert trial.epochs == tuners.timed_epochs(1, trial.images_per_second, 240, most=10)
     cheap, costly = trials.sort_values("params").itertuples()
