@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.stats import binomtest
 from sklearn.metrics import classification_report, confusion_matrix
 
 from src.figures import DIGITS, ENSEMBLE, NUM_CLASSES
@@ -37,15 +38,13 @@ class ReportInputs:
     plan: dict | None = None  # --minutes: src.budget.Budget.record(), the plan and its stages
 
 
-def accuracy_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of an accuracy."""
+def accuracy_interval(correct: int, total: int,
+                      confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of an accuracy of correct/total (scipy's binomtest)."""
     if total <= 0:
         raise ValueError(f"an accuracy interval needs at least one image, got total={total}")
-    share = correct / total
-    shrink = 1 + z * z / total
-    centre = (share + z * z / (2 * total)) / shrink
-    half_width = z / shrink * math.sqrt(share * (1 - share) / total + z * z / (4 * total * total))
-    return max(0.0, centre - half_width), min(1.0, centre + half_width)
+    interval = binomtest(correct, total).proportion_ci(confidence, method="wilson")
+    return float(interval.low), float(interval.high)
 
 
 def _check_inputs(inputs: ReportInputs) -> None:
