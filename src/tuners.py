@@ -143,6 +143,44 @@ def start_with_the_default(oracle: kt.Oracle) -> None:
     oracle._random_values = default_first
 
 
+def network_values(values: dict) -> dict:
+    """A configuration's values that shape the network it trains: the filters of blocks
+    it does not have are left out (two configurations that differ only there train the
+    same network), and so are Hyperband's bookkeeping values (tuner/...)."""
+    blocks = values.get("conv_blocks", 0)
+    return {name: value for name, value in values.items()
+            if not name.startswith("tuner/")
+            and not (name.startswith("filters_") and int(name.split("_")[1]) >= blocks)}
+
+
+def never_twice(oracle: kt.Oracle) -> None:
+    """Make the oracle hand out no network it has already tried.
+
+    KerasTuner's Bayesian oracle returns the optimum of its Gaussian process without
+    checking it against the trials so far; fitted on a few noisy trials it proposes the
+    same configuration again and again (a seed-42 quick search spent 3 of its 8 trials on
+    one network). Its random sampling does check, on a hash of every value; here that
+    hash covers only network_values, and a proposal already tried is replaced by a
+    random configuration that was not."""
+    values_hash = oracle._compute_values_hash
+    propose = oracle.populate_space
+
+    def network_hash(values: dict) -> str:
+        return values_hash(network_values(values))
+
+    def propose_untried(trial_id: str) -> dict:
+        proposal = propose(trial_id)
+        if proposal.get("values") and oracle._duplicate(proposal["values"]):
+            values = oracle._random_values()
+            proposal = ({"status": kt.engine.trial.TrialStatus.RUNNING, "values": values}
+                        if values is not None
+                        else {"status": kt.engine.trial.TrialStatus.STOPPED, "values": None})
+        return proposal
+
+    oracle._compute_values_hash = network_hash
+    oracle.populate_space = propose_untried
+
+
 def measure_trial_speed(hp: kt.HyperParameters, x: np.ndarray, y: np.ndarray,
                         batch_size: int, seed: int, precision: str) -> float:
     """The training images per second of the network of hp in the dtype policy precision
@@ -266,7 +304,13 @@ class HyperbandTuner(SearchTuner, kt.Hyperband):
 
 
 class BayesianTuner(SearchTuner, kt.BayesianOptimization):
-    """Bayesian optimisation with this package's seeds, metrics, progress and resume repairs."""
+    """Bayesian optimisation with this package's seeds, metrics, progress and resume repairs,
+    and no network trained twice."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if isinstance(self.oracle, kt.Oracle):  # not a worker's client of the chief's oracle
+            never_twice(self.oracle)
 
 
 class RandomTuner(SearchTuner, kt.RandomSearch):

@@ -426,3 +426,40 @@ def test_time_based_trials_train_the_epochs_their_measured_speed_buys(
         assert trial.epochs == tuners.timed_epochs(1, trial.images_per_second, 240, most=10)
     cheap, costly = trials.sort_values("params").itertuples()
     assert cheap.params < costly.params and cheap.epochs > costly.epochs
+
+
+def test_two_configurations_of_one_network_count_as_one():
+    two_blocks = {**DEFAULT_HPARAMS, "conv_blocks": 2}
+    assert tuners.network_values(two_blocks) == tuners.network_values(
+        {**two_blocks, "filters_2": 64})
+    assert tuners.network_values(DEFAULT_HPARAMS) != tuners.network_values(
+        {**DEFAULT_HPARAMS, "filters_2": 64})  # three blocks: the third's filters count
+    assert "tuner/epochs" not in tuners.network_values({**DEFAULT_HPARAMS, "tuner/epochs": 3})
+
+
+def test_the_bayesian_oracle_never_hands_out_a_network_twice(tmp_path):
+    import keras_tuner as kt
+
+    from src.model import define_search_space
+
+    space = kt.HyperParameters()
+    define_search_space(space)
+    oracle = kt.oracles.BayesianOptimizationOracle(
+        objective=kt.Objective("val_accuracy", "max"), max_trials=4, hyperparameters=space,
+        seed=1)
+    oracle._set_project_dir(str(tmp_path), "search")
+    network = {**DEFAULT_HPARAMS, "conv_blocks": 2}
+    # A Gaussian process settled on one network proposes it every time, here once with the
+    # unused third block's filters changed.
+    proposals = iter([network, network, {**network, "filters_2": 64}, network])
+    oracle.populate_space = lambda trial_id: {"status": "RUNNING", "values": next(proposals)}
+    tuners.never_twice(oracle)
+    handed_out = []
+    for number in range(4):
+        trial = oracle.create_trial(f"tuner{number}")
+        handed_out.append(tuners.network_values(trial.hyperparameters.values))
+        oracle.update_trial(trial.trial_id, {"val_accuracy": 0.9})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+    assert handed_out[0] == tuners.network_values(network)
+    assert len({json.dumps(values, sort_keys=True) for values in handed_out}) == 4
