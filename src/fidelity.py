@@ -4,7 +4,8 @@ It reads the configurations a search scored (``<artifacts>/tune/trials.csv``),
 picks some spread over the search's ranking (the default CNN, the search's top
 three, then evenly down to its last), trains each one as an ensemble member is
 trained (stratified folds, every epoch of ``--epochs``, one network per fold)
-and sets each one's out-of-fold accuracy beside its search score: a table, the
+and sets each one's out-of-fold accuracy beside its search score (the trial's hold-out
+log-loss): a table, the
 Spearman rank correlation between the two (scipy) and a scatter figure, written
 under ``<artifacts>/fidelity/`` and never over an earlier run's. It trains for
 real, about as long as that many members of a submit run: kept out of CI.
@@ -32,11 +33,12 @@ from src.data import load_fold_digits
 from src.errors import DataError
 from src.figures import fidelity_png
 from src.model import DEFAULT_HPARAMS, resolve_precision
+from src.search_results import OBJECTIVE
 from src.tune import search_space_names
 
 TOP_PICKS = 3  # the search's best configurations always measured
 MIN_CONFIGS = 3  # a rank correlation needs at least this many points
-SCORE = "val_accuracy"
+SCORE = OBJECTIVE  # the trial's hold-out log-loss: lower is better
 
 
 def read_ranked_configs(path: Path, names: Sequence[str]) -> pd.DataFrame:
@@ -51,8 +53,10 @@ def read_ranked_configs(path: Path, names: Sequence[str]) -> pd.DataFrame:
     missing = [column for column in ("status", SCORE, *names) if column not in trials]
     if missing:
         raise DataError("a trials.csv written by python -m src.tune",
-                        f"no column {missing[0]!r}", file=path)
-    done = trials[trials["status"] == "COMPLETED"].sort_values(SCORE, ascending=False)
+                        f"no column {missing[0]!r}", file=path,
+                        hint="a search from before the log-loss objective: rerun python -m "
+                        "src.tune with --overwrite") from None
+    done = trials[trials["status"] == "COMPLETED"].sort_values(SCORE)
     return done.drop_duplicates(subset=list(names)).reset_index(drop=True)
 
 
@@ -72,9 +76,10 @@ def pick_spread(ranked: pd.DataFrame, count: int, default: dict) -> pd.DataFrame
     return ranked.loc[sorted(chosen)]
 
 
-def rank_agreement(search_scores: Sequence[float], oof_scores: Sequence[float]) -> float:
-    """Spearman's rank correlation between the search's scores and full training's."""
-    return float(stats.spearmanr(search_scores, oof_scores).statistic)
+def rank_agreement(search_losses: Sequence[float], oof_scores: Sequence[float]) -> float:
+    """Spearman's rank correlation between the search's ranking (lowest hold-out log-loss
+    first) and full training's (highest OOF accuracy first): 1 when they agree."""
+    return float(stats.spearmanr(-np.asarray(search_losses), oof_scores).statistic)
 
 
 def measure(config: Config, picks: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
@@ -92,7 +97,7 @@ def measure(config: Config, picks: pd.DataFrame, names: Sequence[str]) -> pd.Dat
         oof = result.oof_probs[member.name].argmax(axis=1)
         rows.append({"oof_accuracy": float(np.mean(oof == digits.y_train)),
                      "minutes": (time.perf_counter() - tick) / 60})
-        print(f"{member.name}: search {pick[SCORE]:.4f}, out of fold "
+        print(f"{member.name}: search log-loss {pick[SCORE]:.4f}, out of fold "
               f"{rows[-1]['oof_accuracy']:.4%}", flush=True)
     return picks.assign(**pd.DataFrame(rows, index=picks.index))
 
@@ -107,7 +112,7 @@ def render(table: pd.DataFrame, rho: float, config: Config) -> str:
     lines = [f"# Search fidelity: {len(table)} configurations, Spearman {rho:.2f}", "",
              f"Each trained as a member: {config.folds} stratified folds x {config.epochs} "
              f"epochs, seed {config.seed}, TTA {'on' if config.tta else 'off'}.", "",
-             "| search rank | trial | search score | out-of-fold accuracy | minutes |",
+             "| search rank | trial | search hold-out log-loss | out-of-fold accuracy | minutes |",
              "|---:|---:|---:|---:|---:|"]
     lines += [f"| {rank + 1} | {row['trial_id']} | {row[SCORE]:.4f} | "
               f"{row['oof_accuracy']:.3%} | {row['minutes']:.1f} |"

@@ -277,17 +277,19 @@ def curve_png(points: list[dict]) -> bytes:
     return buffer.getvalue()
 
 
-def fidelity_png(search_scores, oof_scores, rho: float) -> bytes:
-    """Each configuration's search score against its out-of-fold accuracy after full
-    training, numbered by search rank, as PNG bytes (src.fidelity writes them)."""
-    search = 100 * np.asarray(search_scores, dtype=float)
+def fidelity_png(search_losses, oof_scores, rho: float) -> bytes:
+    """Each configuration's search score (hold-out log-loss, better to the right) against its
+    out-of-fold accuracy after full training, numbered by search rank, as PNG bytes
+    (src.fidelity writes them)."""
+    search = np.asarray(search_losses, dtype=float)
     oof = 100 * np.asarray(oof_scores, dtype=float)
     figure = _new_figure(6.5, 4.5)
     ax = figure.subplots()
     sns.scatterplot(x=search, y=oof, ax=ax, s=60, color="tab:blue")
     for rank, (x, y) in enumerate(zip(search, oof, strict=True), start=1):
         ax.annotate(str(rank), (x, y), textcoords="offset points", xytext=(5, 5))
-    ax.set_xlabel("search score: hold-out accuracy of the trial (%)")
+    ax.set_xlabel("search score: hold-out log-loss of the trial (lower, to the right, is better)")
+    ax.invert_xaxis()
     ax.set_ylabel("out-of-fold accuracy after full training (%)")
     ax.set_title(f"Search against full training, numbered by search rank "
                  f"(Spearman {rho:.2f})")

@@ -23,7 +23,11 @@ from src.data import NUM_CLASSES
 from src.errors import DataError
 from src.util import write_atomically
 
-OBJECTIVE = "val_accuracy"
+# The search minimises each trial's hold-out log-loss: on 2,400 hold-out images the
+# accuracy of good networks differs by a few images, and the log-loss, which counts how
+# sure each answer was, ranked six networks as full training did better (Spearman 0.77
+# and 0.83 on two draws of the quick search's images, against 0.58 and 0.62; README).
+OBJECTIVE = "val_log_loss"
 COMPLETED = kt.engine.trial.TrialStatus.COMPLETED
 TOP_SAVED = 10
 # A network joins the chosen ensemble only if it lowers the hold-out log-loss of the
@@ -46,20 +50,22 @@ def _metric(trial: kt.engine.trial.Trial, name: str) -> float | None:
 
 
 def rank_trials(oracle: kt.Oracle, names: Sequence[str]) -> list[dict]:
-    """Every trial of the oracle, best first (ties: fewer parameters); unfinished ones last."""
+    """Every trial of the oracle, best (lowest hold-out log-loss) first (ties: fewer
+    parameters); unfinished ones last."""
     rows = []
     for trial in oracle.trials.values():
         done = trial.status == COMPLETED
         rows.append({
             "rank": None, "trial_id": trial.trial_id, "status": trial.status,
-            "val_accuracy": float(trial.score) if done else None,
+            OBJECTIVE: float(trial.score) if done else None,
+            "val_accuracy": _metric(trial, "val_accuracy"),
             "val_loss": _metric(trial, "val_loss"),
             "params": int(trial.metrics.get_last_value("params")) if done else None,
             "epochs": int(trial.metrics.get_last_value("epochs")) if done else None,
             "seconds": _metric(trial, "seconds"),
             "images_per_second": _metric(trial, "images_per_second"),
             "hparams": {name: _tidy(trial.hyperparameters.values.get(name)) for name in names}})
-    rows.sort(key=lambda row: (row["val_accuracy"] is None, -(row["val_accuracy"] or 0),
+    rows.sort(key=lambda row: (row[OBJECTIVE] is None, row[OBJECTIVE] or 0,
                                row["params"] or 0, row["trial_id"]))
     for rank, row in enumerate((row for row in rows if row["status"] == COMPLETED), start=1):
         row["rank"] = rank
@@ -170,7 +176,8 @@ def leaderboard(rows: list[dict]) -> str:
         done = row["status"] == COMPLETED
         lines.append({
             "rank": row["rank"] or "-", "trial": row["trial_id"],
-            "val_accuracy": f"{row['val_accuracy']:.4f}" if done else row["status"].lower(),
+            "log_loss": f"{row[OBJECTIVE]:.4f}" if done else row["status"].lower(),
+            "val_accuracy": f"{row['val_accuracy']:.4f}" if done else "",
             "params": f"{row['params']:,}" if done else "", "epochs": row["epochs"] or "",
             "seconds": f"{row['seconds']:.0f}" if row["seconds"] is not None else "",
             "filters": "-".join(str(hp[f"filters_{i}"]) for i in range(hp["conv_blocks"])),

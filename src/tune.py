@@ -97,12 +97,14 @@ def distributed_role() -> str | None:
 
 
 def project_name(config: Config) -> str:
-    """The tuner's folder under <artifacts>/tune: one per search setting."""
+    """The tuner's folder under <artifacts>/tune: one per search setting and objective (a
+    search scored by another objective is not resumed)."""
     samples = config.tune_samples or "all"
     timed = f"-t{config.trial_seconds:g}" if config.trial_seconds else ""
     wide = "-wide" if config.wide_space else ""
     return (f"{config.tuner}-{config.source}-{samples}-e{config.tune_epochs}{timed}{wide}"
-            f"-b{config.batch_size}-seed{config.seed}-{resolve_precision(config.precision)}")
+            f"-b{config.batch_size}-seed{config.seed}-{resolve_precision(config.precision)}"
+            f"-{OBJECTIVE}")
 
 
 def build_tuner(config: Config, role: str | None, train_images: int) -> SearchTuner:
@@ -114,7 +116,7 @@ def build_tuner(config: Config, role: str | None, train_images: int) -> SearchTu
     prefix = f"{os.environ[ENV_TUNER_ID]}: " if role == "worker" else ""
     folder = Path(config.artifacts_dir) / "tune"
     common = dict(
-        objective=kt.Objective(OBJECTIVE, direction="max"), seed=config.seed,
+        objective=kt.Objective(OBJECTIVE, direction="min"), seed=config.seed,
         progress=Progress(planned_epochs(config), prefix),
         trial_seconds=config.trial_seconds, most_epochs=config.tune_epochs,
         directory=str(folder), project_name=project_name(config),

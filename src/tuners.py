@@ -26,7 +26,7 @@ from src.model import (
     steps_per_epoch,
     use_precision,
 )
-from src.search_results import COMPLETED, HOLDOUT_PROBS, OBJECTIVE
+from src.search_results import COMPLETED, HOLDOUT_PROBS, OBJECTIVE, holdout_log_loss
 from src.util import WRITABLE, describe_os_error, format_duration, partial_path
 
 HYPERBAND_FACTOR = 3
@@ -227,8 +227,9 @@ class SearchTuner:
 
     def run_trial(self, trial, x, y, validation_data, **kwargs) -> dict[str, float]:
         """Train one configuration for every epoch of its schedule; report its last epoch's
-        val_accuracy and val_loss, its epochs (a Hyperband rung's include the earlier
-        rungs'), its size and its training seconds; timed, its network's images per second."""
+        hold-out log-loss (the objective), val_accuracy and val_loss, its epochs (a
+        Hyperband rung's include the earlier rungs'), its size and its training seconds;
+        timed, its network's images per second."""
         measured = self._time_the_network(trial, x, y) if self.trial_seconds else {}
         # A seed per trial: a resumed search trains each trial as an unbroken one does.
         keras.utils.set_random_seed(self.trial_seed + int(trial.trial_id))
@@ -237,12 +238,13 @@ class SearchTuner:
             (history,) = super().run_trial(trial, x, y, validation_data=validation_data,
                                            **kwargs)
             seconds = time.perf_counter() - started
-            self._keep_last_epoch(trial, history.model, validation_data[0])
+            probs = self._keep_last_epoch(trial, history.model, validation_data[0])
         except OSError as error:  # saving the trial's checkpoint: a full disk fails every trial
             raise FailedTrialWrite(WRITABLE, describe_os_error(error),
                                    file=self.get_trial_dir(trial.trial_id)) from None
         logs = history.history
-        return {OBJECTIVE: logs[OBJECTIVE][-1], "val_loss": logs["val_loss"][-1],
+        return {OBJECTIVE: holdout_log_loss(probs, validation_data[1]),
+                "val_accuracy": logs["val_accuracy"][-1], "val_loss": logs["val_loss"][-1],
                 "epochs": history.epoch[-1] + 1, "params": history.model.count_params(),
                 "seconds": round(seconds, 1), **measured}
 
@@ -259,14 +261,16 @@ class SearchTuner:
               f"on this machine, so {epochs} epoch(s){capped}", flush=True)
         return {"images_per_second": round(speed, 1)}
 
-    def _keep_last_epoch(self, trial, model: keras.Model, x_val: np.ndarray) -> None:
+    def _keep_last_epoch(self, trial, model: keras.Model, x_val: np.ndarray) -> np.ndarray:
         """Save what the trial's last epoch, the one it is scored by, left: its weights as
         its checkpoint, so that a Hyperband trial continuing it starts from there
         (KerasTuner's SaveBestEpoch keeps the best epoch's), and its hold-out
-        probabilities, to choose the ensemble from."""
+        probabilities, to score it by and choose the ensemble from; return those."""
         # _get_checkpoint_fname is KerasTuner's private name for the file Hyperband loads.
         model.save_weights(self._get_checkpoint_fname(trial.trial_id))
-        save_array(Path(self.get_trial_dir(trial.trial_id)) / HOLDOUT_PROBS, predict(model, x_val))
+        probs = predict(model, x_val)
+        save_array(Path(self.get_trial_dir(trial.trial_id)) / HOLDOUT_PROBS, probs)
+        return probs
 
     def on_trial_begin(self, trial) -> None:
         """Start the trial's clock."""

@@ -14,7 +14,7 @@ from src.model import DEFAULT_HPARAMS
 
 
 def _ranked(count: int, default_at: int) -> pd.DataFrame:
-    rows = [{"trial_id": f"{i:02d}", "status": "COMPLETED", "val_accuracy": 0.99 - i / 1000,
+    rows = [{"trial_id": f"{i:02d}", "status": "COMPLETED", "val_log_loss": 0.05 + i / 1000,
              **DEFAULT_HPARAMS, "dense_units": 64 + i if i != default_at else 128}
             for i in range(count)]
     return pd.DataFrame(rows)
@@ -32,20 +32,29 @@ def test_too_few_configurations_is_an_error_naming_the_flag():
         fidelity.pick_spread(_ranked(2, default_at=0), 6, DEFAULT_HPARAMS)
 
 
-def test_rank_agreement_is_spearman():
-    assert fidelity.rank_agreement([0.9, 0.8, 0.7], [0.99, 0.98, 0.97]) == pytest.approx(1)
-    assert fidelity.rank_agreement([0.9, 0.8, 0.7], [0.97, 0.98, 0.99]) == pytest.approx(-1)
-    assert fidelity.rank_agreement([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
+def test_rank_agreement_is_spearman_of_the_lowest_log_loss_against_the_best_oof():
+    assert fidelity.rank_agreement([0.05, 0.06, 0.07], [0.99, 0.98, 0.97]) == pytest.approx(1)
+    assert fidelity.rank_agreement([0.05, 0.06, 0.07], [0.97, 0.98, 0.99]) == pytest.approx(-1)
+    assert fidelity.rank_agreement([4, 3, 2, 1], [1, 3, 2, 4]) == pytest.approx(0.8)
 
 
 def test_best_trial_of_each_configuration_best_first(tmp_path):
     frame = _ranked(3, default_at=0)
-    frame = pd.concat([frame, frame.iloc[[1]].assign(trial_id="09", val_accuracy=0.5),
+    frame = pd.concat([frame, frame.iloc[[1]].assign(trial_id="09", val_log_loss=0.5),
                        frame.iloc[[2]].assign(trial_id="10", status="FAILED")])
     frame.to_csv(tmp_path / "trials.csv", index=False)
     ranked = fidelity.read_ranked_configs(tmp_path / "trials.csv", tune.search_space_names())
     assert list(ranked["trial_id"]) == [0, 1, 2]
-    assert ranked["val_accuracy"].is_monotonic_decreasing
+    assert ranked["val_log_loss"].is_monotonic_increasing
+
+
+def test_a_search_scored_before_the_log_loss_objective_is_one_line_exit_2(tmp_path, capsys):
+    (tmp_path / "tune").mkdir()
+    _ranked(3, default_at=0).rename(columns={"val_log_loss": "val_accuracy"}).to_csv(
+        tmp_path / "tune" / "trials.csv", index=False)
+    code = run_cli(fidelity.main, ["--artifacts-dir", str(tmp_path), "--profile", "smoke"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "no column 'val_log_loss'" in err
 
 
 def test_no_search_is_one_line_exit_2(tmp_path, capsys):

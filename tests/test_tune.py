@@ -63,12 +63,12 @@ def test_smoke_search_writes_best_configurations_trials_and_leaderboard(
     assert "trial 1 of ~2 done in" in out and "trial 2 of ~2 done in" in out and "ETA ~" in out
     assert "Leaderboard (hyperband, 2 trials, best first" in out
     header = out.split("Leaderboard")[1].splitlines()[1].split()
-    assert header[:8] == ["rank", "trial", "val_accuracy", "params", "epochs", "seconds",
-                          "filters", "convs"]
+    assert header[:8] == ["rank", "trial", "log_loss", "val_accuracy", "params", "epochs",
+                          "seconds", "filters"]
 
     best = json.loads((artifacts / "tune" / "best_hparams.json").read_text())
     assert (best["tuner"], best["objective"], best["profile"], best["seed"]) == (
-        "hyperband", "val_accuracy", "smoke", 42)
+        "hyperband", "val_log_loss", "smoke", 42)
     assert best["data"] == {
         "source": "kaggle", "train_path": str(kaggle_dir_readonly / "train.csv"),
         "labelled_images": 1497, "test_images": 300, "searched_images": 300,
@@ -76,7 +76,7 @@ def test_smoke_search_writes_best_configurations_trials_and_leaderboard(
     assert Path(best["project"]).parent == artifacts / "tune"
     top = best["top"]
     assert [entry["rank"] for entry in top] == [1, 2]
-    assert top[0]["val_accuracy"] >= top[1]["val_accuracy"]
+    assert top[0]["val_log_loss"] <= top[1]["val_log_loss"]  # the objective: lowest first
     for entry in top:
         assert 0 < entry["val_accuracy"] <= 1 and entry["params"] > 10_000
         assert entry["epochs"] == 2  # every epoch of the rung: no early stopping
@@ -90,6 +90,8 @@ def test_smoke_search_writes_best_configurations_trials_and_leaderboard(
     for entry in top:
         probs = np.load(project / f"trial_{entry['trial_id']}" / search_results.HOLDOUT_PROBS)
         assert np.mean(probs.argmax(axis=1) == y_val) == pytest.approx(entry["val_accuracy"])
+        assert search_results.holdout_log_loss(probs, y_val) == pytest.approx(
+            entry["val_log_loss"])
     chosen = best["ensemble"]
     assert {key: value for key, value in chosen[0].items() if key in top[0]} == top[0]
     assert chosen[0]["log_loss_gain"] is None and chosen[0]["holdout_log_loss"] > 0
@@ -99,7 +101,7 @@ def test_smoke_search_writes_best_configurations_trials_and_leaderboard(
     trials = _trials(artifacts)
     assert list(trials["status"]) == ["COMPLETED", "COMPLETED"]
     assert list(trials["trial_id"]) == [entry["trial_id"] for entry in top]
-    assert list(trials["val_accuracy"]) == pytest.approx([entry["val_accuracy"] for entry in top])
+    assert list(trials["val_log_loss"]) == pytest.approx([entry["val_log_loss"] for entry in top])
     assert not list((artifacts / "tune").glob(".partial-*"))
 
     assert tune.main(args) == 0  # the same command again: the finished search, reloaded
@@ -229,7 +231,7 @@ def test_search_killed_mid_trial_resumes_and_keeps_completed_trials(
     assert "Reloading Tuner" in out and out.count("Running Trial") == 1
     trials = _trials(artifacts).set_index("trial_id")
     assert sorted(trials.index) == sorted(before) and set(trials["status"]) == {"COMPLETED"}
-    assert trials.loc[done["trial_id"], "val_accuracy"] == pytest.approx(done["score"])
+    assert trials.loc[done["trial_id"], "val_log_loss"] == pytest.approx(done["score"])
 
 
 def _free_port() -> int:
@@ -353,7 +355,7 @@ def test_the_tuner_trains_in_the_chosen_precision(tmp_path):
     config = Config(profile="smoke", artifacts_dir=str(tmp_path), precision="mixed_bfloat16")
     tune.build_tuner(config, role=None, train_images=240)
     assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
-    assert tune.project_name(config).endswith("-mixed_bfloat16")
+    assert tune.project_name(config).endswith("-mixed_bfloat16-val_log_loss")
 
 
 def test_every_trial_builds_its_networks_in_the_chosen_precision(kaggle_dir_readonly, tmp_path,
@@ -377,11 +379,12 @@ def test_every_trial_builds_its_networks_in_the_chosen_precision(kaggle_dir_read
 
 
 def test_leaderboard_shows_hyperparameters_unrounded():
-    row = {"rank": 1, "trial_id": "0000", "val_accuracy": 0.98583, "status": "COMPLETED",
+    row = {"rank": 1, "trial_id": "0000", "val_log_loss": 0.04321, "val_accuracy": 0.98583,
+           "status": "COMPLETED",
            "params": 426058, "epochs": 6, "seconds": 31.4, "hparams": dict(DEFAULT_HPARAMS)}
     table = search_results.leaderboard([row]).splitlines()
-    assert table[1].split() == ["1", "0000", "0.9858", "426,058", "6", "31", "32-64-128", "2",
-                                "3", "no", "0/0.25", "128", "0.002", "0.10"]
+    assert table[1].split() == ["1", "0000", "0.0432", "0.9858", "426,058", "6", "31",
+                                "32-64-128", "2", "3", "no", "0/0.25", "128", "0.002", "0.10"]
 
 
 def _schedule(model) -> dict:
@@ -445,7 +448,7 @@ def test_the_bayesian_oracle_never_hands_out_a_network_twice(tmp_path):
     space = kt.HyperParameters()
     define_search_space(space)
     oracle = kt.oracles.BayesianOptimizationOracle(
-        objective=kt.Objective("val_accuracy", "max"), max_trials=4, hyperparameters=space,
+        objective=kt.Objective("val_log_loss", "min"), max_trials=4, hyperparameters=space,
         seed=1)
     oracle._set_project_dir(str(tmp_path), "search")
     network = {**DEFAULT_HPARAMS, "conv_blocks": 2}
@@ -458,7 +461,7 @@ def test_the_bayesian_oracle_never_hands_out_a_network_twice(tmp_path):
     for number in range(4):
         trial = oracle.create_trial(f"tuner{number}")
         handed_out.append(tuners.network_values(trial.hyperparameters.values))
-        oracle.update_trial(trial.trial_id, {"val_accuracy": 0.9})
+        oracle.update_trial(trial.trial_id, {"val_log_loss": 0.1})
         trial.status = "COMPLETED"
         oracle.end_trial(trial)
     assert handed_out[0] == tuners.network_values(network)
