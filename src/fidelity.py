@@ -52,10 +52,10 @@ def read_ranked_configs(path: Path, names: Sequence[str]) -> pd.DataFrame:
                         hint="run python -m src.tune first") from None
     missing = [column for column in ("status", SCORE, *names) if column not in trials]
     if missing:
+        old_search = ("a search scored by accuracy, before the log-loss objective: rerun "
+                      "python -m src.tune" if missing[0] == SCORE else None)
         raise DataError("a trials.csv written by python -m src.tune",
-                        f"no column {missing[0]!r}", file=path,
-                        hint="a search from before the log-loss objective: rerun python -m "
-                        "src.tune with --overwrite") from None
+                        f"no column {missing[0]!r}", file=path, hint=old_search)
     done = trials[trials["status"] == "COMPLETED"].sort_values(SCORE)
     return done.drop_duplicates(subset=list(names)).reset_index(drop=True)
 
