@@ -153,7 +153,7 @@ def network_values(values: dict) -> dict:
             and not (name.startswith("filters_") and int(name.split("_")[1]) >= blocks)}
 
 
-def never_twice(oracle: kt.Oracle) -> None:
+def never_twice(oracle: kt.oracles.BayesianOptimizationOracle) -> None:
     """Make the oracle hand out no network it has already tried.
 
     KerasTuner's Bayesian oracle returns the optimum of its Gaussian process without
@@ -171,10 +171,7 @@ def never_twice(oracle: kt.Oracle) -> None:
     def propose_untried(trial_id: str) -> dict:
         proposal = propose(trial_id)
         if proposal.get("values") and oracle._duplicate(proposal["values"]):
-            values = oracle._random_values()
-            proposal = ({"status": kt.engine.trial.TrialStatus.RUNNING, "values": values}
-                        if values is not None
-                        else {"status": kt.engine.trial.TrialStatus.STOPPED, "values": None})
+            return oracle._random_populate_space()  # STOPPED when no untried one is left
         return proposal
 
     oracle._compute_values_hash = network_hash
