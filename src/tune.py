@@ -29,7 +29,7 @@ import keras_tuner as kt
 import numpy as np
 from keras_tuner.src import utils as kt_utils
 
-from src import budget
+from src import search_plan
 from src.config import (
     Config,
     add_minutes,
@@ -191,13 +191,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("--minutes: a search spread over machines keeps the profile's values (each "
               "machine would plan its own)", flush=True)
     if planned:
-        config = budget.search_table_settings(config)
+        config = search_plan.search_table_settings(config)
     train, validation, summary = load_search_data(config)
     record = None
     if planned:
         sizes = Sizes(summary["labelled_images"], summary["test_images"])
-        config, record = budget.plan_search(config, train, validation, sizes, started,
-                                            planned_epochs)
+        config, record = search_plan.plan_search(config, train, validation, sizes,
+                                                 started, planned_epochs)
     keras.utils.set_random_seed(config.seed)
     tuner = build_tuner(config, role, len(train[1]))
     where = f"{os.environ.get(ENV_ORACLE_IP)}:{os.environ.get(ENV_ORACLE_PORT)}"

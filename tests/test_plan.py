@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from src import budget, calibrate, plan, submit, tune, tuners
+from src import budget, calibrate, plan, search_plan, submit, tune, tuners
 from src.calibrate import Speed
 from src.config import Config, run_cli
 from src.errors import DataError
@@ -264,7 +264,8 @@ def test_the_search_takes_its_share_and_a_rerun_keeps_its_epochs(tmp_path, monke
 
     def search(minutes, now):
         config = Config(minutes=minutes, artifacts_dir=str(tmp_path), tune_samples=12_000)
-        return budget.plan_search(config, train, validation, REAL, 0.0, ten_trials, Clock(now))
+        return search_plan.plan_search(config, train, validation, REAL, 0.0, ten_trials,
+                                       Clock(now))
 
     # 15% of 30 minutes is 270 s; a trial costs 4 s + 4.6 s an epoch at the stand-in speed
     config, record = search(30, now=10)
@@ -287,8 +288,8 @@ def test_a_time_based_search_splits_its_share_into_equal_trials(tmp_path, monkey
         config = Config(minutes=minutes, artifacts_dir=str(tmp_path), tune_samples=12_000,
                         tuner="bayesian", max_trials=8,
                         **{"trial_seconds": 25.0, **given}, flags_given=frozenset(given))
-        return budget.plan_search(config, train, validation, REAL, 0.0,
-                                  tuners.planned_epochs, Clock(now))
+        return search_plan.plan_search(config, train, validation, REAL, 0.0,
+                                       tuners.planned_epochs, Clock(now))
 
     # 15% of 30 minutes is 270 s: 8 trials, each as long as its share allows
     config, record = search(30, now=10)
@@ -335,8 +336,8 @@ def test_a_trial_trains_no_more_epochs_than_its_member_could_use(tmp_path, monke
     x, y = np.zeros((9600, 28, 28, 1), np.uint8), np.arange(9600) % 10
     config = Config(minutes=120, artifacts_dir=str(tmp_path), tune_samples=12_000,
                     tuner="bayesian", max_trials=40, trial_seconds=20.0, jobs=2)
-    config, record = budget.plan_search(config, (x, y), (x[:2400], y[:2400]), REAL, 0.0,
-                                        tuners.planned_epochs, Clock(10))
+    config, record = search_plan.plan_search(config, (x, y), (x[:2400], y[:2400]), REAL,
+                                             0.0, tuners.planned_epochs, Clock(10))
     factor = plan.speed_at_the_caps(full, CPU, REAL, 120 * 60 - record["share_seconds"], 2)
     assert config.tune_epochs == math.floor(config.trial_seconds * 2200 * factor / 9600)
     assert config.tune_epochs > config.trial_seconds * 2200 / 9600
@@ -345,8 +346,8 @@ def test_a_trial_trains_no_more_epochs_than_its_member_could_use(tmp_path, monke
     del saved["tune_epochs"]
     Path(record["plan_file"]).write_text(json.dumps(saved))
     resumed = dataclasses.replace(config, tune_epochs=30)
-    assert budget.plan_search(resumed, (x, y), (x[:2400], y[:2400]), REAL, 0.0,
-                              tuners.planned_epochs, Clock(10))[0].tune_epochs == 300
+    assert search_plan.plan_search(resumed, (x, y), (x[:2400], y[:2400]), REAL, 0.0,
+                                   tuners.planned_epochs, Clock(10))[0].tune_epochs == 300
 
 
 # ---------------------------------------------------------------- the command lines

@@ -1,0 +1,160 @@
+"""The search's share of a budget: ``--minutes N`` as python -m src.tune uses it.
+
+It times the default CNN (src.calibrate), prices the search's trials with
+src.plan, and saves the choice under ``<artifacts>/plans/`` keyed by the run's
+settings, so that a rerun resumes the same search.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+
+from src import ensemble, workers
+from src.budget import plan_path, save_plan
+from src.calibrate import TRIAL_CALIBRATION_SECONDS, WARMUP_BATCHES, Speed
+from src.config import Config
+from src.plan import (
+    MIN_SEARCH_EPOCHS,
+    MIN_SEARCH_TRIALS,
+    PlanRow,
+    Sizes,
+    flag_choices,
+    fold_seconds,
+    speed_at_the_caps,
+    table_row,
+    too_short,
+)
+from src.util import format_duration
+
+
+def search_table_settings(config: Config) -> Config:
+    """--tune-samples from the budget's PLAN_TABLE row, unless given."""
+    if "tune_samples" in config.flags_given:
+        return config
+    return dataclasses.replace(config, tune_samples=table_row(config.minutes).search_samples)
+
+
+def plan_search(config: Config, train: tuple, validation: tuple, sizes: Sizes,
+                started: float, trial_epochs: Callable[[Config], list[int]],
+                clock: Callable[[], float] = time.perf_counter) -> tuple[Config, dict]:
+    """The search's share of the budget (PLAN_TABLE), spent on epoch-count trials as the
+    most epochs a trial may train that fit it, given the epochs of each trial
+    (src.tune.planned_epochs), or on time-based trials (--trial-seconds) as the seconds
+    each trains and the most epochs a member of the submit that follows (whose data
+    has `sizes`) could use; an earlier run's choice with the same settings, so that it
+    resumes the same search. Returns the config with what the plan chose and the record
+    for best_hparams.json."""
+    from src.calibrate import measure_speed
+    from src.model import DEFAULT_HPARAMS
+
+    (x_train, y_train), (x_val, _) = train, validation
+    row = table_row(config.minutes)
+    path = plan_path(config, "tune", {"data": ensemble.data_fingerprint(x_train, y_train),
+                                      "tune_samples": config.tune_samples,
+                                      "tuner": config.tuner,
+                                      "timed": bool(config.trial_seconds)})
+    if config.overwrite or not path.is_file():
+        speed = measure_speed(DEFAULT_HPARAMS, x_train, y_train, x_val, config.batch_size,
+                              config.precision, config.seed)
+        elapsed, share = clock() - started, config.minutes * 60 * row.search_share
+        images = (len(x_train), len(x_val))
+        if config.trial_seconds:
+            chosen = _timed_trials(config, row, speed, images, elapsed, share)
+            chosen["tune_epochs"] = _timed_trial_epochs(config, row, speed, sizes, len(x_train),
+                                                        share, chosen["trial_seconds"])
+        else:
+            chosen = _trial_epochs(config, row, speed, images, elapsed, share, trial_epochs)
+        save_plan(path, json.dumps({
+            "minutes": config.minutes, "share_seconds": share, **chosen,
+            "tune_samples": config.tune_samples, "speed": speed.as_dict(),
+            "plan_file": str(path)}, indent=2) + "\n")
+    record = json.loads(path.read_text())
+    if "trial_seconds" in record and "tune_epochs" not in record:
+        # A plan saved before trials stopped at their member's epochs: the search it began
+        # resumes with the cap it had, 10 x the profile's --tune-epochs.
+        record["tune_epochs"] = 10 * config.tune_epochs
+    if "trial_seconds" in record:
+        what = (f"{record['max_trials']} trials of {record['trial_seconds']:g}s of training "
+                f"each, at most {record['tune_epochs']} epochs")
+        settings = {name: record[name] for name in ("max_trials", "trial_seconds", "tune_epochs")}
+    else:
+        what = f"up to {record['tune_epochs']} epochs a trial"
+        settings = {"tune_epochs": record["tune_epochs"]}
+    print(f"plan for {config.minutes:g} minutes, the search's share "
+          f"{format_duration(record['share_seconds'])}: {what} on "
+          f"{config.tune_samples or 'every'} image(s), ETA "
+          f"{format_duration(record['planned_seconds'])}", flush=True)
+    return dataclasses.replace(config, **settings), record
+
+
+def _trial_epochs(config: Config, row: PlanRow, speed: Speed, images: tuple[int, int],
+                  elapsed: float, share: float,
+                  trial_epochs: Callable[[Config], list[int]]) -> dict:
+    """Epoch-count trials: the most --tune-epochs, up to the row's cap, whose trials fit."""
+    def cost(epochs: int) -> float:
+        trials = trial_epochs(dataclasses.replace(config, tune_epochs=epochs))
+        return sum(fold_seconds(speed, *images, e) for e in trials)
+
+    tries = flag_choices(config, "tune_epochs", row.search_max_epochs, MIN_SEARCH_EPOCHS)
+    epochs = next((e for e in tries if elapsed + cost(e) <= share), 0)
+    if not epochs:
+        raise too_short(config, (elapsed + cost(tries[-1])) / row.search_share, 0,
+                        f"a search of {tries[-1]} epochs a trial, {row.search_share:.0%} "
+                        "of the budget")
+    return {"tune_epochs": epochs, "planned_seconds": elapsed + cost(epochs)}
+
+
+def _timed_trial_epochs(config: Config, row: PlanRow, speed: Speed, sizes: Sizes,
+                        train_images: int, share: float, trial_seconds: float) -> int:
+    """The most epochs a time-based trial trains (a --tune-epochs given is kept): as many
+    as its seconds buy a network at plan.speed_at_the_caps, the speed past which a member
+    trains no more, or the default CNN, whichever is faster.
+
+    Past that speed a trial would train on where its member cannot, and score the cheap
+    network above networks that, at the caps, beat it (README, the full profile)."""
+    if "tune_epochs" in config.flags_given:
+        return config.tune_epochs
+    factor = speed_at_the_caps(row, speed, sizes, config.minutes * 60 - share,
+                               workers.resolve_jobs(config.jobs))
+    # inf (no member reaches the caps in a budget this short): time alone limits a trial,
+    # and no network of the search space trains 100 times the default CNN's images/s
+    factor = min(max(factor, 1), 100)
+    most = trial_seconds * speed.train_images_per_second * factor / train_images
+    return max(math.floor(most), MIN_SEARCH_EPOCHS)
+
+
+def _timed_trials(config: Config, row: PlanRow, speed: Speed, images: tuple[int, int],
+                  elapsed: float, share: float) -> dict:
+    """Time-based trials: the share split into --max-trials equal trials, each less what
+    it pays besides training; fewer trials (down to MIN_SEARCH_TRIALS) while that buys the
+    default CNN fewer than MIN_SEARCH_EPOCHS epochs. A given --trial-seconds is kept."""
+    train_images, val_images = images
+
+    def cost(seconds: float) -> float:
+        # Timing the network (its start-up, warm-up and timed batches), then a fold model's
+        # start-up and epochs, validation included, then predicting the hold-out once more.
+        timing = (speed.startup_seconds + TRIAL_CALIBRATION_SECONDS
+                  + WARMUP_BATCHES * config.batch_size / speed.train_images_per_second)
+        epochs = seconds * speed.train_images_per_second / train_images
+        return (timing + fold_seconds(speed, train_images, val_images, epochs)
+                + val_images / speed.predict_images_per_second)
+
+    fewest = MIN_SEARCH_EPOCHS * train_images / speed.train_images_per_second
+    given = "trial_seconds" in config.flags_given
+    tries = flag_choices(config, "max_trials", config.max_trials, MIN_SEARCH_TRIALS)
+    for trials in tries:
+        seconds = config.trial_seconds
+        if not given:  # cost is linear in seconds: the seconds whose cost is the trial's part
+            part = (share - elapsed) / trials
+            seconds = math.floor((part - cost(0)) / (cost(1) - cost(0)) * 10) / 10
+        if (given or seconds >= fewest) and elapsed + trials * cost(seconds) <= share:
+            return {"max_trials": trials, "trial_seconds": seconds,
+                    "planned_seconds": elapsed + trials * cost(seconds)}
+    seconds = config.trial_seconds if given else math.ceil(fewest * 10) / 10
+    raise too_short(config, (elapsed + tries[-1] * cost(seconds)) / row.search_share, 0,
+                    f"a search of {tries[-1]} trials of {seconds:g}s each, "
+                    f"{row.search_share:.0%} of the budget")
