@@ -4,8 +4,8 @@ src.plan computes plans; this module runs them: it times the candidate
 networks (src.calibrate), makes or reloads the plan, saves it under
 ``<artifacts>/plans/`` keyed by the run's settings (a rerun keeps the plan, its
 decisions, and so the fold models' cache keys), and holds the Budget that
-re-plans at stage boundaries against the clock. The search's share is
-src.search_plan's.
+re-plans against the clock at stage boundaries, and within a round before each
+fold model starts (RoundPace). The search's share is src.search_plan's.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from src import ensemble
+from src.calibrate import Speed
 from src.config import Config
 from src.errors import DataError
 from src.plan import (
@@ -27,13 +28,16 @@ from src.plan import (
     PSEUDO_SHARE_ESTIMATE,
     SECOND,
     TAIL_SECONDS,
+    WORKER_START_SECONDS,
     Plan,
     Sizes,
     describe,
+    fold_seconds,
     plan_ensemble,
     prediction_seconds,
     round_seconds,
     table_row,
+    training_seconds,
 )
 from src.util import format_duration, write_atomically
 
@@ -44,9 +48,10 @@ class Budget:
     It records when each stage ends and, at the boundaries, re-plans: TTA stays
     on for a round's prediction while the time left still covers the rest, and
     the pseudo-labelled round gets as many epochs as the time left buys once the
-    first round is done (none below its fewest). Each decision is saved in the
-    plan file; a rerun takes it from there instead of deciding again, so that it
-    keeps the fold models' cache keys.
+    first round is done (none below its fewest); inside a round, its RoundPace
+    cuts the epochs of fold models not yet started when the round runs late.
+    Each decision is saved in the plan file; a rerun takes it from there instead
+    of deciding again, so that it keeps the fold models' cache keys.
     """
 
     def __init__(self, plan: Plan, started: float, path: Path | None = None,
@@ -108,12 +113,7 @@ class Budget:
         speeds = plan.member_speeds()
         after = TAIL_SECONDS
         if not pseudo_round and plan.pseudo_epochs:  # keep the fewest epochs of round two
-            fewest = (plan.pseudo_epochs if "pseudo_epochs" in plan.given
-                      else table_row(plan.minutes).pseudo_min_epochs)
-            estimate = [plan.sizes.test * PSEUDO_SHARE_ESTIMATE] * plan.folds * plan.repeats
-            after += (round_seconds(speeds, plan.sizes, plan.folds, fewest, plan.jobs, estimate,
-                                    plan.repeats)
-                      + prediction_seconds(speeds, plan.sizes, plan.folds, False, plan.repeats))
+            after += self._fewest_second_round()
         cost = prediction_seconds(speeds, plan.sizes, plan.folds, True, plan.repeats)
         fits = self.left() - cost >= after
         print(f"plan: test-time augmentation for the {SECOND if pseudo_round else FIRST}: "
@@ -136,6 +136,38 @@ class Budget:
               f"(planned {plan.pseudo_epochs}), {format_duration(max(room, 0))} to train it",
               flush=True)
         return epochs
+
+    def fold_epochs(self, pseudo_round: bool, member: str, split: int, planned: int) -> int:
+        """A fold model's epochs: the planned ones, or fewer where a late round cut them
+        (RoundPace), so that a rerun finds the model it trained."""
+        key = _cut_key(SECOND if pseudo_round else FIRST, member, split)
+        return int(self.plan.decisions.get(key, planned))
+
+    def round_pace(self, pseudo_round: bool, jobs: Sequence, names: Sequence[str],
+                   epochs: int) -> RoundPace:
+        """The RoundPace of a round's fold models still to train (ensemble.FoldJob), of
+        members named as in the round (in the plan's order), planned at `epochs`."""
+        speeds = dict(zip(names, self.plan.member_speeds(), strict=True))
+        return RoundPace(self, SECOND if pseudo_round else FIRST, jobs, speeds, epochs)
+
+    def _seconds_after_round(self, name: str) -> float:
+        """What must fit after a round's training: its prediction without TTA, the
+        report, and after the first round the fewest epochs of a planned second one."""
+        plan, speeds = self.plan, self.plan.member_speeds()
+        after = TAIL_SECONDS + prediction_seconds(speeds, plan.sizes, plan.folds, False,
+                                                  plan.repeats)
+        if name == FIRST and plan.pseudo_epochs:
+            after += self._fewest_second_round()
+        return after
+
+    def _fewest_second_round(self) -> float:
+        plan, speeds = self.plan, self.plan.member_speeds()
+        fewest = (plan.pseudo_epochs if "pseudo_epochs" in plan.given
+                  else table_row(plan.minutes).pseudo_min_epochs)
+        estimate = [plan.sizes.test * PSEUDO_SHARE_ESTIMATE] * plan.folds * plan.repeats
+        return (round_seconds(speeds, plan.sizes, plan.folds, fewest, plan.jobs, estimate,
+                              plan.repeats)
+                + prediction_seconds(speeds, plan.sizes, plan.folds, False, plan.repeats))
 
     def settings_used(self) -> dict:
         """TTA and the pseudo-labelled round's epochs as the first round's boundaries decided
@@ -160,6 +192,82 @@ class Budget:
                 "stages": [{"stage": stage, "planned_seconds": plan.stages.get(stage),
                             "actual_seconds": self.actual.get(stage)} for stage in stages],
                 "eta_seconds": plan.eta()}
+
+
+def _cut_key(name: str, member: str, split: int) -> str:
+    return f"epochs, {name}, {member}, split {split + 1}"
+
+
+class RoundPace:
+    """One round's fold models against the time left, --jobs of them at once.
+
+    Before a model starts it gets the most epochs, from the planned ones down to its
+    PLAN_TABLE row's fewest, with which it and the models still waiting (at as many
+    epochs) end, after the rest of those running, in time for the round's prediction
+    without TTA, at the pace of the last model to end (its seconds over its planned
+    seconds): a machine that slows down partway through a round. TTA stays the first
+    thing a late round gives up (Budget.training_done); epochs go only when that is
+    not enough. A cut is saved in the plan's decisions (Budget.fold_epochs).
+    """
+
+    def __init__(self, budget: Budget, name: str, jobs: Sequence, speeds: dict[str, Speed],
+                 epochs: int):
+        plan = budget.plan
+        self.budget, self.name, self.speeds, self.epochs = budget, name, speeds, epochs
+        self.waiting = {job.number for job in jobs}
+        self.running: dict[int, tuple[float, float]] = {}  # number: (started, planned seconds)
+        self.pace = 1.0
+        self.workers = max(plan.jobs, 1)
+        # a model beside others trains at PARALLEL_SPEEDUP / workers of its speed alone
+        self.beside = self.workers / PARALLEL_SPEEDUP if self.workers > 1 else 1.0
+        self.fewest = min(table_row(plan.minutes).min_epochs, epochs)
+        self.may_cut = "epochs" not in plan.given
+
+    def seconds_alone(self, job, epochs: int) -> float:
+        """The job's fold model trained alone at the plan's speed."""
+        sizes, held = self.budget.plan.sizes, self.budget.plan.sizes.train / job.folds
+        extra = len(job.extra[1]) if job.extra is not None else 0
+        return fold_seconds(self.speeds[job.member.name], sizes.train - held + extra, held,
+                            epochs)
+
+    def epochs_for(self, job) -> int:
+        """The epochs of the job about to start; a cut is printed and saved."""
+        self.waiting.discard(job.number)
+        epochs = self._epochs_that_fit(job) if self.may_cut else self.epochs
+        budget, key = self.budget, _cut_key(self.name, job.member.name, job.fold)
+        before = budget.plan.decisions.pop(key, None)  # a killed run's, for this model
+        if epochs < self.epochs:
+            budget.plan.decisions[key] = epochs
+            print(f"plan: {job.label()}: {epochs} epochs, not {self.epochs}: the last fold "
+                  f"model took {self.pace:.2f}x its planned time, "
+                  f"{format_duration(max(budget.left(), 0))} left", flush=True)
+        if budget.plan.decisions.get(key) != before and budget.path is not None:
+            write_atomically(budget.path, budget.plan.to_json())
+        self.running[job.number] = (budget.clock(), self.seconds_alone(job, epochs))
+        return epochs
+
+    def finished(self, job, seconds: float) -> None:
+        """A fold model ended after `seconds` of training: the pace for the next."""
+        _, planned = self.running.pop(job.number)
+        # Beside another model, or the last one alone (then the pace reads low, and nothing
+        # is left to decide).
+        self.pace = seconds / (planned * self.beside)
+
+    def _epochs_that_fit(self, job) -> int:
+        now = self.budget.clock()
+        # Work left in seconds alone: the running models' rest at the pace, then the models
+        # waiting, this one among them.
+        running = [max(0.0, planned * self.pace - (now - started) / self.beside)
+                   for started, planned in self.running.values()]
+        room = self.budget.left() - self.budget._seconds_after_round(self.name)
+        for epochs in range(self.epochs, self.fewest - 1, -1):
+            work = [*running, *[self.seconds_alone(job, epochs) * self.pace]
+                    * (len(self.waiting) + 1)]
+            # the workers are up; and no model ends sooner than it would alone
+            if max(training_seconds(work, self.workers) - WORKER_START_SECONDS,
+                   max(work)) <= room:
+                return epochs
+        return self.fewest
 
 
 # ---------------------------------------------------------------- the commands

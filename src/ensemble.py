@@ -194,10 +194,13 @@ def _save_atomically(model: keras.Model, history: dict, model_path: Path) -> Non
             raise
 
 
-def _fold_model_path(member: Member, fold: int, config: Config, fingerprint: str) -> Path:
-    # fold counts over every repeat; the key names folds and seed, which fix each split
+def _fold_model_path(member: Member, fold: int, config: Config, fingerprint: str,
+                     epochs: int) -> Path:
+    # fold counts over every repeat; the key names folds, seed and the planned epochs, so
+    # a model that a late round cut to fewer epochs (src.budget.RoundPace) says so
     folder = Path(config.artifacts_dir) / "models" / member_key(member, config, fingerprint)
-    return folder / f"fold-{fold}.keras"
+    return folder / (f"fold-{fold}.keras" if epochs == config.epochs
+                     else f"fold-{fold}-{epochs}-epochs.keras")
 
 
 @dataclass
@@ -214,6 +217,7 @@ class FoldJob:
     repeats: int = 1
     # Pseudo-labelled test images (images, labels) added to the fold's training part.
     extra: tuple[np.ndarray, np.ndarray] | None = None
+    epochs: int = 0  # 0: the config's
 
     def label(self) -> str:
         repeat, fold = divmod(self.fold, self.folds)
@@ -238,10 +242,11 @@ def _train_fold(job: FoldJob, x: np.ndarray, y: np.ndarray,
     if job.extra is not None:
         x_fit, y_fit = np.concatenate([x_fit, job.extra[0]]), np.concatenate([y_fit, job.extra[1]])
     keras.utils.set_random_seed(config.seed + job.fold)
+    epochs = job.epochs or config.epochs
     model = cnn.build_cnn(cnn.hparams_from_dict(job.member.hparams),
-                          cnn.steps_per_epoch(len(y_fit), config.batch_size), config.epochs)
+                          cnn.steps_per_epoch(len(y_fit), config.batch_size), epochs)
     history = cnn.fit(model, x_fit, y_fit, x[held_idx], y[held_idx],
-                      epochs=config.epochs, batch_size=config.batch_size,
+                      epochs=epochs, batch_size=config.batch_size,
                       seed=config.seed + job.fold, callbacks=callbacks, verbose=verbose)
     history = {name: [float(v) for v in values] for name, values in history.history.items()}
     _save_atomically(model, history, job.path)
@@ -292,12 +297,22 @@ def _run_round(digits: Digits, members: list[Member], config: Config,
                budget=None) -> None:
     """Train (or reuse) members x folds and add their probabilities to result."""
     x, y = digits.x_train, digits.y_train
+    pseudo_round = pseudo is not None
+
+    def at_epochs(job: FoldJob, epochs: int) -> FoldJob:
+        return dataclasses.replace(job, epochs=epochs, path=_fold_model_path(
+            job.member, job.fold, config, fingerprint, epochs))
+
+    def epochs_of(member: Member, fold: int) -> int:  # fewer where a late run cut them
+        if budget is None:
+            return config.epochs
+        return budget.fold_epochs(pseudo_round, member.name, fold, config.epochs)
+
     pairs = list(product(members, range(len(splits))))
-    jobs = [FoldJob(member, fold, config.folds,
-                    _fold_model_path(member, fold, config, fingerprint), number, len(pairs),
-                    config.repeats)
+    jobs = [at_epochs(FoldJob(member, fold, config.folds, Path(), number, len(pairs),
+                              config.repeats), epochs_of(member, fold))
             for number, (member, fold) in enumerate(pairs, start=1)]
-    if pseudo is not None:
+    if pseudo_round:
         for job in jobs:
             indices, labels = pseudo.per_fold[job.fold]
             job.extra = (digits.x_test[indices], labels)
@@ -308,10 +323,22 @@ def _run_round(digits: Digits, members: list[Member], config: Config,
         if job not in to_train:
             print(job.status(f"reusing {job.path}"), flush=True)
     tick = time.perf_counter()
-    if to_train:
+    if to_train and budget is None:
         workers.train_fold_models(to_train, x, y, splits, config, _train_fold, verbose)
+    elif to_train:
+        pace = budget.round_pace(pseudo_round, to_train, [m.name for m in members],
+                                 config.epochs)
+        trained = {}
+
+        def paced(job: FoldJob) -> FoldJob:
+            trained[job.number] = at_epochs(job, pace.epochs_for(job))
+            return trained[job.number]
+
+        workers.train_fold_models(to_train, x, y, splits, config, _train_fold, verbose,
+                                  before=paced, after=pace.finished)
+        jobs = [trained.get(job.number, job) for job in jobs]
     result.train_seconds += time.perf_counter() - tick
-    tta = config.tta if budget is None else budget.training_done(pseudo is not None)
+    tta = config.tta if budget is None else budget.training_done(pseudo_round)
     tick = time.perf_counter()
     for job in jobs:
         model = _load_fold_model(job.path)
@@ -327,7 +354,7 @@ def _run_round(digits: Digits, members: list[Member], config: Config,
         result.test_probs[member.name] = np.mean(result.fold_test_probs[member.name], axis=0)
     result.predict_seconds += time.perf_counter() - tick
     if budget is not None:
-        budget.prediction_done(pseudo is not None)
+        budget.prediction_done(pseudo_round)
 
 
 def select_pseudo_labels(result: KFoldResult, names: list[str], threshold: float

@@ -8,7 +8,7 @@ more, epochs as many as fit up to the row's cap, test-time augmentation, then
 a pseudo-labelled round if the rest buys its fewest epochs, then more members
 while they fit. Flags the user gave are kept and the plan works around them.
 Nothing here reads a clock or a file: src.budget runs a plan, re-planning at
-stage boundaries.
+stage boundaries and before each fold model starts.
 """
 
 from __future__ import annotations

@@ -162,7 +162,9 @@ def _plan_section(plan: dict | None) -> list:
             Paragraph("Speeds measured on this machine, one process:"),
             Table(["network", "training images/s", "prediction images/s",
                    "seconds to start a fold model"], speeds),
-            *([Paragraph("Decided at stage boundaries:"), _mapping_table(plan["decisions"])]
+            *([Paragraph("Decided as the run went (TTA and the pseudo-labelled round at "
+                         "stage boundaries; fewer epochs for the fold models a late round had "
+                         "not yet started):"), _mapping_table(plan["decisions"])]
               if plan["decisions"] else [])]
 
 

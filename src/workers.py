@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
 import keras
 import numpy as np
@@ -88,11 +88,16 @@ def _train_in_worker(train_fold: Callable, job, split: tuple[np.ndarray, np.ndar
 
 def train_fold_models(jobs: list, x: np.ndarray, y: np.ndarray,
                       splits: list[tuple[np.ndarray, np.ndarray]], config: Config,
-                      train_fold: Callable, verbose: int | str = "auto") -> None:
+                      train_fold: Callable, verbose: int | str = "auto",
+                      before: Callable | None = None, after: Callable | None = None) -> None:
     """Train and save every job's model (an ensemble.FoldJob) with
     ``train_fold(job, x, y, split, config, verbose, callbacks)``, one after another or in
     parallel worker processes (``--jobs``), printing a line with the elapsed time and ETA
-    as each ends."""
+    as each ends.
+
+    A job is handed to a worker only when one is free, so that ``before(job)``, called
+    right then, may return it changed (src.budget: fewer epochs when the round runs
+    late); ``after(job, seconds)`` hears when each ends."""
     folders = {job.path.parent for job in jobs}
     for folder in folders:
         with writing(folder):  # a read-only folder fails now, not after the first fold
@@ -102,6 +107,9 @@ def train_fold_models(jobs: list, x: np.ndarray, y: np.ndarray,
     started = time.perf_counter()
     model_seconds: list[float] = []
 
+    def ready(job):
+        return before(job) if before else job
+
     def report_done(job, seconds: float) -> None:
         model_seconds.append(seconds)
         left = len(jobs) - len(model_seconds)
@@ -109,9 +117,11 @@ def train_fold_models(jobs: list, x: np.ndarray, y: np.ndarray,
         print(f"{job.label()} trained in {format_duration(seconds)}; "
               f"{len(model_seconds)} of {len(jobs)} to train done, elapsed "
               f"{format_duration(time.perf_counter() - started)}, ETA {eta}", flush=True)
+        if after:
+            after(job, seconds)
 
     if workers <= 1:
-        for job in jobs:
+        for job in map(ready, jobs):
             print(job.status("training"), flush=True)
             report_done(job, train_fold(job, x, y, splits[job.fold], config, verbose))
         return
@@ -123,11 +133,22 @@ def train_fold_models(jobs: list, x: np.ndarray, y: np.ndarray,
     others = set(multiprocessing.active_children())
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_start_worker, initargs=(x, y)) as pool:
-        futures = {pool.submit(_train_in_worker, train_fold, job, splits[job.fold], config): job
-                   for job in jobs}
+        waiting, running = list(jobs), {}
+
+        def start_next() -> None:
+            job = ready(waiting.pop(0))
+            running[pool.submit(_train_in_worker, train_fold, job, splits[job.fold],
+                                config)] = job
+
         try:
-            for future in as_completed(futures):
-                report_done(futures[future], future.result())
+            while waiting and len(running) < workers:
+                start_next()
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    report_done(running.pop(future), future.result())
+                    if waiting:
+                        start_next()
         except BaseException:  # an error or Ctrl-C: stop every fold now, keep the saved ones
             pool.shutdown(wait=False, cancel_futures=True)
             stopped = set(multiprocessing.active_children()) - others

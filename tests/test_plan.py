@@ -12,10 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from src import budget, calibrate, plan, search_plan, submit, tune, tuners
+from src import budget, calibrate, ensemble, plan, search_plan, submit, tune, tuners
 from src.calibrate import Speed
 from src.config import Config, run_cli
+from src.data import load_kaggle
 from src.errors import DataError
+from src.model import DEFAULT_HPARAMS
 
 # About the default CNN in one process on the 2-core VM (README: a 20-epoch fold of
 # 28,000 images trained alone in 4m45s); a GPU stands in as 20 times that.
@@ -233,6 +235,131 @@ def test_a_rerun_keeps_the_decisions_of_the_first_run(tmp_path):
     rerun = budget.Budget(saved, started=0.0, clock=Clock(30 * 60 - 30), reused=True)
     assert rerun.training_done(pseudo_round=False) is True
     assert rerun.pseudo_epochs([0] * 3) == planned_epochs
+
+
+def _fold_jobs(planned: plan.Plan) -> list[ensemble.FoldJob]:
+    member = ensemble.Member("default", {}, "default")
+    count = planned.folds * planned.repeats
+    return [ensemble.FoldJob(member, split, planned.folds, Path(f"fold-{split}.keras"),
+                             split + 1, count, planned.repeats) for split in range(count)]
+
+
+def _train_round(run: budget.Budget, slower_from: int = 0, slowdown: float = 1.0,
+                 cut: bool = True) -> dict[int, int]:
+    """Train a first round on the stand-in clock as --jobs workers would: a model trains
+    at its planned speed alone, at PARALLEL_SPEEDUP / workers of it beside others, and
+    `slowdown` times slower from model number slower_from on; without cut, every model
+    trains the planned epochs. Returns each model's epochs."""
+    planned, jobs = run.plan, _fold_jobs(run.plan)
+    pace = run.round_pace(False, jobs, planned.members, planned.epochs)
+    pace.may_cut = pace.may_cut and cut
+    waiting, epochs = list(jobs), {}
+    running: dict = {}  # number: [job, seconds of work left alone, started]
+    while waiting or running:
+        while waiting and len(running) < max(planned.jobs, 1):
+            job = waiting.pop(0)
+            epochs[job.number] = pace.epochs_for(job)
+            work = pace.seconds_alone(job, epochs[job.number])
+            work *= slowdown if slower_from and job.number >= slower_from else 1.0
+            running[job.number] = [job, work, run.clock.now]
+        speed = plan.PARALLEL_SPEEDUP / len(running) if len(running) > 1 else 1.0
+        number = min(running, key=lambda n: running[n][1])
+        step = running[number][1] / speed
+        for model in running.values():
+            model[1] -= step * speed
+        run.clock.now += step
+        job, _, started = running.pop(number)
+        pace.finished(job, run.clock.now - started)
+    return epochs
+
+
+def _cuts(planned: plan.Plan) -> dict:
+    return {key: value for key, value in planned.decisions.items()
+            if key.startswith("epochs, ")}
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_round_on_its_pace_trains_every_planned_epoch(jobs):
+    quick = _plan(30, jobs=jobs)
+    # A killed run had cut model 2, which never finished: this run decides it again.
+    quick.decisions["epochs, first round, default, split 2"] = 9
+    run = budget.Budget(quick, started=0.0, clock=Clock(CALIBRATED_AFTER))
+    assert set(_train_round(run).values()) == {quick.epochs}
+    assert _cuts(quick) == {}
+    assert run.training_done(pseudo_round=False) is True  # TTA still fits
+
+
+def test_a_round_that_slows_cuts_the_epochs_of_models_not_yet_started(monkeypatch, tmp_path):
+    """Like the seed-7 quick run (README): 3 repeats of 3 folds, two at a time, the
+    machine a third slower partway through (from the 5th model on). Unpaced, the round
+    ends past what the budget leaves for prediction without TTA; paced, the models that
+    start after the slowdown is seen train fewer epochs and it ends in time (within 1% of
+    the budget: the pace is an estimate)."""
+    monkeypatch.setattr(plan, "PLAN_TABLE", SHIPPED_TABLE)
+    fast = {"default": dataclasses.replace(CPU, train_images_per_second=5500)}
+    after_prediction = plan.TAIL_SECONDS + plan.prediction_seconds(
+        [fast["default"]], REAL, 3, False, 3)
+
+    def round_end(cut: bool) -> tuple[float, budget.Budget, dict]:
+        quick = _plan(30, fast, search_seconds=270)
+        assert (quick.repeats, quick.jobs) == (3, 2)
+        run = budget.Budget(quick, started=0.0, path=tmp_path / "plan.json",
+                            clock=Clock(CALIBRATED_AFTER))
+        epochs = _train_round(run, slower_from=5, slowdown=1.35, cut=cut)
+        return run.clock.now, run, epochs
+
+    deadline = 30 * 60 - 270 - after_prediction
+    unpaced_end, _, _ = round_end(cut=False)
+    assert unpaced_end > deadline + 0.01 * 30 * 60
+    paced_end, run, epochs = round_end(cut=True)
+    assert paced_end <= deadline + 0.01 * 30 * 60
+    planned = run.plan.epochs
+    assert [epochs[n] for n in range(1, 7)] == [planned] * 6  # the pace seen at model 5's end
+    assert plan.PLAN_TABLE[0].min_epochs <= min(epochs.values()) < planned
+    # Each cut is saved: a rerun from the plan file finds the same epochs for each model.
+    saved = plan.Plan.from_json((tmp_path / "plan.json").read_text())
+    rerun = budget.Budget(saved, started=0.0, clock=Clock(0.0), reused=True)
+    assert {n: rerun.fold_epochs(False, "default", n - 1, planned) for n in epochs} == epochs
+    assert len(_cuts(saved)) == sum(e < planned for e in epochs.values()) > 0
+
+
+def test_given_epochs_are_never_cut_and_the_fewest_is_the_floor(capsys):
+    given = _plan(30, epochs=12)
+    run = budget.Budget(given, started=0.0, clock=Clock(30 * 60 - 60))  # a minute left
+    assert set(_train_round(run).values()) == {12}
+    late = budget.Budget(_plan(30), started=0.0, clock=Clock(30 * 60 - 60))
+    assert set(_train_round(late).values()) == {plan.PLAN_TABLE[0].min_epochs}
+    assert f"{plan.PLAN_TABLE[0].min_epochs} epochs, not {late.plan.epochs}" in \
+        capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_cut_fold_model_is_saved_as_such_and_a_rerun_reuses_it(kaggle_dir_readonly,
+                                                                   tmp_path):
+    """A round with no time left: the fold models train their fewest epochs, each under a
+    name that says so, and the rerun (the same plan file) finds every one of them."""
+    digits = load_kaggle(kaggle_dir_readonly)
+    digits = dataclasses.replace(digits, x_train=digits.x_train[:600],
+                                 y_train=digits.y_train[:600])
+    sizes = plan.Sizes(len(digits.y_train), len(digits.x_test))
+    planned = plan.plan_ensemble(_config(30, jobs=1), {"default": CPU}, sizes, 0.0)
+    config = Config(profile="smoke", folds=planned.folds, epochs=planned.epochs, jobs=1,
+                    artifacts_dir=str(tmp_path / "artifacts"))
+    members = [ensemble.Member("default", dict(DEFAULT_HPARAMS), "default")]
+    path = tmp_path / "plan.json"
+    late = budget.Budget(planned, started=0.0, path=path, clock=Clock(planned.seconds))
+    first = ensemble.run_kfold(digits, members, config, verbose=0, budget=late)
+    fewest = plan.PLAN_TABLE[0].min_epochs
+    assert first.trained == planned.folds and fewest < planned.epochs
+    assert {len(h["history"]["accuracy"]) for h in first.histories} == {fewest}
+    [folder] = (tmp_path / "artifacts" / "models").iterdir()
+    assert sorted(p.name for p in folder.glob("*.keras")) == [
+        f"fold-{split}-{fewest}-epochs.keras" for split in range(planned.folds)]
+    saved = plan.Plan.from_json(path.read_text())
+    rerun = budget.Budget(saved, started=0.0, clock=Clock(0.0), reused=True)
+    again = ensemble.run_kfold(digits, members, config, verbose=0, budget=rerun)
+    assert (again.trained, again.reused) == (0, planned.folds)
+    np.testing.assert_array_equal(again.oof_probs["default"], first.oof_probs["default"])
 
 
 def test_the_record_holds_planned_and_actual_seconds_per_stage():
