@@ -334,16 +334,17 @@ def test_given_epochs_are_never_cut_and_the_fewest_is_the_floor(capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("jobs", [1, 2], ids=["in-process", "workers"])
 def test_a_cut_fold_model_is_saved_as_such_and_a_rerun_reuses_it(kaggle_dir_readonly,
-                                                                   tmp_path):
+                                                                   tmp_path, jobs):
     """A round with no time left: the fold models train their fewest epochs, each under a
     name that says so, and the rerun (the same plan file) finds every one of them."""
     digits = load_kaggle(kaggle_dir_readonly)
     digits = dataclasses.replace(digits, x_train=digits.x_train[:600],
                                  y_train=digits.y_train[:600])
     sizes = plan.Sizes(len(digits.y_train), len(digits.x_test))
-    planned = plan.plan_ensemble(_config(30, jobs=1), {"default": CPU}, sizes, 0.0)
-    config = Config(profile="smoke", folds=planned.folds, epochs=planned.epochs, jobs=1,
+    planned = plan.plan_ensemble(_config(30, jobs=jobs), {"default": CPU}, sizes, 0.0)
+    config = Config(profile="smoke", folds=planned.folds, epochs=planned.epochs, jobs=jobs,
                     artifacts_dir=str(tmp_path / "artifacts"))
     members = [ensemble.Member("default", dict(DEFAULT_HPARAMS), "default")]
     path = tmp_path / "plan.json"
