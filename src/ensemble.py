@@ -322,21 +322,21 @@ def _run_round(digits: Digits, members: list[Member], config: Config,
     for job in jobs:
         if job not in to_train:
             print(job.status(f"reusing {job.path}"), flush=True)
-    tick = time.perf_counter()
-    if to_train and budget is None:
-        workers.train_fold_models(to_train, x, y, splits, config, _train_fold, verbose)
-    elif to_train:
+    paced, after, trained = None, None, {}
+    if to_train and budget is not None:  # fewer epochs for models not yet started if late
         pace = budget.round_pace(pseudo_round, to_train, [m.name for m in members],
                                  config.epochs)
-        trained = {}
+        after = pace.finished
 
         def paced(job: FoldJob) -> FoldJob:
             trained[job.number] = at_epochs(job, pace.epochs_for(job))
             return trained[job.number]
 
+    tick = time.perf_counter()
+    if to_train:
         workers.train_fold_models(to_train, x, y, splits, config, _train_fold, verbose,
-                                  before=paced, after=pace.finished)
-        jobs = [trained.get(job.number, job) for job in jobs]
+                                  before=paced, after=after)
+    jobs = [trained.get(job.number, job) for job in jobs]
     result.train_seconds += time.perf_counter() - tick
     tta = config.tta if budget is None else budget.training_done(pseudo_round)
     tick = time.perf_counter()
