@@ -158,17 +158,7 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """The parser every stage shares: data source, data dir, profile, seed, outputs, overrides."""
     parser = OneLineParser(prog=prog, description=description)
-    data = parser.add_argument_group("data")
-    # No defaults here for values Config holds: a flag left out is not a flag given.
-    data.add_argument("--source", choices=SOURCES,
-                      help="kaggle: train.csv/test.csv; keras: MNIST 60k/10k via keras.datasets")
-    data.add_argument("--data-dir", help=f"folder with train.csv and test.csv (.csv or .csv.gz); "
-                      f"default: ${DATA_DIR_ENV}, ./data/digit-recognizer, "
-                      "/kaggle/input/digit-recognizer")
-    data.add_argument("--keras-npz", help="a local mnist.npz to use instead of the Keras download")
-    data.add_argument("--download", action="store_true", default=None,
-                      help="fetch the competition files through the Kaggle API into --data-dir "
-                      "(default: ./data/digit-recognizer) unless they are there already")
+    add_data_arguments(parser)
     run = parser.add_argument_group("run")
     run.add_argument("--profile", choices=tuple(PROFILES), default="quick",
                      help="smoke: seconds, for tests; quick: a laptop CPU; full: a GPU box "
@@ -182,6 +172,23 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     run.add_argument("--submissions-dir",
                      help="where run folders are written (default: submissions)")
     return parser
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, download: bool = True) -> None:
+    """Add the data group: --source, --data-dir, --keras-npz and, with download, --download."""
+    data = parser.add_argument_group("data")
+    # No defaults here for values Config holds: a flag left out is not a flag given.
+    data.add_argument("--source", choices=SOURCES,
+                      help="kaggle: train.csv/test.csv; keras: MNIST 60k/10k via keras.datasets")
+    data.add_argument("--data-dir", help=f"folder with train.csv and test.csv (.csv or .csv.gz); "
+                      f"default: ${DATA_DIR_ENV}, ./data/digit-recognizer, "
+                      "/kaggle/input/digit-recognizer")
+    data.add_argument("--keras-npz", help="a local mnist.npz to use instead of the Keras download")
+    if not download:
+        return
+    data.add_argument("--download", action="store_true", default=None,
+                      help="fetch the competition files through the Kaggle API into --data-dir "
+                      "(default: ./data/digit-recognizer) unless they are there already")
 
 
 def add_override(parser: argparse.ArgumentParser, name: str, help: str) -> None:

@@ -182,6 +182,21 @@ def csv_syntax_error(path: Path, error: Exception, expected_fields: int) -> Data
     return DataError("a well-formed CSV", " ".join(message.split()), file=path)
 
 
+def read_csv_as_text(path: Path, columns: list[str]) -> pd.DataFrame:
+    """Every cell of a CSV (plain or .gz) as text, for a caller to check against columns:
+    bytes that are not UTF-8, a damaged archive, a ragged row, an open quote or an empty
+    file is a DataError naming the file (and the line, where there is one)."""
+    try:
+        return pd.read_csv(path, dtype=str, na_filter=False, encoding="utf-8-sig")
+    except READ_ERRORS as error:
+        raise unreadable_error(path, error, columns) from None
+    except pd.errors.ParserError as error:
+        raise csv_syntax_error(path, error, len(columns)) from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"columns {','.join(columns)}", "an empty file", file=path,
+                        line=1) from None
+
+
 def _drop_trailing_blank_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """Blank lines at the very end of a file are harmless; drop their empty rows."""
     blank = frame.astype(str).apply(lambda column: column.str.strip() == "").all(axis=1)

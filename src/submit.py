@@ -1,8 +1,9 @@
 """``python -m src.submit``: k-fold ensemble, the submission CSV and its evaluation report.
 
-A run writes ``submissions/<run-id>/`` (submission.csv, report, metrics.json)
-into a hidden partial folder first and renames it when complete, so a run
-folder is either whole or absent, and an earlier run is never overwritten.
+A run writes ``submissions/<run-id>/`` (submission.csv, report, metrics.json, and the
+ensemble's OOF and test probabilities for src.blend) into a hidden partial folder
+first and renames it when complete, so a run folder is either whole or absent, and
+an earlier run is never overwritten.
 ``submissions/latest`` points at the newest finished run.
 """
 
@@ -16,7 +17,7 @@ import shlex
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -32,9 +33,10 @@ from src.config import (
     config_from_args,
     run_cli,
 )
-from src.csv_files import READ_ERRORS, csv_syntax_error, read_digits_csv, unreadable_error
+from src.csv_files import READ_ERRORS, read_csv_as_text, read_digits_csv, unreadable_error
 from src.data import find_csv, find_data_dir, load_fold_digits
 from src.errors import DataError
+from src.probabilities import write_probabilities
 from src.util import (
     format_duration,
     partial_path,
@@ -74,23 +76,17 @@ def check_submission_file(path: Path, test_path: Path) -> int:
     """Validate a submission CSV against the test set; return its number of rows."""
     if not path.is_file():
         raise DataError("a submission CSV", "no such file", file=path)
-    try:
-        frame = pd.read_csv(path, dtype=str, na_filter=False, encoding="utf-8-sig")
-    except READ_ERRORS as error:
-        raise unreadable_error(path, error, SUBMISSION_COLUMNS) from None
-    except pd.errors.ParserError as error:
-        raise csv_syntax_error(path, error, len(SUBMISSION_COLUMNS)) from None
-    except pd.errors.EmptyDataError:
-        raise DataError("columns ImageId,Label", "an empty file", file=path, line=1) from None
+    frame = read_csv_as_text(path, SUBMISSION_COLUMNS)
     num_test_images = len(read_digits_csv(test_path, with_labels=False)[0])
     validate_submission(frame, num_test_images, file=str(path))
     return num_test_images
 
 
-def new_run_id(config: Config) -> str:
-    """A run folder name that sorts by time: 20261123-231500-quick-kaggle."""
+def new_run_id(kind: str) -> str:
+    """A run folder name that sorts by time: 20261123-231500-quick-kaggle for kind
+    "quick-kaggle" (profile and source)."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}-{config.profile}-{config.source}"
+    return f"{stamp}-{kind}"
 
 
 def publish_run(partial: Path, submissions_dir: Path, run_id: str) -> Path:
@@ -116,6 +112,32 @@ def publish_run(partial: Path, submissions_dir: Path, run_id: str) -> Path:
     os.replace(link, latest)
     latest_txt.unlink(missing_ok=True)  # an older run's file would now disagree with the link
     return final
+
+
+def write_run(submissions_dir: Path, run_id: str, write: Callable[[Path], dict]
+              ) -> tuple[Path, dict]:
+    """Create a new run folder under submissions_dir with ``write(folder)``, which fills it
+    and returns its metrics; publish it whole (publish_run) or, should anything fail,
+    leave nothing behind. Return (the run folder, the metrics)."""
+    remove_stale_partials(submissions_dir)  # the run folder a killed run left half-written
+    partial = partial_path(submissions_dir / run_id)
+    with writing(partial):
+        partial.mkdir(parents=True)
+    try:
+        metrics = write(partial)
+        with writing(submissions_dir):  # the rename into place and the latest link
+            run_dir = publish_run(partial, submissions_dir, run_id)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return run_dir, metrics
+
+
+def write_submission(folder: Path, test_ids: np.ndarray, labels: np.ndarray) -> None:
+    """Write folder/submission.csv (ImageId,Label), validated first, atomically."""
+    frame = pd.DataFrame({"ImageId": test_ids, "Label": labels})
+    validate_submission(frame, len(test_ids))
+    write_atomically(folder / "submission.csv", frame.to_csv(index=False, lineterminator="\n"))
 
 
 def library_versions() -> dict[str, str]:
@@ -199,13 +221,16 @@ def _run_of(csv_path: Path) -> tuple[Path, dict] | None:
 
 
 def _default_message(run_dir: Path, metrics: dict) -> str:
-    """e.g. "quick: 1 config x 3 folds, OOF 99.567%, run 20261124-101500-quick-kaggle"."""
+    """e.g. "quick: 1 config x 3 folds, OOF 99.567%, run 20261124-101500-quick-kaggle"; for
+    a blend (src.blend), "blend of 2 runs, OOF ..."."""
     count, info = len(metrics["models"]), metrics["run_info"]
+    oof, run = metrics["ensemble"]["accuracy"], run_dir.resolve().name
+    if "runs" in info:
+        return f"blend of {len(info['runs'])} runs, OOF {oof:.3%}, run {run}"
     repeats = info.get("repeats", 1)
     drawn = f" x {repeats} repeats" if repeats > 1 else ""
     return (f"{info['profile']}: {count} config{'' if count == 1 else 's'} x {info['folds']} "
-            f"folds{drawn}, OOF {metrics['ensemble']['accuracy']:.3%}, "
-            f"run {run_dir.resolve().name}")
+            f"folds{drawn}, OOF {oof:.3%}, run {run}")
 
 
 def _upload(csv_path: Path, message: str, args, run_dir: Path | None) -> None:
@@ -271,21 +296,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     test_ensemble = ensemble.plain_mean(result.test_probs)
     test_labels = test_ensemble.argmax(axis=1)
 
-    submissions_dir = Path(config.submissions_dir)
-    run_id = new_run_id(config)
-    remove_stale_partials(submissions_dir)  # the run folder a killed run left half-written
-    partial = partial_path(submissions_dir / run_id)
-    with writing(partial):
-        partial.mkdir(parents=True)
-    try:
+    def write(folder: Path) -> dict:
         if digits.y_test is None:
-            frame = pd.DataFrame({"ImageId": digits.test_ids, "Label": test_labels})
-            validate_submission(frame, len(digits.x_test))
-            write_atomically(partial / "submission.csv",
-                             frame.to_csv(index=False, lineterminator="\n"))
+            write_submission(folder, digits.test_ids, test_labels)
+        write_probabilities(folder, digits.y_train, oof_ensemble, digits.test_ids,
+                            test_ensemble)
         timings = {"load": loaded - started, "train": result.train_seconds,
                    "predict": result.predict_seconds, "total": time.perf_counter() - started}
-        metrics = report.write_report(partial, ReportInputs(
+        return report.write_report(folder, ReportInputs(
             y_true=digits.y_train, images=digits.x_train, model_probs=result.oof_probs,
             ensemble_probs=oof_ensemble, ensemble_weights=weights, histories=result.histories,
             timings=timings, run_info=_run_info(config, members, result, digits, argv),
@@ -293,12 +311,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             leaderboard=leaderboard, holdout_true=digits.y_test,
             holdout_probs=test_ensemble if digits.y_test is not None else None,
             test_predictions=test_labels if digits.y_test is None else None))
-        with writing(submissions_dir):  # the rename into place and the latest link
-            run_dir = publish_run(partial, submissions_dir, run_id)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)  # an unfinished run leaves nothing behind
-        raise
-    _print_summary(metrics, run_dir, result)
+
+    run_id = new_run_id(f"{config.profile}-{config.source}")
+    run_dir, metrics = write_run(Path(config.submissions_dir), run_id, write)
+    print_summary(metrics, run_dir, f"trained {result.trained}, reused {result.reused}")
     if budget:
         print(f"plan: ended in {format_duration(time.perf_counter() - started)} of "
               f"{format_duration(budget.plan.seconds)} (planned "
@@ -340,12 +356,14 @@ def _leaderboard(config: Config) -> pd.DataFrame | None:
             str(error).split()), file=path, hint="rerun python -m src.tune") from None
 
 
-def _print_summary(metrics: dict, run_dir: Path, result) -> None:
+def print_summary(metrics: dict, run_dir: Path, note: str) -> None:
+    """Print each member's and the ensemble's OOF accuracy (the ensemble's line ending in
+    note), the holdout's, the files written and a JSON line naming the run folder."""
     for name, scores in metrics["models"].items():
         print(f"  {name:10s} OOF accuracy {scores['accuracy']:.4%}")
     scores = metrics["ensemble"]
     print(f"ensemble OOF accuracy {scores['accuracy']:.4%} (95% CI {scores['ci95_low']:.2%}-"
-          f"{scores['ci95_high']:.2%}); trained {result.trained}, reused {result.reused}")
+          f"{scores['ci95_high']:.2%}); {note}")
     if metrics["holdout"] is not None:
         print(f"holdout (MNIST test) accuracy {metrics['holdout']['accuracy']:.4%}")
     written = [name for name in ("submission.csv", "report.md", "report.html", "metrics.json")

@@ -30,12 +30,18 @@ def _full_disk(*args, **kwargs):
 
 def _fill_disk_when_writing(monkeypatch, name: str) -> None:
     """Every write of a file whose name holds name writes half, then fails as on a full disk."""
-    write_text, savefig = Path.write_text, Figure.savefig
+    write_text, write_bytes, savefig = Path.write_text, Path.write_bytes, Figure.savefig
 
     def write_half_text(path, text, *args, **kwargs):
         if name not in Path(path).name:
             return write_text(path, text, *args, **kwargs)
         write_text(path, text[:len(text) // 2], *args, **kwargs)
+        _full_disk()
+
+    def write_half_bytes(path, data, *args, **kwargs):
+        if name not in Path(path).name:
+            return write_bytes(path, data, *args, **kwargs)
+        write_bytes(path, data[:len(data) // 2], *args, **kwargs)
         _full_disk()
 
     def save_half_figure(figure, path, *args, **kwargs):
@@ -45,6 +51,7 @@ def _fill_disk_when_writing(monkeypatch, name: str) -> None:
         _full_disk()
 
     monkeypatch.setattr(Path, "write_text", write_half_text)
+    monkeypatch.setattr(Path, "write_bytes", write_half_bytes)
     monkeypatch.setattr(Figure, "savefig", save_half_figure)
 
 
@@ -89,8 +96,8 @@ def _submit_args(kaggle_dir, artifacts, submissions):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["submission.csv", "confusion_matrix.png", "metrics.json",
-                                  "report.html"])
+@pytest.mark.parametrize("name", ["submission.csv", "oof.csv.gz", "confusion_matrix.png",
+                                  "metrics.json", "report.html"])
 def test_a_full_disk_while_writing_the_run_folder_is_one_line_and_leaves_nothing(
         kaggle_dir_readonly, trained, tmp_path, capsys, monkeypatch, name):
     submissions = tmp_path / "submissions"

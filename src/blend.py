@@ -1,0 +1,146 @@
+"""``python -m src.blend RUN RUN ...``: average finished runs into a new run folder.
+
+Each run folder of ``python -m src.submit`` holds its ensemble's out-of-fold and test
+probabilities (src.probabilities). An image's OOF probabilities come from fold models
+that never saw it, so their mean over runs does too: runs on other seeds (other draws
+of the folds), other networks or other machines add up as ``--repeats`` does, and the
+blend's OOF accuracy stays an honest estimate. The blend is the plain mean; nothing is
+fitted on the images it is scored on.
+
+The new run folder is like submit's: submission.csv, the report, metrics.json (its
+minutes are the runs' together) and its own probability files, so that
+``python -m src.runs`` lists it and ``python -m src.submit --check FILE --upload``
+uploads it.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from src.config import Config, OneLineParser, add_data_arguments, run_cli
+from src.data import load_digits
+from src.errors import DataError
+from src.probabilities import read_oof, read_test, write_probabilities
+
+
+def _parse_args(argv: Sequence[str] | None):
+    parser = OneLineParser(prog="python -m src.blend", description=(
+        "Average the OOF and test probabilities of finished runs of python -m src.submit "
+        "(trained on the same data) into a new run folder with its submission and report."))
+    parser.add_argument("runs", nargs="+", metavar="RUN",
+                        help="run folders of python -m src.submit, such as submissions/latest")
+    add_data_arguments(parser, download=False)
+    parser.add_argument("--submissions-dir", default="submissions",
+                        help="where the blend's run folder is written (default: submissions)")
+    args = parser.parse_args(argv)
+    folders = [Path(run) for run in args.runs]
+    if len(folders) < 2:
+        raise DataError("at least two run folders to blend", str(len(folders)), column="RUN")
+    seen: dict[Path, Path] = {}
+    for folder in folders:
+        real = folder.resolve()
+        if real in seen:
+            raise DataError("different run folders", f"{seen[real]} and {folder}, the same one",
+                            column="RUN")
+        seen[real] = folder
+    return args, folders
+
+
+def _run_metrics(run_dir: Path) -> dict:
+    """The run's metrics.json, checked to be one src.submit wrote."""
+    path = run_dir / "metrics.json"
+    if not run_dir.is_dir():
+        raise DataError("a run folder of python -m src.submit", "no such folder", file=run_dir)
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        float(metrics["timings"]["total"]), float(metrics["ensemble"]["accuracy"])
+        str(metrics["run_info"]["command"])
+    except FileNotFoundError:
+        raise DataError("a run folder of python -m src.submit, with its metrics.json",
+                        "no metrics.json", file=run_dir) from None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise DataError("the metrics.json of python -m src.submit",
+                        f"{type(error).__name__}: {error}", file=path) from None
+    return metrics
+
+
+def _names(folders: list[Path]) -> list[str]:
+    """Each run's name in the blend: its folder's name, made unique."""
+    names: list[str] = []
+    for folder in folders:
+        name = folder.resolve().name
+        names.append(name if name not in names else f"{name}-{len(names) + 1}")
+    return names
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Blend the runs given into a new run folder; print its OOF accuracy."""
+    args, folders = _parse_args(argv)
+    started = time.perf_counter()
+    config = Config(source=args.source or "kaggle", data_dir=args.data_dir,
+                    keras_npz=args.keras_npz, submissions_dir=args.submissions_dir)
+    digits = load_digits(config)
+    names = _names(folders)
+    runs = {name: _run_metrics(folder) for name, folder in zip(names, folders, strict=True)}
+    oof = {name: read_oof(folder, digits.y_train) for name, folder in zip(names, folders,
+                                                                          strict=True)}
+    test = {name: read_test(folder, digits.test_ids) for name, folder in zip(names, folders,
+                                                                             strict=True)}
+    loaded = time.perf_counter()
+    print(f"blend: {len(names)} runs of {len(digits.y_train)} training and "
+          f"{len(digits.x_test)} test images, read in {loaded - started:.1f}s", flush=True)
+
+    from src import report
+    from src.ensemble import plain_mean
+    from src.metrics import ReportInputs
+    from src.submit import (
+        library_versions,
+        new_run_id,
+        print_summary,
+        write_run,
+        write_submission,
+    )
+
+    oof_blend, test_blend = plain_mean(oof), plain_mean(test)
+    test_labels = test_blend.argmax(axis=1)
+    runs_seconds = sum(float(metrics["timings"]["total"]) for metrics in runs.values())
+    given = sys.argv[1:] if argv is None else list(argv)
+    run_info = {
+        "command": "python -m src.blend " + shlex.join(given), "profile": "blend",
+        "source": digits.source, "train_file": digits.train_path,
+        "test_file": digits.test_path,
+        "runs": {name: {"folder": str(folder), "command": runs[name]["run_info"]["command"],
+                        "OOF accuracy": float(runs[name]["ensemble"]["accuracy"]),
+                        "minutes": round(float(runs[name]["timings"]["total"]) / 60, 2)}
+                 for name, folder in zip(names, folders, strict=True)},
+        "versions": library_versions()}
+
+    def write(folder: Path) -> dict:
+        if digits.y_test is None:
+            write_submission(folder, digits.test_ids, test_labels)
+        write_probabilities(folder, digits.y_train, oof_blend, digits.test_ids, test_blend)
+        own = time.perf_counter() - started
+        # The ledger's minutes are what the blend cost: its runs' and its own.
+        timings = {"load": loaded - started, "blend": own - (loaded - started),
+                   "runs": runs_seconds, "total": runs_seconds + own}
+        return report.write_report(folder, ReportInputs(
+            y_true=digits.y_train, images=digits.x_train, model_probs=oof,
+            ensemble_probs=oof_blend, ensemble_weights={name: 1 / len(names) for name in names},
+            histories=[], timings=timings, run_info=run_info, holdout_true=digits.y_test,
+            holdout_probs=test_blend if digits.y_test is not None else None,
+            test_predictions=test_labels if digits.y_test is None else None))
+
+    run_dir, metrics = write_run(Path(args.submissions_dir),
+                                 new_run_id(f"blend-{digits.source}"), write)
+    blended = metrics["ensemble"]
+    print_summary(metrics, run_dir, f"{blended['errors']} errors, the mean of {len(names)} runs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,120 @@
+"""A run folder's probability files: what its ensemble said about every image.
+
+``python -m src.submit`` writes two gzipped CSVs beside its submission, and
+``python -m src.blend`` reads them back to average runs:
+
+- ``oof.csv.gz``: one row per training image, in train.csv's order: ``row`` (0-based),
+  ``label``, and ``p0`` to ``p9``, the out-of-fold probabilities of the ensemble (each
+  the mean of the fold models that never saw the image);
+- ``test_probs.csv.gz``: one row per test image: ``ImageId`` and ``p0`` to ``p9``.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from src.csv_files import NUM_CLASSES, read_csv_as_text
+from src.errors import DataError
+from src.util import write_atomically
+
+OOF_FILE = "oof.csv.gz"
+TEST_FILE = "test_probs.csv.gz"
+PROB_COLUMNS = [f"p{digit}" for digit in range(NUM_CLASSES)]
+OOF_COLUMNS = ["row", "label", *PROB_COLUMNS]
+TEST_COLUMNS = ["ImageId", *PROB_COLUMNS]
+# Tolerance on a row's sum: the files keep 7 significant digits.
+SUM_TOLERANCE = 1e-4
+
+
+def _gzipped_csv(frame: pd.DataFrame) -> bytes:
+    text = frame.to_csv(index=False, float_format="%.7g", lineterminator="\n")
+    return gzip.compress(text.encode("utf-8"), mtime=0)
+
+
+def write_probabilities(run_dir: Path, y_train: np.ndarray, oof_probs: np.ndarray,
+                        test_ids: np.ndarray, test_probs: np.ndarray) -> None:
+    """Write OOF_FILE and TEST_FILE into run_dir, each atomically."""
+    oof = pd.DataFrame(oof_probs, columns=PROB_COLUMNS)
+    oof.insert(0, "label", np.asarray(y_train, dtype=np.int64))
+    oof.insert(0, "row", np.arange(len(oof)))
+    test = pd.DataFrame(test_probs, columns=PROB_COLUMNS)
+    test.insert(0, "ImageId", np.asarray(test_ids, dtype=np.int64))
+    write_atomically(run_dir / OOF_FILE, _gzipped_csv(oof))
+    write_atomically(run_dir / TEST_FILE, _gzipped_csv(test))
+
+
+def _read_frame(path: Path, columns: list[str]) -> pd.DataFrame:
+    """The file's rows as text, its header checked; DataError for anything unreadable."""
+    if not path.is_file():
+        raise DataError(f"{path.name}, which python -m src.submit writes in a run folder",
+                        "no such file", file=path,
+                        hint="runs older than this file do not have it: rerun their "
+                        "python -m src.submit command, which reuses their fold models")
+    frame = read_csv_as_text(path, columns)
+    if list(frame.columns) != columns:
+        found = ",".join(map(str, frame.columns))
+        raise DataError(f"columns {','.join(columns)}",
+                        found if found.isprintable() else repr(found), file=path, line=1)
+    if len(frame) == 0:
+        raise DataError("at least one row", "only the header", file=path, line=2)
+    return frame
+
+
+def _first_bad(bad: np.ndarray) -> tuple[int, int] | None:
+    """(row, column) of the first True of a 2-D mask, row by row; None when none is."""
+    if not bad.any():
+        return None
+    row = int(np.argmax(bad.any(axis=1)))
+    return row, int(np.argmax(bad[row]))
+
+
+def _probabilities(frame: pd.DataFrame, path: Path) -> np.ndarray:
+    """The p0..p9 columns as float64 (N, 10), each a probability, each row summing to 1."""
+    text = frame[PROB_COLUMNS]
+    probs = text.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    bad = _first_bad(~np.isfinite(probs) | (probs < 0) | (probs > 1))
+    if bad is not None:
+        row, col = bad
+        raise DataError("a probability 0..1", repr(text.iat[row, col]), file=path,
+                        line=row + 2, column=PROB_COLUMNS[col])
+    sums = probs.sum(axis=1)
+    off = np.flatnonzero(np.abs(sums - 1) > SUM_TOLERANCE)
+    if len(off):
+        row = int(off[0])
+        raise DataError("probabilities that sum to 1", f"a sum of {sums[row]:.6g}", file=path,
+                        line=row + 2, column="p0..p9")
+    return probs
+
+
+def _check_column(frame: pd.DataFrame, column: str, expected: np.ndarray, path: Path,
+                  what: str) -> None:
+    """DataError at the first row whose column is not the expected whole number."""
+    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
+    if len(values) != len(expected):
+        raise DataError(f"{len(expected)} rows, one per {what}", str(len(values)), file=path)
+    bad = np.flatnonzero(values != expected)  # NaN is never equal
+    if len(bad):
+        row = int(bad[0])
+        raise DataError(f"{expected[row]}, as in the data", repr(frame[column].iat[row]),
+                        file=path, line=row + 2, column=column)
+
+
+def read_oof(run_dir: Path, y_train: np.ndarray) -> np.ndarray:
+    """The run's OOF probabilities (N, 10), checked to be of these N labelled images."""
+    path = Path(run_dir) / OOF_FILE
+    frame = _read_frame(path, OOF_COLUMNS)
+    _check_column(frame, "row", np.arange(len(y_train)), path, "training image")
+    _check_column(frame, "label", np.asarray(y_train), path, "training image")
+    return _probabilities(frame, path)
+
+
+def read_test(run_dir: Path, test_ids: np.ndarray) -> np.ndarray:
+    """The run's test probabilities (M, 10), checked to be of these M test images."""
+    path = Path(run_dir) / TEST_FILE
+    frame = _read_frame(path, TEST_COLUMNS)
+    _check_column(frame, "ImageId", np.asarray(test_ids), path, "test image")
+    return _probabilities(frame, path)

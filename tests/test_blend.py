@@ -1,0 +1,167 @@
+"""python -m src.blend: finished runs averaged into a new run folder, and the probability
+files of src.probabilities that it reads."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from src import blend, probabilities, runs, submit
+from src.config import run_cli
+from tests.fixtures import TEST_SIZE, write_run
+
+
+def _labels(data_dir) -> np.ndarray:
+    return pd.read_csv(data_dir / "train.csv", usecols=["label"])["label"].to_numpy()
+
+
+def _random_probs(rows: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).dirichlet(np.ones(10), size=rows)
+
+
+def _run_with_probabilities(data_dir, submissions_dir, name: str, seed: int, minutes=10.0):
+    """A run folder (tests.fixtures.write_run) with random probability files for the data."""
+    run_dir = write_run(submissions_dir, name, correct=1000, total=len(_labels(data_dir)),
+                        minutes=minutes)
+    probabilities.write_probabilities(
+        run_dir, _labels(data_dir), _random_probs(len(_labels(data_dir)), seed),
+        np.arange(1, TEST_SIZE + 1), _random_probs(TEST_SIZE, seed + 100))
+    return run_dir
+
+
+def _blend_args(data_dir, tmp_path, *run_dirs):
+    return [*map(str, run_dirs), "--data-dir", str(data_dir),
+            "--submissions-dir", str(tmp_path / "blends")]
+
+
+def _blends(tmp_path):
+    folder = tmp_path / "blends"
+    return [] if not folder.is_dir() else sorted(
+        path for path in folder.iterdir() if not path.is_symlink() and path.is_dir())
+
+
+def test_probability_files_round_trip(kaggle_dir_readonly, tmp_path):
+    labels = _labels(kaggle_dir_readonly)
+    oof, test = _random_probs(len(labels), 1), _random_probs(TEST_SIZE, 2)
+    probabilities.write_probabilities(tmp_path, labels, oof, np.arange(1, TEST_SIZE + 1), test)
+    np.testing.assert_allclose(probabilities.read_oof(tmp_path, labels), oof, rtol=1e-6)
+    np.testing.assert_allclose(probabilities.read_test(tmp_path, np.arange(1, TEST_SIZE + 1)),
+                               test, rtol=1e-6)
+    frame = pd.read_csv(tmp_path / probabilities.OOF_FILE)
+    assert list(frame.columns) == probabilities.OOF_COLUMNS
+    assert frame["row"].tolist() == list(range(len(labels)))
+
+
+def test_blend_is_the_plain_mean_and_lists_in_the_ledger(kaggle_dir_readonly, tmp_path, capsys):
+    first = _run_with_probabilities(kaggle_dir_readonly, tmp_path / "a", "run-a", 1, minutes=10)
+    second = _run_with_probabilities(kaggle_dir_readonly, tmp_path / "b", "run-b", 2, minutes=20)
+    args = _blend_args(kaggle_dir_readonly, tmp_path, first, second)
+    assert run_cli(blend.main, args) == 0
+    [blended] = _blends(tmp_path)
+    assert blended.name.endswith("-blend-kaggle")
+    labels = _labels(kaggle_dir_readonly)
+    mean = (probabilities.read_oof(first, labels) + probabilities.read_oof(second, labels)) / 2
+    np.testing.assert_allclose(probabilities.read_oof(blended, labels), mean, rtol=1e-5)
+    metrics = json.loads((blended / "metrics.json").read_text())
+    accuracy = float(np.mean(mean.argmax(axis=1) == labels))
+    assert metrics["ensemble"]["accuracy"] == pytest.approx(accuracy)
+    assert list(metrics["models"]) == ["run-a", "run-b"]
+    assert f"ensemble OOF accuracy {accuracy:.4%}" in capsys.readouterr().out
+    test_mean = (probabilities.read_test(first, np.arange(1, TEST_SIZE + 1))
+                 + probabilities.read_test(second, np.arange(1, TEST_SIZE + 1))) / 2
+    submission = pd.read_csv(blended / "submission.csv")
+    assert submission["Label"].tolist() == test_mean.argmax(axis=1).tolist()
+    # Its minutes in the ledger are its runs' and its own, and an upload names it a blend.
+    [row] = runs.ledger(tmp_path / "blends").to_dict("records")
+    assert row["profile"] == "blend" and 30 <= row["minutes"] < 31
+    assert submit._default_message(blended, metrics).startswith("blend of 2 runs, OOF ")
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda path: path.unlink(), "oof.csv.gz: expected oof.csv.gz, which python -m src.submit "
+     "writes in a run folder, found no such file (runs older"),
+    (lambda path: _replace_cell(path, 5, "p3", "abc"),
+     "oof.csv.gz:7: p3: expected a probability 0..1, found 'abc'"),
+    (lambda path: _replace_cell(path, 2, "p0", "1.5"),
+     "oof.csv.gz:4: p0: expected a probability 0..1, found '1.5'"),
+    (lambda path: _replace_cell(path, 9, "label", "11"),
+     "oof.csv.gz:11: label: expected "),
+    (lambda path: path.write_bytes(gzip.compress(b"row,label,p0\n0,1,1\n")),
+     "oof.csv.gz:1: expected columns row,label,p0,"),
+    (lambda path: path.write_bytes(b"not gzip"), "oof.csv.gz"),
+])
+def test_a_damaged_probability_file_is_one_line_exit_2_and_writes_nothing(
+        kaggle_dir_readonly, tmp_path, capsys, damage, message):
+    first = _run_with_probabilities(kaggle_dir_readonly, tmp_path / "a", "run-a", 1)
+    second = _run_with_probabilities(kaggle_dir_readonly, tmp_path / "b", "run-b", 2)
+    damage(second / probabilities.OOF_FILE)
+    assert run_cli(blend.main, _blend_args(kaggle_dir_readonly, tmp_path, first, second)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1
+    assert message in err and str(second) in err
+    assert _blends(tmp_path) == []
+
+
+def _replace_cell(path, row: int, column: str, value: str) -> None:
+    frame = pd.read_csv(path, dtype=str)
+    frame.loc[row, column] = value
+    path.write_bytes(gzip.compress(frame.to_csv(index=False).encode()))
+
+
+def test_runs_of_other_data_are_refused(kaggle_dir_readonly, tmp_path, capsys):
+    first = _run_with_probabilities(kaggle_dir_readonly, tmp_path / "a", "run-a", 1)
+    second = _run_with_probabilities(kaggle_dir_readonly, tmp_path / "b", "run-b", 2)
+    labels = _labels(kaggle_dir_readonly)[:-5]  # a run on a subsample (--train-samples)
+    probabilities.write_probabilities(second, labels, _random_probs(len(labels), 3),
+                                      np.arange(1, TEST_SIZE + 1), _random_probs(TEST_SIZE, 4))
+    assert run_cli(blend.main, _blend_args(kaggle_dir_readonly, tmp_path, first, second)) == 2
+    err = capsys.readouterr().err
+    assert f"expected {len(labels) + 5} rows, one per training image, found {len(labels)}" in err
+
+
+@pytest.mark.parametrize("how, message", [
+    ("one", "RUN: expected at least two run folders to blend, found 1"),
+    ("twice", "RUN: expected different run folders"),
+    ("missing", "expected a run folder of python -m src.submit, found no such folder"),
+])
+def test_bad_run_arguments_are_one_line_exit_2(kaggle_dir_readonly, tmp_path, capsys, how,
+                                               message):
+    first = _run_with_probabilities(kaggle_dir_readonly, tmp_path / "a", "run-a", 1)
+    given = {"one": [first], "twice": [first, tmp_path / "a" / ".." / "a" / "run-a"],
+             "missing": [first, tmp_path / "nowhere"]}[how]
+    assert run_cli(blend.main, _blend_args(kaggle_dir_readonly, tmp_path, *given)) == 2
+    assert message in capsys.readouterr().err
+    assert _blends(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_two_submit_runs_blend_into_one_scored_as_their_mean(kaggle_dir_readonly, tmp_path,
+                                                             capsys):
+    folders = []
+    for seed in ("1", "2"):
+        argv = ["--data-dir", str(kaggle_dir_readonly), "--profile", "smoke", "--seed", seed,
+                "--artifacts-dir", str(tmp_path / "artifacts"),
+                "--submissions-dir", str(tmp_path / f"runs-{seed}")]
+        assert run_cli(submit.main, argv) == 0
+        folders.append((tmp_path / f"runs-{seed}" / "latest").resolve())
+    labels = _labels(kaggle_dir_readonly)
+    for folder in folders:  # the files hold the ensemble its metrics.json scored
+        metrics = json.loads((folder / "metrics.json").read_text())
+        oof = probabilities.read_oof(folder, labels)
+        assert np.mean(oof.argmax(axis=1) == labels) == pytest.approx(
+            metrics["ensemble"]["accuracy"])
+        test = probabilities.read_test(folder, np.arange(1, TEST_SIZE + 1))
+        submission = pd.read_csv(folder / "submission.csv")
+        assert submission["Label"].tolist() == test.argmax(axis=1).tolist()
+    capsys.readouterr()
+    assert run_cli(blend.main, _blend_args(kaggle_dir_readonly, tmp_path, *folders)) == 0
+    assert "the mean of 2 runs" in capsys.readouterr().out
+    [blended] = _blends(tmp_path)
+    assert (blended / "report.html").is_file() and (blended / "submission.csv").is_file()
+    rows = submit.check_submission_file(blended / "submission.csv",
+                                        kaggle_dir_readonly / "test.csv")
+    assert rows == TEST_SIZE
