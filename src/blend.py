@@ -58,7 +58,9 @@ def _run_metrics(run_dir: Path) -> dict:
         raise DataError("a run folder of python -m src.submit", "no such folder", file=run_dir)
     try:
         metrics = json.loads(path.read_text(encoding="utf-8"))
-        float(metrics["timings"]["total"]), float(metrics["ensemble"]["accuracy"])
+        # The fields the blend reads; a KeyError or TypeError here means another file.
+        float(metrics["timings"]["total"])
+        float(metrics["ensemble"]["accuracy"])
         str(metrics["run_info"]["command"])
     except FileNotFoundError:
         raise DataError("a run folder of python -m src.submit, with its metrics.json",
@@ -85,12 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = Config(source=args.source or "kaggle", data_dir=args.data_dir,
                     keras_npz=args.keras_npz, submissions_dir=args.submissions_dir)
     digits = load_digits(config)
-    names = _names(folders)
-    runs = {name: _run_metrics(folder) for name, folder in zip(names, folders, strict=True)}
-    oof = {name: read_oof(folder, digits.y_train) for name, folder in zip(names, folders,
-                                                                          strict=True)}
-    test = {name: read_test(folder, digits.test_ids) for name, folder in zip(names, folders,
-                                                                             strict=True)}
+    named = dict(zip(_names(folders), folders, strict=True))
+    names = list(named)
+    runs = {name: _run_metrics(folder) for name, folder in named.items()}
+    oof = {name: read_oof(folder, digits.y_train) for name, folder in named.items()}
+    test = {name: read_test(folder, digits.test_ids) for name, folder in named.items()}
     loaded = time.perf_counter()
     print(f"blend: {len(names)} runs of {len(digits.y_train)} training and "
           f"{len(digits.x_test)} test images, read in {loaded - started:.1f}s", flush=True)
@@ -117,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "runs": {name: {"folder": str(folder), "command": runs[name]["run_info"]["command"],
                         "OOF accuracy": float(runs[name]["ensemble"]["accuracy"]),
                         "minutes": round(float(runs[name]["timings"]["total"]) / 60, 2)}
-                 for name, folder in zip(names, folders, strict=True)},
+                 for name, folder in named.items()},
         "versions": library_versions()}
 
     def write(folder: Path) -> dict:
