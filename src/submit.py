@@ -36,7 +36,7 @@ from src.config import (
 from src.csv_files import READ_ERRORS, read_csv_as_text, read_digits_csv, unreadable_error
 from src.data import find_csv, find_data_dir, load_fold_digits
 from src.errors import DataError
-from src.probabilities import write_probabilities
+from src.probabilities import OOF_FILE, TEST_FILE, write_probabilities
 from src.util import (
     format_duration,
     partial_path,
@@ -366,8 +366,8 @@ def print_summary(metrics: dict, run_dir: Path, note: str) -> None:
           f"{scores['ci95_high']:.2%}); {note}")
     if metrics["holdout"] is not None:
         print(f"holdout (MNIST test) accuracy {metrics['holdout']['accuracy']:.4%}")
-    written = [name for name in ("submission.csv", "report.md", "report.html", "metrics.json")
-               if (run_dir / name).is_file()]
+    written = [name for name in ("submission.csv", "report.md", "report.html", "metrics.json",
+                                 OOF_FILE, TEST_FILE) if (run_dir / name).is_file()]
     print(f"wrote {run_dir}/ ({', '.join(written)})")
     print(json.dumps({"run_dir": str(run_dir)}))
 
