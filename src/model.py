@@ -237,6 +237,17 @@ def build_cnn(hp: kt.HyperParameters, steps_per_epoch: int | None = None,
     return model
 
 
+def multiply_adds(model: keras.Model) -> int:
+    """Multiply-adds per image of the model's conv and dense layers: what a network costs
+    to train and predict, bar batch norm, pooling and augmentation."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, (layers.Conv2D, layers.Dense)):
+            positions = math.prod(layer.output.shape[1:-1])  # output pixels; 1 for a dense layer
+            total += positions * math.prod(layer.kernel.shape)
+    return total
+
+
 def make_dataset(x: np.ndarray, y: np.ndarray | None, batch_size: int, shuffle: bool,
                  seed: int = 0, repeat: bool = False) -> tf.data.Dataset:
     """In-memory uint8 images (and labels) as shuffled, batched, prefetched tf.data.

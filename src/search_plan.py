@@ -12,6 +12,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from src import ensemble, workers
 from src.budget import plan_path, save_plan
@@ -28,7 +29,10 @@ from src.plan import (
     table_row,
     too_short,
 )
-from src.util import format_duration
+from src.util import format_duration, write_atomically
+
+# In the tuner's folder: the seconds a planned search has spent over all its runs.
+SEARCH_CLOCK = "search_seconds.json"
 
 
 def search_table_settings(config: Config) -> Config:
@@ -158,3 +162,28 @@ def _timed_trials(config: Config, row: PlanRow, speed: Speed, images: tuple[int,
     raise too_short(config, (elapsed + tries[-1] * cost(seconds)) / row.search_share, 0,
                     f"a search of {tries[-1]} trials of {seconds:g}s each, "
                     f"{row.search_share:.0%} of the budget")
+
+
+class SearchClock:
+    """The seconds a planned search has spent, over every run of it: a search killed and
+    run again counts the runs before, up to their last finished trial, so that submit
+    plans only what is really left of the budget."""
+
+    def __init__(self, path: Path, started: float, fresh: bool,
+                 clock: Callable[[], float] = time.perf_counter):
+        self.path, self.started, self.clock = path, started, clock
+        self.before = 0.0 if fresh else self._read()
+
+    def _read(self) -> float:
+        try:
+            return float(json.loads(self.path.read_text())["seconds"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0.0  # no earlier run (or an unreadable record: count this run alone)
+
+    def seconds(self) -> float:
+        """The earlier runs' seconds and this run's so far."""
+        return round(self.before + self.clock() - self.started, 1)
+
+    def save(self) -> None:
+        """Record seconds() (after each trial: a kill loses at most the trial it cut off)."""
+        write_atomically(self.path, json.dumps({"seconds": self.seconds()}) + "\n")

@@ -21,7 +21,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import keras
@@ -107,9 +107,10 @@ def project_name(config: Config) -> str:
             f"-{OBJECTIVE}")
 
 
-def build_tuner(config: Config, role: str | None, train_images: int) -> SearchTuner:
+def build_tuner(config: Config, role: str | None, train_images: int,
+                after_trial: Callable[[], None] | None = None) -> SearchTuner:
     """The tuner config asks for, its trials training on train_images images, reloading its
-    project folder unless config.overwrite."""
+    project folder unless config.overwrite; after_trial runs as each trial ends."""
     # KerasTuner writes its state files in place; a kill mid-write would leave a
     # truncated JSON that no later run could reload.
     kt_utils.save_json = _save_json_atomically
@@ -119,7 +120,7 @@ def build_tuner(config: Config, role: str | None, train_images: int) -> SearchTu
         objective=kt.Objective(OBJECTIVE, direction="min"), seed=config.seed,
         progress=Progress(planned_epochs(config), prefix),
         trial_seconds=config.trial_seconds, most_epochs=config.tune_epochs,
-        directory=str(folder), project_name=project_name(config),
+        after_trial=after_trial, directory=str(folder), project_name=project_name(config),
         # A worker shares the chief's folder: only the chief may wipe it.
         overwrite=config.overwrite and role != "worker")
     with writing(folder):  # a read-only --artifacts-dir fails here, not inside KerasTuner
@@ -199,7 +200,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         config, record = search_plan.plan_search(config, train, validation, sizes,
                                                  started, planned_epochs)
     keras.utils.set_random_seed(config.seed)
-    tuner = build_tuner(config, role, len(train[1]))
+    clock = None
+    if record is not None:
+        clock = search_plan.SearchClock(Path(config.artifacts_dir) / "tune" / project_name(config)
+                                        / search_plan.SEARCH_CLOCK, started, config.overwrite)
+    tuner = build_tuner(config, role, len(train[1]), clock.save if clock else None)
     where = f"{os.environ.get(ENV_ORACLE_IP)}:{os.environ.get(ENV_ORACLE_PORT)}"
     if role == "chief":
         print(f"chief: serving the search at {where} until every worker has stopped", flush=True)
@@ -214,10 +219,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not any(row["status"] == COMPLETED for row in rows):
         print("error: no trial completed; see the trial messages above", file=sys.stderr)
         return 1
-    if record is not None:
-        record = {**record, "spent_seconds": round(time.perf_counter() - started, 1)}
+    if clock is not None:
+        clock.save()
+        record = {**record, "spent_seconds": clock.seconds()}
+        earlier = " (its earlier runs included)" if clock.before else ""
         print(f"the search spent {format_duration(record['spent_seconds'])} of "
-              f"{config.minutes:g} minutes", flush=True)
+              f"{config.minutes:g} minutes{earlier}", flush=True)
     chosen = ensemble_from_search(tuner, rows, validation[1])
     write_results(config, tuner, rows, summary, chosen, record)
     folder = Path(config.artifacts_dir) / "tune"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -213,9 +214,11 @@ class SearchTuner:
     """
 
     def __init__(self, hypermodel: CNNHyperModel, *, seed: int, progress: Progress,
-                 trial_seconds: float = 0.0, most_epochs: int = 1, **kwargs):
+                 trial_seconds: float = 0.0, most_epochs: int = 1,
+                 after_trial: Callable[[], None] | None = None, **kwargs):
         self.trial_seed = seed
         self.progress = progress
+        self.after_trial = after_trial
         self.trial_seconds = trial_seconds
         self.most_epochs = most_epochs
         super().__init__(hypermodel, seed=seed + 1, **kwargs)  # KerasTuner reads seed 0 as "none"
@@ -275,8 +278,11 @@ class SearchTuner:
         self.progress.trial_begins()
 
     def on_trial_end(self, trial) -> None:
-        """Report the trial to the oracle, save, then print the progress line."""
+        """Report the trial to the oracle, save, run after_trial, then print the progress
+        line."""
         super().on_trial_end(trial)
+        if self.after_trial is not None:
+            self.after_trial()
         print(self.progress.trial_ends(trial), flush=True)
 
     def _configure_tensorboard_dir(self, callbacks, trial, execution=0) -> None:

@@ -552,9 +552,13 @@ def test_tune_records_its_minutes_and_submit_plans_the_rest(kaggle_dir_readonly,
     assert record["minutes"] == 3 and 0 < record["spent_seconds"]
     assert plan.MIN_SEARCH_EPOCHS <= record["tune_epochs"] <= plan.PLAN_TABLE[0].search_max_epochs
     assert best["top"][0]["epochs"] <= record["tune_epochs"]
-    # The same command again resumes the same search: the saved plan, not a new one.
+    # The same command again resumes the same search: the saved plan, not a new one, and
+    # the seconds it records count the first run's too.
     assert tune.main(args) == 0
-    assert "Reloading Tuner" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Reloading Tuner" in out and "(its earlier runs included)" in out
+    again = json.loads((artifacts / "tune" / "best_hparams.json").read_text())["budget"]
+    assert again["spent_seconds"] > record["spent_seconds"]
     # submit with the same budget plans what the search left.
     assert run_cli(submit.main, _submit_args(kaggle_dir_readonly, tmp_path, "--minutes", "3",
                                              "--plan-only")) == 0
@@ -593,3 +597,17 @@ def test_minutes_end_to_end_on_the_fixture_and_a_rerun_keeps_the_plan(
     assert "reused from an earlier run" in out and "plan: timing" not in out
     assert "trained 0, reused 4" in out and "as an earlier run decided" in out
     assert list((tmp_path / "artifacts" / "plans").glob("submit-*.json")) == [saved]
+
+
+def test_the_search_clock_counts_a_killed_run_up_to_its_last_trial(tmp_path):
+    path = tmp_path / search_plan.SEARCH_CLOCK  # in the tuner's folder, which the tuner made
+    now = [100.0]
+    killed = search_plan.SearchClock(path, started=90.0, fresh=False, clock=lambda: now[0])
+    assert killed.before == 0 and killed.seconds() == 10
+    killed.save()  # its first trial ended 10 s in; then it was killed
+    now[0] = 500.0
+    resumed = search_plan.SearchClock(path, started=480.0, fresh=False, clock=lambda: now[0])
+    assert resumed.seconds() == 30  # 10 s before the kill, 20 s of this run
+    assert search_plan.SearchClock(path, 480.0, fresh=True, clock=lambda: now[0]).seconds() == 20
+    path.write_text("{not json")
+    assert search_plan.SearchClock(path, 480.0, fresh=False, clock=lambda: now[0]).before == 0

@@ -36,6 +36,48 @@ def test_greedy_selection_takes_a_network_with_other_errors_over_a_near_copy():
     assert len(search_results.choose_ensemble([best, near_copy, other_errors], LABELS, most=1)) == 1
 
 
+def test_the_best_ties_a_network_with_as_many_other_errors_and_beats_one_with_more():
+    best = _network(slice(0, 30))
+    other_errors = _network(slice(150, 180))  # as many errors, on other images
+    more_errors = _network(slice(100, 190))
+    p_values = search_results.tie_p_values([best, other_errors, more_errors], LABELS)
+    assert p_values[0] == 1.0
+    assert p_values[1] > 0.4  # the same mean log-loss: no evidence either way
+    assert p_values[2] < 0.001
+    losses = search_results.per_image_log_loss(more_errors, LABELS)
+    assert losses.mean() == pytest.approx(search_results.holdout_log_loss(more_errors, LABELS))
+
+
+@pytest.mark.parametrize("p_values, costs, first", [
+    ([1.0, 0.3, 0.2], [10, 30, 20], 1),   # the costliest of the tied
+    ([1.0, 0.3, 0.01], [10, 20, 30], 1),  # the costliest is beaten: it is not tied
+    ([1.0, 0.01, 0.01], [10, 20, 30], 0),  # the best beats every other
+    ([1.0, 0.3, 0.2], [30, 30, 30], 0),   # equal costs: the better ranked
+    ([1.0, 0.3, 0.2], [10, 30, 30], 1),
+])
+def test_the_ensemble_starts_from_the_costliest_network_tied_with_the_best(p_values, costs,
+                                                                           first):
+    assert search_results.first_member(p_values, costs) == first
+
+
+def test_greedy_selection_starts_from_the_given_first_member():
+    best = _network(slice(0, 30))
+    tied = _network(slice(150, 180))
+    chosen = search_results.choose_ensemble([best, tied], LABELS, first=1)
+    assert [index for index, _ in chosen] == [1, 0]  # the other errors still join
+
+
+def test_multiply_adds_count_each_conv_and_dense_layer_once():
+    from src.model import DEFAULT_HPARAMS
+    # 3x3 convs: 28x28x(9x1x32), 14x14x(9x32x64 + 9x64x64), 7x7x(9x64x128 + 9x128x128);
+    # dense: 3x3x128 -> 128 -> 10
+    expected = (784 * 9 * 32 + 196 * 9 * (32 * 64 + 64 * 64) + 49 * 9 * (64 * 128 + 128 * 128)
+                + 1152 * 128 + 128 * 10)
+    assert search_results.network_cost(DEFAULT_HPARAMS) == expected
+    one_conv = {**DEFAULT_HPARAMS, "block_convs": 1}
+    assert search_results.network_cost(one_conv) < expected / 2
+
+
 def _write_best_hparams(folder, with_ensemble: bool) -> None:
     top = [{"rank": rank, "trial_id": f"{rank:02d}", "val_accuracy": 0.99 - rank / 100,
             "params": 1, "epochs": 2, "hparams": {"dropout": rank / 10}} for rank in (1, 2, 3)]

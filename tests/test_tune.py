@@ -84,7 +84,7 @@ def test_smoke_search_writes_best_configurations_trials_and_leaderboard(
         assert list(entry["hparams"]) == tune.search_space_names()
 
     # Each trial is scored by its last epoch, whose hold-out probabilities it saved; the
-    # ensemble is chosen from them, the best trial first.
+    # ensemble is chosen from them, from the costliest network the best does not beat.
     project = Path(best["project"])
     y_val = _search_holdout_labels(kaggle_dir_readonly)
     for entry in top:
@@ -93,7 +93,15 @@ def test_smoke_search_writes_best_configurations_trials_and_leaderboard(
         assert search_results.holdout_log_loss(probs, y_val) == pytest.approx(
             entry["val_log_loss"])
     chosen = best["ensemble"]
-    assert {key: value for key, value in chosen[0].items() if key in top[0]} == top[0]
+    probs = [np.load(project / f"trial_{entry['trial_id']}" / search_results.HOLDOUT_PROBS)
+             for entry in top]
+    p_values = search_results.tie_p_values(probs, y_val)
+    costs = [search_results.network_cost(entry["hparams"]) for entry in top]
+    first = top[search_results.first_member(p_values, costs)]
+    assert {key: value for key, value in chosen[0].items() if key in first} == first
+    assert chosen[0]["multiply_adds"] == max(costs[index] for index, p in enumerate(p_values)
+                                             if p >= search_results.TIE_P_VALUE)
+    assert chosen[0]["tie_p_value"] >= search_results.TIE_P_VALUE
     assert chosen[0]["log_loss_gain"] is None and chosen[0]["holdout_log_loss"] > 0
     assert all(entry["log_loss_gain"] >= search_results.MIN_ENSEMBLE_GAIN for entry in chosen[1:])
     assert "Ensemble chosen on the hold-out" in out
