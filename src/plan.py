@@ -94,8 +94,13 @@ MODEL_LOAD_SECONDS = 0.5  # loading one saved fold model to predict with it
 TAIL_SECONDS = 15.0
 PSEUDO_SHARE_ESTIMATE = 1.0  # test images assumed to join round two until they are counted
 MIN_SEARCH_EPOCHS = 2  # the fewest a search trial of the default CNN may train
-# A time-based search runs fewer trials, down to this many, rather than train the
-# default CNN fewer than MIN_SEARCH_EPOCHS epochs a trial.
+# A time-based search runs fewer trials, down to MIN_SEARCH_TRIALS, rather than buy the
+# default CNN fewer than TIMED_TRIAL_EPOCHS epochs a trial; when even the fewest trials
+# buy it less, they run if they buy MIN_SEARCH_EPOCHS. Trials that buy the default only
+# a few epochs rank networks by how fast they start, not where they end: on a 2-core VM,
+# 8 trials bought it 4 epochs and it ranked 6th of 8; 4 trials bought it 11 and it
+# ranked 1st, as 8 trials at 11 epochs had ranked it on a VM twice as fast (README).
+TIMED_TRIAL_EPOCHS = 8
 MIN_SEARCH_TRIALS = 3
 FIRST, SECOND = "first round", "pseudo-labelled round"
 # The flags a plan chooses; when given they are kept, and they key the saved plan.

@@ -21,6 +21,7 @@ from src.config import Config
 from src.plan import (
     MIN_SEARCH_EPOCHS,
     MIN_SEARCH_TRIALS,
+    TIMED_TRIAL_EPOCHS,
     PlanRow,
     Sizes,
     flag_choices,
@@ -135,7 +136,9 @@ def _timed_trials(config: Config, row: PlanRow, speed: Speed, images: tuple[int,
                   elapsed: float, share: float) -> dict:
     """Time-based trials: the share split into --max-trials equal trials, each less what
     it pays besides training; fewer trials (down to MIN_SEARCH_TRIALS) while that buys the
-    default CNN fewer than MIN_SEARCH_EPOCHS epochs. A given --trial-seconds is kept."""
+    default CNN fewer than TIMED_TRIAL_EPOCHS epochs, and when no number of trials buys it
+    that many, the fewest trials, if they buy it MIN_SEARCH_EPOCHS. A given
+    --trial-seconds is kept."""
     train_images, val_images = images
 
     def cost(seconds: float) -> float:
@@ -147,10 +150,14 @@ def _timed_trials(config: Config, row: PlanRow, speed: Speed, images: tuple[int,
         return (timing + fold_seconds(speed, train_images, val_images, epochs)
                 + val_images / speed.predict_images_per_second)
 
-    fewest = MIN_SEARCH_EPOCHS * train_images / speed.train_images_per_second
+    def seconds_of(epochs: int) -> float:  # the default CNN's training for that many
+        return epochs * train_images / speed.train_images_per_second
+
     given = "trial_seconds" in config.flags_given
     tries = flag_choices(config, "max_trials", config.max_trials, MIN_SEARCH_TRIALS)
-    for trials in tries:
+    choices = [(trials, seconds_of(TIMED_TRIAL_EPOCHS)) for trials in tries]
+    choices.append((tries[-1], seconds_of(MIN_SEARCH_EPOCHS)))
+    for trials, fewest in choices:
         seconds = config.trial_seconds
         if not given:  # cost is linear in seconds: the seconds whose cost is the trial's part
             part = (share - elapsed) / trials
@@ -158,6 +165,7 @@ def _timed_trials(config: Config, row: PlanRow, speed: Speed, images: tuple[int,
         if (given or seconds >= fewest) and elapsed + trials * cost(seconds) <= share:
             return {"max_trials": trials, "trial_seconds": seconds,
                     "planned_seconds": elapsed + trials * cost(seconds)}
+    fewest = seconds_of(MIN_SEARCH_EPOCHS)
     seconds = config.trial_seconds if given else math.ceil(fewest * 10) / 10
     raise too_short(config, (elapsed + tries[-1] * cost(seconds)) / row.search_share, 0,
                     f"a search of {tries[-1]} trials of {seconds:g}s each, "

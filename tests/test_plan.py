@@ -412,32 +412,45 @@ def test_a_time_based_search_splits_its_share_into_equal_trials(tmp_path, monkey
     x, y = np.zeros((9600, 28, 28, 1), np.uint8), np.arange(9600) % 10
     train, validation = (x, y), (x[:2400], y[:2400])
 
-    def search(minutes, now, **given):
-        config = Config(minutes=minutes, artifacts_dir=str(tmp_path), tune_samples=12_000,
-                        tuner="bayesian", max_trials=8,
-                        **{"trial_seconds": 25.0, **given}, flags_given=frozenset(given))
+    def search(minutes, now, trials=8, **given):  # trials: the profile's --max-trials
+        settings = {"max_trials": trials, "trial_seconds": 25.0, **given}
+        config = Config(minutes=minutes, artifacts_dir=str(tmp_path / str(trials)),
+                        tune_samples=12_000, tuner="bayesian", **settings,
+                        flags_given=frozenset(given))
         return search_plan.plan_search(config, train, validation, REAL, 0.0,
                                        tuners.planned_epochs, Clock(now))
 
-    # 15% of 30 minutes is 270 s: 8 trials, each as long as its share allows
-    config, record = search(30, now=10)
-    assert (config.max_trials, config.trial_seconds) == (8, record["trial_seconds"])
+    def seconds_of(epochs):  # the default CNN's training for that many, at the stand-in speed
+        return epochs * 9600 / CPU.train_images_per_second
+
+    # 15% of 30 minutes is 270 s: 4 trials, each as long as its share allows
+    config, record = search(30, now=10, trials=4)
+    assert (config.max_trials, config.trial_seconds) == (4, record["trial_seconds"])
     assert 0.97 * 270 <= record["planned_seconds"] <= 270
-    fewest = plan.MIN_SEARCH_EPOCHS * 9600 / CPU.train_images_per_second
-    assert fewest < config.trial_seconds < (270 - 10) / 8  # less what a trial pays besides
-    assert search(30, now=200)[0].trial_seconds == config.trial_seconds  # the rerun resumes
+    assert seconds_of(plan.TIMED_TRIAL_EPOCHS) < config.trial_seconds < (270 - 10) / 4
+    rerun = search(30, now=200, trials=4)[0]
+    assert rerun.trial_seconds == config.trial_seconds  # the rerun resumes the same search
     # This table's member trains 3 folds x 20 epochs, which the default CNN at CPU speed
     # buys: a trial trains no more epochs than the default's seconds buy
     assert config.tune_epochs == math.floor(config.trial_seconds * 2200 / 9600)
-    # 10 minutes: 8 trials would buy the default CNN too few epochs, so fewer trials
+    # 8 trials would buy the default CNN fewer than TIMED_TRIAL_EPOCHS: as many as buy that
+    eight = search(30, now=10)[0]
+    assert 4 < eight.max_trials < 8 and eight.trial_seconds >= seconds_of(plan.TIMED_TRIAL_EPOCHS)
+    one_more = search(30, now=10, max_trials=eight.max_trials + 1)[0]
+    assert one_more.max_trials == eight.max_trials + 1  # given: they run, each shorter
+    assert one_more.trial_seconds < seconds_of(plan.TIMED_TRIAL_EPOCHS)
+    # 10 minutes: no number of trials buys that many: the fewest, if they buy MIN_SEARCH_EPOCHS
     shorter = search(10, now=10)[0]
-    assert plan.MIN_SEARCH_TRIALS <= shorter.max_trials < 8 and shorter.trial_seconds >= fewest
+    assert shorter.max_trials == plan.MIN_SEARCH_TRIALS
+    assert seconds_of(plan.MIN_SEARCH_EPOCHS) <= shorter.trial_seconds
+    assert shorter.trial_seconds < seconds_of(plan.TIMED_TRIAL_EPOCHS)
     # A --trial-seconds given is kept; the trials that fit it run.
-    given = search(10, now=10, trial_seconds=12.0, tune_epochs=50)[0]
-    assert given.trial_seconds == 12 and given.max_trials < shorter.max_trials
+    given = search(10, now=10, trial_seconds=8.0, tune_epochs=50)[0]
+    assert given.trial_seconds == 8 and given.max_trials > shorter.max_trials
     assert given.tune_epochs == 50
     with pytest.raises(DataError) as caught:
         search(3, now=10)
+    fewest = seconds_of(plan.MIN_SEARCH_EPOCHS)
     assert str(caught.value).startswith("--minutes: expected a budget of at least ")
     assert str(caught.value).endswith(
         f"found 3 (the smallest plan: a search of 3 trials of {math.ceil(fewest * 10) / 10:g}s "
