@@ -155,17 +155,17 @@ def _timed_trials(config: Config, row: PlanRow, speed: Speed, images: tuple[int,
 
     given = "trial_seconds" in config.flags_given
     tries = flag_choices(config, "max_trials", config.max_trials, MIN_SEARCH_TRIALS)
+    fewest = seconds_of(MIN_SEARCH_EPOCHS)
     choices = [(trials, seconds_of(TIMED_TRIAL_EPOCHS)) for trials in tries]
-    choices.append((tries[-1], seconds_of(MIN_SEARCH_EPOCHS)))
-    for trials, fewest in choices:
+    choices.append((tries[-1], fewest))
+    for trials, least in choices:
         seconds = config.trial_seconds
         if not given:  # cost is linear in seconds: the seconds whose cost is the trial's part
             part = (share - elapsed) / trials
             seconds = math.floor((part - cost(0)) / (cost(1) - cost(0)) * 10) / 10
-        if (given or seconds >= fewest) and elapsed + trials * cost(seconds) <= share:
+        if (given or seconds >= least) and elapsed + trials * cost(seconds) <= share:
             return {"max_trials": trials, "trial_seconds": seconds,
                     "planned_seconds": elapsed + trials * cost(seconds)}
-    fewest = seconds_of(MIN_SEARCH_EPOCHS)
     seconds = config.trial_seconds if given else math.ceil(fewest * 10) / 10
     raise too_short(config, (elapsed + tries[-1] * cost(seconds)) / row.search_share, 0,
                     f"a search of {tries[-1]} trials of {seconds:g}s each, "
