@@ -5,8 +5,7 @@ networks (src.calibrate), makes or reloads the plan, saves it under
 ``<artifacts>/plans/`` keyed by the run's settings (a rerun keeps the plan, its
 decisions, and so the fold models' cache keys), and holds the Budget that
 re-plans against the clock at stage boundaries, and within a round before each
-fold model starts (RoundPace: fewer epochs when late, more when ahead). The
-search's share is src.search_plan's.
+fold model starts (RoundPace). The search's share is src.search_plan's.
 """
 
 from __future__ import annotations
@@ -50,8 +49,7 @@ class Budget:
     on for a round's prediction while the time left still covers the rest, and
     the pseudo-labelled round gets as many epochs as the time left buys once the
     first round is done (none below its fewest); inside a round, its RoundPace
-    cuts the epochs of fold models not yet started when the round runs late, and
-    raises them when it runs ahead.
+    cuts the epochs of fold models not yet started when the round runs late.
     Each decision is saved in the plan file; a rerun takes it from there instead
     of deciding again, so that it keeps the fold models' cache keys.
     """
@@ -140,9 +138,9 @@ class Budget:
         return epochs
 
     def fold_epochs(self, pseudo_round: bool, member: str, split: int, planned: int) -> int:
-        """A fold model's epochs: the planned ones, or those its round's pace gave it
+        """A fold model's epochs: the planned ones, or fewer where a late round cut them
         (RoundPace), so that a rerun finds the model it trained."""
-        key = _epochs_key(SECOND if pseudo_round else FIRST, member, split)
+        key = _cut_key(SECOND if pseudo_round else FIRST, member, split)
         return int(self.plan.decisions.get(key, planned))
 
     def round_pace(self, pseudo_round: bool, jobs: Sequence, names: Sequence[str],
@@ -152,12 +150,11 @@ class Budget:
         speeds = dict(zip(names, self.plan.member_speeds(), strict=True))
         return RoundPace(self, SECOND if pseudo_round else FIRST, jobs, speeds, epochs)
 
-    def _seconds_after_round(self, name: str, tta: bool = False) -> float:
-        """What must fit after a round's training: its prediction (without TTA unless
-        asked), the report, and after the first round the fewest epochs of a planned
-        second one."""
+    def _seconds_after_round(self, name: str) -> float:
+        """What must fit after a round's training: its prediction without TTA, the
+        report, and after the first round the fewest epochs of a planned second one."""
         plan, speeds = self.plan, self.plan.member_speeds()
-        after = TAIL_SECONDS + prediction_seconds(speeds, plan.sizes, plan.folds, tta,
+        after = TAIL_SECONDS + prediction_seconds(speeds, plan.sizes, plan.folds, False,
                                                   plan.repeats)
         if name == FIRST and plan.pseudo_epochs:
             after += self._fewest_second_round()
@@ -197,12 +194,7 @@ class Budget:
                 "eta_seconds": plan.eta()}
 
 
-# A raise fills at most this share of the time a round has left: the pace of one model
-# beside another misreads a model alone by a few per cent (PARALLEL_SPEEDUP).
-RAISE_SHARE = 0.95
-
-
-def _epochs_key(name: str, member: str, split: int) -> str:
+def _cut_key(name: str, member: str, split: int) -> str:
     return f"epochs, {name}, {member}, split {split + 1}"
 
 
@@ -215,14 +207,7 @@ class RoundPace:
     without TTA, at the pace of the last model to end (its seconds over its planned
     seconds): a machine that slows down partway through a round. TTA stays the first
     thing a late round gives up (Budget.training_done); epochs go only when that is
-    not enough.
-
-    A round ahead of plan (a calibration that timed the machine slow, or two models
-    at once faster than PARALLEL_SPEEDUP) gives the models not yet started more epochs,
-    up to the row's most, where they and the models waiting end within RAISE_SHARE of
-    the time left before the round's prediction with TTA as planned: a raise never
-    costs TTA. A pace is needed first: nothing is raised before a model has ended.
-    Any change is saved in the plan's decisions (Budget.fold_epochs).
+    not enough. A cut is saved in the plan's decisions (Budget.fold_epochs).
     """
 
     def __init__(self, budget: Budget, name: str, jobs: Sequence, speeds: dict[str, Speed],
@@ -235,10 +220,8 @@ class RoundPace:
         self.workers = max(plan.jobs, 1)
         # a model beside others trains at PARALLEL_SPEEDUP / workers of its speed alone
         self.beside = self.workers / PARALLEL_SPEEDUP if self.workers > 1 else 1.0
-        row = table_row(plan.minutes)
-        self.fewest, self.most = min(row.min_epochs, epochs), max(row.max_epochs, epochs)
-        self.may_change = "epochs" not in plan.given  # given epochs are neither cut nor raised
-        self.measured = False  # whether a model has ended: a raise needs its pace
+        self.fewest = min(table_row(plan.minutes).min_epochs, epochs)
+        self.may_cut = "epochs" not in plan.given
 
     def seconds_alone(self, job, epochs: int) -> float:
         """The job's fold model trained alone at the plan's speed."""
@@ -248,12 +231,12 @@ class RoundPace:
                             epochs)
 
     def epochs_for(self, job) -> int:
-        """The epochs of the job about to start; a cut or raise is printed and saved."""
+        """The epochs of the job about to start; a cut is printed and saved."""
         self.waiting.discard(job.number)
-        epochs = self._epochs_that_fit(job) if self.may_change else self.epochs
-        budget, key = self.budget, _epochs_key(self.name, job.member.name, job.fold)
+        epochs = self._epochs_that_fit(job) if self.may_cut else self.epochs
+        budget, key = self.budget, _cut_key(self.name, job.member.name, job.fold)
         before = budget.plan.decisions.pop(key, None)  # a killed run's, for this model
-        if epochs != self.epochs:
+        if epochs < self.epochs:
             budget.plan.decisions[key] = epochs
             print(f"plan: {job.label()}: {epochs} epochs, not {self.epochs}: the last fold "
                   f"model took {self.pace:.2f}x its planned time, "
@@ -269,31 +252,22 @@ class RoundPace:
         # Beside another model, or the last one alone (then the pace reads low, and nothing
         # is left to decide).
         self.pace = seconds / (planned * self.beside)
-        self.measured = True
 
     def _epochs_that_fit(self, job) -> int:
-        now, budget = self.budget.clock(), self.budget
+        now = self.budget.clock()
         # Work left in seconds alone: the running models' rest at the pace, then the models
         # waiting, this one among them.
         running = [max(0.0, planned * self.pace - (now - started) / self.beside)
                    for started, planned in self.running.values()]
-
-        def fits(epochs: int, room: float) -> bool:
+        room = self.budget.left() - self.budget._seconds_after_round(self.name)
+        for epochs in range(self.epochs, self.fewest - 1, -1):
             work = [*running, *[self.seconds_alone(job, epochs) * self.pace]
                     * (len(self.waiting) + 1)]
             # the workers are up; and no model ends sooner than it would alone
-            return max(training_seconds(work, self.workers) - WORKER_START_SECONDS,
-                       max(work)) <= room
-
-        if self.measured:
-            spare = budget.left() - budget._seconds_after_round(self.name, budget.plan.tta)
-            raised = next((epochs for epochs in range(self.most, self.epochs, -1)
-                           if fits(epochs, RAISE_SHARE * spare)), None)
-            if raised:
-                return raised
-        room = budget.left() - budget._seconds_after_round(self.name)
-        return next((epochs for epochs in range(self.epochs, self.fewest - 1, -1)
-                     if fits(epochs, room)), self.fewest)
+            if max(training_seconds(work, self.workers) - WORKER_START_SECONDS,
+                   max(work)) <= room:
+                return epochs
+        return self.fewest
 
 
 # ---------------------------------------------------------------- the commands
