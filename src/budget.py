@@ -322,9 +322,10 @@ def plan_submit(digits, config: Config, started: float, save: bool = True,
 
     candidates = candidate_members(config)
     sizes = Sizes(len(digits.y_train), len(digits.x_test))
+    # jobs too: a plan priced for one fold model at a time paces two wrongly (RoundPace)
     path = plan_path(config, "submit", {
         "data": ensemble.data_fingerprint(digits.x_train, digits.y_train), "test": sizes.test,
-        "candidates": [member.hparams for member in candidates]})
+        "candidates": [member.hparams for member in candidates], "jobs": config.jobs})
     plan = None if config.fresh or not path.is_file() else _load_plan(path)
     reused = plan is not None
     if plan is None:

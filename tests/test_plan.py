@@ -237,6 +237,23 @@ def test_a_rerun_keeps_the_decisions_of_the_first_run(tmp_path):
     assert rerun.pseudo_epochs([0] * 3) == planned_epochs
 
 
+def test_a_rerun_with_other_jobs_plans_afresh(kaggle_dir_readonly, tmp_path, monkeypatch,
+                                              capsys):
+    """A plan priced for one fold model at a time would pace two wrongly: not reused."""
+    timed = _stand_in_speed(monkeypatch)
+    digits = load_kaggle(kaggle_dir_readonly)
+
+    def planned(jobs):
+        config = Config(minutes=30, jobs=jobs, artifacts_dir=str(tmp_path))
+        return budget.plan_submit(digits, config, started=0.0, clock=Clock(10.0))[2].plan
+
+    with pytest.warns(UserWarning):  # no search: the default CNN
+        one, two, two_again = planned(1), planned(2), planned(2)
+    assert (one.jobs, two.jobs, two_again.jobs) == (1, 2, 2) and len(timed) == 2
+    assert "reused from an earlier run" in capsys.readouterr().out  # the third only
+    assert len(list((tmp_path / "plans").glob("submit-*.json"))) == 2
+
+
 def _fold_jobs(planned: plan.Plan) -> list[ensemble.FoldJob]:
     member = ensemble.Member("default", {}, "default")
     count = planned.folds * planned.repeats
