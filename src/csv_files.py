@@ -146,7 +146,7 @@ def _read_slowly(path: Path, columns: list[str]) -> pd.DataFrame:
                             low_memory=False)
     except pd.errors.ParserError as error:
         raise csv_syntax_error(path, error, len(columns)) from None
-    frame = _drop_trailing_blank_rows(frame)
+    frame = _drop_trailing_blank_rows(_without_inferred_index(frame, path))
     limits = {"label": (0, NUM_CLASSES - 1)}
     first = None
     for position, name in enumerate(columns):
@@ -187,7 +187,7 @@ def read_csv_as_text(path: Path, columns: list[str]) -> pd.DataFrame:
     bytes that are not UTF-8, a damaged archive, a ragged row, an open quote or an empty
     file is a DataError naming the file (and the line, where there is one)."""
     try:
-        return pd.read_csv(path, dtype=str, na_filter=False, encoding="utf-8-sig")
+        frame = pd.read_csv(path, dtype=str, na_filter=False, encoding="utf-8-sig")
     except READ_ERRORS as error:
         raise unreadable_error(path, error, columns) from None
     except pd.errors.ParserError as error:
@@ -195,6 +195,18 @@ def read_csv_as_text(path: Path, columns: list[str]) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise DataError(f"columns {','.join(columns)}", "an empty file", file=path,
                         line=1) from None
+    return _without_inferred_index(frame, path)
+
+
+def _without_inferred_index(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """The frame, unless pandas made an index of it: when the first row has more values
+    than the header, pandas takes its first ones as the row's index and reads every
+    row shifted, so a file whose rows all end in an extra value would load wrong."""
+    if not isinstance(frame.index, pd.RangeIndex):
+        header = len(frame.columns)
+        raise DataError(f"{header} values", str(header + frame.index.nlevels), file=path,
+                        line=2)
+    return frame
 
 
 def _drop_trailing_blank_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -241,12 +253,13 @@ def _read_frame(path: Path, columns: list[str]) -> pd.DataFrame:
     _check_header(path, columns)
     try:
         # The fast path: one C-parser pass straight into int16, no NaN handling.
-        return pd.read_csv(path, dtype=np.int16, na_filter=False, skip_blank_lines=False,
-                           encoding="utf-8-sig")
+        frame = pd.read_csv(path, dtype=np.int16, na_filter=False, skip_blank_lines=False,
+                            encoding="utf-8-sig")
     except UnicodeDecodeError:  # a ValueError too, but no slower parse can read it
         raise
     except (ValueError, OverflowError, pd.errors.ParserError):
         return _read_slowly(path, columns)
+    return _without_inferred_index(frame, path)
 
 
 def _first_out_of_range(values: np.ndarray, low: int, high: int) -> tuple[int, int] | None:

@@ -125,6 +125,13 @@ def _break_train(path, case):
         lines[5] += ",0"
         _write_lines(path, lines)
         return "train.csv:6: expected 785 values, found 786"
+    if case == "every_row_one_longer":  # pandas would take each row's label as its index
+        _write_lines(path, [lines[0]] + [line + ",0" for line in lines[1:]])
+        return "train.csv:2: expected 785 values, found 786"
+    if case == "first_row_one_longer":
+        lines[1] += ",0"
+        _write_lines(path, lines)
+        return "train.csv:2: expected 785 values, found 786"
     if case == "ragged_short_row":
         lines[5] = lines[5].rsplit(",", 1)[0]
         _write_lines(path, lines)
@@ -138,7 +145,8 @@ def _break_train(path, case):
 TRAIN_CASES = [
     "empty_file", "header_only", "missing_column", "misnamed_column", "duplicated_column",
     "non_numeric", "blank_cell", "nan_cell", "pixel_256", "pixel_minus_1", "fractional_pixel",
-    "label_10", "label_minus_1", "ragged_long_row", "ragged_short_row", "blank_line_inside",
+    "label_10", "label_minus_1", "ragged_long_row", "every_row_one_longer", "first_row_one_longer",
+    "ragged_short_row", "blank_line_inside",
 ]
 
 

@@ -323,6 +323,11 @@ def test_check_flag_validates_any_csv(kaggle_dir_readonly, tmp_path, capsys):
     _good_submission(299).to_csv(good, index=False)
     assert run_cli(submit.main, argv) == 2
     assert "expected 300 rows" in capsys.readouterr().err
+    # a value too many on every row: pandas would read the ImageIds as an index
+    lines = good.read_text().splitlines()
+    good.write_text("\n".join([lines[0]] + [line + ",0" for line in lines[1:]]) + "\n")
+    assert run_cli(submit.main, argv) == 2
+    assert capsys.readouterr().err == f"error: {good}:2: expected 2 values, found 3\n"
 
 
 def test_publish_never_overwrites_and_moves_latest(tmp_path):
