@@ -39,7 +39,7 @@ from src.plan import (
     table_row,
     training_seconds,
 )
-from src.util import format_duration, write_atomically
+from src.util import format_duration, write_atomically, writing
 
 
 class Budget:
@@ -286,7 +286,8 @@ def plan_path(config: Config, command: str, settings: dict) -> Path:
 
 def save_plan(path: Path, text: str) -> None:
     """Write a plan file atomically, its folder made if need be."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with writing(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, text)
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from src.csv_files import read_digits_csv
 from src.data import LOCAL_DATA_DIR, find_csv, find_data_dir
 from src.errors import DataError
-from src.util import format_duration
+from src.util import format_duration, writing
 
 COMPETITION = "digit-recognizer"
 DATA_FILES = ("train.csv", "test.csv")
@@ -293,21 +293,24 @@ def download_competition_data(data_dir: str | Path | None = None,
         print(f"data: {found} holds train.csv and test.csv already; not downloading", flush=True)
         return found
     target = Path(data_dir) if data_dir is not None else LOCAL_DATA_DIR
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-download-", dir=target.parent))
+    with writing(target.parent):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-download-", dir=target.parent))
     try:
         session = KaggleSession("download", f"nothing was written to {target}", competition)
         print(f"data: downloading the {competition!r} files from Kaggle ...", flush=True)
         session.call("competition_download_files", competition, path=str(staging / "zip"),
                      force=True, quiet=True)
-        unpacked = _unpack(staging / "zip", staging / "files", session.where)
+        with writing(staging / "files"):
+            unpacked = _unpack(staging / "zip", staging / "files", session.where)
         try:  # the loader's own checks, before anything moves in
             for name in DATA_FILES:
                 read_digits_csv(unpacked / name, with_labels=name == "train.csv")
         except DataError as error:
             error.hint = f"a damaged download: nothing was written to {target}; try again"
             raise
-        _move_into(unpacked, target)
+        with writing(target):
+            _move_into(unpacked, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     print(f"data: {target}/ holds {', '.join(sorted(p.name for p in target.iterdir()))}",

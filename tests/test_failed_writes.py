@@ -16,7 +16,7 @@ import keras
 import pytest
 from matplotlib.figure import Figure
 
-from src import submit, tune, util
+from src import budget, submit, tune, util
 from src.config import run_cli
 from src.errors import DataError
 
@@ -178,3 +178,11 @@ def test_a_full_disk_while_the_search_saves_its_state_is_one_line(kaggle_dir_rea
     oracle = re.escape(f"{artifacts}/tune/") + r"[^/]+/oracle\.json"
     assert re.fullmatch(f"error: {oracle}: {re.escape(FULL_DISK)}\n", err), err
     assert not [name for name in _files(artifacts) if name.endswith(".tmp")]
+
+
+def test_a_plan_under_a_file_is_one_line_naming_its_folder(tmp_path):
+    (tmp_path / "artifacts").write_text("a file, not a folder")  # --artifacts-dir mistyped
+    plans = tmp_path / "artifacts" / "plans"
+    with pytest.raises(DataError) as caught:
+        budget.save_plan(plans / "submit-0123.json", "{}")
+    assert str(caught.value).startswith(f"{plans}: expected a writable folder with free space")

@@ -4,8 +4,10 @@ errors, no secrets."""
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import sys
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -256,6 +258,30 @@ def test_damaged_download_is_one_line_and_leaves_nothing(kaggle, kaggle_dir_read
                                                          capfd, damage, found):
     kaggle.data_zip = damage(kaggle_dir_readonly)
     assert found in _fail_download(tmp_path / "data" / "digit-recognizer", capfd)
+
+
+@pytest.mark.parametrize("fails", ["folder", "unpack", "move"])
+def test_a_download_that_cannot_write_is_one_line_and_leaves_nothing(kaggle, tmp_path, capfd,
+                                                                     monkeypatch, fails):
+    target = tmp_path / "data" / "digit-recognizer"
+    if fails == "folder":  # --data-dir under a file
+        (tmp_path / "data").write_text("a file, not a folder")
+        code = config.run_cli(lambda argv: kaggle_api.download_competition_data(target), [])
+        assert code == 2
+        assert capfd.readouterr().err == (
+            f"error: {tmp_path / 'data'}: expected a writable folder with free space, "
+            "found File exists (EEXIST)\n")
+        return
+    if fails == "unpack":
+        monkeypatch.setattr(zipfile.ZipFile, "extractall", _disk_full)
+    else:
+        monkeypatch.setattr(kaggle_api.os, "rename", _disk_full)
+    err = _fail_download(target, capfd)
+    assert "expected a writable folder with free space, found No space left" in err
+
+
+def _disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
 
 
 def test_download_with_a_bad_csv_fails_like_any_input(kaggle, kaggle_dir, tmp_path, capfd):
