@@ -226,8 +226,9 @@ def build_cnn(hp: kt.HyperParameters, steps_per_epoch: int | None = None,
     model = keras.Model(inputs, outputs, name="cnn")
     learning_rate = hp["learning_rate"]
     if steps_per_epoch and epochs:
+        # Keras counts decay_steps after the warm-up: the decay takes the epochs after the first
         learning_rate = keras.optimizers.schedules.CosineDecay(
-            learning_rate / 10, decay_steps=steps_per_epoch * epochs,
+            learning_rate / 10, decay_steps=steps_per_epoch * max(epochs - 1, 1),
             warmup_target=learning_rate, warmup_steps=steps_per_epoch)
     loss = "sparse_categorical_crossentropy"
     if hp["label_smoothing"] > 0:

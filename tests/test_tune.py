@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
@@ -395,8 +396,11 @@ def test_leaderboard_shows_hyperparameters_unrounded():
                                 "32-64-128", "2", "3", "no", "0/0.25", "128", "0.002", "0.10"]
 
 
-def _schedule(model) -> dict:
-    return model.optimizer.get_config()["learning_rate"]["config"]
+def _learning_rates(model, steps: list[int]) -> list[float]:
+    """The model's learning rate at each step, as a share of the search space's peak."""
+    config = model.optimizer.get_config()["learning_rate"]["config"]
+    schedule = keras.optimizers.schedules.CosineDecay.from_config(config)
+    return [float(schedule(step)) / DEFAULT_HPARAMS["learning_rate"] for step in steps]
 
 
 def test_trials_train_on_the_members_schedule_to_their_own_last_epoch():
@@ -404,12 +408,15 @@ def test_trials_train_on_the_members_schedule_to_their_own_last_epoch():
 
     hypermodel = tuners.CNNHyperModel(train_images=1000, batch_size=100, seed=0, epochs=7)
     hp = kt.HyperParameters()
-    schedule = _schedule(hypermodel.build(hp))  # a Bayesian or random trial: 7 epochs
-    assert schedule["decay_steps"] == 10 * 7 and schedule["warmup_steps"] == 10
-    assert schedule["warmup_target"] == pytest.approx(DEFAULT_HPARAMS["learning_rate"])
+    # A Bayesian or random trial of 7 epochs of 10 steps: warm up over the first epoch, the
+    # peak at its end, then a cosine that reaches its end at the 7th epoch's last step.
+    start, peak, half, last = _learning_rates(hypermodel.build(hp), [0, 10, 40, 69])
+    assert start == pytest.approx(0.1) and peak == pytest.approx(1)
+    assert half == pytest.approx(0.5) and last < 0.001
     # A Hyperband trial continuing an earlier rung from epoch 2 to 6: its own 4 epochs.
     hp.values.update({"tuner/epochs": 6, "tuner/initial_epoch": 2})
-    assert _schedule(hypermodel.build(hp))["decay_steps"] == 10 * 4
+    peak, half, last = _learning_rates(hypermodel.build(hp), [10, 25, 39])
+    assert peak == pytest.approx(1) and half == pytest.approx(0.5) and last < 0.003
 
 
 def test_equal_seconds_buy_a_network_twice_as_fast_twice_the_epochs():
