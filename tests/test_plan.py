@@ -350,6 +350,19 @@ def test_given_epochs_are_never_cut_and_the_fewest_is_the_floor(capsys):
         capsys.readouterr().out
 
 
+@pytest.mark.parametrize("given, cut_to", [({}, "pseudo_min_epochs"),
+                                           ({"epochs": 12}, "pseudo_min_epochs"),
+                                           ({"pseudo_epochs": 9}, None)])
+def test_the_pseudo_labelled_round_is_cut_by_its_own_flag_and_floor(given, cut_to):
+    """A late second round: cut to the row's fewest pseudo-labelled epochs, unless
+    --pseudo-epochs was given (a given --epochs is the first round's, not this one's)."""
+    planned = _plan(30, **given)
+    run = budget.Budget(planned, started=0.0, clock=Clock(30 * 60 - 60))  # a minute left
+    pace = run.round_pace(True, _fold_jobs(planned), planned.members, 9)
+    epochs = pace.epochs_for(_fold_jobs(planned)[0])
+    assert epochs == (getattr(plan.PLAN_TABLE[0], cut_to) if cut_to else 9)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("jobs", [1, 2], ids=["in-process", "workers"])
 def test_a_cut_fold_model_is_saved_as_such_and_a_rerun_reuses_it(kaggle_dir_readonly,
