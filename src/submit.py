@@ -265,6 +265,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.upload and config.source != "kaggle":
         raise DataError("--source kaggle with --upload", f"--source {config.source}",
                         column="--upload")
+    if args.plan_only and not config.planned:
+        raise DataError("a budget to plan (--minutes N, or the quick or full profile)",
+                        f"--profile {config.profile} without --minutes", column="--plan-only")
     started = time.perf_counter()
     digits = load_fold_digits(config)
     loaded = time.perf_counter()

@@ -542,6 +542,14 @@ def _submit_args(data_dir, tmp_path, *extra):
             "--submissions-dir", str(tmp_path / "submissions"), *extra]
 
 
+def test_plan_only_without_a_budget_is_one_line_exit_2(kaggle_dir_readonly, tmp_path, capsys):
+    assert run_cli(submit.main, _submit_args(kaggle_dir_readonly, tmp_path, "--plan-only")) == 2
+    assert capsys.readouterr().err == (
+        "error: --plan-only: expected a budget to plan (--minutes N, or the quick or full "
+        "profile), found --profile smoke without --minutes\n")
+    assert not (tmp_path / "artifacts").exists() and not (tmp_path / "submissions").exists()
+
+
 @pytest.mark.parametrize("main", [submit.main, tune.main], ids=["submit", "tune"])
 def test_a_budget_that_is_no_number_is_one_line_exit_2(main, kaggle_dir_readonly, tmp_path,
                                                       capsys):
