@@ -220,9 +220,9 @@ class RoundPace:
         self.workers = max(plan.jobs, 1)
         # a model beside others trains at PARALLEL_SPEEDUP / workers of its speed alone
         self.beside = self.workers / PARALLEL_SPEEDUP if self.workers > 1 else 1.0
-        row, flag = table_row(plan.minutes), "pseudo_epochs" if name == SECOND else "epochs"
-        self.fewest = min(row.pseudo_min_epochs if name == SECOND else row.min_epochs, epochs)
-        self.may_cut = flag not in plan.given  # flags given win
+        row, second = table_row(plan.minutes), name == SECOND
+        self.fewest = min(row.pseudo_min_epochs if second else row.min_epochs, epochs)
+        self.may_cut = ("pseudo_epochs" if second else "epochs") not in plan.given  # given wins
 
     def seconds_alone(self, job, epochs: int) -> float:
         """The job's fold model trained alone at the plan's speed."""

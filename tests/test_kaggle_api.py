@@ -260,18 +260,20 @@ def test_damaged_download_is_one_line_and_leaves_nothing(kaggle, kaggle_dir_read
     assert found in _fail_download(tmp_path / "data" / "digit-recognizer", capfd)
 
 
-@pytest.mark.parametrize("fails", ["folder", "unpack", "move"])
+def test_a_download_under_a_file_is_one_line(kaggle, tmp_path, capfd):
+    (tmp_path / "data").write_text("a file, not a folder")  # --data-dir under a file
+    target = tmp_path / "data" / "digit-recognizer"
+    code = config.run_cli(lambda argv: kaggle_api.download_competition_data(target), [])
+    assert code == 2
+    assert capfd.readouterr().err == (
+        f"error: {tmp_path / 'data'}: expected a writable folder with free space, "
+        "found File exists (EEXIST)\n")
+
+
+@pytest.mark.parametrize("fails", ["unpack", "move"])
 def test_a_download_that_cannot_write_is_one_line_and_leaves_nothing(kaggle, tmp_path, capfd,
                                                                      monkeypatch, fails):
     target = tmp_path / "data" / "digit-recognizer"
-    if fails == "folder":  # --data-dir under a file
-        (tmp_path / "data").write_text("a file, not a folder")
-        code = config.run_cli(lambda argv: kaggle_api.download_competition_data(target), [])
-        assert code == 2
-        assert capfd.readouterr().err == (
-            f"error: {tmp_path / 'data'}: expected a writable folder with free space, "
-            "found File exists (EEXIST)\n")
-        return
     if fails == "unpack":
         monkeypatch.setattr(zipfile.ZipFile, "extractall", _disk_full)
     else:
