@@ -7,7 +7,6 @@ run as root, where a read-only folder does not stop a write.
 
 from __future__ import annotations
 
-import errno
 import pickle
 import re
 from pathlib import Path
@@ -19,13 +18,10 @@ from matplotlib.figure import Figure
 from src import budget, submit, tune, util
 from src.config import run_cli
 from src.errors import DataError
+from tests.fixtures import disk_full
 
 FULL_DISK = "expected a writable folder with free space, found No space left on device (ENOSPC)"
 SUBMIT = ["--profile", "smoke", "--train-samples", "300"]
-
-
-def _full_disk(*args, **kwargs):
-    raise OSError(errno.ENOSPC, "No space left on device")
 
 
 def _fill_disk_when_writing(monkeypatch, name: str) -> None:
@@ -36,19 +32,19 @@ def _fill_disk_when_writing(monkeypatch, name: str) -> None:
         if name not in Path(path).name:
             return write_text(path, text, *args, **kwargs)
         write_text(path, text[:len(text) // 2], *args, **kwargs)
-        _full_disk()
+        disk_full()
 
     def write_half_bytes(path, data, *args, **kwargs):
         if name not in Path(path).name:
             return write_bytes(path, data, *args, **kwargs)
         write_bytes(path, data[:len(data) // 2], *args, **kwargs)
-        _full_disk()
+        disk_full()
 
     def save_half_figure(figure, path, *args, **kwargs):
         if name not in Path(path).name:
             return savefig(figure, path, *args, **kwargs)
         Path(path).write_bytes(b"\x89PNG half")
-        _full_disk()
+        disk_full()
 
     monkeypatch.setattr(Path, "write_text", write_half_text)
     monkeypatch.setattr(Path, "write_bytes", write_half_bytes)
@@ -66,7 +62,7 @@ def test_write_atomically_reports_the_path_and_leaves_no_temporary_file(tmp_path
         util.write_atomically(tmp_path / "out.json", "{}" * 100)
     assert str(caught.value) == f"{tmp_path}/out.json: {FULL_DISK}"
     assert _files(tmp_path) == []
-    monkeypatch.setattr(util.os, "replace", _full_disk)  # the rename into place fails
+    monkeypatch.setattr(util.os, "replace", disk_full)  # the rename into place fails
     with pytest.raises(DataError, match="out.txt: expected a writable folder"):
         util.write_atomically(tmp_path / "out.txt", "text")
     assert _files(tmp_path) == []
@@ -98,7 +94,7 @@ def _submit_args(kaggle_dir, artifacts, submissions):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["submission.csv", "oof.csv.gz", "confusion_matrix.png",
                                   "metrics.json", "report.html"])
-def test_a_full_disk_while_writing_the_run_folder_is_one_line_and_leaves_nothing(
+def test_adisk_full_while_writing_the_run_folder_is_one_line_and_leaves_nothing(
         kaggle_dir_readonly, trained, tmp_path, capsys, monkeypatch, name):
     submissions = tmp_path / "submissions"
     _fill_disk_when_writing(monkeypatch, name)
@@ -110,11 +106,11 @@ def test_a_full_disk_while_writing_the_run_folder_is_one_line_and_leaves_nothing
 
 
 @pytest.mark.slow
-def test_a_full_disk_while_saving_a_fold_model_is_one_line_and_leaves_no_partial_model(
+def test_adisk_full_while_saving_a_fold_model_is_one_line_and_leaves_no_partial_model(
         kaggle_dir_readonly, tmp_path, capsys, monkeypatch):
     def save_half(model, path, *args, **kwargs):
         Path(path).write_bytes(b"PK half a zip")
-        _full_disk()
+        disk_full()
 
     monkeypatch.setattr(keras.Model, "save", save_half)
     artifacts, submissions = tmp_path / "artifacts", tmp_path / "submissions"
@@ -154,9 +150,9 @@ TUNE = ["--profile", "smoke", "--tune-samples", "300", "--tuner", "random", "--m
 
 
 @pytest.mark.slow
-def test_a_full_disk_while_a_trial_saves_its_checkpoint_stops_the_search_on_one_line(
+def test_adisk_full_while_a_trial_saves_its_checkpoint_stops_the_search_on_one_line(
         kaggle_dir_readonly, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(keras.Model, "save_weights", _full_disk)
+    monkeypatch.setattr(keras.Model, "save_weights", disk_full)
     artifacts = tmp_path / "artifacts"
     argv = ["--data-dir", str(kaggle_dir_readonly), "--artifacts-dir", str(artifacts), *TUNE]
     assert run_cli(tune.main, argv) == 2
@@ -167,7 +163,7 @@ def test_a_full_disk_while_a_trial_saves_its_checkpoint_stops_the_search_on_one_
 
 
 @pytest.mark.slow
-def test_a_full_disk_while_the_search_saves_its_state_is_one_line(kaggle_dir_readonly,
+def test_adisk_full_while_the_search_saves_its_state_is_one_line(kaggle_dir_readonly,
                                                                    tmp_path, capsys,
                                                                    monkeypatch):
     _fill_disk_when_writing(monkeypatch, "oracle.json")

@@ -4,7 +4,6 @@ errors, no secrets."""
 from __future__ import annotations
 
 import base64
-import errno
 import json
 import sys
 import zipfile
@@ -16,7 +15,7 @@ import requests
 
 from src import config, kaggle_api, submit, tune
 from src.errors import DataError
-from tests.fixtures import write_run
+from tests.fixtures import disk_full, write_run
 from tests.kaggle_stand_in import NEVER, competition_zip, http_error
 
 USERNAME = "digit-fan"
@@ -275,15 +274,11 @@ def test_a_download_that_cannot_write_is_one_line_and_leaves_nothing(kaggle, tmp
                                                                      monkeypatch, fails):
     target = tmp_path / "data" / "digit-recognizer"
     if fails == "unpack":
-        monkeypatch.setattr(zipfile.ZipFile, "extractall", _disk_full)
+        monkeypatch.setattr(zipfile.ZipFile, "extractall", disk_full)
     else:
-        monkeypatch.setattr(kaggle_api.os, "rename", _disk_full)
+        monkeypatch.setattr(kaggle_api.os, "rename", disk_full)
     err = _fail_download(target, capfd)
     assert "expected a writable folder with free space, found No space left" in err
-
-
-def _disk_full(*args, **kwargs):
-    raise OSError(errno.ENOSPC, "No space left on device")
 
 
 def test_download_with_a_bad_csv_fails_like_any_input(kaggle, kaggle_dir, tmp_path, capfd):
