@@ -126,7 +126,7 @@ def render(report: dict) -> str:
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config]:
     """The command line of python -m src.bench: flags and a validated Config."""
     parser = build_parser("python -m src.bench", "Time training, prediction and CSV loading "
-                          "against the way popular notebooks do them.")
+                          "against the way popular notebooks do them.", download=False)
     bench = parser.add_argument_group("benchmark")
     add_override(bench, "batch_size", "training batch size")
     add_override(bench, "top_k", "models in the timed ensemble")

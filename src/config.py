@@ -155,10 +155,13 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """The parser every stage shares: data source, data dir, profile, seed, outputs, overrides."""
+def build_parser(prog: str, description: str, download: bool = True) -> argparse.ArgumentParser:
+    """The parser every stage shares: data source, data dir, profile, seed, outputs, overrides.
+
+    download: offer --download, for the commands that fetch the data (tune, submit).
+    """
     parser = OneLineParser(prog=prog, description=description)
-    add_data_arguments(parser)
+    add_data_arguments(parser, download)
     run = parser.add_argument_group("run")
     run.add_argument("--profile", choices=tuple(PROFILES), default="quick",
                      help="smoke: seconds, for tests; quick: a laptop CPU; full: a GPU box "

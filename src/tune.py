@@ -2,7 +2,7 @@
 
 Hyperband, Bayesian optimisation or random search (``--tuner``). Each trial
 trains as an ensemble member does (a one-epoch warm-up, then a cosine decay to
-its last epoch, every epoch run) and is scored by its last epoch's accuracy on
+its last epoch, every epoch run) and is scored by its last epoch's log-loss on
 a stratified hold-out (the hypermodel and tuners: src.tuners). Everything
 goes under ``<artifacts>/tune/``: the tuner's own project folder (one per search
 setting, so the same command resumes its search and a changed flag starts its

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from src import submit, tune
+from src import bench, fidelity, submit, tune
 from src.config import run_cli
 from tests.test_damaged_files import BYTE_CASES, damage_bytes
 from tests.test_data import TRAIN_CASES, _break_train
@@ -45,3 +45,12 @@ def test_bad_input_is_one_line_and_exit_2(kaggle_dir, tmp_path, capsys, cli, cas
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert re.search(expected, err) if case in BYTE_CASES else expected in err
     assert not any(path.exists() for path in outputs)
+
+
+@pytest.mark.parametrize("cli", [fidelity.main, bench.main], ids=["fidelity", "bench"])
+def test_only_the_commands_that_fetch_data_offer_download(cli, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli(["--download"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unrecognized arguments: --download") and err.count("\n") == 1
