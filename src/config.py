@@ -129,8 +129,8 @@ PROFILES: dict[str, dict[str, object]] = {
     # to it on the machine at hand (the values below are its recipe without a budget).
     # Its search trains every trial the same epochs (the plan fits them to the search's
     # share, up to its row's cap): equal-epoch trials ranked networks as full training
-    # does (Spearman 0.83-1.00), equal-time ones did not (0.43-0.49; README, search
-    # fidelity). The default CNN is its first trial and joins only on its score.
+    # does (Spearman 0.71-1.00 over two seeds), equal-time ones did not (0.43-0.49;
+    # README, search fidelity). The default CNN is its first trial and joins only on its score.
     "quick": dict(
         tuner="bayesian", max_trials=8, tune_epochs=8, tune_samples=12_000,
         top_k=1, folds=3, epochs=20, batch_size=128, train_samples=0, tta=True, minutes=30,
