@@ -79,9 +79,9 @@ PLAN_TABLE: tuple[PlanRow, ...] = (
         "Otherwise the 30-minute row's levers carried on "
         "(repeats of 3 folds paid more than epochs beyond 20, and epochs up to 40), with up "
         "to 5 repeats at 30 epochs or more, then the search's second pick when the budget "
-        "still buys it; the search's share in equal-time trials on the 12,000 images whose "
-        "ranking was measured (Spearman 0.93): on every image a 2-core CPU would train a "
-        "trial 2-3 epochs."),
+        "still buys it; the search's share in equal-epoch trials, as the 30-minute row's "
+        "(equal-time ones ranked cheap networks first that 40-epoch members did not keep), "
+        "on 12,000 images: on every image a 2-core CPU would train a trial 2-3 epochs."),
 )
 
 # Two fold models side by side against the odd one alone (2 x alone / pair, README):

@@ -93,12 +93,12 @@ def _parse_search(argv):
     return config.config_from_args(parser.parse_args(argv))
 
 
-def test_quick_searches_by_epochs_full_by_time_and_hyperband_by_epochs():
+def test_profiles_search_by_epochs():
     quick, full = _parse_search(["--profile", "quick"]), _parse_search(["--profile", "full"])
     for profile in (quick, full):
         assert profile.tuner == "bayesian" and not profile.include_default
     # Equal-epoch trials rank networks as full training does (README, search fidelity).
-    assert quick.trial_seconds == 0 and full.trial_seconds > 0
+    assert quick.trial_seconds == 0 and full.trial_seconds == 0
     assert full.wide_space and not quick.wide_space
     # Hyperband's rungs count epochs: the profile's seconds per trial go, a given one fails.
     assert _parse_search(["--tuner", "hyperband"]).trial_seconds == 0
