@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -150,11 +151,11 @@ class Budget:
         speeds = dict(zip(names, self.plan.member_speeds(), strict=True))
         return RoundPace(self, SECOND if pseudo_round else FIRST, jobs, speeds, epochs)
 
-    def _seconds_after_round(self, name: str) -> float:
-        """What must fit after a round's training: its prediction without TTA, the
-        report, and after the first round the fewest epochs of a planned second one."""
+    def _seconds_after_round(self, name: str, tta: bool = False) -> float:
+        """What must fit after a round's training: its prediction (with TTA or without),
+        the report, and after the first round the fewest epochs of a planned second one."""
         plan, speeds = self.plan, self.plan.member_speeds()
-        after = TAIL_SECONDS + prediction_seconds(speeds, plan.sizes, plan.folds, False,
+        after = TAIL_SECONDS + prediction_seconds(speeds, plan.sizes, plan.folds, tta,
                                                   plan.repeats)
         if name == FIRST and plan.pseudo_epochs:
             after += self._fewest_second_round()
@@ -198,16 +199,23 @@ def _cut_key(name: str, member: str, split: int) -> str:
     return f"epochs, {name}, {member}, split {split + 1}"
 
 
+# The share of a fold model's epochs a late round cuts to keep TTA: TTA was worth 19-21
+# fewer OOF errors, the epochs from 20 to 40 of the default CNN 11, and from 20 to 34 of
+# the seed-42 quick pick none (README, Measured figures).
+TTA_KEEPING_CUT = 0.25
+
+
 class RoundPace:
     """One round's fold models against the time left, --jobs of them at once.
 
     Before a model starts it gets the most epochs, from the planned ones down to its
     PLAN_TABLE row's fewest, with which it and the models still waiting (at as many
-    epochs) end, after the rest of those running, in time for the round's prediction
-    without TTA, at the pace of the last model to end (its seconds over its planned
-    seconds): a machine that slows down partway through a round. TTA stays the first
-    thing a late round gives up (Budget.training_done); epochs go only when that is
-    not enough. A cut is saved in the plan's decisions (Budget.fold_epochs).
+    epochs) end, after the rest of those running, in time for the round's prediction,
+    at the pace of the last model to end (its seconds over its planned seconds): a
+    machine that slows down partway through a round. A late round first cuts up to
+    TTA_KEEPING_CUT of the epochs to keep the prediction's TTA; if that is not enough,
+    it gives TTA up (Budget.training_done) and cuts only what the prediction without
+    TTA needs. A cut is saved in the plan's decisions (Budget.fold_epochs).
     """
 
     def __init__(self, budget: Budget, name: str, jobs: Sequence, speeds: dict[str, Speed],
@@ -222,6 +230,9 @@ class RoundPace:
         self.beside = self.workers / PARALLEL_SPEEDUP if self.workers > 1 else 1.0
         row, second = table_row(plan.minutes), name == SECOND
         self.fewest = min(row.pseudo_min_epochs if second else row.min_epochs, epochs)
+        # a cut down to this many epochs keeps the prediction's TTA (none when it is off)
+        self.fewest_with_tta = (max(self.fewest, math.ceil(epochs * (1 - TTA_KEEPING_CUT)))
+                                if plan.tta else epochs + 1)
         self.may_cut = ("pseudo_epochs" if second else "epochs") not in plan.given  # given wins
 
     def seconds_alone(self, job, epochs: int) -> float:
@@ -234,12 +245,13 @@ class RoundPace:
     def epochs_for(self, job) -> int:
         """The epochs of the job about to start; a cut is printed and saved."""
         self.waiting.discard(job.number)
-        epochs = self._epochs_that_fit(job) if self.may_cut else self.epochs
+        epochs, tta = self._epochs_that_fit(job) if self.may_cut else (self.epochs, True)
         budget, key = self.budget, _cut_key(self.name, job.member.name, job.fold)
         before = budget.plan.decisions.pop(key, None)  # a killed run's, for this model
         if epochs < self.epochs:
             budget.plan.decisions[key] = epochs
-            print(f"plan: {job.label()}: {epochs} epochs, not {self.epochs}: the last fold "
+            print(f"plan: {job.label()}: {epochs} epochs, not {self.epochs}"
+                  f"{', to keep TTA' if tta else ''}: the last fold "
                   f"model took {self.pace:.2f}x its planned time, "
                   f"{format_duration(max(budget.left(), 0))} left", flush=True)
         if budget.plan.decisions.get(key) != before and budget.path is not None:
@@ -254,21 +266,29 @@ class RoundPace:
         # is left to decide).
         self.pace = seconds / (planned * self.beside)
 
-    def _epochs_that_fit(self, job) -> int:
+    def _epochs_that_fit(self, job) -> tuple[int, bool]:
+        """The most epochs that fit, and whether they leave time for TTA."""
         now = self.budget.clock()
         # Work left in seconds alone: the running models' rest at the pace, then the models
         # waiting, this one among them.
         running = [max(0.0, planned * self.pace - (now - started) / self.beside)
                    for started, planned in self.running.values()]
-        room = self.budget.left() - self.budget._seconds_after_round(self.name)
-        for epochs in range(self.epochs, self.fewest - 1, -1):
+        left, after = self.budget.left(), self.budget._seconds_after_round
+        # A pace is an estimate (within about 1% of the budget in the tests): a cut that
+        # keeps TTA leaves that much to spare, lest the epochs go and TTA with them.
+        spare = 0.01 * self.budget.plan.seconds
+        keeping_tta = range(self.epochs, self.fewest_with_tta - 1, -1)
+        choices = [*[(epochs, True) for epochs in keeping_tta],
+                   *[(epochs, False) for epochs in range(self.epochs, self.fewest - 1, -1)]]
+        for epochs, tta in choices:
             work = [*running, *[self.seconds_alone(job, epochs) * self.pace]
                     * (len(self.waiting) + 1)]
             # the workers are up; and no model ends sooner than it would alone
             if max(training_seconds(work, self.workers) - WORKER_START_SECONDS,
-                   max(work)) <= room:
-                return epochs
-        return self.fewest
+                   max(work)) <= left - after(self.name, tta) - (
+                       spare if tta and epochs < self.epochs else 0.0):
+                return epochs, tta
+        return self.fewest, False
 
 
 # ---------------------------------------------------------------- the commands

@@ -340,6 +340,33 @@ def test_a_round_that_slows_cuts_the_epochs_of_models_not_yet_started(monkeypatc
     assert len(_cuts(saved)) == sum(e < planned for e in epochs.values()) > 0
 
 
+@pytest.mark.parametrize("slowdown, keeps_tta", [(1.1, True), (1.35, False)])
+def test_a_round_a_little_late_cuts_a_quarter_of_the_epochs_at_most_to_keep_tta(
+        monkeypatch, capsys, slowdown, keeps_tta):
+    """TTA was worth more OOF errors than a quarter of a model's epochs (README). A round
+    a tenth slower from its 5th model on would end too late for TTA's passes: it trains
+    its last models up to a quarter fewer epochs and predicts with TTA. A third slower,
+    a quarter is not enough: TTA goes, and the epochs are cut only as far as the
+    prediction without it needs."""
+    monkeypatch.setattr(plan, "PLAN_TABLE", SHIPPED_TABLE)
+    fast = {"default": dataclasses.replace(CPU, train_images_per_second=5500)}
+
+    def trained(cut: bool) -> tuple[budget.Budget, dict]:
+        run = budget.Budget(_plan(30, fast, search_seconds=270), started=0.0,
+                            clock=Clock(CALIBRATED_AFTER))
+        return run, _train_round(run, slower_from=5, slowdown=slowdown, cut=cut)
+
+    unpaced, _ = trained(cut=False)
+    assert unpaced.training_done(pseudo_round=False) is False
+    paced, epochs = trained(cut=True)
+    planned = paced.plan.epochs
+    assert paced.training_done(pseudo_round=False) is keeps_tta
+    assert min(epochs.values()) < planned
+    if keeps_tta:
+        assert min(epochs.values()) >= math.ceil(0.75 * planned)
+    assert ("to keep TTA" in capsys.readouterr().out) is keeps_tta
+
+
 def test_given_epochs_are_never_cut_and_the_fewest_is_the_floor(capsys):
     given = _plan(30, epochs=12)
     run = budget.Budget(given, started=0.0, clock=Clock(30 * 60 - 60))  # a minute left
