@@ -274,9 +274,9 @@ class RoundPace:
         running = [max(0.0, planned * self.pace - (now - started) / self.beside)
                    for started, planned in self.running.values()]
         left, after = self.budget.left(), self.budget._seconds_after_round
-        # A pace is an estimate (within about 1% of the budget in the tests): a cut that
-        # keeps TTA leaves that much to spare, lest the epochs go and TTA with them.
-        spare = 0.01 * self.budget.plan.seconds
+        # A pace is an estimate (within about 1% of the budget in the tests): a late round
+        # that keeps TTA leaves that much to spare, lest its epochs go and TTA with them.
+        spare = 0.01 * self.budget.plan.seconds if self.pace > 1.0 else 0.0
         keeping_tta = range(self.epochs, self.fewest_with_tta - 1, -1)
         choices = [*[(epochs, True) for epochs in keeping_tta],
                    *[(epochs, False) for epochs in range(self.epochs, self.fewest - 1, -1)]]
@@ -285,8 +285,7 @@ class RoundPace:
                     * (len(self.waiting) + 1)]
             # the workers are up; and no model ends sooner than it would alone
             if max(training_seconds(work, self.workers) - WORKER_START_SECONDS,
-                   max(work)) <= left - after(self.name, tta) - (
-                       spare if tta and epochs < self.epochs else 0.0):
+                   max(work)) <= left - after(self.name, tta) - (spare if tta else 0.0):
                 return epochs, tta
         return self.fewest, False
 
