@@ -199,7 +199,7 @@ def _cut_key(name: str, member: str, split: int) -> str:
     return f"epochs, {name}, {member}, split {split + 1}"
 
 
-# The share of a fold model's epochs a late round cuts to keep TTA: TTA was worth 19-21
+# The share of a fold model's epochs a late round cuts to keep TTA: TTA was worth 14-21
 # fewer OOF errors, the epochs from 20 to 40 of the default CNN 11, and from 20 to 34 of
 # the seed-42 quick pick none (README, Measured figures).
 TTA_KEEPING_CUT = 0.25
