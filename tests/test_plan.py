@@ -363,7 +363,7 @@ def test_a_round_a_little_late_cuts_a_quarter_of_the_epochs_at_most_to_keep_tta(
     assert paced.training_done(pseudo_round=False) is keeps_tta
     assert min(epochs.values()) < planned
     if keeps_tta:
-        assert min(epochs.values()) >= math.ceil(0.75 * planned)
+        assert min(epochs.values()) >= math.ceil((1 - budget.TTA_KEEPING_CUT) * planned)
     assert ("to keep TTA" in capsys.readouterr().out) is keeps_tta
 
 
