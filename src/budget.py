@@ -230,8 +230,9 @@ class RoundPace:
         self.beside = self.workers / PARALLEL_SPEEDUP if self.workers > 1 else 1.0
         row, second = table_row(plan.minutes), name == SECOND
         self.fewest = min(row.pseudo_min_epochs if second else row.min_epochs, epochs)
-        # the fewest epochs a cut may leave to keep the prediction's TTA, when it has TTA
-        self.fewest_with_tta = max(self.fewest, math.ceil(epochs * (1 - TTA_KEEPING_CUT)))
+        # the epochs a cut may leave to keep the prediction's TTA, most first (none without)
+        fewest_with_tta = max(self.fewest, math.ceil(epochs * (1 - TTA_KEEPING_CUT)))
+        self.epochs_keeping_tta = range(epochs, fewest_with_tta - 1, -1) if plan.tta else ()
         self.may_cut = ("pseudo_epochs" if second else "epochs") not in plan.given  # given wins
 
     def seconds_alone(self, job, epochs: int) -> float:
@@ -276,9 +277,7 @@ class RoundPace:
         # A pace is an estimate (within about 1% of the budget in the tests): a late round
         # that keeps TTA leaves that much to spare, lest its epochs go and TTA with them.
         spare = 0.01 * self.budget.plan.seconds if self.pace > 1.0 else 0.0
-        keeping_tta = (range(self.epochs, self.fewest_with_tta - 1, -1)
-                       if self.budget.plan.tta else range(0))
-        choices = [*[(epochs, True) for epochs in keeping_tta],
+        choices = [*[(epochs, True) for epochs in self.epochs_keeping_tta],
                    *[(epochs, False) for epochs in range(self.epochs, self.fewest - 1, -1)]]
         for epochs, tta in choices:
             work = [*running, *[self.seconds_alone(job, epochs) * self.pace]

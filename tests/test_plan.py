@@ -101,8 +101,8 @@ def test_two_workers_train_a_pair_at_the_measured_speedup():
 
 
 def test_a_stall_during_the_timing_does_not_price_the_whole_run():
-    # 40 batches of 128 images at 50 ms each, then the machine stalls for 2 s in one batch
-    # (another process, a memory reclaim): the run is priced at the batches, not the stall.
+    # Batches of 128 images at 50 ms each, one of them stalled for 2 s halfway (another
+    # process, a memory reclaim): the run is priced at the batches, not the stall.
     ends = np.cumsum([0.0] + [0.05] * 20 + [2.0] + [0.05] * 20)
     assert calibrate.images_per_second(ends, 128) == pytest.approx(128 / 0.05)
     assert calibrate.images_per_second(ends[:21], 128) == pytest.approx(128 / 0.05)
