@@ -277,8 +277,12 @@ class RoundPace:
         # A pace is an estimate (within about 1% of the budget in the tests): a late round
         # that keeps TTA leaves that much to spare, lest its epochs go and TTA with them.
         spare = 0.01 * self.budget.plan.seconds if self.pace > 1.0 else 0.0
-        choices = [*[(epochs, True) for epochs in self.epochs_keeping_tta],
-                   *[(epochs, False) for epochs in range(self.epochs, self.fewest - 1, -1)]]
+        all_epochs = range(self.epochs, self.fewest - 1, -1)
+        if "tta" in self.budget.plan.given:  # a given --tta runs its passes, however late
+            choices = [(epochs, self.budget.plan.tta) for epochs in all_epochs]
+        else:
+            choices = [*[(epochs, True) for epochs in self.epochs_keeping_tta],
+                       *[(epochs, False) for epochs in all_epochs]]
         for epochs, tta in choices:
             work = [*running, *[self.seconds_alone(job, epochs) * self.pace]
                     * (len(self.waiting) + 1)]
@@ -286,7 +290,7 @@ class RoundPace:
             if max(training_seconds(work, self.workers) - WORKER_START_SECONDS,
                    max(work)) <= left - after(self.name, tta) - (spare if tta else 0.0):
                 return epochs, tta
-        return self.fewest, False
+        return choices[-1]
 
 
 # ---------------------------------------------------------------- the commands

@@ -375,6 +375,23 @@ def test_a_round_a_little_late_cuts_a_quarter_of_the_epochs_at_most_to_keep_tta(
     assert ("to keep TTA" in capsys.readouterr().out) is keeps_tta
 
 
+def test_a_late_round_with_a_given_tta_cuts_epochs_for_its_passes(monkeypatch):
+    """--tta given keeps TTA however late the round: a round a third slower from its 5th
+    model on cuts its last models' epochs so that the prediction's TTA passes, which run
+    whatever the plan says, still end within the budget (within 1%: a pace is an
+    estimate), not only the prediction without them."""
+    monkeypatch.setattr(plan, "PLAN_TABLE", SHIPPED_TABLE)
+    fast = {"default": dataclasses.replace(CPU, train_images_per_second=5500)}
+    given = _plan(30, fast, search_seconds=270, tta=True)
+    run = budget.Budget(given, started=0.0, clock=Clock(CALIBRATED_AFTER))
+    epochs = _train_round(run, slower_from=5, slowdown=1.35)
+    assert min(epochs.values()) < given.epochs
+    assert run.training_done(pseudo_round=False) is True
+    with_tta = plan.TAIL_SECONDS + plan.prediction_seconds(
+        [fast["default"]], REAL, given.folds, True, given.repeats)
+    assert run.clock.now + with_tta <= 30 * 60 - 270 + 0.01 * 30 * 60
+
+
 def test_given_epochs_are_never_cut_and_the_fewest_is_the_floor(capsys):
     given = _plan(30, epochs=12)
     run = budget.Budget(given, started=0.0, clock=Clock(30 * 60 - 60))  # a minute left
