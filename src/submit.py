@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import platform
 import shlex
@@ -189,8 +190,9 @@ def _parse_args(argv: Sequence[str] | None):
                         metavar="N", help="after --upload, wait at most N minutes for the "
                         f"public score (default: {kaggle_api.WAIT_MINUTES:g})")
     args = parser.parse_args(argv)
-    if args.wait_minutes < 0:
-        raise DataError("minutes >= 0", f"{args.wait_minutes:g}", column="--wait-minutes")
+    if not (math.isfinite(args.wait_minutes) and args.wait_minutes >= 0):
+        raise DataError("a finite number of minutes >= 0", f"{args.wait_minutes:g}",
+                        column="--wait-minutes")
     return args, config_from_args(args)
 
 

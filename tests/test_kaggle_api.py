@@ -451,6 +451,8 @@ def test_a_failed_wait_keeps_the_upload_recorded(kaggle, run_dir, kaggle_dir_rea
     assert json.loads((run_dir / "metrics.json").read_text())["kaggle"]["ref"] == 1000
 
 
-def test_negative_wait_is_refused():
-    with pytest.raises(DataError, match="--wait-minutes: expected minutes >= 0, found -1"):
-        submit._parse_args(["--wait-minutes", "-1"])
+def test_a_negative_or_endless_wait_is_refused():
+    for minutes in ("-1", "inf", "nan"):
+        with pytest.raises(DataError, match=f"--wait-minutes: expected a finite number of "
+                                            f"minutes >= 0, found {minutes}"):
+            submit._parse_args(["--wait-minutes", minutes])
