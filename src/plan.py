@@ -237,10 +237,11 @@ class Plan:
 
 
 def flag_choices(config: Config, name: str, largest: int, smallest: int) -> list[int]:
-    """The flag's value when given, else every value from largest down to smallest."""
+    """The flag's value when given, else every value from largest down to smallest
+    (largest alone when it is the smaller: a profile's --max-trials below the fewest)."""
     if name in config.flags_given:
         return [getattr(config, name)]
-    return list(range(largest, smallest - 1, -1))
+    return list(range(largest, min(smallest, largest) - 1, -1))
 
 
 def plan_ensemble(config: Config, speeds: dict[str, Speed], sizes: Sizes, elapsed: float,

@@ -526,6 +526,10 @@ def test_a_time_based_search_splits_its_share_into_equal_trials(tmp_path, monkey
     assert shorter.max_trials == plan.MIN_SEARCH_TRIALS
     assert seconds_of(plan.MIN_SEARCH_EPOCHS) <= shorter.trial_seconds
     assert shorter.trial_seconds < seconds_of(plan.TIMED_TRIAL_EPOCHS)
+    # A profile of fewer trials than that (the smoke profile's 2) runs them all
+    two = search(10, now=10, trials=plan.MIN_SEARCH_TRIALS - 1)[0]
+    assert two.max_trials == plan.MIN_SEARCH_TRIALS - 1
+    assert two.trial_seconds > shorter.trial_seconds
     # A --trial-seconds given is kept; the trials that fit it run.
     given = search(10, now=10, trial_seconds=8.0, tune_epochs=50)[0]
     assert given.trial_seconds == 8 and given.max_trials > shorter.max_trials
