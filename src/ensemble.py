@@ -181,6 +181,22 @@ def _load_fold_model(path: Path) -> keras.Model:
     return model
 
 
+def _load_history(model_path: Path) -> dict:
+    """The training history saved beside a fold model (written before the model, so a
+    killed run never leaves a model without one; a copied or damaged folder can)."""
+    path = model_path.with_suffix(".history.json")
+    try:
+        history = json.loads(path.read_text())
+        found = None if isinstance(history, dict) else f"a JSON {type(history).__name__}"
+    except (OSError, ValueError) as error:
+        found = f"an unreadable file ({type(error).__name__})"
+    if found:
+        raise DataError("the training history python -m src.submit saves beside each fold "
+                        "model", found, file=path,
+                        hint=f"delete it and {model_path.name}, or rerun with --fresh")
+    return history
+
+
 def _save_atomically(model: keras.Model, history: dict, model_path: Path) -> None:
     # The partial name holds the pid: an orphaned worker of a killed run never shares it.
     partial = partial_path(model_path)
@@ -342,7 +358,7 @@ def _run_round(digits: Digits, members: list[Member], config: Config,
     tick = time.perf_counter()
     for job in jobs:
         model = _load_fold_model(job.path)
-        history = json.loads(job.path.with_suffix(".history.json").read_text())
+        history = _load_history(job.path)
         held_idx = splits[job.fold][1]
         oof = result.oof_probs.setdefault(job.member.name, np.zeros((len(y), NUM_CLASSES)))
         # Every image is held out once a repeat: its OOF is the mean of `repeats` models.

@@ -79,6 +79,14 @@ def test_parallel_workers_train_every_fold_and_a_serial_rerun_reuses_them(
     # How many trained at once does not change the models: one at a time reuses them.
     assert run_cli(submit.main, _args(kaggle_dir_readonly, tmp_path, "--jobs", "1")) == 0
     assert "trained 0, reused 2" in capfd.readouterr().out
+    # A fold model's history damaged (a copied folder, say): one line naming it, no run.
+    [history] = (tmp_path / "artifacts" / "models").glob("*/fold-1.history.json")
+    history.write_text('{"accuracy": [0.9')
+    assert run_cli(submit.main, _args(kaggle_dir_readonly, tmp_path, "--jobs", "1")) == 2
+    error = capfd.readouterr().err.splitlines()[-1]
+    assert error.startswith(f"error: {history}: expected the training history ")
+    assert "JSONDecodeError" in error and "fold-1.keras, or rerun with --fresh" in error
+    assert len(_run_dirs(tmp_path)) == 2
 
 
 def test_auto_jobs_is_two_on_a_cpu_with_two_cores_and_one_on_a_single_core(monkeypatch):
