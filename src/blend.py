@@ -75,8 +75,11 @@ def _names(folders: list[Path]) -> list[str]:
     """Each run's name in the blend: its folder's name, made unique."""
     names: list[str] = []
     for folder in folders:
-        name = folder.resolve().name
-        names.append(name if name not in names else f"{name}-{len(names) + 1}")
+        base = name = folder.resolve().name
+        number = 2
+        while name in names:  # a/R b/R-2 c/R: the third is R-3, not a second R-2
+            name, number = f"{base}-{number}", number + 1
+        names.append(name)
     return names
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -42,6 +43,11 @@ def _blends(tmp_path):
     folder = tmp_path / "blends"
     return [] if not folder.is_dir() else sorted(
         path for path in folder.iterdir() if not path.is_symlink() and path.is_dir())
+
+
+def test_runs_of_one_name_get_names_of_their_own():
+    folders = [Path("a/R"), Path("b/R-2"), Path("c/R"), Path("d/R")]
+    assert blend._names(folders) == ["R", "R-2", "R-3", "R-4"]
 
 
 def test_probability_files_round_trip(kaggle_dir_readonly, tmp_path):
