@@ -21,7 +21,7 @@ import keras
 import tensorflow as tf
 
 from src.config import Config
-from src.util import write_atomically
+from src.util import write_atomically, writing
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
                     "TF_ENABLE_ONEDNN_OPTS")
@@ -123,13 +123,22 @@ def run_profile(config: Config, folder: Path) -> dict:
 def write_new_files(folder: Path, stem: str, texts: dict[str, str | bytes]) -> list[Path]:
     """Write each suffix's text (or bytes) to folder/<stem><suffix> through a temporary file
     and a rename;
-    when a name is taken, the stem gets -2, -3, ... so no earlier file is overwritten."""
-    folder.mkdir(parents=True, exist_ok=True)
+    when a name is taken, the stem gets -2, -3, ... so no earlier file is overwritten. A
+    failed write (a DataError naming the file) takes back the files written before it."""
+    with writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
     for attempt in range(1, 1000):
         name = stem if attempt == 1 else f"{stem}-{attempt}"
         paths = [folder / f"{name}{suffix}" for suffix in texts]
         if not any(path.exists() for path in paths):
             break
-    for path, text in zip(paths, texts.values(), strict=True):
-        write_atomically(path, text)
+    written: list[Path] = []
+    try:
+        for path, text in zip(paths, texts.values(), strict=True):
+            write_atomically(path, text)
+            written.append(path)
+    except BaseException:
+        for path in written:  # a .md without its .json would pass for a whole record
+            path.unlink(missing_ok=True)
+        raise
     return paths

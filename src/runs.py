@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from src import kaggle_api
 from src.config import OneLineParser, run_cli
 from src.report import record_kaggle
-from src.util import write_atomically
+from src.util import write_atomically, writing
 
 SORTS = {"date": "newest first", "oof": "best OOF accuracy first",
          "lb": "best public score first"}
@@ -149,8 +149,9 @@ def write_ledger(frame: pd.DataFrame, submissions_dir: Path) -> list[Path]:
         written.append(submissions_dir / "runs.png")
         temporary = submissions_dir / f".runs.png.{os.getpid()}.tmp"
         try:
-            figure.savefig(temporary, format="png", dpi=DPI, facecolor="white")
-            os.replace(temporary, written[1])
+            with writing(written[1]):
+                figure.savefig(temporary, format="png", dpi=DPI, facecolor="white")
+                os.replace(temporary, written[1])
         finally:
             temporary.unlink(missing_ok=True)
     return written

@@ -11,6 +11,7 @@ import pytest
 
 from src import bench, bench_runs, bench_timing, notebook_way
 from src.config import run_cli
+from src.errors import DataError
 
 TRAIN_WAYS = ("package: uint8 → tf.data → fit", "package: src.model.fit, 6 epochs",
               "notebook: float32, SciPy augmentation")
@@ -160,6 +161,25 @@ def test_write_new_files_never_overwrites(tmp_path):
     assert [p.name for p in second] == ["bench-x-2.md", "bench-x-2.json"]
     assert first[0].read_text() == "one" and second[0].read_text() == "two"
     assert not list(tmp_path.glob(".partial-*"))
+
+
+def test_write_new_files_fails_in_one_line_and_takes_back_what_it_wrote(tmp_path,
+                                                                         monkeypatch):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    with pytest.raises(DataError, match=f"^{not_a_folder / 'bench'}: expected a writable"):
+        bench_runs.write_new_files(not_a_folder / "bench", "bench-x", {".md": "one"})
+    real_write = bench_runs.write_atomically
+
+    def full_disk_at_json(path, text):
+        if path.suffix == ".json":
+            raise DataError("a writable file", "no space left on the device", file=path)
+        real_write(path, text)
+
+    monkeypatch.setattr(bench_runs, "write_atomically", full_disk_at_json)
+    with pytest.raises(DataError, match="bench-x.json: expected a writable file"):
+        bench_runs.write_new_files(tmp_path, "bench-x", {".md": "one", ".json": "{}"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
 def test_bad_bench_images_is_one_line_exit_2(tmp_path, capsys):

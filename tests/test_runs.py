@@ -70,6 +70,19 @@ def test_ledger_files_hold_every_run_and_a_real_figure(submissions, capsys):
     assert not [path.name for path in submissions.iterdir() if path.name.endswith(".tmp")]
 
 
+def test_a_figure_that_cannot_be_written_is_one_line_exit_2(submissions, capsys,
+                                                           monkeypatch):
+    class FullDisk:  # a figure whose file cannot be written
+        def savefig(self, path, **options):
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(runs, "plot_cv_against_public", lambda frame: FullDisk())
+    assert run_cli(runs.main, ["--submissions-dir", str(submissions)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {submissions / 'runs.png'}: expected a "
+                                              "writable folder with free space")
+    assert not [path.name for path in submissions.iterdir() if path.name.endswith(".tmp")]
+
+
 @pytest.mark.parametrize("sort, order", [("oof", [THIRD, SECOND, FIRST]),
                                          ("lb", [FIRST, THIRD, SECOND]),
                                          ("date", [THIRD, SECOND, FIRST])])
