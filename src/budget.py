@@ -319,9 +319,10 @@ def search_spent(config: Config) -> float:
     best_hparams.json when it ran with the same --minutes; else 0."""
     try:
         budget = json.loads(ensemble.best_hparams_path(config).read_text()).get("budget") or {}
-    except (OSError, ValueError, AttributeError):
+        same = budget.get("minutes") == config.minutes
+        return float(budget.get("spent_seconds", 0)) if same else 0.0
+    except (OSError, ValueError, AttributeError, TypeError):  # none, or not one tune wrote
         return 0.0
-    return float(budget.get("spent_seconds", 0)) if budget.get("minutes") == config.minutes else 0
 
 
 def candidate_members(config: Config) -> list[ensemble.Member]:

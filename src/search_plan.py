@@ -18,6 +18,7 @@ from src import ensemble, workers
 from src.budget import plan_path, save_plan
 from src.calibrate import TRIAL_CALIBRATION_SECONDS, WARMUP_BATCHES, Speed
 from src.config import Config
+from src.errors import DataError
 from src.plan import (
     MIN_SEARCH_EPOCHS,
     MIN_SEARCH_TRIALS,
@@ -77,22 +78,26 @@ def plan_search(config: Config, train: tuple, validation: tuple, sizes: Sizes,
             "minutes": config.minutes, "share_seconds": share, **chosen,
             "tune_samples": config.tune_samples, "speed": speed.as_dict(),
             "plan_file": str(path)}, indent=2) + "\n")
-    record = json.loads(path.read_text())
-    if "trial_seconds" in record and "tune_epochs" not in record:
-        # A plan saved before trials stopped at their member's epochs: the search it began
-        # resumes with the cap it had, 10 x the profile's --tune-epochs.
-        record["tune_epochs"] = 10 * config.tune_epochs
-    if "trial_seconds" in record:
-        what = (f"{record['max_trials']} trials of {record['trial_seconds']:g}s of training "
-                f"each, at most {record['tune_epochs']} epochs")
-        settings = {name: record[name] for name in ("max_trials", "trial_seconds", "tune_epochs")}
-    else:
-        what = f"up to {record['tune_epochs']} epochs a trial"
-        settings = {"tune_epochs": record["tune_epochs"]}
-    print(f"plan for {config.minutes:g} minutes, the search's share "
-          f"{format_duration(record['share_seconds'])}: {what} on "
-          f"{config.tune_samples or 'every'} image(s), ETA "
-          f"{format_duration(record['planned_seconds'])}", flush=True)
+    try:
+        record = json.loads(path.read_text())
+        if "trial_seconds" in record and "tune_epochs" not in record:
+            # A plan saved before trials stopped at their member's epochs: the search it
+            # began resumes with the cap it had, 10 x the profile's --tune-epochs.
+            record["tune_epochs"] = 10 * config.tune_epochs
+        names = ("max_trials", "trial_seconds", "tune_epochs")
+        if "trial_seconds" in record:
+            what = (f"{record['max_trials']} trials of {record['trial_seconds']:g}s of "
+                    f"training each, at most {record['tune_epochs']} epochs")
+        else:
+            what, names = f"up to {record['tune_epochs']} epochs a trial", ("tune_epochs",)
+        settings = {name: record[name] for name in names}
+        share_text, eta = (format_duration(record[name])
+                           for name in ("share_seconds", "planned_seconds"))
+    except (ValueError, KeyError, TypeError) as error:  # a damaged or foreign file
+        raise DataError("a search plan written by python -m src.tune", type(error).__name__,
+                        file=path, hint="delete it or rerun with --overwrite") from None
+    print(f"plan for {config.minutes:g} minutes, the search's share {share_text}: {what} on "
+          f"{config.tune_samples or 'every'} image(s), ETA {eta}", flush=True)
     return dataclasses.replace(config, **settings), record
 
 

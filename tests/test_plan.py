@@ -178,6 +178,19 @@ def test_the_shortest_budget_counts_what_the_search_spent():
     assert _plan(_shortest(caught.value), search_seconds=150).epochs == 5
 
 
+@pytest.mark.parametrize("record, spent", [
+    ({"budget": {"minutes": 30, "spent_seconds": 150}}, 150.0),
+    ({"budget": {"minutes": 60, "spent_seconds": 150}}, 0.0),  # another budget's search
+    ({"budget": "soon"}, 0.0), ({"budget": {"minutes": 30, "spent_seconds": "x"}}, 0.0),
+    (["budget"], 0.0)])
+def test_what_the_search_spent_comes_from_its_own_budget_only(tmp_path, record, spent):
+    config = Config(minutes=30, artifacts_dir=str(tmp_path))
+    assert budget.search_spent(config) == 0.0  # no search yet
+    ensemble.best_hparams_path(config).parent.mkdir(parents=True)
+    ensemble.best_hparams_path(config).write_text(json.dumps(record))
+    assert budget.search_spent(config) == spent
+
+
 def test_the_plan_survives_its_file():
     quick = _plan(30)
     quick.decisions["pseudo_epochs"] = 7
@@ -512,6 +525,12 @@ def test_a_time_based_search_splits_its_share_into_equal_trials(tmp_path, monkey
     assert seconds_of(plan.TIMED_TRIAL_EPOCHS) < config.trial_seconds < (270 - 10) / 4
     rerun = search(30, now=200, trials=4)[0]
     assert rerun.trial_seconds == config.trial_seconds  # the rerun resumes the same search
+    [saved] = (tmp_path / "4" / "plans").glob("tune-*.json")
+    saved.write_text(json.dumps({**record, "planned_seconds": "soon"}))
+    with pytest.raises(DataError, match=re.escape(
+            f"{saved}: expected a search plan written by python -m src.tune, found "
+            "TypeError (delete it or rerun with --overwrite)")):
+        search(30, now=200, trials=4)
     # This table's member trains 3 folds x 20 epochs, which the default CNN at CPU speed
     # buys: a trial trains no more epochs than the default's seconds buy
     assert config.tune_epochs == math.floor(config.trial_seconds * 2200 / 9600)
