@@ -151,7 +151,8 @@ def _read_slowly(path: Path, columns: list[str]) -> pd.DataFrame:
     first = None
     for position, name in enumerate(columns):
         low, high = limits.get(name, (0, 255))
-        found = _first_bad_cell(frame[[name]], low, high)
+        # by position: the header check allows spaces and quotes that pandas keeps in names
+        found = _first_bad_cell(frame.iloc[:, [position]], low, high)
         if found is not None and (first is None or found[0] < first[0]):
             first = (found[0], position, found[2], low, high)
     if first is None:

@@ -45,7 +45,8 @@ def test_gzipped_csvs_load_the_same(kaggle_dir, tmp_path):
     np.testing.assert_array_equal(plain.x_test, zipped.x_test)
 
 
-@pytest.mark.parametrize("variant", ["crlf", "bom", "no_final_newline", "trailing_blank_lines"])
+@pytest.mark.parametrize("variant", ["crlf", "bom", "no_final_newline", "trailing_blank_lines",
+                                     "spaced_quoted_header_and_trailing_blank_lines"])
 def test_harmless_variants_load_normally(kaggle_dir, variant):
     expected = data.load_kaggle(kaggle_dir)
     path = kaggle_dir / "train.csv"
@@ -56,8 +57,11 @@ def test_harmless_variants_load_normally(kaggle_dir, variant):
         path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
     elif variant == "no_final_newline":
         _write_lines(path, lines, final_newline=False)
-    else:
+    elif variant == "trailing_blank_lines":
         _write_lines(path, lines + ["", ""])
+    else:  # the header check strips spaces and quotes; the slower parse must too
+        header = ", ".join(f'"{name}"' for name in lines[0].split(","))
+        _write_lines(path, [header, *lines[1:], "", ""])
     loaded = data.load_kaggle(kaggle_dir)
     np.testing.assert_array_equal(loaded.x_train, expected.x_train)
     np.testing.assert_array_equal(loaded.y_train, expected.y_train)
@@ -136,6 +140,10 @@ def _break_train(path, case):
         lines[5] = lines[5].rsplit(",", 1)[0]
         _write_lines(path, lines)
         return "train.csv:6: expected 785 values, found 784"
+    if case == "spaced_header_and_bad_cell":
+        _set_cell(lines, 5, 101, "abc")
+        _write_lines(path, [", ".join(lines[0].split(",")), *lines[1:]])
+        return "train.csv:5: pixel100: expected an integer 0..255, found 'abc'"
     if case == "blank_line_inside":
         _write_lines(path, lines[:4] + [""] + lines[4:])
         return "train.csv:5: expected 785 values, found a blank line"
@@ -146,7 +154,7 @@ TRAIN_CASES = [
     "empty_file", "header_only", "missing_column", "misnamed_column", "duplicated_column",
     "non_numeric", "blank_cell", "nan_cell", "pixel_256", "pixel_minus_1", "fractional_pixel",
     "label_10", "label_minus_1", "ragged_long_row", "every_row_one_longer", "first_row_one_longer",
-    "ragged_short_row", "blank_line_inside",
+    "ragged_short_row", "blank_line_inside", "spaced_header_and_bad_cell",
 ]
 
 
