@@ -105,6 +105,13 @@ def _check_mnist_arrays(arrays: dict[str, np.ndarray], origin: str) -> None:
         if labels.shape != (len(images),):
             raise DataError(f"{len(images)} labels", str(labels.shape), file=origin,
                             column=f"y_{split}")
+        if len(images) == 0:
+            raise DataError("at least one image", "none", file=origin, column=f"x_{split}")
+        for key, array in ((f"x_{split}", images), (f"y_{split}", labels)):
+            # a float array would be cast to uint8 unchecked: 0..1 pixels to blank images
+            if not np.issubdtype(array.dtype, np.integer):
+                raise DataError("integers (MNIST's own are uint8)", f"dtype {array.dtype}",
+                                file=origin, column=key)
         if images.min() < 0 or images.max() > 255:
             raise DataError("pixels 0..255", f"{images.min()}..{images.max()}", file=origin,
                             column=f"x_{split}")

@@ -233,6 +233,24 @@ def test_keras_npz_with_missing_key(tmp_path):
         data.load_keras_mnist(tmp_path / "bad.npz")
 
 
+@pytest.mark.parametrize("key, value, found", [
+    ("x_train", np.full((2, 28, 28), 0.5, np.float32), "x_train: expected integers (MNIST's "
+     "own are uint8), found dtype float32"),  # scaled to 0..1: would load as blank images
+    ("x_train", np.full((2, 28, 28), np.nan), "x_train: expected integers"),
+    ("y_test", np.array([3.7, 1.0]), "y_test: expected integers"),
+    ("x_test", np.zeros((0, 28, 28), np.uint8), "x_test: expected at least one image, found none"),
+])
+def test_keras_npz_of_other_values_is_one_clear_error(tmp_path, key, value, found):
+    arrays = dict(x_train=np.zeros((2, 28, 28), np.uint8), y_train=np.array([1, 2], np.uint8),
+                  x_test=np.zeros((2, 28, 28), np.uint8), y_test=np.array([3, 4], np.uint8))
+    if key == "x_test":
+        arrays["y_test"] = np.zeros(0, np.uint8)
+    np.savez(tmp_path / "mnist.npz", **{**arrays, key: value})
+    with pytest.raises(DataError) as caught:
+        data.load_keras_mnist(tmp_path / "mnist.npz")
+    assert str(caught.value).startswith(f"{tmp_path / 'mnist.npz'}: {found}")
+
+
 @pytest.mark.parametrize("damage, found", [
     (lambda raw: raw[:len(raw) // 2], "no zip directory (not a zip, or one cut short)"),
     (lambda raw: b"", "no zip directory (not a zip, or one cut short)"),
