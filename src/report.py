@@ -144,8 +144,10 @@ def _plan_section(plan: dict | None) -> list:
     repeats = plan.get("repeats", 1)
     chosen = (f"{', '.join(plan['members'])} x {plan['folds']} folds"
               f"{f' x {repeats} repeats' if repeats > 1 else ''} x {plan['epochs']} epochs"
-              f"{', TTA' if plan['tta'] else ''}; pseudo-labelled round planned at "
-              f"{plan['pseudo_epochs']} epochs")
+              f"{', TTA' if plan['tta'] else ''}")
+    if plan["pseudo_epochs"]:  # none in the shipped profiles
+        epochs = plan["pseudo_epochs"]
+        chosen += f"; pseudo-labelled round planned at {epochs} epoch{'s' * (epochs != 1)}"
     reused = " (the plan of an earlier run with these settings, reused)" if (
         plan["reused_plan"]) else ""
     stages = [[row["stage"], *("—" if seconds is None else f"{seconds:,.1f}" for seconds in

@@ -12,7 +12,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from src import budget, calibrate, ensemble, plan, search_plan, submit, tune, tuners
+from src import (
+    budget,
+    calibrate,
+    document,
+    ensemble,
+    plan,
+    report,
+    search_plan,
+    submit,
+    tune,
+    tuners,
+)
 from src.calibrate import Speed
 from src.config import Config, run_cli
 from src.data import load_kaggle
@@ -714,7 +725,12 @@ def test_minutes_end_to_end_on_the_fixture_and_a_rerun_keeps_the_plan(
                                         "tta, pseudo-labelled round"}
     assert all(row["actual_seconds"] is not None for row in record["stages"]
                if row["stage"] != "report")
-    assert "## Plan for 5 minutes" in (run_dir / "report.md").read_text()
+    text = (run_dir / "report.md").read_text()
+    assert "## Plan for 5 minutes" in text and "1 epochs" not in text
+    assert "pseudo-labelled round planned at 1 epoch" in text
+    without = document.render_markdown(report._plan_section({**record, "pseudo_epochs": 0}))
+    assert "default x 2 folds x 2 epochs, TTA" in without
+    assert "round planned at" not in without  # no second round: not one of 0 epochs
     [saved] = (tmp_path / "artifacts" / "plans").glob("submit-*.json")
     # The rerun takes the saved plan and its decisions, and with them every fold model.
     with pytest.warns(UserWarning):
