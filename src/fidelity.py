@@ -153,13 +153,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = measure(config, picks, names)
     rho = rank_agreement(table[SCORE], table["oof_accuracy"])
     text = render(table, rho, config)
+    ranks = table.index + 1  # the search's ranks (picks are spread over them), from 1
     print(text, flush=True)
     stem = "fidelity-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     folder = Path(config.artifacts_dir) / "fidelity"
     record = {"spearman": rho, "folds": config.folds, "epochs": config.epochs,
               "seed": config.seed, "trials": str(trials_path),
-              "rows": json.loads(table.to_json(orient="records"))}
-    png = fidelity_png(table[SCORE], table["oof_accuracy"], rho)
+              "rows": json.loads(table.assign(search_rank=ranks).to_json(orient="records"))}
+    png = fidelity_png(table[SCORE], table["oof_accuracy"], ranks, rho)
     written = write_new_files(folder, stem, {".md": text, ".json": json.dumps(record, indent=2),
                                              ".png": png})
     print(f"wrote {', '.join(map(str, written))}", flush=True)

@@ -277,7 +277,7 @@ def curve_png(points: list[dict]) -> bytes:
     return buffer.getvalue()
 
 
-def fidelity_png(search_losses, oof_scores, rho: float) -> bytes:
+def fidelity_png(search_losses, oof_scores, search_ranks, rho: float) -> bytes:
     """Each configuration's search score (hold-out log-loss, better to the right) against its
     out-of-fold accuracy after full training, numbered by search rank, as PNG bytes
     (src.fidelity writes them)."""
@@ -286,7 +286,7 @@ def fidelity_png(search_losses, oof_scores, rho: float) -> bytes:
     figure = _new_figure(6.5, 4.5)
     ax = figure.subplots()
     sns.scatterplot(x=search, y=oof, ax=ax, s=60, color="tab:blue")
-    for rank, (x, y) in enumerate(zip(search, oof, strict=True), start=1):
+    for rank, x, y in zip(search_ranks, search, oof, strict=True):
         ax.annotate(str(rank), (x, y), textcoords="offset points", xytext=(5, 5))
     ax.set_xlabel("search score: hold-out log-loss of the trial (lower, to the right, is better)")
     ax.invert_xaxis()

@@ -79,6 +79,7 @@ def test_smoke_fidelity_trains_each_pick_and_writes_new_files(kaggle_dir_readonl
     first, second = sorted((tmp_path / "fidelity").glob("fidelity-*.json"))
     record = json.loads(first.read_text())
     assert len(record["rows"]) == 3 and -1 <= record["spearman"] <= 1
+    assert [row["search_rank"] for row in record["rows"]] == [1, 2, 3]
     assert all(0 <= row["oof_accuracy"] <= 1 for row in record["rows"])
     for path in (first, second):
         assert path.with_suffix(".md").is_file() and path.with_suffix(".png").is_file()
