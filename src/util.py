@@ -36,17 +36,17 @@ def writing(path: str | Path) -> Iterator[None]:
 
 def partial_path(path: str | Path) -> Path:
     """The hidden name this process writes path under before renaming it into place:
-    ``.partial-<pid>-<host>-<name>``, so that a later run can tell what a killed process
+    ``.partial-<pid>@<host>@<name>``, so that a later run can tell what a killed process
     left (remove_stale_partials) from what a live one, here or on another machine sharing
-    the folder, is writing."""
+    the folder, is writing. A host name holds no "@": host gpu never takes gpu-2's files."""
     path = Path(path)
-    return path.with_name(f".partial-{os.getpid()}-{socket.gethostname()}-{path.name}")
+    return path.with_name(f".partial-{os.getpid()}@{socket.gethostname()}@{path.name}")
 
 
 def remove_stale_partials(folder: str | Path) -> None:
     """Delete the partial files and folders in folder whose process, on this machine, has
     ended: what a killed run left half-written."""
-    mine = re.compile(rf"\.partial-(\d+)-{re.escape(socket.gethostname())}-")
+    mine = re.compile(rf"\.partial-(\d+)@{re.escape(socket.gethostname())}@")
     for path in Path(folder).glob(".partial-*"):
         match = mine.match(path.name)
         if match is None or _is_running(int(match.group(1))):

@@ -115,10 +115,11 @@ def _ended_pid() -> int:
 
 def test_stale_partial_files_go_and_live_ones_stay(tmp_path):
     dead_pid, host = _ended_pid(), socket.gethostname()
-    stale = [tmp_path / f".partial-{dead_pid}-{host}-fold-1.keras",
-             tmp_path / f".partial-{dead_pid}-{host}-20261124-101500-quick-kaggle"]
-    kept = [tmp_path / f".partial-{os.getpid()}-{host}-fold-2.keras",  # a live process's
-            tmp_path / f".partial-{dead_pid}-another-machine-fold-3.keras",
+    stale = [tmp_path / f".partial-{dead_pid}@{host}@fold-1.keras",
+             tmp_path / f".partial-{dead_pid}@{host}@20261124-101500-quick-kaggle"]
+    kept = [tmp_path / f".partial-{os.getpid()}@{host}@fold-2.keras",  # a live process's
+            tmp_path / f".partial-{dead_pid}@another-machine@fold-3.keras",
+            tmp_path / f".partial-{dead_pid}@{host}-2@fold-4.keras",  # a host named longer
             tmp_path / "fold-0.keras"]
     for path in stale + kept:
         path.write_text("x")
@@ -219,8 +220,8 @@ def test_killed_parallel_run_leaves_no_worker_and_resumes(kaggle_dir_readonly, t
     assert 1 <= len(finished) < 3
     # A kill rarely lands inside a save, so plant what it leaves then, beside a live run's file.
     folder, host = finished[0].parent, socket.gethostname()
-    stale = folder / f".partial-{_ended_pid()}-{host}-fold-2.keras"
-    live = folder / f".partial-{os.getpid()}-{host}-fold-9.keras"
+    stale = folder / f".partial-{_ended_pid()}@{host}@fold-2.keras"
+    live = folder / f".partial-{os.getpid()}@{host}@fold-9.keras"
     for path in (stale, live):
         path.write_bytes(b"half a model")
     rerun = subprocess.run([*command, "--jobs", "1"], cwd=REPO_ROOT, env=env,
