@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import importlib
 import io
+import math
 import os
 import platform
 import re
@@ -30,8 +31,23 @@ from pathlib import Path
 PROFILE = os.environ.get("DIGITS_KERNEL_PROFILE", "full")  # smoke, quick or full
 INPUT_DIR = Path(os.environ.get("DIGITS_KERNEL_INPUT", "/kaggle/input/digit-recognizer"))
 WORKING_DIR = Path(os.environ.get("DIGITS_KERNEL_WORKING", "/kaggle/working"))
+
+
+def budget_minutes(text: str) -> float:
+    """The DIGITS_KERNEL_MINUTES text as minutes; a bad value stops the kernel in one line."""
+    try:
+        minutes = float(text)
+    except ValueError:
+        minutes = math.nan
+    if not (math.isfinite(minutes) and minutes > 0):
+        print(f"error: DIGITS_KERNEL_MINUTES: expected minutes > 0, found {text!r}",
+              file=sys.stderr)
+        raise SystemExit(2)
+    return minutes
+
+
 # Kaggle stops a GPU session after 12 hours; the hour left is for start-up and saving output.
-BUDGET_MINUTES = float(os.environ.get("DIGITS_KERNEL_MINUTES", "660"))
+BUDGET_MINUTES = budget_minutes(os.environ.get("DIGITS_KERNEL_MINUTES", "660"))
 TUNE_SHARE = 0.25  # of the budget, the most the search may take; the ensemble gets the rest
 GRACE_SECONDS = 120  # for a stage stopped as by Ctrl-C to exit before it is killed
 TIMED_OUT = 124  # a stage's exit code when the kernel stopped it at its time limit
@@ -92,14 +108,14 @@ def unpack_package(folder: Path) -> Path:
 
 
 def run_stage(module: str, package_root: Path, data_dir: Path, artifacts_dir: Path,
-              submissions_dir: Path, seconds: float) -> int:
+              submissions_dir: Path, seconds: float, minutes: float) -> int:
     """Run ``python -m module`` from the unpacked package with this kernel's profile, folders
-    and budget (``--minutes``: tune and submit plan to end within it), for at most
-    ``seconds``; its exit code, or TIMED_OUT."""
+    and budget (``--minutes``: the stage plans to end within it), for at most ``seconds``;
+    its exit code, or TIMED_OUT."""
     command = [sys.executable, "-m", module, "--data-dir", str(data_dir), "--profile", PROFILE,
                "--artifacts-dir", str(artifacts_dir), "--submissions-dir", str(submissions_dir)]
     if PROFILE != "smoke":  # smoke has fixed values; the others plan to the kernel's budget
-        command += ["--minutes", f"{BUDGET_MINUTES:g}"]
+        command += ["--minutes", f"{minutes:g}"]
     print(f"$ {' '.join(command)}  # at most {seconds / 60:.0f} min", flush=True)
     # The working directory comes first on `python -m`'s import path: src is the bundled one.
     return run_with_time_limit(command, package_root, seconds)
@@ -149,10 +165,13 @@ def main(clock=time.monotonic) -> int:
         package_root = unpack_package(Path(scratch) / "package")
         for module in STAGES:
             seconds = deadline - clock()
+            # The search plans its share of the whole budget; the ensemble plans what is left,
+            # which a search stopped at its limit could not record for it to read.
+            minutes = BUDGET_MINUTES if module == "src.tune" else math.floor(seconds / 6) / 10
             if module == "src.tune":
                 seconds = min(seconds, TUNE_SHARE * BUDGET_MINUTES * 60)
             code = run_stage(module, package_root, data_dir, Path(scratch) / "artifacts",
-                             submissions_dir, seconds)
+                             submissions_dir, seconds, minutes)
             if code == TIMED_OUT and module == "src.tune":
                 print("kernel: src.tune stopped at its share of the time budget; src.submit "
                       "goes on without its results (the default CNN)", flush=True)

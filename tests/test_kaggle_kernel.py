@@ -182,13 +182,16 @@ class _Stages:
         self.now = 0.0
         self.outcomes = outcomes
         self.limits: dict[str, float] = {}
+        self.budgets: dict[str, float] = {}  # what each stage's --minutes says
 
     def clock(self) -> float:
         return self.now
 
-    def run_stage(self, module, package_root, data_dir, artifacts_dir, submissions_dir, seconds):
+    def run_stage(self, module, package_root, data_dir, artifacts_dir, submissions_dir, seconds,
+                  budget_minutes):
         minutes, code = self.outcomes[module]
         self.limits[module] = seconds / 60
+        self.budgets[module] = budget_minutes
         self.now += min(minutes * 60, seconds)
         return code
 
@@ -213,8 +216,10 @@ def test_kernel_splits_its_time_budget_between_the_stages(tmp_path, monkeypatch,
     assert said in out + err
     assert out.splitlines()[0].startswith("kernel: python ")
     assert stages.limits["src.tune"] == 165  # a quarter of the budget
+    assert stages.budgets["src.tune"] == 660  # its plan: a share of the whole budget
     if "src.submit" in stages.limits:
-        assert stages.limits["src.submit"] == 660 - tune[0]
+        # It plans what is left: a search stopped at its limit never recorded its minutes.
+        assert stages.limits["src.submit"] == stages.budgets["src.submit"] == 660 - tune[0]
 
 
 @pytest.mark.slow
@@ -247,6 +252,16 @@ def test_kernel_runs_tune_and_submit_into_working(kernel_script, kaggle_dir_read
     assert sorted(path.name for path in working.iterdir()) == ["submission.csv", "submissions"]
 
 
+@pytest.mark.parametrize("text", ["soon", "0", "-5", "inf", "nan"])
+def test_a_bad_kernel_budget_stops_in_one_line(capsys, text):
+    assert entry.budget_minutes("90") == 90
+    with pytest.raises(SystemExit) as stopped:
+        entry.budget_minutes(text)
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == (f"error: DIGITS_KERNEL_MINUTES: expected minutes > 0, "
+                                       f"found {text!r}\n")
+
+
 @pytest.mark.parametrize("profile, planned", [("full", True), ("quick", True), ("smoke", False)])
 def test_stages_plan_to_the_kernels_budget(tmp_path, monkeypatch, profile, planned):
     commands = []
@@ -254,7 +269,7 @@ def test_stages_plan_to_the_kernels_budget(tmp_path, monkeypatch, profile, plann
                         lambda command, cwd, seconds: commands.append(command) or 0)
     monkeypatch.setattr(entry, "PROFILE", profile)
     monkeypatch.setattr(entry, "BUDGET_MINUTES", 90.0)
-    entry.run_stage("src.submit", tmp_path, tmp_path, tmp_path, tmp_path, 60)
+    entry.run_stage("src.submit", tmp_path, tmp_path, tmp_path, tmp_path, 60, 90.0)
     [command] = commands
     assert ("--minutes" in command) == planned
     if planned:
