@@ -17,7 +17,6 @@ import dataclasses
 import io
 import os
 import shutil
-import tempfile
 import time
 import zipfile
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from pathlib import Path
 from src.csv_files import read_digits_csv
 from src.data import LOCAL_DATA_DIR, find_csv, find_data_dir
 from src.errors import DataError
-from src.util import format_duration, writing
+from src.util import format_duration, partial_path, remove_stale_partials, writing
 
 COMPETITION = "digit-recognizer"
 DATA_FILES = ("train.csv", "test.csv")
@@ -295,7 +294,9 @@ def download_competition_data(data_dir: str | Path | None = None,
     target = Path(data_dir) if data_dir is not None else LOCAL_DATA_DIR
     with writing(target.parent):
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-download-", dir=target.parent))
+        remove_stale_partials(target.parent)  # what a killed download left (a SIGKILL)
+        staging = partial_path(target.parent / f"{target.name}-download")
+        staging.mkdir(exist_ok=True)
     try:
         session = KaggleSession("download", f"nothing was written to {target}", competition)
         print(f"data: downloading the {competition!r} files from Kaggle ...", flush=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sys
 import zipfile
 from pathlib import Path
@@ -13,9 +14,9 @@ import pandas as pd
 import pytest
 import requests
 
-from src import config, kaggle_api, submit, tune
+from src import config, kaggle_api, submit, tune, util
 from src.errors import DataError
-from tests.fixtures import disk_full, write_run
+from tests.fixtures import disk_full, ended_pid, write_run
 from tests.kaggle_stand_in import NEVER, competition_zip, http_error
 
 USERNAME = "digit-fan"
@@ -198,6 +199,9 @@ def test_missing_data_names_the_flag_that_fetches_it(tmp_path, capsys, cli):
 
 def test_download_unpacks_validates_and_moves_the_files_in(kaggle, tmp_path, capsys):
     target = tmp_path / "data" / "digit-recognizer"
+    killed = util.partial_path(target.parent / "digit-recognizer-download").name.replace(
+        f"-{os.getpid()}@", f"-{ended_pid()}@")  # the staging folder of a killed download
+    (target.parent / killed / "zip").mkdir(parents=True)
     assert kaggle_api.download_competition_data(target) == target
     assert sorted(p.name for p in target.iterdir()) == ["sample_submission.csv", "test.csv",
                                                         "train.csv"]

@@ -20,7 +20,7 @@ from src.config import run_cli
 from src.errors import DataError
 from src.model import DEFAULT_HPARAMS
 from tests.conftest import REPO_ROOT
-from tests.fixtures import keep_only
+from tests.fixtures import ended_pid, keep_only
 
 
 def _args(data_dir, tmp_path, *extra):
@@ -106,15 +106,8 @@ def test_a_worker_whose_parent_died_exits(monkeypatch):
     assert exits == [1] and next(parents, None) is None
 
 
-def _ended_pid() -> int:
-    """The pid of a process that has ended (and been waited for)."""
-    process = subprocess.Popen([sys.executable, "-c", ""])
-    process.wait()
-    return process.pid
-
-
 def test_stale_partial_files_go_and_live_ones_stay(tmp_path):
-    dead_pid, host = _ended_pid(), socket.gethostname()
+    dead_pid, host = ended_pid(), socket.gethostname()
     stale = [tmp_path / f".partial-{dead_pid}@{host}@fold-1.keras",
              tmp_path / f".partial-{dead_pid}@{host}@20261124-101500-quick-kaggle"]
     kept = [tmp_path / f".partial-{os.getpid()}@{host}@fold-2.keras",  # a live process's
@@ -220,7 +213,7 @@ def test_killed_parallel_run_leaves_no_worker_and_resumes(kaggle_dir_readonly, t
     assert 1 <= len(finished) < 3
     # A kill rarely lands inside a save, so plant what it leaves then, beside a live run's file.
     folder, host = finished[0].parent, socket.gethostname()
-    stale = folder / f".partial-{_ended_pid()}@{host}@fold-2.keras"
+    stale = folder / f".partial-{ended_pid()}@{host}@fold-2.keras"
     live = folder / f".partial-{os.getpid()}@{host}@fold-9.keras"
     for path in (stale, live):
         path.write_bytes(b"half a model")
