@@ -6,6 +6,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
@@ -80,6 +81,11 @@ def test_recipe_networks_are_their_authors_and_augment_only_in_training():
     assert tuple(flat.input.shape[1:]) == (4, 4, 64)  # 28 -> 26 -> 24 -> 12 -> 10 -> 8 -> 4
     images = np.random.default_rng(0).random((4, 28, 28, 1)).astype(np.float32)
     np.testing.assert_array_equal(deotte(images, training=False), deotte(images, training=False))
+    augmentation = keras.Sequential(deotte.layers[:3])  # his ImageDataGenerator, as layers
+    assert [type(layer).__name__ for layer in augmentation.layers] == [
+        "RandomRotation", "RandomZoom", "RandomTranslation"]
+    np.testing.assert_array_equal(augmentation(images, training=False), images)
+    assert not np.allclose(augmentation(images, training=True), images)
     assert curve.deotte_learning_rate(0) == 1e-3
     assert curve.deotte_learning_rate(2) == pytest.approx(1e-3 * 0.95 ** 2)
 

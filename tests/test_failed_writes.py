@@ -7,6 +7,7 @@ run as root, where a read-only folder does not stop a write.
 
 from __future__ import annotations
 
+import errno
 import pickle
 import re
 from pathlib import Path
@@ -124,20 +125,18 @@ def test_adisk_full_while_saving_a_fold_model_is_one_line_and_leaves_no_partial_
 
 @pytest.mark.slow
 def test_a_read_only_submissions_folder_is_one_line(kaggle_dir_readonly, trained, tmp_path,
-                                                    capsys):
+                                                    capsys, monkeypatch):
     submissions = tmp_path / "submissions"
     submissions.mkdir()
-    submissions.chmod(0o555)
-    try:
-        (submissions / "probe").touch()
-    except PermissionError:
-        pass
-    else:
-        pytest.skip("this user writes into read-only folders (root)")
-    try:
-        assert run_cli(submit.main, _submit_args(kaggle_dir_readonly, trained, submissions)) == 2
-    finally:
-        submissions.chmod(0o755)
+    real_mkdir = Path.mkdir
+
+    def denied(path, *args, **kwargs):  # as a folder without write permission does, even
+        if path.parent == submissions:  # for root, who may write into any folder
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", denied)
+    assert run_cli(submit.main, _submit_args(kaggle_dir_readonly, trained, submissions)) == 2
     err = capsys.readouterr().err
     assert re.fullmatch(re.escape(f"error: {submissions}/.partial-") + r"[^/]+: expected a "
                         r"writable folder with free space, found Permission denied \(EACCES\)\n",

@@ -157,11 +157,14 @@ def test_a_too_old_package_stops_the_kernel_with_one_line(monkeypatch):
 
 
 def _sleeper(tmp_path, ignore_ctrl_c: bool) -> list[str]:
-    """A child that says it is ready, then sleeps (ignoring Ctrl-C if asked)."""
+    """A child that says it is ready, then sleeps (ignoring Ctrl-C if asked); interrupted
+    by Ctrl-C, it says so before it exits."""
     script = ("import pathlib, signal, sys, time\n"
               + ("signal.signal(signal.SIGINT, signal.SIG_IGN)\n" if ignore_ctrl_c else "")
-              + "pathlib.Path(sys.argv[1]).touch()\ntime.sleep(120)\n")
-    return [sys.executable, "-c", script, str(tmp_path / "ready")]
+              + "pathlib.Path(sys.argv[1]).touch()\n"
+              + "try:\n    time.sleep(120)\n"
+              + "except KeyboardInterrupt:\n    pathlib.Path(sys.argv[2]).touch()\n    raise\n")
+    return [sys.executable, "-c", script, str(tmp_path / "ready"), str(tmp_path / "interrupted")]
 
 
 @pytest.mark.parametrize("ignore_ctrl_c", [False, True])
@@ -171,6 +174,8 @@ def test_a_stage_past_its_time_limit_is_stopped(tmp_path, monkeypatch, ignore_ct
     command = _sleeper(tmp_path, ignore_ctrl_c)
     assert entry.run_with_time_limit(command, tmp_path, 2.0) == entry.TIMED_OUT
     assert (tmp_path / "ready").is_file()  # it was sleeping (and ignoring Ctrl-C) when stopped
+    # Ctrl-C first, so a stage stops cleanly; a kill only for one that ignores it
+    assert (tmp_path / "interrupted").is_file() is not ignore_ctrl_c
     assert entry.run_with_time_limit([sys.executable, "-c", "raise SystemExit(3)"], tmp_path,
                                      60) == 3
 
@@ -268,9 +273,9 @@ def test_stages_plan_to_the_kernels_budget(tmp_path, monkeypatch, profile, plann
     monkeypatch.setattr(entry, "run_with_time_limit",
                         lambda command, cwd, seconds: commands.append(command) or 0)
     monkeypatch.setattr(entry, "PROFILE", profile)
-    monkeypatch.setattr(entry, "BUDGET_MINUTES", 90.0)
-    entry.run_stage("src.submit", tmp_path, tmp_path, tmp_path, tmp_path, 60, 90.0)
+    monkeypatch.setattr(entry, "BUDGET_MINUTES", 660.0)
+    entry.run_stage("src.submit", tmp_path, tmp_path, tmp_path, tmp_path, 60, 42.5)
     [command] = commands
     assert ("--minutes" in command) == planned
-    if planned:
-        assert command[command.index("--minutes") + 1] == "90"
+    if planned:  # the minutes it is given (what is left), not the kernel's whole budget
+        assert command[command.index("--minutes") + 1] == "42.5"

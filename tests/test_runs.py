@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from datetime import datetime
+from pathlib import Path
 
 import matplotlib.image
 import pandas as pd
@@ -72,15 +74,17 @@ def test_ledger_files_hold_every_run_and_a_real_figure(submissions, capsys):
 
 def test_a_figure_that_cannot_be_written_is_one_line_exit_2(submissions, capsys,
                                                            monkeypatch):
-    class FullDisk:  # a figure whose file cannot be written
+    class FullDisk:  # a figure whose file fills the disk halfway
         def savefig(self, path, **options):
-            raise OSError(28, "No space left on device")
+            Path(path).write_bytes(b"\x89PNG half")
+            raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(runs, "plot_cv_against_public", lambda frame: FullDisk())
     assert run_cli(runs.main, ["--submissions-dir", str(submissions)]) == 2
-    assert capsys.readouterr().err.startswith(f"error: {submissions / 'runs.png'}: expected a "
-                                              "writable folder with free space")
-    assert not [path.name for path in submissions.iterdir() if path.name.endswith(".tmp")]
+    assert capsys.readouterr().err == (f"error: {submissions / 'runs.png'}: expected a writable "
+                                       "folder with free space, found No space left on device "
+                                       "(ENOSPC)\n")
+    assert not list(submissions.glob(".runs.png*")) and not (submissions / "runs.png").exists()
 
 
 @pytest.mark.parametrize("sort, order", [("oof", [THIRD, SECOND, FIRST]),

@@ -225,6 +225,7 @@ def test_killed_parallel_run_leaves_no_worker_and_resumes(kaggle_dir_readonly, t
     assert len(_run_dirs(tmp_path)) == 1
 
 
+@pytest.mark.slow
 def test_corrupt_fold_model_is_one_line_error_naming_the_file(kaggle_dir_readonly, tmp_path,
                                                               capsys):
     config = submit._parse_args(_args(kaggle_dir_readonly, tmp_path))[1]
@@ -241,6 +242,10 @@ def test_corrupt_fold_model_is_one_line_error_naming_the_file(kaggle_dir_readonl
     assert all(line.startswith("warning: ") for line in warnings)
     assert error.startswith(f"error: {broken}: expected a Keras model saved by ")
     assert "--fresh" in error and not (tmp_path / "submissions").exists()
+    # As the error says: --fresh retrains every fold model, the broken one replaced.
+    assert run_cli(submit.main, _args(kaggle_dir_readonly, tmp_path, "--fresh")) == 0
+    assert "trained 2, reused 0" in capsys.readouterr().out
+    assert broken.read_bytes()[:2] == b"PK" and len(_run_dirs(tmp_path)) == 1
 
 
 @pytest.mark.parametrize("case", ["pixel_256", "missing_dir", "label_column_in_test"])
@@ -333,13 +338,15 @@ def test_check_flag_validates_any_csv(kaggle_dir_readonly, tmp_path, capsys):
 
 
 def test_publish_never_overwrites_and_moves_latest(tmp_path):
-    for _ in range(2):
+    for text in ("first", "second"):
         partial = tmp_path / ".partial-run"
         partial.mkdir()
-        (partial / "submission.csv").write_text("x")
+        (partial / "submission.csv").write_text(text)
         submit.publish_run(partial, tmp_path, "run")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "run", "run-2"]
     assert (tmp_path / "latest").resolve() == (tmp_path / "run-2").resolve()
+    assert (tmp_path / "run" / "submission.csv").read_text() == "first"  # not overwritten
+    assert (tmp_path / "latest" / "submission.csv").read_text() == "second"
 
 
 def _refuse_symlinks(*args, **kwargs):

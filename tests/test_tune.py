@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import keras
+import keras_tuner as kt
 import numpy as np
 import pandas as pd
 import pytest
@@ -21,7 +22,7 @@ import pytest
 from src import search_results, tune, tuners, util
 from src.config import Config, run_cli
 from src.errors import DataError
-from src.model import DEFAULT_HPARAMS, build_cnn
+from src.model import DEFAULT_HPARAMS, build_cnn, define_search_space
 from tests.conftest import REPO_ROOT
 from tests.fixtures import keep_only
 
@@ -356,6 +357,26 @@ def test_an_atomic_write_that_fails_leaves_the_old_file(tmp_path, monkeypatch):
                        "free space, found disk full"):
         util.write_atomically(path, "new")
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_wide_space_offers_wider_networks_in_a_search_of_its_own(tmp_path):
+    def choices(wide: bool) -> dict:
+        hp = kt.HyperParameters()
+        define_search_space(hp, wide=wide)
+        return {param.name: list(param.values) for param in hp.space if hasattr(param, "values")}
+
+    narrow, wide = choices(False), choices(True)
+    assert [narrow[f"filters_{block}"] for block in range(3)] == [[16, 32], [32, 64], [64, 128]]
+    assert [wide[f"filters_{block}"] for block in range(3)] == [[16, 32, 48], [32, 64, 96],
+                                                                [64, 128, 192]]
+    assert (max(narrow["dense_units"]), max(wide["dense_units"])) == (256, 512)
+    base = ["--profile", "smoke", "--artifacts-dir", str(tmp_path)]
+    searched = tune.parse_args([*base, "--wide-space"])
+    assert searched.wide_space and not tune.parse_args(base).wide_space
+    # a wide search is not resumed as a narrow one, nor the other way round
+    assert "-wide-" in tune.project_name(searched)
+    assert tune.project_name(searched).replace("-wide", "") == tune.project_name(
+        tune.parse_args(base))
 
 
 def test_the_tuner_trains_in_the_chosen_precision(tmp_path):
