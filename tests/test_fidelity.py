@@ -73,9 +73,10 @@ def test_smoke_fidelity_trains_each_pick_and_writes_new_files(kaggle_dir_readonl
                       "--tune-samples", "300"]) == 0
     args = [*common, "--configs", "3", "--epochs", "1", "--folds", "2", "--train-samples", "300"]
     assert run_cli(fidelity.main, args) == 0
+    assert "Spearman" in capsys.readouterr().out
     assert run_cli(fidelity.main, args) == 0  # fold models reused, files new
     out = capsys.readouterr().out
-    assert "Spearman" in out and "reusing" in out
+    assert "Spearman" in out and "reusing" in out  # the second run's own output
     first, second = sorted((tmp_path / "fidelity").glob("fidelity-*.json"))
     record = json.loads(first.read_text())
     assert len(record["rows"]) == 3 and -1 <= record["spearman"] <= 1
