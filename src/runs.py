@@ -10,8 +10,8 @@ earlier uploads and records it in the runs they came from.
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from src import kaggle_api
 from src.config import OneLineParser, run_cli
 from src.report import record_kaggle
-from src.util import write_atomically, writing
+from src.util import write_atomically
 
 SORTS = {"date": "newest first", "oof": "best OOF accuracy first",
          "lb": "best public score first"}
@@ -146,14 +146,10 @@ def write_ledger(frame: pd.DataFrame, submissions_dir: Path) -> list[Path]:
     write_atomically(written[0], frame.to_csv(index=False, lineterminator="\n"))
     figure = plot_cv_against_public(frame)
     if figure is not None:
+        png = io.BytesIO()
+        figure.savefig(png, format="png", dpi=DPI, facecolor="white")
         written.append(submissions_dir / "runs.png")
-        temporary = submissions_dir / f".runs.png.{os.getpid()}.tmp"
-        try:
-            with writing(written[1]):
-                figure.savefig(temporary, format="png", dpi=DPI, facecolor="white")
-                os.replace(temporary, written[1])
-        finally:
-            temporary.unlink(missing_ok=True)
+        write_atomically(written[1], png.getvalue())
     return written
 
 

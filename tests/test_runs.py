@@ -74,17 +74,21 @@ def test_ledger_files_hold_every_run_and_a_real_figure(submissions, capsys):
 
 def test_a_figure_that_cannot_be_written_is_one_line_exit_2(submissions, capsys,
                                                            monkeypatch):
-    class FullDisk:  # a figure whose file fills the disk halfway
-        def savefig(self, path, **options):
-            Path(path).write_bytes(b"\x89PNG half")
-            raise OSError(errno.ENOSPC, "No space left on device")
+    real_write = Path.write_bytes
 
-    monkeypatch.setattr(runs, "plot_cv_against_public", lambda frame: FullDisk())
+    def full_disk_at_the_figure(path, data):  # the disk fills halfway through runs.png
+        if "runs.png" not in path.name:
+            return real_write(path, data)
+        real_write(path, data[:100])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk_at_the_figure)
     assert run_cli(runs.main, ["--submissions-dir", str(submissions)]) == 2
     assert capsys.readouterr().err == (f"error: {submissions / 'runs.png'}: expected a writable "
                                        "folder with free space, found No space left on device "
                                        "(ENOSPC)\n")
     assert not list(submissions.glob(".runs.png*")) and not (submissions / "runs.png").exists()
+    assert not list(submissions.glob(".partial-*"))  # the half-written file is gone too
 
 
 @pytest.mark.parametrize("sort, order", [("oof", [THIRD, SECOND, FIRST]),
