@@ -50,6 +50,9 @@ def budget_minutes(text: str) -> float:
 BUDGET_MINUTES = budget_minutes(os.environ.get("DIGITS_KERNEL_MINUTES", "660"))
 TUNE_SHARE = 0.25  # of the budget, the most the search may take; the ensemble gets the rest
 GRACE_SECONDS = 120  # for a stage stopped as by Ctrl-C to exit before it is killed
+# src.submit plans to end this share of its time early: a plan that runs late still
+# writes its submission before the interrupt, which would leave none.
+SUBMIT_MARGIN = 0.05
 TIMED_OUT = 124  # a stage's exit code when the kernel stopped it at its time limit
 STAGES = ("src.tune", "src.submit")
 # What the stages import, with the oldest version the package supports (pyproject.toml).
@@ -165,9 +168,10 @@ def main(clock=time.monotonic) -> int:
         package_root = unpack_package(Path(scratch) / "package")
         for module in STAGES:
             seconds = deadline - clock()
-            # The search plans its share of the whole budget; the ensemble plans what is left,
-            # which a search stopped at its limit could not record for it to read.
-            minutes = BUDGET_MINUTES if module == "src.tune" else math.floor(seconds / 6) / 10
+            # The search plans its share of the whole budget; the ensemble plans what is left
+            # (less its margin), which a search stopped at its limit could not record for it.
+            minutes = (BUDGET_MINUTES if module == "src.tune"
+                       else math.floor((1 - SUBMIT_MARGIN) * seconds / 6) / 10)
             if module == "src.tune":
                 seconds = min(seconds, TUNE_SHARE * BUDGET_MINUTES * 60)
             code = run_stage(module, package_root, data_dir, Path(scratch) / "artifacts",

@@ -19,6 +19,7 @@ import os
 import shutil
 import time
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -339,9 +340,10 @@ def _unpack(download_dir: Path, out_dir: Path, where: str) -> Path:
                 raise DataError(f"a zip holding {' and '.join(DATA_FILES)}",
                                 f"{', '.join(names) or 'an empty zip'}", column=where)
             archive.extractall(out_dir)
-    except (IndexError, zipfile.BadZipFile):
-        found = archives[0].name if archives else "no file"
-        raise DataError("a zip of the competition files", repr(found), column=where,
+    except (IndexError, zipfile.BadZipFile, zlib.error, EOFError) as error:
+        # zlib.error and EOFError: a damaged or short member behind an intact directory
+        found = f"{archives[0].name!r} ({type(error).__name__})" if archives else "no file"
+        raise DataError("a zip of the competition files", found, column=where,
                         hint="run the command again") from None
     return out_dir
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -33,7 +34,7 @@ SORTS = {"date": "newest first", "oof": "best OOF accuracy first",
 COLUMNS = ["run", "date", "profile", "minutes", "members", "oof", "oof_low", "oof_high",
            "public_score", "status", "message"]
 NUMBERS = {"min", "OOF", "public"}  # right-aligned columns of the printed ledger
-RUN_ID_TIME = "%Y%m%d-%H%M%S"  # how src.submit.new_run_id starts a run folder's name
+RUN_ID_TIME = "%Y%m%d-%H%M%S"  # how src.run_folders.new_run_id starts a run folder's name
 DPI = 110
 
 
@@ -182,7 +183,8 @@ def match_submission(listing: list[kaggle_api.Submission], run_dir: Path, record
         return kaggle_api.find_submission(listing, message=record.get("message", ""),
                                           file_name=record.get("file_name", ""),
                                           after=run_date(run_dir).isoformat())
-    return next((row for row in listing if f"run {run_dir.name}" in row.message
+    by_id = re.compile(rf"\brun {re.escape(run_dir.name)}(?![\w-])")  # not run X in run X-2
+    return next((row for row in listing if by_id.search(row.message)
                  and datetime.fromisoformat(row.date) >= run_date(run_dir)), None)
 
 

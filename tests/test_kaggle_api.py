@@ -4,6 +4,7 @@ errors, no secrets."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import sys
@@ -251,11 +252,21 @@ def test_download_without_credentials_says_where_they_go(kaggle_home, tmp_path, 
     assert "found none" in err and "nothing was written to" in err
 
 
+def _flip_byte_in_train_csv(raw: bytes, fraction: int) -> bytes:
+    """The zip with one byte of train.csv's compressed data flipped, 1/fraction of the way
+    in: its directory intact, the member damaged (a CRC or a zlib error, by where)."""
+    info = zipfile.ZipFile(io.BytesIO(raw)).getinfo("train.csv")
+    at = info.header_offset + 30 + len("train.csv") + info.compress_size // fraction
+    return raw[:at] + bytes([raw[at] ^ 0xFF]) + raw[at + 1:]
+
+
 @pytest.mark.parametrize("damage, found", [
     (lambda data: competition_zip(data, names=("train.csv",)), "a zip holding train.csv and "
      "test.csv, found train.csv"),
     (lambda data: b"<html>not a zip</html>", "a zip of the competition files, found "
-     "'digit-recognizer.zip'"),
+     "'digit-recognizer.zip' (BadZipFile)"),
+    *[(lambda data, at=at: _flip_byte_in_train_csv(competition_zip(data), at),
+       "a zip of the competition files, found 'digit-recognizer.zip' (") for at in range(2, 9)],
 ])
 def test_damaged_download_is_one_line_and_leaves_nothing(kaggle, kaggle_dir_readonly, tmp_path,
                                                          capfd, damage, found):

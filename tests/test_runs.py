@@ -179,6 +179,18 @@ def test_sync_records_the_scores_of_earlier_uploads(submissions, kaggle, capsys)
                                                           "0 runs updated")
 
 
+def test_sync_finds_a_run_by_its_whole_id_not_a_longer_one(submissions, kaggle, capsys):
+    twin = write_run(submissions, f"{THIRD}-2", correct=41_700)  # published the same second
+    kaggle.submissions = [api_submission(
+        40, f"smoke: 1 config x 2 folds, OOF 99.286%, run {twin.name}",
+        datetime(2026, 11, 24, 13, 0), public_score="0.99300")]
+    assert _ledger(submissions, capsys, "--sync")[0] == ("sync: 1 submission on Kaggle; "
+                                                          "1 run updated")
+    metrics_of = {run_dir.name: json.loads((run_dir / "metrics.json").read_text())
+                  for run_dir in runs.run_folders(submissions)}
+    assert metrics_of[twin.name]["kaggle"]["ref"] == 40 and "kaggle" not in metrics_of[THIRD]
+
+
 def test_sync_without_credentials_is_one_line_and_writes_nothing(submissions, kaggle_home,
                                                                  capfd):
     before = {path: path.read_bytes() for path in submissions.rglob("*") if path.is_file()}
