@@ -258,5 +258,9 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None],
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: run the same command again to resume", file=sys.stderr)
+        given = sys.argv[1:] if argv is None else list(argv)
+        starting_over = [flag for flag in ("--overwrite", "--fresh") if flag in given]
+        again = (f"the command again without {' and '.join(starting_over)}" if starting_over
+                 else "the same command again")  # with them, it would start over once more
+        print(f"interrupted: run {again} to resume", file=sys.stderr)
         return 130

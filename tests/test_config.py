@@ -54,6 +54,19 @@ def test_run_cli_turns_data_errors_into_exit_2(capsys):
         "error: train.csv:3: pixel1: expected an integer 0..255, found '256'\n")
 
 
+@pytest.mark.parametrize("argv, said", [
+    (["--seed", "7"], "run the same command again to resume"),
+    (["--overwrite"], "run the command again without --overwrite to resume"),
+    (["--fresh", "--seed", "7"], "run the command again without --fresh to resume"),
+])
+def test_ctrl_c_says_how_to_resume(capsys, argv, said):
+    def main(argv):
+        raise KeyboardInterrupt
+
+    assert config.run_cli(main, argv) == 130
+    assert capsys.readouterr().err == f"interrupted: {said}\n"
+
+
 def _parse_budget(argv):
     parser = config.build_parser("prog", "test")
     config.add_override(parser, "epochs", "test")
