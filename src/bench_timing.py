@@ -18,7 +18,6 @@ import numpy as np
 import tensorflow as tf
 
 from src.data import Digits, find_csv, load_kaggle
-from src.ensemble import TTA_SHIFTS, predict_probs
 from src.model import DEFAULT_HPARAMS, RandomAffine, fit, make_dataset
 from src.notebook_way import (
     NotebookBatches,
@@ -27,6 +26,7 @@ from src.notebook_way import (
     package_model,
     read_like_a_notebook,
 )
+from src.predict import TTA_SHIFTS, predict_probs
 
 WARMUP_BATCHES = 4
 PREDICT_BATCH = 1024  # what src.model.predict uses

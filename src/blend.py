@@ -5,7 +5,8 @@ probabilities (src.probabilities). An image's OOF probabilities come from fold m
 that never saw it, so their mean over runs does too: runs on other seeds (other draws
 of the folds), other networks or other machines add up as ``--repeats`` does, and the
 blend's OOF accuracy stays an honest estimate. The blend is the plain mean; nothing is
-fitted on the images it is scored on.
+fitted on the images it is scored on. It is also scored without the images any run's
+search chose that run's members on, as submit scores each run.
 
 The new run folder is like submit's: submission.csv, the report, metrics.json (its
 minutes are the runs' together) and its own probability files, so that
@@ -21,6 +22,8 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from src.config import Config, OneLineParser, add_data_arguments, run_cli
 from src.data import load_digits
@@ -93,7 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     named = dict(zip(_names(folders), folders, strict=True))
     names = list(named)
     runs = {name: _run_metrics(folder) for name, folder in named.items()}
-    oof = {name: read_oof(folder, digits.y_train) for name, folder in named.items()}
+    oof, chosen_on = {}, []  # per run with a search, the images it chose the members on
+    for name, folder in named.items():
+        oof[name], search_holdout = read_oof(folder, digits.y_train)
+        chosen_on += [] if search_holdout is None else [search_holdout]
+    search_holdout = np.logical_or.reduce(chosen_on) if chosen_on else None  # any run's
     test = {name: read_test(folder, digits.test_ids) for name, folder in named.items()}
     loaded = time.perf_counter()
     print(f"blend: {len(names)} runs of {len(digits.y_train)} training and "
@@ -102,13 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from src import report
     from src.ensemble import plain_mean
     from src.metrics import ReportInputs
-    from src.submit import (
-        library_versions,
-        new_run_id,
-        print_summary,
-        write_run,
-        write_submission,
-    )
+    from src.run_folders import new_run_id, write_run
+    from src.submit import library_versions, print_summary, write_submission
 
     oof_blend, test_blend = plain_mean(oof), plain_mean(test)
     test_labels = test_blend.argmax(axis=1)
@@ -127,7 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     def write(folder: Path) -> dict:
         if digits.y_test is None:
             write_submission(folder, digits.test_ids, test_labels)
-        write_probabilities(folder, digits.y_train, oof_blend, digits.test_ids, test_blend)
+        write_probabilities(folder, digits.y_train, oof_blend, digits.test_ids, test_blend,
+                            search_holdout)
         own = time.perf_counter() - started
         # The ledger's minutes are what the blend cost: its runs' and its own.
         timings = {"load": loaded - started, "blend": own - (loaded - started),
@@ -135,7 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return report.write_report(folder, ReportInputs(
             y_true=digits.y_train, images=digits.x_train, model_probs=oof,
             ensemble_probs=oof_blend, ensemble_weights={name: 1 / len(names) for name in names},
-            histories=[], timings=timings, run_info=run_info, holdout_true=digits.y_test,
+            histories=[], timings=timings, run_info=run_info, search_holdout=search_holdout,
+            holdout_true=digits.y_test,
             holdout_probs=test_blend if digits.y_test is not None else None,
             test_predictions=test_labels if digits.y_test is None else None))
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from src import ensemble
 from src.calibrate import Speed
 from src.config import Config
+from src.data import data_fingerprint
 from src.errors import DataError
 from src.plan import (
     FIRST,
@@ -286,8 +287,9 @@ class RoundPace:
         for epochs, tta in choices:
             work = [*running, *[self.seconds_alone(job, epochs) * self.pace]
                     * (len(self.waiting) + 1)]
-            # the workers are up; and no model ends sooner than it would alone
-            if max(training_seconds(work, self.workers) - WORKER_START_SECONDS,
+            # the workers are up (one job starts none); no model ends sooner than alone
+            started = WORKER_START_SECONDS if self.workers > 1 else 0.0
+            if max(training_seconds(work, self.workers) - started,
                    max(work)) <= left - after(self.name, tta) - (spare if tta else 0.0):
                 return epochs, tta
         return choices[-1]
@@ -298,7 +300,8 @@ class RoundPace:
 
 def plan_path(config: Config, command: str, settings: dict) -> Path:
     """Where a command's plan for these settings is saved: <artifacts>/plans/<command>-<key>."""
-    keyed = {"minutes": config.minutes, "seed": config.seed, "source": config.source,
+    # float: a profile's budget (30) and the same one given (--minutes 30: 30.0) share a plan
+    keyed = {"minutes": float(config.minutes), "seed": config.seed, "source": config.source,
              "train_samples": config.train_samples, "batch_size": config.batch_size,
              "precision": config.precision, **settings,
              "given": {name: getattr(config, name)
@@ -349,7 +352,7 @@ def plan_submit(digits, config: Config, started: float, save: bool = True,
     sizes = Sizes(len(digits.y_train), len(digits.x_test))
     # jobs too: a plan priced for one fold model at a time paces two wrongly (RoundPace)
     path = plan_path(config, "submit", {
-        "data": ensemble.data_fingerprint(digits.x_train, digits.y_train), "test": sizes.test,
+        "data": data_fingerprint(digits.x_train, digits.y_train), "test": sizes.test,
         "candidates": [member.hparams for member in candidates], "jobs": config.jobs})
     plan = None if config.fresh or not path.is_file() else _load_plan(path)
     reused = plan is not None

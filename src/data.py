@@ -7,6 +7,7 @@ Any bad input raises DataError naming the file, line and column.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import zipfile
 from dataclasses import dataclass
@@ -162,18 +163,20 @@ def load_digits(config: Config) -> Digits:
     return load_kaggle(config.data_dir)
 
 
-def subsample(x: np.ndarray, y: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A stratified subset of ``size`` images (all of them when size is 0 or too large: a
-    stratified split leaves at least one image of each digit out)."""
+def subsample_rows(y: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """The row numbers of a stratified subset of ``size`` images (every row when size is 0
+    or too large: a stratified split leaves at least one image of each digit out)."""
+    rows = np.arange(len(y))
     if size <= 0 or size > len(y) - len(np.unique(y)):
-        return x, y
-    x_part, _, y_part, _ = train_test_split(x, y, train_size=size, stratify=y, random_state=seed)
-    return x_part, y_part
+        return rows
+    return train_test_split(rows, train_size=size, stratify=y, random_state=seed)[0]
 
 
-def split_train_val(x: np.ndarray, y: np.ndarray, val_fraction: float, seed: int):
-    """A stratified train/validation split: (x_train, x_val, y_train, y_val)."""
-    return train_test_split(x, y, test_size=val_fraction, stratify=y, random_state=seed)
+def split_train_val(x: np.ndarray, y: np.ndarray, val_fraction: float, seed: int,
+                    *also: np.ndarray) -> list[np.ndarray]:
+    """A stratified train/validation split: (x_train, x_val, y_train, y_val), then each of
+    ``also`` (arrays of the same rows) split the same way."""
+    return train_test_split(x, y, *also, test_size=val_fraction, stratify=y, random_state=seed)
 
 
 def _check_images_per_digit(y: np.ndarray, needed: int, purpose: str, file: str,
@@ -189,29 +192,38 @@ def _check_images_per_digit(y: np.ndarray, needed: int, purpose: str, file: str,
 
 
 def plan_training_images(digits: Digits, size: int, seed: int, needed: int, purpose: str,
-                         size_flag: str) -> tuple[np.ndarray, np.ndarray]:
+                         size_flag: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The stratified subsample of ``size`` labelled images (0: all) that a run trains on,
+    as (images, labels, their row numbers among the labelled images),
     checked to hold ``needed`` images of every digit, as ``purpose`` needs (stratified
     folds, a stratified hold-out): too few is a DataError naming the digit, its count and
     the flag that sets the subsample."""
     x, y, file = digits.x_train, digits.y_train, digits.train_path
     _check_images_per_digit(y, needed, purpose, file)
     if size <= 0 or size >= len(y):
-        return x, y
+        return x, y, np.arange(len(y))
     if size < needed * NUM_CLASSES:
         raise DataError(f"0 (every image) or at least {needed * NUM_CLASSES}: {needed} of each "
                         f"digit for {purpose}", str(size), column=size_flag)
-    x, y = subsample(x, y, size, seed)
+    rows = subsample_rows(y, size, seed)
+    x, y = x[rows], y[rows]
     _check_images_per_digit(y, needed, purpose, file, among=f" in a subsample of {size} "
                             f"({size_flag})")
-    return x, y
+    return x, y, rows
+
+
+def data_fingerprint(x: np.ndarray, y: np.ndarray) -> str:
+    """A short hash of the training images and labels."""
+    digest = hashlib.sha1(np.ascontiguousarray(x).tobytes())
+    digest.update(np.ascontiguousarray(y).tobytes())
+    return digest.hexdigest()[:12]
 
 
 def load_fold_digits(config: Config) -> Digits:
     """load_digits(config) with its training images cut to --train-samples and checked to
     fill config.folds stratified folds: what k-fold training (submit, fidelity) trains on."""
     digits = load_digits(config)
-    digits.x_train, digits.y_train = plan_training_images(
+    digits.x_train, digits.y_train, _ = plan_training_images(
         digits, config.train_samples, config.seed, needed=config.folds,
         purpose=f"{config.folds} stratified folds (--folds)", size_flag="--train-samples")
     return digits

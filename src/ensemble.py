@@ -1,4 +1,4 @@
-"""Stratified k-fold training of the best configurations, out-of-fold scoring, averaging, TTA.
+"""Stratified k-fold training of the best configurations, out-of-fold scoring, averaging.
 
 Every (configuration, fold) model is saved the moment it finishes, together
 with its predictions, under ``<artifacts>/models/<key>/``; the key hashes
@@ -29,11 +29,11 @@ from sklearn.model_selection import RepeatedStratifiedKFold
 from src import model as cnn
 from src import workers
 from src.config import Config
-from src.data import NUM_CLASSES, Digits
+from src.data import NUM_CLASSES, Digits, data_fingerprint
 from src.errors import DataError
+from src.predict import finite, predict_probs
+from src.search_results import hparams_outside_space
 from src.util import partial_path, write_atomically, writing
-
-TTA_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
 
 
 @dataclass
@@ -106,16 +106,15 @@ def load_members(config: Config) -> list[Member]:
                         f"{error}", file=path, hint="rerun python -m src.tune") from None
     if not members:
         raise DataError("at least one configuration", "none", file=path)
+    for member in members:
+        outside = hparams_outside_space(member.hparams)
+        if outside:
+            name, expected, found = outside
+            raise DataError(expected, found, file=path, column=f"{member.name}: {name}",
+                            hint="rerun python -m src.tune, or edit it back")
     if config.include_default and cnn.DEFAULT_HPARAMS not in [m.hparams for m in members]:
         members.append(Member("default", dict(cnn.DEFAULT_HPARAMS), "default (--include-default)"))
     return members
-
-
-def data_fingerprint(x: np.ndarray, y: np.ndarray) -> str:
-    """A short hash of the training images and labels."""
-    digest = hashlib.sha1(np.ascontiguousarray(x).tobytes())
-    digest.update(np.ascontiguousarray(y).tobytes())
-    return digest.hexdigest()[:12]
 
 
 @functools.cache
@@ -150,21 +149,6 @@ def fold_splits(y: np.ndarray, folds: int, seed: int,
     """
     splitter = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
     return list(splitter.split(np.zeros(len(y)), y))
-
-
-def shift_images(x: np.ndarray, dx: int, dy: int) -> np.ndarray:
-    """Images moved dx pixels right and dy down, zero-filled."""
-    shifted = np.zeros_like(x)
-    height, width = x.shape[1:3]
-    shifted[:, max(dy, 0):height + min(dy, 0), max(dx, 0):width + min(dx, 0)] = \
-        x[:, max(-dy, 0):height + min(-dy, 0), max(-dx, 0):width + min(-dx, 0)]
-    return shifted
-
-
-def predict_probs(model: keras.Model, x: np.ndarray, tta: bool) -> np.ndarray:
-    """Class probabilities; with tta, the mean over the image and its four one-pixel shifts."""
-    shifts = TTA_SHIFTS if tta else TTA_SHIFTS[:1]
-    return np.mean([cnn.predict(model, shift_images(x, dx, dy)) for dx, dy in shifts], axis=0)
 
 
 def _load_fold_model(path: Path) -> keras.Model:
@@ -333,6 +317,11 @@ def _run_round(digits: Digits, members: list[Member], config: Config,
             indices, labels = pseudo.per_fold[job.fold]
             job.extra = (digits.x_test[indices], labels)
     to_train = [job for job in jobs if config.fresh or not job.path.is_file()]
+    if config.fresh:  # gone now: a resume without --fresh then reuses only what this run trains
+        for job in to_train:
+            with writing(job.path):
+                job.path.unlink(missing_ok=True)
+                job.path.with_suffix(".history.json").unlink(missing_ok=True)
     result.trained += len(to_train)
     result.reused += len(jobs) - len(to_train)
     for job in jobs:
@@ -362,9 +351,10 @@ def _run_round(digits: Digits, members: list[Member], config: Config,
         held_idx = splits[job.fold][1]
         oof = result.oof_probs.setdefault(job.member.name, np.zeros((len(y), NUM_CLASSES)))
         # Every image is held out once a repeat: its OOF is the mean of `repeats` models.
-        oof[held_idx] += predict_probs(model, x[held_idx], tta) / config.repeats
-        fold_test = result.fold_test_probs.setdefault(job.member.name, [])
-        fold_test.append(predict_probs(model, digits.x_test, tta))
+        held_probs, test_probs = (finite(predict_probs(model, images, tta), job.path)
+                                  for images in (x[held_idx], digits.x_test))
+        oof[held_idx] += held_probs / config.repeats
+        result.fold_test_probs.setdefault(job.member.name, []).append(test_probs)
         result.histories.append({"model": job.member.name, "fold": job.fold, "history": history})
     for member in members:
         result.test_probs[member.name] = np.mean(result.fold_test_probs[member.name], axis=0)

@@ -32,6 +32,7 @@ class ReportInputs:
     timings: dict[str, float]  # seconds per step, e.g. {"load": 1.2, ..., "total": 310.0}
     run_info: dict  # command, profile, seed, folds, source, versions, hparams, TTA
     leaderboard: pd.DataFrame | None = None  # the tuner's trials.csv, best first
+    search_holdout: np.ndarray | None = None  # (N,) bool: the search chose the members on it
     holdout_true: np.ndarray | None = None  # --source keras: labels of MNIST's 10k test set
     holdout_probs: np.ndarray | None = None  # ensemble probabilities on that test set
     test_predictions: np.ndarray | None = None  # (M,) predicted labels of the unlabelled test set
@@ -106,7 +107,8 @@ def as_json_types(value: object) -> object:
 
 def build_metrics(inputs: ReportInputs) -> dict:
     """metrics.json content: per configuration and for the ensemble, OOF accuracy with its 95%
-    interval and error count; the ensemble's per-digit classification report, confusion matrix
+    interval and error count, the ensemble's also without the images the search chose the
+    members on; the ensemble's per-digit classification report, confusion matrix
     and most confused pairs; holdout scores when given; timings; run_info; ensemble weights."""
     _check_inputs(inputs)
     y_true = np.asarray(inputs.y_true)
@@ -120,6 +122,11 @@ def build_metrics(inputs: ReportInputs) -> dict:
                                                                     holdout_predicted),
                    "confusion_matrix": confusion_matrix(inputs.holdout_true, holdout_predicted,
                                                         labels=DIGITS)}
+    outside_search = None  # the OOF of the images that had no say in choosing the members
+    outside = None if inputs.search_holdout is None else ~np.asarray(inputs.search_holdout)
+    if outside is not None and outside.any():
+        outside_search = {**_score(y_true[outside], inputs.ensemble_probs[outside]),
+                          "left_out": int(len(y_true) - outside.sum())}
     test_counts = None
     if inputs.test_predictions is not None:
         test_counts = np.bincount(inputs.test_predictions, minlength=NUM_CLASSES)
@@ -127,6 +134,7 @@ def build_metrics(inputs: ReportInputs) -> dict:
         "num_images": len(y_true),
         "models": {name: _score(y_true, probs) for name, probs in inputs.model_probs.items()},
         ENSEMBLE: _score(y_true, inputs.ensemble_probs),
+        "ensemble_outside_search_holdout": outside_search,
         "ensemble_weights": inputs.ensemble_weights,
         "classification_report": _classification_report(y_true, predicted),
         "confusion_matrix": matrix,

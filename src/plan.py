@@ -19,10 +19,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from src import ensemble
 from src.calibrate import Speed
 from src.config import Config
 from src.errors import DataError
+from src.predict import TTA_SHIFTS
 from src.util import format_duration
 
 
@@ -72,10 +72,10 @@ PLAN_TABLE: tuple[PlanRow, ...] = (
         repeat_min_epochs=30, max_members=2, tta=True,
         pseudo_threshold=0.0, pseudo_min_epochs=4, pseudo_max_epochs=10,
         search_share=0.15, search_max_epochs=30, search_samples=12_000,
-        source="Measured twice at 120 minutes (seed 42, README): the search's 2 picks x 5 "
-        "repeats x 40 epochs, 99.633% OOF in 1h43m, ending 18 minutes early at these caps; "
-        "with trials stopped at the epochs a member can use, its first pick x 5 repeats x 40 "
-        "epochs (the second did not fit at that recipe), 99.633% in 54 minutes. "
+        source="Measured at 120 minutes on a 2-core CPU (README, 2026-12-04/05): tune then "
+        "submit, 99.607% OOF in 1h57m (seed 42) and 99.638% in 1h53m (seed 7); the default "
+        "CNN alone, 3 folds x 5 repeats x 33-35 epochs, 99.660% in 1h48m and 99.650% in "
+        "1h57m. Earlier searches' 2 picks x 5 repeats x 40 epochs: 99.633% in 1h43m. "
         "Otherwise the 30-minute row's levers carried on "
         "(repeats of 3 folds paid more than epochs beyond 20, and epochs up to 40), with up "
         "to 5 repeats at 30 epochs or more, then the search's second pick when the budget "
@@ -158,7 +158,7 @@ def prediction_seconds(speeds: Sequence[Speed], sizes: Sizes, folds: int, tta: b
                        repeats: int = 1) -> float:
     """Predicting one round: each fold model loads, then predicts its held-out part and the
     test set, five passes each with TTA."""
-    passes = len(ensemble.TTA_SHIFTS) if tta else 1
+    passes = len(TTA_SHIFTS) if tta else 1
     images = (sizes.train / folds + sizes.test) * passes
     return folds * repeats * sum(MODEL_LOAD_SECONDS + images / speed.predict_images_per_second
                                  for speed in speeds)
@@ -221,8 +221,12 @@ class Plan:
 
     @classmethod
     def from_json(cls, text: str) -> Plan:
-        """The plan that to_json wrote."""
+        """The plan that to_json wrote; TypeError for a JSON of other shapes."""
         values = json.loads(text)
+        mappings = ("sizes", "speeds", "stages", "decisions")
+        if not isinstance(values, dict) or not all(isinstance(values.get(name, {}), dict)
+                                                   for name in mappings):
+            raise TypeError(f"a plan's {', '.join(mappings)} are JSON objects")
         values["sizes"] = Sizes(**values["sizes"])
         values["speeds"] = {name: Speed(**speed) for name, speed in values["speeds"].items()}
         return cls(**values)

@@ -5,7 +5,8 @@
 
 - ``oof.csv.gz``: one row per training image, in train.csv's order: ``row`` (0-based),
   ``label``, and ``p0`` to ``p9``, the out-of-fold probabilities of the ensemble (each
-  the mean of the fold models that never saw the image);
+  the mean of the fold models that never saw the image); when a search chose the members,
+  last ``search_holdout``: 1 for the images it chose them on, 0 for the rest;
 - ``test_probs.csv.gz``: one row per test image: ``ImageId`` and ``p0`` to ``p9``.
 """
 
@@ -26,6 +27,7 @@ TEST_FILE = "test_probs.csv.gz"
 PROB_COLUMNS = [f"p{digit}" for digit in range(NUM_CLASSES)]
 OOF_COLUMNS = ["row", "label", *PROB_COLUMNS]
 TEST_COLUMNS = ["ImageId", *PROB_COLUMNS]
+SEARCH_HOLDOUT = "search_holdout"
 # Tolerance on a row's sum: the files keep 7 significant digits.
 SUM_TOLERANCE = 1e-4
 
@@ -36,26 +38,31 @@ def _gzipped_csv(frame: pd.DataFrame) -> bytes:
 
 
 def write_probabilities(run_dir: Path, y_train: np.ndarray, oof_probs: np.ndarray,
-                        test_ids: np.ndarray, test_probs: np.ndarray) -> None:
-    """Write OOF_FILE and TEST_FILE into run_dir, each atomically."""
+                        test_ids: np.ndarray, test_probs: np.ndarray,
+                        search_holdout: np.ndarray | None = None) -> None:
+    """Write OOF_FILE and TEST_FILE into run_dir, each atomically; search_holdout: which
+    training images the search chose the members on (a boolean per image), if any."""
     oof = pd.DataFrame(oof_probs, columns=PROB_COLUMNS)
     oof.insert(0, "label", np.asarray(y_train, dtype=np.int64))
     oof.insert(0, "row", np.arange(len(oof)))
+    if search_holdout is not None:
+        oof[SEARCH_HOLDOUT] = np.asarray(search_holdout, dtype=np.int64)
     test = pd.DataFrame(test_probs, columns=PROB_COLUMNS)
     test.insert(0, "ImageId", np.asarray(test_ids, dtype=np.int64))
     write_atomically(run_dir / OOF_FILE, _gzipped_csv(oof))
     write_atomically(run_dir / TEST_FILE, _gzipped_csv(test))
 
 
-def _read_frame(path: Path, columns: list[str]) -> pd.DataFrame:
-    """The file's rows as text, its header checked; DataError for anything unreadable."""
+def _read_frame(path: Path, columns: list[str], optional: str | None = None) -> pd.DataFrame:
+    """The file's rows as text, its header checked (columns, then optional or not);
+    DataError for anything unreadable."""
     if not path.is_file():
         raise DataError(f"{path.name}, which python -m src.submit writes in a run folder",
                         "no such file", file=path,
                         hint="runs older than this file do not have it: rerun their "
                         "python -m src.submit command, which reuses their fold models")
     frame = read_csv_as_text(path, columns)
-    if list(frame.columns) != columns:
+    if list(frame.columns) not in (columns, [*columns, optional]):
         found = ",".join(map(str, frame.columns))
         raise DataError(f"columns {','.join(columns)}",
                         found if found.isprintable() else repr(found), file=path, line=1)
@@ -103,13 +110,22 @@ def _check_column(frame: pd.DataFrame, column: str, expected: np.ndarray, path: 
                         file=path, line=row + 2, column=column)
 
 
-def read_oof(run_dir: Path, y_train: np.ndarray) -> np.ndarray:
-    """The run's OOF probabilities (N, 10), checked to be of these N labelled images."""
+def read_oof(run_dir: Path, y_train: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The run's OOF probabilities (N, 10), checked to be of these N labelled images, and
+    which of them its search chose the members on (booleans; None without a search)."""
     path = Path(run_dir) / OOF_FILE
-    frame = _read_frame(path, OOF_COLUMNS)
+    frame = _read_frame(path, OOF_COLUMNS, optional=SEARCH_HOLDOUT)
     _check_column(frame, "row", np.arange(len(y_train)), path, "training image")
     _check_column(frame, "label", np.asarray(y_train), path, "training image")
-    return _probabilities(frame, path)
+    search_holdout = None
+    if SEARCH_HOLDOUT in frame.columns:
+        flags = frame[SEARCH_HOLDOUT].to_numpy()
+        bad = np.flatnonzero(~np.isin(flags, ["0", "1"]))
+        if len(bad):
+            raise DataError("0 or 1", repr(flags[bad[0]]), file=path, line=int(bad[0]) + 2,
+                            column=SEARCH_HOLDOUT)
+        search_holdout = flags == "1"
+    return _probabilities(frame, path), search_holdout
 
 
 def read_test(run_dir: Path, test_ids: np.ndarray) -> np.ndarray:

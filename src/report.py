@@ -61,6 +61,14 @@ def _figure_blocks(figures: list[str], *names: str) -> list:
     return [Image(name, FIGURE_CAPTIONS[name]) for name in names if name in figures]
 
 
+def _outside_search_holdout(score: dict | None) -> list:
+    if not score:
+        return []
+    return [Paragraph(_accuracy_line(
+        f"The same, without the {score['left_out']:,} images the search chose the members on",
+        score))]
+
+
 def _models_section(metrics: dict, figures: list[str]) -> list:
     weights = metrics["ensemble_weights"]
     rows = [[name, f"{score['accuracy']:.2%}", _interval(score), f"{score['errors']:,}",
@@ -203,6 +211,7 @@ def report_blocks(inputs: ReportInputs, metrics: dict, figures: list[str]) -> li
         Heading(1, "Digit Recognizer: evaluation report"),
         Paragraph(_accuracy_line("Ensemble out-of-fold accuracy", metrics[ENSEMBLE]),
                   strong=True),
+        *_outside_search_holdout(metrics.get("ensemble_outside_search_holdout")),
         *_models_section(metrics, figures),
         *_per_digit_section(metrics, figures),
         *_errors_section(metrics, figures),

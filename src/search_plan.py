@@ -14,10 +14,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from src import ensemble, workers
+from src import workers
 from src.budget import plan_path, save_plan
 from src.calibrate import TRIAL_CALIBRATION_SECONDS, WARMUP_BATCHES, Speed
 from src.config import Config
+from src.data import data_fingerprint
 from src.errors import DataError
 from src.plan import (
     MIN_SEARCH_EPOCHS,
@@ -59,10 +60,12 @@ def plan_search(config: Config, train: tuple, validation: tuple, sizes: Sizes,
 
     (x_train, y_train), (x_val, _) = train, validation
     row = table_row(config.minutes)
-    path = plan_path(config, "tune", {"data": ensemble.data_fingerprint(x_train, y_train),
+    path = plan_path(config, "tune", {"data": data_fingerprint(x_train, y_train),
                                       "tune_samples": config.tune_samples,
                                       "tuner": config.tuner,
-                                      "timed": bool(config.trial_seconds)})
+                                      "timed": bool(config.trial_seconds),
+                                      # a profile's, so not among the flags given
+                                      "max_trials": config.max_trials, "jobs": config.jobs})
     if config.overwrite or not path.is_file():
         speed = measure_speed(DEFAULT_HPARAMS, x_train, y_train, x_val, config.batch_size,
                               config.precision, config.seed)

@@ -11,6 +11,7 @@ least MIN_ENSEMBLE_GAIN, so a near-copy of a member does not join.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,7 +24,13 @@ from sklearn.metrics import log_loss
 from src.config import Config
 from src.data import NUM_CLASSES
 from src.errors import DataError
-from src.model import build_cnn, clear_session, hparams_from_dict, multiply_adds
+from src.model import (
+    build_cnn,
+    clear_session,
+    define_search_space,
+    hparams_from_dict,
+    multiply_adds,
+)
 from src.util import write_atomically
 
 # The search minimises each trial's hold-out log-loss: on 2,400 hold-out images the
@@ -43,6 +50,7 @@ MIN_ENSEMBLE_GAIN = 0.02
 # this significance (a paired one-sided t-test of their per-image hold-out log-losses).
 TIE_P_VALUE = 0.05
 HOLDOUT_PROBS = "holdout_probs.npy"  # in each trial's folder: its last epoch's probabilities
+HOLDOUT_ROWS = "holdout_rows"  # in best_hparams.json: the labelled rows the search scored on
 LEADERBOARD_ROWS = 10
 
 
@@ -165,6 +173,51 @@ def read_holdout_probs(path: Path, val_images: int) -> np.ndarray:
     return probs
 
 
+def hparams_outside_space(values: dict[str, object]) -> tuple[str, str, str] | None:
+    """The first (name, expected, found) of values that the wide search space cannot hold
+    (a hand-edited best_hparams.json): an unknown name, a value of the wrong type, or one
+    outside its range or choices; None when they all fit. A range's value need not lie on
+    its step (the default CNN's dropout 0.25 does not)."""
+    hp = kt.HyperParameters()
+    define_search_space(hp, wide=True)
+    space = {param.name: param for param in hp.space}
+    for name, value in values.items():
+        if name not in space:
+            return name, f"one of {', '.join(space)}", f"an unknown name {name!r}"
+        param, number = space[name], type(value) in (int, float)
+        if isinstance(param, (kt.engine.hyperparameters.Int, kt.engine.hyperparameters.Float)):
+            integer = isinstance(param, kt.engine.hyperparameters.Int)
+            fits = (type(value) is int if integer else number) and (
+                param.min_value - 1e-9 <= value <= param.max_value + 1e-9)
+            expected = (f"{'an integer' if integer else 'a number'} from {param.min_value:g} "
+                        f"to {param.max_value:g}")
+        elif isinstance(param, kt.engine.hyperparameters.Fixed):
+            fits, expected = number, "a number"
+        else:  # a Choice or a Boolean: one of its values, a float within rounding
+            fits = any(type(value) is type(choice) and value == choice
+                       or type(choice) is float and number and math.isclose(value, choice)
+                       for choice in param.values)
+            expected = f"one of {', '.join(map(repr, param.values))}"
+        if not fits:
+            return name, expected, repr(value)
+    return None
+
+
+def read_holdout_rows(config: Config, labelled_fingerprint: str) -> np.ndarray | None:
+    """The labelled images' rows that the search scored its trials on and chose the
+    ensemble on, from best_hparams.json; None without a search, or when it searched other
+    images than these (another file, --train-samples)."""
+    path = Path(config.artifacts_dir) / "tune" / "best_hparams.json"
+    try:
+        saved = json.loads(path.read_text())
+        if saved["data"]["labelled_fingerprint"] != labelled_fingerprint:
+            return None
+        rows = np.asarray(saved[HOLDOUT_ROWS], dtype=np.int64)
+    except (OSError, ValueError, KeyError, TypeError):  # none, or one from before it was kept
+        return None
+    return rows if rows.ndim == 1 and len(rows) else None
+
+
 def network_cost(hparams: dict) -> int:
     """Multiply-adds per image of the network a trial's hyperparameters build."""
     cost = multiply_adds(build_cnn(hparams_from_dict(hparams)))
@@ -254,10 +307,14 @@ def write_results(config: Config, tuner: kt.Tuner, rows: list[dict], summary: di
     search's plan and the seconds it spent, of which python -m src.submit with the same
     budget plans the rest."""
     folder = Path(config.artifacts_dir) / "tune"
+    data = {name: value for name, value in summary.items() if name != HOLDOUT_ROWS}
     best = {"tuner": config.tuner, "objective": OBJECTIVE, "profile": config.profile,
-            "seed": config.seed, "project": tuner.project_dir, "data": summary,
+            "seed": config.seed, "project": tuner.project_dir, "data": data,
             "budget": search_budget, "top": top_configurations(rows, TOP_SAVED)}
     if chosen:
         best["ensemble"] = chosen
-    write_atomically(folder / "best_hparams.json", json.dumps(best, indent=2) + "\n")
+    text = json.dumps(best, indent=2)
+    if summary.get(HOLDOUT_ROWS) is not None:  # last, and on one line: a long list of numbers
+        text = f'{text[:-2]},\n  "{HOLDOUT_ROWS}": {json.dumps(summary[HOLDOUT_ROWS])}\n}}'
+    write_atomically(folder / "best_hparams.json", text + "\n")
     write_atomically(folder / "trials.csv", trials_table(rows).to_csv(index=False))

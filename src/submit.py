@@ -12,14 +12,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import platform
 import shlex
-import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -38,12 +35,10 @@ from src.csv_files import READ_ERRORS, read_csv_as_text, read_digits_csv, unread
 from src.data import find_csv, find_data_dir, load_fold_digits
 from src.errors import DataError
 from src.probabilities import OOF_FILE, TEST_FILE, write_probabilities
+from src.run_folders import new_run_id, write_run
 from src.util import (
     format_duration,
-    partial_path,
-    remove_stale_partials,
     write_atomically,
-    writing,
 )
 
 SUBMISSION_COLUMNS = ["ImageId", "Label"]
@@ -81,57 +76,6 @@ def check_submission_file(path: Path, test_path: Path) -> int:
     num_test_images = len(read_digits_csv(test_path, with_labels=False)[0])
     validate_submission(frame, num_test_images, file=str(path))
     return num_test_images
-
-
-def new_run_id(kind: str) -> str:
-    """A run folder name that sorts by time: 20261123-231500-quick-kaggle for kind
-    "quick-kaggle" (profile and source)."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}-{kind}"
-
-
-def publish_run(partial: Path, submissions_dir: Path, run_id: str) -> Path:
-    """Rename the finished partial folder into place (never over an existing run) and
-    point ``latest`` at it (``latest.txt`` names it where symlinks are not allowed);
-    return the run folder."""
-    for attempt in range(1, 100):
-        final = submissions_dir / (run_id if attempt == 1 else f"{run_id}-{attempt}")
-        if not final.exists():
-            break
-    os.rename(partial, final)
-    link = submissions_dir / ".latest-partial"
-    if link.is_symlink() or link.exists():
-        link.unlink()
-    latest, latest_txt = submissions_dir / "latest", submissions_dir / "latest.txt"
-    try:
-        os.symlink(final.name, link, target_is_directory=True)
-    except OSError:  # Windows without symlink rights: name the run in a text file instead
-        write_atomically(latest_txt, final.name + "\n")
-        if latest.is_symlink():  # an older run's link would now disagree with the file
-            latest.unlink()
-        return final
-    os.replace(link, latest)
-    latest_txt.unlink(missing_ok=True)  # an older run's file would now disagree with the link
-    return final
-
-
-def write_run(submissions_dir: Path, run_id: str, write: Callable[[Path], dict]
-              ) -> tuple[Path, dict]:
-    """Create a new run folder under submissions_dir with ``write(folder)``, which fills it
-    and returns its metrics; publish it whole (publish_run) or, should anything fail,
-    leave nothing behind. Return (the run folder, the metrics)."""
-    remove_stale_partials(submissions_dir)  # the run folder a killed run left half-written
-    partial = partial_path(submissions_dir / run_id)
-    with writing(partial):
-        partial.mkdir(parents=True)
-    try:
-        metrics = write(partial)
-        with writing(submissions_dir):  # the rename into place and the latest link
-            run_dir = publish_run(partial, submissions_dir, run_id)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    return run_dir, metrics
 
 
 def write_submission(folder: Path, test_ids: np.ndarray, labels: np.ndarray) -> None:
@@ -293,6 +237,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         members = ensemble.load_members(config)
     leaderboard = _leaderboard(config)  # read now: a damaged one stops the run before training
+    search_holdout = None  # the images the search chose the members on: scored apart, too
+    if any(member.origin.startswith("tuner") for member in members):
+        from src.data import data_fingerprint
+        from src.search_results import read_holdout_rows
+
+        rows = read_holdout_rows(config, data_fingerprint(digits.x_train, digits.y_train))
+        if rows is not None:
+            search_holdout = np.isin(np.arange(len(digits.y_train)), rows)
     result = ensemble.run_kfold(digits, members, config, budget=budget)
     if budget:
         config = dataclasses.replace(config, **budget.settings_used())
@@ -305,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if digits.y_test is None:
             write_submission(folder, digits.test_ids, test_labels)
         write_probabilities(folder, digits.y_train, oof_ensemble, digits.test_ids,
-                            test_ensemble)
+                            test_ensemble, search_holdout)
         timings = {"load": loaded - started, "train": result.train_seconds,
                    "predict": result.predict_seconds, "total": time.perf_counter() - started}
         return report.write_report(folder, ReportInputs(
@@ -313,7 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ensemble_probs=oof_ensemble, ensemble_weights=weights, histories=result.histories,
             timings=timings, run_info=_run_info(config, members, result, digits, argv),
             plan=budget.record() if budget else None,
-            leaderboard=leaderboard, holdout_true=digits.y_test,
+            leaderboard=leaderboard, search_holdout=search_holdout,
+            holdout_true=digits.y_test,
             holdout_probs=test_ensemble if digits.y_test is not None else None,
             test_predictions=test_labels if digits.y_test is None else None))
 
@@ -369,6 +322,11 @@ def print_summary(metrics: dict, run_dir: Path, note: str) -> None:
     scores = metrics["ensemble"]
     print(f"ensemble OOF accuracy {scores['accuracy']:.4%} (95% CI {scores['ci95_low']:.2%}-"
           f"{scores['ci95_high']:.2%}); {note}")
+    outside = metrics.get("ensemble_outside_search_holdout")
+    if outside:
+        print(f"ensemble OOF accuracy without the {outside['left_out']} images the search chose "
+              f"the members on: {outside['accuracy']:.4%} ({outside['errors']} errors of "
+              f"{outside['total']})")
     if metrics["holdout"] is not None:
         print(f"holdout (MNIST test) accuracy {metrics['holdout']['accuracy']:.4%}")
     written = [name for name in ("submission.csv", "report.md", "report.html", "metrics.json",

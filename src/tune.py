@@ -38,13 +38,14 @@ from src.config import (
     config_from_args,
     run_cli,
 )
-from src.data import load_digits, plan_training_images, split_train_val
+from src.data import data_fingerprint, load_digits, plan_training_images, split_train_val
 from src.errors import DataError
 from src.kaggle_api import download_competition_data
 from src.model import define_search_space, resolve_precision, use_precision
 from src.plan import Sizes
 from src.search_results import (
     COMPLETED,
+    HOLDOUT_ROWS,
     OBJECTIVE,
     describe_ensemble,
     ensemble_from_search,
@@ -62,7 +63,7 @@ from src.tuners import (
     SearchTuner,
     planned_epochs,
 )
-from src.util import format_duration, write_atomically, writing
+from src.util import format_duration, remove_stale_partials, write_atomically, writing
 
 VAL_FRACTION = 0.2
 MIN_TUNE_SAMPLES = 100
@@ -125,6 +126,9 @@ def build_tuner(config: Config, role: str | None, train_images: int,
         overwrite=config.overwrite and role != "worker")
     with writing(folder):  # a read-only --artifacts-dir fails here, not inside KerasTuner
         folder.mkdir(parents=True, exist_ok=True)
+    project = folder / project_name(config)
+    for state_folder in (project, *project.glob("trial_*")):  # what a killed search was saving
+        remove_stale_partials(state_folder)
     policy = use_precision(config.precision)  # before any trial builds a model
     hypermodel = CNNHyperModel(train_images, config.batch_size, config.seed, config.tune_epochs,
                                config.wide_space, policy)
@@ -144,15 +148,18 @@ def load_search_data(config: Config) -> tuple[tuple[np.ndarray, np.ndarray],
         raise DataError(f"0 (every image) or an integer >= {MIN_TUNE_SAMPLES}",
                         str(config.tune_samples), column="--tune-samples")
     digits = load_digits(config)
-    x, y = plan_training_images(digits, config.tune_samples, config.seed,
-                                needed=MIN_IMAGES_PER_DIGIT,
-                                purpose=f"the search's stratified {VAL_FRACTION:.0%} hold-out",
-                                size_flag="--tune-samples")
-    x_train, x_val, y_train, y_val = split_train_val(x, y, VAL_FRACTION, config.seed)
+    x, y, rows = plan_training_images(
+        digits, config.tune_samples, config.seed, needed=MIN_IMAGES_PER_DIGIT,
+        purpose=f"the search's stratified {VAL_FRACTION:.0%} hold-out", size_flag="--tune-samples")
+    x_train, x_val, y_train, y_val, _, val_rows = split_train_val(x, y, VAL_FRACTION,
+                                                                  config.seed, rows)
+    # The hold-out's rows: submit scores its OOF without them too, as they chose the ensemble.
     summary = {"source": digits.source, "train_path": digits.train_path,
                "labelled_images": len(digits.y_train), "test_images": len(digits.x_test),
+               "labelled_fingerprint": data_fingerprint(digits.x_train, digits.y_train),
                "searched_images": len(y),
-               "train_images": len(y_train), "val_images": len(y_val)}
+               "train_images": len(y_train), "val_images": len(y_val),
+               HOLDOUT_ROWS: sorted(val_rows.tolist())}
     return (x_train, y_train), (x_val, y_val), summary
 
 
@@ -210,8 +217,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"chief: serving the search at {where} until every worker has stopped", flush=True)
     elif role == "worker":
         print(f"{tuner.tuner_id}: running trials for the chief at {where}", flush=True)
-    tuner.search(*train, validation_data=validation,
-                 verbose=1 if sys.stdout.isatty() else 2)  # a progress bar only on a terminal
+    try:
+        tuner.search(*train, validation_data=validation,
+                     verbose=1 if sys.stdout.isatty() else 2)  # a progress bar only on a terminal
+    except RuntimeError as error:  # KerasTuner's stop after 3 failed trials in a row
+        if "consecutive failures" not in str(error):
+            raise
+        header, *traceback = str(error).strip().splitlines()  # the last trial's traceback
+        limit = getattr(tuner.oracle, "max_consecutive_failed_trials", 3)
+        print(f"error: the search stopped: {limit} trials in a row failed; the last with "
+              f"{traceback[-1] if traceback else 'no message'}", file=sys.stderr)
+        return 1
     if role == "worker":
         print(f"{tuner.tuner_id}: no trials left; the chief writes the results", flush=True)
         return 0

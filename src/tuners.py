@@ -6,7 +6,7 @@ line and the repairs a killed search needs on reload.
 
 from __future__ import annotations
 
-import os
+import io
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +28,7 @@ from src.model import (
     use_precision,
 )
 from src.search_results import COMPLETED, HOLDOUT_PROBS, OBJECTIVE, holdout_log_loss
-from src.util import WRITABLE, describe_os_error, format_duration, partial_path
+from src.util import WRITABLE, describe_os_error, format_duration, write_atomically
 
 HYPERBAND_FACTOR = 3
 VAL_BATCH_SIZE = 1024
@@ -269,7 +269,13 @@ class SearchTuner:
         # _get_checkpoint_fname is KerasTuner's private name for the file Hyperband loads.
         model.save_weights(self._get_checkpoint_fname(trial.trial_id))
         probs = predict(model, x_val)
-        save_array(Path(self.get_trial_dir(trial.trial_id)) / HOLDOUT_PROBS, probs)
+        saved = io.BytesIO()
+        np.save(saved, probs)
+        try:
+            write_atomically(Path(self.get_trial_dir(trial.trial_id)) / HOLDOUT_PROBS,
+                             saved.getvalue())
+        except DataError as error:  # a full disk fails every trial: end the search on it
+            raise FailedTrialWrite(error.expected, error.found, file=error.file) from None
         return probs
 
     def on_trial_begin(self, trial) -> None:
@@ -322,15 +328,3 @@ class BayesianTuner(SearchTuner, kt.BayesianOptimization):
 
 class RandomTuner(SearchTuner, kt.RandomSearch):
     """Random search with this package's seeds, metrics, progress and resume repairs."""
-
-
-def save_array(path: Path, array: np.ndarray) -> None:
-    """np.save to a partial file beside path, then os.replace it: never half a file."""
-    partial = partial_path(path)
-    try:
-        with open(partial, "wb") as handle:
-            np.save(handle, array)
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise

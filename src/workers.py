@@ -71,9 +71,11 @@ def _exit_when_orphaned(parent: int, poll_seconds: float = 1.0) -> None:
 _worker_data: dict[str, np.ndarray] = {}
 
 
-def _start_worker(x: np.ndarray, y: np.ndarray) -> None:
+def _start_worker(x: np.ndarray, y: np.ndarray, parent: int) -> None:
+    # The parent's pid comes from the parent: a parent killed while this worker imported
+    # TensorFlow has already left it orphaned, and os.getppid() would name the adopter.
     _worker_data.update(x=x, y=y)
-    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
 
 
 def _train_in_worker(train_fold: Callable, job, split: tuple[np.ndarray, np.ndarray],
@@ -132,7 +134,7 @@ def train_fold_models(jobs: list, x: np.ndarray, y: np.ndarray,
           flush=True)
     others = set(multiprocessing.active_children())
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_start_worker, initargs=(x, y)) as pool:
+                             initializer=_start_worker, initargs=(x, y, os.getpid())) as pool:
         waiting, running = list(jobs), {}
 
         def start_next() -> None:

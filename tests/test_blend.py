@@ -13,6 +13,7 @@ import pytest
 
 from src import blend, probabilities, runs, submit
 from src.config import run_cli
+from src.errors import DataError
 from tests.fixtures import TEST_SIZE, write_run
 
 
@@ -24,14 +25,19 @@ def _random_probs(rows: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).dirichlet(np.ones(10), size=rows)
 
 
-def _run_with_probabilities(data_dir, submissions_dir, name: str, seed: int, minutes=10.0):
+def _run_with_probabilities(data_dir, submissions_dir, name: str, seed: int, minutes=10.0,
+                            search_holdout=None):
     """A run folder (tests.fixtures.write_run) with random probability files for the data."""
     run_dir = write_run(submissions_dir, name, correct=1000, total=len(_labels(data_dir)),
                         minutes=minutes)
     probabilities.write_probabilities(
         run_dir, _labels(data_dir), _random_probs(len(_labels(data_dir)), seed),
-        np.arange(1, TEST_SIZE + 1), _random_probs(TEST_SIZE, seed + 100))
+        np.arange(1, TEST_SIZE + 1), _random_probs(TEST_SIZE, seed + 100), search_holdout)
     return run_dir
+
+
+def _oof(run_dir, labels):
+    return probabilities.read_oof(run_dir, labels)[0]
 
 
 def _blend_args(data_dir, tmp_path, *run_dirs):
@@ -54,12 +60,49 @@ def test_probability_files_round_trip(kaggle_dir_readonly, tmp_path):
     labels = _labels(kaggle_dir_readonly)
     oof, test = _random_probs(len(labels), 1), _random_probs(TEST_SIZE, 2)
     probabilities.write_probabilities(tmp_path, labels, oof, np.arange(1, TEST_SIZE + 1), test)
-    np.testing.assert_allclose(probabilities.read_oof(tmp_path, labels), oof, rtol=1e-6)
+    assert probabilities.read_oof(tmp_path, labels)[1] is None  # no search
+    np.testing.assert_allclose(_oof(tmp_path, labels), oof, rtol=1e-6)
     np.testing.assert_allclose(probabilities.read_test(tmp_path, np.arange(1, TEST_SIZE + 1)),
                                test, rtol=1e-6)
     frame = pd.read_csv(tmp_path / probabilities.OOF_FILE)
     assert list(frame.columns) == probabilities.OOF_COLUMNS
     assert frame["row"].tolist() == list(range(len(labels)))
+
+
+def test_a_blend_is_also_scored_without_any_runs_search_hold_out(kaggle_dir_readonly,
+                                                                   tmp_path, capsys):
+    labels = _labels(kaggle_dir_readonly)
+    held_a, held_b = np.zeros(len(labels), bool), np.zeros(len(labels), bool)
+    held_a[:100], held_b[50:200] = True, True  # two searches' hold-outs, overlapping
+    first = _run_with_probabilities(kaggle_dir_readonly, tmp_path / "a", "run-a", 1,
+                                    search_holdout=held_a)
+    second = _run_with_probabilities(kaggle_dir_readonly, tmp_path / "b", "run-b", 2)
+    third = _run_with_probabilities(kaggle_dir_readonly, tmp_path / "c", "run-c", 3,
+                                    search_holdout=held_b)
+    np.testing.assert_array_equal(probabilities.read_oof(first, labels)[1], held_a)
+    assert run_cli(blend.main, _blend_args(kaggle_dir_readonly, tmp_path, first, second,
+                                           third)) == 0
+    [blended] = _blends(tmp_path)
+    oof, held = probabilities.read_oof(blended, labels)
+    np.testing.assert_array_equal(held, held_a | held_b)
+    outside = json.loads((blended / "metrics.json").read_text())[
+        "ensemble_outside_search_holdout"]
+    assert (outside["left_out"], outside["total"]) == (200, len(labels) - 200)
+    assert outside["errors"] == int(np.sum(oof[200:].argmax(axis=1) != labels[200:]))
+    assert "without the 200 images the search chose the members on" in capsys.readouterr().out
+
+
+def test_a_search_holdout_flag_other_than_0_or_1_is_one_line(kaggle_dir_readonly, tmp_path):
+    labels = _labels(kaggle_dir_readonly)
+    run_dir = _run_with_probabilities(kaggle_dir_readonly, tmp_path, "run", 1,
+                                      search_holdout=np.zeros(len(labels), bool))
+    path = run_dir / probabilities.OOF_FILE
+    frame = pd.read_csv(path)
+    frame.loc[3, "search_holdout"] = 2
+    path.write_bytes(probabilities._gzipped_csv(frame))
+    with pytest.raises(DataError) as caught:
+        probabilities.read_oof(run_dir, labels)
+    assert str(caught.value) == f"{path}:5: search_holdout: expected 0 or 1, found '2'"
 
 
 def test_blend_is_the_plain_mean_and_lists_in_the_ledger(kaggle_dir_readonly, tmp_path, capsys):
@@ -70,8 +113,8 @@ def test_blend_is_the_plain_mean_and_lists_in_the_ledger(kaggle_dir_readonly, tm
     [blended] = _blends(tmp_path)
     assert blended.name.endswith("-blend-kaggle")
     labels = _labels(kaggle_dir_readonly)
-    mean = (probabilities.read_oof(first, labels) + probabilities.read_oof(second, labels)) / 2
-    np.testing.assert_allclose(probabilities.read_oof(blended, labels), mean, rtol=1e-5)
+    mean = (_oof(first, labels) + _oof(second, labels)) / 2
+    np.testing.assert_allclose(_oof(blended, labels), mean, rtol=1e-5)
     metrics = json.loads((blended / "metrics.json").read_text())
     accuracy = float(np.mean(mean.argmax(axis=1) == labels))
     assert metrics["ensemble"]["accuracy"] == pytest.approx(accuracy)
@@ -157,7 +200,7 @@ def test_two_submit_runs_blend_into_one_scored_as_their_mean(kaggle_dir_readonly
     labels = _labels(kaggle_dir_readonly)
     for folder in folders:  # the files hold the ensemble its metrics.json scored
         metrics = json.loads((folder / "metrics.json").read_text())
-        oof = probabilities.read_oof(folder, labels)
+        oof = _oof(folder, labels)
         assert np.mean(oof.argmax(axis=1) == labels) == pytest.approx(
             metrics["ensemble"]["accuracy"])
         test = probabilities.read_test(folder, np.arange(1, TEST_SIZE + 1))

@@ -272,8 +272,13 @@ def test_stratified_split_and_subsample_keep_class_balance(kaggle_dir):
     x_tr, x_val, y_tr, y_val = data.split_train_val(digits.x_train, digits.y_train, 0.2, seed=0)
     assert len(x_val) == pytest.approx(0.2 * len(digits.x_train), abs=1)
     assert np.bincount(y_val).min() >= 25
-    x_small, y_small = data.subsample(digits.x_train, digits.y_train, 500, seed=0)
-    assert len(y_small) == 500 and np.bincount(y_small, minlength=10).min() >= 45
+    rows = data.subsample_rows(digits.y_train, 500, seed=0)
+    y_small = digits.y_train[rows]
+    assert len(set(rows)) == 500 and np.bincount(y_small, minlength=10).min() >= 45
+    # Row numbers split along with the images: the hold-out's rows name its images.
+    *_, val_rows = data.split_train_val(digits.x_train, digits.y_train, 0.2, 0,
+                                        np.arange(len(digits.y_train)))
+    np.testing.assert_array_equal(digits.x_train[val_rows], x_val)
 
 
 def _digits_with(counts: dict[int, int], others: int = 100) -> data.Digits:
@@ -302,14 +307,16 @@ def test_too_few_images_of_a_digit_for_the_plan(counts, size, needed, message):
 
 
 def test_a_plan_with_enough_images_gets_its_stratified_subsample():
-    x, y = data.plan_training_images(_digits_with({7: 10}), 200, seed=0, needed=2,
-                                     purpose="the plan", size_flag="--size")
+    digits = _digits_with({7: 10})
+    x, y, rows = data.plan_training_images(digits, 200, seed=0, needed=2,
+                                           purpose="the plan", size_flag="--size")
     assert len(x) == len(y) == 200 and np.bincount(y).min() == 2
+    np.testing.assert_array_equal(digits.y_train[rows], y)
     everything = _digits_with({})
     for size in (0, 995, 1000, 5000):  # 0, too large, or too close to all to stratify: all
-        x, y = data.plan_training_images(everything, size, seed=0, needed=2,
-                                         purpose="the plan", size_flag="--size")
-        assert len(y) == 1000
+        x, y, rows = data.plan_training_images(everything, size, seed=0, needed=2,
+                                               purpose="the plan", size_flag="--size")
+        assert len(y) == 1000 and sorted(rows) == list(range(1000))
 
 
 @pytest.mark.realdata

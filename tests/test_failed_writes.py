@@ -162,6 +162,20 @@ def test_adisk_full_while_a_trial_saves_its_checkpoint_stops_the_search_on_one_l
 
 
 @pytest.mark.slow
+def test_adisk_full_while_a_trial_saves_its_hold_out_probabilities_stops_the_search(
+        kaggle_dir_readonly, tmp_path, capsys, monkeypatch):
+    _fill_disk_when_writing(monkeypatch, "holdout_probs")
+    artifacts = tmp_path / "artifacts"
+    argv = ["--data-dir", str(kaggle_dir_readonly), "--artifacts-dir", str(artifacts), *TUNE]
+    assert run_cli(tune.main, argv) == 2
+    out, err = capsys.readouterr()
+    probs = re.escape(f"{artifacts}/tune/") + r"[^/]+/trial_0/holdout_probs\.npy"
+    assert re.fullmatch(f"error: {probs}: {re.escape(FULL_DISK)}\n", err), err
+    assert "trial 1 of" not in out and not [name for name in _files(artifacts)
+                                             if ".partial-" in name]
+
+
+@pytest.mark.slow
 def test_adisk_full_while_the_search_saves_its_state_is_one_line(kaggle_dir_readonly,
                                                                    tmp_path, capsys,
                                                                    monkeypatch):

@@ -373,6 +373,33 @@ def test_a_round_that_slows_cuts_the_epochs_of_models_not_yet_started(monkeypatc
     assert len(_cuts(saved)) == sum(e < planned for e in epochs.values()) > 0
 
 
+@pytest.mark.parametrize("damage", [
+    lambda values: {**values, "speeds": []}, lambda values: {**values, "decisions": []},
+    lambda values: [values], lambda values: {**values, "sizes": None}])
+def test_a_plan_file_of_other_shapes_is_one_line(tmp_path, damage):
+    path = tmp_path / "submit-0.json"
+    path.write_text(json.dumps(damage(json.loads(_plan(30).to_json()))))
+    with pytest.raises(DataError) as caught:
+        budget._load_plan(path)
+    assert str(caught.value) == (f"{path}: expected a plan written by python -m src.submit, "
+                                 "found TypeError (delete it or rerun with --fresh)")
+    path.write_text(_plan(30).to_json())
+    assert budget._load_plan(path) == _plan(30)
+
+
+def test_one_job_at_a_time_counts_no_worker_start_up_as_time_in_hand(monkeypatch):
+    """One job starts no worker process: the pace may not count its start-up as spare
+    (made huge here, so that counting it would leave every late model uncut)."""
+    monkeypatch.setattr(budget, "WORKER_START_SECONDS", 1e6)
+    monkeypatch.setattr(plan, "PLAN_TABLE", SHIPPED_TABLE)
+    fast = {"default": dataclasses.replace(CPU, train_images_per_second=5500)}
+    quick = _plan(30, fast, search_seconds=270, jobs=1)
+    assert quick.jobs == 1 and quick.folds * quick.repeats >= 3
+    run = budget.Budget(quick, started=0.0, clock=Clock(CALIBRATED_AFTER))
+    epochs = _train_round(run, slower_from=2, slowdown=1.35)
+    assert min(epochs.values()) < quick.epochs and _cuts(quick)
+
+
 @pytest.mark.parametrize("slowdown, keeps_tta", [(1.1, True), (1.35, False)])
 def test_a_round_a_little_late_cuts_a_quarter_of_the_epochs_at_most_to_keep_tta(
         monkeypatch, capsys, slowdown, keeps_tta):
@@ -514,6 +541,30 @@ def test_the_search_takes_its_share_and_a_rerun_keeps_its_epochs(tmp_path, monke
         "(the smallest plan: a search of 2 epochs a trial, 15% of the budget)")
 
 
+def test_the_profiles_budget_and_the_same_minutes_given_share_a_plan(tmp_path):
+    profile = Config(minutes=30, artifacts_dir=str(tmp_path))
+    given = Config(minutes=30.0, artifacts_dir=str(tmp_path), flags_given=frozenset({"minutes"}))
+    assert budget.plan_path(profile, "submit", {}) == budget.plan_path(given, "submit", {})
+    assert budget.plan_path(profile, "submit", {}) != budget.plan_path(
+        Config(minutes=31.0, artifacts_dir=str(tmp_path)), "submit", {})
+
+
+def test_a_profile_with_more_trials_gets_its_own_search_plan(tmp_path, monkeypatch):
+    _stand_in_speed(monkeypatch)
+    x, y = np.zeros((9600, 28, 28, 1), np.uint8), np.arange(9600) % 10
+
+    def search(trials):  # one artifacts folder: the quick profile's 8, then the full's 24
+        config = Config(minutes=60, artifacts_dir=str(tmp_path), tune_samples=12_000,
+                        tuner="bayesian", max_trials=trials)
+        return search_plan.plan_search(config, (x, y), (x[:2400], y[:2400]), REAL, 0.0,
+                                       lambda config: [config.tune_epochs] * trials,
+                                       Clock(10))[0]
+
+    eight, many = search(8), search(24)
+    assert many.tune_epochs < eight.tune_epochs  # 24 trials share what 8 did, not 3x over
+    assert len(list((tmp_path / "plans").glob("tune-*.json"))) == 2
+
+
 def test_a_time_based_search_splits_its_share_into_equal_trials(tmp_path, monkeypatch):
     _stand_in_speed(monkeypatch)
     x, y = np.zeros((9600, 28, 28, 1), np.uint8), np.arange(9600) % 10
@@ -603,7 +654,7 @@ def test_a_trial_trains_no_more_epochs_than_its_member_could_use(tmp_path, monke
     saved = json.loads(Path(record["plan_file"]).read_text())
     del saved["tune_epochs"]
     Path(record["plan_file"]).write_text(json.dumps(saved))
-    resumed = dataclasses.replace(config, tune_epochs=30)
+    resumed = dataclasses.replace(config, tune_epochs=30, max_trials=40)  # as given again
     assert search_plan.plan_search(resumed, (x, y), (x[:2400], y[:2400]), REAL, 0.0,
                                    tuners.planned_epochs, Clock(10))[0].tune_epochs == 300
 

@@ -19,8 +19,9 @@ import pytest
 import scipy.stats
 
 from src import report
+from src.document import render_markdown
 from src.figures import worst_misclassified
-from src.metrics import ReportInputs, accuracy_interval
+from src.metrics import ReportInputs, accuracy_interval, build_metrics
 from tests.fixtures import handwritten_digits
 
 SIZE = 600
@@ -151,6 +152,23 @@ def test_optional_inputs_reach_the_metrics(written):
     assert metrics["test_predicted_counts"] == np.bincount(inputs.test_predictions,
                                                            minlength=10).tolist()
     assert metrics["run_info"]["seed"] == 42 and metrics["timings"]["train"] == 754.0
+
+
+def test_the_ensemble_is_also_scored_without_the_images_the_search_chose_it_on():
+    inputs = synthetic_inputs()
+    wrong = np.flatnonzero(inputs.ensemble_probs.argmax(axis=1) != inputs.y_true)
+    right = np.flatnonzero(inputs.ensemble_probs.argmax(axis=1) == inputs.y_true)
+    inputs.search_holdout = np.isin(np.arange(SIZE), np.concatenate([wrong[:2], right[:10]]))
+    metrics = build_metrics(inputs)
+    outside = metrics["ensemble_outside_search_holdout"]
+    assert (outside["errors"], outside["total"], outside["left_out"]) == (
+        len(wrong) - 2, SIZE - 12, 12)
+    assert outside["accuracy"] == (SIZE - 12 - len(wrong) + 2) / (SIZE - 12)
+    text = render_markdown(report.report_blocks(inputs, metrics, figures=[]))
+    assert (f"The same, without the 12 images the search chose the members on: "
+            f"{outside['accuracy']:.2%}") in text
+    assert synthetic_inputs().search_holdout is None  # no search: no such line
+    assert build_metrics(synthetic_inputs())["ensemble_outside_search_holdout"] is None
 
 
 def test_metrics_json_is_strict_json_equal_to_the_returned_metrics(written):

@@ -80,7 +80,8 @@ def test_multiply_adds_count_each_conv_and_dense_layer_once():
 
 def _write_best_hparams(folder, with_ensemble: bool) -> None:
     top = [{"rank": rank, "trial_id": f"{rank:02d}", "val_accuracy": 0.99 - rank / 100,
-            "params": 1, "epochs": 2, "hparams": {"dropout": rank / 10}} for rank in (1, 2, 3)]
+            "params": 1, "epochs": 2, "hparams": {"dropout": rank / 10 + 0.1}}
+           for rank in (1, 2, 3)]
     best = {"top": top}
     if with_ensemble:
         best["ensemble"] = [{**top[0], "holdout_log_loss": 0.05, "log_loss_gain": None},
@@ -96,4 +97,4 @@ def test_members_come_from_the_chosen_ensemble_else_the_top_ranks(tmp_path, with
     _write_best_hparams(tmp_path, with_ensemble)
     members = ensemble.load_members(Config(artifacts_dir=str(tmp_path), top_k=2))
     assert [member.name for member in members] == names
-    assert members[1].hparams["dropout"] == pytest.approx(int(names[1][-1]) / 10)
+    assert members[1].hparams["dropout"] == pytest.approx(int(names[1][-1]) / 10 + 0.1)

@@ -11,12 +11,14 @@ import sys
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
 
-from src import ensemble, submit, util, workers
+from src import ensemble, predict, run_folders, search_results, submit, util, workers
 from src.config import run_cli
+from src.data import data_fingerprint
 from src.errors import DataError
 from src.model import DEFAULT_HPARAMS
 from tests.conftest import REPO_ROOT
@@ -104,6 +106,18 @@ def test_a_worker_whose_parent_died_exits(monkeypatch):
     monkeypatch.setattr(os, "getppid", lambda: next(parents))
     workers._exit_when_orphaned(41, poll_seconds=0)
     assert exits == [1] and next(parents, None) is None
+
+
+def test_a_worker_started_after_its_parent_died_exits_at_once(monkeypatch):
+    exits = []
+    monkeypatch.setattr(os, "_exit", exits.append)
+    monkeypatch.setattr(os, "getppid", lambda: 1)  # adopted while it imported TensorFlow
+    workers._start_worker(np.zeros((1, 28, 28, 1), np.uint8), np.zeros(1, np.int64), 41)
+    for _ in range(200):  # its watcher thread sees at once that 41 is not its parent
+        if exits:
+            break
+        time.sleep(0.01)
+    assert exits == [1]
 
 
 def test_stale_partial_files_go_and_live_ones_stay(tmp_path):
@@ -227,13 +241,13 @@ def test_killed_parallel_run_leaves_no_worker_and_resumes(kaggle_dir_readonly, t
 
 @pytest.mark.slow
 def test_corrupt_fold_model_is_one_line_error_naming_the_file(kaggle_dir_readonly, tmp_path,
-                                                              capsys):
+                                                              capsys, monkeypatch):
     config = submit._parse_args(_args(kaggle_dir_readonly, tmp_path))[1]
     digits = submit.load_fold_digits(config)
     with pytest.warns(UserWarning):
         [member] = ensemble.load_members(config)
     key = ensemble.member_key(member, config,
-                              ensemble.data_fingerprint(digits.x_train, digits.y_train))
+                              data_fingerprint(digits.x_train, digits.y_train))
     broken = tmp_path / "artifacts" / "models" / key / "fold-0.keras"
     broken.parent.mkdir(parents=True)
     broken.write_bytes(b"not a keras file")
@@ -246,6 +260,27 @@ def test_corrupt_fold_model_is_one_line_error_naming_the_file(kaggle_dir_readonl
     assert run_cli(submit.main, _args(kaggle_dir_readonly, tmp_path, "--fresh")) == 0
     assert "trained 2, reused 0" in capsys.readouterr().out
     assert broken.read_bytes()[:2] == b"PK" and len(_run_dirs(tmp_path)) == 1
+    # A diverged fold model predicts NaN, which argmax would read as the digit 0.
+    diverged = broken.with_name("fold-1.keras")
+    model = keras.models.load_model(diverged)
+    output = model.get_layer("digit")
+    output.set_weights([np.full_like(weight, np.nan) for weight in output.get_weights()])
+    model.save(diverged)
+    assert run_cli(submit.main, _args(kaggle_dir_readonly, tmp_path)) == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith(f"error: {diverged}: expected finite class probabilities from a "
+                            "fold model, found NaN or infinite ones for ")
+    assert "--fresh" in error and len(_run_dirs(tmp_path)) == 1
+    # --fresh, as the error says, interrupted before it trains: the old models are gone, so
+    # the rerun without --fresh that Ctrl-C asks for reuses none of them.
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ensemble.workers, "train_fold_models", interrupted)
+    assert run_cli(submit.main, _args(kaggle_dir_readonly, tmp_path, "--fresh")) == 130
+    assert "run the command again without --fresh" in capsys.readouterr().err
+    assert not broken.exists() and not diverged.exists()
+    assert not diverged.with_suffix(".history.json").exists()
 
 
 @pytest.mark.parametrize("case", ["pixel_256", "missing_dir", "label_column_in_test"])
@@ -342,7 +377,7 @@ def test_publish_never_overwrites_and_moves_latest(tmp_path):
         partial = tmp_path / ".partial-run"
         partial.mkdir()
         (partial / "submission.csv").write_text(text)
-        submit.publish_run(partial, tmp_path, "run")
+        run_folders.publish_run(partial, tmp_path, "run")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "run", "run-2"]
     assert (tmp_path / "latest").resolve() == (tmp_path / "run-2").resolve()
     assert (tmp_path / "run" / "submission.csv").read_text() == "first"  # not overwritten
@@ -354,10 +389,10 @@ def _refuse_symlinks(*args, **kwargs):
 
 
 def test_publish_names_latest_in_a_file_without_symlink_rights(tmp_path, monkeypatch):
-    monkeypatch.setattr(submit.os, "symlink", _refuse_symlinks)
+    monkeypatch.setattr(run_folders.os, "symlink", _refuse_symlinks)
     partial = tmp_path / ".partial-run"
     partial.mkdir()
-    assert submit.publish_run(partial, tmp_path, "run") == tmp_path / "run"
+    assert run_folders.publish_run(partial, tmp_path, "run") == tmp_path / "run"
     assert (tmp_path / "latest.txt").read_text() == "run\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.txt", "run"]
 
@@ -366,14 +401,14 @@ def test_latest_link_and_latest_txt_never_disagree(tmp_path, monkeypatch):
     def publish(run_id):
         partial = tmp_path / f".partial-{run_id}"
         partial.mkdir()
-        submit.publish_run(partial, tmp_path, run_id)
+        run_folders.publish_run(partial, tmp_path, run_id)
 
     publish("first")  # symlinks allowed: latest -> first
-    symlink = submit.os.symlink
-    monkeypatch.setattr(submit.os, "symlink", _refuse_symlinks)
+    symlink = run_folders.os.symlink
+    monkeypatch.setattr(run_folders.os, "symlink", _refuse_symlinks)
     publish("second")  # no symlink rights: latest.txt names it, the old link goes
     assert sorted(p.name for p in tmp_path.iterdir()) == ["first", "latest.txt", "second"]
-    monkeypatch.setattr(submit.os, "symlink", symlink)
+    monkeypatch.setattr(run_folders.os, "symlink", symlink)
     publish("third")  # rights again: the link, and the old file goes
     assert sorted(p.name for p in tmp_path.iterdir()) == ["first", "latest", "second", "third"]
     assert (tmp_path / "latest").resolve() == (tmp_path / "third").resolve()
@@ -387,10 +422,10 @@ def test_the_ensemble_is_the_plain_mean_of_its_members():
 def test_shift_images_moves_pixels_and_fills_zeros():
     x = np.zeros((1, 28, 28, 1), np.uint8)
     x[0, 5, 7, 0] = 200
-    assert ensemble.shift_images(x, 1, 0)[0, 5, 8, 0] == 200
-    assert ensemble.shift_images(x, 0, -1)[0, 4, 7, 0] == 200
+    assert predict.shift_images(x, 1, 0)[0, 5, 8, 0] == 200
+    assert predict.shift_images(x, 0, -1)[0, 4, 7, 0] == 200
     edge = np.full((1, 28, 28, 1), 9, np.uint8)
-    assert ensemble.shift_images(edge, -1, 0)[0, :, 27, 0].sum() == 0
+    assert predict.shift_images(edge, -1, 0)[0, :, 27, 0].sum() == 0
 
 
 def test_default_member_with_a_warning_when_no_search(tmp_path):
@@ -410,12 +445,39 @@ def _write_top(tmp_path, hparams_per_rank):
 
 
 def test_members_come_from_the_tuner_top_k(tmp_path):
-    _write_top(tmp_path, [{"dropout": 0.1 * rank} for rank in (1, 2, 3)])
+    _write_top(tmp_path, [{"dropout": 0.1 * rank + 0.1} for rank in (1, 2, 3)])
     config = submit._parse_args(["--artifacts-dir", str(tmp_path), "--top-k", "2",
                                  "--no-include-default"])[1]
     members = ensemble.load_members(config)
     assert [m.name for m in members] == ["rank1", "rank2"]
-    assert members[1].hparams["dropout"] == pytest.approx(0.2)
+    assert members[1].hparams["dropout"] == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("hparams, column, expected, found", [
+    ({"conv_blocks": 4}, "conv_blocks", "an integer from 2 to 3", "4"),  # no filters_3
+    ({"dense_units": "128"}, "dense_units", "one of 64, 128, 256, 512", "'128'"),
+    ({"dropout": 0.6}, "dropout", "a number from 0.2 to 0.5", "0.6"),
+    ({"filters_0": 32.0}, "filters_0", "one of 16, 32, 48", "32.0"),
+    ({"batch_norm": 1}, "batch_norm", "one of True, False", "1"),
+    ({"dropuot": 0.3}, "dropuot", "one of conv_blocks, ", "an unknown name 'dropuot'"),
+])
+def test_a_hand_edited_configuration_outside_the_space_is_one_line(tmp_path, hparams, column,
+                                                                   expected, found):
+    _write_top(tmp_path, [{"dropout": 0.3}, hparams])
+    config = submit._parse_args(["--artifacts-dir", str(tmp_path), "--top-k", "2"])[1]
+    with pytest.raises(DataError) as caught:
+        ensemble.load_members(config)
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / 'tune' / 'best_hparams.json'}: rank2: {column}: "
+                              f"expected {expected}")
+    assert message.endswith(f"found {found} (rerun python -m src.tune, or edit it back)")
+
+
+def test_the_default_cnn_and_every_value_the_wide_space_offers_pass_the_check():
+    assert search_results.hparams_outside_space(DEFAULT_HPARAMS) is None  # dropout 0.25
+    assert search_results.hparams_outside_space({
+        "conv_dropout": 0, "filters_2": 192, "dense_units": 512, "dropout": 0.5,
+        "augment": 0.15, "learning_rate": 0.004, "batch_norm": True}) is None
 
 
 def test_include_default_adds_the_default_cnn_unless_the_top_k_holds_it(tmp_path):

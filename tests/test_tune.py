@@ -19,12 +19,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src import search_results, tune, tuners, util
+from src import data, search_results, submit, tune, tuners, util
 from src.config import Config, run_cli
 from src.errors import DataError
 from src.model import DEFAULT_HPARAMS, build_cnn, define_search_space
 from tests.conftest import REPO_ROOT
-from tests.fixtures import keep_only
+from tests.fixtures import ended_pid, keep_only
 
 SMOKE = ["--profile", "smoke", "--tune-samples", "300"]
 ONE_EPOCH_RANDOM = ["--tuner", "random", "--max-trials", "2", "--tune-epochs", "1"]
@@ -71,10 +71,18 @@ def test_smoke_search_writes_best_configurations_trials_and_leaderboard(
     best = json.loads((artifacts / "tune" / "best_hparams.json").read_text())
     assert (best["tuner"], best["objective"], best["profile"], best["seed"]) == (
         "hyperband", "val_log_loss", "smoke", 42)
+    labelled = data.load_kaggle(kaggle_dir_readonly)
     assert best["data"] == {
         "source": "kaggle", "train_path": str(kaggle_dir_readonly / "train.csv"),
-        "labelled_images": 1497, "test_images": 300, "searched_images": 300,
-        "train_images": 240, "val_images": 60}
+        "labelled_images": 1497, "test_images": 300,
+        "labelled_fingerprint": data.data_fingerprint(labelled.x_train, labelled.y_train),
+        "searched_images": 300, "train_images": 240, "val_images": 60}
+    # The rows of the labelled images the search scored on, which submit scores apart.
+    assert list(best)[-1] == "holdout_rows" and len(set(best["holdout_rows"])) == 60
+    config = tune.parse_args(["--data-dir", str(kaggle_dir_readonly), *SMOKE])
+    x_val = tune.load_search_data(config)[1][0]
+    assert (sorted(image.tobytes() for image in labelled.x_train[best["holdout_rows"]])
+            == sorted(image.tobytes() for image in x_val))
     assert Path(best["project"]).parent == artifacts / "tune"
     top = best["top"]
     assert [entry["rank"] for entry in top] == [1, 2]
@@ -139,6 +147,26 @@ def test_the_search_starts_with_the_default_cnn(finished_random_search):
     first, second = (trials[trial_id]["hyperparameters"]["values"] for trial_id in sorted(trials))
     assert {name: first[name] for name in DEFAULT_HPARAMS} == pytest.approx(DEFAULT_HPARAMS)
     assert {name: second[name] for name in DEFAULT_HPARAMS} != pytest.approx(DEFAULT_HPARAMS)
+
+
+@pytest.mark.slow
+def test_submit_scores_its_ensemble_also_without_the_search_hold_out(
+        finished_random_search, kaggle_dir_readonly, tmp_path, capsys):
+    artifacts = Path(shutil.copytree(finished_random_search, tmp_path / "artifacts"))
+    submissions = tmp_path / "submissions"
+    args = ["--data-dir", str(kaggle_dir_readonly), "--artifacts-dir", str(artifacts),
+            "--submissions-dir", str(submissions), "--profile", "smoke", "--epochs", "1"]
+    assert run_cli(submit.main, args) == 0
+    assert ("ensemble OOF accuracy without the 60 images the search chose the members on: "
+            in capsys.readouterr().out)
+    metrics = json.loads((submissions / "latest" / "metrics.json").read_text())
+    outside = metrics["ensemble_outside_search_holdout"]
+    assert (outside["left_out"], outside["total"]) == (60, 1497 - 60)
+    oof = pd.read_csv(submissions / "latest" / "oof.csv.gz")  # the rows, flagged for blends
+    assert oof["search_holdout"].sum() == 60 and sorted(oof["search_holdout"].unique()) == [0, 1]
+    # A submit on other images (a subsample) cannot tell which rows those were: no such score.
+    assert run_cli(submit.main, [*args, "--train-samples", "500"]) == 0
+    assert "without the" not in capsys.readouterr().out
 
 
 def test_overwrite_starts_over_and_the_seed_repeats_the_search(
@@ -234,9 +262,15 @@ def test_search_killed_mid_trial_resumes_and_keeps_completed_trials(
     before = _trial_files(_project(artifacts))
     assert sorted(state["status"] for state in before.values()) == ["COMPLETED", "RUNNING"]
     (done,) = [state for state in before.values() if state["status"] == "COMPLETED"]
+    host, project = socket.gethostname(), _project(artifacts)  # what a kill mid-write leaves:
+    stale = [project / f".partial-{ended_pid()}@{host}@oracle.json",
+             project / f"trial_{done['trial_id']}" / f".partial-{ended_pid()}@{host}@trial.json"]
+    for path in stale:
+        path.write_text('{"half')
 
     capsys.readouterr()
     assert tune.main(args) == 0
+    assert not any(path.exists() for path in stale)
     out = capsys.readouterr().out
     assert "Reloading Tuner" in out and out.count("Running Trial") == 1
     trials = _trials(artifacts).set_index("trial_id")
@@ -406,6 +440,26 @@ def test_every_trial_builds_its_networks_in_the_chosen_precision(kaggle_dir_read
     assert tune.main(args) == 0
     assert len(policies) >= 4  # each of 2 trials: its network timed, then trained
     assert set(policies) == {"mixed_bfloat16"}
+
+
+def test_trials_that_all_fail_stop_the_search_in_one_line(kaggle_dir_readonly, tmp_path,
+                                                         monkeypatch, capsys):
+    builds = []
+
+    def diverge(*args, **kwargs):  # every trial fails; the tuner's first look at its space not
+        builds.append(args)
+        if len(builds) == 1:
+            return build_cnn(*args, **kwargs)
+        raise ValueError("the loss went NaN")
+
+    monkeypatch.setattr(tuners, "build_cnn", diverge)
+    args = _args(kaggle_dir_readonly, tmp_path / "artifacts", "--tuner", "random",
+                 "--max-trials", "5", "--tune-epochs", "1")
+    assert run_cli(tune.main, args) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error == ("error: the search stopped: 3 trials in a row failed; the last with "
+                     "ValueError: the loss went NaN")
+    assert not (tmp_path / "artifacts" / "tune" / "best_hparams.json").exists()
 
 
 def test_leaderboard_shows_hyperparameters_unrounded():

@@ -1,0 +1,64 @@
+"""A run's folder under submissions/: named by its UTC time, filled as a hidden partial
+folder, then renamed into place whole (never over an earlier run) with ``latest``
+pointing at it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from src.util import partial_path, remove_stale_partials, write_atomically, writing
+
+
+def new_run_id(kind: str) -> str:
+    """A run folder name that sorts by time: 20261123-231500-quick-kaggle for kind
+    "quick-kaggle" (profile and source)."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{kind}"
+
+
+def publish_run(partial: Path, submissions_dir: Path, run_id: str) -> Path:
+    """Rename the finished partial folder into place (never over an existing run) and
+    point ``latest`` at it (``latest.txt`` names it where symlinks are not allowed);
+    return the run folder."""
+    for attempt in range(1, 100):
+        final = submissions_dir / (run_id if attempt == 1 else f"{run_id}-{attempt}")
+        if not final.exists():
+            break
+    os.rename(partial, final)
+    link = submissions_dir / ".latest-partial"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    latest, latest_txt = submissions_dir / "latest", submissions_dir / "latest.txt"
+    try:
+        os.symlink(final.name, link, target_is_directory=True)
+    except OSError:  # Windows without symlink rights: name the run in a text file instead
+        write_atomically(latest_txt, final.name + "\n")
+        if latest.is_symlink():  # an older run's link would now disagree with the file
+            latest.unlink()
+        return final
+    os.replace(link, latest)
+    latest_txt.unlink(missing_ok=True)  # an older run's file would now disagree with the link
+    return final
+
+
+def write_run(submissions_dir: Path, run_id: str, write: Callable[[Path], dict]
+              ) -> tuple[Path, dict]:
+    """Create a new run folder under submissions_dir with ``write(folder)``, which fills it
+    and returns its metrics; publish it whole (publish_run) or, should anything fail,
+    leave nothing behind. Return (the run folder, the metrics)."""
+    remove_stale_partials(submissions_dir)  # the run folder a killed run left half-written
+    partial = partial_path(submissions_dir / run_id)
+    with writing(partial):
+        partial.mkdir(parents=True)
+    try:
+        metrics = write(partial)
+        with writing(submissions_dir):  # the rename into place and the latest link
+            run_dir = publish_run(partial, submissions_dir, run_id)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return run_dir, metrics
