@@ -14,7 +14,10 @@ over every labelled image, with its 95% Wilson interval):
 
 The table and a JSON of every figure go to ``<artifacts>/bench/curve-<UTC
 time>.md`` and ``.json``, the figure to ``.png``, never over earlier files;
-the plans' run folders stay under ``<artifacts>/bench/curve-<UTC time>/``.
+the plans' run folders stay under ``<artifacts>/bench/curve-<UTC time>/``, with
+the points finished so far (POINTS_FILE): a killed curve, run again with the
+same settings, keeps them and measures the rest (a point cut short is measured
+again from its start, in a fresh folder, as a timing must be).
 """
 
 from __future__ import annotations
@@ -34,15 +37,16 @@ from keras import layers
 
 from src import bench_runs, figures
 from src.config import Config
-from src.data import IMAGE_SHAPE, NUM_CLASSES, Digits, load_digits
+from src.data import IMAGE_SHAPE, NUM_CLASSES, Digits, data_fingerprint, load_digits
 from src.ensemble import fold_splits
 from src.errors import DataError
 from src.metrics import accuracy_interval
 from src.model import make_dataset, predict, steps_per_epoch, use_precision
-from src.util import writing
+from src.util import write_atomically, writing
 
 DEFAULT_BUDGETS = (8.0, 15.0, 30.0)
 CURVE_FOLDS = 3
+POINTS_FILE = "points.json"  # in the curve's folder: its settings and every point finished
 
 # ---------------------------------------------------------------- the recipes
 
@@ -317,29 +321,64 @@ def render(report: dict) -> str:
     ]) + "\n"
 
 
+def _unfinished_curve(bench_dir: Path, settings: dict) -> tuple[Path, dict] | None:
+    """The newest curve folder of these settings that a killed curve left (its points so
+    far in POINTS_FILE, its table never written), and what that file holds; or None."""
+    for folder in sorted(bench_dir.glob("curve-*/"), key=lambda path: path.name, reverse=True):
+        if (bench_dir / f"{folder.name}.json").exists():
+            continue  # finished
+        try:
+            saved = json.loads((folder / POINTS_FILE).read_text())
+            if saved["settings"] == settings:
+                return folder, {**saved, "points": [Point(**p) for p in saved["points"]]}
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
 def run_curve(config: Config, budget_texts: Sequence[str], recipe_epochs: int | None,
               command: str) -> int:
-    """Run every plan and recipe; print the table and write it, its JSON and its figure."""
+    """Run every plan and recipe, or, after a killed curve of the same settings, those it
+    had not finished; print the table and write it, its JSON and its figure."""
     budgets = parse_budgets(budget_texts)
     check_recipe_epochs(recipe_epochs)
-    started = datetime.now(timezone.utc)
-    stamp = started.strftime("%Y%m%d-%H%M%S")
     digits = load_digits(config)  # bad data stops here, before anything trains
     bench_dir = Path(config.artifacts_dir) / "bench"
-    runs = new_folder(bench_dir / f"curve-{stamp}")
-    points = [plan_point(config, minutes, new_folder(runs / f"plan-{minutes:g}min"))
-              for minutes in budgets]
+    settings = {"budgets": budgets, "recipes": [recipe.name for recipe in RECIPES],
+                "recipe_epochs": recipe_epochs, "seed": config.seed, "profile": config.profile,
+                "precision": config.precision,
+                "data": data_fingerprint(digits.x_train, digits.y_train)}
+    resumed = _unfinished_curve(bench_dir, settings)
+    if resumed:
+        runs, saved = resumed
+        utc, points = saved["utc"], saved["points"]
+        print(f"curve: going on with {runs}: {len(points)} point(s) kept", flush=True)
+    else:
+        started = datetime.now(timezone.utc)
+        runs = new_folder(bench_dir / f"curve-{started.strftime('%Y%m%d-%H%M%S')}")
+        utc, points = started.strftime("%Y-%m-%d %H:%M UTC"), []
+
+    def keep(point: Point) -> None:  # each point as it ends: a killed curve goes on from it
+        points.append(point)
+        write_atomically(runs / POINTS_FILE, json.dumps(
+            {"settings": settings, "utc": utc, "points": [asdict(p) for p in points]}))
+
+    done = {point.name for point in points}
+    for minutes in budgets:
+        if f"plan {minutes:g} min" not in done:
+            keep(plan_point(config, minutes, new_folder(runs / f"plan-{minutes:g}min")))
     policy = use_precision(config.precision)
-    points += [recipe_point(recipe, digits, config.seed, recipe_epochs, policy)
-               for recipe in RECIPES]
-    report = {"utc": started.strftime("%Y-%m-%d %H:%M UTC"), "command": command,
+    for recipe in RECIPES:
+        if recipe.name not in done:
+            keep(recipe_point(recipe, digits, config.seed, recipe_epochs, policy))
+    report = {"utc": utc, "command": command,
               "machine": bench_runs.machine_info(), "seed": config.seed, "folds": CURVE_FOLDS,
               "budgets": budgets, "policy": policy, "images": len(digits.y_train),
               "images_from": digits.train_path, "runs": str(runs),
               "points": [asdict(point) for point in points]}
     text = render(report)
     print(text)
-    paths = bench_runs.write_new_files(bench_dir, f"curve-{stamp}", {
+    paths = bench_runs.write_new_files(bench_dir, runs.name, {
         ".md": text, ".json": json.dumps(report, indent=2) + "\n",
         ".png": figures.curve_png(report["points"])})
     print(f"wrote {', '.join(map(str, paths))}")

@@ -154,6 +154,43 @@ def test_curve_scores_plans_and_recipes_and_never_overwrites(tiny_kaggle_dir, tm
     assert not (tmp_path / "submissions").exists()  # the user's own runs are left alone
 
 
+def test_a_killed_curve_run_again_keeps_its_finished_points(tiny_kaggle_dir, tmp_path,
+                                                           capsys, monkeypatch):
+    calls = []
+    finishing = _stand_in_submit(calls, failing_minutes="none")
+
+    def killed_at_15(stage, flags):
+        if dict(zip(flags[::2], flags[1::2], strict=True))["--minutes"] == "15":
+            raise KeyboardInterrupt  # Ctrl-C, or a kill, during the second budget
+        return finishing(stage, flags)
+
+    monkeypatch.setattr(curve, "RECIPES", ())
+    monkeypatch.setattr(curve, "datetime", _FixedClock)
+    argv = _args(tmp_path, "--data-dir", str(tiny_kaggle_dir), "--curve", "8", "15", "30")
+    monkeypatch.setattr(bench_runs, "run_stage", killed_at_15)
+    assert run_cli(bench.main, argv) == 130
+    bench_dir = tmp_path / "artifacts" / "bench"
+    kept = json.loads((bench_dir / "curve-20261125-120000" / curve.POINTS_FILE).read_text())
+    assert [point["name"] for point in kept["points"]] == ["plan 8 min"]
+    # Other settings start a curve of their own; the same ones go on with the killed one.
+    monkeypatch.setattr(bench_runs, "run_stage", finishing)
+    assert run_cli(bench.main, _args(tmp_path, "--data-dir", str(tiny_kaggle_dir),
+                                     "--curve", "8")) == 0
+    assert "going on with" not in capsys.readouterr().out
+    calls.clear()
+    assert run_cli(bench.main, argv) == 0
+    out = capsys.readouterr().out
+    assert f"curve: going on with {bench_dir / 'curve-20261125-120000'}: 1 point(s) kept" in out
+    assert [given["--minutes"] for _, given in calls] == ["15", "30"]  # not 8 again
+    assert calls[0][1]["--artifacts-dir"].startswith(
+        str(bench_dir / "curve-20261125-120000" / "plan-15min-2"))  # fresh: a timing's start
+    assert list(_rows(out)) == ["plan 8 min", "plan 15 min", "plan 30 min"]
+    report = json.loads((bench_dir / "curve-20261125-120000.json").read_text())
+    assert [point["wall_seconds"] for point in report["points"]] == [480.0, 900.0, 1800.0]
+    assert run_cli(bench.main, argv) == 0  # finished: a new curve, not that one again
+    assert "going on with" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--curve", "0"], "--curve: expected minutes > 0, such as 8 15 30, found '0'"),
     (["--curve", "8", "-3"], "--curve: expected minutes > 0, such as 8 15 30, found '-3'"),
