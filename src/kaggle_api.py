@@ -342,7 +342,8 @@ def _unpack(download_dir: Path, out_dir: Path, where: str) -> Path:
             archive.extractall(out_dir)
     except (IndexError, zipfile.BadZipFile, zlib.error, EOFError) as error:
         # zlib.error and EOFError: a damaged or short member behind an intact directory
-        found = f"{archives[0].name!r} ({type(error).__name__})" if archives else "no file"
+        kind = "zlib.error" if isinstance(error, zlib.error) else type(error).__name__
+        found = f"{archives[0].name!r} ({kind})" if archives else "no file"
         raise DataError("a zip of the competition files", found, column=where,
                         hint="run the command again") from None
     return out_dir
