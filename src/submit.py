@@ -32,7 +32,7 @@ from src.config import (
     run_cli,
 )
 from src.csv_files import READ_ERRORS, read_csv_as_text, read_digits_csv, unreadable_error
-from src.data import find_csv, find_data_dir, load_fold_digits
+from src.data import data_fingerprint, find_csv, find_data_dir, load_fold_digits
 from src.errors import DataError
 from src.probabilities import OOF_FILE, TEST_FILE, write_probabilities
 from src.run_folders import new_run_id, write_run
@@ -239,7 +239,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     leaderboard = _leaderboard(config)  # read now: a damaged one stops the run before training
     search_holdout = None  # the images the search chose the members on: scored apart, too
     if any(member.origin.startswith("tuner") for member in members):
-        from src.data import data_fingerprint
         from src.search_results import read_holdout_rows
 
         rows = read_holdout_rows(config, data_fingerprint(digits.x_train, digits.y_train))

@@ -223,10 +223,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as error:  # KerasTuner's stop after 3 failed trials in a row
         if "consecutive failures" not in str(error):
             raise
-        header, *traceback = str(error).strip().splitlines()  # the last trial's traceback
+        # KerasTuner's message: its own first line, then the last trial's traceback
+        lines = str(error).strip().splitlines()
         limit = getattr(tuner.oracle, "max_consecutive_failed_trials", 3)
         print(f"error: the search stopped: {limit} trials in a row failed; the last with "
-              f"{traceback[-1] if traceback else 'no message'}", file=sys.stderr)
+              f"{lines[-1] if len(lines) > 1 else 'no message'}", file=sys.stderr)
         return 1
     if role == "worker":
         print(f"{tuner.tuner_id}: no trials left; the chief writes the results", flush=True)

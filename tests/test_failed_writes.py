@@ -148,31 +148,27 @@ TUNE = ["--profile", "smoke", "--tune-samples", "300", "--tuner", "random", "--m
         "2", "--tune-epochs", "1"]
 
 
-@pytest.mark.slow
-def test_adisk_full_while_a_trial_saves_its_checkpoint_stops_the_search_on_one_line(
-        kaggle_dir_readonly, tmp_path, capsys, monkeypatch):
+def _fill_disk_saving_the_checkpoint(monkeypatch) -> None:
     monkeypatch.setattr(keras.Model, "save_weights", disk_full)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fill_disk, written", [
+    (_fill_disk_saving_the_checkpoint, ""),
+    (lambda monkeypatch: _fill_disk_when_writing(monkeypatch, "holdout_probs"),
+     r"/holdout_probs\.npy"),
+], ids=["checkpoint", "hold-out probabilities"])
+def test_adisk_full_while_a_trial_saves_stops_the_search_on_one_line(
+        kaggle_dir_readonly, tmp_path, capsys, monkeypatch, fill_disk, written):
+    fill_disk(monkeypatch)
     artifacts = tmp_path / "artifacts"
     argv = ["--data-dir", str(kaggle_dir_readonly), "--artifacts-dir", str(artifacts), *TUNE]
     assert run_cli(tune.main, argv) == 2
     out, err = capsys.readouterr()
-    trial = re.escape(f"{artifacts}/tune/") + r"[^/]+/trial_0"
+    trial = re.escape(f"{artifacts}/tune/") + r"[^/]+/trial_0" + written
     assert re.fullmatch(f"error: {trial}: {re.escape(FULL_DISK)}\n", err), err
     assert "trial 1 of" not in out  # stopped there, not marked failed and on to the next
-
-
-@pytest.mark.slow
-def test_adisk_full_while_a_trial_saves_its_hold_out_probabilities_stops_the_search(
-        kaggle_dir_readonly, tmp_path, capsys, monkeypatch):
-    _fill_disk_when_writing(monkeypatch, "holdout_probs")
-    artifacts = tmp_path / "artifacts"
-    argv = ["--data-dir", str(kaggle_dir_readonly), "--artifacts-dir", str(artifacts), *TUNE]
-    assert run_cli(tune.main, argv) == 2
-    out, err = capsys.readouterr()
-    probs = re.escape(f"{artifacts}/tune/") + r"[^/]+/trial_0/holdout_probs\.npy"
-    assert re.fullmatch(f"error: {probs}: {re.escape(FULL_DISK)}\n", err), err
-    assert "trial 1 of" not in out and not [name for name in _files(artifacts)
-                                             if ".partial-" in name]
+    assert not [name for name in _files(artifacts) if ".partial-" in name]
 
 
 @pytest.mark.slow
