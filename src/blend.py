@@ -29,6 +29,7 @@ from src.config import Config, OneLineParser, add_data_arguments, run_cli
 from src.data import load_digits
 from src.errors import DataError
 from src.probabilities import read_oof, read_test, write_probabilities
+from src.run_folders import distinct_folders, new_run_id, write_run
 
 
 def _parse_args(argv: Sequence[str] | None):
@@ -44,14 +45,7 @@ def _parse_args(argv: Sequence[str] | None):
     folders = [Path(run) for run in args.runs]
     if len(folders) < 2:
         raise DataError("at least two run folders to blend", str(len(folders)), column="RUN")
-    seen: dict[Path, Path] = {}
-    for folder in folders:
-        real = folder.resolve()
-        if real in seen:
-            raise DataError("different run folders", f"{seen[real]} and {folder}, the same one",
-                            column="RUN")
-        seen[real] = folder
-    return args, folders
+    return args, distinct_folders(folders)
 
 
 def _run_metrics(run_dir: Path) -> dict:
@@ -109,7 +103,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from src import report
     from src.ensemble import plain_mean
     from src.metrics import ReportInputs
-    from src.run_folders import new_run_id, write_run
     from src.submit import library_versions, print_summary, write_submission
 
     oof_blend, test_blend = plain_mean(oof), plain_mean(test)

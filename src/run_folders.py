@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
+from src.errors import DataError
 from src.util import partial_path, remove_stale_partials, write_atomically, writing
 
 
@@ -62,3 +63,15 @@ def write_run(submissions_dir: Path, run_id: str, write: Callable[[Path], dict]
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return run_dir, metrics
+
+
+def distinct_folders(folders: list[Path]) -> list[Path]:
+    """The run folders given on a command line, checked to name different folders."""
+    seen: dict[Path, Path] = {}
+    for folder in folders:
+        real = folder.resolve()
+        if real in seen:
+            raise DataError("different run folders", f"{seen[real]} and {folder}, the same one",
+                            column="RUN")
+        seen[real] = folder
+    return folders

@@ -1,0 +1,98 @@
+"""python -m src.compare: two runs' OOF accuracy, the images that tell them apart, and a
+paired test that calls one ahead or a tie."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import binomtest
+
+from src import compare, probabilities
+from src.config import run_cli
+from tests.fixtures import TEST_SIZE, write_run
+
+
+def _run(data_dir, submissions_dir, name: str, wrong_rows, search_holdout=None):
+    """A run folder whose OOF answers are right except on wrong_rows."""
+    labels = pd.read_csv(data_dir / "train.csv", usecols=["label"])["label"].to_numpy()
+    answers = labels.copy()
+    answers[list(wrong_rows)] = (labels[list(wrong_rows)] + 1) % 10
+    oof = np.full((len(labels), 10), 0.01)
+    oof[np.arange(len(labels)), answers] = 0.91
+    run_dir = write_run(submissions_dir, name, correct=len(labels) - len(wrong_rows),
+                        total=len(labels))
+    probabilities.write_probabilities(run_dir, labels, oof, np.arange(1, TEST_SIZE + 1),
+                                      np.full((TEST_SIZE, 10), 0.1), search_holdout)
+    return run_dir
+
+
+def test_the_images_one_run_alone_gets_right_decide():
+    right_a = np.ones(1000, bool)
+    right_b = np.ones(1000, bool)
+    right_a[:3] = False  # both wrong on 0-2; only B right on 3; only A right on 4-33
+    right_b[:3] = False
+    right_a[3] = False
+    right_b[4:34] = False
+    result = compare.compare(right_a, right_b)
+    assert (result.errors_a, result.errors_b) == (4, 33)
+    assert (result.only_a_right, result.only_b_right) == (30, 1)
+    assert result.difference == pytest.approx(29 / 1000)
+    assert result.p_value == pytest.approx(binomtest(30, 31).pvalue)
+    assert result.low < result.difference < result.high
+    assert result.verdict() == "run A ahead"
+    swapped = compare.compare(right_b, right_a)
+    assert swapped.verdict() == "run B ahead"
+    assert (swapped.low, swapped.high) == pytest.approx((-result.high, -result.low))
+
+
+def test_runs_that_differ_on_few_images_tie():
+    right_a, right_b = np.ones(1000, bool), np.ones(1000, bool)
+    right_a[:5], right_b[5:8] = False, False
+    result = compare.compare(right_a, right_b)
+    assert result.p_value >= compare.AHEAD_P_VALUE
+    assert result.low < 0 < result.high
+    assert result.verdict() == "a tie"
+    same = compare.compare(right_a, right_a)
+    assert (same.p_value, same.low, same.high, same.verdict()) == (1.0, 0.0, 0.0, "a tie")
+
+
+def test_compare_prints_both_runs_and_the_verdict(kaggle_dir_readonly, tmp_path, capsys):
+    first = _run(kaggle_dir_readonly, tmp_path / "a", "run-a", range(0, 2))
+    second = _run(kaggle_dir_readonly, tmp_path / "b", "run-b", range(2, 40))
+    total = len(pd.read_csv(kaggle_dir_readonly / "train.csv", usecols=["label"]))
+    assert run_cli(compare.main, [str(first), str(second),
+                                  "--data-dir", str(kaggle_dir_readonly)]) == 0
+    out = capsys.readouterr().out
+    assert f"on {total} images: run A" in out
+    assert "(2 errors), run B" in out and "(38 errors)" in out
+    assert "only run A right on 38, only run B right on 2" in out
+    assert "run A ahead" in out
+    assert "without the" not in out  # neither run came from a search
+
+
+def test_compare_also_leaves_out_the_images_a_search_chose_on(kaggle_dir_readonly, tmp_path,
+                                                            capsys):
+    total = len(pd.read_csv(kaggle_dir_readonly / "train.csv", usecols=["label"]))
+    held = np.zeros(total, bool)
+    held[:30] = True  # run B's errors on them do not count in the second comparison
+    first = _run(kaggle_dir_readonly, tmp_path / "a", "run-a", [], search_holdout=held)
+    second = _run(kaggle_dir_readonly, tmp_path / "b", "run-b", range(0, 40))
+    assert run_cli(compare.main, [str(first), str(second),
+                                  "--data-dir", str(kaggle_dir_readonly)]) == 0
+    out = capsys.readouterr().out
+    assert "without the 30 images a search chose a run's members on:" in out
+    assert f"on {total - 30} images: run A 100.000% (0 errors)" in out
+    assert "(10 errors)" in out
+
+
+def test_one_folder_twice_or_none_is_one_line(kaggle_dir_readonly, tmp_path, capsys):
+    run_dir = _run(kaggle_dir_readonly, tmp_path, "run-a", [1])
+    assert run_cli(compare.main, [str(run_dir), str(run_dir),
+                                  "--data-dir", str(kaggle_dir_readonly)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the same one" in err
+    assert run_cli(compare.main, [str(run_dir), str(tmp_path / "gone"),
+                                  "--data-dir", str(kaggle_dir_readonly)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "gone" in err and "oof.csv.gz" in err
