@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from src.compare import compare, describe
 from src.config import Config, OneLineParser, add_data_arguments, run_cli
 from src.data import load_digits
 from src.errors import DataError
@@ -138,6 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     run_dir, metrics = write_run(Path(args.submissions_dir),
                                  new_run_id(f"blend-{digits.source}"), write)
+    right = {name: probs.argmax(axis=1) == digits.y_train for name, probs in oof.items()}
+    best = max(names, key=lambda name: int(right[name].sum()))
+    print(f"the blend (run A) against its best run (run B), {best}:")
+    print("\n".join(describe(compare(oof_blend.argmax(axis=1) == digits.y_train, right[best]))))
     blended = metrics["ensemble"]
     print_summary(metrics, run_dir, f"{blended['errors']} errors, the mean of {len(names)} runs")
     return 0

@@ -119,7 +119,14 @@ def test_blend_is_the_plain_mean_and_lists_in_the_ledger(kaggle_dir_readonly, tm
     accuracy = float(np.mean(mean.argmax(axis=1) == labels))
     assert metrics["ensemble"]["accuracy"] == pytest.approx(accuracy)
     assert list(metrics["models"]) == ["run-a", "run-b"]
-    assert f"ensemble OOF accuracy {accuracy:.4%}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"ensemble OOF accuracy {accuracy:.4%}" in out
+    right = {name: _oof(run, labels).argmax(axis=1) == labels
+             for name, run in (("run-a", first), ("run-b", second))}
+    best = max(right, key=lambda name: right[name].sum())
+    assert f"the blend (run A) against its best run (run B), {best}:" in out
+    only_blend = int(np.sum((mean.argmax(axis=1) == labels) & ~right[best]))
+    assert f"only run A right on {only_blend}, " in out
     test_mean = (probabilities.read_test(first, np.arange(1, TEST_SIZE + 1))
                  + probabilities.read_test(second, np.arange(1, TEST_SIZE + 1))) / 2
     submission = pd.read_csv(blended / "submission.csv")
