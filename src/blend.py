@@ -52,8 +52,6 @@ def _parse_args(argv: Sequence[str] | None):
 def _run_metrics(run_dir: Path) -> dict:
     """The run's metrics.json, checked to be one src.submit wrote."""
     path = run_dir / "metrics.json"
-    if not run_dir.is_dir():
-        raise DataError("a run folder of python -m src.submit", "no such folder", file=run_dir)
     try:
         metrics = json.loads(path.read_text(encoding="utf-8"))
         # The fields the blend reads; a KeyError or TypeError here means another file.

@@ -66,9 +66,12 @@ def write_run(submissions_dir: Path, run_id: str, write: Callable[[Path], dict]
 
 
 def distinct_folders(folders: list[Path]) -> list[Path]:
-    """The run folders given on a command line, checked to name different folders."""
+    """The run folders given on a command line, checked to exist and to differ."""
     seen: dict[Path, Path] = {}
     for folder in folders:
+        if not folder.is_dir():
+            raise DataError("a run folder of python -m src.submit", "no such folder",
+                            file=folder)
         real = folder.resolve()
         if real in seen:
             raise DataError("different run folders", f"{seen[real]} and {folder}, the same one",

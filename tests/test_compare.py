@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import binomtest
 
 from src import compare, probabilities
 from src.config import run_cli
@@ -38,8 +37,9 @@ def test_the_images_one_run_alone_gets_right_decide():
     assert (result.errors_a, result.errors_b) == (4, 33)
     assert (result.only_a_right, result.only_b_right) == (30, 1)
     assert result.difference == pytest.approx(29 / 1000)
-    assert result.p_value == pytest.approx(binomtest(30, 31).pvalue)
-    assert result.low < result.difference < result.high
+    assert result.p_value == pytest.approx(2 * 32 / 2**31)  # 2 P(X <= 1), X ~ Bin(31, 1/2)
+    # Wald: 29/1000 +- 1.96 sqrt(31 - 29**2/1000) / 1000
+    assert (result.low, result.high) == pytest.approx((0.018236, 0.039764), abs=1e-6)
     assert result.verdict() == "run A ahead"
     swapped = compare.compare(right_b, right_a)
     assert swapped.verdict() == "run B ahead"
@@ -55,6 +55,23 @@ def test_runs_that_differ_on_few_images_tie():
     assert result.verdict() == "a tie"
     same = compare.compare(right_a, right_a)
     assert (same.p_value, same.low, same.high, same.verdict()) == (1.0, 0.0, 0.0, "a tie")
+    with pytest.raises(ValueError, match="at least one image"):
+        compare.compare(right_a[:0], right_b[:0])
+
+
+def test_a_gap_that_only_pairing_resolves():
+    # The README's seed-42 two-hour runs: 143 and 165 errors of 42,000, 49 and 27 apart;
+    # each run's own 95% interval is about +-0.06 point, wider than the gap.
+    right_a, right_b = np.ones(42_000, bool), np.ones(42_000, bool)
+    right_a[:116], right_b[:116] = False, False  # wrong in both
+    right_a[116:143], right_b[143:192] = False, False
+    result = compare.compare(right_a, right_b)
+    assert (result.errors_a, result.errors_b) == (143, 165)
+    assert (result.only_a_right, result.only_b_right) == (49, 27)
+    assert result.p_value == pytest.approx(0.01544, abs=1e-5)
+    assert (100 * result.low, 100 * result.high) == pytest.approx((0.0117, 0.0931), abs=1e-4)
+    assert result.verdict() == "run A ahead"
+    assert "McNemar exact p = 0.015: run A ahead" in compare.describe(result)[2]
 
 
 def test_compare_prints_both_runs_and_the_verdict(kaggle_dir_readonly, tmp_path, capsys):
@@ -74,16 +91,30 @@ def test_compare_prints_both_runs_and_the_verdict(kaggle_dir_readonly, tmp_path,
 def test_compare_also_leaves_out_the_images_a_search_chose_on(kaggle_dir_readonly, tmp_path,
                                                             capsys):
     total = len(pd.read_csv(kaggle_dir_readonly / "train.csv", usecols=["label"]))
-    held = np.zeros(total, bool)
-    held[:30] = True  # run B's errors on them do not count in the second comparison
-    first = _run(kaggle_dir_readonly, tmp_path / "a", "run-a", [], search_holdout=held)
-    second = _run(kaggle_dir_readonly, tmp_path / "b", "run-b", range(0, 40))
+    held_a, held_b = np.zeros(total, bool), np.zeros(total, bool)
+    held_a[:20], held_b[10:30] = True, True  # the union, 30 images, is left out
+    first = _run(kaggle_dir_readonly, tmp_path / "a", "run-a", [], search_holdout=held_a)
+    second = _run(kaggle_dir_readonly, tmp_path / "b", "run-b", range(0, 40),
+                  search_holdout=held_b)
     assert run_cli(compare.main, [str(first), str(second),
                                   "--data-dir", str(kaggle_dir_readonly)]) == 0
     out = capsys.readouterr().out
     assert "without the 30 images a search chose a run's members on:" in out
     assert f"on {total - 30} images: run A 100.000% (0 errors)" in out
     assert "(10 errors)" in out
+
+
+def test_hold_outs_that_cover_every_image_leave_nothing_to_compare(kaggle_dir_readonly,
+                                                                   tmp_path, capsys):
+    total = len(pd.read_csv(kaggle_dir_readonly / "train.csv", usecols=["label"]))
+    first = _run(kaggle_dir_readonly, tmp_path / "a", "run-a", [1],
+                 search_holdout=np.ones(total, bool))
+    second = _run(kaggle_dir_readonly, tmp_path / "b", "run-b", [2])
+    assert run_cli(compare.main, [str(first), str(second),
+                                  "--data-dir", str(kaggle_dir_readonly)]) == 0
+    out = capsys.readouterr().out
+    assert f"without the {total} images a search chose a run's members on:\n" in out
+    assert out.endswith("  none left to compare\n")
 
 
 def test_one_folder_twice_or_none_is_one_line(kaggle_dir_readonly, tmp_path, capsys):
@@ -95,4 +126,10 @@ def test_one_folder_twice_or_none_is_one_line(kaggle_dir_readonly, tmp_path, cap
     assert run_cli(compare.main, [str(run_dir), str(tmp_path / "gone"),
                                   "--data-dir", str(kaggle_dir_readonly)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "gone" in err and "oof.csv.gz" in err
+    assert err.count("\n") == 1 and "gone" in err and "no such folder" in err
+    not_a_run = tmp_path / "empty"
+    not_a_run.mkdir()
+    assert run_cli(compare.main, [str(run_dir), str(not_a_run),
+                                  "--data-dir", str(kaggle_dir_readonly)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "oof.csv.gz" in err
