@@ -90,13 +90,14 @@ def rank_trials(oracle: kt.Oracle, names: Sequence[str]) -> list[dict]:
 
 
 def top_configurations(rows: list[dict], count: int) -> list[dict]:
-    """The best trial of each distinct configuration (Hyperband trains one in several trials)."""
+    """The best trial of each distinct configuration (Hyperband trains one in several trials),
+    keeping its rank on the leaderboard (trials.csv), so member rank3 is trials.csv's rank 3."""
     top, seen = [], set()
     for row in rows:
         key = json.dumps(row["hparams"], sort_keys=True)
         if row["status"] == COMPLETED and key not in seen and len(top) < count:
             seen.add(key)
-            top.append({**row, "rank": len(top) + 1})
+            top.append(dict(row))
     for row in top:
         del row["status"]
     return top

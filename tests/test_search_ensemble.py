@@ -98,3 +98,16 @@ def test_members_come_from_the_chosen_ensemble_else_the_top_ranks(tmp_path, with
     members = ensemble.load_members(Config(artifacts_dir=str(tmp_path), top_k=2))
     assert [member.name for member in members] == names
     assert members[1].hparams["dropout"] == pytest.approx(int(names[1][-1]) / 10 + 0.1)
+
+
+def test_a_configuration_keeps_its_leaderboard_rank():
+    # Hyperband trains a configuration in several trials (rungs); the best of each
+    # configuration is named by its rank in trials.csv, so member rank3 is trials.csv's rank 3.
+    def row(rank, dropout, status=search_results.COMPLETED):
+        return {"rank": rank, "trial_id": f"trial-{rank}", "status": status,
+                "hparams": {"dropout": dropout}}
+
+    rows = [row(1, 0.2), row(2, 0.2), row(None, 0.5, "FAILED"), row(3, 0.4), row(4, 0.3)]
+    top = search_results.top_configurations(rows, 2)
+    assert [(entry["rank"], entry["hparams"]["dropout"]) for entry in top] == [(1, 0.2), (3, 0.4)]
+    assert all("status" not in entry for entry in top) and rows[0]["status"] == "COMPLETED"
