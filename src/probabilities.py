@@ -101,13 +101,15 @@ def _check_column(frame: pd.DataFrame, column: str, expected: np.ndarray, path: 
                   what: str) -> None:
     """DataError at the first row whose column is not the expected whole number."""
     values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
+    other_data = "is it a run on other data? give the --source and --data-dir it ran on"
     if len(values) != len(expected):
-        raise DataError(f"{len(expected)} rows, one per {what}", str(len(values)), file=path)
+        raise DataError(f"{len(expected)} rows, one per {what}", str(len(values)), file=path,
+                        hint=other_data)
     bad = np.flatnonzero(values != expected)  # NaN is never equal
     if len(bad):
         row = int(bad[0])
         raise DataError(f"{expected[row]}, as in the data", repr(frame[column].iat[row]),
-                        file=path, line=row + 2, column=column)
+                        file=path, line=row + 2, column=column, hint=other_data)
 
 
 def read_oof(run_dir: Path, y_train: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
