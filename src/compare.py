@@ -4,8 +4,9 @@ or is it a tie?
 Two runs on the same labelled images err mostly on the same images, so only the images
 that one of them gets right and the other wrong can tell them apart: McNemar's exact
 test (scipy's binomtest on those images) gives the verdict, and the paired Wald
-interval (Agresti, Categorical Data Analysis, 10.1) the 95% interval of the difference,
-about half as wide as each run's own interval (about +-0.06 point on 42,000 images).
+interval (Agresti, Categorical Data Analysis, 10.1) the 95% interval of the difference:
++-0.03 to +-0.045 point for the README's runs, where the difference of two runs scored
+apart carries about +-0.085 (each run's own interval is about +-0.06 on 42,000 images).
 Where a run's search chose its members on some of the images, they are compared again
 without them. Nothing is written.
 """
