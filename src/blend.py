@@ -23,13 +23,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from src.compare import compare, describe
 from src.config import Config, OneLineParser, add_data_arguments, run_cli
 from src.data import load_digits
 from src.errors import DataError
-from src.probabilities import read_oof, read_test, write_probabilities
+from src.probabilities import any_search_holdout, read_oof, read_test, write_probabilities
 from src.run_folders import distinct_folders, new_run_id, write_run
 
 
@@ -89,11 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     named = dict(zip(_names(folders), folders, strict=True))
     names = list(named)
     runs = {name: _run_metrics(folder) for name, folder in named.items()}
-    oof, chosen_on = {}, []  # per run with a search, the images it chose the members on
+    oof, flags = {}, []
     for name, folder in named.items():
-        oof[name], search_holdout = read_oof(folder, digits.y_train)
-        chosen_on += [] if search_holdout is None else [search_holdout]
-    search_holdout = np.logical_or.reduce(chosen_on) if chosen_on else None  # any run's
+        oof[name], held = read_oof(folder, digits.y_train)
+        flags.append(held)
+    search_holdout = any_search_holdout(flags)
     test = {name: read_test(folder, digits.test_ids) for name, folder in named.items()}
     loaded = time.perf_counter()
     print(f"blend: {len(names)} runs of {len(digits.y_train)} training and "

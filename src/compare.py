@@ -23,7 +23,7 @@ from scipy.stats import binomtest, norm
 
 from src.config import Config, OneLineParser, add_data_arguments, run_cli
 from src.data import load_digits
-from src.probabilities import read_oof
+from src.probabilities import any_search_holdout, read_oof
 from src.run_folders import distinct_folders
 
 # Below this p-value one run is called ahead of the other; at or above it, a tie.
@@ -112,9 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     right_a, right_b = probs_a.argmax(axis=1) == y, probs_b.argmax(axis=1) == y
     print(f"run A: {folder_a}\nrun B: {folder_b}")
     print("\n".join(describe(compare(right_a, right_b))))
-    chosen_on = [held for held in (held_a, held_b) if held is not None]
-    if chosen_on:
-        outside = ~np.logical_or.reduce(chosen_on)
+    search_holdout = any_search_holdout([held_a, held_b])
+    if search_holdout is not None:
+        outside = ~search_holdout
         print(f"without the {int(np.sum(~outside))} images a search chose a run's members on:")
         print("\n".join(describe(compare(right_a[outside], right_b[outside])))
               if outside.any() else "  none left to compare")

@@ -130,6 +130,13 @@ def read_oof(run_dir: Path, y_train: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return _probabilities(frame, path), search_holdout
 
 
+def any_search_holdout(flags: list[np.ndarray | None]) -> np.ndarray | None:
+    """The images that any of the runs' searches chose its members on (read_oof's flags);
+    None when no run came from a search."""
+    chosen_on = [held for held in flags if held is not None]
+    return np.logical_or.reduce(chosen_on) if chosen_on else None
+
+
 def read_test(run_dir: Path, test_ids: np.ndarray) -> np.ndarray:
     """The run's test probabilities (M, 10), checked to be of these M test images."""
     path = Path(run_dir) / TEST_FILE
