@@ -123,10 +123,14 @@ def test_blend_is_the_plain_mean_and_lists_in_the_ledger(kaggle_dir_readonly, tm
     assert f"ensemble OOF accuracy {accuracy:.4%}" in out
     right = {name: _oof(run, labels).argmax(axis=1) == labels
              for name, run in (("run-a", first), ("run-b", second))}
-    best = max(right, key=lambda name: right[name].sum())
-    assert f"the blend (run A) against its best run (run B), {best}:" in out
-    only_blend = int(np.sum((mean.argmax(axis=1) == labels) & ~right[best]))
-    assert f"only run A right on {only_blend}, " in out
+    blend_right = mean.argmax(axis=1) == labels
+    for name in ("run-a", "run-b"):  # in the order given, each with its own counts
+        only_blend = int(np.sum(blend_right & ~right[name]))
+        only_run = int(np.sum(~blend_right & right[name]))
+        assert (f"the blend (run A) against {name} (run B):\n"
+                f"on {len(labels)} images: ") in out
+        assert f"only run A right on {only_blend}, only run B right on {only_run}\n" in out
+    assert out.index("against run-a (run B)") < out.index("against run-b (run B)")
     test_mean = (probabilities.read_test(first, np.arange(1, TEST_SIZE + 1))
                  + probabilities.read_test(second, np.arange(1, TEST_SIZE + 1))) / 2
     submission = pd.read_csv(blended / "submission.csv")
