@@ -350,10 +350,15 @@ def plan_submit(digits, config: Config, started: float, save: bool = True,
 
     candidates = candidate_members(config)
     sizes = Sizes(len(digits.y_train), len(digits.x_test))
-    # jobs too: a plan priced for one fold model at a time paces two wrongly (RoundPace)
+    spent = search_spent(config)
+    # jobs too: a plan priced for one fold model at a time paces two wrongly (RoundPace).
+    # The names and the search's seconds too: a search that picks the default CNN (rank1)
+    # after a run without one (default) must not find that run's plan, whose members it
+    # names differently, nor its budget before the search spent some of it.
     path = plan_path(config, "submit", {
         "data": data_fingerprint(digits.x_train, digits.y_train), "test": sizes.test,
-        "candidates": [member.hparams for member in candidates], "jobs": config.jobs})
+        "candidates": [[member.name, member.hparams] for member in candidates],
+        "jobs": config.jobs, "search_seconds": spent})
     plan = None if config.fresh or not path.is_file() else _load_plan(path)
     reused = plan is not None
     if plan is None:
@@ -361,7 +366,7 @@ def plan_submit(digits, config: Config, started: float, save: bool = True,
         speeds = {member.name: measure_speed(member.hparams, digits.x_train, digits.y_train,
                                              digits.x_test, config.batch_size, config.precision,
                                              config.seed) for member in candidates}
-        plan = plan_ensemble(config, speeds, sizes, clock() - started, search_spent(config))
+        plan = plan_ensemble(config, speeds, sizes, clock() - started, spent)
         if save:
             save_plan(path, plan.to_json())
     print("\n".join(describe(plan, reused)), flush=True)

@@ -287,6 +287,24 @@ def test_a_rerun_with_other_jobs_plans_afresh(kaggle_dir_readonly, tmp_path, mon
     assert len(list((tmp_path / "plans").glob("submit-*.json"))) == 2
 
 
+def test_a_search_after_a_run_plans_afresh(kaggle_dir_readonly, tmp_path, monkeypatch):
+    """submit, tune (which picks the default CNN, spending 270 s), submit: the second run's
+    plan names the search's rank1 and counts its seconds, not the first run's plan."""
+    _stand_in_speed(monkeypatch)
+    digits = load_kaggle(kaggle_dir_readonly)
+    config = Config(minutes=30, jobs=1, artifacts_dir=str(tmp_path))
+    with pytest.warns(UserWarning):  # no search yet: the default CNN
+        _, before, _ = budget.plan_submit(digits, config, started=0.0, clock=Clock(10.0))
+    (tmp_path / "tune").mkdir()
+    (tmp_path / "tune" / "best_hparams.json").write_text(json.dumps({
+        "ensemble": [{"rank": 1, "hparams": DEFAULT_HPARAMS, "val_accuracy": 0.99}],
+        "budget": {"minutes": 30, "spent_seconds": 270}}))
+    _, after, run = budget.plan_submit(digits, config, started=0.0, clock=Clock(10.0))
+    assert [m.name for m in before] == ["default"] and [m.name for m in after] == ["rank1"]
+    assert not run.reused and run.plan.search_seconds == 270
+    assert len(list((tmp_path / "plans").glob("submit-*.json"))) == 2
+
+
 def _fold_jobs(planned: plan.Plan) -> list[ensemble.FoldJob]:
     member = ensemble.Member("default", {}, "default")
     count = planned.folds * planned.repeats
