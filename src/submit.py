@@ -46,26 +46,31 @@ SUBMISSION_COLUMNS = ["ImageId", "Label"]
 
 def validate_submission(frame: pd.DataFrame, num_test_images: int, file: str = "submission.csv"
                         ) -> None:
-    """Raise DataError unless frame is ImageId 1..N in order and Label 0..9, one row per image."""
+    """Raise DataError unless frame is ImageId 1..N in order and Label 0..9, one row per image,
+    each written as plain digits (the way Kaggle's sample_submission.csv writes them)."""
     if list(frame.columns) != SUBMISSION_COLUMNS:
         header = ",".join(map(str, frame.columns))
         raise DataError("columns ImageId,Label", header if header.isprintable() else repr(header),
                         file=file, line=1)
+    # As text: 3.0, 1e0, " 3" and -0 are numbers equal to a right answer, but not what
+    # Kaggle's own files hold, and not what this package writes.
+    ids = frame["ImageId"].astype(str).to_numpy()
+    labels = frame["Label"].astype(str).to_numpy()
+    rows = min(len(ids), num_test_images)
+    # The first ImageId out of place names the line where a row is missing or one too many.
+    bad_id = ids[:rows] != np.arange(1, rows + 1).astype(str)
+    if bad_id.any():
+        row = int(np.argmax(bad_id))
+        raise DataError(f"ImageId {row + 1}", repr(ids[row]), file=file, line=row + 2,
+                        column="ImageId")
     if len(frame) != num_test_images:
-        raise DataError(f"{num_test_images} rows, one per test image", f"{len(frame)}", file=file)
-    for column, expected in (("ImageId", np.arange(1, num_test_images + 1)), ("Label", None)):
-        values = pd.to_numeric(frame[column], errors="coerce")
-        if expected is None:
-            bad = values.isna() | (values % 1 != 0) | (values < 0) | (values > 9)
-            want = "a digit 0..9"
-        else:
-            bad = values.isna() | (values != expected)
-            want = None
-        if bad.any():
-            row = int(np.argmax(bad.to_numpy()))
-            want = want or f"ImageId {row + 1}"
-            raise DataError(want, repr(str(frame[column].iloc[row])), file=file, line=row + 2,
-                            column=column)
+        raise DataError(f"{num_test_images} rows, one per test image", f"{len(frame)}", file=file,
+                        line=num_test_images + 2 if len(frame) > num_test_images else None)
+    bad_label = ~np.isin(labels, [str(digit) for digit in range(10)])
+    if bad_label.any():
+        row = int(np.argmax(bad_label))
+        raise DataError("a digit 0..9", repr(labels[row]), file=file, line=row + 2,
+                        column="Label")
 
 
 def check_submission_file(path: Path, test_path: Path) -> int:

@@ -348,6 +348,18 @@ def _good_submission(rows=300):
      "submission.csv:6: ImageId: expected ImageId 5, found '7'"),
     (lambda f: f.assign(Label=f["Label"].where(f.index != 9, 10)),
      "submission.csv:11: Label: expected a digit 0..9, found '10'"),
+    # numbers equal to a right answer, but not written as Kaggle's files write them
+    (lambda f: f.astype(str).assign(Label=f["Label"].astype(str).where(f.index != 2, "2.0")),
+     "submission.csv:4: Label: expected a digit 0..9, found '2.0'"),
+    (lambda f: f.astype(str).assign(Label=f["Label"].astype(str).where(f.index != 3, " 3")),
+     "submission.csv:5: Label: expected a digit 0..9, found ' 3'"),
+    (lambda f: f.astype(str).assign(ImageId=f["ImageId"].astype(str).where(f.index != 3, "4.0")),
+     "submission.csv:5: ImageId: expected ImageId 4, found '4.0'"),
+    # a row missing or one too many in the middle: the line where the ImageIds go wrong
+    (lambda f: f.drop(index=6).reset_index(drop=True),
+     "submission.csv:8: ImageId: expected ImageId 7, found '8'"),
+    (lambda f: pd.concat([f, f.iloc[:1]], ignore_index=True),
+     "submission.csv:302: expected 300 rows, one per test image, found 301"),
 ])
 def test_validator_names_line_and_column(damage, message):
     submit.validate_submission(_good_submission(), 300)
