@@ -49,6 +49,9 @@ class Digits:
     source: str = "kaggle"
     train_path: str = ""
     test_path: str = ""
+    # Each training image's 0-based row among the labelled images (train.csv's data rows),
+    # set where a --train-samples subsample keeps some of them; None: all, in file order.
+    train_rows: np.ndarray | None = None
 
 
 def find_csv(folder: Path, stem: str) -> Path | None:
@@ -223,7 +226,10 @@ def load_fold_digits(config: Config) -> Digits:
     """load_digits(config) with its training images cut to --train-samples and checked to
     fill config.folds stratified folds: what k-fold training (submit, fidelity) trains on."""
     digits = load_digits(config)
-    digits.x_train, digits.y_train, _ = plan_training_images(
+    labelled = len(digits.y_train)
+    digits.x_train, digits.y_train, rows = plan_training_images(
         digits, config.train_samples, config.seed, needed=config.folds,
         purpose=f"{config.folds} stratified folds (--folds)", size_flag="--train-samples")
+    if len(rows) < labelled:
+        digits.train_rows = rows
     return digits

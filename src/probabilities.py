@@ -3,7 +3,8 @@
 ``python -m src.submit`` writes two gzipped CSVs beside its submission, and
 ``python -m src.blend`` reads them back to average runs:
 
-- ``oof.csv.gz``: one row per training image, in train.csv's order: ``row`` (0-based),
+- ``oof.csv.gz``: one row per training image, in train.csv's order: ``row`` (0-based; a
+  --train-samples subsample's rows in the run's order, each numbered by its row in train.csv),
   ``label``, and ``p0`` to ``p9``, the out-of-fold probabilities of the ensemble (each
   the mean of the fold models that never saw the image); when a search chose the members,
   last ``search_holdout``: 1 for the images it chose them on, 0 for the rest;
@@ -39,12 +40,15 @@ def _gzipped_csv(frame: pd.DataFrame) -> bytes:
 
 def write_probabilities(run_dir: Path, y_train: np.ndarray, oof_probs: np.ndarray,
                         test_ids: np.ndarray, test_probs: np.ndarray,
-                        search_holdout: np.ndarray | None = None) -> None:
+                        search_holdout: np.ndarray | None = None,
+                        train_rows: np.ndarray | None = None) -> None:
     """Write OOF_FILE and TEST_FILE into run_dir, each atomically; search_holdout: which
-    training images the search chose the members on (a boolean per image), if any."""
+    training images the search chose the members on (a boolean per image), if any;
+    train_rows: each image's row in train.csv where the run trained on a subsample."""
     oof = pd.DataFrame(oof_probs, columns=PROB_COLUMNS)
     oof.insert(0, "label", np.asarray(y_train, dtype=np.int64))
-    oof.insert(0, "row", np.arange(len(oof)))
+    oof.insert(0, "row", np.arange(len(oof)) if train_rows is None
+               else np.asarray(train_rows, dtype=np.int64))
     if search_holdout is not None:
         oof[SEARCH_HOLDOUT] = np.asarray(search_holdout, dtype=np.int64)
     test = pd.DataFrame(test_probs, columns=PROB_COLUMNS)

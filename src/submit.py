@@ -261,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if digits.y_test is None:
             write_submission(folder, digits.test_ids, test_labels)
         write_probabilities(folder, digits.y_train, oof_ensemble, digits.test_ids,
-                            test_ensemble, search_holdout)
+                            test_ensemble, search_holdout, digits.train_rows)
         timings = {"load": loaded - started, "train": result.train_seconds,
                    "predict": result.predict_seconds, "total": time.perf_counter() - started}
         return report.write_report(folder, ReportInputs(

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from src import blend, probabilities, runs, submit
-from src.config import run_cli
+from src.config import Config, run_cli
+from src.data import load_digits, load_fold_digits
 from src.errors import DataError
 from tests.fixtures import TEST_SIZE, write_run
 
@@ -67,6 +68,23 @@ def test_probability_files_round_trip(kaggle_dir_readonly, tmp_path):
     frame = pd.read_csv(tmp_path / probabilities.OOF_FILE)
     assert list(frame.columns) == probabilities.OOF_COLUMNS
     assert frame["row"].tolist() == list(range(len(labels)))
+
+
+def test_a_subsample_runs_rows_are_its_images_rows_in_train_csv(kaggle_dir_readonly, tmp_path):
+    """With --train-samples the OOF file's row column points each image back at train.csv."""
+    config = Config(data_dir=str(kaggle_dir_readonly), train_samples=100, folds=3)
+    digits = load_fold_digits(config)
+    assert len(digits.y_train) == 100 and len(set(digits.train_rows)) == 100
+    probs = _random_probs(100, 3)
+    probabilities.write_probabilities(tmp_path, digits.y_train, probs, digits.test_ids,
+                                      _random_probs(len(digits.test_ids), 4), None,
+                                      digits.train_rows)
+    frame = pd.read_csv(tmp_path / probabilities.OOF_FILE)
+    full = load_digits(Config(data_dir=str(kaggle_dir_readonly)))
+    assert frame["row"].tolist() == digits.train_rows.tolist()
+    np.testing.assert_array_equal(full.y_train[frame["row"]], frame["label"])
+    np.testing.assert_array_equal(full.x_train[frame["row"]], digits.x_train)
+    assert load_fold_digits(Config(data_dir=str(kaggle_dir_readonly))).train_rows is None
 
 
 def test_a_blend_is_also_scored_without_any_runs_search_hold_out(kaggle_dir_readonly,
