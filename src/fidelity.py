@@ -33,7 +33,7 @@ from src.data import load_fold_digits
 from src.errors import DataError
 from src.figures import fidelity_png
 from src.model import DEFAULT_HPARAMS, resolve_precision
-from src.search_results import OBJECTIVE
+from src.search_results import OBJECTIVE, hparams_outside_space, read_trials
 from src.tune import search_space_names
 
 TOP_PICKS = 3  # the search's best configurations always measured
@@ -43,21 +43,47 @@ SCORE = OBJECTIVE  # the trial's hold-out log-loss: lower is better
 
 def read_ranked_configs(path: Path, names: Sequence[str]) -> pd.DataFrame:
     """The completed trials of a search's trials.csv, one row per distinct configuration
-    (its best trial), best search score first."""
-    try:
-        trials = pd.read_csv(path)
-    except (OSError, ValueError) as error:
-        raise DataError("a trials.csv written by python -m src.tune",
-                        f"{type(error).__name__}: {error}", file=path,
-                        hint="run python -m src.tune first") from None
+    (its best trial), best search score first; every completed trial's score and network
+    checked first, so that a hand-edited cell stops the run before anything trains."""
+    trials = read_trials(path)
     missing = [column for column in ("status", SCORE, *names) if column not in trials]
     if missing:
         old_search = ("a search scored by accuracy, before the log-loss objective: rerun "
                       "python -m src.tune" if missing[0] == SCORE else None)
         raise DataError("a trials.csv written by python -m src.tune",
                         f"no column {missing[0]!r}", file=path, hint=old_search)
-    done = trials[trials["status"] == "COMPLETED"].sort_values(SCORE)
+    done = trials[trials["status"] == "COMPLETED"].copy()
+    done[SCORE] = pd.to_numeric(done[SCORE], errors="coerce")
+    for name in names:
+        done[name] = _as_values(done[name])
+    for index, row in done.iterrows():  # index: the data row, so its line is index + 2
+        outside = hparams_outside_space({name: _plain(row[name]) for name in names})
+        if outside:
+            name, expected, found = outside
+            raise DataError(expected, found, file=path, line=index + 2, column=name)
+        if not np.isfinite(row[SCORE]):
+            raise DataError("a log-loss", repr(str(trials.at[index, SCORE])), file=path,
+                            line=index + 2, column=SCORE)
+    done = done.sort_values(SCORE)
     return done.drop_duplicates(subset=list(names)).reset_index(drop=True)
+
+
+def _as_values(column: pd.Series) -> pd.Series:
+    """A column as the search space's values: where pandas left it as text (a hand-edited
+    cell among numbers), each cell's number or True/False, the rest kept as text."""
+    if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+        return column
+
+    def parse(text: object) -> object:
+        if text in ("True", "False"):
+            return text == "True"
+        try:
+            number = float(str(text))
+        except ValueError:
+            return text
+        return int(number) if number.is_integer() and "." not in str(text) else number
+
+    return column.map(parse)
 
 
 def pick_spread(ranked: pd.DataFrame, count: int, default: dict) -> pd.DataFrame:
@@ -127,16 +153,19 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config]:
                           "ranking (Spearman).", download=False)
     group = parser.add_argument_group("fidelity")
     group.add_argument("--configs", type=int, default=6, metavar="N",
-                       help="configurations to train, spread over the search's ranking "
-                       "(default: 6)")
+                       help="configurations to train: the default CNN and the search's top "
+                       f"{TOP_PICKS}, the rest spread down its ranking (at least "
+                       f"{TOP_PICKS + 1}; default: 6)")
     for name, text in (("folds", "stratified folds per configuration"),
                        ("epochs", "epochs per fold model"), ("tta", "test-time augmentation"),
                        ("jobs", "fold models trained at once"),
                        ("train_samples", "labelled images to train on, 0 for all")):
         add_override(group, name, text)
     args = parser.parse_args(argv)
-    if args.configs < MIN_CONFIGS:
-        raise DataError(f"an integer >= {MIN_CONFIGS}", str(args.configs), column="--configs")
+    # The default CNN and the top TOP_PICKS are always trained: fewer configs than that
+    # plus one would train more than asked, with none spread down the ranking.
+    if args.configs < TOP_PICKS + 1:
+        raise DataError(f"an integer >= {TOP_PICKS + 1}", str(args.configs), column="--configs")
     config = config_from_args(args)
     # No plan and one draw of the folds: each configuration is scored as one member is.
     return args, dataclasses.replace(config, minutes=0, repeats=1)

@@ -22,6 +22,7 @@ from scipy.stats import ttest_rel
 from sklearn.metrics import log_loss
 
 from src.config import Config
+from src.csv_files import READ_ERRORS, csv_syntax_error, unreadable_error
 from src.data import NUM_CLASSES
 from src.errors import DataError
 from src.model import (
@@ -319,3 +320,20 @@ def write_results(config: Config, tuner: kt.Tuner, rows: list[dict], summary: di
         text = f'{text[:-2]},\n  "{HOLDOUT_ROWS}": {json.dumps(summary[HOLDOUT_ROWS])}\n}}'
     write_atomically(folder / "best_hparams.json", text + "\n")
     write_atomically(folder / "trials.csv", trials_table(rows).to_csv(index=False))
+
+
+def read_trials(path: Path) -> pd.DataFrame:
+    """A search's trials.csv (trial ids as text); a file that is missing, not text, ragged
+    or empty is a DataError naming it, and the line where there is one."""
+    expected = "a trials.csv written by python -m src.tune"
+    if not path.is_file():
+        raise DataError(expected, "no such file", file=path, hint="run python -m src.tune first")
+    try:
+        return pd.read_csv(path, dtype={"trial_id": str})
+    except READ_ERRORS as error:
+        raise unreadable_error(path, error, []) from None
+    except pd.errors.ParserError as error:
+        header = pd.read_csv(path, nrows=0).columns
+        raise csv_syntax_error(path, error, len(header)) from None
+    except pd.errors.EmptyDataError:
+        raise DataError(expected, "an empty file", file=path, line=1) from None

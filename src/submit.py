@@ -31,7 +31,7 @@ from src.config import (
     config_from_args,
     run_cli,
 )
-from src.csv_files import READ_ERRORS, read_csv_as_text, read_digits_csv, unreadable_error
+from src.csv_files import read_csv_as_text, read_digits_csv
 from src.data import data_fingerprint, find_csv, find_data_dir, load_fold_digits
 from src.errors import DataError
 from src.probabilities import OOF_FILE, TEST_FILE, write_probabilities
@@ -306,16 +306,10 @@ def _run_info(config: Config, members, result, digits, argv: Sequence[str] | Non
 
 def _leaderboard(config: Config) -> pd.DataFrame | None:
     """The search's trials.csv for the report, when there is one; DataError if unreadable."""
+    from src.search_results import read_trials
+
     path = Path(config.artifacts_dir) / "tune" / "trials.csv"
-    if not path.is_file():
-        return None
-    try:
-        return pd.read_csv(path, dtype={"trial_id": str})
-    except READ_ERRORS as error:
-        raise unreadable_error(path, error, []) from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
-        raise DataError("the trials.csv written by python -m src.tune", " ".join(
-            str(error).split()), file=path, hint="rerun python -m src.tune") from None
+    return read_trials(path) if path.is_file() else None
 
 
 def print_summary(metrics: dict, run_dir: Path, note: str) -> None:

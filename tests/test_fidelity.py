@@ -15,7 +15,7 @@ from src.model import DEFAULT_HPARAMS
 
 def _ranked(count: int, default_at: int) -> pd.DataFrame:
     rows = [{"trial_id": f"{i:02d}", "status": "COMPLETED", "val_log_loss": 0.05 + i / 1000,
-             **DEFAULT_HPARAMS, "dense_units": 64 + i if i != default_at else 128}
+             **DEFAULT_HPARAMS, "dropout": round(0.3 + i / 100, 2) if i != default_at else 0.25}
             for i in range(count)]
     return pd.DataFrame(rows)
 
@@ -44,8 +44,46 @@ def test_best_trial_of_each_configuration_best_first(tmp_path):
                        frame.iloc[[2]].assign(trial_id="10", status="FAILED")])
     frame.to_csv(tmp_path / "trials.csv", index=False)
     ranked = fidelity.read_ranked_configs(tmp_path / "trials.csv", tune.search_space_names())
-    assert list(ranked["trial_id"]) == [0, 1, 2]
+    assert list(ranked["trial_id"]) == ["00", "01", "02"]  # as KerasTuner names them
     assert ranked["val_log_loss"].is_monotonic_increasing
+
+
+@pytest.mark.parametrize("damage, message", [
+    # a hand-edited network or score: its line and column, before anything trains
+    (lambda f: f.assign(filters_0=f["filters_0"].astype(object).where(f.index != 2, "abc")),
+     "trials.csv:4: filters_0: expected one of 16, 32, 48, found 'abc'"),
+    (lambda f: f.assign(dense_units=f["dense_units"].where(f.index != 1, 100)),
+     "trials.csv:3: dense_units: expected one of 64, 128, 256, 512, found 100"),
+    (lambda f: f.assign(batch_norm=f["batch_norm"].astype(object).where(f.index != 3, "maybe")),
+     "trials.csv:5: batch_norm: expected one of True, False, found 'maybe'"),
+    (lambda f: f.assign(val_log_loss=f["val_log_loss"].astype(object).where(f.index != 4, "x")),
+     "trials.csv:6: val_log_loss: expected a log-loss, found 'x'"),
+])
+def test_a_damaged_trials_csv_names_line_and_column(tmp_path, damage, message):
+    path = tmp_path / "trials.csv"
+    damage(_ranked(6, default_at=0)).to_csv(path, index=False)
+    with pytest.raises(fidelity.DataError) as caught:
+        fidelity.read_ranked_configs(path, tune.search_space_names())
+    assert str(caught.value) == f"{tmp_path}/{message}"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("trial_id,status\n01,COMPLETED\n02,COMPLETED,extra\n",
+     "trials.csv:3: expected 2 values, found 3"),
+    ("", "trials.csv:1: expected a trials.csv written by python -m src.tune, found an empty "
+         "file"),
+])
+def test_an_unreadable_trials_csv_is_one_line_exit_2(tmp_path, capsys, text, message):
+    (tmp_path / "tune").mkdir()
+    (tmp_path / "tune" / "trials.csv").write_text(text)
+    code = run_cli(fidelity.main, ["--artifacts-dir", str(tmp_path), "--profile", "smoke"])
+    assert code == 2 and capsys.readouterr().err == f"error: {tmp_path}/tune/{message}\n"
+
+
+def test_fewer_configs_than_the_default_and_the_top_three_is_refused(tmp_path, capsys):
+    code = run_cli(fidelity.main, ["--artifacts-dir", str(tmp_path), "--configs", "3"])
+    assert code == 2
+    assert capsys.readouterr().err == "error: --configs: expected an integer >= 4, found 3\n"
 
 
 def test_a_search_scored_before_the_log_loss_objective_is_one_line_exit_2(tmp_path, capsys):
@@ -71,7 +109,7 @@ def test_smoke_fidelity_trains_each_pick_and_writes_new_files(kaggle_dir_readonl
               "--profile", "smoke"]
     assert tune.main([*common, "--tuner", "random", "--max-trials", "3", "--tune-epochs", "1",
                       "--tune-samples", "300"]) == 0
-    args = [*common, "--configs", "3", "--epochs", "1", "--folds", "2", "--train-samples", "300"]
+    args = [*common, "--configs", "4", "--epochs", "1", "--folds", "2", "--train-samples", "300"]
     assert run_cli(fidelity.main, args) == 0
     assert "Spearman" in capsys.readouterr().out
     assert run_cli(fidelity.main, args) == 0  # fold models reused, files new
