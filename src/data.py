@@ -62,22 +62,23 @@ def find_csv(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def find_data_dir(data_dir: str | Path | None = None) -> Path:
-    """The first folder holding train.csv: --data-dir, $DIGITS_DATA_DIR, data/, /kaggle/input/."""
+def find_data_dir(data_dir: str | Path | None = None, stem: str = "train") -> Path:
+    """The first folder holding train.csv (or stem.csv): --data-dir, $DIGITS_DATA_DIR, data/,
+    /kaggle/input/."""
     if data_dir is not None:
         folder = Path(data_dir)
-        if find_csv(folder, "train") is None:
-            raise DataError("train.csv (or train.csv.gz)", "none", file=folder,
+        if find_csv(folder, stem) is None:
+            raise DataError(f"{stem}.csv (or {stem}.csv.gz)", "none", file=folder,
                             hint=HOW_TO_GET_DATA)
         return folder
     candidates = [Path(p) for p in (os.environ.get(DATA_DIR_ENV),) if p]
     candidates += [LOCAL_DATA_DIR, KAGGLE_INPUT_DIR]
     for folder in candidates:
-        if find_csv(folder, "train") is not None:
+        if find_csv(folder, stem) is not None:
             return folder
     searched = ", ".join(str(c) for c in candidates)
-    raise DataError("train.csv and test.csv in one of " + searched, "none",
-                    hint=HOW_TO_GET_DATA)
+    wanted = "train.csv and test.csv" if stem == "train" else f"{stem}.csv"
+    raise DataError(f"{wanted} in one of " + searched, "none", hint=HOW_TO_GET_DATA)
 
 
 def load_kaggle(data_dir: str | Path | None = None) -> Digits:

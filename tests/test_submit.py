@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -382,6 +383,18 @@ def test_check_flag_validates_any_csv(kaggle_dir_readonly, tmp_path, capsys):
     good.write_text("\n".join([lines[0]] + [line + ",0" for line in lines[1:]]) + "\n")
     assert run_cli(submit.main, argv) == 2
     assert capsys.readouterr().err == f"error: {good}:2: expected 2 values, found 3\n"
+    # test.csv alone is enough: a submission is checked against its rows only
+    only_test = tmp_path / "only-test"
+    only_test.mkdir()
+    shutil.copy(kaggle_dir_readonly / "test.csv", only_test / "test.csv")
+    _good_submission().to_csv(good, index=False)
+    assert run_cli(submit.main, ["--check", str(good), "--data-dir", str(only_test)]) == 0
+    assert "valid submission, 300 rows" in capsys.readouterr().out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run_cli(submit.main, ["--check", str(good), "--data-dir", str(empty)]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"error: {empty}: expected test.csv (or test.csv.gz), found none")
 
 
 def test_publish_never_overwrites_and_moves_latest(tmp_path):
