@@ -69,7 +69,12 @@ def read_run(run_dir: Path) -> dict | None:
                 "public_score": kaggle.get("public_score"), "status": kaggle.get("status", ""),
                 "message": kaggle.get("message", "")}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        found = "no such file" if isinstance(error, FileNotFoundError) else type(error).__name__
+        if isinstance(error, FileNotFoundError):
+            found = "no such file"
+        elif isinstance(error, KeyError):
+            found = f"no key {error.args[0]!r}"
+        else:
+            found = f"{type(error).__name__}: {error}"
         warnings.warn(f"{path}: expected a run's metrics.json, found {found}; skipped",
                       stacklevel=2)
         return None

@@ -112,8 +112,9 @@ def test_a_plan_in_the_metrics_shows_instead_of_the_profile(submissions):
 
 
 @pytest.mark.parametrize("damage, found", [
-    ("{not json", "JSONDecodeError"),
-    (json.dumps({"ensemble": {"accuracy": 0.99}}), "KeyError"),
+    ("{not json", "JSONDecodeError: Expecting property name enclosed in double quotes: "
+                  "line 1 column 2 (char 1)"),
+    (json.dumps({"ensemble": {"accuracy": 0.99}}), "no key 'run_info'"),
     (None, "no such file"),
 ])
 def test_a_damaged_run_is_one_warning_and_skipped(submissions, capsys, damage, found):
