@@ -230,6 +230,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  jobs=workers.resolve_jobs(config.jobs))
     print(f"dtype policy: {config.precision}; fold models trained at once: {config.jobs}",
           flush=True)
+    # Read before the plan times the networks and saves itself: a damaged one stops the
+    # run before anything is written or trained.
+    leaderboard = _leaderboard(config)
     budget = None
     if config.planned:
         from src.budget import plan_submit
@@ -239,7 +242,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
     else:
         members = ensemble.load_members(config)
-    leaderboard = _leaderboard(config)  # read now: a damaged one stops the run before training
     search_holdout = None  # the images the search chose the members on: scored apart, too
     if any(member.origin.startswith("tuner") for member in members):
         from src.search_results import read_holdout_rows

@@ -319,17 +319,18 @@ def test_too_few_images_of_a_digit_for_the_folds_is_one_line_before_training(
     assert not (tmp_path / "submissions").exists() and not (tmp_path / "artifacts").exists()
 
 
+@pytest.mark.parametrize("budget", [[], ["--minutes", "30"], ["--minutes", "30", "--plan-only"]])
 def test_damaged_search_leaderboard_stops_the_run_before_training(kaggle_dir_readonly,
-                                                                  tmp_path, capsys):
+                                                                  tmp_path, capsys, budget):
     trials = tmp_path / "artifacts" / "tune" / "trials.csv"
     trials.parent.mkdir(parents=True)
     trials.write_bytes(b"rank,trial_id\n1,\xff\n")
-    with pytest.warns(UserWarning, match="no search results"):
-        assert run_cli(submit.main, _args(kaggle_dir_readonly, tmp_path)) == 2
+    assert run_cli(submit.main, [*_args(kaggle_dir_readonly, tmp_path), *budget]) == 2
     assert capsys.readouterr().err == (f"error: {trials}:2: column 2: expected UTF-8 text, "
                                        "found byte 0xff\n")
     assert not (tmp_path / "submissions").exists()
-    assert not (tmp_path / "artifacts" / "models").exists()
+    # before a plan times the networks and saves itself, and before any training
+    assert sorted(p.name for p in (tmp_path / "artifacts").iterdir()) == ["tune"]
 
 
 def test_out_of_range_flag_is_one_line_exit_2(kaggle_dir_readonly, tmp_path, capsys):
