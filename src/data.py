@@ -162,6 +162,9 @@ def load_keras_mnist(npz_path: str | Path | None = None) -> Digits:
 
 def load_digits(config: Config) -> Digits:
     """The data the config asks for: --source kaggle (CSVs) or keras (MNIST)."""
+    if config.keras_npz and config.source != "keras":  # else the CSVs would load unasked
+        raise DataError("--source keras with --keras-npz", f"--source {config.source}",
+                        column="--keras-npz")
     if config.source == "keras":
         return load_keras_mnist(config.keras_npz)
     return load_kaggle(config.data_dir)

@@ -205,6 +205,17 @@ def test_keras_npz_loads_like_mnist(mnist_npz):
     assert digits.source == "keras"
 
 
+def test_keras_npz_without_source_keras_is_refused(mnist_npz):
+    """Without --source keras the CSVs would load and the npz be ignored without a word."""
+    from src.config import Config
+
+    with pytest.raises(DataError) as caught:
+        data.load_digits(Config(keras_npz=str(mnist_npz)))
+    assert str(caught.value) == ("--keras-npz: expected --source keras with --keras-npz, "
+                                 "found --source kaggle")
+    assert data.load_digits(Config(source="keras", keras_npz=str(mnist_npz))).source == "keras"
+
+
 def test_keras_download_path_uses_keras_datasets(mnist_npz, monkeypatch):
     import keras
 
