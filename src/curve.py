@@ -258,6 +258,8 @@ def parse_budgets(values: Sequence[str]) -> list[float]:
             minutes = math.nan
         if not (math.isfinite(minutes) and minutes > 0):
             raise DataError("minutes > 0, such as 8 15 30", repr(text), column="--curve")
+        if minutes in budgets:  # it would train the same plan twice
+            raise DataError("each budget once", f"{text!r} again", column="--curve")
         budgets.append(minutes)
     return budgets or list(DEFAULT_BUDGETS)
 

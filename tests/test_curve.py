@@ -196,6 +196,7 @@ def test_a_killed_curve_run_again_keeps_its_finished_points(tiny_kaggle_dir, tmp
     (["--curve", "8", "-3"], "--curve: expected minutes > 0, such as 8 15 30, found '-3'"),
     (["--curve", "ten"], "--curve: expected minutes > 0, such as 8 15 30, found 'ten'"),
     (["--curve", "nan"], "--curve: expected minutes > 0, such as 8 15 30, found 'nan'"),
+    (["--curve", "8", "15", "8.0"], "--curve: expected each budget once, found '8.0' again"),
     (["--curve", "--recipe-epochs", "0"], "--recipe-epochs: expected an integer >= 1, found 0"),
 ])
 def test_bad_curve_flags_are_one_line_exit_2(tmp_path, capsys, monkeypatch, flags, message):
