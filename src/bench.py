@@ -52,6 +52,7 @@ from src.data import (
     IMAGE_SHAPE,
     NUM_CLASSES,
     Digits,
+    check_keras_npz,
     find_data_dir,
     load_keras_mnist,
 )
@@ -151,6 +152,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config]:
     config = config_from_args(args)
     if args.bench_images is not None and args.bench_images < 1:
         raise DataError("an integer >= 1", str(args.bench_images), column="--bench-images")
+    check_keras_npz(config)  # before any timing, not in the runs it starts
+    if args.recipe_epochs is not None and args.curve is None:  # else ignored without a word
+        raise DataError("--curve with --recipe-epochs", "no --curve", column="--recipe-epochs")
     return args, config
 
 

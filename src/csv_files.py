@@ -169,12 +169,14 @@ def _read_slowly(path: Path, columns: list[str]) -> pd.DataFrame:
                     column=columns[position])
 
 
-def csv_syntax_error(path: Path, error: Exception, expected_fields: int) -> DataError:
-    """The DataError for pandas' ParserError: a row of the wrong length, or an open quote."""
+def csv_syntax_error(path: Path, error: Exception, expected_fields: int | None) -> DataError:
+    """The DataError for pandas' ParserError: a row of the wrong length (expected_fields
+    None: as many as the rows before it), or an open quote."""
     message = str(error).strip()
     ragged = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message)
     if ragged is not None:
-        return DataError(f"{expected_fields} values", ragged.group(3), file=path,
+        fields = ragged.group(1) if expected_fields is None else expected_fields
+        return DataError(f"{fields} values", ragged.group(3), file=path,
                          line=int(ragged.group(2)))
     open_quote = re.search(r"EOF inside string starting at row (\d+)", message)
     if open_quote is not None:  # pandas counts rows from 0, the header included
@@ -183,20 +185,29 @@ def csv_syntax_error(path: Path, error: Exception, expected_fields: int) -> Data
     return DataError("a well-formed CSV", " ".join(message.split()), file=path)
 
 
-def read_csv_as_text(path: Path, columns: list[str]) -> pd.DataFrame:
-    """Every cell of a CSV (plain or .gz) as text, for a caller to check against columns:
-    bytes that are not UTF-8, a damaged archive, a ragged row, an open quote or an empty
-    file is a DataError naming the file (and the line, where there is one)."""
+def read_csv_checked(path: Path, columns: list[str] | None, expected: str,
+                     **read_options) -> pd.DataFrame:
+    """pd.read_csv(path, **read_options) of a CSV (plain or .gz), a UTF-8 byte-order mark
+    dropped: bytes that are not UTF-8, a damaged archive, a ragged row, an open quote, an
+    empty file (``expected``: what it should have held) or a row that pandas would read
+    shifted is a DataError naming the file (and the line, where there is one). columns:
+    the header expected, for the messages; None where the file's own header says."""
     try:
-        frame = pd.read_csv(path, dtype=str, na_filter=False, encoding="utf-8-sig")
+        frame = pd.read_csv(path, encoding="utf-8-sig", **read_options)
     except READ_ERRORS as error:
-        raise unreadable_error(path, error, columns) from None
+        raise unreadable_error(path, error, columns or []) from None
     except pd.errors.ParserError as error:
-        raise csv_syntax_error(path, error, len(columns)) from None
+        raise csv_syntax_error(path, error, len(columns) if columns else None) from None
     except pd.errors.EmptyDataError:
-        raise DataError(f"columns {','.join(columns)}", "an empty file", file=path,
-                        line=1) from None
+        raise DataError(expected, "an empty file", file=path, line=1) from None
     return _without_inferred_index(frame, path)
+
+
+def read_csv_as_text(path: Path, columns: list[str]) -> pd.DataFrame:
+    """Every cell of a CSV (plain or .gz) as text, for a caller to check against columns;
+    anything unreadable is a DataError, as read_csv_checked says."""
+    return read_csv_checked(path, columns, f"columns {','.join(columns)}", dtype=str,
+                            na_filter=False)
 
 
 def _without_inferred_index(frame: pd.DataFrame, path: Path) -> pd.DataFrame:

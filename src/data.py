@@ -160,11 +160,16 @@ def load_keras_mnist(npz_path: str | Path | None = None) -> Digits:
                   train_path=origin, test_path=origin)
 
 
-def load_digits(config: Config) -> Digits:
-    """The data the config asks for: --source kaggle (CSVs) or keras (MNIST)."""
-    if config.keras_npz and config.source != "keras":  # else the CSVs would load unasked
+def check_keras_npz(config: Config) -> None:
+    """DataError for --keras-npz without --source keras: the CSVs would load in its place."""
+    if config.keras_npz and config.source != "keras":
         raise DataError("--source keras with --keras-npz", f"--source {config.source}",
                         column="--keras-npz")
+
+
+def load_digits(config: Config) -> Digits:
+    """The data the config asks for: --source kaggle (CSVs) or keras (MNIST)."""
+    check_keras_npz(config)
     if config.source == "keras":
         return load_keras_mnist(config.keras_npz)
     return load_kaggle(config.data_dir)

@@ -45,7 +45,7 @@ def read_ranked_configs(path: Path, names: Sequence[str]) -> pd.DataFrame:
     """The completed trials of a search's trials.csv, one row per distinct configuration
     (its best trial), best search score first; every completed trial's score and network
     checked first, so that a hand-edited cell stops the run before anything trains."""
-    trials = read_trials(path)
+    trials = read_trials(path, as_text=True)
     missing = [column for column in ("status", SCORE, *names) if column not in trials]
     if missing:
         old_search = ("a search scored by accuracy, before the log-loss objective: rerun "
@@ -54,36 +54,34 @@ def read_ranked_configs(path: Path, names: Sequence[str]) -> pd.DataFrame:
                         f"no column {missing[0]!r}", file=path, hint=old_search)
     done = trials[trials["status"] == "COMPLETED"].copy()
     done[SCORE] = pd.to_numeric(done[SCORE], errors="coerce")
-    for name in names:
-        done[name] = _as_values(done[name])
-    for index, row in done.iterrows():  # index: the data row, so its line is index + 2
-        outside = hparams_outside_space({name: _plain(row[name]) for name in names})
+    for name in names:  # dtype object: Series.map would make 32 and 48.5 both floats
+        done[name] = pd.Series([_setting(text) for text in done[name]], index=done.index,
+                               dtype=object)
+    for index, row in done.iterrows():  # every line a row: data row `index` is its line - 2
+        outside = hparams_outside_space({name: row[name] for name in names})
         if outside:
             name, expected, found = outside
             raise DataError(expected, found, file=path, line=index + 2, column=name)
         if not np.isfinite(row[SCORE]):
-            raise DataError("a log-loss", repr(str(trials.at[index, SCORE])), file=path,
+            raise DataError("a log-loss", repr(trials.at[index, SCORE]), file=path,
                             line=index + 2, column=SCORE)
     done = done.sort_values(SCORE)
     return done.drop_duplicates(subset=list(names)).reset_index(drop=True)
 
 
-def _as_values(column: pd.Series) -> pd.Series:
-    """A column as the search space's values: where pandas left it as text (a hand-edited
-    cell among numbers), each cell's number or True/False, the rest kept as text."""
-    if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
-        return column
-
-    def parse(text: object) -> object:
-        if text in ("True", "False"):
-            return text == "True"
-        try:
-            number = float(str(text))
-        except ValueError:
-            return text
-        return int(number) if number.is_integer() and "." not in str(text) else number
-
-    return column.map(parse)
+def _setting(text: str) -> object:
+    """A trials.csv cell as the search space holds it: True or False, an int where it is
+    written as one, a float, or else the text itself (which the space then refuses)."""
+    if text in ("True", "False"):
+        return text == "True"
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def pick_spread(ranked: pd.DataFrame, count: int, default: dict) -> pd.DataFrame:
@@ -116,7 +114,7 @@ def measure(config: Config, picks: pd.DataFrame, names: Sequence[str]) -> pd.Dat
     digits = load_fold_digits(config)
     rows = []
     for _, pick in picks.iterrows():
-        hparams = {**DEFAULT_HPARAMS, **{name: _plain(pick[name]) for name in names}}
+        hparams = {**DEFAULT_HPARAMS, **{name: pick[name] for name in names}}
         member = ensemble.Member(f"trial{pick['trial_id']}", hparams, "fidelity")
         tick = time.perf_counter()
         result = ensemble.run_kfold(digits, [member], config)
@@ -126,11 +124,6 @@ def measure(config: Config, picks: pd.DataFrame, names: Sequence[str]) -> pd.Dat
         print(f"{member.name}: search log-loss {pick[SCORE]:.4f}, out of fold "
               f"{rows[-1]['oof_accuracy']:.4%}", flush=True)
     return picks.assign(**pd.DataFrame(rows, index=picks.index))
-
-
-def _plain(value: object) -> object:
-    """A value as the search space holds it: numpy scalars as Python ones."""
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def render(table: pd.DataFrame, rho: float, config: Config) -> str:

@@ -3,8 +3,9 @@
 ``python -m src.submit`` writes two gzipped CSVs beside its submission, and
 ``python -m src.blend`` reads them back to average runs:
 
-- ``oof.csv.gz``: one row per training image, in train.csv's order: ``row`` (0-based; a
-  --train-samples subsample's rows in the run's order, each numbered by its row in train.csv),
+- ``oof.csv.gz``: one row per training image the run trained on, in train.csv's order
+  (MNIST's training set's with --source keras; after --train-samples, the subsample's
+  shuffled order): ``row`` (each image's 0-based row among those images),
   ``label``, and ``p0`` to ``p9``, the out-of-fold probabilities of the ensemble (each
   the mean of the fold models that never saw the image); when a search chose the members,
   last ``search_holdout``: 1 for the images it chose them on, 0 for the rest;

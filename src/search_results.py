@@ -22,7 +22,7 @@ from scipy.stats import ttest_rel
 from sklearn.metrics import log_loss
 
 from src.config import Config
-from src.csv_files import READ_ERRORS, csv_syntax_error, unreadable_error
+from src.csv_files import read_csv_checked
 from src.data import NUM_CLASSES
 from src.errors import DataError
 from src.model import (
@@ -322,18 +322,13 @@ def write_results(config: Config, tuner: kt.Tuner, rows: list[dict], summary: di
     write_atomically(folder / "trials.csv", trials_table(rows).to_csv(index=False))
 
 
-def read_trials(path: Path) -> pd.DataFrame:
-    """A search's trials.csv (trial ids as text); a file that is missing, not text, ragged
-    or empty is a DataError naming it, and the line where there is one."""
+def read_trials(path: Path, as_text: bool = False) -> pd.DataFrame:
+    """A search's trials.csv: trial ids as text and the rest as pandas infers it, or with
+    as_text every cell as text and every line a row (blank ones too, so that data row i
+    is line i + 2); anything unreadable is a DataError naming the file and line."""
     expected = "a trials.csv written by python -m src.tune"
     if not path.is_file():
         raise DataError(expected, "no such file", file=path, hint="run python -m src.tune first")
-    try:
-        return pd.read_csv(path, dtype={"trial_id": str})
-    except READ_ERRORS as error:
-        raise unreadable_error(path, error, []) from None
-    except pd.errors.ParserError as error:
-        header = pd.read_csv(path, nrows=0).columns
-        raise csv_syntax_error(path, error, len(header)) from None
-    except pd.errors.EmptyDataError:
-        raise DataError(expected, "an empty file", file=path, line=1) from None
+    options = (dict(dtype=str, na_filter=False, skip_blank_lines=False) if as_text
+               else dict(dtype={"trial_id": str}))
+    return read_csv_checked(path, None, expected, **options)

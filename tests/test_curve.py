@@ -197,6 +197,10 @@ def test_a_killed_curve_run_again_keeps_its_finished_points(tiny_kaggle_dir, tmp
     (["--curve", "ten"], "--curve: expected minutes > 0, such as 8 15 30, found 'ten'"),
     (["--curve", "nan"], "--curve: expected minutes > 0, such as 8 15 30, found 'nan'"),
     (["--curve", "8", "15", "8.0"], "--curve: expected each budget once, found '8.0' again"),
+    (["--recipe-epochs", "3"], "--recipe-epochs: expected --curve with --recipe-epochs, "
+                               "found no --curve"),
+    (["--keras-npz", "mnist.npz"], "--keras-npz: expected --source keras with --keras-npz, "
+                                   "found --source kaggle"),
     (["--curve", "--recipe-epochs", "0"], "--recipe-epochs: expected an integer >= 1, found 0"),
 ])
 def test_bad_curve_flags_are_one_line_exit_2(tmp_path, capsys, monkeypatch, flags, message):

@@ -58,6 +58,11 @@ def test_best_trial_of_each_configuration_best_first(tmp_path):
      "trials.csv:5: batch_norm: expected one of True, False, found 'maybe'"),
     (lambda f: f.assign(val_log_loss=f["val_log_loss"].astype(object).where(f.index != 4, "x")),
      "trials.csv:6: val_log_loss: expected a log-loss, found 'x'"),
+    # a float or an empty cell in a column of whole numbers: the line it is on
+    (lambda f: f.assign(filters_0=f["filters_0"].astype(object).where(f.index != 3, "48.5")),
+     "trials.csv:5: filters_0: expected one of 16, 32, 48, found 48.5"),
+    (lambda f: f.assign(conv_blocks=f["conv_blocks"].astype(object).where(f.index != 2, "")),
+     "trials.csv:4: conv_blocks: expected an integer from 2 to 3, found ''"),
 ])
 def test_a_damaged_trials_csv_names_line_and_column(tmp_path, damage, message):
     path = tmp_path / "trials.csv"
@@ -65,6 +70,22 @@ def test_a_damaged_trials_csv_names_line_and_column(tmp_path, damage, message):
     with pytest.raises(fidelity.DataError) as caught:
         fidelity.read_ranked_configs(path, tune.search_space_names())
     assert str(caught.value) == f"{tmp_path}/{message}"
+
+
+def test_line_numbers_count_blank_lines_and_a_shifted_row_is_refused(tmp_path):
+    path = tmp_path / "trials.csv"
+    lines = _ranked(6, default_at=0).to_csv(index=False).splitlines()
+    lines[4] = lines[4].replace(",32,", ",abc,", 1)  # data row 3's filters_0
+    path.write_text("\n".join([*lines[:2], "", *lines[2:]]) + "\n")  # a blank line 3
+    with pytest.raises(fidelity.DataError) as caught:
+        fidelity.read_ranked_configs(path, tune.search_space_names())
+    assert str(caught.value).startswith(f"{path}:6: filters_0: ")
+    # one value too many on the first row: pandas would read every row shifted
+    path.write_text("\n".join([lines[0], lines[1] + ",0", *lines[2:]]) + "\n")
+    with pytest.raises(fidelity.DataError) as caught:
+        fidelity.read_ranked_configs(path, tune.search_space_names())
+    width = len(lines[0].split(","))
+    assert str(caught.value) == f"{path}:2: expected {width} values, found {width + 1}"
 
 
 @pytest.mark.parametrize("text, message", [

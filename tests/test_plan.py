@@ -288,21 +288,30 @@ def test_a_rerun_with_other_jobs_plans_afresh(kaggle_dir_readonly, tmp_path, mon
 
 
 def test_a_search_after_a_run_plans_afresh(kaggle_dir_readonly, tmp_path, monkeypatch):
-    """submit, tune (which picks the default CNN, spending 270 s), submit: the second run's
-    plan names the search's rank1 and counts its seconds, not the first run's plan."""
+    """submit; tune picking the default CNN (rank1); submit; the same search's seconds of
+    this budget recorded; submit: each submit after a change gets a plan of its own, which
+    names the search's rank1 and counts its seconds."""
     _stand_in_speed(monkeypatch)
     digits = load_kaggle(kaggle_dir_readonly)
     config = Config(minutes=30, jobs=1, artifacts_dir=str(tmp_path))
+    best = tmp_path / "tune" / "best_hparams.json"
+
+    def submit_plan():
+        _, members, run = budget.plan_submit(digits, config, started=0.0, clock=Clock(10.0))
+        return [m.name for m in members], run
+
     with pytest.warns(UserWarning):  # no search yet: the default CNN
-        _, before, _ = budget.plan_submit(digits, config, started=0.0, clock=Clock(10.0))
-    (tmp_path / "tune").mkdir()
-    (tmp_path / "tune" / "best_hparams.json").write_text(json.dumps({
-        "ensemble": [{"rank": 1, "hparams": DEFAULT_HPARAMS, "val_accuracy": 0.99}],
-        "budget": {"minutes": 30, "spent_seconds": 270}}))
-    _, after, run = budget.plan_submit(digits, config, started=0.0, clock=Clock(10.0))
-    assert [m.name for m in before] == ["default"] and [m.name for m in after] == ["rank1"]
-    assert not run.reused and run.plan.search_seconds == 270
-    assert len(list((tmp_path / "plans").glob("submit-*.json"))) == 2
+        assert submit_plan()[0] == ["default"]
+    best.parent.mkdir()
+    search = {"ensemble": [{"rank": 1, "hparams": DEFAULT_HPARAMS, "val_accuracy": 0.99}]}
+    best.write_text(json.dumps(search))  # the same network, named rank1; no budget spent
+    names, run = submit_plan()
+    assert names == ["rank1"] and not run.reused and run.plan.search_seconds == 0
+    best.write_text(json.dumps({**search, "budget": {"minutes": 30, "spent_seconds": 270}}))
+    names, run = submit_plan()
+    assert names == ["rank1"] and not run.reused and run.plan.search_seconds == 270
+    assert submit_plan()[1].reused  # and the same again reuses it
+    assert len(list((tmp_path / "plans").glob("submit-*.json"))) == 3
 
 
 def _fold_jobs(planned: plan.Plan) -> list[ensemble.FoldJob]:

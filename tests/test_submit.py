@@ -237,7 +237,13 @@ def test_killed_parallel_run_leaves_no_worker_and_resumes(kaggle_dir_readonly, t
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert f"trained {3 - len(finished)}, reused {len(finished)}" in rerun.stdout
     assert not stale.exists() and live.exists()
-    assert len(_run_dirs(tmp_path)) == 1
+    [run_dir] = _run_dirs(tmp_path)
+    # A --train-samples run's OOF rows name each image's row in train.csv.
+    oof = pd.read_csv(run_dir / "oof.csv.gz")
+    labels = pd.read_csv(kaggle_dir_readonly / "train.csv", usecols=["label"])["label"]
+    assert len(oof) == 300 and oof["row"].nunique() == 300
+    assert (labels.to_numpy()[oof["row"]] == oof["label"].to_numpy()).all()
+    assert oof["row"].tolist() != list(range(300))
 
 
 @pytest.mark.slow
