@@ -50,7 +50,8 @@ class Digits:
     train_path: str = ""
     test_path: str = ""
     # Each training image's 0-based row among the labelled images (train.csv's data rows),
-    # set where a --train-samples subsample keeps some of them; None: all, in file order.
+    # as load_fold_digits keeps them (a --train-samples subsample: some, shuffled);
+    # None: all, in file order.
     train_rows: np.ndarray | None = None
 
 
@@ -235,10 +236,7 @@ def load_fold_digits(config: Config) -> Digits:
     """load_digits(config) with its training images cut to --train-samples and checked to
     fill config.folds stratified folds: what k-fold training (submit, fidelity) trains on."""
     digits = load_digits(config)
-    labelled = len(digits.y_train)
-    digits.x_train, digits.y_train, rows = plan_training_images(
+    digits.x_train, digits.y_train, digits.train_rows = plan_training_images(
         digits, config.train_samples, config.seed, needed=config.folds,
         purpose=f"{config.folds} stratified folds (--folds)", size_flag="--train-samples")
-    if len(rows) < labelled:
-        digits.train_rows = rows
     return digits
