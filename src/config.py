@@ -158,10 +158,13 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser(prog: str, description: str, download: bool = True) -> argparse.ArgumentParser:
+def build_parser(prog: str, description: str, download: bool = True,
+                 submissions: bool = True) -> argparse.ArgumentParser:
     """The parser every stage shares: data source, data dir, profile, seed, outputs, overrides.
 
     download: offer --download, for the commands that fetch the data (tune, submit).
+    submissions: offer --submissions-dir, for the commands that write or read run folders
+    (and tune, which shares submit's command line); fidelity writes none.
     """
     parser = OneLineParser(prog=prog, description=description)
     add_data_arguments(parser, download)
@@ -175,8 +178,9 @@ def build_parser(prog: str, description: str, download: bool = True) -> argparse
                      "accuracy, README), float32 elsewhere (default: auto)")
     run.add_argument("--artifacts-dir",
                      help="where the search and the trained fold models live (default: artifacts)")
-    run.add_argument("--submissions-dir",
-                     help="where run folders are written (default: submissions)")
+    if submissions:
+        run.add_argument("--submissions-dir",
+                         help="where run folders are written (default: submissions)")
     return parser
 
 

@@ -143,7 +143,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config]:
     """The command line of python -m src.fidelity."""
     parser = build_parser("python -m src.fidelity", "Train configurations the search scored, "
                           "in full, and compare their out-of-fold accuracy with the search's "
-                          "ranking (Spearman).", download=False)
+                          "ranking (Spearman).", download=False, submissions=False)
     group = parser.add_argument_group("fidelity")
     group.add_argument("--configs", type=int, default=6, metavar="N",
                        help="configurations to train: the default CNN and the search's top "

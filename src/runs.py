@@ -59,13 +59,15 @@ def read_run(run_dir: Path) -> dict | None:
     path = run_dir / "metrics.json"
     try:
         metrics = json.loads(path.read_text(encoding="utf-8"))
-        ensemble, info = metrics["ensemble"], metrics["run_info"]
         kaggle = metrics.get("kaggle") or {}
         return {"run": run_dir.name, "date": run_date(run_dir).strftime("%Y-%m-%d %H:%M"),
-                "profile": info.get("plan") or info["profile"],
-                "minutes": round(metrics["timings"]["total"] / 60, 2),
-                "members": "+".join(metrics["models"]), "oof": float(ensemble["accuracy"]),
-                "oof_low": float(ensemble["ci95_low"]), "oof_high": float(ensemble["ci95_high"]),
+                "profile": (_field(metrics, "run_info").get("plan")
+                            or _field(metrics, "run_info.profile")),
+                "minutes": round(_field(metrics, "timings.total") / 60, 2),
+                "members": "+".join(_field(metrics, "models")),
+                "oof": float(_field(metrics, "ensemble.accuracy")),
+                "oof_low": float(_field(metrics, "ensemble.ci95_low")),
+                "oof_high": float(_field(metrics, "ensemble.ci95_high")),
                 "public_score": kaggle.get("public_score"), "status": kaggle.get("status", ""),
                 "message": kaggle.get("message", "")}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
@@ -78,6 +80,17 @@ def read_run(run_dir: Path) -> dict | None:
         warnings.warn(f"{path}: expected a run's metrics.json, found {found}; skipped",
                       stacklevel=2)
         return None
+
+
+def _field(metrics: dict, dotted: str) -> object:
+    """metrics["a"]["b"] for "a.b"; a missing key anywhere on the way is KeyError("a.b"), so
+    the warning names the whole path."""
+    value: object = metrics
+    for key in dotted.split("."):
+        if not isinstance(value, dict) or key not in value:
+            raise KeyError(dotted)
+        value = value[key]
+    return value
 
 
 def ledger(submissions_dir: Path) -> pd.DataFrame:

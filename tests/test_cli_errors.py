@@ -54,3 +54,12 @@ def test_only_the_commands_that_fetch_data_offer_download(cli, capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: unrecognized arguments: --download") and err.count("\n") == 1
+
+
+def test_fidelity_refuses_submissions_dir_it_would_not_use(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        fidelity.main(["--submissions-dir", "elsewhere"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unrecognized arguments: --submissions-dir")
+    assert err.count("\n") == 1

@@ -115,6 +115,10 @@ def test_a_plan_in_the_metrics_shows_instead_of_the_profile(submissions):
     ("{not json", "JSONDecodeError: Expecting property name enclosed in double quotes: "
                   "line 1 column 2 (char 1)"),
     (json.dumps({"ensemble": {"accuracy": 0.99}}), "no key 'run_info'"),
+    (json.dumps({"run_info": {"profile": "quick"}, "timings": {}, "models": ["default"],
+                 "ensemble": {"accuracy": 0.99}}), "no key 'timings.total'"),
+    (json.dumps({"run_info": {"profile": "quick"}, "timings": {"total": 60}, "models": [],
+                 "ensemble": 0.99}), "no key 'ensemble.accuracy'"),
     (None, "no such file"),
 ])
 def test_a_damaged_run_is_one_warning_and_skipped(submissions, capsys, damage, found):
