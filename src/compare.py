@@ -22,7 +22,7 @@ import numpy as np
 from scipy.stats import binomtest, norm
 
 from src.config import Config, OneLineParser, add_data_arguments, run_cli
-from src.data import load_digits
+from src.data import load_train_labels
 from src.probabilities import any_search_holdout, read_oof
 from src.run_folders import distinct_folders
 
@@ -105,9 +105,8 @@ def _parse_args(argv: Sequence[str] | None):
 def main(argv: Sequence[str] | None = None) -> int:
     """Print both runs' OOF accuracy, the images that tell them apart and the verdict."""
     args, (folder_a, folder_b) = _parse_args(argv)
-    digits = load_digits(Config(source=args.source or "kaggle", data_dir=args.data_dir,
-                                keras_npz=args.keras_npz))
-    y = digits.y_train
+    y = load_train_labels(Config(source=args.source or "kaggle", data_dir=args.data_dir,
+                                 keras_npz=args.keras_npz))
     (probs_a, held_a), (probs_b, held_b) = read_oof(folder_a, y), read_oof(folder_b, y)
     right_a, right_b = probs_a.argmax(axis=1) == y, probs_b.argmax(axis=1) == y
     print(f"run A: {folder_a}\nrun B: {folder_b}")

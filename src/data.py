@@ -176,6 +176,17 @@ def load_digits(config: Config) -> Digits:
     return load_kaggle(config.data_dir)
 
 
+def load_train_labels(config: Config) -> np.ndarray:
+    """The labelled images' labels alone (train.csv's, validated, or MNIST's y_train), for a
+    command that scores saved predictions (compare): test.csv is neither read nor needed."""
+    check_keras_npz(config)
+    if config.source == "keras":
+        return load_keras_mnist(config.keras_npz).y_train
+    train_path = find_csv(find_data_dir(config.data_dir), "train")
+    _, labels = read_digits_csv(train_path, with_labels=True)
+    return labels
+
+
 def subsample_rows(y: np.ndarray, size: int, seed: int) -> np.ndarray:
     """The row numbers of a stratified subset of ``size`` images (every row when size is 0
     or too large: a stratified split leaves at least one image of each digit out)."""

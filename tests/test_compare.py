@@ -88,6 +88,16 @@ def test_compare_prints_both_runs_and_the_verdict(kaggle_dir_readonly, tmp_path,
     assert "without the" not in out  # neither run came from a search
 
 
+def test_compare_needs_only_train_csv(kaggle_dir_readonly, tmp_path, capsys):
+    only_train = tmp_path / "data"
+    only_train.mkdir()
+    (only_train / "train.csv").write_bytes((kaggle_dir_readonly / "train.csv").read_bytes())
+    first = _run(only_train, tmp_path / "a", "run-a", range(0, 3))
+    second = _run(only_train, tmp_path / "b", "run-b", range(0, 5))
+    assert run_cli(compare.main, [str(first), str(second), "--data-dir", str(only_train)]) == 0
+    assert "only run A right on 2, only run B right on 0" in capsys.readouterr().out
+
+
 def test_compare_also_leaves_out_the_images_a_search_chose_on(kaggle_dir_readonly, tmp_path,
                                                             capsys):
     total = len(pd.read_csv(kaggle_dir_readonly / "train.csv", usecols=["label"]))

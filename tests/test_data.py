@@ -7,6 +7,7 @@ import shutil
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from src import data
@@ -214,6 +215,19 @@ def test_keras_npz_without_source_keras_is_refused(mnist_npz):
     assert str(caught.value) == ("--keras-npz: expected --source keras with --keras-npz, "
                                  "found --source kaggle")
     assert data.load_digits(Config(source="keras", keras_npz=str(mnist_npz))).source == "keras"
+
+
+def test_train_labels_alone_from_either_source(kaggle_dir, mnist_npz):
+    from src.config import Config
+
+    (kaggle_dir / "test.csv").unlink()  # scoring saved predictions needs no test images
+    labels = data.load_train_labels(Config(data_dir=str(kaggle_dir)))
+    assert labels.dtype == np.int64 and labels.tolist() == pd.read_csv(
+        kaggle_dir / "train.csv", usecols=["label"])["label"].tolist()
+    keras_labels = data.load_train_labels(Config(source="keras", keras_npz=str(mnist_npz)))
+    assert keras_labels.tolist() == data.load_keras_mnist(mnist_npz).y_train.tolist()
+    with pytest.raises(DataError, match="--keras-npz: expected --source keras"):
+        data.load_train_labels(Config(keras_npz=str(mnist_npz)))
 
 
 def test_keras_download_path_uses_keras_datasets(mnist_npz, monkeypatch):
