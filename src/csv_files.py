@@ -1,12 +1,14 @@
 """The competition's CSV files: their columns, and reading them with one-line errors.
 
 read_digits_csv turns a train.csv or test.csv (or .csv.gz) into uint8 images and
-labels. The fast path is one pandas pass into int16; only a file it refuses is read
-again, slowly, to name the first bad line and column in a DataError.
+labels. The fast path is pandas' C parser straight into int16, a chunk of rows at a
+time; only the rows from a chunk it refuses on are read again, slowly and a chunk at a
+time, to name the first bad line and column in a DataError.
 """
 
 from __future__ import annotations
 
+import csv
 import gzip
 import re
 import zlib
@@ -23,6 +25,11 @@ NUM_CLASSES = 10
 PIXEL_COLUMNS = [f"pixel{i}" for i in range(NUM_PIXELS)]
 TRAIN_COLUMNS = ["label", *PIXEL_COLUMNS]
 
+
+# Rows a pass parses at once: a bad row is read again slowly from its chunk on, in chunks
+# (the whole of train.csv as text took 2.7 GB), and chunks of this size parse as fast as
+# one pass.
+CHUNK_ROWS = 4096
 
 # What reading a file can raise before any of its values is seen: bytes that are not
 # UTF-8, a .gz that is not gzip or is cut short, a disk that fails.
@@ -117,71 +124,106 @@ def _describe(value: object) -> str:
     return "an empty cell" if text.strip() == "" else repr(text)
 
 
-def _first_bad_cell(frame: pd.DataFrame, low: int, high: int) -> tuple[int, int, object] | None:
-    """(row, column position, value) of the first cell, in file order, not an integer low..high."""
-    first: tuple[int, int, object] | None = None
-    for position, name in enumerate(frame.columns):
-        column = frame[name]
-        if pd.api.types.is_integer_dtype(column.dtype):
-            bad = (column < low) | (column > high)
+def _first_bad_row(column: pd.Series, low: int, high: int) -> int | None:
+    """The position of the column's first cell that is not an integer low..high, or None."""
+    if pd.api.types.is_integer_dtype(column.dtype):
+        bad = (column < low) | (column > high)
+    else:
+        numbers = pd.to_numeric(column, errors="coerce")
+        if pd.api.types.is_float_dtype(column.dtype):
+            whole = numbers.mod(1) == 0
         else:
-            numbers = pd.to_numeric(column, errors="coerce")
-            if pd.api.types.is_float_dtype(column.dtype):
-                whole = numbers.mod(1) == 0
-            else:
-                whole = column.astype(str).map(_is_whole_number)
-            bad = numbers.isna() | ~whole | (numbers < low) | (numbers > high)
-        if bad.any():
-            row = int(np.argmax(bad.to_numpy()))
-            if first is None or row < first[0]:
-                first = (row, position, column.iloc[row])
+            whole = column.astype(str).map(_is_whole_number)
+        bad = numbers.isna() | ~whole | (numbers < low) | (numbers > high)
+    return int(np.argmax(bad.to_numpy())) if bad.any() else None
+
+
+def _first_bad_cell(frame: pd.DataFrame, columns: list[str]) -> tuple[int, int, int, int] | None:
+    """(row, column position, low, high) of the frame's first cell, in file order, that is
+    not an integer in its column's range (label 0..9, pixels 0..255), or None."""
+    first = None
+    for position, name in enumerate(columns):
+        low, high = (0, NUM_CLASSES - 1) if name == "label" else (0, 255)
+        # by position: the header check allows spaces and quotes that pandas keeps in names
+        row = _first_bad_row(frame.iloc[:, position], low, high)
+        if row is not None and (first is None or row < first[0]):
+            first = (row, position, low, high)
     return first
 
 
-def _read_slowly(path: Path, columns: list[str]) -> pd.DataFrame:
-    """Read a file the fast parse refused: return it as integers if it is fine after all
-    (blank lines at its end), else raise DataError at the first bad line and column."""
-    try:
-        frame = pd.read_csv(path, na_filter=False, skip_blank_lines=False, encoding="utf-8-sig",
-                            low_memory=False)
-    except pd.errors.ParserError as error:
-        raise csv_syntax_error(path, error, len(columns)) from None
-    frame = _drop_trailing_blank_rows(_without_inferred_index(frame, path))
-    limits = {"label": (0, NUM_CLASSES - 1)}
-    first = None
-    for position, name in enumerate(columns):
-        low, high = limits.get(name, (0, 255))
-        # by position: the header check allows spaces and quotes that pandas keeps in names
-        found = _first_bad_cell(frame.iloc[:, [position]], low, high)
-        if found is not None and (first is None or found[0] < first[0]):
-            first = (found[0], position, found[2], low, high)
-    if first is None:
-        return frame.astype(np.int16)
-    row, position, value, low, high = first
-    line = row + 2
+def _blank_rows(frame: pd.DataFrame) -> pd.Series:
+    """True for each row of a blank line (every cell empty or spaces)."""
+    return frame.astype(str).apply(lambda column: column.str.strip() == "").all(axis=1)
+
+
+def _read_slowly(path: Path, columns: list[str], skip_rows: int) -> np.ndarray:
+    """Read the rows of a file the fast parse refused, from data row skip_rows on (the rows
+    before it parsed), a chunk at a time so that memory stays small: return them as int16
+    values if they are fine after all (blank lines at the file's end are dropped), else
+    raise DataError at the first bad line and column."""
+    skipped_lines = 1 + skip_rows  # the header and the rows already read
+    _check_first_row(path, skipped_lines + 1, columns)
+    kept = [np.empty((0, len(columns)), np.int16)]
+    blank_from = None  # the first line of blank rows that may run to the file's end
+    with _open_text(path) as handle:
+        for _ in range(skipped_lines):
+            handle.readline()
+        try:
+            with pd.read_csv(handle, header=None, names=columns, na_filter=False,
+                             skip_blank_lines=False, low_memory=False,
+                             chunksize=CHUNK_ROWS) as reader:
+                for chunk in reader:
+                    blank = _blank_rows(chunk)
+                    if blank_from is not None:
+                        if not blank.all():  # digits after a blank line
+                            raise DataError(f"{len(columns)} values", "a blank line",
+                                            file=path, line=blank_from)
+                        continue
+                    found = _first_bad_cell(chunk, columns)
+                    if found is None:
+                        kept.append(chunk.to_numpy(np.int16))
+                        continue
+                    row, position, low, high = found
+                    line = skipped_lines + 1 + int(chunk.index[0]) + row
+                    if not blank.iloc[row:].all():
+                        raise _bad_cell_error(path, columns, line, position,
+                                              chunk.iloc[row, position], (low, high))
+                    blank_from = line
+                    kept.append(chunk.iloc[:row].to_numpy(np.int16))
+        except pd.errors.ParserError as error:
+            raise csv_syntax_error(path, error, len(columns), skipped_lines) from None
+    return np.concatenate(kept)
+
+
+def _bad_cell_error(path: Path, columns: list[str], line: int, position: int, value: object,
+                    limits: tuple[int, int]) -> DataError:
+    """The DataError for a bad cell: a blank line, a row of the wrong length, or a value
+    that is not an integer in the column's range."""
     text = _read_line(path, line)
     if text.strip() == "":
-        raise DataError(f"{len(columns)} values", "a blank line", file=path, line=line)
+        return DataError(f"{len(columns)} values", "a blank line", file=path, line=line)
     fields = text.count(",") + 1
     if fields != len(columns):
-        raise DataError(f"{len(columns)} values", str(fields), file=path, line=line)
-    raise DataError(f"an integer {low}..{high}", _describe(value), file=path, line=line,
-                    column=columns[position])
+        return DataError(f"{len(columns)} values", str(fields), file=path, line=line)
+    return DataError(f"an integer {limits[0]}..{limits[1]}", _describe(value), file=path,
+                     line=line, column=columns[position])
 
 
-def csv_syntax_error(path: Path, error: Exception, expected_fields: int | None) -> DataError:
+def csv_syntax_error(path: Path, error: Exception, expected_fields: int | None,
+                     line_offset: int = 0) -> DataError:
     """The DataError for pandas' ParserError: a row of the wrong length (expected_fields
-    None: as many as the rows before it), or an open quote."""
+    None: as many as the rows before it), or an open quote. line_offset: the lines read
+    before pandas was handed the file (its line numbers start after them)."""
     message = str(error).strip()
     ragged = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message)
     if ragged is not None:
         fields = ragged.group(1) if expected_fields is None else expected_fields
         return DataError(f"{fields} values", ragged.group(3), file=path,
-                         line=int(ragged.group(2)))
+                         line=int(ragged.group(2)) + line_offset)
     open_quote = re.search(r"EOF inside string starting at row (\d+)", message)
     if open_quote is not None:  # pandas counts rows from 0, the header included
         return DataError("a closing quote", "the end of the file", file=path,
-                         line=int(open_quote.group(1)) + 1)
+                         line=int(open_quote.group(1)) + 1 + line_offset)
     return DataError("a well-formed CSV", " ".join(message.split()), file=path)
 
 
@@ -221,13 +263,13 @@ def _without_inferred_index(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     return frame
 
 
-def _drop_trailing_blank_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """Blank lines at the very end of a file are harmless; drop their empty rows."""
-    blank = frame.astype(str).apply(lambda column: column.str.strip() == "").all(axis=1)
-    keep = len(frame)
-    while keep > 0 and blank.iloc[keep - 1]:
-        keep -= 1
-    return frame.iloc[:keep]
+def _check_first_row(path: Path, line: int, columns: list[str]) -> None:
+    """DataError when the row on line, the first a parse is handed, has more values than
+    the header: pandas would take its first ones as every row's index and read them all
+    shifted (a file whose rows all end in an extra value would load wrong)."""
+    fields = next(csv.reader([_read_line(path, line)]), [])
+    if len(fields) > len(columns):
+        raise DataError(f"{len(columns)} values", str(len(fields)), file=path, line=line)
 
 
 def read_digits_csv(path: str | Path, with_labels: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -237,12 +279,11 @@ def read_digits_csv(path: str | Path, with_labels: bool) -> tuple[np.ndarray, np
         raise DataError("a CSV file", "no such file", file=path)
     columns = TRAIN_COLUMNS if with_labels else PIXEL_COLUMNS
     try:
-        frame = _read_frame(path, columns)
+        values = _read_values(path, columns)
     except READ_ERRORS as error:
         raise unreadable_error(path, error, columns) from None
-    if len(frame) == 0:
+    if len(values) == 0:
         raise DataError("at least one row of digits", "only the header", file=path, line=2)
-    values = frame.to_numpy()
     pixels = values[:, 1:] if with_labels else values
     bad = _first_out_of_range(pixels, 0, 255)
     if bad is not None:
@@ -260,18 +301,25 @@ def read_digits_csv(path: str | Path, with_labels: bool) -> tuple[np.ndarray, np
     return images, labels
 
 
-def _read_frame(path: Path, columns: list[str]) -> pd.DataFrame:
-    """The file's header checked and its rows as integers; DataError for any bad value."""
+def _read_values(path: Path, columns: list[str]) -> np.ndarray:
+    """The file's header checked and its rows as int16 values, one column a header column;
+    DataError for any bad value."""
     _check_header(path, columns)
+    _check_first_row(path, 2, columns)
+    chunks = [np.empty((0, len(columns)), np.int16)]
     try:
-        # The fast path: one C-parser pass straight into int16, no NaN handling.
-        frame = pd.read_csv(path, dtype=np.int16, na_filter=False, skip_blank_lines=False,
-                            encoding="utf-8-sig")
+        # The fast path: C-parser passes straight into int16, no NaN handling, a chunk at
+        # a time, so that only the rows from a bad row's chunk on are read again slowly.
+        with pd.read_csv(path, dtype=np.int16, na_filter=False, skip_blank_lines=False,
+                         encoding="utf-8-sig", chunksize=CHUNK_ROWS) as reader:
+            for chunk in reader:
+                chunks.append(chunk.to_numpy())
     except UnicodeDecodeError:  # a ValueError too, but no slower parse can read it
         raise
     except (ValueError, OverflowError, pd.errors.ParserError):
-        return _read_slowly(path, columns)
-    return _without_inferred_index(frame, path)
+        skip_rows = sum(len(chunk) for chunk in chunks)
+        chunks.append(_read_slowly(path, columns, skip_rows))
+    return np.concatenate(chunks)
 
 
 def _first_out_of_range(values: np.ndarray, low: int, high: int) -> tuple[int, int] | None:

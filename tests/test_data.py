@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src import data
+from src import csv_files, data
 from src.errors import DataError
 
 
@@ -46,9 +46,20 @@ def test_gzipped_csvs_load_the_same(kaggle_dir, tmp_path):
     np.testing.assert_array_equal(plain.x_test, zipped.x_test)
 
 
+@pytest.fixture(params=[None, 500], ids=["one_chunk", "chunks_of_500_rows"])
+def chunk_rows(request, monkeypatch):
+    """The rows a parse reads at once: the package's (more than the fixture's 1,497), or
+    500, so that the damage deep in the file, or at a chunk's end, falls in a later chunk
+    than the first."""
+    if request.param is not None:
+        monkeypatch.setattr(csv_files, "CHUNK_ROWS", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("variant", ["crlf", "bom", "no_final_newline", "trailing_blank_lines",
+                                     "many_trailing_blank_lines",
                                      "spaced_quoted_header_and_trailing_blank_lines"])
-def test_harmless_variants_load_normally(kaggle_dir, variant):
+def test_harmless_variants_load_normally(kaggle_dir, variant, chunk_rows):
     expected = data.load_kaggle(kaggle_dir)
     path = kaggle_dir / "train.csv"
     lines = _lines(path)
@@ -60,6 +71,8 @@ def test_harmless_variants_load_normally(kaggle_dir, variant):
         _write_lines(path, lines, final_newline=False)
     elif variant == "trailing_blank_lines":
         _write_lines(path, lines + ["", ""])
+    elif variant == "many_trailing_blank_lines":  # rows 1,497-1,505: across chunks of 500
+        _write_lines(path, lines + ["", " ", ""] * 3)
     else:  # the header check strips spaces and quotes; the slower parse must too
         header = ", ".join(f'"{name}"' for name in lines[0].split(","))
         _write_lines(path, [header, *lines[1:], "", ""])
@@ -148,6 +161,17 @@ def _break_train(path, case):
     if case == "blank_line_inside":
         _write_lines(path, lines[:4] + [""] + lines[4:])
         return "train.csv:5: expected 785 values, found a blank line"
+    if case == "blank_lines_then_digits":  # rows 498-499: the blank lines end a chunk of 500
+        _write_lines(path, lines[:499] + ["", ""] + lines[499:])
+        return "train.csv:500: expected 785 values, found a blank line"
+    if case == "bad_cell_deep":
+        _set_cell(lines, len(lines) - 2, 3, "x")
+        _write_lines(path, lines)
+        return f"train.csv:{len(lines) - 2}: pixel2: expected an integer 0..255, found 'x'"
+    if case == "ragged_long_row_deep":
+        lines[-3] += ",0"
+        _write_lines(path, lines)
+        return f"train.csv:{len(lines) - 2}: expected 785 values, found 786"
     raise AssertionError(case)
 
 
@@ -155,12 +179,13 @@ TRAIN_CASES = [
     "empty_file", "header_only", "missing_column", "misnamed_column", "duplicated_column",
     "non_numeric", "blank_cell", "nan_cell", "pixel_256", "pixel_minus_1", "fractional_pixel",
     "label_10", "label_minus_1", "ragged_long_row", "every_row_one_longer", "first_row_one_longer",
-    "ragged_short_row", "blank_line_inside", "spaced_header_and_bad_cell",
+    "ragged_short_row", "blank_line_inside", "blank_lines_then_digits", "bad_cell_deep",
+    "ragged_long_row_deep", "spaced_header_and_bad_cell",
 ]
 
 
 @pytest.mark.parametrize("case", TRAIN_CASES)
-def test_bad_train_csv_names_file_line_and_column(kaggle_dir, case):
+def test_bad_train_csv_names_file_line_and_column(kaggle_dir, case, chunk_rows):
     expected = _break_train(kaggle_dir / "train.csv", case)
     with pytest.raises(DataError) as caught:
         data.load_kaggle(kaggle_dir)
