@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import re
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -192,3 +193,30 @@ def test_any_bytes_load_or_raise_one_line_data_error(small_files, target, choice
         message = str(error)
         assert message.startswith(f"{path}") and message.isprintable(), message
         assert "expected " in message and ", found " in message, message
+
+
+def _outcome(target, path):
+    """What reading the file gave: its values, or that it raised DataError."""
+    try:
+        images, labels = csv_files.read_digits_csv(path, with_labels=target == "train")
+    except DataError:
+        return "DataError"
+    return images.tobytes(), None if labels is None else labels.tolist()
+
+
+@pytest.mark.parametrize("target", ["train", "test"])
+@REPRODUCIBLE
+@given(choice=st.data())
+def test_a_parse_in_chunks_loads_what_one_pass_does(small_files, target, choice):
+    """Any bytes, read 2 rows at a time (the damage in a later chunk, or across two) and in
+    one pass: the same values, or a DataError both times. (The lines may differ: within a
+    chunk, pandas names a ragged row before a bad cell earlier in the chunk.)"""
+    originals, folder = small_files
+    suffix, content = choice.draw(damaged_files(originals[target]), label="file")
+    path = folder / f"chunked-{target}{suffix}"
+    path.write_bytes(content)
+    outcomes = []
+    for rows in (csv_files.CHUNK_ROWS, 2):
+        with mock.patch.object(csv_files, "CHUNK_ROWS", rows):
+            outcomes.append(_outcome(target, path))
+    assert outcomes[0] == outcomes[1]
