@@ -45,6 +45,7 @@ from src.config import (
     Config,
     add_override,
     build_parser,
+    check_integer,
     config_from_args,
     run_cli,
 )
@@ -61,6 +62,7 @@ from src.util import format_duration
 
 # Images per timed row; a GPU needs more of them for a stable figure.
 BENCH_IMAGES = {"smoke": 256, "quick": 8192, "full": 32768}
+MAX_BENCH_IMAGES = 1_000_000
 
 
 # ---------------------------------------------------------------- output
@@ -150,8 +152,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config]:
                        "its author's number")
     args = parser.parse_args(argv)
     config = config_from_args(args)
-    if args.bench_images is not None and args.bench_images < 1:
-        raise DataError("an integer >= 1", str(args.bench_images), column="--bench-images")
+    if args.bench_images is not None:  # a million images: 0.8 GB, 3 GB as float32
+        check_integer("--bench-images", args.bench_images, 1, MAX_BENCH_IMAGES)
     check_keras_npz(config)  # before any timing, not in the runs it starts
     if args.recipe_epochs is not None and args.curve is None:  # else ignored without a word
         raise DataError("--curve with --recipe-epochs", "no --curve", column="--recipe-epochs")

@@ -23,6 +23,12 @@ TUNERS = ("hyperband", "bayesian", "random")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 
+# The largest value an integer flag takes: seeds plus fold or trial numbers stay within
+# NumPy's 2**32 - 1, and counts within what TensorFlow's int32 shapes and steps hold.
+MAX_INTEGER = 2**31 - 1
+MAX_MINUTES = 525_600  # a year: a budget's seconds stay finite and printable
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything a run needs to know; built from a profile plus flag overrides."""
@@ -84,18 +90,19 @@ class Config:
                             column="--download")
         for name in ("max_trials", "tune_epochs", "top_k", "repeats", "epochs", "batch_size",
                      "pseudo_epochs"):
-            _check_at_least(name, getattr(self, name), 1)
+            check_integer(_flag(name), getattr(self, name), 1)
         for name in ("tune_samples", "train_samples", "seed", "jobs"):
-            _check_at_least(name, getattr(self, name), 0)
-        _check_at_least("folds", self.folds, 2)
-        if not (math.isfinite(self.trial_seconds) and self.trial_seconds >= 0):
-            raise DataError("a number of seconds >= 0 (0: off)", str(self.trial_seconds),
-                            column="--trial-seconds")
+            check_integer(_flag(name), getattr(self, name), 0)
+        check_integer(_flag("folds"), self.folds, 2)
+        if not (0 <= self.trial_seconds <= MAX_MINUTES * 60):
+            raise DataError(f"a number of seconds 0..{MAX_MINUTES * 60} (0: off)",
+                            str(self.trial_seconds), column="--trial-seconds")
         if self.trial_seconds and self.tuner == "hyperband":
             raise DataError("--tuner bayesian or random (Hyperband's rungs count epochs)",
                             "--tuner hyperband", column="--trial-seconds")
-        if not math.isfinite(self.minutes):
-            raise DataError("a number of minutes", str(self.minutes), column="--minutes")
+        if not (math.isfinite(self.minutes) and self.minutes <= MAX_MINUTES):
+            raise DataError(f"a number of minutes up to {MAX_MINUTES} (a year)",
+                            str(self.minutes), column="--minutes")
         if not 0 <= self.pseudo_threshold < 1:
             raise DataError("a confidence 0 <= p < 1 (0: off)", str(self.pseudo_threshold),
                             column="--pseudo-threshold")
@@ -111,9 +118,10 @@ def _check_choice(flag: str, value: str, choices: Sequence[str]) -> None:
         raise DataError(f"one of {', '.join(choices)}", repr(value), column=flag)
 
 
-def _check_at_least(name: str, value: int, minimum: int) -> None:
-    if value < minimum:
-        raise DataError(f"an integer >= {minimum}", str(value), column=_flag(name))
+def check_integer(flag: str, value: int, minimum: int, maximum: int = MAX_INTEGER) -> None:
+    """DataError naming the flag unless minimum <= value <= maximum."""
+    if not minimum <= value <= maximum:
+        raise DataError(f"an integer {minimum}..{maximum}", str(value), column=flag)
 
 
 # Figures behind the quick and full choices are in the README's benchmark section.

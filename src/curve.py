@@ -36,7 +36,7 @@ import numpy as np
 from keras import layers
 
 from src import bench_runs, figures
-from src.config import Config
+from src.config import MAX_MINUTES, Config, check_integer
 from src.data import IMAGE_SHAPE, NUM_CLASSES, Digits, data_fingerprint, load_digits
 from src.ensemble import fold_splits
 from src.errors import DataError
@@ -249,15 +249,16 @@ def recipe_point(recipe: Recipe, digits: Digits, seed: int, epochs: int | None,
 
 def parse_budgets(values: Sequence[str]) -> list[float]:
     """--curve's minutes as numbers (DEFAULT_BUDGETS when none); DataError unless each is a
-    finite number above 0."""
+    number above 0 and at most MAX_MINUTES."""
     budgets = []
     for text in values:
         try:
             minutes = float(text)
         except ValueError:
             minutes = math.nan
-        if not (math.isfinite(minutes) and minutes > 0):
-            raise DataError("minutes > 0, such as 8 15 30", repr(text), column="--curve")
+        if not 0 < minutes <= MAX_MINUTES:  # NaN fails both
+            raise DataError(f"minutes > 0 up to {MAX_MINUTES}, such as 8 15 30", repr(text),
+                            column="--curve")
         if minutes in budgets:  # it would train the same plan twice
             raise DataError("each budget once", f"{text!r} again", column="--curve")
         budgets.append(minutes)
@@ -265,9 +266,9 @@ def parse_budgets(values: Sequence[str]) -> list[float]:
 
 
 def check_recipe_epochs(epochs: int | None) -> None:
-    """DataError unless --recipe-epochs is absent or at least 1."""
-    if epochs is not None and epochs < 1:
-        raise DataError("an integer >= 1", str(epochs), column="--recipe-epochs")
+    """DataError unless --recipe-epochs is absent or an integer 1..MAX_INTEGER."""
+    if epochs is not None:
+        check_integer("--recipe-epochs", epochs, 1)
 
 
 def new_folder(path: Path) -> Path:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import platform
 import shlex
 import sys
@@ -24,6 +23,7 @@ import pandas as pd
 
 from src import kaggle_api
 from src.config import (
+    MAX_MINUTES,
     Config,
     add_minutes,
     add_override,
@@ -139,8 +139,8 @@ def _parse_args(argv: Sequence[str] | None):
                         metavar="N", help="after --upload, wait at most N minutes for the "
                         f"public score (default: {kaggle_api.WAIT_MINUTES:g})")
     args = parser.parse_args(argv)
-    if not (math.isfinite(args.wait_minutes) and args.wait_minutes >= 0):
-        raise DataError("a finite number of minutes >= 0", f"{args.wait_minutes:g}",
+    if not 0 <= args.wait_minutes <= MAX_MINUTES:  # NaN fails both
+        raise DataError(f"a number of minutes 0..{MAX_MINUTES}", f"{args.wait_minutes:g}",
                         column="--wait-minutes")
     return args, config_from_args(args)
 

@@ -10,8 +10,10 @@ from src.errors import DataError
 
 def _parse(argv):
     parser = config.build_parser("prog", "test")
-    for name in ("epochs", "folds", "max_trials", "tta", "jobs"):
+    for name in ("epochs", "folds", "max_trials", "tta", "jobs", "batch_size", "tuner",
+                 "trial_seconds"):
         config.add_override(parser, name, "test")
+    config.add_minutes(parser)
     return config.config_from_args(parser.parse_args(argv))
 
 
@@ -26,10 +28,19 @@ def test_profile_sets_values_and_flags_override_them():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--epochs", "-1"], "--epochs: expected an integer >= 1, found -1"),
-    (["--max-trials", "0"], "--max-trials: expected an integer >= 1, found 0"),
-    (["--folds", "1"], "--folds: expected an integer >= 2, found 1"),
-    (["--jobs", "-1"], "--jobs: expected an integer >= 0, found -1"),
+    (["--epochs", "-1"], "--epochs: expected an integer 1..2147483647, found -1"),
+    (["--max-trials", "0"], "--max-trials: expected an integer 1..2147483647, found 0"),
+    (["--folds", "1"], "--folds: expected an integer 2..2147483647, found 1"),
+    (["--jobs", "-1"], "--jobs: expected an integer 0..2147483647, found -1"),
+    # beyond NumPy's seeds (fold 1 of --seed 4294967295 crashed after fold 0 was saved)
+    (["--seed", "4294967295"], "--seed: expected an integer 0..2147483647, found 4294967295"),
+    (["--batch-size", "99999999999999999999"],
+     "--batch-size: expected an integer 1..2147483647, found 99999999999999999999"),
+    (["--epochs", "2147483648"], "--epochs: expected an integer 1..2147483647, found 2147483648"),
+    (["--minutes", "1e308"], "--minutes: expected a number of minutes up to 525600 (a year), "
+                             "found 1e+308"),
+    (["--trial-seconds", "1e308", "--tuner", "random"],
+     "--trial-seconds: expected a number of seconds 0..31536000 (0: off), found 1e+308"),
 ])
 def test_out_of_range_values_name_the_flag(argv, message):
     with pytest.raises(DataError) as caught:
