@@ -132,13 +132,25 @@ def build_tuner(config: Config, role: str | None, train_images: int,
     policy = use_precision(config.precision)  # before any trial builds a model
     hypermodel = CNNHyperModel(train_images, config.batch_size, config.seed, config.tune_epochs,
                                config.wide_space, policy)
-    if config.tuner == "hyperband":
-        return HyperbandTuner(hypermodel, max_epochs=config.tune_epochs, factor=HYPERBAND_FACTOR,
-                              **common)
-    if config.tuner == "bayesian":
-        return BayesianTuner(hypermodel, max_trials=config.max_trials,
-                             num_initial_points=max(3, config.max_trials // 4), **common)
-    return RandomTuner(hypermodel, max_trials=config.max_trials, **common)
+    resuming = (project / "oracle.json").is_file() and not common["overwrite"]
+    try:
+        if config.tuner == "hyperband":
+            return HyperbandTuner(hypermodel, max_epochs=config.tune_epochs,
+                                  factor=HYPERBAND_FACTOR, **common)
+        if config.tuner == "bayesian":
+            return BayesianTuner(hypermodel, max_trials=config.max_trials,
+                                 num_initial_points=max(3, config.max_trials // 4), **common)
+        return RandomTuner(hypermodel, max_trials=config.max_trials, **common)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
+        if not resuming:
+            raise
+        # KerasTuner reloads its saved state here; its writes are atomic in this package, so
+        # a file it cannot read was damaged by hand or by another program (JSONDecodeError
+        # is a ValueError).
+        raise DataError("the search state python -m src.tune saved",
+                        f"{type(error).__name__}: {' '.join(str(error).split())}",
+                        file=project, hint="rerun with --overwrite to start the search "
+                        "over") from None
 
 
 def load_search_data(config: Config) -> tuple[tuple[np.ndarray, np.ndarray],

@@ -216,6 +216,26 @@ def test_resume_repairs_what_a_kill_between_two_writes_leaves(
         pd.testing.assert_frame_equal(trials, _trials(finished_random_search))
 
 
+@pytest.mark.parametrize("damage", ["oracle_cut_short", "trial_a_list", "tuner_state_empty"])
+def test_a_search_state_damaged_by_hand_is_one_line_naming_its_folder(
+        finished_random_search, kaggle_dir_readonly, tmp_path, capsys, damage):
+    artifacts = Path(shutil.copytree(finished_random_search, tmp_path / "artifacts"))
+    project = _project(artifacts)
+    if damage == "oracle_cut_short":
+        text = (project / "oracle.json").read_text()
+        (project / "oracle.json").write_text(text[:len(text) // 2])
+    elif damage == "trial_a_list":
+        next(project.glob("trial_*/trial.json")).write_text("[]")
+    else:
+        (project / "tuner0.json").write_text("")
+    capsys.readouterr()
+    assert run_cli(tune.main, _args(kaggle_dir_readonly, artifacts, *ONE_EPOCH_RANDOM)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {project}: expected the search state python -m src.tune "
+                          "saved, found ") and err.count("\n") == 1, err
+    assert "rerun with --overwrite to start the search over" in err
+
+
 def _start(args: list[str], log: Path, **env: str) -> subprocess.Popen:
     with open(log, "w") as handle:
         return subprocess.Popen([sys.executable, "-m", "src.tune", *args], cwd=REPO_ROOT,
