@@ -242,7 +242,8 @@ def read_csv_checked(path: Path, columns: list[str] | None, expected: str,
         raise csv_syntax_error(path, error, len(columns) if columns else None) from None
     except pd.errors.EmptyDataError:
         raise DataError(expected, "an empty file", file=path, line=1) from None
-    return _without_inferred_index(frame, path)
+    _check_first_row(path, 2, list(frame.columns))
+    return frame
 
 
 def read_csv_as_text(path: Path, columns: list[str]) -> pd.DataFrame:
@@ -250,17 +251,6 @@ def read_csv_as_text(path: Path, columns: list[str]) -> pd.DataFrame:
     anything unreadable is a DataError, as read_csv_checked says."""
     return read_csv_checked(path, columns, f"columns {','.join(columns)}", dtype=str,
                             na_filter=False)
-
-
-def _without_inferred_index(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
-    """The frame, unless pandas made an index of it: when the first row has more values
-    than the header, pandas takes its first ones as the row's index and reads every
-    row shifted, so a file whose rows all end in an extra value would load wrong."""
-    if not isinstance(frame.index, pd.RangeIndex):
-        header = len(frame.columns)
-        raise DataError(f"{header} values", str(header + frame.index.nlevels), file=path,
-                        line=2)
-    return frame
 
 
 def _check_first_row(path: Path, line: int, columns: list[str]) -> None:

@@ -46,7 +46,8 @@ def read_ranked_configs(path: Path, names: Sequence[str]) -> pd.DataFrame:
     (its best trial), best search score first; every completed trial's score and network
     checked first, so that a hand-edited cell stops the run before anything trains."""
     trials = read_trials(path, as_text=True)
-    missing = [column for column in ("status", SCORE, *names) if column not in trials]
+    missing = [column for column in ("trial_id", "status", SCORE, *names)
+               if column not in trials]
     if missing:
         old_search = ("a search scored by accuracy, before the log-loss objective: rerun "
                       "python -m src.tune" if missing[0] == SCORE else None)
@@ -62,6 +63,9 @@ def read_ranked_configs(path: Path, names: Sequence[str]) -> pd.DataFrame:
         if outside:
             name, expected, found = outside
             raise DataError(expected, found, file=path, line=index + 2, column=name)
+        if not row["trial_id"].isdigit():  # it names the trial's fold models' folder
+            raise DataError("a trial id of digits", repr(row["trial_id"]), file=path,
+                            line=index + 2, column="trial_id")
         if not np.isfinite(row[SCORE]):
             raise DataError("a log-loss", repr(trials.at[index, SCORE]), file=path,
                             line=index + 2, column=SCORE)

@@ -88,6 +88,35 @@ def test_line_numbers_count_blank_lines_and_a_shifted_row_is_refused(tmp_path):
     assert str(caught.value) == f"{path}:2: expected {width} values, found {width + 1}"
 
 
+def test_a_shifted_first_row_is_refused_also_when_its_first_column_counts_rows(tmp_path):
+    """trials.csv begins with rank 1, 2, ...: pandas' index of a shifted read counts too."""
+    path = tmp_path / "trials.csv"
+    frame = _ranked(6, default_at=0)
+    frame.insert(0, "rank", range(1, 7))
+    lines = frame.to_csv(index=False).splitlines()
+    path.write_text("\n".join([lines[0], lines[1] + ",0", *lines[2:]]) + "\n")
+    with pytest.raises(fidelity.DataError) as caught:
+        fidelity.read_ranked_configs(path, tune.search_space_names())
+    width = len(lines[0].split(","))
+    assert str(caught.value) == f"{path}:2: expected {width} values, found {width + 1}"
+
+
+def test_trial_ids_must_be_digits_and_present(tmp_path):
+    """A trial id names its fold models' folder: '../x' would write outside the artifacts."""
+    path = tmp_path / "trials.csv"
+    _ranked(6, default_at=0).assign(trial_id=["00", "01", "../../x", "03", "04", "05"]).to_csv(
+        path, index=False)
+    with pytest.raises(fidelity.DataError) as caught:
+        fidelity.read_ranked_configs(path, tune.search_space_names())
+    assert str(caught.value) == (f"{path}:4: trial_id: expected a trial id of digits, "
+                                 "found '../../x'")
+    _ranked(6, default_at=0).drop(columns="trial_id").to_csv(path, index=False)
+    with pytest.raises(fidelity.DataError) as caught:
+        fidelity.read_ranked_configs(path, tune.search_space_names())
+    assert str(caught.value) == (f"{path}: expected a trials.csv written by python -m "
+                                 "src.tune, found no column 'trial_id'")
+
+
 @pytest.mark.parametrize("text, message", [
     ("trial_id,status\n01,COMPLETED\n02,COMPLETED,extra\n",
      "trials.csv:3: expected 2 values, found 3"),
