@@ -106,6 +106,10 @@ def load_members(config: Config) -> list[Member]:
                         f"{error}", file=path, hint="rerun python -m src.tune") from None
     if not members:
         raise DataError("at least one configuration", "none", file=path)
+    for entry in chosen[:config.top_k]:  # a rank names its member's fold-model folder
+        if type(entry["rank"]) is not int or entry["rank"] < 1:
+            raise DataError("a rank, an integer >= 1", repr(entry["rank"]), file=path,
+                            column="rank")
     for member in members:
         outside = hparams_outside_space(member.hparams)
         if outside:

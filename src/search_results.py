@@ -194,7 +194,7 @@ def hparams_outside_space(values: dict[str, object]) -> tuple[str, str, str] | N
             expected = (f"{'an integer' if integer else 'a number'} from {param.min_value:g} "
                         f"to {param.max_value:g}")
         elif isinstance(param, kt.engine.hyperparameters.Fixed):
-            fits, expected = number, "a number"
+            fits, expected = number and math.isfinite(value), "a finite number"
         else:  # a Choice or a Boolean: one of its values, a float within rounding
             fits = any(type(value) is type(choice) and value == choice
                        or type(choice) is float and number and math.isclose(value, choice)

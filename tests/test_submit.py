@@ -492,6 +492,7 @@ def test_members_come_from_the_tuner_top_k(tmp_path):
     ({"filters_0": 32.0}, "filters_0", "one of 16, 32, 48", "32.0"),
     ({"batch_norm": 1}, "batch_norm", "one of True, False", "1"),
     ({"dropuot": 0.3}, "dropuot", "one of conv_blocks, ", "an unknown name 'dropuot'"),
+    ({"label_smoothing": float("nan")}, "label_smoothing", "a finite number", "nan"),
 ])
 def test_a_hand_edited_configuration_outside_the_space_is_one_line(tmp_path, hparams, column,
                                                                    expected, found):
@@ -503,6 +504,21 @@ def test_a_hand_edited_configuration_outside_the_space_is_one_line(tmp_path, hpa
     assert message.startswith(f"{tmp_path / 'tune' / 'best_hparams.json'}: rank2: {column}: "
                               f"expected {expected}")
     assert message.endswith(f"found {found} (rerun python -m src.tune, or edit it back)")
+
+
+@pytest.mark.parametrize("rank", ["/../../escaped", 0, 1.0, None])
+def test_a_rank_that_is_no_positive_integer_is_one_line(tmp_path, rank):
+    """A member's rank names its fold models' folder: '/../x' would write outside them."""
+    _write_top(tmp_path, [{"dropout": 0.3}])
+    path = tmp_path / "tune" / "best_hparams.json"
+    saved = json.loads(path.read_text())
+    saved["top"][0]["rank"] = rank
+    path.write_text(json.dumps(saved))
+    config = submit._parse_args(["--artifacts-dir", str(tmp_path)])[1]
+    with pytest.raises(DataError) as caught:
+        ensemble.load_members(config)
+    assert str(caught.value) == (f"{path}: rank: expected a rank, an integer >= 1, "
+                                 f"found {rank!r}")
 
 
 def test_the_default_cnn_and_every_value_the_wide_space_offers_pass_the_check():
