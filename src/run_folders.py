@@ -46,11 +46,23 @@ def publish_run(partial: Path, submissions_dir: Path, run_id: str) -> Path:
     return final
 
 
+def check_latest(submissions_dir: Path) -> None:
+    """DataError unless ``latest`` under submissions_dir is a link or absent: a real folder
+    or file there (a copy that followed the link) cannot be pointed at the new run, and is
+    never replaced. Called before a run starts and again before it publishes."""
+    latest = submissions_dir / "latest"
+    if latest.exists() and not latest.is_symlink():
+        found = "a folder" if latest.is_dir() else "a file"
+        raise DataError("a link to the latest run, or nothing", found, file=latest,
+                        hint="move it away: every run keeps its own folder beside it")
+
+
 def write_run(submissions_dir: Path, run_id: str, write: Callable[[Path], dict]
               ) -> tuple[Path, dict]:
     """Create a new run folder under submissions_dir with ``write(folder)``, which fills it
     and returns its metrics; publish it whole (publish_run) or, should anything fail,
     leave nothing behind. Return (the run folder, the metrics)."""
+    check_latest(submissions_dir)
     remove_stale_partials(submissions_dir)  # the run folder a killed run left half-written
     partial = partial_path(submissions_dir / run_id)
     with writing(partial):

@@ -35,7 +35,7 @@ from src.csv_files import read_csv_as_text, read_digits_csv
 from src.data import data_fingerprint, find_csv, find_data_dir, load_fold_digits
 from src.errors import DataError
 from src.probabilities import OOF_FILE, TEST_FILE, write_probabilities
-from src.run_folders import new_run_id, write_run
+from src.run_folders import check_latest, new_run_id, write_run
 from src.util import (
     format_duration,
     write_atomically,
@@ -217,6 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.plan_only and not config.planned:
         raise DataError("a budget to plan (--minutes N, or the quick or full profile)",
                         f"--profile {config.profile} without --minutes", column="--plan-only")
+    check_latest(Path(config.submissions_dir))  # before any training, not after it
     started = time.perf_counter()
     digits = load_fold_digits(config)
     loaded = time.perf_counter()

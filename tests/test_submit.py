@@ -608,3 +608,28 @@ def test_repeats_average_two_models_per_image_and_reuse_the_first_repeat(
     metrics = json.loads((second / "metrics.json").read_text())
     assert metrics["run_info"]["repeats"] == 2
     assert json.loads((first / "metrics.json").read_text())["run_info"]["repeats"] == 1
+
+
+@pytest.mark.parametrize("kind", ["folder", "file"])
+def test_a_latest_that_is_no_link_stops_the_run_before_it_trains(kaggle_dir_readonly, tmp_path,
+                                                                  capsys, kind):
+    """A copy of submissions/ that followed the link holds a real latest/: the run would
+    otherwise be published, then fail to point latest at itself."""
+    latest = tmp_path / "submissions" / "latest"
+    latest.parent.mkdir()
+    latest.mkdir() if kind == "folder" else latest.write_text("20261201-000000-quick-kaggle\n")
+    assert run_cli(submit.main, _args(kaggle_dir_readonly, tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {latest}: expected a link to the latest run, or nothing, found a "
+                   f"{kind} (move it away: every run keeps its own folder beside it)\n")
+    assert sorted(path.name for path in latest.parent.iterdir()) == ["latest"]
+    assert not (tmp_path / "artifacts").exists()  # nothing trained
+
+
+def test_a_latest_that_is_no_link_is_never_replaced(tmp_path):
+    submissions = tmp_path / "submissions"
+    (submissions / "latest").mkdir(parents=True)
+    with pytest.raises(DataError, match="expected a link to the latest run"):
+        run_folders.write_run(submissions, "20261205-000000-quick-kaggle",
+                              lambda folder: (folder / "metrics.json").write_text("{}") or {})
+    assert sorted(path.name for path in submissions.iterdir()) == ["latest"]
