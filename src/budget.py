@@ -382,5 +382,6 @@ def _load_plan(path: Path) -> Plan:
     try:
         return Plan.from_json(path.read_text())
     except (ValueError, KeyError, TypeError) as error:
-        raise DataError("a plan written by python -m src.submit", type(error).__name__,
+        raise DataError("a plan written by python -m src.submit",
+                        f"{type(error).__name__}: {' '.join(str(error).split())}",
                         file=path, hint="delete it or rerun with --fresh") from None

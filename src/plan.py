@@ -23,7 +23,7 @@ from src.calibrate import Speed
 from src.config import Config
 from src.errors import DataError
 from src.predict import TTA_SHIFTS
-from src.util import format_duration
+from src.util import format_duration, is_count, is_number
 
 
 @dataclass(frozen=True)
@@ -192,6 +192,12 @@ def speed_at_the_caps(row: PlanRow, speed: Speed, sizes: Sizes, seconds: float,
 # ---------------------------------------------------------------- the plan
 
 
+def _need(holds: bool, what: str) -> None:
+    """TypeError(what) unless holds: a saved plan's field is not what to_json writes."""
+    if not holds:
+        raise TypeError(what)
+
+
 @dataclass
 class Plan:
     """What a budget buys, what each stage should take, and the decisions taken at stage
@@ -229,7 +235,32 @@ class Plan:
             raise TypeError(f"a plan's {', '.join(mappings)} are JSON objects")
         values["sizes"] = Sizes(**values["sizes"])
         values["speeds"] = {name: Speed(**speed) for name, speed in values["speeds"].items()}
-        return cls(**values)
+        return cls(**values).checked()
+
+    def checked(self) -> Plan:
+        """The plan, if every field holds what to_json writes; else TypeError naming the
+        first that does not (a hand-edited plan would fail later, inside the run)."""
+        _need(all(is_number(getattr(self, name), 0) for name in (
+            "minutes", "seconds", "search_seconds", "row", "pseudo_threshold")),
+            "minutes, seconds, search_seconds, row, pseudo_threshold: numbers >= 0")
+        _need(all(is_count(getattr(self, name), 1) for name in ("folds", "epochs", "repeats")),
+              "folds, epochs, repeats: integers >= 1")
+        _need(is_count(self.pseudo_epochs) and is_count(self.jobs),
+              "pseudo_epochs, jobs: integers >= 0")
+        _need(type(self.tta) is bool, "tta: true or false")
+        _need(is_count(self.sizes.train, 1) and is_count(self.sizes.test), "sizes: integers")
+        _need(all(is_number(speed.train_images_per_second, 1e-9)
+                  and is_number(speed.predict_images_per_second, 1e-9)
+                  and is_number(speed.startup_seconds, 0) for speed in self.speeds.values()),
+              "speeds: numbers > 0")
+        _need(isinstance(self.members, list) and len(self.members) > 0
+              and all(isinstance(name, str) and name in self.speeds for name in self.members),
+              "members: names of speeds")
+        _need(isinstance(self.given, list) and all(isinstance(flag, str) for flag in self.given),
+              "given: a list of names")
+        _need(all(is_number(seconds, 0) for seconds in self.stages.values()),
+              "stages: numbers of seconds")
+        return self
 
     def member_speeds(self) -> list[Speed]:
         """The speeds of the networks this plan trains."""

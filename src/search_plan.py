@@ -32,7 +32,7 @@ from src.plan import (
     table_row,
     too_short,
 )
-from src.util import format_duration, write_atomically
+from src.util import format_duration, is_count, is_number, write_atomically
 
 # In the tuner's folder: the seconds a planned search has spent over all its runs.
 SEARCH_CLOCK = "search_seconds.json"
@@ -94,10 +94,17 @@ def plan_search(config: Config, train: tuple, validation: tuple, sizes: Sizes,
         else:
             what, names = f"up to {record['tune_epochs']} epochs a trial", ("tune_epochs",)
         settings = {name: record[name] for name in names}
+        for name in ("max_trials", "tune_epochs"):
+            if name in settings and not is_count(settings[name], 1):
+                raise TypeError(f"{name}: an integer >= 1")
+        for name in ("trial_seconds", "share_seconds", "planned_seconds"):
+            if name in record and not is_number(record[name], 0):
+                raise TypeError(f"{name}: a number of seconds >= 0")
         share_text, eta = (format_duration(record[name])
                            for name in ("share_seconds", "planned_seconds"))
     except (ValueError, KeyError, TypeError) as error:  # a damaged or foreign file
-        raise DataError("a search plan written by python -m src.tune", type(error).__name__,
+        raise DataError("a search plan written by python -m src.tune",
+                        f"{type(error).__name__}: {' '.join(str(error).split())}",
                         file=path, hint="delete it or rerun with --overwrite") from None
     print(f"plan for {config.minutes:g} minutes, the search's share {share_text}: {what} on "
           f"{config.tune_samples or 'every'} image(s), ETA {eta}", flush=True)

@@ -4,6 +4,7 @@ clearing what killed runs left half-written, and printing a duration."""
 from __future__ import annotations
 
 import errno
+import math
 import os
 import re
 import shutil
@@ -94,3 +95,13 @@ def format_duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def is_number(value: object, minimum: float = -math.inf) -> bool:
+    """Whether a value read from JSON is a finite number (not a bool) of at least minimum."""
+    return type(value) in (int, float) and math.isfinite(value) and value >= minimum
+
+
+def is_count(value: object, minimum: int = 0) -> bool:
+    """Whether a value read from JSON is an integer (not a bool) of at least minimum."""
+    return type(value) is int and value >= minimum

@@ -400,16 +400,34 @@ def test_a_round_that_slows_cuts_the_epochs_of_models_not_yet_started(monkeypatc
     assert len(_cuts(saved)) == sum(e < planned for e in epochs.values()) > 0
 
 
-@pytest.mark.parametrize("damage", [
-    lambda values: {**values, "speeds": []}, lambda values: {**values, "decisions": []},
-    lambda values: [values], lambda values: {**values, "sizes": None}])
-def test_a_plan_file_of_other_shapes_is_one_line(tmp_path, damage):
+@pytest.mark.parametrize("damage, found", [
+    (lambda values: {**values, "speeds": []},
+     "TypeError: a plan's sizes, speeds, stages, decisions are JSON objects"),
+    (lambda values: {**values, "decisions": []},
+     "TypeError: a plan's sizes, speeds, stages, decisions are JSON objects"),
+    (lambda values: [values],
+     "TypeError: a plan's sizes, speeds, stages, decisions are JSON objects"),
+    (lambda values: {**values, "sizes": None},
+     "TypeError: a plan's sizes, speeds, stages, decisions are JSON objects"),
+    # shapes that hold, values that do not: each failed later, inside the run
+    (lambda values: {**values, "members": 5}, "TypeError: members: names of speeds"),
+    (lambda values: {**values, "members": ["nobody"]}, "TypeError: members: names of speeds"),
+    (lambda values: {**values, "folds": "2"}, "TypeError: folds, epochs, repeats: integers >= 1"),
+    (lambda values: {**values, "seconds": None}, "TypeError: minutes, seconds, search_seconds, "
+                                                 "row, pseudo_threshold: numbers >= 0"),
+    (lambda values: {**values, "stages": {"report": "x"}},
+     "TypeError: stages: numbers of seconds"),
+    (lambda values: {**values, "speeds": {name: {**speed, "train_images_per_second": "x"}
+                                          for name, speed in values["speeds"].items()}},
+     "TypeError: speeds: numbers > 0"),
+])
+def test_a_plan_file_of_other_shapes_or_values_is_one_line(tmp_path, damage, found):
     path = tmp_path / "submit-0.json"
     path.write_text(json.dumps(damage(json.loads(_plan(30).to_json()))))
     with pytest.raises(DataError) as caught:
         budget._load_plan(path)
     assert str(caught.value) == (f"{path}: expected a plan written by python -m src.submit, "
-                                 "found TypeError (delete it or rerun with --fresh)")
+                                 f"found {found} (delete it or rerun with --fresh)")
     path.write_text(_plan(30).to_json())
     assert budget._load_plan(path) == _plan(30)
 
@@ -616,11 +634,16 @@ def test_a_time_based_search_splits_its_share_into_equal_trials(tmp_path, monkey
     rerun = search(30, now=200, trials=4)[0]
     assert rerun.trial_seconds == config.trial_seconds  # the rerun resumes the same search
     [saved] = (tmp_path / "4" / "plans").glob("tune-*.json")
-    saved.write_text(json.dumps({**record, "planned_seconds": "soon"}))
-    with pytest.raises(DataError, match=re.escape(
-            f"{saved}: expected a search plan written by python -m src.tune, found "
-            "TypeError (delete it or rerun with --overwrite)")):
-        search(30, now=200, trials=4)
+    for damage, found in (({"planned_seconds": "soon"}, "planned_seconds: a number of "
+                                                        "seconds >= 0"),
+                          ({"tune_epochs": "2"}, "tune_epochs: an integer >= 1"),
+                          ({"tune_epochs": 0}, "tune_epochs: an integer >= 1"),
+                          ({"max_trials": None}, "max_trials: an integer >= 1")):
+        saved.write_text(json.dumps({**record, **damage}))
+        with pytest.raises(DataError, match=re.escape(
+                f"{saved}: expected a search plan written by python -m src.tune, found "
+                f"TypeError: {found} (delete it or rerun with --overwrite)")):
+            search(30, now=200, trials=4)
     # This table's member trains 3 folds x 20 epochs, which the default CNN at CPU speed
     # buys: a trial trains no more epochs than the default's seconds buy
     assert config.tune_epochs == math.floor(config.trial_seconds * 2200 / 9600)
