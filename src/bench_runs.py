@@ -80,7 +80,7 @@ def read_run_metrics(path: Path, details: Callable[[dict], dict] | None = None) 
                   "accuracy": float(metrics["ensemble"]["accuracy"]),
                   "submit_seconds": float(metrics["timings"]["total"])}
         return {**result, **details(metrics)} if details else result
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, RecursionError, KeyError, TypeError) as error:
         return {"note": f"{path} is not a metrics.json of python -m src.submit "
                         f"({type(error).__name__}: {error})"}
 

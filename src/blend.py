@@ -59,7 +59,7 @@ def _run_metrics(run_dir: Path) -> dict:
     except FileNotFoundError:
         raise DataError("a run folder of python -m src.submit, with its metrics.json",
                         "no metrics.json", file=run_dir) from None
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except (OSError, ValueError, RecursionError, KeyError, TypeError) as error:
         raise DataError("the metrics.json of python -m src.submit",
                         f"{type(error).__name__}: {error}", file=path) from None
     return metrics

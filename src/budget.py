@@ -324,7 +324,7 @@ def search_spent(config: Config) -> float:
         budget = json.loads(ensemble.best_hparams_path(config).read_text()).get("budget") or {}
         same = budget.get("minutes") == config.minutes
         return float(budget.get("spent_seconds", 0)) if same else 0.0
-    except (OSError, ValueError, AttributeError, TypeError):  # none, or not one tune wrote
+    except (OSError, ValueError, RecursionError, AttributeError, TypeError):  # none, or not tune's
         return 0.0
 
 
@@ -381,7 +381,7 @@ def plan_submit(digits, config: Config, started: float, save: bool = True,
 def _load_plan(path: Path) -> Plan:
     try:
         return Plan.from_json(path.read_text())
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, RecursionError, KeyError, TypeError) as error:
         raise DataError("a plan written by python -m src.submit",
                         f"{type(error).__name__}: {' '.join(str(error).split())}",
                         file=path, hint="delete it or rerun with --fresh") from None

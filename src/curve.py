@@ -334,7 +334,7 @@ def _unfinished_curve(bench_dir: Path, settings: dict) -> tuple[Path, dict] | No
             saved = json.loads((folder / POINTS_FILE).read_text())
             if saved["settings"] == settings:
                 return folder, {**saved, "points": [Point(**p) for p in saved["points"]]}
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, RecursionError, KeyError, TypeError):
             continue
     return None
 

@@ -101,7 +101,7 @@ def load_members(config: Config) -> list[Member]:
         members = [Member(f"rank{entry['rank']}", {**cnn.DEFAULT_HPARAMS, **entry["hparams"]},
                           f"tuner (val_accuracy {entry['val_accuracy']:.4f})")
                    for entry in chosen[:config.top_k]]
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, RecursionError, KeyError, TypeError) as error:
         raise DataError("the JSON written by python -m src.tune", f"{type(error).__name__}: "
                         f"{error}", file=path, hint="rerun python -m src.tune") from None
     if not members:
@@ -176,7 +176,11 @@ def _load_history(model_path: Path) -> dict:
     try:
         history = json.loads(path.read_text())
         found = None if isinstance(history, dict) else f"a JSON {type(history).__name__}"
-    except (OSError, ValueError) as error:
+        if found is None:  # the report plots each: a list of numbers (NaN where training diverged)
+            found = next((f"{name!r}: {values!r:.40}" for name, values in history.items()
+                          if not (isinstance(values, list) and all(
+                              type(value) in (int, float) for value in values))), None)
+    except (OSError, ValueError, RecursionError) as error:
         found = f"an unreadable file ({type(error).__name__})"
     if found:
         raise DataError("the training history python -m src.submit saves beside each fold "

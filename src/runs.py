@@ -70,7 +70,7 @@ def read_run(run_dir: Path) -> dict | None:
                 "oof_high": float(_field(metrics, "ensemble.ci95_high")),
                 "public_score": kaggle.get("public_score"), "status": kaggle.get("status", ""),
                 "message": kaggle.get("message", "")}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+    except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError) as error:
         if isinstance(error, FileNotFoundError):
             found = "no such file"
         elif isinstance(error, KeyError):
@@ -215,7 +215,7 @@ def _metrics_or_none(run_dir: Path) -> dict | None:
     """A run's metrics; None when damaged (the ledger warns about it)."""
     try:
         metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return metrics if isinstance(metrics, dict) and "ensemble" in metrics else None
 

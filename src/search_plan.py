@@ -102,7 +102,7 @@ def plan_search(config: Config, train: tuple, validation: tuple, sizes: Sizes,
                 raise TypeError(f"{name}: a number of seconds >= 0")
         share_text, eta = (format_duration(record[name])
                            for name in ("share_seconds", "planned_seconds"))
-    except (ValueError, KeyError, TypeError) as error:  # a damaged or foreign file
+    except (ValueError, RecursionError, KeyError, TypeError) as error:  # a damaged or foreign file
         raise DataError("a search plan written by python -m src.tune",
                         f"{type(error).__name__}: {' '.join(str(error).split())}",
                         file=path, hint="delete it or rerun with --overwrite") from None
@@ -200,7 +200,7 @@ class SearchClock:
     def _read(self) -> float:
         try:
             return float(json.loads(self.path.read_text())["seconds"])
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, RecursionError, KeyError, TypeError):
             return 0.0  # no earlier run (or an unreadable record: count this run alone)
 
     def seconds(self) -> float:

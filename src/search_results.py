@@ -215,7 +215,8 @@ def read_holdout_rows(config: Config, labelled_fingerprint: str) -> np.ndarray |
         if saved["data"]["labelled_fingerprint"] != labelled_fingerprint:
             return None
         rows = np.asarray(saved[HOLDOUT_ROWS], dtype=np.int64)
-    except (OSError, ValueError, KeyError, TypeError):  # none, or one from before it was kept
+    # none, or one from before it was kept
+    except (OSError, ValueError, RecursionError, KeyError, TypeError):
         return None
     return rows if rows.ndim == 1 and len(rows) else None
 

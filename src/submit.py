@@ -162,7 +162,7 @@ def _run_of(csv_path: Path) -> tuple[Path, dict] | None:
     """(run folder, its metrics) when csv_path is a run's submission.csv; else None."""
     try:
         metrics = json.loads((csv_path.parent / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(metrics, dict) or not {"ensemble", "models", "run_info"} <= set(metrics):
         return None

@@ -204,3 +204,13 @@ def test_sync_without_credentials_is_one_line_and_writes_nothing(submissions, ka
     assert err.startswith("error: kaggle submissions: expected Kaggle API credentials in ")
     assert err.count("\n") == 1
     assert {path: path.read_bytes() for path in submissions.rglob("*") if path.is_file()} == before
+
+
+def test_a_metrics_json_nested_too_deep_is_one_warning(submissions, capsys):
+    path = submissions / SECOND / "metrics.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.warns(UserWarning) as caught:
+        _, *rows, _ = _ledger(submissions, capsys)
+    [warning] = [str(warning.message) for warning in caught]
+    assert warning.startswith(f"{path}: expected a run's metrics.json, found RecursionError: ")
+    assert [row.split()[0] for row in rows] == [THIRD, FIRST]

@@ -633,3 +633,23 @@ def test_a_latest_that_is_no_link_is_never_replaced(tmp_path):
         run_folders.write_run(submissions, "20261205-000000-quick-kaggle",
                               lambda folder: (folder / "metrics.json").write_text("{}") or {})
     assert sorted(path.name for path in submissions.iterdir()) == ["latest"]
+
+
+@pytest.mark.parametrize("text, found", [
+    ('{"loss": "abc"}', "'loss': 'abc'"),
+    ('{"loss": [0.5], "accuracy": [1, "x"]}', "'accuracy': [1, 'x']"),
+    ('{"val_loss": 5}', "'val_loss': 5"),
+    ("[" * 100_000 + "]" * 100_000, "an unreadable file (RecursionError)"),
+])
+def test_a_history_of_other_values_is_one_line(tmp_path, text, found):
+    """The report plots every history; before, a string in one crashed it in matplotlib."""
+    model_path = tmp_path / "fold-1.keras"
+    model_path.with_suffix(".history.json").write_text(text)
+    with pytest.raises(DataError) as caught:
+        ensemble._load_history(model_path)
+    assert str(caught.value) == (
+        f"{tmp_path / 'fold-1.history.json'}: expected the training history python -m "
+        f"src.submit saves beside each fold model, found {found} (delete it and "
+        "fold-1.keras, or rerun with --fresh)")
+    model_path.with_suffix(".history.json").write_text('{"loss": [0.5, NaN], "lr": []}')
+    assert ensemble._load_history(model_path)["lr"] == []  # NaN: training that diverged
