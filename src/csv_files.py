@@ -266,7 +266,7 @@ def read_digits_csv(path: str | Path, with_labels: bool) -> tuple[np.ndarray, np
     """Read a Kaggle train.csv (with_labels) or test.csv into uint8 images and int labels."""
     path = Path(path)
     if not path.is_file():
-        raise DataError("a CSV file", "no such file", file=path)
+        raise DataError("a CSV file", "a folder" if path.is_dir() else "no such file", file=path)
     columns = TRAIN_COLUMNS if with_labels else PIXEL_COLUMNS
     try:
         values = _read_values(path, columns)

@@ -88,7 +88,8 @@ def load_kaggle(data_dir: str | Path | None = None) -> Digits:
     train_path = find_csv(folder, "train")
     test_path = find_csv(folder, "test") or folder / "test.csv"
     if not test_path.is_file():
-        raise DataError("a CSV file", "no such file", file=test_path, hint=HOW_TO_GET_DATA)
+        raise DataError("a CSV file", "a folder" if test_path.is_dir() else "no such file",
+                        file=test_path, hint=HOW_TO_GET_DATA)
     x_train, y_train = read_digits_csv(train_path, with_labels=True)
     x_test, _ = read_digits_csv(test_path, with_labels=False)
     return Digits(x_train=x_train, y_train=y_train, x_test=x_test,

@@ -26,8 +26,9 @@ from matplotlib.figure import Figure
 
 from src import kaggle_api
 from src.config import OneLineParser, run_cli
+from src.errors import DataError
 from src.report import record_kaggle
-from src.util import write_atomically
+from src.util import is_number, write_atomically
 
 SORTS = {"date": "newest first", "oof": "best OOF accuracy first",
          "lb": "best public score first"}
@@ -60,16 +61,22 @@ def read_run(run_dir: Path) -> dict | None:
     try:
         metrics = json.loads(path.read_text(encoding="utf-8"))
         kaggle = metrics.get("kaggle") or {}
-        return {"run": run_dir.name, "date": run_date(run_dir).strftime("%Y-%m-%d %H:%M"),
-                "profile": (_field(metrics, "run_info").get("plan")
-                            or _field(metrics, "run_info.profile")),
-                "minutes": round(_field(metrics, "timings.total") / 60, 2),
-                "members": "+".join(_field(metrics, "models")),
-                "oof": float(_field(metrics, "ensemble.accuracy")),
-                "oof_low": float(_field(metrics, "ensemble.ci95_low")),
-                "oof_high": float(_field(metrics, "ensemble.ci95_high")),
-                "public_score": kaggle.get("public_score"), "status": kaggle.get("status", ""),
-                "message": kaggle.get("message", "")}
+        row = {"run": run_dir.name, "date": run_date(run_dir).strftime("%Y-%m-%d %H:%M"),
+               "profile": (_field(metrics, "run_info").get("plan")
+                           or _field(metrics, "run_info.profile")),
+               "minutes": round(_field(metrics, "timings.total") / 60, 2),
+               "members": "+".join(_field(metrics, "models")),
+               "oof": float(_field(metrics, "ensemble.accuracy")),
+               "oof_low": float(_field(metrics, "ensemble.ci95_low")),
+               "oof_high": float(_field(metrics, "ensemble.ci95_high")),
+               "public_score": kaggle.get("public_score"), "status": kaggle.get("status", ""),
+               "message": kaggle.get("message", "")}
+        for name, key in (("timings.total", "minutes"), ("ensemble.accuracy", "oof"),
+                          ("ensemble.ci95_low", "oof_low"), ("ensemble.ci95_high", "oof_high"),
+                          ("kaggle.public_score", "public_score")):  # printed and plotted
+            if not (is_number(row[key]) or key == "public_score" and row[key] is None):
+                raise ValueError(f"{name} {_field(metrics, name)!r}, not a number")
+        return row
     except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError) as error:
         if isinstance(error, FileNotFoundError):
             found = "no such file"
@@ -238,6 +245,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Print the ledger and write runs.csv and runs.png; with --sync, fetch the scores first."""
     args = _parse_args(argv)
     folder = args.submissions_dir
+    if folder.exists() and not folder.is_dir():
+        raise DataError("a folder of run folders", "a file", file=folder,
+                        column="--submissions-dir")
     if args.sync:
         print(sync_scores(folder), flush=True)
     frame = sort_ledger(ledger(folder), args.sort)

@@ -76,7 +76,8 @@ def validate_submission(frame: pd.DataFrame, num_test_images: int, file: str = "
 def check_submission_file(path: Path, test_path: Path) -> int:
     """Validate a submission CSV against the test set; return its number of rows."""
     if not path.is_file():
-        raise DataError("a submission CSV", "no such file", file=path)
+        raise DataError("a submission CSV", "a folder" if path.is_dir() else "no such file",
+                        file=path)
     frame = read_csv_as_text(path, SUBMISSION_COLUMNS)
     num_test_images = len(read_digits_csv(test_path, with_labels=False)[0])
     validate_submission(frame, num_test_images, file=str(path))

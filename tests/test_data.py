@@ -201,6 +201,9 @@ def test_missing_test_file(kaggle_dir):
     (kaggle_dir / "test.csv").unlink()
     with pytest.raises(DataError, match=r"test.csv: expected a CSV file, found no such file"):
         data.load_kaggle(kaggle_dir)
+    (kaggle_dir / "test.csv").mkdir()
+    with pytest.raises(DataError, match=r"test.csv: expected a CSV file, found a folder"):
+        data.load_kaggle(kaggle_dir)
 
 
 def test_test_csv_with_a_label_column(kaggle_dir):

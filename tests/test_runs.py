@@ -120,6 +120,17 @@ def test_a_plan_in_the_metrics_shows_instead_of_the_profile(submissions):
     (json.dumps({"run_info": {"profile": "quick"}, "timings": {"total": 60}, "models": [],
                  "ensemble": 0.99}), "no key 'ensemble.accuracy'"),
     (None, "no such file"),
+    # numbers the ledger prints and plots: text, or past a float
+    (json.dumps({"run_info": {"profile": "quick"}, "timings": {"total": 60}, "models": [],
+                 "ensemble": {"accuracy": 0.99, "ci95_low": "nan", "ci95_high": 1.0}}),
+     "ValueError: ensemble.ci95_low 'nan', not a number"),
+    (json.dumps({"run_info": {"profile": "quick"}, "timings": {"total": 60}, "models": [],
+                 "ensemble": {"accuracy": 0.99, "ci95_low": 0.98, "ci95_high": 1.0},
+                 "kaggle": {"public_score": "abc"}}),
+     "ValueError: kaggle.public_score 'abc', not a number"),
+    ('{"run_info": {"profile": "quick"}, "timings": {"total": 60}, "models": [], "ensemble": '
+     '{"accuracy": 0.99, "ci95_low": 0.98, "ci95_high": 1.0}, "kaggle": {"public_score": 1e999}}',
+     "ValueError: kaggle.public_score inf, not a number"),
 ])
 def test_a_damaged_run_is_one_warning_and_skipped(submissions, capsys, damage, found):
     path = submissions / SECOND / "metrics.json"
@@ -214,3 +225,11 @@ def test_a_metrics_json_nested_too_deep_is_one_warning(submissions, capsys):
     [warning] = [str(warning.message) for warning in caught]
     assert warning.startswith(f"{path}: expected a run's metrics.json, found RecursionError: ")
     assert [row.split()[0] for row in rows] == [THIRD, FIRST]
+
+
+def test_a_submissions_dir_that_is_a_file_is_one_line_exit_2(tmp_path, capsys):
+    folder = tmp_path / "submissions"
+    folder.write_text("not a folder")
+    assert run_cli(runs.main, ["--submissions-dir", str(folder)]) == 2
+    assert capsys.readouterr().err == (f"error: {folder}: --submissions-dir: expected a folder "
+                                       "of run folders, found a file\n")

@@ -397,6 +397,9 @@ def test_check_flag_validates_any_csv(kaggle_dir_readonly, tmp_path, capsys):
     _good_submission().to_csv(good, index=False)
     assert run_cli(submit.main, ["--check", str(good), "--data-dir", str(only_test)]) == 0
     assert "valid submission, 300 rows" in capsys.readouterr().out
+    assert run_cli(submit.main, ["--check", str(only_test), "--data-dir", str(only_test)]) == 2
+    assert capsys.readouterr().err == (f"error: {only_test}: expected a submission CSV, found "
+                                       "a folder\n")
     empty = tmp_path / "empty"
     empty.mkdir()
     assert run_cli(submit.main, ["--check", str(good), "--data-dir", str(empty)]) == 2
