@@ -191,7 +191,7 @@ def _read_slowly(path: Path, columns: list[str], skip_rows: int) -> np.ndarray:
                     blank_from = line
                     kept.append(chunk.iloc[:row].to_numpy(np.int16))
         except pd.errors.ParserError as error:
-            raise csv_syntax_error(path, error, len(columns), skipped_lines) from None
+            raise csv_syntax_error(path, error, skipped_lines) from None
     return np.concatenate(kept)
 
 
@@ -209,16 +209,15 @@ def _bad_cell_error(path: Path, columns: list[str], line: int, position: int, va
                      line=line, column=columns[position])
 
 
-def csv_syntax_error(path: Path, error: Exception, expected_fields: int | None,
-                     line_offset: int = 0) -> DataError:
-    """The DataError for pandas' ParserError: a row of the wrong length (expected_fields
-    None: as many as the rows before it), or an open quote. line_offset: the lines read
-    before pandas was handed the file (its line numbers start after them)."""
+def csv_syntax_error(path: Path, error: Exception, line_offset: int = 0) -> DataError:
+    """The DataError for pandas' ParserError: a row of the wrong length (as many values
+    expected as the header, or the names pandas was given, holds), or an open quote.
+    line_offset: the lines read before pandas was handed the file (its line numbers start
+    after them)."""
     message = str(error).strip()
     ragged = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message)
     if ragged is not None:
-        fields = ragged.group(1) if expected_fields is None else expected_fields
-        return DataError(f"{fields} values", ragged.group(3), file=path,
+        return DataError(f"{ragged.group(1)} values", ragged.group(3), file=path,
                          line=int(ragged.group(2)) + line_offset)
     open_quote = re.search(r"EOF inside string starting at row (\d+)", message)
     if open_quote is not None:  # pandas counts rows from 0, the header included
@@ -239,7 +238,7 @@ def read_csv_checked(path: Path, columns: list[str] | None, expected: str,
     except READ_ERRORS as error:
         raise unreadable_error(path, error, columns or []) from None
     except pd.errors.ParserError as error:
-        raise csv_syntax_error(path, error, len(columns) if columns else None) from None
+        raise csv_syntax_error(path, error) from None
     except pd.errors.EmptyDataError:
         raise DataError(expected, "an empty file", file=path, line=1) from None
     _check_first_row(path, 2, list(frame.columns))

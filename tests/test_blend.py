@@ -185,6 +185,23 @@ def test_a_damaged_probability_file_is_one_line_exit_2_and_writes_nothing(
     assert _blends(tmp_path) == []
 
 
+def test_a_row_too_long_names_the_header_s_count(kaggle_dir_readonly, tmp_path, capsys):
+    """With its search_holdout column an oof.csv.gz has 13 columns: a row of 14 is one too
+    many, not two (the message counted the 12 columns every oof.csv.gz has)."""
+    first = _run_with_probabilities(kaggle_dir_readonly, tmp_path / "a", "run-a", 1)
+    held = np.zeros(len(_labels(kaggle_dir_readonly)), dtype=bool)
+    held[:10] = True
+    second = _run_with_probabilities(kaggle_dir_readonly, tmp_path / "b", "run-b", 2,
+                                     search_holdout=held)
+    path = second / probabilities.OOF_FILE
+    lines = gzip.decompress(path.read_bytes()).decode().splitlines()
+    assert len(lines[0].split(",")) == 13
+    lines[4] += ",0"
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    assert run_cli(blend.main, _blend_args(kaggle_dir_readonly, tmp_path, first, second)) == 2
+    assert capsys.readouterr().err == f"error: {path}:5: expected 13 values, found 14\n"
+
+
 def _replace_cell(path, row: int, column: str, value: str) -> None:
     frame = pd.read_csv(path, dtype=str)
     frame.loc[row, column] = value
