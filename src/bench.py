@@ -53,7 +53,7 @@ from src.data import (
     IMAGE_SHAPE,
     NUM_CLASSES,
     Digits,
-    check_keras_npz,
+    check_source_flags,
     find_data_dir,
     load_keras_mnist,
 )
@@ -154,7 +154,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config]:
     config = config_from_args(args)
     if args.bench_images is not None:  # a million images: 0.8 GB, 3 GB as float32
         check_integer("--bench-images", args.bench_images, 1, MAX_BENCH_IMAGES)
-    check_keras_npz(config)  # before any timing, not in the runs it starts
+    check_source_flags(config)  # before any timing, not in the runs it starts
     if args.recipe_epochs is not None and args.curve is None:  # else ignored without a word
         raise DataError("--curve with --recipe-epochs", "no --curve", column="--recipe-epochs")
     return args, config

@@ -162,16 +162,21 @@ def load_keras_mnist(npz_path: str | Path | None = None) -> Digits:
                   train_path=origin, test_path=origin)
 
 
-def check_keras_npz(config: Config) -> None:
-    """DataError for --keras-npz without --source keras: the CSVs would load in its place."""
+def check_source_flags(config: Config) -> None:
+    """DataError for a data flag the source ignores: --keras-npz without --source keras
+    (the CSVs would load in its place), --data-dir with it (MNIST would load, not the
+    folder's CSVs)."""
     if config.keras_npz and config.source != "keras":
         raise DataError("--source keras with --keras-npz", f"--source {config.source}",
                         column="--keras-npz")
+    if config.data_dir and config.source == "keras":
+        raise DataError("--source kaggle with --data-dir", "--source keras", column="--data-dir",
+                        hint="--keras-npz FILE reads MNIST from a local file")
 
 
 def load_digits(config: Config) -> Digits:
     """The data the config asks for: --source kaggle (CSVs) or keras (MNIST)."""
-    check_keras_npz(config)
+    check_source_flags(config)
     if config.source == "keras":
         return load_keras_mnist(config.keras_npz)
     return load_kaggle(config.data_dir)
@@ -180,7 +185,7 @@ def load_digits(config: Config) -> Digits:
 def load_train_labels(config: Config) -> np.ndarray:
     """The labelled images' labels alone (train.csv's, validated, or MNIST's y_train), for a
     command that scores saved predictions (compare): test.csv is neither read nor needed."""
-    check_keras_npz(config)
+    check_source_flags(config)
     if config.source == "keras":
         return load_keras_mnist(config.keras_npz).y_train
     train_path = find_csv(find_data_dir(config.data_dir), "train")

@@ -65,8 +65,9 @@ def write_run(submissions_dir: Path, run_id: str, write: Callable[[Path], dict]
     check_latest(submissions_dir)
     remove_stale_partials(submissions_dir)  # the run folder a killed run left half-written
     partial = partial_path(submissions_dir / run_id)
-    with writing(partial):
-        partial.mkdir(parents=True)
+    with writing(submissions_dir):  # a read-only or file --submissions-dir: named as given
+        submissions_dir.mkdir(parents=True, exist_ok=True)
+        partial.mkdir()
     try:
         metrics = write(partial)
         with writing(submissions_dir):  # the rename into place and the latest link

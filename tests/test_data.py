@@ -245,6 +245,18 @@ def test_keras_npz_without_source_keras_is_refused(mnist_npz):
     assert data.load_digits(Config(source="keras", keras_npz=str(mnist_npz))).source == "keras"
 
 
+def test_data_dir_with_source_keras_is_refused(kaggle_dir_readonly, mnist_npz):
+    """MNIST would load, and the folder's CSVs be ignored without a word."""
+    from src.config import Config
+
+    with pytest.raises(DataError) as caught:
+        data.load_digits(Config(source="keras", keras_npz=str(mnist_npz),
+                                data_dir=str(kaggle_dir_readonly)))
+    assert str(caught.value) == ("--data-dir: expected --source kaggle with --data-dir, found "
+                                 "--source keras (--keras-npz FILE reads MNIST from a local "
+                                 "file)")
+
+
 def test_train_labels_alone_from_either_source(kaggle_dir, mnist_npz):
     from src.config import Config
 
