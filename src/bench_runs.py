@@ -7,7 +7,6 @@ src.bench (speed) and src.curve (accuracy against minutes) use it.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shlex
@@ -21,7 +20,7 @@ import keras
 import tensorflow as tf
 
 from src.config import Config
-from src.util import write_atomically, writing
+from src.util import read_json, write_atomically, writing
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
                     "TF_ENABLE_ONEDNN_OPTS")
@@ -75,12 +74,12 @@ def read_run_metrics(path: Path, details: Callable[[dict], dict] | None = None) 
         return {"note": f"no finished run at {path}: run `python -m src.submit` or pass "
                         "--run-quick"}
     try:
-        metrics = json.loads(path.read_text())
+        metrics = read_json(path)
         result = {"source": str(path), "profile": metrics["run_info"]["profile"],
                   "accuracy": float(metrics["ensemble"]["accuracy"]),
                   "submit_seconds": float(metrics["timings"]["total"])}
         return {**result, **details(metrics)} if details else result
-    except (ValueError, RecursionError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError) as error:
         return {"note": f"{path} is not a metrics.json of python -m src.submit "
                         f"({type(error).__name__}: {error})"}
 

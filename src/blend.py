@@ -16,7 +16,6 @@ uploads it.
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 import time
@@ -29,6 +28,7 @@ from src.data import load_digits
 from src.errors import DataError
 from src.probabilities import any_search_holdout, read_oof, read_test, write_probabilities
 from src.run_folders import distinct_folders, new_run_id, write_run
+from src.util import read_json
 
 
 def _parse_args(argv: Sequence[str] | None):
@@ -51,7 +51,7 @@ def _run_metrics(run_dir: Path) -> dict:
     """The run's metrics.json, checked to be one src.submit wrote."""
     path = run_dir / "metrics.json"
     try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
+        metrics = read_json(path)
         # The fields the blend reads; a KeyError or TypeError here means another file.
         float(metrics["timings"]["total"])
         float(metrics["ensemble"]["accuracy"])
@@ -59,7 +59,7 @@ def _run_metrics(run_dir: Path) -> dict:
     except FileNotFoundError:
         raise DataError("a run folder of python -m src.submit, with its metrics.json",
                         "no metrics.json", file=run_dir) from None
-    except (OSError, ValueError, RecursionError, KeyError, TypeError) as error:
+    except (OSError, ValueError, KeyError, TypeError) as error:
         raise DataError("the metrics.json of python -m src.submit",
                         f"{type(error).__name__}: {error}", file=path) from None
     return metrics

@@ -41,7 +41,7 @@ from src.plan import (
     table_row,
     training_seconds,
 )
-from src.util import format_duration, write_atomically, writing
+from src.util import format_duration, one_line, read_json, write_atomically, writing
 
 
 class Budget:
@@ -321,10 +321,10 @@ def search_spent(config: Config) -> float:
     """Seconds the search spent of this budget: what python -m src.tune recorded in
     best_hparams.json when it ran with the same --minutes; else 0."""
     try:
-        budget = json.loads(ensemble.best_hparams_path(config).read_text()).get("budget") or {}
+        budget = read_json(ensemble.best_hparams_path(config)).get("budget") or {}
         same = budget.get("minutes") == config.minutes
         return float(budget.get("spent_seconds", 0)) if same else 0.0
-    except (OSError, ValueError, RecursionError, AttributeError, TypeError):  # none, or not tune's
+    except (OSError, ValueError, AttributeError, TypeError):  # none, or not tune's
         return 0.0
 
 
@@ -380,8 +380,8 @@ def plan_submit(digits, config: Config, started: float, save: bool = True,
 
 def _load_plan(path: Path) -> Plan:
     try:
-        return Plan.from_json(path.read_text())
-    except (ValueError, RecursionError, KeyError, TypeError) as error:
+        return Plan.from_dict(read_json(path))
+    except (ValueError, KeyError, TypeError) as error:
         raise DataError("a plan written by python -m src.submit",
-                        f"{type(error).__name__}: {' '.join(str(error).split())}",
+                        one_line(error),
                         file=path, hint="delete it or rerun with --fresh") from None

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from src.errors import DataError
+from src.util import not_a_file
 
 IMAGE_SHAPE = (28, 28, 1)
 NUM_PIXELS = 28 * 28
@@ -49,7 +50,7 @@ def _open_text(path: Path):
 
 
 def _read_line(path: Path, line_number: int) -> str:
-    """The text of one 1-based line of the file (error path only)."""
+    """The text of one 1-based line of the file (a header, a first row, or a bad line)."""
     with _open_text(path) as handle:
         for number, text in enumerate(handle, start=1):
             if number == line_number:
@@ -144,7 +145,6 @@ def _first_bad_cell(frame: pd.DataFrame, columns: list[str]) -> tuple[int, int, 
     first = None
     for position, name in enumerate(columns):
         low, high = (0, NUM_CLASSES - 1) if name == "label" else (0, 255)
-        # by position: the header check allows spaces and quotes that pandas keeps in names
         row = _first_bad_row(frame.iloc[:, position], low, high)
         if row is not None and (first is None or row < first[0]):
             first = (row, position, low, high)
@@ -162,7 +162,7 @@ def _read_slowly(path: Path, columns: list[str], skip_rows: int) -> np.ndarray:
     values if they are fine after all (blank lines at the file's end are dropped), else
     raise DataError at the first bad line and column."""
     skipped_lines = 1 + skip_rows  # the header and the rows already read
-    _check_first_row(path, skipped_lines + 1, columns)
+    _check_first_row(path, skipped_lines + 1, len(columns))
     kept = [np.empty((0, len(columns)), np.int16)]
     blank_from = None  # the first line of blank rows that may run to the file's end
     with _open_text(path) as handle:
@@ -234,6 +234,7 @@ def read_csv_checked(path: Path, columns: list[str] | None, expected: str,
     shifted is a DataError naming the file (and the line, where there is one). columns:
     the header expected, for the messages; None where the file's own header says."""
     try:
+        _check_first_row(path, 2, len(_header(path)))  # before a ragged row later is named
         frame = pd.read_csv(path, encoding="utf-8-sig", **read_options)
     except READ_ERRORS as error:
         raise unreadable_error(path, error, columns or []) from None
@@ -241,8 +242,22 @@ def read_csv_checked(path: Path, columns: list[str] | None, expected: str,
         raise csv_syntax_error(path, error) from None
     except pd.errors.EmptyDataError:
         raise DataError(expected, "an empty file", file=path, line=1) from None
-    _check_first_row(path, 2, list(frame.columns))
     return frame
+
+
+def _header(path: Path) -> list[str]:
+    """The names of the file's first line, as csv reads them."""
+    return _fields(_read_line(path, 1))
+
+
+def _fields(text: str) -> list[str]:
+    """The values of one line as csv reads them; none where csv cannot (a field past its
+    size limit: pandas says what is wrong). NUL bytes are dropped: Python 3.10's csv
+    refuses a line holding one."""
+    try:
+        return next(csv.reader([text.replace("\0", "")]), [])
+    except csv.Error:
+        return []
 
 
 def read_csv_as_text(path: Path, columns: list[str]) -> pd.DataFrame:
@@ -252,20 +267,20 @@ def read_csv_as_text(path: Path, columns: list[str]) -> pd.DataFrame:
                             na_filter=False)
 
 
-def _check_first_row(path: Path, line: int, columns: list[str]) -> None:
+def _check_first_row(path: Path, line: int, width: int) -> None:
     """DataError when the row on line, the first a parse is handed, has more values than
     the header: pandas would take its first ones as every row's index and read them all
     shifted (a file whose rows all end in an extra value would load wrong)."""
-    fields = next(csv.reader([_read_line(path, line)]), [])
-    if len(fields) > len(columns):
-        raise DataError(f"{len(columns)} values", str(len(fields)), file=path, line=line)
+    fields = _fields(_read_line(path, line))
+    if len(fields) > width:
+        raise DataError(f"{width} values", str(len(fields)), file=path, line=line)
 
 
 def read_digits_csv(path: str | Path, with_labels: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """Read a Kaggle train.csv (with_labels) or test.csv into uint8 images and int labels."""
     path = Path(path)
     if not path.is_file():
-        raise DataError("a CSV file", "a folder" if path.is_dir() else "no such file", file=path)
+        raise DataError("a CSV file", not_a_file(path), file=path)
     columns = TRAIN_COLUMNS if with_labels else PIXEL_COLUMNS
     try:
         values = _read_values(path, columns)
@@ -294,7 +309,7 @@ def _read_values(path: Path, columns: list[str]) -> np.ndarray:
     """The file's header checked and its rows as int16 values, one column a header column;
     DataError for any bad value."""
     _check_header(path, columns)
-    _check_first_row(path, 2, columns)
+    _check_first_row(path, 2, len(columns))
     chunks = [np.empty((0, len(columns)), np.int16)]
     try:
         # The fast path: C-parser passes straight into int16, no NaN handling, a chunk at

@@ -42,7 +42,7 @@ from src.ensemble import fold_splits
 from src.errors import DataError
 from src.metrics import accuracy_interval
 from src.model import make_dataset, predict, steps_per_epoch, use_precision
-from src.util import write_atomically, writing
+from src.util import read_json, write_atomically, writing
 
 DEFAULT_BUDGETS = (8.0, 15.0, 30.0)
 CURVE_FOLDS = 3
@@ -331,10 +331,10 @@ def _unfinished_curve(bench_dir: Path, settings: dict) -> tuple[Path, dict] | No
         if (bench_dir / f"{folder.name}.json").exists():
             continue  # finished
         try:
-            saved = json.loads((folder / POINTS_FILE).read_text())
+            saved = read_json(folder / POINTS_FILE)
             if saved["settings"] == settings:
                 return folder, {**saved, "points": [Point(**p) for p in saved["points"]]}
-        except (OSError, ValueError, RecursionError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError):
             continue
     return None
 

@@ -27,6 +27,7 @@ from src.csv_files import (  # noqa: F401 (IMAGE_SHAPE)
     read_digits_csv,
 )
 from src.errors import DataError
+from src.util import not_a_file
 
 KAGGLE_INPUT_DIR = Path("/kaggle/input/digit-recognizer")
 LOCAL_DATA_DIR = Path("data/digit-recognizer")
@@ -88,8 +89,8 @@ def load_kaggle(data_dir: str | Path | None = None) -> Digits:
     train_path = find_csv(folder, "train")
     test_path = find_csv(folder, "test") or folder / "test.csv"
     if not test_path.is_file():
-        raise DataError("a CSV file", "a folder" if test_path.is_dir() else "no such file",
-                        file=test_path, hint=HOW_TO_GET_DATA)
+        raise DataError("a CSV file", not_a_file(test_path), file=test_path,
+                        hint=HOW_TO_GET_DATA)
     x_train, y_train = read_digits_csv(train_path, with_labels=True)
     x_test, _ = read_digits_csv(test_path, with_labels=False)
     return Digits(x_train=x_train, y_train=y_train, x_test=x_test,

@@ -33,7 +33,7 @@ from src.data import NUM_CLASSES, Digits, data_fingerprint
 from src.errors import DataError
 from src.predict import finite, predict_probs
 from src.search_results import hparams_outside_space
-from src.util import partial_path, write_atomically, writing
+from src.util import partial_path, read_json, write_atomically, writing
 
 
 @dataclass
@@ -96,12 +96,12 @@ def load_members(config: Config) -> list[Member]:
                       "(run `python -m src.tune` first for tuned configurations)", stacklevel=2)
         return [Member("default", dict(cnn.DEFAULT_HPARAMS), "default")]
     try:
-        saved = json.loads(path.read_text())
+        saved = read_json(path)
         chosen = saved["ensemble"] if "ensemble" in saved else saved["top"]
         members = [Member(f"rank{entry['rank']}", {**cnn.DEFAULT_HPARAMS, **entry["hparams"]},
                           f"tuner (val_accuracy {entry['val_accuracy']:.4f})")
                    for entry in chosen[:config.top_k]]
-    except (ValueError, RecursionError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError) as error:
         raise DataError("the JSON written by python -m src.tune", f"{type(error).__name__}: "
                         f"{error}", file=path, hint="rerun python -m src.tune") from None
     if not members:
@@ -174,19 +174,27 @@ def _load_history(model_path: Path) -> dict:
     killed run never leaves a model without one; a copied or damaged folder can)."""
     path = model_path.with_suffix(".history.json")
     try:
-        history = json.loads(path.read_text())
-        found = None if isinstance(history, dict) else f"a JSON {type(history).__name__}"
-        if found is None:  # the report plots each: a list of numbers (NaN where training diverged)
-            found = next((f"{name!r}: {values!r:.40}" for name, values in history.items()
-                          if not (isinstance(values, list) and all(
-                              type(value) in (int, float) for value in values))), None)
-    except (OSError, ValueError, RecursionError) as error:
+        history = read_json(path)
+        found = _history_problem(history)
+    except (OSError, ValueError) as error:
         found = f"an unreadable file ({type(error).__name__})"
     if found:
         raise DataError("the training history python -m src.submit saves beside each fold "
                         "model", found, file=path,
                         hint=f"delete it and {model_path.name}, or rerun with --fresh")
     return history
+
+
+def _history_problem(history: object) -> str | None:
+    """What is wrong with a loaded history, or None: the report plots each of its entries,
+    a list of numbers (NaN where training diverged)."""
+    if not isinstance(history, dict):
+        return f"a JSON {type(history).__name__}"
+    for name, values in history.items():
+        if not (isinstance(values, list) and all(type(value) in (int, float)
+                                                 for value in values)):
+            return f"{name!r}: {values!r:.40}"
+    return None
 
 
 def _save_atomically(model: keras.Model, history: dict, model_path: Path) -> None:

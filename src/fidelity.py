@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -28,7 +29,14 @@ from scipy import stats
 
 from src import ensemble, workers
 from src.bench_runs import write_new_files
-from src.config import Config, add_override, build_parser, config_from_args, run_cli
+from src.config import (
+    Config,
+    add_override,
+    build_parser,
+    check_integer,
+    config_from_args,
+    run_cli,
+)
 from src.data import load_fold_digits
 from src.errors import DataError
 from src.figures import fidelity_png
@@ -63,7 +71,7 @@ def read_ranked_configs(path: Path, names: Sequence[str]) -> pd.DataFrame:
         if outside:
             name, expected, found = outside
             raise DataError(expected, found, file=path, line=index + 2, column=name)
-        if not row["trial_id"].isdigit():  # it names the trial's fold models' folder
+        if not re.fullmatch(r"[0-9]+", row["trial_id"]):  # it names a fold-model folder
             raise DataError("a trial id of digits", repr(row["trial_id"]), file=path,
                             line=index + 2, column="trial_id")
         if not np.isfinite(row[SCORE]):
@@ -161,8 +169,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config]:
     args = parser.parse_args(argv)
     # The default CNN and the top TOP_PICKS are always trained: fewer configs than that
     # plus one would train more than asked, with none spread down the ranking.
-    if args.configs < TOP_PICKS + 1:
-        raise DataError(f"an integer >= {TOP_PICKS + 1}", str(args.configs), column="--configs")
+    check_integer("--configs", args.configs, TOP_PICKS + 1)
     config = config_from_args(args)
     # No plan and one draw of the folds: each configuration is scored as one member is.
     return args, dataclasses.replace(config, minutes=0, repeats=1)

@@ -228,7 +228,11 @@ class Plan:
     @classmethod
     def from_json(cls, text: str) -> Plan:
         """The plan that to_json wrote; TypeError for a JSON of other shapes."""
-        values = json.loads(text)
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_dict(cls, values: object) -> Plan:
+        """The plan of to_json's values, read back; TypeError for values of other shapes."""
         mappings = ("sizes", "speeds", "stages", "decisions")
         if not isinstance(values, dict) or not all(isinstance(values.get(name, {}), dict)
                                                    for name in mappings):
@@ -240,26 +244,27 @@ class Plan:
     def checked(self) -> Plan:
         """The plan, if every field holds what to_json writes; else TypeError naming the
         first that does not (a hand-edited plan would fail later, inside the run)."""
-        _need(all(is_number(getattr(self, name), 0) for name in (
-            "minutes", "seconds", "search_seconds", "row", "pseudo_threshold")),
-            "minutes, seconds, search_seconds, row, pseudo_threshold: numbers >= 0")
-        _need(all(is_count(getattr(self, name), 1) for name in ("folds", "epochs", "repeats")),
-              "folds, epochs, repeats: integers >= 1")
-        _need(is_count(self.pseudo_epochs) and is_count(self.jobs),
-              "pseudo_epochs, jobs: integers >= 0")
+        for name in ("minutes", "seconds", "search_seconds", "row", "pseudo_threshold"):
+            _need(is_number(getattr(self, name), 0), f"{name}: a number >= 0")
+        for name in ("folds", "epochs", "repeats"):
+            _need(is_count(getattr(self, name), 1), f"{name}: an integer >= 1")
+        for name in ("pseudo_epochs", "jobs"):
+            _need(is_count(getattr(self, name)), f"{name}: an integer >= 0")
         _need(type(self.tta) is bool, "tta: true or false")
-        _need(is_count(self.sizes.train, 1) and is_count(self.sizes.test), "sizes: integers")
-        _need(all(is_number(speed.train_images_per_second, 1e-9)
-                  and is_number(speed.predict_images_per_second, 1e-9)
-                  and is_number(speed.startup_seconds, 0) for speed in self.speeds.values()),
-              "speeds: numbers > 0")
+        _need(is_count(self.sizes.train, 1), "sizes.train: an integer >= 1")
+        _need(is_count(self.sizes.test), "sizes.test: an integer >= 0")
+        for name, speed in self.speeds.items():
+            _need(is_number(speed.train_images_per_second, 1e-9)
+                  and is_number(speed.predict_images_per_second, 1e-9),
+                  f"speeds.{name}: images per second > 0")
+            _need(is_number(speed.startup_seconds, 0), f"speeds.{name}: startup seconds >= 0")
         _need(isinstance(self.members, list) and len(self.members) > 0
               and all(isinstance(name, str) and name in self.speeds for name in self.members),
               "members: names of speeds")
         _need(isinstance(self.given, list) and all(isinstance(flag, str) for flag in self.given),
               "given: a list of names")
-        _need(all(is_number(seconds, 0) for seconds in self.stages.values()),
-              "stages: numbers of seconds")
+        for stage, seconds in self.stages.items():
+            _need(is_number(seconds, 0), f"stages.{stage}: seconds >= 0")
         return self
 
     def member_speeds(self) -> list[Speed]:

@@ -11,7 +11,6 @@ earlier uploads and records it in the runs they came from.
 from __future__ import annotations
 
 import io
-import json
 import re
 import sys
 import warnings
@@ -28,7 +27,7 @@ from src import kaggle_api
 from src.config import OneLineParser, run_cli
 from src.errors import DataError
 from src.report import record_kaggle
-from src.util import is_number, write_atomically
+from src.util import is_number, read_json, write_atomically
 
 SORTS = {"date": "newest first", "oof": "best OOF accuracy first",
          "lb": "best public score first"}
@@ -59,25 +58,22 @@ def read_run(run_dir: Path) -> dict | None:
     """The ledger row of one run; one warning line and None when its metrics.json is damaged."""
     path = run_dir / "metrics.json"
     try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
+        metrics = read_json(path)
         kaggle = metrics.get("kaggle") or {}
-        row = {"run": run_dir.name, "date": run_date(run_dir).strftime("%Y-%m-%d %H:%M"),
-               "profile": (_field(metrics, "run_info").get("plan")
-                           or _field(metrics, "run_info.profile")),
-               "minutes": round(_field(metrics, "timings.total") / 60, 2),
-               "members": "+".join(_field(metrics, "models")),
-               "oof": float(_field(metrics, "ensemble.accuracy")),
-               "oof_low": float(_field(metrics, "ensemble.ci95_low")),
-               "oof_high": float(_field(metrics, "ensemble.ci95_high")),
-               "public_score": kaggle.get("public_score"), "status": kaggle.get("status", ""),
-               "message": kaggle.get("message", "")}
-        for name, key in (("timings.total", "minutes"), ("ensemble.accuracy", "oof"),
-                          ("ensemble.ci95_low", "oof_low"), ("ensemble.ci95_high", "oof_high"),
-                          ("kaggle.public_score", "public_score")):  # printed and plotted
-            if not (is_number(row[key]) or key == "public_score" and row[key] is None):
-                raise ValueError(f"{name} {_field(metrics, name)!r}, not a number")
-        return row
-    except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError) as error:
+        public_score = kaggle.get("public_score")
+        if public_score is not None:
+            public_score = _number(metrics, "kaggle.public_score")
+        return {"run": run_dir.name, "date": run_date(run_dir).strftime("%Y-%m-%d %H:%M"),
+                "profile": (_field(metrics, "run_info").get("plan")
+                            or _field(metrics, "run_info.profile")),
+                "minutes": round(_number(metrics, "timings.total") / 60, 2),
+                "members": "+".join(_field(metrics, "models")),
+                "oof": _number(metrics, "ensemble.accuracy"),
+                "oof_low": _number(metrics, "ensemble.ci95_low"),
+                "oof_high": _number(metrics, "ensemble.ci95_high"),
+                "public_score": public_score, "status": kaggle.get("status", ""),
+                "message": kaggle.get("message", "")}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         if isinstance(error, FileNotFoundError):
             found = "no such file"
         elif isinstance(error, KeyError):
@@ -98,6 +94,15 @@ def _field(metrics: dict, dotted: str) -> object:
             raise KeyError(dotted)
         value = value[key]
     return value
+
+
+def _number(metrics: dict, dotted: str) -> float:
+    """_field(metrics, dotted), which the ledger prints and plots: ValueError unless a
+    number (not text, not NaN, not past a float)."""
+    value = _field(metrics, dotted)
+    if not is_number(value):
+        raise ValueError(f"{dotted} {value!r}, not a number")
+    return float(value)
 
 
 def ledger(submissions_dir: Path) -> pd.DataFrame:
@@ -221,8 +226,8 @@ def _changed(old: dict | None, new: dict) -> bool:
 def _metrics_or_none(run_dir: Path) -> dict | None:
     """A run's metrics; None when damaged (the ledger warns about it)."""
     try:
-        metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
+        metrics = read_json(run_dir / "metrics.json")
+    except (OSError, ValueError):
         return None
     return metrics if isinstance(metrics, dict) and "ensemble" in metrics else None
 

@@ -32,7 +32,7 @@ from src.plan import (
     table_row,
     too_short,
 )
-from src.util import format_duration, is_count, is_number, write_atomically
+from src.util import format_duration, is_count, is_number, one_line, read_json, write_atomically
 
 # In the tuner's folder: the seconds a planned search has spent over all its runs.
 SEARCH_CLOCK = "search_seconds.json"
@@ -82,33 +82,40 @@ def plan_search(config: Config, train: tuple, validation: tuple, sizes: Sizes,
             "tune_samples": config.tune_samples, "speed": speed.as_dict(),
             "plan_file": str(path)}, indent=2) + "\n")
     try:
-        record = json.loads(path.read_text())
-        if "trial_seconds" in record and "tune_epochs" not in record:
-            # A plan saved before trials stopped at their member's epochs: the search it
-            # began resumes with the cap it had, 10 x the profile's --tune-epochs.
-            record["tune_epochs"] = 10 * config.tune_epochs
-        names = ("max_trials", "trial_seconds", "tune_epochs")
-        if "trial_seconds" in record:
-            what = (f"{record['max_trials']} trials of {record['trial_seconds']:g}s of "
-                    f"training each, at most {record['tune_epochs']} epochs")
-        else:
-            what, names = f"up to {record['tune_epochs']} epochs a trial", ("tune_epochs",)
-        settings = {name: record[name] for name in names}
-        for name in ("max_trials", "tune_epochs"):
-            if name in settings and not is_count(settings[name], 1):
-                raise TypeError(f"{name}: an integer >= 1")
-        for name in ("trial_seconds", "share_seconds", "planned_seconds"):
-            if name in record and not is_number(record[name], 0):
-                raise TypeError(f"{name}: a number of seconds >= 0")
-        share_text, eta = (format_duration(record[name])
-                           for name in ("share_seconds", "planned_seconds"))
-    except (ValueError, RecursionError, KeyError, TypeError) as error:  # a damaged or foreign file
-        raise DataError("a search plan written by python -m src.tune",
-                        f"{type(error).__name__}: {' '.join(str(error).split())}",
+        record = _checked_record(read_json(path), config)
+    except (ValueError, KeyError, TypeError) as error:  # a damaged or foreign file
+        raise DataError("a search plan written by python -m src.tune", one_line(error),
                         file=path, hint="delete it or rerun with --overwrite") from None
+    names = ("max_trials", "trial_seconds", "tune_epochs")
+    if "trial_seconds" in record:
+        what = (f"{record['max_trials']} trials of {record['trial_seconds']:g}s of "
+                f"training each, at most {record['tune_epochs']} epochs")
+    else:
+        what, names = f"up to {record['tune_epochs']} epochs a trial", ("tune_epochs",)
+    settings = {name: record[name] for name in names}
+    share_text, eta = (format_duration(record[name])
+                       for name in ("share_seconds", "planned_seconds"))
     print(f"plan for {config.minutes:g} minutes, the search's share {share_text}: {what} on "
           f"{config.tune_samples or 'every'} image(s), ETA {eta}", flush=True)
     return dataclasses.replace(config, **settings), record
+
+
+def _checked_record(record: dict, config: Config) -> dict:
+    """A saved search plan, if it holds what plan_search writes; else TypeError or KeyError
+    naming the first field that does not."""
+    if "trial_seconds" in record and "tune_epochs" not in record:
+        # A plan saved before trials stopped at their member's epochs: the search it
+        # began resumes with the cap it had, 10 x the profile's --tune-epochs.
+        record["tune_epochs"] = 10 * config.tune_epochs
+    timed = "trial_seconds" in record
+    for name in ("max_trials", "tune_epochs") if timed else ("tune_epochs",):
+        if not is_count(record[name], 1):
+            raise TypeError(f"{name}: an integer >= 1")
+    for name in ("trial_seconds", "share_seconds", "planned_seconds") if timed else (
+            "share_seconds", "planned_seconds"):
+        if not is_number(record[name], 0):
+            raise TypeError(f"{name}: a number of seconds >= 0")
+    return record
 
 
 def _trial_epochs(config: Config, row: PlanRow, speed: Speed, images: tuple[int, int],
@@ -199,8 +206,8 @@ class SearchClock:
 
     def _read(self) -> float:
         try:
-            return float(json.loads(self.path.read_text())["seconds"])
-        except (OSError, ValueError, RecursionError, KeyError, TypeError):
+            return float(read_json(self.path)["seconds"])
+        except (OSError, ValueError, KeyError, TypeError):
             return 0.0  # no earlier run (or an unreadable record: count this run alone)
 
     def seconds(self) -> float:

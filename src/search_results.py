@@ -32,7 +32,7 @@ from src.model import (
     hparams_from_dict,
     multiply_adds,
 )
-from src.util import write_atomically
+from src.util import is_number, read_json, write_atomically
 
 # The search minimises each trial's hold-out log-loss: on 2,400 hold-out images the
 # accuracy of good networks differs by a few images, and the log-loss, which counts how
@@ -186,7 +186,7 @@ def hparams_outside_space(values: dict[str, object]) -> tuple[str, str, str] | N
     for name, value in values.items():
         if name not in space:
             return name, f"one of {', '.join(space)}", f"an unknown name {name!r}"
-        param, number = space[name], type(value) in (int, float)
+        param, number = space[name], is_number(value)  # a JSON int past a float is none
         if isinstance(param, (kt.engine.hyperparameters.Int, kt.engine.hyperparameters.Float)):
             integer = isinstance(param, kt.engine.hyperparameters.Int)
             fits = (type(value) is int if integer else number) and (
@@ -194,7 +194,7 @@ def hparams_outside_space(values: dict[str, object]) -> tuple[str, str, str] | N
             expected = (f"{'an integer' if integer else 'a number'} from {param.min_value:g} "
                         f"to {param.max_value:g}")
         elif isinstance(param, kt.engine.hyperparameters.Fixed):
-            fits, expected = number and math.isfinite(value), "a finite number"
+            fits, expected = number, "a finite number"
         else:  # a Choice or a Boolean: one of its values, a float within rounding
             fits = any(type(value) is type(choice) and value == choice
                        or type(choice) is float and number and math.isclose(value, choice)
@@ -211,12 +211,12 @@ def read_holdout_rows(config: Config, labelled_fingerprint: str) -> np.ndarray |
     images than these (another file, --train-samples)."""
     path = Path(config.artifacts_dir) / "tune" / "best_hparams.json"
     try:
-        saved = json.loads(path.read_text())
+        saved = read_json(path)
         if saved["data"]["labelled_fingerprint"] != labelled_fingerprint:
             return None
         rows = np.asarray(saved[HOLDOUT_ROWS], dtype=np.int64)
     # none, or one from before it was kept
-    except (OSError, ValueError, RecursionError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError):
         return None
     return rows if rows.ndim == 1 and len(rows) else None
 

@@ -36,10 +36,7 @@ from src.data import data_fingerprint, find_csv, find_data_dir, load_fold_digits
 from src.errors import DataError
 from src.probabilities import OOF_FILE, TEST_FILE, write_probabilities
 from src.run_folders import check_latest, new_run_id, write_run
-from src.util import (
-    format_duration,
-    write_atomically,
-)
+from src.util import format_duration, not_a_file, read_json, write_atomically
 
 SUBMISSION_COLUMNS = ["ImageId", "Label"]
 
@@ -76,8 +73,7 @@ def validate_submission(frame: pd.DataFrame, num_test_images: int, file: str = "
 def check_submission_file(path: Path, test_path: Path) -> int:
     """Validate a submission CSV against the test set; return its number of rows."""
     if not path.is_file():
-        raise DataError("a submission CSV", "a folder" if path.is_dir() else "no such file",
-                        file=path)
+        raise DataError("a submission CSV", not_a_file(path), file=path)
     frame = read_csv_as_text(path, SUBMISSION_COLUMNS)
     num_test_images = len(read_digits_csv(test_path, with_labels=False)[0])
     validate_submission(frame, num_test_images, file=str(path))
@@ -162,8 +158,8 @@ def _check_only(args, config: Config) -> int:
 def _run_of(csv_path: Path) -> tuple[Path, dict] | None:
     """(run folder, its metrics) when csv_path is a run's submission.csv; else None."""
     try:
-        metrics = json.loads((csv_path.parent / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
+        metrics = read_json(csv_path.parent / "metrics.json")
+    except (OSError, ValueError):
         return None
     if not isinstance(metrics, dict) or not {"ensemble", "models", "run_info"} <= set(metrics):
         return None
@@ -218,7 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.plan_only and not config.planned:
         raise DataError("a budget to plan (--minutes N, or the quick or full profile)",
                         f"--profile {config.profile} without --minutes", column="--plan-only")
-    check_latest(Path(config.submissions_dir))  # before any training, not after it
+    if not args.plan_only:  # before any training, not after it; a plan publishes nothing
+        check_latest(Path(config.submissions_dir))
     started = time.perf_counter()
     digits = load_fold_digits(config)
     loaded = time.perf_counter()

@@ -63,7 +63,13 @@ from src.tuners import (
     SearchTuner,
     planned_epochs,
 )
-from src.util import format_duration, remove_stale_partials, write_atomically, writing
+from src.util import (
+    format_duration,
+    one_line,
+    remove_stale_partials,
+    write_atomically,
+    writing,
+)
 
 VAL_FRACTION = 0.2
 MIN_TUNE_SAMPLES = 100
@@ -132,7 +138,8 @@ def build_tuner(config: Config, role: str | None, train_images: int,
     policy = use_precision(config.precision)  # before any trial builds a model
     hypermodel = CNNHyperModel(train_images, config.batch_size, config.seed, config.tune_epochs,
                                config.wide_space, policy)
-    resuming = (project / "oracle.json").is_file() and not common["overwrite"]
+    # Saved state to reload; a worker's errors come from the chief it asks, not a file.
+    resuming = (project / "oracle.json").is_file() and not config.overwrite and role != "worker"
     try:
         if config.tuner == "hyperband":
             return HyperbandTuner(hypermodel, max_epochs=config.tune_epochs,
@@ -148,7 +155,7 @@ def build_tuner(config: Config, role: str | None, train_images: int,
         # a file it cannot read was damaged by hand or by another program (JSONDecodeError
         # is a ValueError).
         raise DataError("the search state python -m src.tune saved",
-                        f"{type(error).__name__}: {' '.join(str(error).split())}",
+                        one_line(error),
                         file=project, hint="rerun with --overwrite to start the search "
                         "over") from None
 

@@ -4,7 +4,7 @@ clearing what killed runs left half-written, and printing a duration."""
 from __future__ import annotations
 
 import errno
-import math
+import json
 import os
 import re
 import shutil
@@ -97,11 +97,31 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def is_number(value: object, minimum: float = -math.inf) -> bool:
-    """Whether a value read from JSON is a finite number (not a bool) of at least minimum."""
-    return type(value) in (int, float) and math.isfinite(value) and value >= minimum
+def is_number(value: object, minimum: float = -1e300) -> bool:
+    """Whether a value read from JSON is a number (not a bool) from minimum to 1e300: not
+    NaN, not infinite, and no integer too large for a float (JSON holds any)."""
+    return type(value) in (int, float) and minimum <= value <= 1e300
 
 
 def is_count(value: object, minimum: int = 0) -> bool:
     """Whether a value read from JSON is an integer (not a bool) of at least minimum."""
     return type(value) is int and value >= minimum
+
+
+def one_line(error: BaseException) -> str:
+    """The exception as one line: its type, then its message with the line breaks gone."""
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"
+
+
+def not_a_file(path: Path) -> str:
+    """What stands where a file should be: a folder, or nothing."""
+    return "a folder" if path.is_dir() else "no such file"
+
+
+def read_json(path: str | Path) -> object:
+    """The JSON in a UTF-8 file; ValueError for one that is not JSON, also for one nested
+    past Python's recursion limit (which json raises as RecursionError)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except RecursionError:
+        raise ValueError("JSON nested deeper than Python's recursion limit") from None

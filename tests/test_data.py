@@ -201,6 +201,10 @@ def test_missing_test_file(kaggle_dir):
     (kaggle_dir / "test.csv").unlink()
     with pytest.raises(DataError, match=r"test.csv: expected a CSV file, found no such file"):
         data.load_kaggle(kaggle_dir)
+
+
+def test_a_folder_named_test_csv_is_no_file(kaggle_dir):
+    (kaggle_dir / "test.csv").unlink()
     (kaggle_dir / "test.csv").mkdir()
     with pytest.raises(DataError, match=r"test.csv: expected a CSV file, found a folder"):
         data.load_kaggle(kaggle_dir)
@@ -257,17 +261,20 @@ def test_data_dir_with_source_keras_is_refused(kaggle_dir_readonly, mnist_npz):
                                  "file)")
 
 
-def test_train_labels_alone_from_either_source(kaggle_dir, mnist_npz):
+def test_train_labels_alone_need_no_test_csv(kaggle_dir):
     from src.config import Config
 
     (kaggle_dir / "test.csv").unlink()  # scoring saved predictions needs no test images
     labels = data.load_train_labels(Config(data_dir=str(kaggle_dir)))
     assert labels.dtype == np.int64 and labels.tolist() == pd.read_csv(
         kaggle_dir / "train.csv", usecols=["label"])["label"].tolist()
+
+
+def test_train_labels_alone_from_mnist(mnist_npz):
+    from src.config import Config
+
     keras_labels = data.load_train_labels(Config(source="keras", keras_npz=str(mnist_npz)))
     assert keras_labels.tolist() == data.load_keras_mnist(mnist_npz).y_train.tolist()
-    with pytest.raises(DataError, match="--keras-npz: expected --source keras"):
-        data.load_train_labels(Config(keras_npz=str(mnist_npz)))
 
 
 def test_keras_download_path_uses_keras_datasets(mnist_npz, monkeypatch):

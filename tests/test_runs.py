@@ -223,7 +223,8 @@ def test_a_metrics_json_nested_too_deep_is_one_warning(submissions, capsys):
     with pytest.warns(UserWarning) as caught:
         _, *rows, _ = _ledger(submissions, capsys)
     [warning] = [str(warning.message) for warning in caught]
-    assert warning.startswith(f"{path}: expected a run's metrics.json, found RecursionError: ")
+    assert warning == (f"{path}: expected a run's metrics.json, found ValueError: JSON nested "
+                       "deeper than Python's recursion limit; skipped")
     assert [row.split()[0] for row in rows] == [THIRD, FIRST]
 
 
@@ -233,3 +234,17 @@ def test_a_submissions_dir_that_is_a_file_is_one_line_exit_2(tmp_path, capsys):
     assert run_cli(runs.main, ["--submissions-dir", str(folder)]) == 2
     assert capsys.readouterr().err == (f"error: {folder}: --submissions-dir: expected a folder "
                                        "of run folders, found a file\n")
+
+
+def test_a_number_too_large_for_a_float_is_one_warning(submissions, capsys):
+    """JSON holds integers of any size; dividing one by 60 raised OverflowError."""
+    path = submissions / SECOND / "metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics["timings"]["total"] = 10**400
+    path.write_text(json.dumps(metrics))
+    with pytest.warns(UserWarning) as caught:
+        _, *rows, _ = _ledger(submissions, capsys)
+    [warning] = [str(warning.message) for warning in caught]
+    assert warning.startswith(f"{path}: expected a run's metrics.json, found ValueError: "
+                              "timings.total 1000") and warning.endswith(", not a number; skipped")
+    assert [row.split()[0] for row in rows] == [THIRD, FIRST]

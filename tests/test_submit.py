@@ -397,9 +397,6 @@ def test_check_flag_validates_any_csv(kaggle_dir_readonly, tmp_path, capsys):
     _good_submission().to_csv(good, index=False)
     assert run_cli(submit.main, ["--check", str(good), "--data-dir", str(only_test)]) == 0
     assert "valid submission, 300 rows" in capsys.readouterr().out
-    assert run_cli(submit.main, ["--check", str(only_test), "--data-dir", str(only_test)]) == 2
-    assert capsys.readouterr().err == (f"error: {only_test}: expected a submission CSV, found "
-                                       "a folder\n")
     empty = tmp_path / "empty"
     empty.mkdir()
     assert run_cli(submit.main, ["--check", str(good), "--data-dir", str(empty)]) == 2
@@ -524,6 +521,13 @@ def test_a_rank_that_is_no_positive_integer_is_one_line(tmp_path, rank):
                                  f"found {rank!r}")
 
 
+def test_a_fixed_setting_past_a_float_is_outside_the_space():
+    """A JSON integer of 400 digits: math.isfinite raised OverflowError on it."""
+    huge = 10**400
+    assert search_results.hparams_outside_space({"label_smoothing": huge}) == (
+        "label_smoothing", "a finite number", repr(huge))
+
+
 def test_the_default_cnn_and_every_value_the_wide_space_offers_pass_the_check():
     assert search_results.hparams_outside_space(DEFAULT_HPARAMS) is None  # dropout 0.25
     assert search_results.hparams_outside_space({
@@ -642,7 +646,7 @@ def test_a_latest_that_is_no_link_is_never_replaced(tmp_path):
     ('{"loss": "abc"}', "'loss': 'abc'"),
     ('{"loss": [0.5], "accuracy": [1, "x"]}', "'accuracy': [1, 'x']"),
     ('{"val_loss": 5}', "'val_loss': 5"),
-    ("[" * 100_000 + "]" * 100_000, "an unreadable file (RecursionError)"),
+    ("[" * 100_000 + "]" * 100_000, "an unreadable file (ValueError)"),
 ])
 def test_a_history_of_other_values_is_one_line(tmp_path, text, found):
     """The report plots every history; before, a string in one crashed it in matplotlib."""
@@ -656,3 +660,10 @@ def test_a_history_of_other_values_is_one_line(tmp_path, text, found):
         "fold-1.keras, or rerun with --fresh)")
     model_path.with_suffix(".history.json").write_text('{"loss": [0.5, NaN], "lr": []}')
     assert ensemble._load_history(model_path)["lr"] == []  # NaN: training that diverged
+
+
+def test_check_of_a_folder_says_so(kaggle_dir_readonly, tmp_path, capsys):
+    argv = ["--check", str(tmp_path), "--data-dir", str(kaggle_dir_readonly)]
+    assert run_cli(submit.main, argv) == 2
+    assert capsys.readouterr().err == (f"error: {tmp_path}: expected a submission CSV, found "
+                                       "a folder\n")
