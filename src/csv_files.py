@@ -234,7 +234,9 @@ def read_csv_checked(path: Path, columns: list[str] | None, expected: str,
     shifted is a DataError naming the file (and the line, where there is one). columns:
     the header expected, for the messages; None where the file's own header says."""
     try:
-        _check_first_row(path, 2, len(_header(path)))  # before a ragged row later is named
+        header = _header(path)  # none: a blank first line, which pandas skips
+        if header:  # before a ragged row later is named
+            _check_first_row(path, 2, len(header))
         frame = pd.read_csv(path, encoding="utf-8-sig", **read_options)
     except READ_ERRORS as error:
         raise unreadable_error(path, error, columns or []) from None
@@ -252,8 +254,8 @@ def _header(path: Path) -> list[str]:
 
 def _fields(text: str) -> list[str]:
     """The values of one line as csv reads them; none where csv cannot (a field past its
-    size limit: pandas says what is wrong). NUL bytes are dropped: Python 3.10's csv
-    refuses a line holding one."""
+    size limit: no check, pandas says what is wrong). NUL bytes are dropped: Python 3.10's
+    csv refuses a line holding one."""
     try:
         return next(csv.reader([text.replace("\0", "")]), [])
     except csv.Error:

@@ -265,6 +265,11 @@ class Plan:
               "given: a list of names")
         for stage, seconds in self.stages.items():
             _need(is_number(seconds, 0), f"stages.{stage}: seconds >= 0")
+        for key, value in self.decisions.items():  # Budget's: "tta, ..." or epochs
+            if key.startswith("tta, "):
+                _need(type(value) is bool, f"decisions.{key}: true or false")
+            else:
+                _need(is_count(value), f"decisions.{key}: an integer >= 0")
         return self
 
     def member_speeds(self) -> list[Speed]:

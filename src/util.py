@@ -120,8 +120,15 @@ def not_a_file(path: Path) -> str:
 
 def read_json(path: str | Path) -> object:
     """The JSON in a UTF-8 file; ValueError for one that is not JSON, also for one nested
-    past Python's recursion limit (which json raises as RecursionError)."""
+    past Python's recursion limit (which json raises as RecursionError) or holding an
+    integer too large for a float (float() of it raises OverflowError)."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        return json.loads(Path(path).read_text(encoding="utf-8"), parse_int=_float_sized_int)
     except RecursionError:
         raise ValueError("JSON nested deeper than Python's recursion limit") from None
+
+
+def _float_sized_int(text: str) -> int:
+    if len(text.lstrip("-")) > 300:  # 1e300 and beyond: past what a float holds, near enough
+        raise ValueError(f"an integer of {len(text.lstrip('-'))} digits")
+    return int(text)

@@ -270,6 +270,13 @@ def test_train_labels_alone_need_no_test_csv(kaggle_dir):
         kaggle_dir / "train.csv", usecols=["label"])["label"].tolist()
 
 
+def test_train_labels_alone_refuse_keras_npz_without_source_keras(kaggle_dir, mnist_npz):
+    from src.config import Config
+
+    with pytest.raises(DataError, match="--keras-npz: expected --source keras"):
+        data.load_train_labels(Config(data_dir=str(kaggle_dir), keras_npz=str(mnist_npz)))
+
+
 def test_train_labels_alone_from_mnist(mnist_npz):
     from src.config import Config
 

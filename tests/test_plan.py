@@ -414,9 +414,13 @@ def test_a_round_that_slows_cuts_the_epochs_of_models_not_yet_started(monkeypatc
     (lambda values: {**values, "members": ["nobody"]}, "TypeError: members: names of speeds"),
     (lambda values: {**values, "folds": "2"}, "TypeError: folds: an integer >= 1"),
     (lambda values: {**values, "seconds": None}, "TypeError: seconds: a number >= 0"),
-    (lambda values: {**values, "seconds": 10**400}, "TypeError: seconds: a number >= 0"),
+    (lambda values: {**values, "seconds": 10**400}, "ValueError: an integer of 401 digits"),
     (lambda values: {**values, "stages": {"report": "x"}},
      "TypeError: stages.report: seconds >= 0"),
+    (lambda values: {**values, "decisions": {"tta, first round": "false"}},  # bool() says True
+     "TypeError: decisions.tta, first round: true or false"),
+    (lambda values: {**values, "decisions": {"pseudo_epochs": "x"}},
+     "TypeError: decisions.pseudo_epochs: an integer >= 0"),
     (lambda values: {**values, "speeds": {name: {**speed, "train_images_per_second": "x"}
                                           for name, speed in values["speeds"].items()}},
      "TypeError: speeds.default: images per second > 0"),
@@ -640,7 +644,7 @@ def test_a_time_based_search_splits_its_share_into_equal_trials(tmp_path, monkey
                           ({"tune_epochs": 0}, "tune_epochs: an integer >= 1"),
                           ({"max_trials": None}, "max_trials: an integer >= 1"),
                           ({"trial_seconds": "x"}, "trial_seconds: a number of seconds >= 0"),
-                          ({"share_seconds": 10**400}, "share_seconds: a number of seconds >= 0")):
+                          ({"share_seconds": -5}, "share_seconds: a number of seconds >= 0")):
         saved.write_text(json.dumps({**record, **damage}))
         with pytest.raises(DataError, match=re.escape(
                 f"{saved}: expected a search plan written by python -m src.tune, found "

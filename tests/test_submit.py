@@ -667,3 +667,11 @@ def test_check_of_a_folder_says_so(kaggle_dir_readonly, tmp_path, capsys):
     assert run_cli(submit.main, argv) == 2
     assert capsys.readouterr().err == (f"error: {tmp_path}: expected a submission CSV, found "
                                        "a folder\n")
+
+
+def test_check_accepts_a_blank_first_line_as_pandas_does(kaggle_dir_readonly, tmp_path, capsys):
+    good = tmp_path / "good.csv"
+    good.write_text("\n" + _good_submission().to_csv(index=False))
+    argv = ["--check", str(good), "--data-dir", str(kaggle_dir_readonly)]
+    assert run_cli(submit.main, argv) == 0
+    assert "valid submission, 300 rows" in capsys.readouterr().out
