@@ -18,11 +18,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from src import ensemble
 from src.calibrate import Speed
 from src.config import Config
 from src.data import data_fingerprint
 from src.errors import DataError
+from src.members import Member, best_hparams_path, load_members
 from src.plan import (
     FIRST,
     PARALLEL_SPEEDUP,
@@ -321,28 +321,28 @@ def search_spent(config: Config) -> float:
     """Seconds the search spent of this budget: what python -m src.tune recorded in
     best_hparams.json when it ran with the same --minutes; else 0."""
     try:
-        budget = read_json(ensemble.best_hparams_path(config)).get("budget") or {}
+        budget = read_json(best_hparams_path(config)).get("budget") or {}
         same = budget.get("minutes") == config.minutes
         return float(budget.get("spent_seconds", 0)) if same else 0.0
     except (OSError, ValueError, AttributeError, TypeError):  # none, or not tune's
         return 0.0
 
 
-def candidate_members(config: Config) -> list[ensemble.Member]:
+def candidate_members(config: Config) -> list[Member]:
     """The networks a plan may ensemble, best first: with --top-k given, load_members'
     own; else up to the row's max_members, the default CNN first with --include-default
     (off in every profile: the search's first trial, it joins on its score)."""
     if "top_k" in config.flags_given:
-        return ensemble.load_members(config)
+        return load_members(config)
     most = table_row(config.minutes).max_members
-    members = ensemble.load_members(dataclasses.replace(config, top_k=most))
+    members = load_members(dataclasses.replace(config, top_k=most))
     first = [m for m in members if config.include_default and m.origin.startswith("default")]
     return (first + [m for m in members if m not in first])[:most]
 
 
 def plan_submit(digits, config: Config, started: float, save: bool = True,
                 clock: Callable[[], float] = time.perf_counter
-                ) -> tuple[Config, list[ensemble.Member], Budget]:
+                ) -> tuple[Config, list[Member], Budget]:
     """This run's plan: an earlier run's with the same settings (whose fold models are this
     run's), else a new one from timing each candidate network; printed. Returns the config
     and members it sets and the Budget that keeps the run to it."""

@@ -40,6 +40,7 @@ from src.config import (
 from src.data import load_fold_digits
 from src.errors import DataError
 from src.figures import fidelity_png
+from src.members import Member
 from src.model import DEFAULT_HPARAMS, resolve_precision
 from src.search_results import OBJECTIVE, hparams_outside_space, read_trials
 from src.tune import search_space_names
@@ -127,7 +128,7 @@ def measure(config: Config, picks: pd.DataFrame, names: Sequence[str]) -> pd.Dat
     rows = []
     for _, pick in picks.iterrows():
         hparams = {**DEFAULT_HPARAMS, **{name: pick[name] for name in names}}
-        member = ensemble.Member(f"trial{pick['trial_id']}", hparams, "fidelity")
+        member = Member(f"trial{pick['trial_id']}", hparams, "fidelity")
         tick = time.perf_counter()
         result = ensemble.run_kfold(digits, [member], config)
         oof = result.oof_probs[member.name].argmax(axis=1)

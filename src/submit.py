@@ -34,6 +34,7 @@ from src.config import (
 from src.csv_files import read_csv_as_text, read_digits_csv
 from src.data import data_fingerprint, find_csv, find_data_dir, load_fold_digits
 from src.errors import DataError
+from src.members import load_members
 from src.probabilities import OOF_FILE, TEST_FILE, write_probabilities
 from src.run_folders import check_latest, new_run_id, write_run
 from src.util import format_duration, not_a_file, read_json, write_atomically
@@ -240,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.plan_only:
             return 0
     else:
-        members = ensemble.load_members(config)
+        members = load_members(config)
     search_holdout = None  # the images the search chose the members on: scored apart, too
     if any(member.origin.startswith("tuner") for member in members):
         from src.search_results import read_holdout_rows

@@ -28,6 +28,7 @@ from src.calibrate import Speed
 from src.config import Config, run_cli
 from src.data import load_kaggle
 from src.errors import DataError
+from src.members import Member, best_hparams_path
 from src.model import DEFAULT_HPARAMS
 
 # About the default CNN in one process on the 2-core VM (README: a 20-epoch fold of
@@ -198,8 +199,8 @@ def test_the_shortest_budget_counts_what_the_search_spent():
 def test_what_the_search_spent_comes_from_its_own_budget_only(tmp_path, record, spent):
     config = Config(minutes=30, artifacts_dir=str(tmp_path))
     assert budget.search_spent(config) == 0.0  # no search yet
-    ensemble.best_hparams_path(config).parent.mkdir(parents=True)
-    ensemble.best_hparams_path(config).write_text(json.dumps(record))
+    best_hparams_path(config).parent.mkdir(parents=True)
+    best_hparams_path(config).write_text(json.dumps(record))
     assert budget.search_spent(config) == spent
 
 
@@ -315,7 +316,7 @@ def test_a_search_after_a_run_plans_afresh(kaggle_dir_readonly, tmp_path, monkey
 
 
 def _fold_jobs(planned: plan.Plan) -> list[ensemble.FoldJob]:
-    member = ensemble.Member("default", {}, "default")
+    member = Member("default", {}, "default")
     count = planned.folds * planned.repeats
     return [ensemble.FoldJob(member, split, planned.folds, Path(f"fold-{split}.keras"),
                              split + 1, count, planned.repeats) for split in range(count)]
@@ -529,7 +530,7 @@ def test_a_cut_fold_model_is_saved_as_such_and_a_rerun_reuses_it(kaggle_dir_read
     planned = plan.plan_ensemble(_config(30, jobs=jobs), {"default": CPU}, sizes, 0.0)
     config = Config(profile="smoke", folds=planned.folds, epochs=planned.epochs, jobs=jobs,
                     artifacts_dir=str(tmp_path / "artifacts"))
-    members = [ensemble.Member("default", dict(DEFAULT_HPARAMS), "default")]
+    members = [Member("default", dict(DEFAULT_HPARAMS), "default")]
     path = tmp_path / "plan.json"
     late = budget.Budget(planned, started=0.0, path=path, clock=Clock(planned.seconds))
     first = ensemble.run_kfold(digits, members, config, verbose=0, budget=late)

@@ -8,8 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from src import ensemble, search_results
+from src import search_results
 from src.config import Config
+from src.members import load_members
 
 LABELS = np.arange(300) % 10
 
@@ -95,7 +96,7 @@ def _write_best_hparams(folder, with_ensemble: bool) -> None:
 def test_members_come_from_the_chosen_ensemble_else_the_top_ranks(tmp_path, with_ensemble,
                                                                    names):
     _write_best_hparams(tmp_path, with_ensemble)
-    members = ensemble.load_members(Config(artifacts_dir=str(tmp_path), top_k=2))
+    members = load_members(Config(artifacts_dir=str(tmp_path), top_k=2))
     assert [member.name for member in members] == names
     assert members[1].hparams["dropout"] == pytest.approx(int(names[1][-1]) / 10 + 0.1)
 

@@ -21,6 +21,7 @@ from src import ensemble, predict, run_folders, search_results, submit, util, wo
 from src.config import run_cli
 from src.data import data_fingerprint
 from src.errors import DataError
+from src.members import Member, load_members
 from src.model import DEFAULT_HPARAMS
 from tests.conftest import REPO_ROOT
 from tests.fixtures import ended_pid, keep_only
@@ -252,7 +253,7 @@ def test_corrupt_fold_model_is_one_line_error_naming_the_file(kaggle_dir_readonl
     config = submit._parse_args(_args(kaggle_dir_readonly, tmp_path))[1]
     digits = submit.load_fold_digits(config)
     with pytest.warns(UserWarning):
-        [member] = ensemble.load_members(config)
+        [member] = load_members(config)
     key = ensemble.member_key(member, config,
                               data_fingerprint(digits.x_train, digits.y_train))
     broken = tmp_path / "artifacts" / "models" / key / "fold-0.keras"
@@ -463,7 +464,7 @@ def test_shift_images_moves_pixels_and_fills_zeros():
 def test_default_member_with_a_warning_when_no_search(tmp_path):
     config = submit._parse_args(["--artifacts-dir", str(tmp_path)])[1]
     with pytest.warns(UserWarning, match="python -m src.tune"):
-        [member] = ensemble.load_members(config)
+        [member] = load_members(config)
     assert member.name == "default"
 
 
@@ -480,7 +481,7 @@ def test_members_come_from_the_tuner_top_k(tmp_path):
     _write_top(tmp_path, [{"dropout": 0.1 * rank + 0.1} for rank in (1, 2, 3)])
     config = submit._parse_args(["--artifacts-dir", str(tmp_path), "--top-k", "2",
                                  "--no-include-default"])[1]
-    members = ensemble.load_members(config)
+    members = load_members(config)
     assert [m.name for m in members] == ["rank1", "rank2"]
     assert members[1].hparams["dropout"] == pytest.approx(0.3)
 
@@ -499,7 +500,7 @@ def test_a_hand_edited_configuration_outside_the_space_is_one_line(tmp_path, hpa
     _write_top(tmp_path, [{"dropout": 0.3}, hparams])
     config = submit._parse_args(["--artifacts-dir", str(tmp_path), "--top-k", "2"])[1]
     with pytest.raises(DataError) as caught:
-        ensemble.load_members(config)
+        load_members(config)
     message = str(caught.value)
     assert message.startswith(f"{tmp_path / 'tune' / 'best_hparams.json'}: rank2: {column}: "
                               f"expected {expected}")
@@ -516,7 +517,7 @@ def test_a_rank_that_is_no_positive_integer_is_one_line(tmp_path, rank):
     path.write_text(json.dumps(saved))
     config = submit._parse_args(["--artifacts-dir", str(tmp_path)])[1]
     with pytest.raises(DataError) as caught:
-        ensemble.load_members(config)
+        load_members(config)
     assert str(caught.value) == (f"{path}: rank: expected a rank, an integer >= 1, "
                                  f"found {rank!r}")
 
@@ -539,15 +540,15 @@ def test_include_default_adds_the_default_cnn_unless_the_top_k_holds_it(tmp_path
     _write_top(tmp_path, [{"dropout": 0.4}, dict(DEFAULT_HPARAMS)])
     quick = submit._parse_args(["--artifacts-dir", str(tmp_path)])[1]
     assert not quick.include_default and quick.top_k == 1  # off in every profile
-    assert [m.name for m in ensemble.load_members(quick)] == ["rank1"]
+    assert [m.name for m in load_members(quick)] == ["rank1"]
     with_default = submit._parse_args(["--artifacts-dir", str(tmp_path), "--include-default"])[1]
-    members = ensemble.load_members(with_default)
+    members = load_members(with_default)
     assert [m.name for m in members] == ["rank1", "default"]
     assert members[1].hparams == DEFAULT_HPARAMS and "--include-default" in members[1].origin
     # rank 2 is the default already: no second copy of it
     top_two = submit._parse_args(["--artifacts-dir", str(tmp_path), "--top-k", "2",
                                   "--include-default"])[1]
-    assert [m.name for m in ensemble.load_members(top_two)] == ["rank1", "rank2"]
+    assert [m.name for m in load_members(top_two)] == ["rank1", "rank2"]
 
 
 def test_pseudo_labels_of_a_fold_come_from_that_folds_models_only():
@@ -566,7 +567,7 @@ def test_pseudo_labels_of_a_fold_come_from_that_folds_models_only():
 
 
 def test_fold_model_key_changes_with_the_training_code(monkeypatch):
-    member = ensemble.Member("default", dict(DEFAULT_HPARAMS), "default")
+    member = Member("default", dict(DEFAULT_HPARAMS), "default")
     config = submit._parse_args([])[1]
     before = ensemble.member_key(member, config, "data")
     monkeypatch.setattr(ensemble, "training_code_version", lambda: "edited")

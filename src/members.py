@@ -1,0 +1,64 @@
+"""The networks an ensemble trains: the search's chosen configurations, read back from
+best_hparams.json and checked against the search space, or the default CNN."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from src import model as cnn
+from src.config import Config
+from src.errors import DataError
+from src.search_results import hparams_outside_space
+from src.util import read_json
+
+
+@dataclass
+class Member:
+    """One configuration of the ensemble: its name, hyperparameters and where they came from."""
+
+    name: str
+    hparams: dict
+    origin: str  # "tuner (val_accuracy 0.9912)" or "default"
+
+
+
+def best_hparams_path(config: Config) -> Path:
+    """Where python -m src.tune leaves its top configurations."""
+    return Path(config.artifacts_dir) / "tune" / "best_hparams.json"
+
+
+def load_members(config: Config) -> list[Member]:
+    """The first top-k configurations of the ensemble the search chose (a file from before
+    it chose one: its top-k ranks), plus the default CNN with --include-default; without
+    a search, the default CNN and a warning."""
+    path = best_hparams_path(config)
+    if not path.is_file():
+        warnings.warn(f"no search results at {path}: using the default CNN "
+                      "(run `python -m src.tune` first for tuned configurations)", stacklevel=2)
+        return [Member("default", dict(cnn.DEFAULT_HPARAMS), "default")]
+    try:
+        saved = read_json(path)
+        chosen = saved["ensemble"] if "ensemble" in saved else saved["top"]
+        members = [Member(f"rank{entry['rank']}", {**cnn.DEFAULT_HPARAMS, **entry["hparams"]},
+                          f"tuner (val_accuracy {entry['val_accuracy']:.4f})")
+                   for entry in chosen[:config.top_k]]
+    except (ValueError, KeyError, TypeError) as error:
+        raise DataError("the JSON written by python -m src.tune", f"{type(error).__name__}: "
+                        f"{error}", file=path, hint="rerun python -m src.tune") from None
+    if not members:
+        raise DataError("at least one configuration", "none", file=path)
+    for entry in chosen[:config.top_k]:  # a rank names its member's fold-model folder
+        if type(entry["rank"]) is not int or entry["rank"] < 1:
+            raise DataError("a rank, an integer >= 1", repr(entry["rank"]), file=path,
+                            column="rank")
+    for member in members:
+        outside = hparams_outside_space(member.hparams)
+        if outside:
+            name, expected, found = outside
+            raise DataError(expected, found, file=path, column=f"{member.name}: {name}",
+                            hint="rerun python -m src.tune, or edit it back")
+    if config.include_default and cnn.DEFAULT_HPARAMS not in [m.hparams for m in members]:
+        members.append(Member("default", dict(cnn.DEFAULT_HPARAMS), "default (--include-default)"))
+    return members
