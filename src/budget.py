@@ -382,6 +382,5 @@ def _load_plan(path: Path) -> Plan:
     try:
         return Plan.from_dict(read_json(path))
     except (ValueError, KeyError, TypeError) as error:
-        raise DataError("a plan written by python -m src.submit",
-                        one_line(error),
-                        file=path, hint="delete it or rerun with --fresh") from None
+        raise DataError("a plan written by python -m src.submit", one_line(error), file=path,
+                        hint="delete it or rerun with --fresh") from None

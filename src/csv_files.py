@@ -176,8 +176,7 @@ def _read_slowly(path: Path, columns: list[str], skip_rows: int) -> np.ndarray:
                     blank = _blank_rows(chunk)
                     if blank_from is not None:
                         if not blank.all():  # digits after a blank line
-                            raise DataError(f"{len(columns)} values", "a blank line",
-                                            file=path, line=blank_from)
+                            raise _blank_line_error(path, columns, blank_from)
                         continue
                     found = _first_bad_cell(chunk, columns)
                     if found is None:
@@ -201,12 +200,16 @@ def _bad_cell_error(path: Path, columns: list[str], line: int, position: int, va
     that is not an integer in the column's range."""
     text = _read_line(path, line)
     if text.strip() == "":
-        return DataError(f"{len(columns)} values", "a blank line", file=path, line=line)
+        return _blank_line_error(path, columns, line)
     fields = text.count(",") + 1
     if fields != len(columns):
         return DataError(f"{len(columns)} values", str(fields), file=path, line=line)
     return DataError(f"an integer {limits[0]}..{limits[1]}", _describe(value), file=path,
                      line=line, column=columns[position])
+
+
+def _blank_line_error(path: Path, columns: list[str], line: int) -> DataError:
+    return DataError(f"{len(columns)} values", "a blank line", file=path, line=line)
 
 
 def csv_syntax_error(path: Path, error: Exception, line_offset: int = 0) -> DataError:

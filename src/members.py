@@ -11,7 +11,7 @@ from src import model as cnn
 from src.config import Config
 from src.errors import DataError
 from src.search_results import hparams_outside_space
-from src.util import read_json
+from src.util import is_count, one_line, read_json
 
 
 @dataclass
@@ -45,12 +45,12 @@ def load_members(config: Config) -> list[Member]:
                           f"tuner (val_accuracy {entry['val_accuracy']:.4f})")
                    for entry in chosen[:config.top_k]]
     except (ValueError, KeyError, TypeError) as error:
-        raise DataError("the JSON written by python -m src.tune", f"{type(error).__name__}: "
-                        f"{error}", file=path, hint="rerun python -m src.tune") from None
+        raise DataError("the JSON written by python -m src.tune", one_line(error), file=path,
+                        hint="rerun python -m src.tune") from None
     if not members:
         raise DataError("at least one configuration", "none", file=path)
     for entry in chosen[:config.top_k]:  # a rank names its member's fold-model folder
-        if type(entry["rank"]) is not int or entry["rank"] < 1:
+        if not is_count(entry["rank"], 1):
             raise DataError("a rank, an integer >= 1", repr(entry["rank"]), file=path,
                             column="rank")
     for member in members:

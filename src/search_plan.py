@@ -108,11 +108,12 @@ def _checked_record(record: dict, config: Config) -> dict:
         # began resumes with the cap it had, 10 x the profile's --tune-epochs.
         record["tune_epochs"] = 10 * config.tune_epochs
     timed = "trial_seconds" in record
-    for name in ("max_trials", "tune_epochs") if timed else ("tune_epochs",):
+    counts = ["tune_epochs", *(["max_trials"] if timed else [])]
+    seconds = ["share_seconds", "planned_seconds", *(["trial_seconds"] if timed else [])]
+    for name in counts:
         if not is_count(record[name], 1):
             raise TypeError(f"{name}: an integer >= 1")
-    for name in ("trial_seconds", "share_seconds", "planned_seconds") if timed else (
-            "share_seconds", "planned_seconds"):
+    for name in seconds:
         if not is_number(record[name], 0):
             raise TypeError(f"{name}: a number of seconds >= 0")
     return record

@@ -154,10 +154,9 @@ def build_tuner(config: Config, role: str | None, train_images: int,
         # KerasTuner reloads its saved state here; its writes are atomic in this package, so
         # a file it cannot read was damaged by hand or by another program (JSONDecodeError
         # is a ValueError).
-        raise DataError("the search state python -m src.tune saved",
-                        one_line(error),
-                        file=project, hint="rerun with --overwrite to start the search "
-                        "over") from None
+        raise DataError("the search state python -m src.tune saved", one_line(error),
+                        file=project,
+                        hint="rerun with --overwrite to start the search over") from None
 
 
 def load_search_data(config: Config) -> tuple[tuple[np.ndarray, np.ndarray],

@@ -120,6 +120,10 @@ def test_a_plan_in_the_metrics_shows_instead_of_the_profile(submissions):
     (json.dumps({"run_info": {"profile": "quick"}, "timings": {"total": 60}, "models": [],
                  "ensemble": 0.99}), "no key 'ensemble.accuracy'"),
     (None, "no such file"),
+    ("[" * 100_000 + "]" * 100_000,
+     "ValueError: JSON nested deeper than Python's recursion limit"),
+    # JSON holds integers of any size; dividing one by 60 raised OverflowError
+    ('{"timings": {"total": 1' + "0" * 400 + "}}", "ValueError: an integer of 401 digits"),
     # numbers the ledger prints and plots: text, or past a float
     (json.dumps({"run_info": {"profile": "quick"}, "timings": {"total": 60}, "models": [],
                  "ensemble": {"accuracy": 0.99, "ci95_low": "nan", "ci95_high": 1.0}}),
@@ -217,16 +221,6 @@ def test_sync_without_credentials_is_one_line_and_writes_nothing(submissions, ka
     assert {path: path.read_bytes() for path in submissions.rglob("*") if path.is_file()} == before
 
 
-def test_a_metrics_json_nested_too_deep_is_one_warning(submissions, capsys):
-    path = submissions / SECOND / "metrics.json"
-    path.write_text("[" * 100_000 + "]" * 100_000)
-    with pytest.warns(UserWarning) as caught:
-        _, *rows, _ = _ledger(submissions, capsys)
-    [warning] = [str(warning.message) for warning in caught]
-    assert warning == (f"{path}: expected a run's metrics.json, found ValueError: JSON nested "
-                       "deeper than Python's recursion limit; skipped")
-    assert [row.split()[0] for row in rows] == [THIRD, FIRST]
-
 
 def test_a_submissions_dir_that_is_a_file_is_one_line_exit_2(tmp_path, capsys):
     folder = tmp_path / "submissions"
@@ -235,16 +229,3 @@ def test_a_submissions_dir_that_is_a_file_is_one_line_exit_2(tmp_path, capsys):
     assert capsys.readouterr().err == (f"error: {folder}: --submissions-dir: expected a folder "
                                        "of run folders, found a file\n")
 
-
-def test_a_number_too_large_for_a_float_is_one_warning(submissions, capsys):
-    """JSON holds integers of any size; dividing one by 60 raised OverflowError."""
-    path = submissions / SECOND / "metrics.json"
-    metrics = json.loads(path.read_text())
-    metrics["timings"]["total"] = 10**400
-    path.write_text(json.dumps(metrics))
-    with pytest.warns(UserWarning) as caught:
-        _, *rows, _ = _ledger(submissions, capsys)
-    [warning] = [str(warning.message) for warning in caught]
-    assert warning == (f"{path}: expected a run's metrics.json, found ValueError: an integer "
-                       "of 401 digits; skipped")
-    assert [row.split()[0] for row in rows] == [THIRD, FIRST]
