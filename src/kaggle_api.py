@@ -1,20 +1,12 @@
-"""Everything that talks to Kaggle, through the kaggle package's API (2.x): sign in,
-download the competition files, submit a CSV, wait for its public score, list submissions.
-
-kaggle 2.x signs in with the first of: an API token ($KAGGLE_API_TOKEN or
-~/.kaggle/access_token), a legacy key (kaggle.json or $KAGGLE_USERNAME and
-$KAGGLE_KEY), OAuth credentials from `kaggle auth login`. Everything the
-library prints is swallowed (in verbose mode it prints request headers), and
-every failure becomes one DataError line that never holds a credential. The
-kaggle package is imported lazily, inside a sign-in: importing it tries to sign
-in and prints its help when it finds no credentials.
+"""Everything that talks to Kaggle: download the competition files, submit a CSV, wait
+for its public score, list submissions. Each request goes through a signed-in
+``KaggleSession`` (src/kaggle_session.py), so every failure is one DataError line
+that never holds a credential.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import os
 import shutil
 import time
@@ -28,143 +20,15 @@ from pathlib import Path
 from src.csv_files import read_digits_csv
 from src.data import LOCAL_DATA_DIR, find_csv, find_data_dir
 from src.errors import DataError
+from src.kaggle_session import COMPETITION, KaggleSession
 from src.util import format_duration, partial_path, remove_stale_partials, writing
 
-COMPETITION = "digit-recognizer"
 DATA_FILES = ("train.csv", "test.csv")
-TOKEN_PAGE = "https://www.kaggle.com/settings/api"
-LEGACY_VARIABLES = ("KAGGLE_USERNAME", "KAGGLE_KEY")
 WAIT_MINUTES = 10.0  # the longest an upload waits for its score (--wait-minutes)
 POLL_SECONDS = 15.0
 PAGE_SIZE = 50
 MAX_PAGES = 20  # the newest 1,000 submissions
 SYNC_LATER = "`python -m src.runs --sync` records the score later"
-
-# What each HTTP status of a refused request asks the user to check.
-HTTP_HINTS = {
-    401: "Kaggle refused the credentials: check them, or create new ones at " + TOKEN_PAGE,
-    403: "join the competition and accept its rules at "
-         "https://www.kaggle.com/competitions/{competition}/rules",
-    404: "check the competition name {competition!r}",
-    429: "too many requests or today's submissions are used up: try again later",
-}
-
-
-class KaggleSession:
-    """A signed-in KaggleApi for one competition and one action (upload, download, ...).
-
-    Every request goes through ``call``: the library's output is swallowed and a
-    failure becomes one DataError naming the action, ending with ``keep`` (what
-    is left as it was and how to try again), with every credential redacted.
-    """
-
-    def __init__(self, action: str, keep: str, competition: str = COMPETITION):
-        self.where = f"kaggle {action}"
-        self.keep = keep
-        self.competition = competition
-        self.api = None
-        with _quiet():
-            self.api = self._sign_in()
-
-    def call(self, method: str, *args, **kwargs):
-        """``api.method(*args, **kwargs)``, quietly; any failure as one DataError."""
-        try:
-            with _quiet():
-                return getattr(self.api, method)(*args, **kwargs)
-        except Exception as error:  # requests, kagglesdk and the server fail in many ways
-            raise self.failure(error) from None
-
-    def redact(self, text: str) -> str:
-        """text with every credential this process could send replaced by ``***``."""
-        for secret in _secrets(self.api):
-            text = text.replace(secret, "***")
-        return text
-
-    def _sign_in(self):
-        """A KaggleApi that has found credentials; DataError saying where to put them if not."""
-        try:
-            from kaggle.api.kaggle_api_extended import KaggleApi
-        except ImportError:
-            raise DataError("the kaggle package", "not installed", column=self.where,
-                            hint='pip install -e ".[kaggle]"') from None
-        except SystemExit:  # `import kaggle` signs in, and some versions exit without credentials
-            raise self._no_credentials("~/.kaggle/kaggle.json") from None
-        api = KaggleApi()
-        try:
-            api.authenticate()
-        except SystemExit:  # kaggle prints its help and calls exit(1) when it finds none
-            raise self._no_credentials(api.config) from None
-        except Exception as error:  # checking a token asks Kaggle, so the network can fail
-            self.api = api
-            raise self.failure(error) from None
-        if _blank_legacy_key(api):  # kaggle accepts empty ones, and the first request fails
-            blank = [f"${name}" for name in LEGACY_VARIABLES
-                     if name in os.environ and not os.environ[name].strip()]
-            found = (f"{' and '.join(blank)} set but empty" if blank
-                     else f"an empty username or key in {api.config}")
-            raise DataError(_where_credentials_go(api.config), found, column=self.where,
-                            hint=f"set them to your username and key, or unset them; "
-                            f"{self.keep}")
-        return api
-
-    def _no_credentials(self, config_path: str) -> DataError:
-        return DataError(_where_credentials_go(config_path), "none", column=self.where,
-                         hint=f"create a token at {TOKEN_PAGE}; $KAGGLE_API_TOKEN or "
-                         f"~/.kaggle/access_token also work; {self.keep}")
-
-    def failure(self, error: Exception) -> DataError:
-        """One line for a failed request: the HTTP status and the server's words, never a
-        secret.
-
-        Only an HTTP error's text (the server's message) is shown; any other exception
-        is named by its type alone, since some (a malformed header) quote the credentials.
-        """
-        import requests
-
-        expected = f"a reply from Kaggle for competition {self.competition!r}"
-        response = getattr(error, "response", None)
-        if isinstance(error, requests.HTTPError) and response is not None:
-            status = response.status_code
-            said = self.redact((str(error).splitlines() or [""])[0])[:200]
-            hint = HTTP_HINTS.get(status, "try again later").format(competition=self.competition)
-            return DataError(expected, f"HTTP {status} {said!r}", column=self.where,
-                             hint=f"{hint}; {self.keep}")
-        if isinstance(error, (requests.ConnectionError, requests.Timeout)):
-            return DataError(expected, f"no connection ({type(error).__name__})",
-                             column=self.where,
-                             hint=f"check the network connection; {self.keep}")
-        return DataError(expected, type(error).__name__, column=self.where,
-                         hint=f"check the credentials and the network connection; {self.keep}")
-
-
-def _where_credentials_go(config_path: str) -> str:
-    return (f"Kaggle API credentials in {config_path} (chmod 600) "
-            "or $KAGGLE_USERNAME and $KAGGLE_KEY")
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Swallow what the kaggle library prints (its verbose mode prints request headers)."""
-    chatter = io.StringIO()
-    with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
-        yield
-
-
-def _blank_legacy_key(api) -> bool:
-    """True when the API signed in with a legacy username and key of which one is empty."""
-    values = api.config_values
-    names = (api.CONFIG_NAME_USER, api.CONFIG_NAME_KEY)
-    if values.get(api.CONFIG_NAME_TOKEN) or not all(name in values for name in names):
-        return False  # an API token or OAuth signed in, not a legacy key
-    return not all(str(values[name]).strip() for name in names)
-
-
-def _secrets(api) -> set[str]:
-    """Every credential value this process could send: the environment's and the API's."""
-    values = {os.environ.get("KAGGLE_KEY"), os.environ.get("KAGGLE_API_TOKEN")}
-    if api is not None:
-        values |= {api.config_values.get("key"), api.config_values.get("token")}
-    return {value for value in values if value}
 
 
 @dataclass

@@ -43,12 +43,12 @@ def legacy_key(kaggle_home, monkeypatch):
     return kaggle_home
 
 
-def _fail_upload(csv_path, capfd) -> str:
+def _fail_upload(csv_path, capfd, where: str = "kaggle upload") -> str:
     """Run an upload that must fail through the CLI wrapper; return its one stderr line."""
     code = config.run_cli(lambda argv: kaggle_api.upload_submission(csv_path, "a message"), [])
     out, err = capfd.readouterr()
     assert code == 2 and out == ""
-    assert err.startswith("error: kaggle upload: ") and err.count("\n") == 1
+    assert err.startswith(f"error: {where}: ") and err.count("\n") == 1
     return err
 
 
@@ -80,6 +80,41 @@ def test_no_credentials_says_where_they_go_and_keeps_the_csv(kaggle_home, csv_pa
     assert "home/.kaggle/kaggle.json (chmod 600) or $KAGGLE_USERNAME and $KAGGLE_KEY" in err
     assert "found none" in err and f"{csv_path} is kept" in err
     assert csv_path.read_bytes() == before
+
+
+@pytest.mark.parametrize("content, found", [
+    (f'{{"username": "{USERNAME}", "key": "{SECRET}', "found not JSON (Unterminated string "
+     "starting at: line 1 column 34)"),
+    ("[]", "found a JSON list"),
+    ('"key"', "found a JSON str"),
+    (f'{{"username": "{USERNAME}"}}', 'found an object without "key"'),
+    ("{}", 'found an object without "username" and "key"'),
+    (b'{"username": "\xff"}', "found bytes that are not UTF-8 text"),
+])
+def test_a_damaged_kaggle_json_is_named_not_missing(kaggle_home, csv_path, capfd, content,
+                                                    found):
+    config_file = Path(kaggle_home.config)
+    config_file.parent.mkdir(parents=True)
+    write = config_file.write_bytes if isinstance(content, bytes) else config_file.write_text
+    write(content)
+    err = _fail_upload(csv_path, capfd, where=f"{config_file}: kaggle upload")
+    assert err.startswith(f"error: {config_file}: kaggle upload: expected a JSON object with "
+                          f'"username" and "key", {found} (download a new kaggle.json from ')
+    assert f"{csv_path} is kept" in err
+    _assert_no_secret(err)
+
+
+def test_a_json_list_beside_a_token_is_named_not_a_type_error(kaggle_home, monkeypatch,
+                                                             csv_path, capfd):
+    # with a KAGGLE_* variable set, the kaggle package fails on a list with a TypeError
+    monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
+    monkeypatch.setattr(requests.Session, "send", lambda *args, **kwargs: pytest.fail("sent"))
+    config_file = Path(kaggle_home.config)
+    config_file.parent.mkdir(parents=True)
+    config_file.write_text("[1]")
+    err = _fail_upload(csv_path, capfd, where=f"{config_file}: kaggle upload")
+    assert 'expected a JSON object with "username" and "key", found a JSON list' in err
+    _assert_no_secret(err)
 
 
 @pytest.mark.parametrize("empty", [("KAGGLE_USERNAME", "KAGGLE_KEY"), ("KAGGLE_KEY",)])
