@@ -15,6 +15,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import requests
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from src import config, kaggle_api, submit, tune, util
 from src.errors import DataError
@@ -114,6 +116,34 @@ def test_a_json_list_beside_a_token_is_named_not_a_type_error(kaggle_home, monke
     config_file.write_text("[1]")
     err = _fail_upload(csv_path, capfd, where=f"{config_file}: kaggle upload")
     assert 'expected a JSON object with "username" and "key", found a JSON list' in err
+    _assert_no_secret(err)
+
+
+# Pieces of a kaggle.json, well-formed or not, the key among them.
+KAGGLE_JSON_PIECES = [b"{", b"}", b"[", b"]", b":", b",", b'"', b" ", b"\n", b"\\", b"null",
+                      b"true", b"1e999", b"9" * 400, b'"username"', b'"key"', b'"token"',
+                      f'"{USERNAME}"'.encode(), f'"{SECRET}"'.encode(), b"\xff",
+                      b"\xef\xbb\xbf", b"\x00"]
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # rewritten each time
+@given(pieces=st.lists(st.sampled_from(KAGGLE_JSON_PIECES), max_size=12))
+@example(pieces=[f'{{"username": "{USERNAME}", "key": "{SECRET}"}}'.encode()])  # signs in
+@example(pieces=[b'{"username": [], "key": {"a": 1}}'])
+@example(pieces=[b'{"username": null, "key": 1e999}'])
+def test_any_kaggle_json_is_one_line_without_the_key(kaggle_home, monkeypatch, csv_path,
+                                                     capfd, pieces):
+    def unreachable(session, request, **kwargs):
+        raise requests.ConnectionError(f"cannot reach api.kaggle.com with {request.headers}")
+
+    monkeypatch.setattr(requests.Session, "send", unreachable)
+    config_file = Path(kaggle_home.config)
+    config_file.parent.mkdir(parents=True, exist_ok=True)
+    config_file.write_bytes(b"".join(pieces))
+    code = config.run_cli(lambda argv: kaggle_api.upload_submission(csv_path, "a message"), [])
+    out, err = capfd.readouterr()
+    assert code == 2 and out == "" and err.startswith("error: ") and err.count("\n") == 1, err
     _assert_no_secret(err)
 
 
