@@ -9,6 +9,7 @@ from pathlib import Path
 
 from src import model as cnn
 from src.config import Config
+from src.csv_files import NUM_CLASSES
 from src.errors import DataError
 from src.search_results import hparams_outside_space
 from src.util import is_count, one_line, read_json
@@ -62,3 +63,21 @@ def load_members(config: Config) -> list[Member]:
     if config.include_default and cnn.DEFAULT_HPARAMS not in [m.hparams for m in members]:
         members.append(Member("default", dict(cnn.DEFAULT_HPARAMS), "default (--include-default)"))
     return members
+
+
+def most_sure(members: list[Member]) -> float:
+    """The highest probability the members are trained towards: label smoothing s makes a
+    member's target for the digit 1 - s + s / 10, so it ends about that sure of its best."""
+    return max(1 - m.hparams["label_smoothing"] * (NUM_CLASSES - 1) / NUM_CLASSES
+               for m in members)
+
+
+def check_pseudo_threshold(members: list[Member], threshold: float) -> None:
+    """DataError when --pseudo-threshold asks more confidence than the members reach: the
+    round would find (almost) no test image that sure and train on nothing new."""
+    ceiling = most_sure(members)
+    if threshold > ceiling + 1e-9:
+        smoothing = min(m.hparams["label_smoothing"] for m in members)
+        raise DataError(f"a confidence up to {ceiling:.4g}, the most the members are trained "
+                        f"towards (label smoothing {smoothing:g})", f"{threshold:g}",
+                        column="--pseudo-threshold")

@@ -193,6 +193,8 @@ def hparams_outside_space(values: dict[str, object]) -> tuple[str, str, str] | N
                 param.min_value - 1e-9 <= value <= param.max_value + 1e-9)
             expected = (f"{'an integer' if integer else 'a number'} from {param.min_value:g} "
                         f"to {param.max_value:g}")
+        elif name == "label_smoothing":  # a share of the target, not a free number
+            fits, expected = number and 0 <= value < 1, "a number from 0 to below 1"
         elif isinstance(param, kt.engine.hyperparameters.Fixed):
             fits, expected = number, "a finite number"
         else:  # a Choice or a Boolean: one of its values, a float within rounding

@@ -34,7 +34,7 @@ from src.config import (
 from src.csv_files import read_csv_as_text, read_digits_csv
 from src.data import data_fingerprint, find_csv, find_data_dir, load_fold_digits
 from src.errors import DataError
-from src.members import load_members
+from src.members import check_pseudo_threshold, load_members
 from src.probabilities import OOF_FILE, TEST_FILE, write_probabilities
 from src.run_folders import check_latest, new_run_id, write_run
 from src.util import format_duration, not_a_file, read_json, write_atomically
@@ -116,7 +116,8 @@ def _parse_args(argv: Sequence[str] | None):
     add_override(ensemble, "train_samples", "train on a stratified subset of this size (0: all)")
     add_override(ensemble, "tta", "test-time augmentation: average over 1-pixel shifts")
     add_override(ensemble, "pseudo_threshold", "pseudo-labelling: train every member a second "
-                 "time with the test images its first round is this sure of (0: off)")
+                 "time with the test images its first round is this sure of (0: off; at "
+                 "most 0.91, where label smoothing 0.1 trains them to)")
     add_override(ensemble, "pseudo_epochs", "epochs per fold model of the pseudo-labelled round")
     add_override(ensemble, "fresh", "retrain every fold instead of reusing saved fold models")
     add_override(ensemble, "jobs", "fold models trained at once, each in its own worker "
@@ -238,10 +239,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from src.budget import plan_submit
 
         config, members, budget = plan_submit(digits, config, started, save=not args.plan_only)
-        if args.plan_only:
-            return 0
     else:
         members = load_members(config)
+    check_pseudo_threshold(members, config.pseudo_threshold)
+    if args.plan_only:
+        return 0
     search_holdout = None  # the images the search chose the members on: scored apart, too
     if any(member.origin.startswith("tuner") for member in members):
         from src.search_results import read_holdout_rows

@@ -21,7 +21,7 @@ from src import ensemble, predict, run_folders, search_results, submit, util, wo
 from src.config import run_cli
 from src.data import data_fingerprint
 from src.errors import DataError
-from src.members import Member, load_members
+from src.members import Member, check_pseudo_threshold, load_members, most_sure
 from src.model import DEFAULT_HPARAMS
 from tests.conftest import REPO_ROOT
 from tests.fixtures import ended_pid, keep_only
@@ -493,7 +493,9 @@ def test_members_come_from_the_tuner_top_k(tmp_path):
     ({"filters_0": 32.0}, "filters_0", "one of 16, 32, 48", "32.0"),
     ({"batch_norm": 1}, "batch_norm", "one of True, False", "1"),
     ({"dropuot": 0.3}, "dropuot", "one of conv_blocks, ", "an unknown name 'dropuot'"),
-    ({"label_smoothing": float("nan")}, "label_smoothing", "a finite number", "nan"),
+    ({"label_smoothing": float("nan")}, "label_smoothing", "a number from 0 to below 1", "nan"),
+    ({"label_smoothing": -0.1}, "label_smoothing", "a number from 0 to below 1", "-0.1"),
+    ({"label_smoothing": 1}, "label_smoothing", "a number from 0 to below 1", "1"),
 ])
 def test_a_hand_edited_configuration_outside_the_space_is_one_line(tmp_path, hparams, column,
                                                                    expected, found):
@@ -526,7 +528,7 @@ def test_a_fixed_setting_past_a_float_is_outside_the_space():
     """A JSON integer of 400 digits: math.isfinite raised OverflowError on it."""
     huge = 10**400
     assert search_results.hparams_outside_space({"label_smoothing": huge}) == (
-        "label_smoothing", "a finite number", repr(huge))
+        "label_smoothing", "a number from 0 to below 1", repr(huge))
 
 
 def test_the_default_cnn_and_every_value_the_wide_space_offers_pass_the_check():
@@ -589,6 +591,27 @@ def test_pseudo_labelled_round_joins_the_ensemble(kaggle_dir_readonly, tmp_path,
     assert len(counts) == 2 and all(0 < count <= 300 for count in counts)
     assert run_cli(submit.main, args) == 0
     assert "trained 0, reused 4" in capsys.readouterr().out
+
+
+def test_a_threshold_past_what_label_smoothing_reaches_stops_before_training(
+        kaggle_dir_readonly, tmp_path, capsys):
+    """Smoothing 0.1 trains members towards 0.91: at 0.99 a real run found 5 test images of
+    28,000, and its second round trained on nothing new."""
+    args = _args(kaggle_dir_readonly, tmp_path, "--pseudo-threshold", "0.95")
+    assert run_cli(submit.main, args) == 2
+    assert capsys.readouterr().err == (
+        "error: --pseudo-threshold: expected a confidence up to 0.91, the most the members are "
+        "trained towards (label smoothing 0.1), found 0.95\n")
+    assert not (tmp_path / "artifacts" / "models").exists()
+    assert not (tmp_path / "submissions").exists()
+
+
+@pytest.mark.parametrize("smoothings, ceiling", [([0.1], 0.91), ([0.2, 0.1], 0.91), ([0.0], 1.0)])
+def test_the_members_are_as_sure_as_their_least_smoothed_one(smoothings, ceiling):
+    members = [Member(f"m{i}", {**DEFAULT_HPARAMS, "label_smoothing": s}, "test")
+               for i, s in enumerate(smoothings)]
+    assert most_sure(members) == pytest.approx(ceiling)
+    check_pseudo_threshold(members, ceiling)  # as sure as they get is still allowed
 
 
 def test_each_repeat_holds_every_image_out_once_and_keeps_the_earlier_repeats():
