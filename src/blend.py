@@ -28,7 +28,7 @@ from src.data import load_digits
 from src.errors import DataError
 from src.probabilities import any_search_holdout, read_oof, read_test, write_probabilities
 from src.run_folders import distinct_folders, new_run_id, write_run
-from src.util import read_json
+from src.run_metrics import read_run_metrics
 
 
 def _parse_args(argv: Sequence[str] | None):
@@ -45,24 +45,6 @@ def _parse_args(argv: Sequence[str] | None):
     if len(folders) < 2:
         raise DataError("at least two run folders to blend", str(len(folders)), column="RUN")
     return args, distinct_folders(folders)
-
-
-def _run_metrics(run_dir: Path) -> dict:
-    """The run's metrics.json, checked to be one src.submit wrote."""
-    path = run_dir / "metrics.json"
-    try:
-        metrics = read_json(path)
-        # The fields the blend reads; a KeyError or TypeError here means another file.
-        float(metrics["timings"]["total"])
-        float(metrics["ensemble"]["accuracy"])
-        str(metrics["run_info"]["command"])
-    except FileNotFoundError:
-        raise DataError("a run folder of python -m src.submit, with its metrics.json",
-                        "no metrics.json", file=run_dir) from None
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise DataError("the metrics.json of python -m src.submit",
-                        f"{type(error).__name__}: {error}", file=path) from None
-    return metrics
 
 
 def _names(folders: list[Path]) -> list[str]:
@@ -86,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     digits = load_digits(config)
     named = dict(zip(_names(folders), folders, strict=True))
     names = list(named)
-    runs = {name: _run_metrics(folder) for name, folder in named.items()}
+    runs = {name: read_run_metrics(folder) for name, folder in named.items()}
     oof, flags = {}, []
     for name, folder in named.items():
         oof[name], held = read_oof(folder, digits.y_train)

@@ -17,9 +17,11 @@ import numpy as np
 import pandas as pd
 
 from src.document import Heading, Image, Paragraph, Table, render_html, render_markdown
+from src.errors import DataError
 from src.figures import DIGITS, ENSEMBLE, FIGURE_CAPTIONS, write_figures
 from src.metrics import ReportInputs, as_json_types, build_metrics
-from src.util import write_atomically
+from src.run_metrics import read_run_metrics
+from src.util import one_line, write_atomically
 
 LEADERBOARD_ROWS = 10
 
@@ -263,20 +265,26 @@ def kaggle_line(record: dict, oof: dict | None = None) -> str:
 
 def record_kaggle(run_dir: Path, record: dict) -> dict:
     """Add a Kaggle submission to a published run: ``kaggle`` in metrics.json and its line
-    under the OOF accuracy in report.md and report.html (replacing an earlier one), each file
-    rewritten atomically; return the metrics."""
+    under the OOF accuracy in report.md and report.html (replacing an earlier one); return
+    the metrics. Every file is read and checked before any is rewritten (each atomically),
+    so a damaged one is a DataError that leaves the run as it was."""
     run_dir = Path(run_dir)
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    metrics = read_run_metrics(run_dir)
     metrics["kaggle"] = as_json_types(record)
-    write_atomically(run_dir / "metrics.json",
-                     json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    rewritten = {"metrics.json": json.dumps(metrics, indent=2, allow_nan=False) + "\n"}
     line = Paragraph(kaggle_line(metrics["kaggle"], metrics[ENSEMBLE]), strong=True)
     for name, text, first_section in (("report.md", line.markdown(), "\n## "),
                                       ("report.html", line.html(), "\n<h2>")):
         path = run_dir / name
         if path.is_file():
-            document = path.read_text(encoding="utf-8")
-            write_atomically(path, _with_kaggle_block(document, text, first_section))
+            try:
+                document = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as error:
+                raise DataError("the report python -m src.submit wrote", one_line(error),
+                                file=path) from None
+            rewritten[name] = _with_kaggle_block(document, text, first_section)
+    for name, text in rewritten.items():
+        write_atomically(run_dir / name, text)
     return metrics
 
 

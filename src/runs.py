@@ -27,7 +27,8 @@ from src import kaggle_api
 from src.config import OneLineParser, run_cli
 from src.errors import DataError
 from src.report import record_kaggle
-from src.util import is_number, read_json, write_atomically
+from src.run_metrics import read_run_metrics
+from src.util import write_atomically
 
 SORTS = {"date": "newest first", "oof": "best OOF accuracy first",
          "lb": "best public score first"}
@@ -56,53 +57,22 @@ def run_date(run_dir: Path) -> datetime:
 
 def read_run(run_dir: Path) -> dict | None:
     """The ledger row of one run; one warning line and None when its metrics.json is damaged."""
-    path = run_dir / "metrics.json"
     try:
-        metrics = read_json(path)
-        kaggle = metrics.get("kaggle") or {}
-        public_score = kaggle.get("public_score")
-        if public_score is not None:
-            public_score = _number(metrics, "kaggle.public_score")
-        return {"run": run_dir.name, "date": run_date(run_dir).strftime("%Y-%m-%d %H:%M"),
-                "profile": (_field(metrics, "run_info").get("plan")
-                            or _field(metrics, "run_info.profile")),
-                "minutes": round(_number(metrics, "timings.total") / 60, 2),
-                "members": "+".join(_field(metrics, "models")),
-                "oof": _number(metrics, "ensemble.accuracy"),
-                "oof_low": _number(metrics, "ensemble.ci95_low"),
-                "oof_high": _number(metrics, "ensemble.ci95_high"),
-                "public_score": public_score, "status": kaggle.get("status", ""),
-                "message": kaggle.get("message", "")}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        if isinstance(error, FileNotFoundError):
-            found = "no such file"
-        elif isinstance(error, KeyError):
-            found = f"no key {error.args[0]!r}"
-        else:
-            found = f"{type(error).__name__}: {error}"
-        warnings.warn(f"{path}: expected a run's metrics.json, found {found}; skipped",
-                      stacklevel=2)
+        metrics = read_run_metrics(run_dir)
+    except DataError as error:
+        warnings.warn(f"{error}; skipped", stacklevel=2)
         return None
-
-
-def _field(metrics: dict, dotted: str) -> object:
-    """metrics["a"]["b"] for "a.b"; a missing key anywhere on the way is KeyError("a.b"), so
-    the warning names the whole path."""
-    value: object = metrics
-    for key in dotted.split("."):
-        if not isinstance(value, dict) or key not in value:
-            raise KeyError(dotted)
-        value = value[key]
-    return value
-
-
-def _number(metrics: dict, dotted: str) -> float:
-    """_field(metrics, dotted), which the ledger prints and plots: ValueError unless a
-    number (not text, not NaN, not past a float)."""
-    value = _field(metrics, dotted)
-    if not is_number(value):
-        raise ValueError(f"{dotted} {value!r}, not a number")
-    return float(value)
+    kaggle = metrics.get("kaggle") or {}
+    info = metrics["run_info"]
+    return {"run": run_dir.name, "date": run_date(run_dir).strftime("%Y-%m-%d %H:%M"),
+            "profile": info.get("plan") or info["profile"],
+            "minutes": round(metrics["timings"]["total"] / 60, 2),
+            "members": "+".join(metrics["models"]),
+            "oof": metrics["ensemble"]["accuracy"],
+            "oof_low": metrics["ensemble"]["ci95_low"],
+            "oof_high": metrics["ensemble"]["ci95_high"],
+            "public_score": kaggle.get("public_score"), "status": kaggle.get("status", ""),
+            "message": kaggle.get("message", "")}
 
 
 def ledger(submissions_dir: Path) -> pd.DataFrame:
@@ -173,15 +143,16 @@ def plot_cv_against_public(frame: pd.DataFrame) -> Figure | None:
 
 def write_ledger(frame: pd.DataFrame, submissions_dir: Path) -> list[Path]:
     """Write runs.csv and, when a run has a public score, runs.png; return the paths."""
-    written = [submissions_dir / "runs.csv"]
-    write_atomically(written[0], frame.to_csv(index=False, lineterminator="\n"))
+    contents: dict[Path, str | bytes] = {
+        submissions_dir / "runs.csv": frame.to_csv(index=False, lineterminator="\n")}
     figure = plot_cv_against_public(frame)
-    if figure is not None:
+    if figure is not None:  # drawn before either is written: never a new csv beside an old png
         png = io.BytesIO()
         figure.savefig(png, format="png", dpi=DPI, facecolor="white")
-        written.append(submissions_dir / "runs.png")
-        write_atomically(written[1], png.getvalue())
-    return written
+        contents[submissions_dir / "runs.png"] = png.getvalue()
+    for path, content in contents.items():
+        write_atomically(path, content)
+    return list(contents)
 
 
 def sync_scores(submissions_dir: Path) -> str:
@@ -196,7 +167,11 @@ def sync_scores(submissions_dir: Path) -> str:
     for run_dir, metrics in runs:
         found = match_submission(listing, run_dir, metrics.get("kaggle"))
         if found is not None and _changed(metrics.get("kaggle"), found.record()):
-            record_kaggle(run_dir, found.record())
+            try:
+                record_kaggle(run_dir, found.record())
+            except DataError as error:  # a damaged report: the other runs still get theirs
+                warnings.warn(f"{error}; its score is not recorded", stacklevel=2)
+                continue
             updated += 1
     return (f"sync: {len(listing)} submission{'' if len(listing) == 1 else 's'} on Kaggle; "
             f"{updated} run{'' if updated == 1 else 's'} updated")
@@ -226,10 +201,9 @@ def _changed(old: dict | None, new: dict) -> bool:
 def _metrics_or_none(run_dir: Path) -> dict | None:
     """A run's metrics; None when damaged (the ledger warns about it)."""
     try:
-        metrics = read_json(run_dir / "metrics.json")
-    except (OSError, ValueError):
+        return read_run_metrics(run_dir)
+    except DataError:
         return None
-    return metrics if isinstance(metrics, dict) and "ensemble" in metrics else None
 
 
 def _parse_args(argv: Sequence[str] | None):

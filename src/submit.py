@@ -37,7 +37,8 @@ from src.errors import DataError
 from src.members import check_pseudo_threshold, load_members
 from src.probabilities import OOF_FILE, TEST_FILE, write_probabilities
 from src.run_folders import check_latest, new_run_id, write_run
-from src.util import format_duration, not_a_file, read_json, write_atomically
+from src.run_metrics import read_run_metrics
+from src.util import format_duration, not_a_file, write_atomically
 
 SUBMISSION_COLUMNS = ["ImageId", "Label"]
 
@@ -158,14 +159,12 @@ def _check_only(args, config: Config) -> int:
 
 
 def _run_of(csv_path: Path) -> tuple[Path, dict] | None:
-    """(run folder, its metrics) when csv_path is a run's submission.csv; else None."""
-    try:
-        metrics = read_json(csv_path.parent / "metrics.json")
-    except (OSError, ValueError):
+    """(run folder, its metrics) when csv_path is a run's submission.csv, None when no
+    metrics.json is beside it; DataError, before anything is sent, when the one beside it is
+    damaged: the upload would be recorded in it."""
+    if not (csv_path.parent / "metrics.json").exists():
         return None
-    if not isinstance(metrics, dict) or not {"ensemble", "models", "run_info"} <= set(metrics):
-        return None
-    return csv_path.parent, metrics
+    return csv_path.parent, read_run_metrics(csv_path.parent)
 
 
 def _default_message(run_dir: Path, metrics: dict) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import re
 import shutil
@@ -118,14 +119,29 @@ def not_a_file(path: Path) -> str:
     return "a folder" if path.is_dir() else "no such file"
 
 
-def read_json(path: str | Path) -> object:
+def read_json(path: str | Path, finite: bool = False) -> object:
     """The JSON in a UTF-8 file; ValueError for one that is not JSON, also for one nested
     past Python's recursion limit (which json raises as RecursionError) or holding an
-    integer too large for a float (float() of it raises OverflowError)."""
+    integer too large for a float (float() of it raises OverflowError). finite: NaN,
+    Infinity and numbers past a float (1e400) are ValueError too, as for a file this
+    package wrote, which ``json.dumps(allow_nan=False)`` could not write back otherwise."""
+    options = {"parse_constant": _no_constant, "parse_float": _finite_float} if finite else {}
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"), parse_int=_float_sized_int)
+        return json.loads(Path(path).read_text(encoding="utf-8"), parse_int=_float_sized_int,
+                          **options)
     except RecursionError:
         raise ValueError("JSON nested deeper than Python's recursion limit") from None
+
+
+def _no_constant(text: str) -> float:
+    raise ValueError(f"{text}, which JSON does not hold")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text}, past what a float holds")
+    return value
 
 
 def _float_sized_int(text: str) -> int:

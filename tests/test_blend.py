@@ -172,8 +172,15 @@ def test_blend_is_the_plain_mean_and_lists_in_the_ledger(kaggle_dir_readonly, tm
     (lambda path: path.write_bytes(gzip.compress(b"row,label,p0\n0,1,1\n")),
      "oof.csv.gz:1: expected columns row,label,p0,"),
     (lambda path: path.write_bytes(b"not gzip"), "oof.csv.gz"),
+    # a run's metrics.json: the blend sums its minutes and lists its score
+    (lambda path: _edit_metrics(path, "timings", {"total": float("nan")}),
+     "metrics.json: expected the metrics.json of python -m src.submit, found ValueError: NaN"),
+    (lambda path: _edit_metrics(path, "timings", {"total": -5}),
+     "metrics.json: timings.total: expected a number of seconds >= 0, found -5"),
+    (lambda path: _edit_metrics(path, "ensemble", {"accuracy": "0.5"}),
+     "metrics.json: ensemble.accuracy: expected a share 0..1, found '0.5'"),
 ])
-def test_a_damaged_probability_file_is_one_line_exit_2_and_writes_nothing(
+def test_a_damaged_run_file_is_one_line_exit_2_and_writes_nothing(
         kaggle_dir_readonly, tmp_path, capsys, damage, message):
     first = _run_with_probabilities(kaggle_dir_readonly, tmp_path / "a", "run-a", 1)
     second = _run_with_probabilities(kaggle_dir_readonly, tmp_path / "b", "run-b", 2)
@@ -200,6 +207,14 @@ def test_a_row_too_long_names_the_header_s_count(kaggle_dir_readonly, tmp_path, 
     path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
     assert run_cli(blend.main, _blend_args(kaggle_dir_readonly, tmp_path, first, second)) == 2
     assert capsys.readouterr().err == f"error: {path}:5: expected 13 values, found 14\n"
+
+
+def _edit_metrics(oof_path, key: str, value) -> None:
+    """Set a top-level field of the metrics.json beside oof_path (NaN is written as NaN)."""
+    path = oof_path.parent / "metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics[key] = value
+    path.write_text(json.dumps(metrics))
 
 
 def _replace_cell(path, row: int, column: str, value: str) -> None:

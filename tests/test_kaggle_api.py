@@ -497,6 +497,23 @@ def test_upload_of_a_run_waits_and_records_the_score_beside_the_oof(
     assert not [path.name for path in run_dir.iterdir() if path.name.startswith(".")]
 
 
+@pytest.mark.parametrize("field, value", [("ensemble", []), ("run_info", []),
+                                          ("models", 5)])
+def test_a_run_with_damaged_metrics_is_one_line_before_anything_is_sent(
+        kaggle, run_dir, kaggle_dir_readonly, capsys, field, value):
+    """The upload would be recorded in that metrics.json, and its default message read
+    from it: both crashed after the CSV was checked."""
+    path = run_dir / "metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics[field] = value
+    path.write_text(json.dumps(metrics))
+    before = path.read_bytes()
+    assert _submit_check(run_dir, kaggle_dir_readonly, "-m", "mine") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: ") and err.count("\n") == 1
+    assert kaggle.requests == [] and path.read_bytes() == before
+
+
 def test_upload_without_waiting_records_it_pending(kaggle, run_dir, kaggle_dir_readonly, capsys):
     assert _submit_check(run_dir, kaggle_dir_readonly, "--no-wait", "-m", "mine") == 0
     assert "Kaggle has not scored the submission yet (pending)" in capsys.readouterr().out

@@ -111,41 +111,81 @@ def test_a_plan_in_the_metrics_shows_instead_of_the_profile(submissions):
     assert runs.read_run(submissions / THIRD)["profile"] == "30min"
 
 
+def _set(dotted: str, value):
+    """A damage: metrics[a][b] = value for "a.b"."""
+    def damage(metrics: dict) -> None:
+        *path, last = dotted.split(".")
+        for key in path:
+            metrics = metrics[key]
+        metrics[last] = value
+    return damage
+
+
+def _drop(dotted: str):
+    def damage(metrics: dict) -> None:
+        *path, last = dotted.split(".")
+        for key in path:
+            metrics = metrics[key]
+        del metrics[last]
+    return damage
+
+
 @pytest.mark.parametrize("damage, found", [
-    ("{not json", "JSONDecodeError: Expecting property name enclosed in double quotes: "
-                  "line 1 column 2 (char 1)"),
-    (json.dumps({"ensemble": {"accuracy": 0.99}}), "no key 'run_info'"),
-    (json.dumps({"run_info": {"profile": "quick"}, "timings": {}, "models": ["default"],
-                 "ensemble": {"accuracy": 0.99}}), "no key 'timings.total'"),
-    (json.dumps({"run_info": {"profile": "quick"}, "timings": {"total": 60}, "models": [],
-                 "ensemble": 0.99}), "no key 'ensemble.accuracy'"),
-    (None, "no such file"),
-    ("[" * 100_000 + "]" * 100_000,
-     "ValueError: JSON nested deeper than Python's recursion limit"),
+    ("{not json", ": expected the metrics.json of python -m src.submit, found JSONDecodeError: "
+                  "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
+    ("[" * 100_000 + "]" * 100_000, ": expected the metrics.json of python -m src.submit, found "
+                                    "ValueError: JSON nested deeper than Python's recursion limit"),
     # JSON holds integers of any size; dividing one by 60 raised OverflowError
-    ('{"timings": {"total": 1' + "0" * 400 + "}}", "ValueError: an integer of 401 digits"),
-    # numbers the ledger prints and plots: text, or past a float
-    (json.dumps({"run_info": {"profile": "quick"}, "timings": {"total": 60}, "models": [],
-                 "ensemble": {"accuracy": 0.99, "ci95_low": "nan", "ci95_high": 1.0}}),
-     "ValueError: ensemble.ci95_low 'nan', not a number"),
-    (json.dumps({"run_info": {"profile": "quick"}, "timings": {"total": 60}, "models": [],
-                 "ensemble": {"accuracy": 0.99, "ci95_low": 0.98, "ci95_high": 1.0},
-                 "kaggle": {"public_score": "abc"}}),
-     "ValueError: kaggle.public_score 'abc', not a number"),
-    ('{"run_info": {"profile": "quick"}, "timings": {"total": 60}, "models": [], "ensemble": '
-     '{"accuracy": 0.99, "ci95_low": 0.98, "ci95_high": 1.0}, "kaggle": {"public_score": 1e999}}',
-     "ValueError: kaggle.public_score inf, not a number"),
+    ('{"timings": {"total": 1' + "0" * 400 + "}}", ": expected the metrics.json of python -m "
+                                                  "src.submit, found ValueError: an integer of "
+                                                  "401 digits"),
+    ('{"timings": {"total": NaN}}', ": expected the metrics.json of python -m src.submit, "
+                                    "found ValueError: NaN, which JSON does not hold"),
+    ('{"timings": {"total": 1e999}}', ": expected the metrics.json of python -m src.submit, "
+                                      "found ValueError: 1e999, past what a float holds"),
+    ("[]", ": metrics: expected a JSON object, found a JSON list"),
+    (_drop("run_info"), ": run_info.command: expected text, found no such key"),
+    (_drop("timings.total"), ": timings.total: expected a number of seconds >= 0, found no such "
+                             "key"),
+    (_set("timings.total", -600), ": timings.total: expected a number of seconds >= 0, found "
+                                  "-600"),
+    (_set("ensemble", 0.99), ": ensemble.accuracy: expected a share 0..1, found no such key"),
+    (_set("ensemble.accuracy", 5), ": ensemble.accuracy: expected a share 0..1, found 5"),
+    (_set("ensemble.ci95_low", "nan"), ": ensemble.ci95_low: expected a share 0..1, found "
+                                       "'nan'"),
+    (_set("models", "abc"), ": models: expected an object naming at least one member, found "
+                            "'abc'"),
+    (_set("run_info.profile", None), ": run_info.profile: expected text, found None"),
+    (_set("run_info.folds", "3"), ": run_info.folds: expected an integer >= 2, found '3'"),
+    # seaborn's hue cannot take a dict: the ledger's figure crashed after runs.csv was written
+    (_set("run_info.plan", {"x": 1}), ": run_info.plan: expected text or null, found {'x': 1}"),
+    (_set("kaggle", "x"), ": kaggle: expected an object or null, found 'x'"),
+    (_set("kaggle.public_score", "abc"), ": kaggle.public_score: expected a share 0..1 or "
+                                         "null, found 'abc'"),
+    (_set("kaggle.public_score", -3), ": kaggle.public_score: expected a share 0..1 or null, "
+                                      "found -3"),
+    (_set("kaggle.status", None), ": kaggle.status: expected text, found None"),
 ])
 def test_a_damaged_run_is_one_warning_and_skipped(submissions, capsys, damage, found):
     path = submissions / SECOND / "metrics.json"
-    if damage is None:
-        path.unlink()
-    else:
-        path.write_text(damage)
+    if callable(damage):
+        metrics = json.loads(path.read_text())
+        damage(metrics)
+        damage = json.dumps(metrics)
+    path.write_text(damage)
+    with pytest.warns(UserWarning) as caught:
+        _, *rows, _ = _ledger(submissions, capsys)
+    assert [str(warning.message) for warning in caught] == [f"{path}{found}; skipped"]
+    assert [row.split()[0] for row in rows] == [THIRD, FIRST]
+
+
+def test_a_run_without_metrics_is_one_warning_and_skipped(submissions, capsys):
+    (submissions / SECOND / "metrics.json").unlink()
     with pytest.warns(UserWarning) as caught:
         _, *rows, _ = _ledger(submissions, capsys)
     assert [str(warning.message) for warning in caught] == [
-        f"{path}: expected a run's metrics.json, found {found}; skipped"]
+        f"{submissions / SECOND}: expected a run folder of python -m src.submit, with its "
+        "metrics.json, found no metrics.json; skipped"]
     assert [row.split()[0] for row in rows] == [THIRD, FIRST]
 
 
@@ -197,6 +237,23 @@ def test_sync_records_the_scores_of_earlier_uploads(submissions, kaggle, capsys)
     assert "99.640%" in next(line for line in lines if line.startswith(SECOND))
     assert _ledger(submissions, capsys, "--sync")[0] == ("sync: 5 submissions on Kaggle; "
                                                           "0 runs updated")
+
+
+def test_sync_leaves_a_run_with_a_damaged_report_as_it_was(submissions, kaggle, capsys):
+    """Its metrics.json was rewritten before report.md failed to read: half a record."""
+    report_md = submissions / SECOND / "report.md"
+    report_md.write_bytes(b"# report\n\xff\n")
+    before = (submissions / SECOND / "metrics.json").read_bytes()
+    kaggle.submissions = [api_submission(12, "second", datetime(2026, 11, 24, 13, 0),
+                                         public_score="0.99640")]
+    with pytest.warns(UserWarning) as caught:
+        lines = _ledger(submissions, capsys, "--sync")
+    assert [str(warning.message) for warning in caught] == [
+        f"{report_md}: expected the report python -m src.submit wrote, found "
+        "UnicodeDecodeError: 'utf-8' codec can't decode byte 0xff in position 9: invalid start "
+        "byte; its score is not recorded"]
+    assert lines[0] == "sync: 1 submission on Kaggle; 0 runs updated"
+    assert (submissions / SECOND / "metrics.json").read_bytes() == before
 
 
 def test_sync_finds_a_run_by_its_whole_id_not_a_longer_one(submissions, kaggle, capsys):

@@ -1,0 +1,117 @@
+"""A published run's metrics.json read back: checked for the fields that the commands
+reading it (src.runs, src.blend, src.submit --check --upload, src.runs --sync) print,
+sum, plot and rewrite, so that a damaged file is one DataError naming the field, never
+a traceback halfway through a write."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from src.errors import DataError
+from src.util import is_count, is_number, one_line, read_json
+
+
+def _share(value: object) -> bool:
+    return is_number(value) and 0 <= value <= 1
+
+
+def _seconds(value: object) -> bool:
+    return is_number(value) and value >= 0
+
+
+def _text(value: object) -> bool:
+    return isinstance(value, str)
+
+
+def _text_or_null(value: object) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def _share_or_null(value: object) -> bool:
+    return value is None or _share(value)
+
+
+def _names(value: object) -> bool:
+    return isinstance(value, dict) and len(value) > 0
+
+
+# (dotted key, the check, what it expects, whether it must be there)
+FIELDS: list[tuple[str, Callable[[object], bool], str, bool]] = [
+    ("ensemble.accuracy", _share, "a share 0..1", True),
+    ("ensemble.ci95_low", _share, "a share 0..1", True),
+    ("ensemble.ci95_high", _share, "a share 0..1", True),
+    ("models", _names, "an object naming at least one member", True),
+    ("timings.total", _seconds, "a number of seconds >= 0", True),
+    ("run_info.command", _text, "text", True),
+    ("run_info.profile", _text, "text", True),
+    ("run_info.plan", _text_or_null, "text or null", False),
+    ("run_info.runs", _names, "an object naming the runs blended", False),
+    ("run_info.repeats", lambda value: is_count(value, 1), "an integer >= 1", False),
+    ("kaggle", lambda value: value is None or isinstance(value, dict), "an object or null",
+     False),
+]
+# The submission record that `--upload` and `--sync` add (kaggle_api.Submission.record()).
+KAGGLE_FIELDS: list[tuple[str, Callable[[object], bool], str, bool]] = [
+    ("kaggle.status", _text, "text", True),
+    ("kaggle.message", _text, "text", True),
+    ("kaggle.date", _text, "text", True),
+    ("kaggle.public_score", _share_or_null, "a share 0..1 or null", False),
+    ("kaggle.ref", lambda value: is_count(value, 0), "an integer >= 0", False),
+    ("kaggle.file_name", _text, "text", False),
+    ("kaggle.error", _text, "text", False),
+]
+
+
+def _lookup(metrics: dict, dotted: str) -> object:
+    """metrics["a"]["b"] for "a.b"; KeyError when a key on the way is missing."""
+    value: object = metrics
+    for key in dotted.split("."):
+        if not isinstance(value, dict) or key not in value:
+            raise KeyError(dotted)
+        value = value[key]
+    return value
+
+
+def metrics_problem(metrics: object) -> tuple[str, str, str] | None:
+    """(field, expected, found) for the first field of a run's metrics that its readers
+    cannot use; None when they all can."""
+    if not isinstance(metrics, dict):
+        return "metrics", "a JSON object", f"a JSON {type(metrics).__name__}"
+    fields = list(FIELDS)
+    if isinstance(metrics.get("kaggle"), dict):
+        fields += KAGGLE_FIELDS
+    run_info = metrics.get("run_info")
+    if isinstance(run_info, dict) and "runs" not in run_info:  # a blend has no folds
+        fields.append(("run_info.folds", lambda value: is_count(value, 2), "an integer >= 2",
+                       True))
+    for dotted, fits, expected, required in fields:
+        try:
+            value = _lookup(metrics, dotted)
+        except KeyError:
+            if required:
+                return dotted, expected, "no such key"
+            continue
+        if not fits(value):
+            return dotted, expected, " ".join(repr(value).split())[:80]
+    return None
+
+
+def read_run_metrics(run_dir: Path) -> dict:
+    """The run folder's metrics.json; DataError naming the file and the field when it is
+    missing, not JSON, or holds a field its readers cannot use (text where a number goes,
+    NaN, a score above 1, negative minutes)."""
+    path = Path(run_dir) / "metrics.json"
+    try:
+        metrics = read_json(path, finite=True)
+    except FileNotFoundError:
+        raise DataError("a run folder of python -m src.submit, with its metrics.json",
+                        "no metrics.json", file=run_dir) from None
+    except (OSError, ValueError) as error:
+        raise DataError("the metrics.json of python -m src.submit", one_line(error),
+                        file=path) from None
+    problem = metrics_problem(metrics)
+    if problem is not None:
+        field, expected, found = problem
+        raise DataError(expected, found, file=path, column=field)
+    return metrics
