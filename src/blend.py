@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from src.compare import compare, describe
-from src.config import Config, OneLineParser, add_data_arguments, run_cli
+from src.config import Config, OneLineParser, add_data_arguments, path_flag, run_cli
 from src.data import load_digits
 from src.errors import DataError
 from src.probabilities import any_search_holdout, read_oof, read_test, write_probabilities
@@ -38,7 +38,7 @@ def _parse_args(argv: Sequence[str] | None):
     parser.add_argument("runs", nargs="+", metavar="RUN",
                         help="run folders of python -m src.submit, such as submissions/latest")
     add_data_arguments(parser, download=False)
-    parser.add_argument("--submissions-dir", default="submissions",
+    parser.add_argument("--submissions-dir", default="submissions", type=path_flag,
                         help="where the blend's run folder is written (default: submissions)")
     args = parser.parse_args(argv)
     folders = [Path(run) for run in args.runs]

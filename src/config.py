@@ -118,6 +118,14 @@ def _check_choice(flag: str, value: str, choices: Sequence[str]) -> None:
         raise DataError(f"one of {', '.join(choices)}", repr(value), column=flag)
 
 
+def path_flag(text: str) -> str:
+    """argparse type of a flag naming a file or folder: an empty one is refused, where
+    Path("") would quietly mean the current folder (or, for --check, no check at all)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a path, found {text!r}")
+    return text
+
+
 def check_integer(flag: str, value: int, minimum: int, maximum: int = MAX_INTEGER) -> None:
     """DataError naming the flag unless minimum <= value <= maximum."""
     if not minimum <= value <= maximum:
@@ -184,10 +192,10 @@ def build_parser(prog: str, description: str, download: bool = True,
     run.add_argument("--precision", choices=PRECISIONS, help="Keras dtype policy; auto: "
                      "mixed_bfloat16 on a CPU with bfloat16 instructions (1.4x faster, same "
                      "accuracy, README), float32 elsewhere (default: auto)")
-    run.add_argument("--artifacts-dir",
+    run.add_argument("--artifacts-dir", type=path_flag,
                      help="where the search and the trained fold models live (default: artifacts)")
     if submissions:
-        run.add_argument("--submissions-dir",
+        run.add_argument("--submissions-dir", type=path_flag,
                          help="where run folders are written (default: submissions)")
     return parser
 

@@ -24,7 +24,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from src import kaggle_api
-from src.config import OneLineParser, run_cli
+from src.config import OneLineParser, path_flag, run_cli
 from src.errors import DataError
 from src.report import record_kaggle
 from src.run_metrics import read_run_metrics
@@ -210,7 +210,8 @@ def _parse_args(argv: Sequence[str] | None):
     parser = OneLineParser(prog="python -m src.runs", description="List every run in the "
                             "submissions folder, its OOF accuracy beside its public score; "
                             "write runs.csv and runs.png there.")
-    parser.add_argument("--submissions-dir", default="submissions", type=Path,
+    parser.add_argument("--submissions-dir", default="submissions",
+                        type=lambda text: Path(path_flag(text)),
                         help="where the run folders are (default: submissions)")
     parser.add_argument("--sort", choices=tuple(SORTS), default="date",
                         help="; ".join(f"{name}: {what}" for name, what in SORTS.items())

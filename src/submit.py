@@ -29,6 +29,7 @@ from src.config import (
     add_override,
     build_parser,
     config_from_args,
+    path_flag,
     run_cli,
 )
 from src.csv_files import read_csv_as_text, read_digits_csv
@@ -128,7 +129,8 @@ def _parse_args(argv: Sequence[str] | None):
                         help="with a budget: time the networks, print the plan and stop "
                         "(nothing trained, nothing saved)")
     kaggle = parser.add_argument_group("kaggle")
-    kaggle.add_argument("--check", metavar="FILE", help="only validate FILE against test.csv")
+    kaggle.add_argument("--check", metavar="FILE", type=path_flag,
+                        help="only validate FILE against test.csv")
     kaggle.add_argument("--upload", action="store_true",
                         help="upload the CSV (this run's, or --check FILE) to Kaggle")
     kaggle.add_argument("-m", "--message", default=None, help="the Kaggle submission message "

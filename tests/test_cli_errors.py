@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from src import bench, fidelity, submit, tune
+from src import bench, blend, fidelity, runs, submit, tune
 from src.config import run_cli
 from tests.test_damaged_files import BYTE_CASES, damage_bytes
 from tests.test_data import TRAIN_CASES, _break_train
@@ -62,4 +62,20 @@ def test_fidelity_refuses_submissions_dir_it_would_not_use(capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: unrecognized arguments: --submissions-dir")
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("cli, flag", [
+    (submit.main, "--check"),  # an empty --check ran a whole 30-minute training instead
+    (submit.main, "--submissions-dir"), (tune.main, "--artifacts-dir"),
+    (fidelity.main, "--artifacts-dir"), (blend.main, "--submissions-dir"),
+    (runs.main, "--submissions-dir")])
+@pytest.mark.parametrize("empty", ["", " "])
+def test_an_empty_path_flag_is_refused_not_the_current_folder(capsys, cli, flag, empty):
+    argv = ["run-a", "run-b"] if cli is blend.main else []
+    with pytest.raises(SystemExit) as exit_:
+        cli([*argv, flag, empty])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: argument {flag}: expected a path, found {empty!r} (see ")
     assert err.count("\n") == 1
