@@ -267,15 +267,25 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return Config(**values).validate()
 
 
+def printable(text: str) -> str:
+    """text as one line any terminal prints: a line break, another control character or a
+    byte of a file name that is not UTF-8 (a lone surrogate) written as its escape, \\n."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else char.encode("unicode_escape").decode()
+                   for char in text)
+
+
 def run_cli(main: Callable[[Sequence[str] | None], int | None],
             argv: Sequence[str] | None = None) -> int:
     """Run a stage's main; bad input becomes one ``error:`` line on stderr and exit code 2,
     and a warning one ``warning:`` line."""
-    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
+    warnings.formatwarning = (lambda message, *args, **kwargs:
+                              f"warning: {printable(str(message))}\n")
     try:
         return int(main(argv) or 0)
     except DataError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {printable(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         given = sys.argv[1:] if argv is None else list(argv)

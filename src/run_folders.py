@@ -85,6 +85,9 @@ def distinct_folders(folders: list[Path]) -> list[Path]:
         if not folder.is_dir():
             raise DataError("a run folder of python -m src.submit", "no such folder",
                             file=folder)
+        if not str(folder.resolve()).isprintable():  # its name goes into figures and lines
+            raise DataError("a run folder named in printable text",
+                            "other bytes (not UTF-8, or a line break)", file=folder)
         real = folder.resolve()
         if real in seen:
             raise DataError("different run folders", f"{seen[real]} and {folder}, the same one",

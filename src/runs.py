@@ -40,11 +40,18 @@ DPI = 110
 
 
 def run_folders(submissions_dir: Path) -> list[Path]:
-    """The run folders: every folder but hidden ones (partial runs) and the latest link."""
+    """The run folders: every folder but hidden ones (partial runs) and the latest link; one
+    whose name is not printable text (bytes that are not UTF-8, a line break), which the
+    ledger could neither print nor write to runs.csv, is one warning and left out."""
     if not submissions_dir.is_dir():
         return []
-    return sorted(path for path in submissions_dir.iterdir()
-                  if path.is_dir() and not path.is_symlink() and not path.name.startswith("."))
+    folders = sorted(path for path in submissions_dir.iterdir()
+                     if path.is_dir() and not path.is_symlink() and not path.name.startswith("."))
+    for folder in [folder for folder in folders if not folder.name.isprintable()]:
+        warnings.warn(f"{folder}: expected a run folder named in printable text, found other "
+                      "bytes; skipped", stacklevel=2)
+        folders.remove(folder)
+    return folders
 
 
 def run_date(run_dir: Path) -> datetime:

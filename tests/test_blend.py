@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -240,12 +241,19 @@ def test_runs_of_other_data_are_refused(kaggle_dir_readonly, tmp_path, capsys):
     ("one", "RUN: expected at least two run folders to blend, found 1"),
     ("twice", "RUN: expected different run folders"),
     ("missing", "expected a run folder of python -m src.submit, found no such folder"),
+    # its name went into the figures' titles, which matplotlib refused
+    ("not UTF-8", "run-a\\udcff: expected a run folder named in printable text, found other "
+                  "bytes"),
 ])
 def test_bad_run_arguments_are_one_line_exit_2(kaggle_dir_readonly, tmp_path, capsys, how,
                                                message):
     first = _run_with_probabilities(kaggle_dir_readonly, tmp_path / "a", "run-a", 1)
+    odd = tmp_path / "a" / "run-a\udcff"
     given = {"one": [first], "twice": [first, tmp_path / "a" / ".." / "a" / "run-a"],
-             "missing": [first, tmp_path / "nowhere"]}[how]
+             "missing": [first, tmp_path / "nowhere"],
+             "not UTF-8": [first, odd]}[how]
+    if how == "not UTF-8":
+        shutil.copytree(first, odd)
     assert run_cli(blend.main, _blend_args(kaggle_dir_readonly, tmp_path, *given)) == 2
     assert message in capsys.readouterr().err
     assert _blends(tmp_path) == []

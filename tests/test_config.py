@@ -128,3 +128,12 @@ def test_profiles_search_by_epochs():
     assert _parse_search(["--tuner", "hyperband"]).trial_seconds == 0
     with pytest.raises(DataError, match="^--trial-seconds: expected --tuner bayesian or random"):
         _parse_search(["--tuner", "hyperband", "--trial-seconds", "20"])
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("plain text, é too", "plain text, é too"),
+    ("a\nb\r", "a\\nb\\r"),
+    ("run\udcff", "run\\udcff"),  # a byte of a file name that is not UTF-8
+])
+def test_error_lines_are_printable_on_one_line(text, shown):
+    assert config.printable(text) == shown and config.printable(text).isprintable()

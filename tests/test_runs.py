@@ -189,6 +189,20 @@ def test_a_run_without_metrics_is_one_warning_and_skipped(submissions, capsys):
     assert [row.split()[0] for row in rows] == [THIRD, FIRST]
 
 
+@pytest.mark.parametrize("name", ["20261125-000000-bad\udcff", "20261125-000000-a\nb"])
+def test_a_run_folder_named_in_other_bytes_is_one_warning_and_skipped(submissions, capsys, name):
+    """A name that is not UTF-8 crashed writing runs.csv (and printing, on a strict
+    terminal); a line break split the ledger's row."""
+    write_run(submissions, name, correct=41_000)
+    with pytest.warns(UserWarning) as caught:
+        _, *rows, _ = _ledger(submissions, capsys)
+    assert [str(warning.message) for warning in caught] == [
+        f"{submissions / name}: expected a run folder named in printable text, found other "
+        "bytes; skipped"]
+    assert [row.split()[0] for row in rows] == [THIRD, SECOND, FIRST]
+    assert name not in (submissions / "runs.csv").read_text(errors="replace")
+
+
 @pytest.mark.parametrize("make", [False, True])
 def test_no_runs_says_so_and_writes_nothing(tmp_path, capsys, make):
     folder = tmp_path / "submissions"
