@@ -113,10 +113,28 @@ def pick_spread(ranked: pd.DataFrame, count: int, default: dict) -> pd.DataFrame
     return ranked.loc[sorted(chosen)]
 
 
-def rank_agreement(search_losses: Sequence[float], oof_scores: Sequence[float]) -> float:
+def rank_agreement(search_losses: Sequence[float], oof_scores: Sequence[float]
+                   ) -> float | None:
     """Spearman's rank correlation between the search's ranking (lowest hold-out log-loss
-    first) and full training's (highest OOF accuracy first): 1 when they agree."""
+    first) and full training's (highest OOF accuracy first): 1 when they agree; None when
+    every configuration scored the same out of fold, which ranks nothing."""
+    if len(set(oof_scores)) == 1:
+        return None
     return float(stats.spearmanr(-np.asarray(search_losses), oof_scores).statistic)
+
+
+def describe_agreement(rho: float | None) -> str:
+    """'Spearman 0.77', or why there is none."""
+    return "Spearman undefined (every OOF accuracy equal)" if rho is None else f"Spearman {rho:.2f}"
+
+
+def check_search_ranks(picks: pd.DataFrame, trials_path: Path) -> None:
+    """DataError, before anything trains, when the picked configurations' search scores are
+    all equal: the search ranked nothing, and Spearman's rho would be undefined."""
+    if picks[SCORE].nunique() == 1:
+        raise DataError("search scores that differ, to rank the configurations by",
+                        f"{picks[SCORE].iloc[0]:g} for all {len(picks)} picked",
+                        file=trials_path, column=SCORE)
 
 
 def measure(config: Config, picks: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
@@ -139,9 +157,9 @@ def measure(config: Config, picks: pd.DataFrame, names: Sequence[str]) -> pd.Dat
     return picks.assign(**pd.DataFrame(rows, index=picks.index))
 
 
-def render(table: pd.DataFrame, rho: float, config: Config) -> str:
+def render(table: pd.DataFrame, rho: float | None, config: Config) -> str:
     """The Markdown report: the settings, Spearman's rho and one row per configuration."""
-    lines = [f"# Search fidelity: {len(table)} configurations, Spearman {rho:.2f}", "",
+    lines = [f"# Search fidelity: {len(table)} configurations, {describe_agreement(rho)}", "",
              f"Each trained as a member: {config.folds} stratified folds x {config.epochs} "
              f"epochs, seed {config.seed}, TTA {'on' if config.tta else 'off'}.", "",
              "| search rank | trial | search hold-out log-loss | out-of-fold accuracy | minutes |",
@@ -182,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = search_space_names()
     trials_path = Path(config.artifacts_dir) / "tune" / "trials.csv"
     picks = pick_spread(read_ranked_configs(trials_path, names), args.configs, DEFAULT_HPARAMS)
+    check_search_ranks(picks, trials_path)
     print(f"training {len(picks)} configurations of {trials_path}: search ranks "
           f"{', '.join(str(i + 1) for i in picks.index)}", flush=True)
     table = measure(config, picks, names)
@@ -194,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     record = {"spearman": rho, "folds": config.folds, "epochs": config.epochs,
               "seed": config.seed, "trials": str(trials_path),
               "rows": json.loads(table.assign(search_rank=ranks).to_json(orient="records"))}
-    png = fidelity_png(table[SCORE], table["oof_accuracy"], ranks, rho)
+    png = fidelity_png(table[SCORE], table["oof_accuracy"], ranks, describe_agreement(rho))
     written = write_new_files(folder, stem, {".md": text, ".json": json.dumps(record, indent=2),
                                              ".png": png})
     print(f"wrote {', '.join(map(str, written))}", flush=True)

@@ -277,10 +277,10 @@ def curve_png(points: list[dict]) -> bytes:
     return buffer.getvalue()
 
 
-def fidelity_png(search_losses, oof_scores, search_ranks, rho: float) -> bytes:
+def fidelity_png(search_losses, oof_scores, search_ranks, agreement: str) -> bytes:
     """Each configuration's search score (hold-out log-loss, better to the right) against its
     out-of-fold accuracy after full training, numbered by search rank, as PNG bytes
-    (src.fidelity writes them)."""
+    (src.fidelity writes them); agreement, "Spearman 0.77", ends the title."""
     search = np.asarray(search_losses, dtype=float)
     oof = 100 * np.asarray(oof_scores, dtype=float)
     figure = _new_figure(6.5, 4.5)
@@ -291,8 +291,7 @@ def fidelity_png(search_losses, oof_scores, search_ranks, rho: float) -> bytes:
     ax.set_xlabel("search score: hold-out log-loss of the trial (lower, to the right, is better)")
     ax.invert_xaxis()
     ax.set_ylabel("out-of-fold accuracy after full training (%)")
-    ax.set_title(f"Search against full training, numbered by search rank "
-                 f"(Spearman {rho:.2f})")
+    ax.set_title(f"Search against full training, numbered by search rank ({agreement})")
     ax.grid(alpha=0.3)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI, facecolor="white")

@@ -38,6 +38,14 @@ def test_rank_agreement_is_spearman_of_the_lowest_log_loss_against_the_best_oof(
     assert fidelity.rank_agreement([4, 3, 2, 1], [1, 3, 2, 4]) == pytest.approx(0.8)
 
 
+def test_rank_agreement_is_undefined_when_every_oof_is_equal():
+    """scipy's NaN went into the JSON as NaN, which JSON readers refuse."""
+    rho = fidelity.rank_agreement([0.05, 0.06, 0.07], [0.98, 0.98, 0.98])
+    assert rho is None
+    assert fidelity.describe_agreement(rho) == "Spearman undefined (every OOF accuracy equal)"
+    assert fidelity.describe_agreement(0.771) == "Spearman 0.77"
+
+
 def test_best_trial_of_each_configuration_best_first(tmp_path):
     frame = _ranked(3, default_at=0)
     frame = pd.concat([frame, frame.iloc[[1]].assign(trial_id="09", val_log_loss=0.5),
@@ -145,6 +153,18 @@ def test_a_search_scored_before_the_log_loss_objective_is_one_line_exit_2(tmp_pa
     code = run_cli(fidelity.main, ["--artifacts-dir", str(tmp_path), "--profile", "smoke"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "no column 'val_log_loss'" in err
+
+
+def test_a_search_that_scored_every_pick_the_same_is_refused_before_training(tmp_path,
+                                                                           capsys):
+    (tmp_path / "tune").mkdir()
+    _ranked(6, default_at=0).assign(val_log_loss=2.0).to_csv(tmp_path / "tune" / "trials.csv",
+                                                              index=False)
+    code = run_cli(fidelity.main, ["--artifacts-dir", str(tmp_path), "--profile", "smoke"])
+    assert code == 2 and capsys.readouterr().err == (
+        f"error: {tmp_path}/tune/trials.csv: val_log_loss: expected search scores that "
+        "differ, to rank the configurations by, found 2 for all 6 picked\n")
+    assert not (tmp_path / "fidelity").exists()
 
 
 def test_no_search_is_one_line_exit_2(tmp_path, capsys):
