@@ -78,6 +78,44 @@ def test_build_writes_metadata_and_one_script_holding_all_of_src(kernel_script, 
     assert build.build(tmp_path).read_bytes() == kernel_script.read_bytes()  # reproducible
 
 
+@pytest.mark.parametrize("metadata, found", [
+    ('{"id": "me/k", "code_file": "k.py"', "expected kernel-metadata.json, a JSON object, "
+                                           "found JSONDecodeError: "),
+    ('["k.py"]', "expected a JSON object, found a JSON list"),
+    ('{"id": "me/k"}', "expected a code_file like entry.py (letters, digits, - and _), found "
+                       "None"),
+    # it named a file outside the build folder, and the build wrote it there
+    ('{"id": "me/k", "code_file": "../escaped.py"}', "found '../escaped.py'"),
+    ('{"id": 5, "code_file": "k.py"}', 'expected an "id" like YOU/digit-recognizer-cnn-ensemble, '
+                                       "found 5"),
+])
+def test_damaged_metadata_is_one_line_and_builds_nothing(tmp_path, metadata, found):
+    path = tmp_path / "kernel-metadata.json"
+    path.write_text(metadata)
+    with pytest.raises(build.BuildError) as caught:
+        build.build(tmp_path / "out", path)
+    assert str(caught.value).startswith(f"{path}: expected ") and found in str(caught.value)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "escaped.py").exists()
+
+
+@pytest.mark.parametrize("where, found", [
+    ("empty", "--out: expected a folder for the build, found ''"),
+    ("out is a file", "out: expected a folder to build into, found a file"),
+    ("script is a folder", f"out/{METADATA['code_file']}: expected a file or nothing, found a "
+                           "folder"),
+])
+def test_a_bad_out_folder_is_one_line_exit_2(tmp_path, capsys, where, found):
+    out = tmp_path / "out"
+    if where == "out is a file":
+        out.write_text("mine")
+    if where == "script is a folder":
+        (out / METADATA["code_file"]).mkdir(parents=True)
+    assert build.main(["--out", "" if where == "empty" else str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.endswith(found + "\n") and err.count("\n") == 1
+    assert where != "out is a file" or out.read_text() == "mine"
+
+
 def _package_zip(script: Path) -> str:
     """The PACKAGE_ZIP value of a built script, read without running it."""
     match = re.search(r'^PACKAGE_ZIP = """(.*?)"""', script.read_text(), re.S | re.M)
