@@ -141,6 +141,11 @@ def _parse_args(argv: Sequence[str] | None):
                         metavar="N", help="after --upload, wait at most N minutes for the "
                         f"public score (default: {kaggle_api.WAIT_MINUTES:g})")
     args = parser.parse_args(argv)
+    if args.message is not None and not args.upload:  # it would be dropped without a word
+        raise DataError("--upload with a message", "-m without --upload", column="--message")
+    if args.message is not None and not args.message.strip():
+        raise DataError("a submission message", "an empty one", column="--message",
+                        hint="leave -m out for the default")
     if not 0 <= args.wait_minutes <= MAX_MINUTES:  # NaN fails both
         raise DataError(f"a number of minutes 0..{MAX_MINUTES}", f"{args.wait_minutes:g}",
                         column="--wait-minutes")

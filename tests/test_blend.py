@@ -233,8 +233,9 @@ def test_runs_of_other_data_are_refused(kaggle_dir_readonly, tmp_path, capsys):
     assert run_cli(blend.main, _blend_args(kaggle_dir_readonly, tmp_path, first, second)) == 2
     err = capsys.readouterr().err
     assert f"expected {len(labels) + 5} rows, one per training image, found {len(labels)}" in err
-    assert err.rstrip().endswith("(is it a run on other data? give the --source and --data-dir "
-                                 "it ran on)") and err.count("\n") == 1
+    assert err.rstrip().endswith("(is it a run on other data, or on a --train-samples subset? "
+                                 "give the --source and --data-dir it ran on; a subset's runs "
+                                 "cannot be blended)") and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("how, message", [

@@ -514,6 +514,18 @@ def test_a_run_with_damaged_metrics_is_one_line_before_anything_is_sent(
     assert kaggle.requests == [] and path.read_bytes() == before
 
 
+@pytest.mark.parametrize("argv, found", [
+    (["-m", "mine"], "--message: expected --upload with a message, found -m without --upload"),
+    (["--upload", "-m", " "], "--message: expected a submission message, found an empty one "
+                              "(leave -m out for the default)"),
+])
+def test_a_message_that_would_be_dropped_is_refused(run_dir, kaggle_dir_readonly, capsys, argv,
+                                                    found):
+    code = config.run_cli(submit.main, ["--check", str(run_dir / "submission.csv"),
+                                        "--data-dir", str(kaggle_dir_readonly), *argv])
+    assert code == 2 and capsys.readouterr().err == f"error: {found}\n"
+
+
 def test_upload_without_waiting_records_it_pending(kaggle, run_dir, kaggle_dir_readonly, capsys):
     assert _submit_check(run_dir, kaggle_dir_readonly, "--no-wait", "-m", "mine") == 0
     assert "Kaggle has not scored the submission yet (pending)" in capsys.readouterr().out
