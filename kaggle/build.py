@@ -109,8 +109,11 @@ def build(out_dir: Path, metadata_path: Path = METADATA) -> Path:
         out_dir.mkdir(parents=True, exist_ok=True)
         for path, text in contents.items():
             partial = path.with_name(f".partial-{os.getpid()}-{path.name}")
-            partial.write_text(text, encoding="utf-8")
-            os.replace(partial, path)
+            try:
+                partial.write_text(text, encoding="utf-8")
+                os.replace(partial, path)
+            finally:
+                partial.unlink(missing_ok=True)  # gone once renamed; a failed write's, removed
     except OSError as error:
         raise BuildError(Path(error.filename or out_dir), "a writable folder with free space",
                          error.strerror or type(error).__name__) from None

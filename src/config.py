@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from src.errors import DataError
+from src.util import printable
 
 SOURCES = ("kaggle", "keras")
 TUNERS = ("hyperband", "bayesian", "random")
@@ -206,10 +207,12 @@ def add_data_arguments(parser: argparse.ArgumentParser, download: bool = True) -
     # No defaults here for values Config holds: a flag left out is not a flag given.
     data.add_argument("--source", choices=SOURCES,
                       help="kaggle: train.csv/test.csv; keras: MNIST 60k/10k via keras.datasets")
-    data.add_argument("--data-dir", help=f"folder with train.csv and test.csv (.csv or .csv.gz); "
+    data.add_argument("--data-dir", type=path_flag,
+                      help=f"folder with train.csv and test.csv (.csv or .csv.gz); "
                       f"default: ${DATA_DIR_ENV}, ./data/digit-recognizer, "
                       "/kaggle/input/digit-recognizer")
-    data.add_argument("--keras-npz", help="a local mnist.npz to use instead of the Keras download")
+    data.add_argument("--keras-npz", type=path_flag,
+                      help="a local mnist.npz to use instead of the Keras download")
     if not download:
         return
     data.add_argument("--download", action="store_true", default=None,
@@ -265,15 +268,6 @@ def config_from_args(args: argparse.Namespace) -> Config:
     values["profile"] = args.profile
     values["flags_given"] = frozenset(given)
     return Config(**values).validate()
-
-
-def printable(text: str) -> str:
-    """text as one line any terminal prints: a line break, another control character or a
-    byte of a file name that is not UTF-8 (a lone surrogate) written as its escape, \\n."""
-    if text.isprintable():
-        return text
-    return "".join(char if char.isprintable() else char.encode("unicode_escape").decode()
-                   for char in text)
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int | None],

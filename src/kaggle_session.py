@@ -77,10 +77,14 @@ class KaggleSession:
         try:
             api.authenticate()
         except SystemExit:  # kaggle prints its help and calls exit(1) when it finds none
-            raise self._damaged_config(api.config) or self._no_credentials(api.config) from None
+            raise (self._damaged_config(api.config, needs_key=True)
+                   or self._no_credentials(api.config)) from None
         except Exception as error:  # checking a token asks Kaggle, so the network can fail
             self.api = api
-            raise self._damaged_config(api.config) or self.failure(error) from None
+            # a kaggle.json of settings only, beside a token, is fine: only one that is no
+            # JSON object (the library's TypeError) is to blame
+            raise (self._damaged_config(api.config, needs_key=False)
+                   or self.failure(error)) from None
         if _blank_legacy_key(api):  # kaggle accepts empty ones, and the first request fails
             blank = [f"${name}" for name in LEGACY_VARIABLES
                      if name in os.environ and not os.environ[name].strip()]
@@ -91,13 +95,14 @@ class KaggleSession:
                             f"{self.keep}")
         return api
 
-    def _damaged_config(self, config_path: str) -> DataError | None:
-        """The DataError for a kaggle.json that is there but unusable, or None.
+    def _damaged_config(self, config_path: str, needs_key: bool) -> DataError | None:
+        """The DataError for a kaggle.json that is there but unusable, or None; needs_key:
+        no other credentials were found, so it must hold a username and key.
 
         The kaggle package skips such a file without a word (so a cut file read as
         "no credentials") or fails on it with a TypeError (a JSON list).
         """
-        problem = _config_file_problem(Path(config_path))
+        problem = _config_file_problem(Path(config_path), needs_key)
         if problem is None:
             return None
         return DataError('a JSON object with "username" and "key"', problem, file=config_path,
@@ -140,8 +145,9 @@ def _where_credentials_go(config_path: str) -> str:
             "or $KAGGLE_USERNAME and $KAGGLE_KEY")
 
 
-def _config_file_problem(config_path: Path) -> str | None:
-    """What makes an existing kaggle.json unusable; None when it is absent or usable.
+def _config_file_problem(config_path: Path, needs_key: bool) -> str | None:
+    """What makes an existing kaggle.json unusable (needs_key: as the only credentials);
+    None when it is absent or usable.
 
     Never quotes the file: it holds the key.
     """
@@ -160,7 +166,7 @@ def _config_file_problem(config_path: Path) -> str | None:
     if not isinstance(values, dict):
         return f"a JSON {type(values).__name__}"
     missing = [name for name in ("username", "key") if name not in values]
-    if missing:
+    if missing and needs_key:
         return "an object without " + " and ".join(f'"{name}"' for name in missing)
     return None
 

@@ -263,26 +263,37 @@ def kaggle_line(record: dict, oof: dict | None = None) -> str:
             "python -m src.runs --sync fetches the score")
 
 
+def read_run_files(run_dir: Path) -> tuple[dict, dict[str, str]]:
+    """A published run's metrics (checked) and the text of its report.md and report.html
+    (those there): what recording a Kaggle score rewrites. DataError when one is damaged."""
+    run_dir = Path(run_dir)
+    metrics = read_run_metrics(run_dir)
+    reports = {}
+    for name in ("report.md", "report.html"):
+        path = run_dir / name
+        if path.is_file():
+            try:
+                reports[name] = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as error:
+                raise DataError("the report python -m src.submit wrote", one_line(error),
+                                file=path) from None
+    return metrics, reports
+
+
 def record_kaggle(run_dir: Path, record: dict) -> dict:
     """Add a Kaggle submission to a published run: ``kaggle`` in metrics.json and its line
     under the OOF accuracy in report.md and report.html (replacing an earlier one); return
     the metrics. Every file is read and checked before any is rewritten (each atomically),
     so a damaged one is a DataError that leaves the run as it was."""
     run_dir = Path(run_dir)
-    metrics = read_run_metrics(run_dir)
+    metrics, reports = read_run_files(run_dir)
     metrics["kaggle"] = as_json_types(record)
-    rewritten = {"metrics.json": json.dumps(metrics, indent=2, allow_nan=False) + "\n"}
     line = Paragraph(kaggle_line(metrics["kaggle"], metrics[ENSEMBLE]), strong=True)
-    for name, text, first_section in (("report.md", line.markdown(), "\n## "),
-                                      ("report.html", line.html(), "\n<h2>")):
-        path = run_dir / name
-        if path.is_file():
-            try:
-                document = path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as error:
-                raise DataError("the report python -m src.submit wrote", one_line(error),
-                                file=path) from None
-            rewritten[name] = _with_kaggle_block(document, text, first_section)
+    first_sections = {"report.md": (line.markdown(), "\n## "),
+                      "report.html": (line.html(), "\n<h2>")}
+    rewritten = {"metrics.json": json.dumps(metrics, indent=2, allow_nan=False) + "\n"}
+    for name, document in reports.items():
+        rewritten[name] = _with_kaggle_block(document, *first_sections[name])
     for name, text in rewritten.items():
         write_atomically(run_dir / name, text)
     return metrics

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from src.errors import DataError
-from src.util import partial_path, remove_stale_partials, write_atomically, writing
+from src.util import is_plain_text, partial_path, remove_stale_partials, write_atomically, writing
 
 
 def new_run_id(kind: str) -> str:
@@ -85,9 +85,10 @@ def distinct_folders(folders: list[Path]) -> list[Path]:
         if not folder.is_dir():
             raise DataError("a run folder of python -m src.submit", "no such folder",
                             file=folder)
-        if not str(folder.resolve()).isprintable():  # its name goes into figures and lines
-            raise DataError("a run folder named in printable text",
-                            "other bytes (not UTF-8, or a line break)", file=folder)
+        if not is_plain_text(folder.resolve().name):  # the name goes into figures and lines
+            raise DataError("a run folder named in text on one line",
+                            "a line break, control character or byte that is not UTF-8",
+                            file=folder)
         real = folder.resolve()
         if real in seen:
             raise DataError("different run folders", f"{seen[real]} and {folder}, the same one",

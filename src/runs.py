@@ -28,7 +28,7 @@ from src.config import OneLineParser, path_flag, run_cli
 from src.errors import DataError
 from src.report import record_kaggle
 from src.run_metrics import read_run_metrics
-from src.util import write_atomically
+from src.util import is_plain_text, write_atomically
 
 SORTS = {"date": "newest first", "oof": "best OOF accuracy first",
          "lb": "best public score first"}
@@ -40,18 +40,11 @@ DPI = 110
 
 
 def run_folders(submissions_dir: Path) -> list[Path]:
-    """The run folders: every folder but hidden ones (partial runs) and the latest link; one
-    whose name is not printable text (bytes that are not UTF-8, a line break), which the
-    ledger could neither print nor write to runs.csv, is one warning and left out."""
+    """The run folders: every folder but hidden ones (partial runs) and the latest link."""
     if not submissions_dir.is_dir():
         return []
-    folders = sorted(path for path in submissions_dir.iterdir()
-                     if path.is_dir() and not path.is_symlink() and not path.name.startswith("."))
-    for folder in [folder for folder in folders if not folder.name.isprintable()]:
-        warnings.warn(f"{folder}: expected a run folder named in printable text, found other "
-                      "bytes; skipped", stacklevel=2)
-        folders.remove(folder)
-    return folders
+    return sorted(path for path in submissions_dir.iterdir()
+                  if path.is_dir() and not path.is_symlink() and not path.name.startswith("."))
 
 
 def run_date(run_dir: Path) -> datetime:
@@ -63,7 +56,14 @@ def run_date(run_dir: Path) -> datetime:
 
 
 def read_run(run_dir: Path) -> dict | None:
-    """The ledger row of one run; one warning line and None when its metrics.json is damaged."""
+    """The ledger row of one run; one warning line and None when its metrics.json is damaged
+    or its name holds a line break or bytes that are not UTF-8 (the row could be neither
+    printed nor written to runs.csv)."""
+    if not is_plain_text(run_dir.name):
+        warnings.warn(f"{run_dir}: expected a run folder named in text on one line, found a "
+                      "line break, control character or byte that is not UTF-8; skipped",
+                      stacklevel=2)
+        return None
     try:
         metrics = read_run_metrics(run_dir)
     except DataError as error:
@@ -72,7 +72,7 @@ def read_run(run_dir: Path) -> dict | None:
     kaggle = metrics.get("kaggle") or {}
     info = metrics["run_info"]
     return {"run": run_dir.name, "date": run_date(run_dir).strftime("%Y-%m-%d %H:%M"),
-            "profile": info.get("plan") or info["profile"],
+            "profile": info["profile"],
             "minutes": round(metrics["timings"]["total"] / 60, 2),
             "members": "+".join(metrics["models"]),
             "oof": metrics["ensemble"]["accuracy"],
@@ -206,7 +206,9 @@ def _changed(old: dict | None, new: dict) -> bool:
 
 
 def _metrics_or_none(run_dir: Path) -> dict | None:
-    """A run's metrics; None when damaged (the ledger warns about it)."""
+    """A run's metrics; None when damaged or oddly named (the ledger warns about it)."""
+    if not is_plain_text(run_dir.name):
+        return None
     try:
         return read_run_metrics(run_dir)
     except DataError:

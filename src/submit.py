@@ -38,7 +38,6 @@ from src.errors import DataError
 from src.members import check_pseudo_threshold, load_members
 from src.probabilities import OOF_FILE, TEST_FILE, write_probabilities
 from src.run_folders import check_latest, new_run_id, write_run
-from src.run_metrics import read_run_metrics
 from src.util import format_duration, not_a_file, write_atomically
 
 SUBMISSION_COLUMNS = ["ImageId", "Label"]
@@ -119,7 +118,7 @@ def _parse_args(argv: Sequence[str] | None):
     add_override(ensemble, "tta", "test-time augmentation: average over 1-pixel shifts")
     add_override(ensemble, "pseudo_threshold", "pseudo-labelling: train every member a second "
                  "time with the test images its first round is this sure of (0: off; at "
-                 "most 0.91, where label smoothing 0.1 trains them to)")
+                 "most 1 - 0.9 x label smoothing: 0.91 with the default 0.1)")
     add_override(ensemble, "pseudo_epochs", "epochs per fold model of the pseudo-labelled round")
     add_override(ensemble, "fresh", "retrain every fold instead of reusing saved fold models")
     add_override(ensemble, "jobs", "fold models trained at once, each in its own worker "
@@ -167,11 +166,19 @@ def _check_only(args, config: Config) -> int:
 
 def _run_of(csv_path: Path) -> tuple[Path, dict] | None:
     """(run folder, its metrics) when csv_path is a run's submission.csv, None when no
-    metrics.json is beside it; DataError, before anything is sent, when the one beside it is
-    damaged: the upload would be recorded in it."""
+    metrics.json is beside it; DataError, before anything is sent, when that run's metrics
+    or reports are damaged: the upload would be recorded in them."""
+    from src.report import read_run_files
+
     if not (csv_path.parent / "metrics.json").exists():
         return None
-    return csv_path.parent, read_run_metrics(csv_path.parent)
+    try:
+        metrics, _ = read_run_files(csv_path.parent)
+    except DataError as error:
+        raise DataError(error.expected, error.found, error.file, error.line, error.column,
+                        hint="the upload would be recorded in this run; to upload the CSV "
+                        "alone, copy it out of the run folder") from None
+    return csv_path.parent, metrics
 
 
 def _default_message(run_dir: Path, metrics: dict) -> str:
@@ -242,14 +249,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     leaderboard = _leaderboard(config)
     budget = None
     if config.planned:
-        from src.budget import plan_submit
+        from src.budget import candidate_members, plan_submit
 
+        if config.pseudo_threshold:  # before the plan times (trains) the networks
+            check_pseudo_threshold(candidate_members(config), config.pseudo_threshold)
         config, members, budget = plan_submit(digits, config, started, save=not args.plan_only)
+        if args.plan_only:
+            return 0
     else:
         members = load_members(config)
-    check_pseudo_threshold(members, config.pseudo_threshold)
-    if args.plan_only:
-        return 0
+        check_pseudo_threshold(members, config.pseudo_threshold)
     search_holdout = None  # the images the search chose the members on: scored apart, too
     if any(member.origin.startswith("tuner") for member in members):
         from src.search_results import read_holdout_rows

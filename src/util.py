@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import socket
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -148,3 +149,28 @@ def _float_sized_int(text: str) -> int:
     if len(text.lstrip("-")) > 300:  # 1e300 and beyond: past what a float holds, near enough
         raise ValueError(f"an integer of {len(text.lstrip('-'))} digits")
     return int(text)
+
+
+# Characters that break a line or a terminal: control characters, line and paragraph
+# separators, and lone surrogates (Python's stand-in for a file name's byte that is not UTF-8).
+LINE_BREAKERS = {"Cc", "Zl", "Zp", "Cs"}
+
+
+def is_plain_text(text: str) -> bool:
+    """Whether text prints on one line of any terminal (a no-break space is fine)."""
+    return not any(unicodedata.category(char) in LINE_BREAKERS for char in text)
+
+
+def printable(text: str) -> str:
+    """text as one line any terminal prints: a line break or other control character as its
+    escape (\\n), a file name's byte that is not UTF-8 as the byte (\\xff)."""
+    if is_plain_text(text):
+        return text
+    return "".join(_escaped(char) if unicodedata.category(char) in LINE_BREAKERS else char
+                   for char in text)
+
+
+def _escaped(char: str) -> str:
+    if 0xDC80 <= ord(char) <= 0xDCFF:  # os.fsdecode's stand-in for the byte ord - 0xDC00
+        return f"\\x{ord(char) - 0xDC00:02x}"
+    return char.encode("unicode_escape").decode("ascii")

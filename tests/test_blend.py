@@ -179,7 +179,7 @@ def test_blend_is_the_plain_mean_and_lists_in_the_ledger(kaggle_dir_readonly, tm
     (lambda path: _edit_metrics(path, "timings", {"total": -5}),
      "metrics.json: timings.total: expected a number of seconds >= 0, found -5"),
     (lambda path: _edit_metrics(path, "ensemble", {"accuracy": "0.5"}),
-     "metrics.json: ensemble.accuracy: expected a share 0..1, found '0.5'"),
+     "metrics.json: ensemble.accuracy: expected a share 0..1, found \"0.5\""),
 ])
 def test_a_damaged_run_file_is_one_line_exit_2_and_writes_nothing(
         kaggle_dir_readonly, tmp_path, capsys, damage, message):
@@ -243,8 +243,8 @@ def test_runs_of_other_data_are_refused(kaggle_dir_readonly, tmp_path, capsys):
     ("twice", "RUN: expected different run folders"),
     ("missing", "expected a run folder of python -m src.submit, found no such folder"),
     # its name went into the figures' titles, which matplotlib refused
-    ("not UTF-8", "run-a\\udcff: expected a run folder named in printable text, found other "
-                  "bytes"),
+    ("not UTF-8", "run-a\\xff: expected a run folder named in text on one line, found a "
+                  "line break, control character or byte that is not UTF-8"),
 ])
 def test_bad_run_arguments_are_one_line_exit_2(kaggle_dir_readonly, tmp_path, capsys, how,
                                                message):

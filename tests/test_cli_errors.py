@@ -68,6 +68,7 @@ def test_fidelity_refuses_submissions_dir_it_would_not_use(capsys):
 @pytest.mark.parametrize("cli, flag", [
     (submit.main, "--check"),  # an empty --check ran a whole 30-minute training instead
     (submit.main, "--submissions-dir"), (tune.main, "--artifacts-dir"),
+    (tune.main, "--data-dir"), (submit.main, "--keras-npz"),
     (fidelity.main, "--artifacts-dir"), (blend.main, "--submissions-dir"),
     (runs.main, "--submissions-dir")])
 @pytest.mark.parametrize("empty", ["", " "])

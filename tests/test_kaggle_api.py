@@ -119,6 +119,23 @@ def test_a_json_list_beside_a_token_is_named_not_a_type_error(kaggle_home, monke
     _assert_no_secret(err)
 
 
+def test_a_kaggle_json_of_settings_beside_a_token_is_not_blamed_for_the_network(
+        kaggle_home, monkeypatch, csv_path, capfd):
+    """`kaggle config set` writes settings without a username or key; with a token that is
+    fine, and a failed token check is the network's fault."""
+    monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
+
+    def unreachable(session, request, **kwargs):
+        raise requests.ConnectionError("cannot reach api.kaggle.com")
+
+    monkeypatch.setattr(requests.Session, "send", unreachable)
+    config_file = Path(kaggle_home.config)
+    config_file.parent.mkdir(parents=True)
+    config_file.write_text('{"competition": "digit-recognizer"}')
+    err = _fail_upload(csv_path, capfd)
+    assert "found no connection (ConnectionError)" in err and "kaggle.json" not in err
+
+
 # Pieces of a kaggle.json, well-formed or not, the key among them.
 KAGGLE_JSON_PIECES = [b"{", b"}", b"[", b"]", b":", b",", b'"', b" ", b"\n", b"\\", b"null",
                       b"true", b"1e999", b"9" * 400, b'"username"', b'"key"', b'"token"',
@@ -498,19 +515,26 @@ def test_upload_of_a_run_waits_and_records_the_score_beside_the_oof(
 
 
 @pytest.mark.parametrize("field, value", [("ensemble", []), ("run_info", []),
-                                          ("models", 5)])
-def test_a_run_with_damaged_metrics_is_one_line_before_anything_is_sent(
+                                          ("models", 5), ("report.md", b"\xff")])
+def test_a_run_with_damaged_files_is_one_line_before_anything_is_sent(
         kaggle, run_dir, kaggle_dir_readonly, capsys, field, value):
-    """The upload would be recorded in that metrics.json, and its default message read
-    from it: both crashed after the CSV was checked."""
+    """The upload would be recorded in that run's metrics.json and reports, and its default
+    message read from it: each crashed after the CSV was checked (a damaged report, after
+    the upload had gone through)."""
     path = run_dir / "metrics.json"
-    metrics = json.loads(path.read_text())
-    metrics[field] = value
-    path.write_text(json.dumps(metrics))
+    if field == "report.md":
+        path = run_dir / field
+        path.write_bytes(value)
+    else:
+        metrics = json.loads(path.read_text())
+        metrics[field] = value
+        path.write_text(json.dumps(metrics))
     before = path.read_bytes()
     assert _submit_check(run_dir, kaggle_dir_readonly, "-m", "mine") == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {path}: ") and err.count("\n") == 1
+    assert err.endswith("(the upload would be recorded in this run; to upload the CSV alone, "
+                        "copy it out of the run folder)\n")
     assert kaggle.requests == [] and path.read_bytes() == before
 
 

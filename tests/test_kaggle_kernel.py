@@ -116,6 +116,17 @@ def test_a_bad_out_folder_is_one_line_exit_2(tmp_path, capsys, where, found):
     assert where != "out is a file" or out.read_text() == "mine"
 
 
+def test_a_failed_write_is_one_line_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    def disk_full(source, target):
+        raise OSError(28, "No space left on device", str(target))
+
+    monkeypatch.setattr(build.os, "replace", disk_full)
+    with pytest.raises(build.BuildError, match="expected a writable folder with free space, "
+                                               "found No space left on device"):
+        build.build(tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 def _package_zip(script: Path) -> str:
     """The PACKAGE_ZIP value of a built script, read without running it."""
     match = re.search(r'^PACKAGE_ZIP = """(.*?)"""', script.read_text(), re.S | re.M)

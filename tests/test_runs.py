@@ -104,13 +104,6 @@ def test_sort_by_oof_or_public_score(submissions, capsys, sort, order):
     assert [row.split()[0] for row in rows] == order
 
 
-def test_a_plan_in_the_metrics_shows_instead_of_the_profile(submissions):
-    metrics = json.loads((submissions / THIRD / "metrics.json").read_text())
-    metrics["run_info"]["plan"] = "30min"
-    (submissions / THIRD / "metrics.json").write_text(json.dumps(metrics))
-    assert runs.read_run(submissions / THIRD)["profile"] == "30min"
-
-
 def _set(dotted: str, value):
     """A damage: metrics[a][b] = value for "a.b"."""
     def damage(metrics: dict) -> None:
@@ -152,19 +145,19 @@ def _drop(dotted: str):
     (_set("ensemble", 0.99), ": ensemble.accuracy: expected a share 0..1, found no such key"),
     (_set("ensemble.accuracy", 5), ": ensemble.accuracy: expected a share 0..1, found 5"),
     (_set("ensemble.ci95_low", "nan"), ": ensemble.ci95_low: expected a share 0..1, found "
-                                       "'nan'"),
+                                       '"nan"'),
     (_set("models", "abc"), ": models: expected an object naming at least one member, found "
-                            "'abc'"),
-    (_set("run_info.profile", None), ": run_info.profile: expected text, found None"),
-    (_set("run_info.folds", "3"), ": run_info.folds: expected an integer >= 2, found '3'"),
+                            '"abc"'),
+    (_set("run_info.profile", None), ": run_info.profile: expected text, found null"),
+    (_set("run_info.folds", "3"), ": run_info.folds: expected an integer >= 2, found \"3\""),
     # seaborn's hue cannot take a dict: the ledger's figure crashed after runs.csv was written
-    (_set("run_info.plan", {"x": 1}), ": run_info.plan: expected text or null, found {'x': 1}"),
-    (_set("kaggle", "x"), ": kaggle: expected an object or null, found 'x'"),
+    (_set("run_info.profile", {"x": 1}), ': run_info.profile: expected text, found {"x": 1}'),
+    (_set("kaggle", "x"), ": kaggle: expected an object or null, found \"x\""),
     (_set("kaggle.public_score", "abc"), ": kaggle.public_score: expected a share 0..1 or "
-                                         "null, found 'abc'"),
+                                         "null, found \"abc\""),
     (_set("kaggle.public_score", -3), ": kaggle.public_score: expected a share 0..1 or null, "
                                       "found -3"),
-    (_set("kaggle.status", None), ": kaggle.status: expected text, found None"),
+    (_set("kaggle.status", None), ": kaggle.status: expected text, found null"),
 ])
 def test_a_damaged_run_is_one_warning_and_skipped(submissions, capsys, damage, found):
     path = submissions / SECOND / "metrics.json"
@@ -197,10 +190,16 @@ def test_a_run_folder_named_in_other_bytes_is_one_warning_and_skipped(submission
     with pytest.warns(UserWarning) as caught:
         _, *rows, _ = _ledger(submissions, capsys)
     assert [str(warning.message) for warning in caught] == [
-        f"{submissions / name}: expected a run folder named in printable text, found other "
-        "bytes; skipped"]
+        f"{submissions / name}: expected a run folder named in text on one line, found a line "
+        "break, control character or byte that is not UTF-8; skipped"]
     assert [row.split()[0] for row in rows] == [THIRD, SECOND, FIRST]
-    assert name not in (submissions / "runs.csv").read_text(errors="replace")
+    assert b"20261125-000000" not in (submissions / "runs.csv").read_bytes()
+
+
+def test_a_no_break_space_in_a_run_folder_s_name_is_fine(submissions, capsys):
+    write_run(submissions, "20261125-000000-my\xa0run", correct=41_000)
+    _, *rows, _ = _ledger(submissions, capsys)
+    assert rows[0].startswith("20261125-000000-my\xa0run")
 
 
 @pytest.mark.parametrize("make", [False, True])

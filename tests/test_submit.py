@@ -593,17 +593,18 @@ def test_pseudo_labelled_round_joins_the_ensemble(kaggle_dir_readonly, tmp_path,
     assert "trained 0, reused 4" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("budget", [[], ["--minutes", "3"]], ids=["no plan", "a plan"])
 def test_a_threshold_past_what_label_smoothing_reaches_stops_before_training(
-        kaggle_dir_readonly, tmp_path, capsys):
+        kaggle_dir_readonly, tmp_path, capsys, budget):
     """Smoothing 0.1 trains members towards 0.91: at 0.99 a real run found 5 test images of
-    28,000, and its second round trained on nothing new."""
-    args = _args(kaggle_dir_readonly, tmp_path, "--pseudo-threshold", "0.95")
+    28,000, and its second round trained on nothing new. A plan would time (train) the
+    networks and save itself first."""
+    args = _args(kaggle_dir_readonly, tmp_path, "--pseudo-threshold", "0.95", *budget)
     assert run_cli(submit.main, args) == 2
     assert capsys.readouterr().err == (
         "error: --pseudo-threshold: expected a confidence up to 0.91, the most the members are "
         "trained towards (label smoothing 0.1), found 0.95\n")
-    assert not (tmp_path / "artifacts" / "models").exists()
-    assert not (tmp_path / "submissions").exists()
+    assert not (tmp_path / "artifacts").exists() and not (tmp_path / "submissions").exists()
 
 
 @pytest.mark.parametrize("smoothings, ceiling", [([0.1], 0.91), ([0.2, 0.1], 0.91), ([0.0], 1.0)])
