@@ -83,8 +83,8 @@ def distinct_folders(folders: list[Path]) -> list[Path]:
     seen: dict[Path, Path] = {}
     for folder in folders:
         if not folder.is_dir():
-            raise DataError("a run folder of python -m src.submit", "no such folder",
-                            file=folder)
+            raise DataError("a run folder of python -m src.submit",
+                            "a file" if folder.exists() else "no such folder", file=folder)
         if not is_plain_text(folder.resolve().name):  # the name goes into figures and lines
             raise DataError("a run folder named in text on one line",
                             "a line break, control character or byte that is not UTF-8",

@@ -116,8 +116,11 @@ def one_line(error: BaseException) -> str:
 
 
 def not_a_file(path: Path) -> str:
-    """What stands where a file should be: a folder, or nothing."""
-    return "a folder" if path.is_dir() else "no such file"
+    """What stands where a file should be: a folder, nothing (a dangling link too), or
+    something else (a device such as /dev/null, a pipe)."""
+    if path.is_dir():
+        return "a folder"
+    return "something other than a file" if path.exists() else "no such file"
 
 
 def read_json(path: str | Path, finite: bool = False) -> object:

@@ -242,6 +242,7 @@ def test_runs_of_other_data_are_refused(kaggle_dir_readonly, tmp_path, capsys):
     ("one", "RUN: expected at least two run folders to blend, found 1"),
     ("twice", "RUN: expected different run folders"),
     ("missing", "expected a run folder of python -m src.submit, found no such folder"),
+    ("a file", "metrics.json: expected a run folder of python -m src.submit, found a file"),
     # its name went into the figures' titles, which matplotlib refused
     ("not UTF-8", "run-a\\xff: expected a run folder named in text on one line, found a "
                   "line break, control character or byte that is not UTF-8"),
@@ -252,7 +253,7 @@ def test_bad_run_arguments_are_one_line_exit_2(kaggle_dir_readonly, tmp_path, ca
     odd = tmp_path / "a" / "run-a\udcff"
     given = {"one": [first], "twice": [first, tmp_path / "a" / ".." / "a" / "run-a"],
              "missing": [first, tmp_path / "nowhere"],
-             "not UTF-8": [first, odd]}[how]
+             "not UTF-8": [first, odd], "a file": [first, first / "metrics.json"]}[how]
     if how == "not UTF-8":
         shutil.copytree(first, odd)
     assert run_cli(blend.main, _blend_args(kaggle_dir_readonly, tmp_path, *given)) == 2

@@ -80,3 +80,14 @@ def test_an_empty_path_flag_is_refused_not_the_current_folder(capsys, cli, flag,
     err = capsys.readouterr().err
     assert err.startswith(f"error: argument {flag}: expected a path, found {empty!r} (see ")
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("where, found", [("/dev/null", "something other than a file"),
+                                          ("folder", "a folder"), ("nowhere", "no such file")])
+def test_check_says_what_stands_where_the_csv_should_be(tmp_path, capsys, where, found):
+    path = tmp_path / "folder" if where == "folder" else (
+        tmp_path / "nowhere" if where == "nowhere" else where)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "test.csv").write_text("pixel0\n0\n")
+    assert run_cli(submit.main, ["--check", str(path), "--data-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: {path}: expected a submission CSV, found {found}\n"
