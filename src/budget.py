@@ -41,7 +41,7 @@ from src.plan import (
     table_row,
     training_seconds,
 )
-from src.util import format_duration, one_line, read_json, write_atomically, writing
+from src.util import format_duration, is_number, one_line, read_json, write_atomically, writing
 
 
 class Budget:
@@ -322,10 +322,10 @@ def search_spent(config: Config) -> float:
     best_hparams.json when it ran with the same --minutes; else 0."""
     try:
         budget = read_json(best_hparams_path(config)).get("budget") or {}
-        same = budget.get("minutes") == config.minutes
-        return float(budget.get("spent_seconds", 0)) if same else 0.0
+        spent = budget.get("spent_seconds", 0) if budget.get("minutes") == config.minutes else 0
     except (OSError, ValueError, AttributeError, TypeError):  # none, or not tune's
         return 0.0
+    return float(spent) if is_number(spent, 0) else 0.0  # NaN or negative: not tune's either
 
 
 def candidate_members(config: Config) -> list[Member]:
@@ -369,6 +369,12 @@ def plan_submit(digits, config: Config, started: float, save: bool = True,
         plan = plan_ensemble(config, speeds, sizes, clock() - started, spent)
         if save:
             save_plan(path, plan.to_json())
+    unknown = set(plan.members) - {member.name for member in candidates}
+    if unknown:  # a hand-edited plan: the run would train none of them
+        raise DataError("a plan written by python -m src.submit, its members among the "
+                        f"networks to train ({', '.join(m.name for m in candidates)})",
+                        f"{', '.join(sorted(unknown))}", file=path,
+                        hint="delete it or rerun with --fresh")
     print("\n".join(describe(plan, reused)), flush=True)
     members = [member for member in candidates if member.name in plan.members]
     config = dataclasses.replace(config, folds=plan.folds, repeats=plan.repeats,

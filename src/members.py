@@ -50,10 +50,15 @@ def load_members(config: Config) -> list[Member]:
                         hint="rerun python -m src.tune") from None
     if not members:
         raise DataError("at least one configuration", "none", file=path)
+    seen = set()
     for entry in chosen[:config.top_k]:  # a rank names its member's fold-model folder
         if not is_count(entry["rank"], 1):
             raise DataError("a rank, an integer >= 1", repr(entry["rank"]), file=path,
                             column="rank")
+        if entry["rank"] in seen:  # two members of one name would be summed as one
+            raise DataError("a different rank for each configuration",
+                            f"rank {entry['rank']} twice", file=path, column="rank")
+        seen.add(entry["rank"])
     for member in members:
         outside = hparams_outside_space(member.hparams)
         if outside:

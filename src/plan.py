@@ -244,9 +244,12 @@ class Plan:
     def checked(self) -> Plan:
         """The plan, if every field holds what to_json writes; else TypeError naming the
         first that does not (a hand-edited plan would fail later, inside the run)."""
-        for name in ("minutes", "seconds", "search_seconds", "row", "pseudo_threshold"):
+        for name in ("minutes", "seconds", "search_seconds", "row"):
             _need(is_number(getattr(self, name), 0), f"{name}: a number >= 0")
-        for name in ("folds", "epochs", "repeats"):
+        _need(is_number(self.pseudo_threshold, 0) and self.pseudo_threshold < 1,
+              "pseudo_threshold: a confidence 0 <= p < 1")
+        _need(is_count(self.folds, 2), "folds: an integer >= 2")
+        for name in ("epochs", "repeats"):
             _need(is_count(getattr(self, name), 1), f"{name}: an integer >= 1")
         for name in ("pseudo_epochs", "jobs"):
             _need(is_count(getattr(self, name)), f"{name}: an integer >= 0")
@@ -259,8 +262,9 @@ class Plan:
                   f"speeds.{name}: images per second > 0")
             _need(is_number(speed.startup_seconds, 0), f"speeds.{name}: startup seconds >= 0")
         _need(isinstance(self.members, list) and len(self.members) > 0
-              and all(isinstance(name, str) and name in self.speeds for name in self.members),
-              "members: names of speeds")
+              and all(isinstance(name, str) and name in self.speeds for name in self.members)
+              and len(set(self.members)) == len(self.members),
+              "members: names of speeds, each once")
         _need(isinstance(self.given, list) and all(isinstance(flag, str) for flag in self.given),
               "given: a list of names")
         for stage, seconds in self.stages.items():

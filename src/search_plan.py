@@ -207,9 +207,10 @@ class SearchClock:
 
     def _read(self) -> float:
         try:
-            return float(read_json(self.path)["seconds"])
+            seconds = read_json(self.path)["seconds"]
         except (OSError, ValueError, KeyError, TypeError):
             return 0.0  # no earlier run (or an unreadable record: count this run alone)
+        return float(seconds) if is_number(seconds, 0) else 0.0  # NaN, negative: unreadable
 
     def seconds(self) -> float:
         """The earlier runs' seconds and this run's so far."""

@@ -63,6 +63,8 @@ def remove_stale_partials(folder: str | Path) -> None:
 def _is_running(pid: int) -> bool:
     if os.name != "posix":
         return True  # no safe check without a POSIX kill(pid, 0): keep the file
+    if not 0 < pid < 2**31:  # kill(0) signals this process group; no pid is this large
+        return False
     try:
         os.kill(pid, 0)  # signal 0 checks that the process exists and sends nothing
     except ProcessLookupError:

@@ -195,7 +195,10 @@ def test_the_shortest_budget_counts_what_the_search_spent():
     ({"budget": {"minutes": 30, "spent_seconds": 150}}, 150.0),
     ({"budget": {"minutes": 60, "spent_seconds": 150}}, 0.0),  # another budget's search
     ({"budget": "soon"}, 0.0), ({"budget": {"minutes": 30, "spent_seconds": "x"}}, 0.0),
-    (["budget"], 0.0)])
+    (["budget"], 0.0),
+    # a negative one planned 9m20s for a 1-minute budget, and NaN crashed the planner
+    ({"budget": {"minutes": 30, "spent_seconds": -500}}, 0.0),
+    ({"budget": {"minutes": 30, "spent_seconds": float("nan")}}, 0.0)])
 def test_what_the_search_spent_comes_from_its_own_budget_only(tmp_path, record, spent):
     config = Config(minutes=30, artifacts_dir=str(tmp_path))
     assert budget.search_spent(config) == 0.0  # no search yet
@@ -315,6 +318,25 @@ def test_a_search_after_a_run_plans_afresh(kaggle_dir_readonly, tmp_path, monkey
     assert len(list((tmp_path / "plans").glob("submit-*.json"))) == 3
 
 
+def test_a_saved_plan_naming_networks_not_to_train_is_one_line(kaggle_dir_readonly, tmp_path,
+                                                               monkeypatch):
+    """Edited to name a network of its own speeds: the run trained nothing, then crashed."""
+    _stand_in_speed(monkeypatch)
+    digits = load_kaggle(kaggle_dir_readonly)
+    config = Config(minutes=30, jobs=1, artifacts_dir=str(tmp_path))
+    with pytest.warns(UserWarning):  # no search: the default CNN
+        budget.plan_submit(digits, config, started=0.0, clock=Clock(10.0))
+        [path] = (tmp_path / "plans").glob("submit-*.json")
+        saved = json.loads(path.read_text())
+        saved["speeds"]["x"], saved["members"] = saved["speeds"]["default"], ["x"]
+        path.write_text(json.dumps(saved))
+        with pytest.raises(DataError) as caught:
+            budget.plan_submit(digits, config, started=0.0, clock=Clock(10.0))
+    assert str(caught.value) == (f"{path}: expected a plan written by python -m src.submit, its "
+                                 "members among the networks to train (default), found x "
+                                 "(delete it or rerun with --fresh)")
+
+
 def _fold_jobs(planned: plan.Plan) -> list[ensemble.FoldJob]:
     member = Member("default", {}, "default")
     count = planned.folds * planned.repeats
@@ -411,9 +433,15 @@ def test_a_round_that_slows_cuts_the_epochs_of_models_not_yet_started(monkeypatc
     (lambda values: {**values, "sizes": None},
      "TypeError: a plan's sizes, speeds, stages, decisions are JSON objects"),
     # shapes that hold, values that do not: each failed later, inside the run
-    (lambda values: {**values, "members": 5}, "TypeError: members: names of speeds"),
-    (lambda values: {**values, "members": ["nobody"]}, "TypeError: members: names of speeds"),
-    (lambda values: {**values, "folds": "2"}, "TypeError: folds: an integer >= 1"),
+    (lambda values: {**values, "members": 5}, "TypeError: members: names of speeds, each once"),
+    (lambda values: {**values, "members": ["nobody"]},
+     "TypeError: members: names of speeds, each once"),
+    (lambda values: {**values, "members": ["default", "default"]},  # zip() of unequal lengths
+     "TypeError: members: names of speeds, each once"),
+    (lambda values: {**values, "folds": "2"}, "TypeError: folds: an integer >= 2"),
+    (lambda values: {**values, "folds": 1}, "TypeError: folds: an integer >= 2"),  # sklearn's
+    (lambda values: {**values, "pseudo_threshold": 5.0},  # a round on no test image at all
+     "TypeError: pseudo_threshold: a confidence 0 <= p < 1"),
     (lambda values: {**values, "seconds": None}, "TypeError: seconds: a number >= 0"),
     (lambda values: {**values, "seconds": 10**400}, "ValueError: an integer of 401 digits"),
     (lambda values: {**values, "stages": {"report": "x"}},
@@ -860,5 +888,6 @@ def test_the_search_clock_counts_a_killed_run_up_to_its_last_trial(tmp_path):
     resumed = search_plan.SearchClock(path, started=480.0, fresh=False, clock=lambda: now[0])
     assert resumed.seconds() == 30  # 10 s before the kill, 20 s of this run
     assert search_plan.SearchClock(path, 480.0, fresh=True, clock=lambda: now[0]).seconds() == 20
-    path.write_text("{not json")
-    assert search_plan.SearchClock(path, 480.0, fresh=False, clock=lambda: now[0]).before == 0
+    for damaged in ("{not json", '{"seconds": NaN}', '{"seconds": -1000}'):  # NaN crashed tune
+        path.write_text(damaged)
+        assert search_plan.SearchClock(path, 480.0, fresh=False, clock=lambda: now[0]).before == 0

@@ -125,7 +125,11 @@ def test_a_worker_started_after_its_parent_died_exits_at_once(monkeypatch):
 def test_stale_partial_files_go_and_live_ones_stay(tmp_path):
     dead_pid, host = ended_pid(), socket.gethostname()
     stale = [tmp_path / f".partial-{dead_pid}@{host}@fold-1.keras",
-             tmp_path / f".partial-{dead_pid}@{host}@20261124-101500-quick-kaggle"]
+             tmp_path / f".partial-{dead_pid}@{host}@20261124-101500-quick-kaggle",
+             # no process has these pids: os.kill raised OverflowError on the first, and
+             # signalled this process group for 0
+             tmp_path / f".partial-{10**20}@{host}@fold-5.keras",
+             tmp_path / f".partial-0@{host}@fold-6.keras"]
     kept = [tmp_path / f".partial-{os.getpid()}@{host}@fold-2.keras",  # a live process's
             tmp_path / f".partial-{dead_pid}@another-machine@fold-3.keras",
             tmp_path / f".partial-{dead_pid}@{host}-2@fold-4.keras",  # a host named longer
@@ -507,6 +511,20 @@ def test_a_hand_edited_configuration_outside_the_space_is_one_line(tmp_path, hpa
     assert message.startswith(f"{tmp_path / 'tune' / 'best_hparams.json'}: rank2: {column}: "
                               f"expected {expected}")
     assert message.endswith(f"found {found} (rerun python -m src.tune, or edit it back)")
+
+
+def test_two_configurations_of_one_rank_are_refused(tmp_path):
+    """Both were named rank1: their fold models were summed, and every OOF row summed to 2."""
+    _write_top(tmp_path, [{"dropout": 0.3}, {"dropout": 0.4}])
+    path = tmp_path / "tune" / "best_hparams.json"
+    saved = json.loads(path.read_text())
+    saved["top"][1]["rank"] = 1
+    path.write_text(json.dumps(saved))
+    config = submit._parse_args(["--artifacts-dir", str(tmp_path), "--top-k", "2"])[1]
+    with pytest.raises(DataError) as caught:
+        load_members(config)
+    assert str(caught.value) == (f"{path}: rank: expected a different rank for each "
+                                 "configuration, found rank 1 twice")
 
 
 @pytest.mark.parametrize("rank", ["/../../escaped", 0, 1.0, None])
