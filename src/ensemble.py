@@ -31,7 +31,7 @@ from src.config import Config
 from src.data import NUM_CLASSES, Digits, data_fingerprint
 from src.errors import DataError
 from src.members import Member
-from src.predict import finite, predict_probs
+from src.predict import checked_probs, predict_probs
 from src.util import partial_path, read_json, write_atomically, writing
 
 
@@ -112,9 +112,14 @@ def _load_fold_model(path: Path) -> keras.Model:
         raise DataError("a Keras model saved by python -m src.submit",
                         f"an unreadable file ({type(error).__name__})", file=path,
                         hint="delete it or rerun with --fresh to retrain") from None
-    if model.input_shape[1:] != cnn.IMAGE_SHAPE or model.output_shape[-1] != NUM_CLASSES:
-        raise DataError(f"a model from {cnn.IMAGE_SHAPE} images to {NUM_CLASSES} classes",
-                        f"{model.input_shape[1:]} to {model.output_shape[-1]}", file=path,
+    try:
+        shapes = f"{tuple(model.input_shape[1:])} to {tuple(model.output_shape[1:])}"
+    except (AttributeError, ValueError, TypeError):  # a model never built has no shapes
+        shapes = "a model without input and output shapes"
+    wanted = f"{cnn.IMAGE_SHAPE} to {(NUM_CLASSES,)}"
+    if shapes != wanted:
+        raise DataError(f"a model from {cnn.IMAGE_SHAPE} images to {NUM_CLASSES} classes, "
+                        f"{wanted}", shapes, file=path,
                         hint="delete it or rerun with --fresh to retrain")
     return model
 
@@ -282,6 +287,10 @@ def _run_round(digits: Digits, members: list[Member], config: Config,
         for job in jobs:
             indices, labels = pseudo.per_fold[job.fold]
             job.extra = (digits.x_test[indices], labels)
+    for job in jobs:  # before training: its model could not be saved there
+        if job.path.is_dir():
+            raise DataError("a fold model's file, or nothing yet", "a folder", file=job.path,
+                            hint="remove it")
     to_train = [job for job in jobs if config.fresh or not job.path.is_file()]
     if config.fresh:  # gone now: a resume without --fresh then reuses only what this run trains
         for job in to_train:
@@ -317,7 +326,7 @@ def _run_round(digits: Digits, members: list[Member], config: Config,
         held_idx = splits[job.fold][1]
         oof = result.oof_probs.setdefault(job.member.name, np.zeros((len(y), NUM_CLASSES)))
         # Every image is held out once a repeat: its OOF is the mean of `repeats` models.
-        held_probs, test_probs = (finite(predict_probs(model, images, tta), job.path)
+        held_probs, test_probs = (checked_probs(predict_probs(model, images, tta), job.path)
                                   for images in (x[held_idx], digits.x_test))
         oof[held_idx] += held_probs / config.repeats
         result.fold_test_probs.setdefault(job.member.name, []).append(test_probs)

@@ -87,6 +87,12 @@ def rank_trials(oracle: kt.Oracle, names: Sequence[str]) -> list[dict]:
                                row["params"] or 0, row["trial_id"]))
     for rank, row in enumerate((row for row in rows if row["status"] == COMPLETED), start=1):
         row["rank"] = rank
+        outside = hparams_outside_space({name: value for name, value in row["hparams"].items()
+                                         if value is not None})  # None: not in this space
+        if outside:  # the ensemble prices and builds these: a hand-edited trial.json
+            name, expected, found = outside
+            raise ValueError(f"trial {row['trial_id']}: {name}: expected {expected}, "
+                             f"found {found}")
     return rows
 
 
@@ -172,6 +178,11 @@ def read_holdout_probs(path: Path, val_images: int) -> np.ndarray:
     if probs.shape != (val_images, NUM_CLASSES):
         raise DataError(f"an array of shape ({val_images}, {NUM_CLASSES})", str(probs.shape),
                         file=path, hint="rerun with --overwrite")
+    if probs.dtype.kind not in "fiu" or not (np.isfinite(probs).all() and (probs >= 0).all()
+                                             and (probs.sum(axis=1) > 0).all()):
+        raise DataError("class probabilities: finite numbers >= 0, every row above 0",
+                        f"an array of {probs.dtype} holding other values", file=path,
+                        hint="rerun with --overwrite")
     return probs
 
 

@@ -250,7 +250,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if role == "worker":
         print(f"{tuner.tuner_id}: no trials left; the chief writes the results", flush=True)
         return 0
-    rows = rank_trials(tuner.oracle, search_space_names())
+    try:
+        rows = rank_trials(tuner.oracle, search_space_names())
+    except (ValueError, TypeError, KeyError) as error:  # a trial.json damaged by hand
+        raise DataError("the search state python -m src.tune saved", one_line(error),
+                        file=tuner.project_dir,
+                        hint="rerun with --overwrite to start the search over") from None
     if not any(row["status"] == COMPLETED for row in rows):
         print("error: no trial completed; see the trial messages above", file=sys.stderr)
         return 1

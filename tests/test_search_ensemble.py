@@ -10,6 +10,7 @@ import pytest
 
 from src import search_results
 from src.config import Config
+from src.errors import DataError
 from src.members import load_members
 
 LABELS = np.arange(300) % 10
@@ -112,3 +113,20 @@ def test_a_configuration_keeps_its_leaderboard_rank():
     top = search_results.top_configurations(rows, 2)
     assert [(entry["rank"], entry["hparams"]["dropout"]) for entry in top] == [(1, 0.2), (3, 0.4)]
     assert all("status" not in entry for entry in top) and rows[0]["status"] == "COMPLETED"
+
+
+@pytest.mark.parametrize("values, found", [
+    (np.full((4, 10), np.nan), "an array of float64 holding other values"),  # sklearn's
+    (np.zeros((4, 10)), "an array of float64 holding other values"),  # rows renormalised by 0
+    (np.full((4, 10), -1.0), "an array of float64 holding other values"),  # scored as 2.30
+    (np.full((4, 10), "x"), "an array of <U1 holding other values"),
+])
+def test_saved_hold_out_probabilities_must_be_probabilities(tmp_path, values, found):
+    path = tmp_path / search_results.HOLDOUT_PROBS
+    np.save(path, values)
+    with pytest.raises(DataError) as caught:
+        search_results.read_holdout_probs(path, 4)
+    assert str(caught.value) == (f"{path}: expected class probabilities: finite numbers >= 0, "
+                                 f"every row above 0, found {found} (rerun with --overwrite)")
+    np.save(path, np.full((4, 10), 0.1, dtype=np.float32))
+    assert search_results.read_holdout_probs(path, 4).shape == (4, 10)

@@ -295,6 +295,61 @@ def test_corrupt_fold_model_is_one_line_error_naming_the_file(kaggle_dir_readonl
     assert not diverged.with_suffix(".history.json").exists()
 
 
+def test_a_folder_where_a_fold_model_goes_stops_the_run_before_training(
+        kaggle_dir_readonly, tmp_path, capsys):
+    """It was found only when the trained model could not be saved there."""
+    config = submit._parse_args(_args(kaggle_dir_readonly, tmp_path))[1]
+    digits = submit.load_fold_digits(config)
+    with pytest.warns(UserWarning):
+        [member] = load_members(config)
+    key = ensemble.member_key(member, config, data_fingerprint(digits.x_train, digits.y_train))
+    folder = tmp_path / "artifacts" / "models" / key / "fold-0.keras"
+    folder.mkdir(parents=True)
+    assert run_cli(submit.main, _args(kaggle_dir_readonly, tmp_path)) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: {folder}: expected a fold model's file, or nothing yet, found a folder "
+        "(remove it)")
+    assert sorted(path.name for path in folder.parent.iterdir()) == ["fold-0.keras"]
+
+
+def _foreign_model(kind: str) -> keras.Model:
+    """Models of other programs that a fold model's file could hold."""
+    if kind == "unbuilt":
+        return keras.Sequential([keras.layers.Dense(10)])
+    inputs = keras.Input((28, 28, 1))
+    if kind == "4 x 10 outputs":
+        outputs = keras.layers.Dense(10)(keras.layers.Reshape((4, 196))(inputs))
+    else:  # logits: the right shapes, no softmax
+        outputs = keras.layers.Dense(10)(keras.layers.Flatten()(inputs))
+    return keras.Model(inputs, outputs)
+
+
+@pytest.mark.parametrize("kind, found", [
+    ("4 x 10 outputs", "found (28, 28, 1) to (4, 10)"),  # broadcasting failed in the OOF sum
+    ("unbuilt", "found a model without input and output shapes"),
+])
+def test_a_fold_model_of_other_shapes_is_refused(tmp_path, kind, found):
+    path = tmp_path / "fold-0.keras"
+    _foreign_model(kind).save(path)
+    with pytest.raises(DataError) as caught:
+        ensemble._load_fold_model(path)
+    assert str(caught.value) == (f"{path}: expected a model from (28, 28, 1) images to 10 "
+                                 f"classes, (28, 28, 1) to (10,), {found} (delete it or rerun "
+                                 "with --fresh to retrain)")
+
+
+def test_a_fold_model_that_predicts_no_probabilities_is_refused(tmp_path):
+    """A model without softmax was used silently: OOF 'probabilities' down to -1.6."""
+    model = _foreign_model("logits")
+    images = np.random.default_rng(0).integers(0, 256, (8, 28, 28, 1), dtype=np.uint8)
+    probs = predict.predict_probs(model, images, tta=False)
+    with pytest.raises(DataError, match=r"fold-0.keras: expected class probabilities 0..1 that "
+                                        r"sum to 1 from a fold model, found .* for \d+ images"):
+        predict.checked_probs(probs, tmp_path / "fold-0.keras")
+    softmax = np.full((3, 10), 0.1)
+    assert predict.checked_probs(softmax, tmp_path / "fold-0.keras") is softmax
+
+
 @pytest.mark.parametrize("case", ["pixel_256", "missing_dir", "label_column_in_test"])
 def test_bad_data_is_one_line_exit_2_and_writes_nothing(kaggle_dir, tmp_path, capsys, case):
     data_dir = kaggle_dir

@@ -216,16 +216,25 @@ def test_resume_repairs_what_a_kill_between_two_writes_leaves(
         pd.testing.assert_frame_equal(trials, _trials(finished_random_search))
 
 
-@pytest.mark.parametrize("damage", ["oracle_cut_short", "trial_a_list", "tuner_state_empty"])
+@pytest.mark.parametrize("damage", ["oracle_cut_short", "trial_a_list", "tuner_state_empty",
+                                    "score_null", "conv_blocks_text"])
 def test_a_search_state_damaged_by_hand_is_one_line_naming_its_folder(
         finished_random_search, kaggle_dir_readonly, tmp_path, capsys, damage):
     artifacts = Path(shutil.copytree(finished_random_search, tmp_path / "artifacts"))
     project = _project(artifacts)
+    trial_json = next(project.glob("trial_*/trial.json"))
     if damage == "oracle_cut_short":
         text = (project / "oracle.json").read_text()
         (project / "oracle.json").write_text(text[:len(text) // 2])
     elif damage == "trial_a_list":
-        next(project.glob("trial_*/trial.json")).write_text("[]")
+        trial_json.write_text("[]")
+    elif damage in ("score_null", "conv_blocks_text"):  # both crashed ranking the trials
+        trial = json.loads(trial_json.read_text())
+        if damage == "score_null":
+            trial["score"] = None
+        else:
+            trial["hyperparameters"]["values"]["conv_blocks"] = "x"
+        trial_json.write_text(json.dumps(trial))
     else:
         (project / "tuner0.json").write_text("")
     capsys.readouterr()
