@@ -6,6 +6,7 @@ line and the repairs a killed search needs on reload.
 
 from __future__ import annotations
 
+import errno
 import io
 import time
 from collections.abc import Callable
@@ -204,6 +205,21 @@ class FailedTrialWrite(DataError, kt.errors.FatalError):
     error; run_cli prints it, a DataError, on one line."""
 
 
+# What a failed write says: a full disk, a read-only folder. Any other OSError in a trial
+# is a file it could not read (Hyperband loads the checkpoint of the trial it continues).
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def trial_os_error(error: OSError, trial_dir: str, project_dir: str) -> FailedTrialWrite:
+    """The one line that ends the search for an OSError in a trial: a failed write names
+    the trial's folder; a missing or damaged checkpoint of an earlier trial, the search's."""
+    if error.errno in WRITE_ERRNOS:
+        return FailedTrialWrite(WRITABLE, describe_os_error(error), file=trial_dir)
+    return FailedTrialWrite("the search state python -m src.tune saved (an earlier trial's "
+                            "checkpoint)", describe_os_error(error), file=project_dir,
+                            hint="rerun with --overwrite to start the search over")
+
+
 class SearchTuner:
     """What this package adds to each KerasTuner tuner.
 
@@ -239,9 +255,9 @@ class SearchTuner:
                                            **kwargs)
             seconds = time.perf_counter() - started
             probs = self._keep_last_epoch(trial, history.model, validation_data[0])
-        except OSError as error:  # saving the trial's checkpoint: a full disk fails every trial
-            raise FailedTrialWrite(WRITABLE, describe_os_error(error),
-                                   file=self.get_trial_dir(trial.trial_id)) from None
+        except OSError as error:  # the trial's checkpoint, or (Hyperband) its parent's
+            raise trial_os_error(error, self.get_trial_dir(trial.trial_id),
+                                 self.project_dir) from None
         logs = history.history
         return {OBJECTIVE: holdout_log_loss(probs, validation_data[1]),
                 "val_accuracy": logs["val_accuracy"][-1], "val_loss": logs["val_loss"][-1],

@@ -16,7 +16,7 @@ import keras
 import pytest
 from matplotlib.figure import Figure
 
-from src import budget, submit, tune, util
+from src import budget, submit, tune, tuners, util
 from src.config import run_cli
 from src.errors import DataError
 from tests.fixtures import disk_full
@@ -190,3 +190,18 @@ def test_a_plan_under_a_file_is_one_line_naming_its_folder(tmp_path):
     with pytest.raises(DataError) as caught:
         budget.save_plan(plans / "submit-0123.json", "{}")
     assert str(caught.value).startswith(f"{plans}: expected a writable folder with free space")
+
+
+@pytest.mark.parametrize("error, where, found", [
+    (OSError(errno.ENOSPC, "No space left on device"), "project/trial_0005",
+     "expected a writable folder with free space, found No space left on device (ENOSPC)"),
+    # Hyperband reloads the trial it continues: its checkpoint was deleted by hand
+    (FileNotFoundError(errno.ENOENT, "No such file or directory"), "project",
+     "expected the search state python -m src.tune saved (an earlier trial's checkpoint), "
+     "found No such file or directory (ENOENT) (rerun with --overwrite to start the search "
+     "over)"),
+])
+def test_an_os_error_in_a_trial_names_a_write_or_the_search_state(error, where, found):
+    """A missing checkpoint read as a full disk in the new trial's folder."""
+    failed = tuners.trial_os_error(error, "project/trial_0005", "project")
+    assert str(failed) == f"{where}: {found}"
