@@ -124,10 +124,16 @@ def run_stage(module: str, package_root: Path, data_dir: Path, artifacts_dir: Pa
     return run_with_time_limit(command, package_root, seconds)
 
 
+def _default_ctrl_c() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_with_time_limit(command: list[str], cwd: Path, seconds: float) -> int:
     """Run command; past ``seconds`` interrupt it as Ctrl-C would (the stages stop cleanly),
     and kill it if it is still there GRACE_SECONDS later. Its exit code, or TIMED_OUT."""
-    process = subprocess.Popen(command, cwd=cwd)
+    # With Ctrl-C's default action restored in the child: a process started with SIGINT
+    # ignored (a shell's background job) passes that on, and the stage would not stop cleanly.
+    process = subprocess.Popen(command, cwd=cwd, preexec_fn=_default_ctrl_c)
     try:
         return process.wait(timeout=max(seconds, 0))
     except subprocess.TimeoutExpired:

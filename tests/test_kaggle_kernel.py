@@ -231,6 +231,22 @@ def test_a_stage_past_its_time_limit_is_stopped(tmp_path, monkeypatch, ignore_ct
                                      60) == 3
 
 
+def test_a_stage_stops_on_ctrl_c_also_when_the_kernel_ignores_it(tmp_path, monkeypatch):
+    """A process started with SIGINT ignored (a shell's background job) passes that on: the
+    stage must still get Ctrl-C's default action, and stop cleanly."""
+    monkeypatch.setattr(entry, "GRACE_SECONDS", 1.0)
+    script = ("import pathlib, sys, time\n"
+              "try:\n    pathlib.Path(sys.argv[1]).touch()\n    time.sleep(120)\n"
+              "except KeyboardInterrupt:\n    pathlib.Path(sys.argv[2]).touch()\n")
+    command = [sys.executable, "-c", script, str(tmp_path / "ready"), str(tmp_path / "stopped")]
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert entry.run_with_time_limit(command, tmp_path, 3.0) == entry.TIMED_OUT
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert (tmp_path / "ready").is_file() and (tmp_path / "stopped").is_file()
+
+
 class _Stages:
     """Stand-in stages: each takes the minutes given and ends with the code given."""
 
