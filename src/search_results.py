@@ -32,7 +32,7 @@ from src.model import (
     hparams_from_dict,
     multiply_adds,
 )
-from src.util import is_number, read_json, write_atomically
+from src.util import is_count, is_number, read_json, write_atomically
 
 # The search minimises each trial's hold-out log-loss: on 2,400 hold-out images the
 # accuracy of good networks differs by a few images, and the log-loss, which counts how
@@ -227,11 +227,15 @@ def read_holdout_rows(config: Config, labelled_fingerprint: str) -> np.ndarray |
         saved = read_json(path)
         if saved["data"]["labelled_fingerprint"] != labelled_fingerprint:
             return None
-        rows = np.asarray(saved[HOLDOUT_ROWS], dtype=np.int64)
+        rows = saved[HOLDOUT_ROWS]
     # none, or one from before it was kept
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return rows if rows.ndim == 1 and len(rows) else None
+    if not (isinstance(rows, list) and rows and all(is_count(row) for row in rows)):
+        # hand-edited: floats were cut to integers, and the hold-out-free score went wrong
+        raise DataError("a list of row numbers (integers >= 0)", json.dumps(rows)[:80],
+                        file=path, column=HOLDOUT_ROWS, hint="rerun python -m src.tune")
+    return np.asarray(rows, dtype=np.int64)
 
 
 def network_cost(hparams: dict) -> int:

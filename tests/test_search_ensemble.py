@@ -130,3 +130,21 @@ def test_saved_hold_out_probabilities_must_be_probabilities(tmp_path, values, fo
                                  f"every row above 0, found {found} (rerun with --overwrite)")
     np.save(path, np.full((4, 10), 0.1, dtype=np.float32))
     assert search_results.read_holdout_probs(path, 4).shape == (4, 10)
+
+
+@pytest.mark.parametrize("rows, found", [
+    ([1.5, 2], "[1.5, 2]"),  # cut to 1 and 2: the hold-out-free score counted other images
+    ([-3, 2], "[-3, 2]"), ("0-99", '"0-99"'), ([], "[]")])
+def test_hand_edited_hold_out_rows_are_one_line(tmp_path, rows, found):
+    config = Config(artifacts_dir=str(tmp_path))
+    path = tmp_path / "tune" / "best_hparams.json"
+    path.parent.mkdir()
+    saved = {"data": {"labelled_fingerprint": "abc"}, search_results.HOLDOUT_ROWS: rows}
+    path.write_text(json.dumps(saved))
+    with pytest.raises(DataError) as caught:
+        search_results.read_holdout_rows(config, "abc")
+    assert str(caught.value) == (f"{path}: holdout_rows: expected a list of row numbers "
+                                 f"(integers >= 0), found {found} (rerun python -m src.tune)")
+    assert search_results.read_holdout_rows(config, "other data") is None
+    path.write_text(json.dumps({**saved, search_results.HOLDOUT_ROWS: [3, 1]}))
+    assert search_results.read_holdout_rows(config, "abc").tolist() == [3, 1]
