@@ -24,7 +24,6 @@ class Member:
     origin: str  # "tuner (val_accuracy 0.9912)" or "default"
 
 
-
 def best_hparams_path(config: Config) -> Path:
     """Where python -m src.tune leaves its top configurations."""
     return Path(config.artifacts_dir) / "tune" / "best_hparams.json"

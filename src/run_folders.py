@@ -85,11 +85,11 @@ def distinct_folders(folders: list[Path]) -> list[Path]:
         if not folder.is_dir():
             raise DataError("a run folder of python -m src.submit",
                             "a file" if folder.exists() else "no such folder", file=folder)
-        if not is_plain_text(folder.resolve().name):  # the name goes into figures and lines
+        real = folder.resolve()
+        if not is_plain_text(real.name):  # the name goes into figures and lines
             raise DataError("a run folder named in text on one line",
                             "a line break, control character or byte that is not UTF-8",
                             file=folder)
-        real = folder.resolve()
         if real in seen:
             raise DataError("different run folders", f"{seen[real]} and {folder}, the same one",
                             column="RUN")

@@ -228,8 +228,7 @@ def read_holdout_rows(config: Config, labelled_fingerprint: str) -> np.ndarray |
         if saved["data"]["labelled_fingerprint"] != labelled_fingerprint:
             return None
         rows = saved[HOLDOUT_ROWS]
-    # none, or one from before it was kept
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError):  # none, or one from before it was kept
         return None
     if not (isinstance(rows, list) and rows and all(is_count(row) for row in rows)):
         # hand-edited: floats were cut to integers, and the hold-out-free score went wrong

@@ -114,6 +114,12 @@ def project_name(config: Config) -> str:
             f"-{OBJECTIVE}")
 
 
+def damaged_search_state(error: Exception, project: str | Path) -> DataError:
+    """The one line for saved search state that KerasTuner or the ranking cannot read."""
+    return DataError("the search state python -m src.tune saved", one_line(error),
+                     file=project, hint="rerun with --overwrite to start the search over")
+
+
 def build_tuner(config: Config, role: str | None, train_images: int,
                 after_trial: Callable[[], None] | None = None) -> SearchTuner:
     """The tuner config asks for, its trials training on train_images images, reloading its
@@ -154,9 +160,7 @@ def build_tuner(config: Config, role: str | None, train_images: int,
         # KerasTuner reloads its saved state here; its writes are atomic in this package, so
         # a file it cannot read was damaged by hand or by another program (JSONDecodeError
         # is a ValueError).
-        raise DataError("the search state python -m src.tune saved", one_line(error),
-                        file=project,
-                        hint="rerun with --overwrite to start the search over") from None
+        raise damaged_search_state(error, project) from None
 
 
 def load_search_data(config: Config) -> tuple[tuple[np.ndarray, np.ndarray],
@@ -253,9 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         rows = rank_trials(tuner.oracle, search_space_names())
     except (ValueError, TypeError, KeyError) as error:  # a trial.json damaged by hand
-        raise DataError("the search state python -m src.tune saved", one_line(error),
-                        file=tuner.project_dir,
-                        hint="rerun with --overwrite to start the search over") from None
+        raise damaged_search_state(error, tuner.project_dir) from None
     if not any(row["status"] == COMPLETED for row in rows):
         print("error: no trial completed; see the trial messages above", file=sys.stderr)
         return 1
