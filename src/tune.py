@@ -114,9 +114,11 @@ def project_name(config: Config) -> str:
             f"-{OBJECTIVE}")
 
 
-def damaged_search_state(error: Exception, project: str | Path) -> DataError:
-    """The one line for saved search state that KerasTuner or the ranking cannot read."""
-    return DataError("the search state python -m src.tune saved", one_line(error),
+def damaged_search_state(error: Exception | str, project: str | Path) -> DataError:
+    """The one line for saved search state that KerasTuner or the ranking cannot read
+    (error: what was raised, or what was found)."""
+    found = error if isinstance(error, str) else one_line(error)
+    return DataError("the search state python -m src.tune saved", found,
                      file=project, hint="rerun with --overwrite to start the search over")
 
 
@@ -148,12 +150,13 @@ def build_tuner(config: Config, role: str | None, train_images: int,
     resuming = (project / "oracle.json").is_file() and not config.overwrite and role != "worker"
     try:
         if config.tuner == "hyperband":
-            return HyperbandTuner(hypermodel, max_epochs=config.tune_epochs,
-                                  factor=HYPERBAND_FACTOR, **common)
-        if config.tuner == "bayesian":
-            return BayesianTuner(hypermodel, max_trials=config.max_trials,
-                                 num_initial_points=max(3, config.max_trials // 4), **common)
-        return RandomTuner(hypermodel, max_trials=config.max_trials, **common)
+            tuner = HyperbandTuner(hypermodel, max_epochs=config.tune_epochs,
+                                   factor=HYPERBAND_FACTOR, **common)
+        elif config.tuner == "bayesian":
+            tuner = BayesianTuner(hypermodel, max_trials=config.max_trials,
+                                  num_initial_points=max(3, config.max_trials // 4), **common)
+        else:
+            tuner = RandomTuner(hypermodel, max_trials=config.max_trials, **common)
     except (ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
         if not resuming:
             raise
@@ -161,6 +164,13 @@ def build_tuner(config: Config, role: str | None, train_images: int,
         # a file it cannot read was damaged by hand or by another program (JSONDecodeError
         # is a ValueError).
         raise damaged_search_state(error, project) from None
+    if resuming:
+        lost = [trial_id for trial_id in tuner.oracle.end_order
+                if trial_id not in tuner.oracle.trials]
+        if lost:  # KerasTuner would train one more trial, then fail on a KeyError
+            raise damaged_search_state(f"no trial_{lost[0]}/trial.json for finished trial "
+                                       f"{lost[0]} (a trial folder deleted?)", project)
+    return tuner
 
 
 def load_search_data(config: Config) -> tuple[tuple[np.ndarray, np.ndarray],

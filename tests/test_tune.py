@@ -217,7 +217,7 @@ def test_resume_repairs_what_a_kill_between_two_writes_leaves(
 
 
 @pytest.mark.parametrize("damage", ["oracle_cut_short", "trial_a_list", "tuner_state_empty",
-                                    "score_null", "conv_blocks_text"])
+                                    "score_null", "conv_blocks_text", "trial_folder_deleted"])
 def test_a_search_state_damaged_by_hand_is_one_line_naming_its_folder(
         finished_random_search, kaggle_dir_readonly, tmp_path, capsys, damage):
     artifacts = Path(shutil.copytree(finished_random_search, tmp_path / "artifacts"))
@@ -235,14 +235,19 @@ def test_a_search_state_damaged_by_hand_is_one_line_naming_its_folder(
         else:
             trial["hyperparameters"]["values"]["conv_blocks"] = "x"
         trial_json.write_text(json.dumps(trial))
+    elif damage == "trial_folder_deleted":  # KerasTuner trained a trial, then hit a KeyError
+        shutil.rmtree(trial_json.parent)
     else:
         (project / "tuner0.json").write_text("")
     capsys.readouterr()
     assert run_cli(tune.main, _args(kaggle_dir_readonly, artifacts, *ONE_EPOCH_RANDOM)) == 2
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert err.startswith(f"error: {project}: expected the search state python -m src.tune "
                           "saved, found ") and err.count("\n") == 1, err
     assert "rerun with --overwrite to start the search over" in err
+    if damage == "trial_folder_deleted":
+        assert f"no {trial_json.parent.name}/trial.json for finished trial" in err
+        assert "Running Trial" not in out  # stopped before training
 
 
 def _start(args: list[str], log: Path, **env: str) -> subprocess.Popen:
