@@ -124,13 +124,13 @@ def _load_fold_model(path: Path) -> keras.Model:
     return model
 
 
-def _load_history(model_path: Path) -> dict:
-    """The training history saved beside a fold model (written before the model, so a
-    killed run never leaves a model without one; a copied or damaged folder can)."""
+def _load_history(model_path: Path, epochs: int) -> dict:
+    """The training history saved beside a fold model of epochs epochs (written before the
+    model, so a killed run never leaves a model without one; a copied or damaged folder can)."""
     path = model_path.with_suffix(".history.json")
     try:
         history = read_json(path)
-        found = _history_problem(history)
+        found = _history_problem(history, epochs)
     except (OSError, ValueError) as error:
         found = f"an unreadable file ({type(error).__name__})"
     if found:
@@ -140,15 +140,20 @@ def _load_history(model_path: Path) -> dict:
     return history
 
 
-def _history_problem(history: object) -> str | None:
+def _history_problem(history: object, epochs: int) -> str | None:
     """What is wrong with a loaded history, or None: the report plots each of its entries,
-    a list of numbers (NaN where training diverged)."""
+    a list of numbers (NaN where training diverged), loss and accuracy one per epoch."""
     if not isinstance(history, dict):
         return f"a JSON {type(history).__name__}"
     for name, values in history.items():
         if not (isinstance(values, list) and all(type(value) in (int, float)
                                                  for value in values)):
             return f"{name!r}: {values!r:.40}"
+    for name in ("loss", "accuracy"):
+        if name not in history:
+            return f"no {name!r}"
+        if len(history[name]) != epochs:
+            return f"{name!r} over {len(history[name])} epoch(s), where the model trained {epochs}"
     return None
 
 
@@ -322,7 +327,7 @@ def _run_round(digits: Digits, members: list[Member], config: Config,
     tick = time.perf_counter()
     for job in jobs:
         model = _load_fold_model(job.path)
-        history = _load_history(job.path)
+        history = _load_history(job.path, job.epochs or config.epochs)
         held_idx = splits[job.fold][1]
         oof = result.oof_probs.setdefault(job.member.name, np.zeros((len(y), NUM_CLASSES)))
         # Every image is held out once a repeat: its OOF is the mean of `repeats` models.

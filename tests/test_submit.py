@@ -745,19 +745,23 @@ def test_a_latest_that_is_no_link_is_never_replaced(tmp_path):
     ('{"loss": [0.5], "accuracy": [1, "x"]}', "'accuracy': [1, 'x']"),
     ('{"val_loss": 5}', "'val_loss': 5"),
     ("[" * 100_000 + "]" * 100_000, "an unreadable file (ValueError)"),
+    ("{}", "no 'loss'"),  # the report drew no curve for the model, and said nothing
+    ('{"loss": [0.5, 0.4]}', "no 'accuracy'"),
+    ('{"loss": [0.5], "accuracy": [0.9]}', "'loss' over 1 epoch(s), where the model trained 2"),
 ])
 def test_a_history_of_other_values_is_one_line(tmp_path, text, found):
     """The report plots every history; before, a string in one crashed it in matplotlib."""
     model_path = tmp_path / "fold-1.keras"
     model_path.with_suffix(".history.json").write_text(text)
     with pytest.raises(DataError) as caught:
-        ensemble._load_history(model_path)
+        ensemble._load_history(model_path, epochs=2)
     assert str(caught.value) == (
         f"{tmp_path / 'fold-1.history.json'}: expected the training history python -m "
         f"src.submit saves beside each fold model, found {found} (delete it and "
         "fold-1.keras, or rerun with --fresh)")
-    model_path.with_suffix(".history.json").write_text('{"loss": [0.5, NaN], "lr": []}')
-    assert ensemble._load_history(model_path)["lr"] == []  # NaN: training that diverged
+    model_path.with_suffix(".history.json").write_text(
+        '{"loss": [0.5, NaN], "accuracy": [0.9, 0.1], "lr": []}')
+    assert ensemble._load_history(model_path, epochs=2)["lr"] == []  # NaN: training diverged
 
 
 def test_check_of_a_folder_says_so(kaggle_dir_readonly, tmp_path, capsys):
