@@ -50,12 +50,18 @@ def _open_text(path: Path):
 
 
 def _read_line(path: Path, line_number: int) -> str:
-    """The text of one 1-based line of the file (a header, a first row, or a bad line)."""
+    """The text of one 1-based line of the file (a bad line, or a row after some parsed)."""
     with _open_text(path) as handle:
         for number, text in enumerate(handle, start=1):
             if number == line_number:
                 return text.rstrip("\r\n")
     return ""
+
+
+def _first_two_lines(path: Path) -> tuple[str, str]:
+    """The header's text and the first row's, read in one pass ("" past the file's end)."""
+    with _open_text(path) as handle:
+        return handle.readline().rstrip("\r\n"), handle.readline().rstrip("\r\n")
 
 
 def error_name(error: BaseException) -> str:
@@ -98,9 +104,8 @@ def unreadable_error(path: Path, error: BaseException, columns: list[str]) -> Da
     return DataError("a readable file", f"{error_name(error)}: {error}", file=path)
 
 
-def _check_header(path: Path, expected: list[str]) -> None:
-    with _open_text(path) as handle:
-        header = handle.readline().rstrip("\r\n")
+def _check_header(path: Path, header: str, expected: list[str]) -> None:
+    """DataError unless the header's text names the expected columns, in order."""
     if not header:
         raise DataError(f"a header row of {len(expected)} columns ({expected[0]}, ...)",
                         "an empty file", file=path, line=1)
@@ -162,7 +167,7 @@ def _read_slowly(path: Path, columns: list[str], skip_rows: int) -> np.ndarray:
     values if they are fine after all (blank lines at the file's end are dropped), else
     raise DataError at the first bad line and column."""
     skipped_lines = 1 + skip_rows  # the header and the rows already read
-    _check_first_row(path, skipped_lines + 1, len(columns))
+    _check_row_width(path, skipped_lines + 1, _read_line(path, skipped_lines + 1), len(columns))
     kept = [np.empty((0, len(columns)), np.int16)]
     blank_from = None  # the first line of blank rows that may run to the file's end
     with _open_text(path) as handle:
@@ -237,9 +242,10 @@ def read_csv_checked(path: Path, columns: list[str] | None, expected: str,
     shifted is a DataError naming the file (and the line, where there is one). columns:
     the header expected, for the messages; None where the file's own header says."""
     try:
-        header = _header(path)  # none: a blank first line, which pandas skips
+        header_text, first_row = _first_two_lines(path)
+        header = _fields(header_text)  # none: a blank first line, which pandas skips
         if header:  # before a ragged row later is named
-            _check_first_row(path, 2, len(header))
+            _check_row_width(path, 2, first_row, len(header))
         frame = pd.read_csv(path, encoding="utf-8-sig", **read_options)
     except READ_ERRORS as error:
         raise unreadable_error(path, error, columns or []) from None
@@ -248,11 +254,6 @@ def read_csv_checked(path: Path, columns: list[str] | None, expected: str,
     except pd.errors.EmptyDataError:
         raise DataError(expected, "an empty file", file=path, line=1) from None
     return frame
-
-
-def _header(path: Path) -> list[str]:
-    """The names of the file's first line, as csv reads them."""
-    return _fields(_read_line(path, 1))
 
 
 def _fields(text: str) -> list[str]:
@@ -272,11 +273,11 @@ def read_csv_as_text(path: Path, columns: list[str]) -> pd.DataFrame:
                             na_filter=False)
 
 
-def _check_first_row(path: Path, line: int, width: int) -> None:
-    """DataError when the row on line, the first a parse is handed, has more values than
-    the header: pandas would take its first ones as every row's index and read them all
-    shifted (a file whose rows all end in an extra value would load wrong)."""
-    fields = _fields(_read_line(path, line))
+def _check_row_width(path: Path, line: int, text: str, width: int) -> None:
+    """DataError when the row on line (its text), the first a parse is handed, has more
+    values than the header: pandas would take its first ones as every row's index and
+    read them all shifted (a file whose rows all end in an extra value would load wrong)."""
+    fields = _fields(text)
     if len(fields) > width:
         raise DataError(f"{width} values", str(len(fields)), file=path, line=line)
 
@@ -313,8 +314,9 @@ def read_digits_csv(path: str | Path, with_labels: bool) -> tuple[np.ndarray, np
 def _read_values(path: Path, columns: list[str]) -> np.ndarray:
     """The file's header checked and its rows as int16 values, one column a header column;
     DataError for any bad value."""
-    _check_header(path, columns)
-    _check_first_row(path, 2, len(columns))
+    header, first_row = _first_two_lines(path)
+    _check_header(path, header, columns)
+    _check_row_width(path, 2, first_row, len(columns))
     chunks = [np.empty((0, len(columns)), np.int16)]
     try:
         # The fast path: C-parser passes straight into int16, no NaN handling, a chunk at
