@@ -105,6 +105,9 @@ def _check_mnist_arrays(arrays: dict[str, np.ndarray], origin: str) -> None:
     for key in MNIST_KEYS:
         if key not in arrays:
             raise DataError(f"arrays {', '.join(MNIST_KEYS)}", f"no {key!r}", file=origin)
+        if not isinstance(arrays[key], np.ndarray):  # a member not named .npy: its bytes
+            raise DataError("a .npy array", f"a {type(arrays[key]).__name__} (a member not "
+                            "saved by numpy)", file=origin, column=key)
     for split in ("train", "test"):
         images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if images.ndim != 3 or images.shape[1:] != (28, 28):
@@ -144,16 +147,21 @@ def load_keras_mnist(npz_path: str | Path | None = None) -> Digits:
     else:
         origin = str(npz_path)
         if not Path(npz_path).is_file():
-            raise DataError("an mnist.npz file", "no such file", file=origin)
+            raise DataError("an mnist.npz file", not_a_file(Path(npz_path)), file=origin)
         if not zipfile.is_zipfile(npz_path):
             raise DataError("an npz archive (a zip of .npy arrays)",
                             "no zip directory (not a zip, or one cut short)", file=origin)
         try:
             with np.load(npz_path, allow_pickle=False) as npz:
                 arrays = {key: npz[key] for key in npz.files}
-        except (*READ_ERRORS, ValueError, zipfile.BadZipFile) as error:  # a damaged archive
+        # A damaged archive; RuntimeError: a member marked encrypted; NotImplementedError: a
+        # compression zipfile lacks.
+        except (*READ_ERRORS, ValueError, zipfile.BadZipFile, RuntimeError,
+                NotImplementedError) as error:
             raise DataError("an npz archive", f"{error_name(error)}: {error}",
                             file=origin) from None
+        except MemoryError as error:  # a .npy header claiming a huge shape (numpy's subclass)
+            raise DataError("an npz archive", f"MemoryError: {error}", file=origin) from None
     _check_mnist_arrays(arrays, origin)
     x_test = arrays["x_test"].astype(np.uint8)[..., None]
     return Digits(x_train=arrays["x_train"].astype(np.uint8)[..., None],

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import shutil
 import time
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -344,6 +346,80 @@ def test_damaged_keras_npz_is_one_clear_error(mnist_npz, tmp_path, damage, found
         data.load_keras_mnist(damaged)
     assert str(caught.value).startswith(f"{damaged}: expected an npz archive")
     assert str(caught.value).endswith(f", found {found}")
+
+
+def _rewrite_npz(source: Path, target: Path, member: str, payload: bytes | None = None,
+                 name: str | None = None) -> None:
+    """A copy of an npz, stored uncompressed, with one member's bytes or name replaced."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for info in old.infolist():
+            raw = old.read(info)
+            if info.filename == member:
+                raw = raw if payload is None else payload
+                new.writestr(name or member, raw)
+            else:
+                new.writestr(info.filename, raw)
+
+
+def _set_zip_field(raw: bytes, signature: bytes, offset: int, value: int, flag: bool) -> bytes:
+    """Every local or central header's 2-byte field at offset set to value (or OR-ed in)."""
+    patched, start = bytearray(raw), 0
+    while (start := patched.find(signature, start)) >= 0:
+        field = int.from_bytes(patched[start + offset:start + offset + 2], "little")
+        field = field | value if flag else value
+        patched[start + offset:start + offset + 2] = field.to_bytes(2, "little")
+        start += 4
+    return bytes(patched)
+
+
+def _huge_header(npy: bytes) -> bytes:
+    """The .npy bytes of a uint8 (N, 28, 28) array with a header claiming 10**11 images."""
+    header_length = int.from_bytes(npy[8:10], "little")
+    header = "{'descr': '|u1', 'fortran_order': False, 'shape': (100000000000, 28, 28), }"
+    header = header.ljust(header_length - 1) + "\n"
+    return npy[:10] + header.encode() + npy[10 + header_length:]
+
+
+@pytest.mark.parametrize("damage, found", [
+    ("member_not_npy", "y_train: expected a .npy array, found a bytes (a member not saved by "
+                       "numpy)"),
+    ("encrypted_flag", "expected an npz archive, found RuntimeError: File 'x_train.npy' is "
+                       "encrypted"),
+    ("unknown_compression", "expected an npz archive, found NotImplementedError: That "
+                            "compression method is not supported"),
+    ("huge_shape", "expected an npz archive, found MemoryError"),
+])
+def test_an_npz_numpy_reads_oddly_is_one_clear_error(mnist_npz, tmp_path, damage, found):
+    """Each of these was a traceback: RuntimeError, NotImplementedError, numpy's
+    _ArrayMemoryError, and an AttributeError on the bytes np.load returns for a member
+    not named .npy."""
+    damaged = tmp_path / "mnist.npz"
+    if damage == "member_not_npy":
+        _rewrite_npz(mnist_npz, damaged, "y_train.npy", b"not an npy", name="y_train")
+    elif damage == "huge_shape":
+        with zipfile.ZipFile(mnist_npz) as npz:
+            npy = npz.read("x_train.npy")
+        _rewrite_npz(mnist_npz, damaged, "x_train.npy", _huge_header(npy))
+    else:
+        _rewrite_npz(mnist_npz, damaged, "x_train.npy")
+        raw = damaged.read_bytes()
+        for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+            if damage == "encrypted_flag":
+                raw = _set_zip_field(raw, signature, offset, 1, flag=True)
+            else:  # method 9, Deflate64: the field after the flags
+                raw = _set_zip_field(raw, signature, offset + 2, 9, flag=False)
+        damaged.write_bytes(raw)
+    with pytest.raises(DataError) as caught:
+        data.load_keras_mnist(damaged)
+    message = str(caught.value)
+    assert message.startswith(f"{damaged}: ") and "\n" not in message
+    assert found in message, message
+
+
+def test_keras_npz_that_is_a_folder_says_so(tmp_path):
+    with pytest.raises(DataError) as caught:
+        data.load_keras_mnist(tmp_path)
+    assert str(caught.value) == f"{tmp_path}: expected an mnist.npz file, found a folder"
 
 
 def test_stratified_split_and_subsample_keep_class_balance(kaggle_dir):
