@@ -26,111 +26,25 @@ import json
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import keras
 import numpy as np
-from keras import layers
 
 from src import bench_runs, figures
 from src.config import MAX_MINUTES, Config, check_integer
-from src.data import IMAGE_SHAPE, NUM_CLASSES, Digits, data_fingerprint, load_digits
-from src.ensemble import fold_splits
+from src.data import Digits, data_fingerprint, load_digits
 from src.errors import DataError
 from src.metrics import accuracy_interval
-from src.model import make_dataset, predict, steps_per_epoch, use_precision
-from src.util import read_json, write_atomically, writing
+from src.model import use_precision
+from src.recipes import CURVE_FOLDS, RECIPES, Recipe, recipe_oof
+from src.util import is_count, is_number, read_json, write_atomically, writing
 
 DEFAULT_BUDGETS = (8.0, 15.0, 30.0)
-CURVE_FOLDS = 3
 POINTS_FILE = "points.json"  # in the curve's folder: its settings and every point finished
-
-# ---------------------------------------------------------------- the recipes
-
-
-def keras_example() -> keras.Model:
-    """The Keras example "Simple MNIST convnet" (fchollet, keras.io/examples/vision/
-    mnist_convnet): Conv2D 32 3x3 relu, max-pool 2, Conv2D 64 3x3 relu, max-pool 2, flatten,
-    dropout 0.5, softmax. The softmax is float32, as mixed precision needs."""
-    return keras.Sequential([
-        keras.Input(IMAGE_SHAPE),
-        layers.Conv2D(32, 3, activation="relu"),
-        layers.MaxPooling2D(2),
-        layers.Conv2D(64, 3, activation="relu"),
-        layers.MaxPooling2D(2),
-        layers.Flatten(),
-        layers.Dropout(0.5),
-        layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32"),
-    ], name="keras_example")
-
-
-def _conv_bn(filters: int, kernel: int, strides: int = 1) -> list[layers.Layer]:
-    """A relu convolution then batch normalisation; a strided one pads to keep the size."""
-    padding = "same" if strides > 1 else "valid"
-    return [layers.Conv2D(filters, kernel, strides=strides, padding=padding, activation="relu"),
-            layers.BatchNormalization()]
-
-
-def kaggle_one_network() -> keras.Model:
-    """Chris Deotte's one network from his Kaggle notebook "How to choose CNN Architecture
-    MNIST": 32C3-32C3-32C5S2 - 64C3-64C3-64C5S2 - 128 - 10, batch normalisation after each
-    layer, dropout 0.4. His ImageDataGenerator (rotation 10 degrees, zoom 0.1, shifts 0.1,
-    nearest fill) becomes Keras' RandomRotation, RandomZoom and RandomTranslation layers,
-    active only in training. The softmax is float32, as mixed precision needs."""
-    return keras.Sequential([
-        keras.Input(IMAGE_SHAPE),
-        layers.RandomRotation(10 / 360, fill_mode="nearest"),
-        layers.RandomZoom(0.1, 0.1, fill_mode="nearest"),
-        layers.RandomTranslation(0.1, 0.1, fill_mode="nearest"),
-        *_conv_bn(32, 3), *_conv_bn(32, 3), *_conv_bn(32, 5, strides=2), layers.Dropout(0.4),
-        *_conv_bn(64, 3), *_conv_bn(64, 3), *_conv_bn(64, 5, strides=2), layers.Dropout(0.4),
-        layers.Flatten(),
-        layers.Dense(128, activation="relu"), layers.BatchNormalization(), layers.Dropout(0.4),
-        layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32"),
-    ], name="kaggle_one_network")
-
-
-def deotte_learning_rate(epoch: int) -> float:
-    """Deotte's annealer: 1e-3 times 0.95 to the power of the epoch (from 0)."""
-    return 1e-3 * 0.95 ** epoch
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """A reference network and how its author trained it: Adam, categorical cross-entropy,
-    pixels / 255 as float32, this batch size and these epochs. Each network trains on its
-    fold's whole training part: the authors' 10% validation split is left out, as the
-    held-out fold is what is scored."""
-
-    name: str
-    source: str  # who wrote it, where, and what it stands for here
-    build: Callable[[], keras.Model]
-    epochs: int
-    batch_size: int
-    augmentation: str
-    schedule: Callable[[int], float] | None = None  # learning rate per epoch; None: Adam's
-
-    def trained(self, epochs: int, policy: str) -> str:
-        """What it trains, for the table."""
-        rate = "learning rate 1e-3 x 0.95^epoch" if self.schedule else "Adam at 1e-3"
-        return (f"1 network x {CURVE_FOLDS} folds x {epochs} epoch{'s' * (epochs != 1)}, "
-                f"batch {self.batch_size}, {self.augmentation}, {rate}, no TTA, {policy}")
-
-
-# Epochs: the Keras example's own 15; 15 for Deotte's one network, as issue 13 sets it
-# (his 15-network ensemble notebook trains each 45).
-RECIPES = (
-    Recipe("keras-example", "the Keras example \"Simple MNIST convnet\" (fchollet, "
-           "keras.io), a stand-in for a simple starter notebook", keras_example,
-           epochs=15, batch_size=128, augmentation="no augmentation"),
-    Recipe("kaggle-one-network", "Chris Deotte's one-network recipe (Kaggle notebook \"How to "
-           "choose CNN Architecture MNIST\")", kaggle_one_network, epochs=15, batch_size=64,
-           augmentation="augmentation (rotation 10°, zoom 0.1, shifts 0.1)",
-           schedule=deotte_learning_rate),
-)
 
 # ---------------------------------------------------------------- points
 
@@ -193,43 +107,6 @@ def plan_point(config: Config, minutes: float, folder: Path) -> Point:
     for name in ("accuracy", "ci95_low", "ci95_high", "errors", "total", "trained", "plan"):
         setattr(point, name, run[name])
     return point
-
-
-def scaled(x: np.ndarray) -> np.ndarray:
-    """uint8 pixels as float32 in [0, 1], as the recipes' authors feed them."""
-    return x.astype(np.float32) / 255
-
-
-def train_recipe(recipe: Recipe, x: np.ndarray, y: np.ndarray, epochs: int, seed: int,
-                 verbose: int) -> keras.Model:
-    """One network of the recipe trained on x, y for every epoch, nothing held out.
-
-    The batches come from src.model.make_dataset (shuffled each pass, tf.data autotuning
-    off): TensorFlow 2.21 can sit idle 10-25 s whenever an autotuned iterator is dropped
-    (README), which would be timed as the recipe's."""
-    model = recipe.build()
-    model.compile(optimizer=keras.optimizers.Adam(), loss="categorical_crossentropy",
-                  metrics=["accuracy"])
-    batches = make_dataset(scaled(x), keras.utils.to_categorical(y, NUM_CLASSES),
-                           recipe.batch_size, shuffle=True, seed=seed, repeat=True)
-    callbacks = ([keras.callbacks.LearningRateScheduler(recipe.schedule)]
-                 if recipe.schedule else [])
-    model.fit(batches, steps_per_epoch=steps_per_epoch(len(y), recipe.batch_size),
-              epochs=epochs, callbacks=callbacks, shuffle=False, verbose=verbose)
-    return model
-
-
-def recipe_oof(recipe: Recipe, x: np.ndarray, y: np.ndarray, seed: int, epochs: int,
-               verbose: int) -> np.ndarray:
-    """Out-of-fold probabilities: per fold of fold_splits(y, 3, seed), one network trained
-    on the fold's training part predicts its held-out part (no TTA)."""
-    oof = np.zeros((len(y), NUM_CLASSES), dtype=np.float32)
-    for fold, (train_idx, held_idx) in enumerate(fold_splits(y, CURVE_FOLDS, seed)):
-        print(f"recipe {recipe.name}: fold {fold + 1} of {CURVE_FOLDS}", flush=True)
-        keras.utils.set_random_seed(seed + fold)
-        model = train_recipe(recipe, x[train_idx], y[train_idx], epochs, seed + fold, verbose)
-        oof[held_idx] = predict(model, scaled(x[held_idx]))
-    return oof
 
 
 def recipe_point(recipe: Recipe, digits: Digits, seed: int, epochs: int | None,
@@ -324,18 +201,77 @@ def render(report: dict) -> str:
     ]) + "\n"
 
 
-def _unfinished_curve(bench_dir: Path, settings: dict) -> tuple[Path, dict] | None:
+def _share_or_null(value: object) -> bool:
+    return value is None or (is_number(value, 0) and value <= 1)
+
+
+# What each field of a kept point must hold: the table, JSON and figure print them all.
+POINT_FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
+    "name": (lambda value: isinstance(value, str), "text"),
+    "what": (lambda value: isinstance(value, str), "text"),
+    "wall_seconds": (lambda value: is_number(value, 0), "seconds >= 0"),
+    "trained": (lambda value: isinstance(value, str), "text"),
+    "budget_minutes": (lambda value: value is None or is_number(value, 0), "minutes or null"),
+    "accuracy": (_share_or_null, "a share 0..1 or null"),
+    "ci95_low": (_share_or_null, "a share 0..1 or null"),
+    "ci95_high": (_share_or_null, "a share 0..1 or null"),
+    "errors": (lambda value: value is None or is_count(value), "an integer >= 0 or null"),
+    "total": (lambda value: value is None or is_count(value), "an integer >= 0 or null"),
+    "plan": (lambda value: value is None or isinstance(value, dict), "an object or null"),
+    "note": (lambda value: isinstance(value, str), "text"),
+}
+
+
+def _point_name(entry: dict) -> str:
+    """The name a kept point of this shape must have: a plan's from its budget."""
+    minutes = entry.get("budget_minutes")
+    return entry.get("name") if minutes is None else f"plan {minutes:g} min"
+
+
+def restored_points(saved: dict, settings: dict) -> list[Point]:
+    """The points a killed curve of these settings kept; ValueError saying what in them
+    cannot be used (a point of another curve, or twice, or a field no table can print)."""
+    if not isinstance(saved.get("utc"), str) or not isinstance(saved.get("points"), list):
+        raise ValueError("expected text under utc and a list under points")
+    names = [f"plan {minutes:g} min" for minutes in settings["budgets"]] + settings["recipes"]
+    points: list[Point] = []
+    for number, entry in enumerate(saved["points"], start=1):
+        if not isinstance(entry, dict) or not {"name", "what", "wall_seconds"} <= set(entry):
+            raise ValueError(f"point {number}: expected an object with name, what and "
+                             "wall_seconds")
+        for field, value in entry.items():
+            check, expected = POINT_FIELDS.get(field, (lambda value: False, "no such field"))
+            if not check(value):
+                raise ValueError(f"point {number}: {field}: expected {expected}, "
+                                 f"found {value!r:.40}")
+        name = entry["name"]
+        if name not in names or name != _point_name(entry) or name in {p.name for p in points}:
+            raise ValueError(f"point {number}: expected one of {', '.join(names)}, each once "
+                             f"(a plan's named by its budget_minutes), found {name!r:.40}")
+        points.append(Point(**entry))
+    return points
+
+
+def _unfinished_curve(bench_dir: Path, settings: dict) -> tuple[Path, str, list[Point]] | None:
     """The newest curve folder of these settings that a killed curve left (its points so
-    far in POINTS_FILE, its table never written), and what that file holds; or None."""
+    far in POINTS_FILE, its table never written), its start (UTC) and its points; or None.
+    A file of these settings whose points cannot be used is passed over with a warning."""
     for folder in sorted(bench_dir.glob("curve-*/"), key=lambda path: path.name, reverse=True):
         if (bench_dir / f"{folder.name}.json").exists():
             continue  # finished
         try:
             saved = read_json(folder / POINTS_FILE)
-            if saved["settings"] == settings:
-                return folder, {**saved, "points": [Point(**p) for p in saved["points"]]}
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError):
             continue
+        if not isinstance(saved, dict) or saved.get("settings") != settings:
+            continue
+        try:
+            points = restored_points(saved, settings)  # checks utc too
+        except ValueError as error:
+            warnings.warn(f"{folder / POINTS_FILE}: {error}; its points are not kept",
+                          stacklevel=2)
+            continue
+        return folder, saved["utc"], points
     return None
 
 
@@ -353,8 +289,7 @@ def run_curve(config: Config, budget_texts: Sequence[str], recipe_epochs: int | 
                 "data": data_fingerprint(digits.x_train, digits.y_train)}
     resumed = _unfinished_curve(bench_dir, settings)
     if resumed:
-        runs, saved = resumed
-        utc, points = saved["utc"], saved["points"]
+        runs, utc, points = resumed
         print(f"curve: going on with {runs}: {len(points)} point(s) kept", flush=True)
     else:
         started = datetime.now(timezone.utc)

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from src import bench, bench_runs, curve
+from src import bench, bench_runs, curve, recipes
 from src.config import run_cli
 from tests.fixtures import write_kaggle_csvs
 
@@ -75,7 +75,7 @@ class _FixedClock(datetime):
 
 
 def test_recipe_networks_are_their_authors_and_augment_only_in_training():
-    example, deotte = curve.keras_example(), curve.kaggle_one_network()
+    example, deotte = recipes.keras_example(), recipes.kaggle_one_network()
     assert example.count_params() == 34_826  # the Keras example's model.summary()
     flat = [layer for layer in deotte.layers if layer.name.startswith("flatten")][0]
     assert tuple(flat.input.shape[1:]) == (4, 4, 64)  # 28 -> 26 -> 24 -> 12 -> 10 -> 8 -> 4
@@ -86,8 +86,8 @@ def test_recipe_networks_are_their_authors_and_augment_only_in_training():
         "RandomRotation", "RandomZoom", "RandomTranslation"]
     np.testing.assert_array_equal(augmentation(images, training=False), images)
     assert not np.allclose(augmentation(images, training=True), images)
-    assert curve.deotte_learning_rate(0) == 1e-3
-    assert curve.deotte_learning_rate(2) == pytest.approx(1e-3 * 0.95 ** 2)
+    assert recipes.deotte_learning_rate(0) == 1e-3
+    assert recipes.deotte_learning_rate(2) == pytest.approx(1e-3 * 0.95 ** 2)
 
 
 @pytest.mark.slow
@@ -189,6 +189,68 @@ def test_a_killed_curve_run_again_keeps_its_finished_points(tiny_kaggle_dir, tmp
     assert [point["wall_seconds"] for point in report["points"]] == [480.0, 900.0, 1800.0]
     assert run_cli(bench.main, argv) == 0  # finished: a new curve, not that one again
     assert "going on with" not in capsys.readouterr().out
+
+
+def _kept_point(points: list[dict], damage: str) -> None:
+    """Damage the one kept point (plan 8 min) of a killed curve's points.json in place."""
+    point = points[0]
+    if damage == "wall_seconds_text":
+        point["wall_seconds"] = "abc"
+    elif damage == "accuracy_nan":
+        point["accuracy"] = float("nan")
+    elif damage == "accuracy_above_1":
+        point["accuracy"] = 5.0
+    elif damage == "name_a_number":
+        point["name"] = 8
+    elif damage == "another_budget":
+        point["name"], point["budget_minutes"] = "plan 99 min", 99
+    elif damage == "twice":
+        points.append(dict(point))
+    elif damage == "a_recipe_name_on_a_plan":
+        point["name"] = "keras-example"
+    elif damage == "unknown_field":
+        point["colour"] = "red"
+
+
+@pytest.mark.parametrize("damage", [
+    "no_utc", "wall_seconds_text", "accuracy_nan", "accuracy_above_1", "name_a_number",
+    "another_budget", "twice", "a_recipe_name_on_a_plan", "unknown_field"])
+def test_a_killed_curve_whose_points_cannot_be_used_starts_anew_with_a_warning(
+        tiny_kaggle_dir, tmp_path, capsys, monkeypatch, damage):
+    """Each was a traceback on every rerun (no utc: KeyError; text or a number out of range:
+    while printing the table or the figure), or printed a row of another curve (exit 0)."""
+    calls = []
+    finishing = _stand_in_submit(calls, failing_minutes="none")
+
+    def killed_at_15(stage, flags):
+        if dict(zip(flags[::2], flags[1::2], strict=True))["--minutes"] == "15":
+            raise KeyboardInterrupt
+        return finishing(stage, flags)
+
+    monkeypatch.setattr(curve, "RECIPES", ())
+    monkeypatch.setattr(curve, "datetime", _FixedClock)
+    argv = _args(tmp_path, "--data-dir", str(tiny_kaggle_dir), "--curve", "8", "15")
+    monkeypatch.setattr(bench_runs, "run_stage", killed_at_15)
+    assert run_cli(bench.main, argv) == 130
+    points_file = tmp_path / "artifacts" / "bench" / "curve-20261125-120000" / curve.POINTS_FILE
+    kept = json.loads(points_file.read_text())
+    if damage == "no_utc":
+        del kept["utc"]
+    else:
+        _kept_point(kept["points"], damage)
+    points_file.write_text(json.dumps(kept))
+    monkeypatch.setattr(bench_runs, "run_stage", finishing)
+    calls.clear()
+    capsys.readouterr()
+    with pytest.warns(UserWarning) as caught:
+        assert run_cli(bench.main, argv) == 0
+    out = capsys.readouterr().out
+    assert "going on with" not in out
+    (message,) = [str(warning.message) for warning in caught]
+    assert message.startswith(f"{points_file}: ") and message.endswith(
+        "; its points are not kept") and "\n" not in message, message
+    assert [given["--minutes"] for _, given in calls] == ["8", "15"]  # both measured anew
+    assert list(_rows(out)) == ["plan 8 min", "plan 15 min"]
 
 
 BUDGET = "minutes > 0 up to 525600, such as 8 15 30"
