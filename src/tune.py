@@ -100,6 +100,18 @@ def distributed_role() -> str | None:
     for name in (ENV_ORACLE_PORT, ENV_TUNER_ID):
         if name not in os.environ:
             raise DataError(f"{name} as well", "it unset", column=f"${ENV_ORACLE_IP} is set")
+    address, port = os.environ[ENV_ORACLE_IP], os.environ[ENV_ORACLE_PORT]
+    # KerasTuner hands "<ip>:<port>" to gRPC, which takes port 0 as any free port, wraps
+    # 99999 round to 34463 and cannot read a bare IPv6 address: a chief would serve where
+    # no worker looks, and a worker wait an hour for it.
+    if not address.strip() or (":" in address and not address.startswith("[")):
+        raise DataError("a host name or IP address, an IPv6 one in brackets such as [::1]",
+                        repr(address), column=f"${ENV_ORACLE_IP}")
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise DataError("a port 1..65535", repr(port), column=f"${ENV_ORACLE_PORT}")
+    if not os.environ[ENV_TUNER_ID].strip():
+        raise DataError("a name for this machine's tuner (chief, or a worker's own name)",
+                        "it empty", column=f"${ENV_TUNER_ID}")
     return "chief" if "chief" in os.environ[ENV_TUNER_ID] else "worker"
 
 
@@ -253,6 +265,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         tuner.search(*train, validation_data=validation,
                      verbose=1 if sys.stdout.isatty() else 2)  # a progress bar only on a terminal
     except RuntimeError as error:  # KerasTuner's stop after 3 failed trials in a row
+        if role == "chief" and "Failed to bind" in str(error):  # gRPC's: the port is taken
+            raise DataError("an address and port this machine can serve the search on",
+                            f"{where} ({one_line(error)})",
+                            column=f"${ENV_ORACLE_IP}:${ENV_ORACLE_PORT}") from None
         if "consecutive failures" not in str(error):
             raise
         # KerasTuner's message: its own first line, then the last trial's traceback

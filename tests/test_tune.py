@@ -406,6 +406,48 @@ def test_half_set_distributed_environment_is_one_line_exit_2(kaggle_dir_readonly
     assert not artifacts.exists()
 
 
+@pytest.mark.parametrize("name, value, message", [
+    ("port", "abc", "$KERASTUNER_ORACLE_PORT: expected a port 1..65535, found 'abc'"),
+    ("port", "0", "$KERASTUNER_ORACLE_PORT: expected a port 1..65535, found '0'"),
+    ("port", "99999", "$KERASTUNER_ORACLE_PORT: expected a port 1..65535, found '99999'"),
+    ("port", "", "$KERASTUNER_ORACLE_PORT: expected a port 1..65535, found ''"),
+    ("ip", "::1", "$KERASTUNER_ORACLE_IP: expected a host name or IP address, an IPv6 one in "
+                  "brackets such as [::1], found '::1'"),
+    ("ip", " ", "$KERASTUNER_ORACLE_IP: expected a host name or IP address, an IPv6 one in "
+                "brackets such as [::1], found ' '"),
+    ("id", "", "$KERASTUNER_TUNER_ID: expected a name for this machine's tuner (chief, or a "
+               "worker's own name), found it empty"),
+])
+def test_a_distributed_address_grpc_would_misread_is_one_line_exit_2(
+        kaggle_dir_readonly, tmp_path, capsys, monkeypatch, name, value, message):
+    """A chief on port 0 or 99999 served on another port than it printed, one on a bare IPv6
+    address or a taken port was a gRPC traceback, and a worker on port 'abc' waited."""
+    environment = {"ip": "127.0.0.1", "port": "8000", "id": "chief"} | {name: value}
+    monkeypatch.setenv(tune.ENV_ORACLE_IP, environment["ip"])
+    monkeypatch.setenv(tune.ENV_ORACLE_PORT, environment["port"])
+    monkeypatch.setenv(tune.ENV_TUNER_ID, environment["id"])
+    artifacts = tmp_path / "artifacts"
+    assert run_cli(tune.main, _args(kaggle_dir_readonly, artifacts)) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+    assert not artifacts.exists()
+
+
+def test_a_chief_on_a_taken_port_is_one_line_exit_2(kaggle_dir_readonly, tmp_path, capsys,
+                                                    monkeypatch):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setenv(tune.ENV_ORACLE_IP, "127.0.0.1")
+        monkeypatch.setenv(tune.ENV_ORACLE_PORT, str(port))
+        monkeypatch.setenv(tune.ENV_TUNER_ID, "chief")
+        assert run_cli(tune.main, _args(kaggle_dir_readonly, tmp_path / "artifacts")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: $KERASTUNER_ORACLE_IP:$KERASTUNER_ORACLE_PORT: expected an "
+                          f"address and port this machine can serve the search on, found "
+                          f"127.0.0.1:{port} (RuntimeError: Failed to bind") and err.count("\n") == 1
+
+
 def test_hyperband_plan_follows_its_brackets_and_rounds():
     # max_epochs 6, factor 3: five trials of 2 epochs, the best two on to 6, then three of 6.
     plan = tuners.planned_epochs(Config(tuner="hyperband", tune_epochs=6))
