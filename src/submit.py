@@ -38,7 +38,7 @@ from src.errors import DataError
 from src.members import check_pseudo_threshold, load_members
 from src.probabilities import OOF_FILE, TEST_FILE, write_probabilities
 from src.run_folders import check_latest, new_run_id, write_run
-from src.util import format_duration, not_a_file, write_atomically
+from src.util import check_writable_folder, format_duration, not_a_file, write_atomically
 
 SUBMISSION_COLUMNS = ["ImageId", "Label"]
 
@@ -230,6 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise DataError("a budget to plan (--minutes N, or the quick or full profile)",
                         f"--profile {config.profile} without --minutes", column="--plan-only")
     if not args.plan_only:  # before any training, not after it; a plan publishes nothing
+        check_writable_folder(config.submissions_dir)
         check_latest(Path(config.submissions_dir))
     started = time.perf_counter()
     digits = load_fold_digits(config)

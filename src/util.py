@@ -37,6 +37,20 @@ def writing(path: str | Path) -> Iterator[None]:
         raise DataError(WRITABLE, describe_os_error(error), file=path) from None
 
 
+def check_writable_folder(path: str | Path) -> None:
+    """The DataError a write under path would raise, raised now (before hours of training):
+    unless path is a folder this process may write in, or the nearest existing folder above
+    it is (a file on the way, or a read-only folder, is named as writing would name it)."""
+    existing = Path(path)
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    with writing(path):
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(existing))
+
+
 def partial_path(path: str | Path) -> Path:
     """The hidden name this process writes path under before renaming it into place:
     ``.partial-<pid>@<host>@<name>``, so that a later run can tell what a killed process

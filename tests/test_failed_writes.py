@@ -205,3 +205,17 @@ def test_an_os_error_in_a_trial_names_a_write_or_the_search_state(error, where, 
     """A missing checkpoint read as a full disk in the new trial's folder."""
     failed = tuners.trial_os_error(error, "project/trial_0005", "project")
     assert str(failed) == f"{where}: {found}"
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "a_file"])
+def test_a_submissions_folder_that_cannot_be_made_stops_the_run_before_training(
+        kaggle_dir_readonly, tmp_path, capsys, where):
+    """It was named only after every fold model had trained (in the Kaggle kernel, whose
+    models live in a temporary folder, the whole run was lost)."""
+    (tmp_path / "a-file").write_text("")
+    submissions = tmp_path / "a-file" / "sub" if where == "under_a_file" else tmp_path / "a-file"
+    artifacts = tmp_path / "artifacts"
+    assert run_cli(submit.main, _submit_args(kaggle_dir_readonly, artifacts, submissions)) == 2
+    assert capsys.readouterr().err == (f"error: {submissions}: expected a writable folder with "
+                                       "free space, found Not a directory (ENOTDIR)\n")
+    assert not artifacts.exists()  # nothing trained
