@@ -27,10 +27,24 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
+from typing import NoReturn
 
-PROFILE = os.environ.get("DIGITS_KERNEL_PROFILE", "full")  # smoke, quick or full
-INPUT_DIR = Path(os.environ.get("DIGITS_KERNEL_INPUT", "/kaggle/input/digit-recognizer"))
-WORKING_DIR = Path(os.environ.get("DIGITS_KERNEL_WORKING", "/kaggle/working"))
+PROFILES = ("smoke", "quick", "full")
+MAX_MINUTES = 525_600  # a year: src.config.MAX_MINUTES, the most a stage's --minutes takes
+
+
+def stop(message: str) -> NoReturn:
+    """Stop the kernel with one error line and exit code 2: something in its settings or
+    input to change."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def kernel_profile(text: str) -> str:
+    """The DIGITS_KERNEL_PROFILE text, one of PROFILES; else the kernel stops in one line."""
+    if text not in PROFILES:
+        stop(f"DIGITS_KERNEL_PROFILE: expected one of {', '.join(PROFILES)}, found {text!r}")
+    return text
 
 
 def budget_minutes(text: str) -> float:
@@ -39,11 +53,14 @@ def budget_minutes(text: str) -> float:
         minutes = float(text)
     except ValueError:
         minutes = math.nan
-    if not (math.isfinite(minutes) and minutes > 0):
-        print(f"error: DIGITS_KERNEL_MINUTES: expected minutes > 0, found {text!r}",
-              file=sys.stderr)
-        raise SystemExit(2)
+    if not (math.isfinite(minutes) and 0 < minutes <= MAX_MINUTES):
+        stop(f"DIGITS_KERNEL_MINUTES: expected minutes > 0 up to {MAX_MINUTES}, found {text!r}")
     return minutes
+
+
+PROFILE = kernel_profile(os.environ.get("DIGITS_KERNEL_PROFILE", "full"))
+INPUT_DIR = Path(os.environ.get("DIGITS_KERNEL_INPUT", "/kaggle/input/digit-recognizer"))
+WORKING_DIR = Path(os.environ.get("DIGITS_KERNEL_WORKING", "/kaggle/working"))
 
 
 # Kaggle stops a GPU session after 12 hours; the hour left is for start-up and saving output.
@@ -69,19 +86,18 @@ def version_tuple(version: str) -> tuple[int, int, int]:
 
 
 def check_environment() -> dict[str, str]:
-    """The versions of Python and of every package the stages need; SystemExit with one
+    """The versions of Python and of every package the stages need; the kernel stops in one
     line when one is missing or older than the package supports."""
     versions = {"python": platform.python_version()}
     for name, oldest in REQUIREMENTS.items():
         try:
             versions[name] = importlib.import_module(name).__version__
         except ImportError:
-            raise SystemExit(f"error: this image lacks {name} (>= {oldest}), which the kernel "
-                             "needs: pick the latest environment in the kernel's settings"
-                             ) from None
+            stop(f"this image lacks {name} (>= {oldest}), which the kernel needs: pick the "
+                 "latest environment in the kernel's settings")
         if version_tuple(versions[name]) < version_tuple(oldest):
-            raise SystemExit(f"error: this image has {name} {versions[name]}, the kernel needs "
-                             f">= {oldest}: pick the latest environment in the kernel's settings")
+            stop(f"this image has {name} {versions[name]}, the kernel needs >= {oldest}: pick "
+                 "the latest environment in the kernel's settings")
     return versions
 
 
@@ -92,8 +108,18 @@ def find_input_dir(preferred: Path) -> Path:
     for train_csv in sorted(preferred.parent.rglob("train.csv")):
         if _holds_data(train_csv.parent):
             return train_csv.parent
-    raise SystemExit(f"error: no train.csv and test.csv in {preferred} or under "
-                     f"{preferred.parent}: add the digit-recognizer competition as input data")
+    stop(f"no train.csv and test.csv in {preferred} or under {preferred.parent}: add the "
+         "digit-recognizer competition as input data")
+
+
+def check_working_dir(folder: Path) -> None:
+    """Make the output folder if it is missing; the kernel stops in one line, before any
+    stage, where it cannot (a file there, or on the way)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        stop(f"DIGITS_KERNEL_WORKING: expected a folder to write the output in, found "
+             f"{folder} ({error.strerror or type(error).__name__})")
 
 
 def _holds_data(folder: Path) -> bool:
@@ -103,8 +129,8 @@ def _holds_data(folder: Path) -> bool:
 def unpack_package(folder: Path) -> Path:
     """Write the bundled src/ package into folder, the root the stages import it from."""
     if not PACKAGE_ZIP:
-        raise SystemExit("error: this is the template: run `python kaggle/build.py` and push "
-                         "kaggle/build/ instead")
+        stop("this is the template: run `python kaggle/build.py` and push kaggle/build/ "
+             "instead")
     with zipfile.ZipFile(io.BytesIO(base64.b64decode(PACKAGE_ZIP))) as archive:
         archive.extractall(folder)
     return folder
@@ -169,6 +195,7 @@ def main(clock=time.monotonic) -> int:
     print(f"kernel: profile {PROFILE}, time budget {BUDGET_MINUTES:.0f} min, the search at most "
           f"{TUNE_SHARE * BUDGET_MINUTES:.0f} min of it", flush=True)
     data_dir = find_input_dir(INPUT_DIR)
+    check_working_dir(WORKING_DIR)  # not after hours of search and training
     submissions_dir = WORKING_DIR / "submissions"
     with tempfile.TemporaryDirectory(prefix="digit-recognizer-") as scratch:
         package_root = unpack_package(Path(scratch) / "package")

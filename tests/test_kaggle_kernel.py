@@ -18,6 +18,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from src import config
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KAGGLE_DIR = REPO_ROOT / "kaggle"
 METADATA = json.loads((KAGGLE_DIR / "kernel-metadata.json").read_text())
@@ -158,15 +160,25 @@ def test_bundled_src_imports_from_a_foreign_cwd(kernel_script, tmp_path):
     assert all(Path(file).is_relative_to(tmp_path / "pkg" / "src") for file in loaded.values())
 
 
-def test_template_refuses_to_run_unbuilt():
-    with pytest.raises(SystemExit, match="run `python kaggle/build.py`"):
-        entry.unpack_package(Path("unused"))
+def _stopped(capsys, call) -> str:
+    """The one error line the kernel stopped with, exit code 2."""
+    with pytest.raises(SystemExit) as stopped:
+        call()
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err.removeprefix("error: ").removesuffix("\n")
 
 
-def test_kernel_finds_the_competition_data_where_kaggle_mounts_it(tmp_path):
+def test_template_refuses_to_run_unbuilt(capsys):
+    assert "run `python kaggle/build.py`" in _stopped(
+        capsys, lambda: entry.unpack_package(Path("unused")))
+
+
+def test_kernel_finds_the_competition_data_where_kaggle_mounts_it(tmp_path, capsys):
     mounted = tmp_path / "input" / "digit-recognizer"
-    with pytest.raises(SystemExit, match="add the digit-recognizer competition as input data"):
-        entry.find_input_dir(mounted)
+    assert "add the digit-recognizer competition as input data" in _stopped(
+        capsys, lambda: entry.find_input_dir(mounted))
     elsewhere = tmp_path / "input" / "competitions" / "digit-recognizer"
     for folder in (elsewhere, mounted):
         folder.mkdir(parents=True)
@@ -187,22 +199,19 @@ def test_this_environment_passes_the_check_with_every_version():
     assert all(re.match(r"\d+\.\d+", version) for version in versions.values())
 
 
-def test_a_missing_package_stops_the_kernel_with_one_line(monkeypatch):
+def test_a_missing_package_stops_the_kernel_with_one_line(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "keras_tuner", None)
-    with pytest.raises(SystemExit) as caught:
-        entry.check_environment()
-    assert str(caught.value) == ("error: this image lacks keras_tuner (>= 1.4.7), which the "
-                                 "kernel needs: pick the latest environment in the kernel's "
-                                 "settings")
+    assert _stopped(capsys, entry.check_environment) == (
+        "this image lacks keras_tuner (>= 1.4.7), which the kernel needs: pick the latest "
+        "environment in the kernel's settings")
 
 
-def test_a_too_old_package_stops_the_kernel_with_one_line(monkeypatch):
+def test_a_too_old_package_stops_the_kernel_with_one_line(monkeypatch, capsys):
     import tensorflow as tf
 
     monkeypatch.setitem(entry.REQUIREMENTS, "tensorflow", "99.1")
-    with pytest.raises(SystemExit, match=f"error: this image has tensorflow {tf.__version__}, "
-                                         "the kernel needs >= 99.1: pick the latest"):
-        entry.check_environment()
+    assert _stopped(capsys, entry.check_environment).startswith(
+        f"this image has tensorflow {tf.__version__}, the kernel needs >= 99.1: pick the latest")
 
 
 def _sleeper(tmp_path, ignore_ctrl_c: bool) -> list[str]:
@@ -283,6 +292,7 @@ def test_kernel_splits_its_time_budget_between_the_stages(tmp_path, monkeypatch,
     monkeypatch.setattr(entry, "unpack_package", lambda folder: folder)
     monkeypatch.setattr(entry, "publish_submission", lambda runs, working: working / "x.csv")
     monkeypatch.setattr(entry, "BUDGET_MINUTES", 660.0)
+    monkeypatch.setattr(entry, "WORKING_DIR", tmp_path / "working")
     assert entry.main(clock=stages.clock) == code
     out, err = capsys.readouterr()
     assert said in out + err
@@ -327,14 +337,32 @@ def test_kernel_runs_tune_and_submit_into_working(kernel_script, kaggle_dir_read
     assert sorted(path.name for path in working.iterdir()) == ["submission.csv", "submissions"]
 
 
-@pytest.mark.parametrize("text", ["soon", "0", "-5", "inf", "nan"])
+@pytest.mark.parametrize("text", ["soon", "0", "-5", "inf", "nan", "1e308", "525601"])
 def test_a_bad_kernel_budget_stops_in_one_line(capsys, text):
+    """1e308 minutes was taken, printed as 300 digits, and refused by each stage in turn."""
     assert entry.budget_minutes("90") == 90
-    with pytest.raises(SystemExit) as stopped:
-        entry.budget_minutes(text)
-    assert stopped.value.code == 2
-    assert capsys.readouterr().err == (f"error: DIGITS_KERNEL_MINUTES: expected minutes > 0, "
-                                       f"found {text!r}\n")
+    assert entry.budget_minutes("525600") == entry.MAX_MINUTES == config.MAX_MINUTES
+    assert _stopped(capsys, lambda: entry.budget_minutes(text)) == (
+        f"DIGITS_KERNEL_MINUTES: expected minutes > 0 up to 525600, found {text!r}")
+
+
+@pytest.mark.parametrize("text", ["bogus", "", "Full"])
+def test_a_bad_kernel_profile_stops_in_one_line(capsys, text):
+    """It went to each stage, which refused it in argparse's two lines, then the kernel's."""
+    assert [entry.kernel_profile(profile) for profile in config.PROFILES] == list(entry.PROFILES)
+    assert _stopped(capsys, lambda: entry.kernel_profile(text)) == (
+        f"DIGITS_KERNEL_PROFILE: expected one of smoke, quick, full, found {text!r}")
+
+
+def test_an_output_folder_that_cannot_be_made_stops_the_kernel_before_any_stage(tmp_path,
+                                                                              capsys):
+    """A file there was found only by src.submit, after the whole search."""
+    (tmp_path / "a-file").write_text("")
+    entry.check_working_dir(tmp_path / "working")
+    assert (tmp_path / "working").is_dir()
+    for where in (tmp_path / "a-file", tmp_path / "a-file" / "working"):
+        assert _stopped(capsys, lambda where=where: entry.check_working_dir(where)).startswith(
+            f"DIGITS_KERNEL_WORKING: expected a folder to write the output in, found {where} (")
 
 
 @pytest.mark.parametrize("profile, planned", [("full", True), ("quick", True), ("smoke", False)])
