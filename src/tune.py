@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -64,8 +65,10 @@ from src.tuners import (
     planned_epochs,
 )
 from src.util import (
+    describe_os_error,
     format_duration,
     one_line,
+    read_json,
     remove_stale_partials,
     write_atomically,
     writing,
@@ -104,7 +107,9 @@ def distributed_role() -> str | None:
     # KerasTuner hands "<ip>:<port>" to gRPC, which takes port 0 as any free port, wraps
     # 99999 round to 34463 and cannot read a bare IPv6 address: a chief would serve where
     # no worker looks, and a worker wait an hour for it.
-    if not address.strip() or (":" in address and not address.startswith("[")):
+    bracketed = address.startswith("[") and address.endswith("]")
+    needs_brackets = any(char in address for char in ":[]")
+    if not address or address != address.strip() or (needs_brackets and not bracketed):
         raise DataError("a host name or IP address, an IPv6 one in brackets such as [::1]",
                         repr(address), column=f"${ENV_ORACLE_IP}")
     if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
@@ -112,7 +117,25 @@ def distributed_role() -> str | None:
     if not os.environ[ENV_TUNER_ID].strip():
         raise DataError("a name for this machine's tuner (chief, or a worker's own name)",
                         "it empty", column=f"${ENV_TUNER_ID}")
-    return "chief" if "chief" in os.environ[ENV_TUNER_ID] else "worker"
+    if "chief" not in os.environ[ENV_TUNER_ID]:
+        return "worker"
+    _check_chief_can_serve(address, int(port))
+    return "chief"
+
+
+def _check_chief_can_serve(address: str, port: int) -> None:
+    """DataError unless this machine can bind address:port, tried with a plain socket: gRPC
+    binds with SO_REUSEPORT, so a second chief on an earlier chief's port would share it."""
+    host = address.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds
+            probe.bind((host, port))
+    except OSError as error:  # taken (EADDRINUSE), or not an address of this machine
+        raise DataError("an address and port this machine can serve the search on",
+                        f"{address}:{port} ({describe_os_error(error)})",
+                        column=f"${ENV_ORACLE_IP}:${ENV_ORACLE_PORT}") from None
 
 
 def project_name(config: Config) -> str:
@@ -126,12 +149,25 @@ def project_name(config: Config) -> str:
             f"-{OBJECTIVE}")
 
 
-def damaged_search_state(error: Exception | str, project: str | Path) -> DataError:
-    """The one line for saved search state that KerasTuner or the ranking cannot read
-    (error: what was raised, or what was found)."""
-    found = error if isinstance(error, str) else one_line(error)
+def damaged_search_state(found: str, project: str | Path) -> DataError:
+    """The one line for saved search state that KerasTuner or the ranking cannot use."""
     return DataError("the search state python -m src.tune saved", found,
                      file=project, hint="rerun with --overwrite to start the search over")
+
+
+def lost_trial(project: Path) -> str | None:
+    """The id of a trial the saved oracle started whose trial.json is gone, or None.
+    KerasTuner writes a trial's file before the oracle's state, so only a hand (a trial
+    folder deleted) leaves one; KerasTuner would fail on it with a KeyError, after
+    training another trial where the trial had ended."""
+    try:
+        started = read_json(project / "oracle.json")["start_order"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # KerasTuner's reload names what is wrong with the file
+    for trial_id in started if isinstance(started, list) else []:
+        if not (project / f"trial_{trial_id}" / "trial.json").is_file():
+            return str(trial_id)
+    return None
 
 
 def build_tuner(config: Config, role: str | None, train_images: int,
@@ -160,29 +196,25 @@ def build_tuner(config: Config, role: str | None, train_images: int,
                                config.wide_space, policy)
     # Saved state to reload; a worker's errors come from the chief it asks, not a file.
     resuming = (project / "oracle.json").is_file() and not config.overwrite and role != "worker"
+    lost = lost_trial(project) if resuming else None
+    if lost is not None:
+        raise damaged_search_state(f"trial {lost} started but no trial_{lost}/trial.json",
+                                   project)
     try:
         if config.tuner == "hyperband":
-            tuner = HyperbandTuner(hypermodel, max_epochs=config.tune_epochs,
-                                   factor=HYPERBAND_FACTOR, **common)
-        elif config.tuner == "bayesian":
-            tuner = BayesianTuner(hypermodel, max_trials=config.max_trials,
-                                  num_initial_points=max(3, config.max_trials // 4), **common)
-        else:
-            tuner = RandomTuner(hypermodel, max_trials=config.max_trials, **common)
+            return HyperbandTuner(hypermodel, max_epochs=config.tune_epochs,
+                                  factor=HYPERBAND_FACTOR, **common)
+        if config.tuner == "bayesian":
+            return BayesianTuner(hypermodel, max_trials=config.max_trials,
+                                 num_initial_points=max(3, config.max_trials // 4), **common)
+        return RandomTuner(hypermodel, max_trials=config.max_trials, **common)
     except (ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
         if not resuming:
             raise
         # KerasTuner reloads its saved state here; its writes are atomic in this package, so
         # a file it cannot read was damaged by hand or by another program (JSONDecodeError
         # is a ValueError).
-        raise damaged_search_state(error, project) from None
-    if resuming:
-        lost = [trial_id for trial_id in tuner.oracle.end_order
-                if trial_id not in tuner.oracle.trials]
-        if lost:  # KerasTuner would train one more trial, then fail on a KeyError
-            raise damaged_search_state(f"no trial_{lost[0]}/trial.json for finished trial "
-                                       f"{lost[0]} (a trial folder deleted?)", project)
-    return tuner
+        raise damaged_search_state(one_line(error), project) from None
 
 
 def load_search_data(config: Config) -> tuple[tuple[np.ndarray, np.ndarray],
@@ -265,10 +297,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         tuner.search(*train, validation_data=validation,
                      verbose=1 if sys.stdout.isatty() else 2)  # a progress bar only on a terminal
     except RuntimeError as error:  # KerasTuner's stop after 3 failed trials in a row
-        if role == "chief" and "Failed to bind" in str(error):  # gRPC's: the port is taken
-            raise DataError("an address and port this machine can serve the search on",
-                            f"{where} ({one_line(error)})",
-                            column=f"${ENV_ORACLE_IP}:${ENV_ORACLE_PORT}") from None
         if "consecutive failures" not in str(error):
             raise
         # KerasTuner's message: its own first line, then the last trial's traceback
@@ -283,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         rows = rank_trials(tuner.oracle, search_space_names())
     except (ValueError, TypeError, KeyError) as error:  # a trial.json damaged by hand
-        raise damaged_search_state(error, tuner.project_dir) from None
+        raise damaged_search_state(one_line(error), tuner.project_dir) from None
     if not any(row["status"] == COMPLETED for row in rows):
         print("error: no trial completed; see the trial messages above", file=sys.stderr)
         return 1

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent import futures
 from pathlib import Path
 
 import keras
@@ -217,7 +218,8 @@ def test_resume_repairs_what_a_kill_between_two_writes_leaves(
 
 
 @pytest.mark.parametrize("damage", ["oracle_cut_short", "trial_a_list", "tuner_state_empty",
-                                    "score_null", "conv_blocks_text", "trial_folder_deleted"])
+                                    "score_null", "conv_blocks_text", "trial_folder_deleted",
+                                    "running_trial_folder_deleted"])
 def test_a_search_state_damaged_by_hand_is_one_line_naming_its_folder(
         finished_random_search, kaggle_dir_readonly, tmp_path, capsys, damage):
     artifacts = Path(shutil.copytree(finished_random_search, tmp_path / "artifacts"))
@@ -237,6 +239,11 @@ def test_a_search_state_damaged_by_hand_is_one_line_naming_its_folder(
         trial_json.write_text(json.dumps(trial))
     elif damage == "trial_folder_deleted":  # KerasTuner trained a trial, then hit a KeyError
         shutil.rmtree(trial_json.parent)
+    elif damage == "running_trial_folder_deleted":  # that of a search killed mid-trial
+        _break_oracle_state(project, "ended_trial_still_running_in_oracle_state")
+        running = json.loads((project / "oracle.json").read_text())["ongoing_trials"]["tuner0"]
+        trial_json = project / f"trial_{running}" / "trial.json"
+        shutil.rmtree(trial_json.parent)
     else:
         (project / "tuner0.json").write_text("")
     capsys.readouterr()
@@ -245,8 +252,9 @@ def test_a_search_state_damaged_by_hand_is_one_line_naming_its_folder(
     assert err.startswith(f"error: {project}: expected the search state python -m src.tune "
                           "saved, found ") and err.count("\n") == 1, err
     assert "rerun with --overwrite to start the search over" in err
-    if damage == "trial_folder_deleted":
-        assert f"no {trial_json.parent.name}/trial.json for finished trial" in err
+    if damage.endswith("trial_folder_deleted"):
+        trial_id = trial_json.parent.name.removeprefix("trial_")
+        assert f"found trial {trial_id} started but no trial_{trial_id}/trial.json" in err
         assert "Running Trial" not in out  # stopped before training
 
 
@@ -415,6 +423,10 @@ def test_half_set_distributed_environment_is_one_line_exit_2(kaggle_dir_readonly
                   "brackets such as [::1], found '::1'"),
     ("ip", " ", "$KERASTUNER_ORACLE_IP: expected a host name or IP address, an IPv6 one in "
                 "brackets such as [::1], found ' '"),
+    ("ip", "10.0.0.5 ", "$KERASTUNER_ORACLE_IP: expected a host name or IP address, an IPv6 "
+                        "one in brackets such as [::1], found '10.0.0.5 '"),
+    ("ip", "[::1", "$KERASTUNER_ORACLE_IP: expected a host name or IP address, an IPv6 one "
+                   "in brackets such as [::1], found '[::1'"),
     ("id", "", "$KERASTUNER_TUNER_ID: expected a name for this machine's tuner (chief, or a "
                "worker's own name), found it empty"),
 ])
@@ -432,21 +444,38 @@ def test_a_distributed_address_grpc_would_misread_is_one_line_exit_2(
     assert not artifacts.exists()
 
 
+@pytest.mark.parametrize("address, tuner_id, role", [
+    ("10.0.0.5", "tuner0", "worker"), ("[::1]", "tuner1", "worker"),
+    ("node-1.cluster.local", "tuner0", "worker"), ("127.0.0.1", "chief", "chief")])
+def test_addresses_grpc_reads_pass_the_check(monkeypatch, address, tuner_id, role):
+    monkeypatch.setenv(tune.ENV_ORACLE_IP, address)
+    monkeypatch.setenv(tune.ENV_ORACLE_PORT, str(_free_port()))
+    monkeypatch.setenv(tune.ENV_TUNER_ID, tuner_id)
+    assert tune.distributed_role() == role
+
+
 def test_a_chief_on_a_taken_port_is_one_line_exit_2(kaggle_dir_readonly, tmp_path, capsys,
                                                     monkeypatch):
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+    """gRPC's own bind was a traceback for a port a plain socket held, and shared the port
+    of an earlier chief still serving (SO_REUSEPORT)."""
+    import grpc
+
+    earlier_chief = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    port = earlier_chief.add_insecure_port("127.0.0.1:0")
+    earlier_chief.start()
+    try:
         monkeypatch.setenv(tune.ENV_ORACLE_IP, "127.0.0.1")
         monkeypatch.setenv(tune.ENV_ORACLE_PORT, str(port))
         monkeypatch.setenv(tune.ENV_TUNER_ID, "chief")
-        assert run_cli(tune.main, _args(kaggle_dir_readonly, tmp_path / "artifacts")) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: $KERASTUNER_ORACLE_IP:$KERASTUNER_ORACLE_PORT: expected an "
-                          "address and port this machine can serve the search on, found "
-                          f"127.0.0.1:{port} (RuntimeError: Failed to bind"), err
-    assert err.count("\n") == 1
+        artifacts = tmp_path / "artifacts"
+        assert run_cli(tune.main, _args(kaggle_dir_readonly, artifacts)) == 2
+    finally:
+        earlier_chief.stop(None)
+    assert capsys.readouterr().err == (
+        "error: $KERASTUNER_ORACLE_IP:$KERASTUNER_ORACLE_PORT: expected an address and port "
+        f"this machine can serve the search on, found 127.0.0.1:{port} (Address already in "
+        "use (EADDRINUSE))\n")
+    assert not artifacts.exists()  # stopped before the data loads
 
 
 def test_hyperband_plan_follows_its_brackets_and_rounds():
