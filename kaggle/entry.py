@@ -113,13 +113,16 @@ def find_input_dir(preferred: Path) -> Path:
 
 
 def check_working_dir(folder: Path) -> None:
-    """Make the output folder if it is missing; the kernel stops in one line, before any
-    stage, where it cannot (a file there, or on the way)."""
+    """Make the output folder if it is missing and try a write in it; the kernel stops in
+    one line, before any stage, where that fails (a file there or on the way, a
+    read-only folder)."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
     except OSError as error:
-        stop(f"DIGITS_KERNEL_WORKING: expected a folder to write the output in, found "
-             f"{folder} ({error.strerror or type(error).__name__})")
+        found = ("a file" if folder.is_file() else error.strerror or type(error).__name__)
+        stop(f"{folder}: expected a folder the kernel can write its output in "
+             f"(DIGITS_KERNEL_WORKING), found {found}")
 
 
 def _holds_data(folder: Path) -> bool:

@@ -222,20 +222,13 @@ POINT_FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
 }
 
 
-def _point_name(entry: dict) -> str:
-    """The name a kept point of this shape must have: a plan's from its budget."""
-    minutes = entry.get("budget_minutes")
-    return entry.get("name") if minutes is None else f"plan {minutes:g} min"
-
-
-def restored_points(saved: dict, settings: dict) -> list[Point]:
+def restored_points(saved: list, settings: dict) -> list[Point]:
     """The points a killed curve of these settings kept; ValueError saying what in them
-    cannot be used (a point of another curve, or twice, or a field no table can print)."""
-    if not isinstance(saved.get("utc"), str) or not isinstance(saved.get("points"), list):
-        raise ValueError("expected text under utc and a list under points")
-    names = [f"plan {minutes:g} min" for minutes in settings["budgets"]] + settings["recipes"]
+    cannot be used (a point of another curve, or twice, or figures no table can print)."""
+    budgets = {f"plan {minutes:g} min": minutes for minutes in settings["budgets"]}
+    budgets |= {name: None for name in settings["recipes"]}  # a recipe has no budget
     points: list[Point] = []
-    for number, entry in enumerate(saved["points"], start=1):
+    for number, entry in enumerate(saved, start=1):
         if not isinstance(entry, dict) or not {"name", "what", "wall_seconds"} <= set(entry):
             raise ValueError(f"point {number}: expected an object with name, what and "
                              "wall_seconds")
@@ -245,10 +238,18 @@ def restored_points(saved: dict, settings: dict) -> list[Point]:
                 raise ValueError(f"point {number}: {field}: expected {expected}, "
                                  f"found {value!r:.40}")
         name = entry["name"]
-        if name not in names or name != _point_name(entry) or name in {p.name for p in points}:
-            raise ValueError(f"point {number}: expected one of {', '.join(names)}, each once "
-                             f"(a plan's named by its budget_minutes), found {name!r:.40}")
-        points.append(Point(**entry))
+        if (name not in budgets or entry.get("budget_minutes") != budgets[name]
+                or name in {point.name for point in points}):
+            raise ValueError(f"point {number}: expected one of {', '.join(budgets)} (a plan's "
+                             f"with its budget_minutes), each once, found {name!r:.40}")
+        point = Point(**entry)
+        if (point.ci95_low is None) != (point.ci95_high is None) or (
+                point.ci95_low is not None and point.ci95_low > point.ci95_high):
+            raise ValueError(f"point {number}: expected ci95_low <= ci95_high, or both null")
+        if (point.errors is None) != (point.total is None) or (
+                point.errors is not None and point.errors > point.total):
+            raise ValueError(f"point {number}: expected errors <= total, or both null")
+        points.append(point)
     return points
 
 
@@ -266,10 +267,12 @@ def _unfinished_curve(bench_dir: Path, settings: dict) -> tuple[Path, str, list[
         if not isinstance(saved, dict) or saved.get("settings") != settings:
             continue
         try:
-            points = restored_points(saved, settings)  # checks utc too
+            if not isinstance(saved.get("utc"), str) or not isinstance(saved.get("points"), list):
+                raise ValueError("expected text under utc and a list under points")
+            points = restored_points(saved["points"], settings)
         except ValueError as error:
-            warnings.warn(f"{folder / POINTS_FILE}: {error}; its points are not kept",
-                          stacklevel=2)
+            warnings.warn(f"{folder / POINTS_FILE}: {error}; its points are not kept (delete "
+                          f"{folder} to be rid of this warning)", stacklevel=2)
             continue
         return folder, saved["utc"], points
     return None

@@ -106,8 +106,8 @@ def _check_mnist_arrays(arrays: dict[str, np.ndarray], origin: str) -> None:
         if key not in arrays:
             raise DataError(f"arrays {', '.join(MNIST_KEYS)}", f"no {key!r}", file=origin)
         if not isinstance(arrays[key], np.ndarray):  # a member not named .npy: its bytes
-            raise DataError("a .npy array", f"a {type(arrays[key]).__name__} (a member not "
-                            "saved by numpy)", file=origin, column=key)
+            raise DataError("a .npy array", "raw bytes (a member not saved by numpy)",
+                            file=origin, column=key)
     for split in ("train", "test"):
         images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if images.ndim != 3 or images.shape[1:] != (28, 28):

@@ -41,10 +41,10 @@ def check_writable_folder(path: str | Path) -> None:
     """The DataError a write under path would raise, raised now (before hours of training):
     unless path is a folder this process may write in, or the nearest existing folder above
     it is (a file on the way, or a read-only folder, is named as writing would name it)."""
-    existing = Path(path)
-    while not existing.exists() and existing.parent != existing:
-        existing = existing.parent
-    with writing(path):
+    with writing(path):  # exists() too: it raises for a folder on the way that is not ours
+        existing = Path(path)
+        while not existing.exists() and existing.parent != existing:
+            existing = existing.parent
         if not existing.is_dir():
             raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
         if not os.access(existing, os.W_OK | os.X_OK):

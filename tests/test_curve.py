@@ -210,11 +210,18 @@ def _kept_point(points: list[dict], damage: str) -> None:
         point["name"] = "keras-example"
     elif damage == "unknown_field":
         point["colour"] = "red"
+    elif damage == "one_bound_null":
+        point["ci95_high"] = None
+    elif damage == "errors_without_total":
+        point["total"] = None
+    elif damage == "a_plan_without_its_budget":
+        point["budget_minutes"] = None
 
 
 @pytest.mark.parametrize("damage", [
     "no_utc", "wall_seconds_text", "accuracy_nan", "accuracy_above_1", "name_a_number",
-    "another_budget", "twice", "a_recipe_name_on_a_plan", "unknown_field"])
+    "another_budget", "twice", "a_recipe_name_on_a_plan", "unknown_field", "one_bound_null",
+    "errors_without_total", "a_plan_without_its_budget"])
 def test_a_killed_curve_whose_points_cannot_be_used_starts_anew_with_a_warning(
         tiny_kaggle_dir, tmp_path, capsys, monkeypatch, damage):
     """Each was a traceback on every rerun (no utc: KeyError; text or a number out of range:
@@ -248,7 +255,8 @@ def test_a_killed_curve_whose_points_cannot_be_used_starts_anew_with_a_warning(
     assert "going on with" not in out
     (message,) = [str(warning.message) for warning in caught]
     assert message.startswith(f"{points_file}: ") and message.endswith(
-        "; its points are not kept") and "\n" not in message, message
+        f"; its points are not kept (delete {points_file.parent} to be rid of this warning)")
+    assert "\n" not in message
     assert [given["--minutes"] for _, given in calls] == ["8", "15"]  # both measured anew
     assert list(_rows(out)) == ["plan 8 min", "plan 15 min"]
 

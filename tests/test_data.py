@@ -381,8 +381,8 @@ def _huge_header(npy: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("damage, found", [
-    ("member_not_npy", "y_train: expected a .npy array, found a bytes (a member not saved by "
-                       "numpy)"),
+    ("member_not_npy", "y_train: expected a .npy array, found raw bytes (a member not saved "
+                       "by numpy)"),
     ("encrypted_flag", "expected an npz archive, found RuntimeError: File 'x_train.npy' is "
                        "encrypted"),
     ("unknown_compression", "expected an npz archive, found NotImplementedError: That "

@@ -360,9 +360,23 @@ def test_an_output_folder_that_cannot_be_made_stops_the_kernel_before_any_stage(
     (tmp_path / "a-file").write_text("")
     entry.check_working_dir(tmp_path / "working")
     assert (tmp_path / "working").is_dir()
-    for where in (tmp_path / "a-file", tmp_path / "a-file" / "working"):
-        assert _stopped(capsys, lambda where=where: entry.check_working_dir(where)).startswith(
-            f"DIGITS_KERNEL_WORKING: expected a folder to write the output in, found {where} (")
+    entry.check_working_dir(tmp_path / "working")  # there already: fine
+    for where, found in ((tmp_path / "a-file", "a file"),
+                         (tmp_path / "a-file" / "working", "Not a directory")):
+        assert _stopped(capsys, lambda where=where: entry.check_working_dir(where)) == (
+            f"{where}: expected a folder the kernel can write its output in "
+            f"(DIGITS_KERNEL_WORKING), found {found}")
+
+
+def test_a_read_only_output_folder_stops_the_kernel_before_any_stage(tmp_path, capsys,
+                                                                     monkeypatch):
+    def denied(*args, **kwargs):  # as a folder without write permission does (not for root)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(entry.tempfile, "TemporaryFile", denied)
+    assert _stopped(capsys, lambda: entry.check_working_dir(tmp_path)) == (
+        f"{tmp_path}: expected a folder the kernel can write its output in "
+        "(DIGITS_KERNEL_WORKING), found Permission denied")
 
 
 @pytest.mark.parametrize("profile, planned", [("full", True), ("quick", True), ("smoke", False)])
