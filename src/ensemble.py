@@ -121,7 +121,18 @@ def _load_fold_model(path: Path) -> keras.Model:
         raise DataError(f"a model from {cnn.IMAGE_SHAPE} images to {NUM_CLASSES} classes, "
                         f"{wanted}", shapes, file=path,
                         hint="delete it or rerun with --fresh to retrain")
+    if model.name != fold_model_name(path):  # copied from another fold's or member's file
+        raise DataError(f"the model trained for this file, {fold_model_name(path)!r}",
+                        f"{model.name!r}", file=path,
+                        hint="delete it or rerun with --fresh to retrain")
     return model
+
+
+def fold_model_name(path: Path) -> str:
+    """The name a fold model is saved under: its member folder's and its file's, so that a
+    model copied over another fold's or member's file is told apart (it would score images
+    it trained on as held out)."""
+    return f"{path.parent.name}-{path.stem}"
 
 
 def _load_history(model_path: Path, epochs: int) -> dict:
@@ -221,6 +232,7 @@ def _train_fold(job: FoldJob, x: np.ndarray, y: np.ndarray,
     epochs = job.epochs or config.epochs
     model = cnn.build_cnn(cnn.hparams_from_dict(job.member.hparams),
                           cnn.steps_per_epoch(len(y_fit), config.batch_size), epochs)
+    model.name = fold_model_name(job.path)
     history = cnn.fit(model, x_fit, y_fit, x[held_idx], y[held_idx],
                       epochs=epochs, batch_size=config.batch_size,
                       seed=config.seed + job.fold, callbacks=callbacks, verbose=verbose)

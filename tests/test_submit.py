@@ -338,6 +338,25 @@ def test_a_fold_model_of_other_shapes_is_refused(tmp_path, kind, found):
                                  "with --fresh to retrain)")
 
 
+def test_a_fold_model_copied_over_another_folds_file_is_refused(tmp_path):
+    """Nothing told them apart: fold 0's model, copied over fold 1's, scored the images it
+    had trained on as fold 1's held-out part."""
+    inputs = keras.Input((28, 28, 1))
+    outputs = keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, outputs)
+    fold_0, fold_1 = (tmp_path / "default-0123456789" / f"fold-{k}.keras" for k in (0, 1))
+    fold_0.parent.mkdir()
+    model.name = ensemble.fold_model_name(fold_0)
+    model.save(fold_0)
+    assert ensemble._load_fold_model(fold_0).name == "default-0123456789-fold-0"
+    shutil.copy(fold_0, fold_1)
+    with pytest.raises(DataError) as caught:
+        ensemble._load_fold_model(fold_1)
+    assert str(caught.value) == (
+        f"{fold_1}: expected the model trained for this file, 'default-0123456789-fold-1', "
+        "found 'default-0123456789-fold-0' (delete it or rerun with --fresh to retrain)")
+
+
 def test_a_fold_model_that_predicts_no_probabilities_is_refused(tmp_path):
     """A model without softmax was used silently: OOF 'probabilities' down to -1.6."""
     model = _foreign_model("logits")
