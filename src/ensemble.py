@@ -15,6 +15,7 @@ import hashlib
 import inspect
 import json
 import os
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -131,8 +132,9 @@ def _load_fold_model(path: Path) -> keras.Model:
 def fold_model_name(path: Path) -> str:
     """The name a fold model is saved under: its member folder's and its file's, so that a
     model copied over another fold's or member's file is told apart (it would score images
-    it trained on as held out)."""
-    return f"{path.parent.name}-{path.stem}"
+    it trained on as held out). TensorFlow scopes variables by it, and takes only letters,
+    digits and ._-> in a scope: a pseudo-labelled member's + becomes _."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{path.parent.name}-{path.stem}")
 
 
 def _load_history(model_path: Path, epochs: int) -> dict:

@@ -349,6 +349,9 @@ def test_a_fold_model_copied_over_another_folds_file_is_refused(tmp_path):
     model.name = ensemble.fold_model_name(fold_0)
     model.save(fold_0)
     assert ensemble._load_fold_model(fold_0).name == "default-0123456789-fold-0"
+    # TensorFlow scopes variables by the name: a pseudo-labelled member's + is not allowed.
+    pseudo = tmp_path / "default+pl-0123456789" / "fold-0.keras"
+    assert ensemble.fold_model_name(pseudo) == "default_pl-0123456789-fold-0"
     shutil.copy(fold_0, fold_1)
     with pytest.raises(DataError) as caught:
         ensemble._load_fold_model(fold_1)
