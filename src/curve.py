@@ -136,7 +136,7 @@ def parse_budgets(values: Sequence[str]) -> list[float]:
         if not 0 < minutes <= MAX_MINUTES:  # NaN fails both
             raise DataError(f"minutes > 0 up to {MAX_MINUTES}, such as 8 15 30", repr(text),
                             column="--curve")
-        if minutes in budgets:  # it would train the same plan twice
+        if f"{minutes:g}" in {f"{budget:g}" for budget in budgets}:  # one plan's name twice
             raise DataError("each budget once", f"{text!r} again", column="--curve")
         budgets.append(minutes)
     return budgets or list(DEFAULT_BUDGETS)

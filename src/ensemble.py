@@ -132,8 +132,8 @@ def _load_fold_model(path: Path) -> keras.Model:
 def fold_model_name(path: Path) -> str:
     """The name a fold model is saved under: its member folder's and its file's, so that a
     model copied over another fold's or member's file is told apart (it would score images
-    it trained on as held out). TensorFlow scopes variables by it, and takes only letters,
-    digits and ._-> in a scope: a pseudo-labelled member's + becomes _."""
+    it trained on as held out). TensorFlow scopes variables by it, so only letters, digits,
+    _, . and - are kept: a pseudo-labelled member's + becomes _."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{path.parent.name}-{path.stem}")
 
 

@@ -97,7 +97,9 @@ def _save_json_atomically(path: str, obj: object) -> str:
 
 
 def distributed_role() -> str | None:
-    """'chief' or 'worker' from KerasTuner's environment variables; None on one machine."""
+    """'chief' or 'worker' from KerasTuner's environment variables; None on one machine.
+    DataError for an address, port or tuner id gRPC would misread, or a chief's address
+    and port this machine cannot bind."""
     if ENV_ORACLE_IP not in os.environ:
         return None
     for name in (ENV_ORACLE_PORT, ENV_TUNER_ID):
@@ -126,12 +128,12 @@ def distributed_role() -> str | None:
 def _check_chief_can_serve(address: str, port: int) -> None:
     """DataError unless this machine can bind address:port, tried with a plain socket: gRPC
     binds with SO_REUSEPORT, so a second chief on an earlier chief's port would share it."""
-    host = address.strip("[]")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        with socket.socket(family) as probe:
+        family, kind, _, _, where = socket.getaddrinfo(address.strip("[]"), port,
+                                                       type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds
-            probe.bind((host, port))
+            probe.bind(where)
     except OSError as error:  # taken (EADDRINUSE), or not an address of this machine
         raise DataError("an address and port this machine can serve the search on",
                         f"{address}:{port} ({describe_os_error(error)})",
@@ -158,8 +160,8 @@ def damaged_search_state(found: str, project: str | Path) -> DataError:
 def lost_trial(project: Path) -> str | None:
     """The id of a trial the saved oracle started whose trial.json is gone, or None.
     KerasTuner writes a trial's file before the oracle's state, so only a hand (a trial
-    folder deleted) leaves one; KerasTuner would fail on it with a KeyError, after
-    training another trial where the trial had ended."""
+    folder deleted) leaves one; KerasTuner would fail on it: a finished trial's with a
+    KeyError after training another trial, a running one's with a RuntimeError."""
     try:
         started = read_json(project / "oracle.json")["start_order"]
     except (OSError, ValueError, KeyError, TypeError):

@@ -271,6 +271,8 @@ BUDGET = "minutes > 0 up to 525600, such as 8 15 30"
     (["--curve", "nan"], f"--curve: expected {BUDGET}, found 'nan'"),
     (["--curve", "1e308"], f"--curve: expected {BUDGET}, found '1e308'"),
     (["--curve", "8", "15", "8.0"], "--curve: expected each budget once, found '8.0' again"),
+    (["--curve", "8.0000001", "8.0000002"],  # both would be the point "plan 8 min"
+     "--curve: expected each budget once, found '8.0000002' again"),
     (["--recipe-epochs", "3"], "--recipe-epochs: expected --curve with --recipe-epochs, "
                                "found no --curve"),
     (["--keras-npz", "mnist.npz"], "--keras-npz: expected --source keras with --keras-npz, "
