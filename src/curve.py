@@ -30,6 +30,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,7 @@ from src.errors import DataError
 from src.metrics import accuracy_interval
 from src.model import use_precision
 from src.recipes import CURVE_FOLDS, RECIPES, Recipe, recipe_oof
-from src.util import is_count, is_number, read_json, write_atomically, writing
+from src.util import is_count, is_number, is_share, read_json, write_atomically, writing
 
 DEFAULT_BUDGETS = (8.0, 15.0, 30.0)
 POINTS_FILE = "points.json"  # in the curve's folder: its settings and every point finished
@@ -201,10 +202,6 @@ def render(report: dict) -> str:
     ]) + "\n"
 
 
-def _share_or_null(value: object) -> bool:
-    return value is None or (is_number(value, 0) and value <= 1)
-
-
 # What each field of a kept point must hold: the table, JSON and figure print them all.
 POINT_FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
     "name": (lambda value: isinstance(value, str), "text"),
@@ -212,9 +209,9 @@ POINT_FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
     "wall_seconds": (lambda value: is_number(value, 0), "seconds >= 0"),
     "trained": (lambda value: isinstance(value, str), "text"),
     "budget_minutes": (lambda value: value is None or is_number(value, 0), "minutes or null"),
-    "accuracy": (_share_or_null, "a share 0..1 or null"),
-    "ci95_low": (_share_or_null, "a share 0..1 or null"),
-    "ci95_high": (_share_or_null, "a share 0..1 or null"),
+    "accuracy": (partial(is_share, or_null=True), "a share 0..1 or null"),
+    "ci95_low": (partial(is_share, or_null=True), "a share 0..1 or null"),
+    "ci95_high": (partial(is_share, or_null=True), "a share 0..1 or null"),
     "errors": (lambda value: value is None or is_count(value), "an integer >= 0 or null"),
     "total": (lambda value: value is None or is_count(value), "an integer >= 0 or null"),
     "plan": (lambda value: value is None or isinstance(value, dict), "an object or null"),

@@ -122,9 +122,10 @@ def _load_fold_model(path: Path) -> keras.Model:
         raise DataError(f"a model from {cnn.IMAGE_SHAPE} images to {NUM_CLASSES} classes, "
                         f"{wanted}", shapes, file=path,
                         hint="delete it or rerun with --fresh to retrain")
-    if model.name != fold_model_name(path):  # copied from another fold's or member's file
-        raise DataError(f"the model trained for this file, {fold_model_name(path)!r}",
-                        f"{model.name!r}", file=path,
+    name = fold_model_name(path)
+    if model.name != name:  # copied from another fold's or member's file
+        raise DataError(f"the model trained for this file, {name!r}", f"{model.name!r}",
+                        file=path,
                         hint="delete it or rerun with --fresh to retrain")
     return model
 

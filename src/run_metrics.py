@@ -10,11 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from src.errors import DataError
-from src.util import is_count, is_number, one_line, read_json
-
-
-def _share(value: object) -> bool:
-    return is_number(value) and 0 <= value <= 1
+from src.util import is_count, is_number, is_share, one_line, read_json
 
 
 def _seconds(value: object) -> bool:
@@ -25,19 +21,15 @@ def _text(value: object) -> bool:
     return isinstance(value, str)
 
 
-def _share_or_null(value: object) -> bool:
-    return value is None or _share(value)
-
-
 def _names(value: object) -> bool:
     return isinstance(value, dict) and len(value) > 0
 
 
 # (dotted key, the check, what it expects, whether it must be there)
 FIELDS: list[tuple[str, Callable[[object], bool], str, bool]] = [
-    ("ensemble.accuracy", _share, "a share 0..1", True),
-    ("ensemble.ci95_low", _share, "a share 0..1", True),
-    ("ensemble.ci95_high", _share, "a share 0..1", True),
+    ("ensemble.accuracy", is_share, "a share 0..1", True),
+    ("ensemble.ci95_low", is_share, "a share 0..1", True),
+    ("ensemble.ci95_high", is_share, "a share 0..1", True),
     ("models", _names, "an object naming at least one member", True),
     ("timings.total", _seconds, "a number of seconds >= 0", True),
     ("run_info.command", _text, "text", True),
@@ -52,7 +44,8 @@ KAGGLE_FIELDS: list[tuple[str, Callable[[object], bool], str, bool]] = [
     ("kaggle.status", _text, "text", True),
     ("kaggle.message", _text, "text", True),
     ("kaggle.date", _text, "text", True),
-    ("kaggle.public_score", _share_or_null, "a share 0..1 or null", False),
+    ("kaggle.public_score", lambda value: is_share(value, or_null=True),
+     "a share 0..1 or null", False),
     ("kaggle.ref", lambda value: is_count(value, 0), "an integer >= 0", False),
     ("kaggle.file_name", _text, "text", False),
     ("kaggle.error", _text, "text", False),

@@ -121,6 +121,12 @@ def is_number(value: object, minimum: float = -1e300) -> bool:
     return type(value) in (int, float) and minimum <= value <= 1e300
 
 
+def is_share(value: object, or_null: bool = False) -> bool:
+    """Whether a value read from JSON is a number 0..1 (an accuracy, a score), or null where
+    or_null."""
+    return (or_null and value is None) or (is_number(value, 0) and value <= 1)
+
+
 def is_count(value: object, minimum: int = 0) -> bool:
     """Whether a value read from JSON is an integer (not a bool) of at least minimum."""
     return type(value) is int and value >= minimum
