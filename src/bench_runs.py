@@ -20,7 +20,7 @@ import keras
 import tensorflow as tf
 
 from src.config import Config
-from src.util import read_json, write_atomically, writing
+from src.util import no_free_name, numbered_names, read_json, write_atomically, writing
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
                     "TF_ENABLE_ONEDNN_OPTS")
@@ -126,11 +126,12 @@ def write_new_files(folder: Path, stem: str, texts: dict[str, str | bytes]) -> l
     failed write (a DataError naming the file) takes back the files written before it."""
     with writing(folder):
         folder.mkdir(parents=True, exist_ok=True)
-    for attempt in range(1, 1000):
-        name = stem if attempt == 1 else f"{stem}-{attempt}"
+    for name in numbered_names(stem):
         paths = [folder / f"{name}{suffix}" for suffix in texts]
         if not any(path.exists() for path in paths):
             break
+    else:
+        raise no_free_name(folder / stem)
     written: list[Path] = []
     try:
         for path, text in zip(paths, texts.values(), strict=True):

@@ -33,16 +33,23 @@ from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 
-import numpy as np
-
 from src import bench_runs, figures
 from src.config import MAX_MINUTES, Config, check_integer
 from src.data import Digits, data_fingerprint, load_digits
 from src.errors import DataError
-from src.metrics import accuracy_interval
+from src.metrics import score
 from src.model import use_precision
 from src.recipes import CURVE_FOLDS, RECIPES, Recipe, recipe_oof
-from src.util import is_count, is_number, is_share, read_json, write_atomically, writing
+from src.util import (
+    is_count,
+    is_number,
+    is_share,
+    no_free_name,
+    numbered_names,
+    read_json,
+    write_atomically,
+    writing,
+)
 
 DEFAULT_BUDGETS = (8.0, 15.0, 30.0)
 POINTS_FILE = "points.json"  # in the curve's folder: its settings and every point finished
@@ -66,14 +73,6 @@ class Point:
     total: int | None = None
     plan: dict | None = None  # a plan's record from its metrics.json
     note: str = ""
-
-
-def score(y: np.ndarray, probs: np.ndarray) -> dict:
-    """Accuracy of argmax predictions, its 95% Wilson interval, errors and images."""
-    correct = int(np.sum(probs.argmax(axis=1) == y))
-    low, high = accuracy_interval(correct, len(y))
-    return {"accuracy": correct / len(y), "ci95_low": low, "ci95_high": high,
-            "errors": len(y) - correct, "total": len(y)}
 
 
 def plan_details(metrics: dict) -> dict:
@@ -152,14 +151,13 @@ def check_recipe_epochs(epochs: int | None) -> None:
 def new_folder(path: Path) -> Path:
     """Create path, or path-2, path-3, ... when taken: a folder no earlier run wrote."""
     with writing(path):
-        for attempt in range(1, 1000):
-            folder = path if attempt == 1 else path.with_name(f"{path.name}-{attempt}")
+        for name in numbered_names(path.name):
             try:
-                folder.mkdir(parents=True)
-                return folder
+                (path.parent / name).mkdir(parents=True)
+                return path.parent / name
             except FileExistsError:
                 continue
-    raise DataError("a free folder name", f"{path}-2 to -999 taken", file=path)
+    raise no_free_name(path)
 
 
 # ---------------------------------------------------------------- output

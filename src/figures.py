@@ -22,14 +22,12 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from src.metrics import DIGITS, ENSEMBLE, NUM_CLASSES
 from src.util import writing
 
-NUM_CLASSES = 10  # as src.data; not imported from there to keep this module free of TensorFlow
-DIGITS = list(range(NUM_CLASSES))
 GALLERY_SIZE = 36
 GALLERY_COLUMNS = 6
 DPI = 110
-ENSEMBLE = "ensemble"  # the ensemble's key in the metrics (src.metrics.build_metrics)
 
 FIGURE_CAPTIONS = {
     "model_accuracy.png": "Out-of-fold accuracy with its 95% interval, per configuration and "

@@ -14,8 +14,10 @@ import pandas as pd
 from scipy.stats import binomtest
 from sklearn.metrics import classification_report, confusion_matrix
 
-from src.figures import DIGITS, ENSEMBLE, NUM_CLASSES
+from src.data import NUM_CLASSES
 
+DIGITS = list(range(NUM_CLASSES))
+ENSEMBLE = "ensemble"  # the ensemble's key in the metrics, beside each configuration's
 MOST_CONFUSED_PAIRS = 10
 
 
@@ -65,7 +67,7 @@ def _check_inputs(inputs: ReportInputs) -> None:
                          f"holdout_true has {len(inputs.holdout_true)}")
 
 
-def _score(y_true: np.ndarray, probs: np.ndarray) -> dict:
+def score(y_true: np.ndarray, probs: np.ndarray) -> dict:
     """Accuracy, its 95% interval and the error count of argmax predictions."""
     total = len(y_true)
     correct = int(np.sum(probs.argmax(axis=1) == y_true))
@@ -117,7 +119,7 @@ def build_metrics(inputs: ReportInputs) -> dict:
     holdout = None
     if inputs.holdout_true is not None:
         holdout_predicted = inputs.holdout_probs.argmax(axis=1)
-        holdout = {**_score(inputs.holdout_true, inputs.holdout_probs),
+        holdout = {**score(inputs.holdout_true, inputs.holdout_probs),
                    "classification_report": _classification_report(inputs.holdout_true,
                                                                     holdout_predicted),
                    "confusion_matrix": confusion_matrix(inputs.holdout_true, holdout_predicted,
@@ -125,15 +127,15 @@ def build_metrics(inputs: ReportInputs) -> dict:
     outside_search = None  # the OOF of the images that had no say in choosing the members
     outside = None if inputs.search_holdout is None else ~np.asarray(inputs.search_holdout)
     if outside is not None and outside.any():
-        outside_search = {**_score(y_true[outside], inputs.ensemble_probs[outside]),
+        outside_search = {**score(y_true[outside], inputs.ensemble_probs[outside]),
                           "left_out": int(len(y_true) - outside.sum())}
     test_counts = None
     if inputs.test_predictions is not None:
         test_counts = np.bincount(inputs.test_predictions, minlength=NUM_CLASSES)
     return as_json_types({
         "num_images": len(y_true),
-        "models": {name: _score(y_true, probs) for name, probs in inputs.model_probs.items()},
-        ENSEMBLE: _score(y_true, inputs.ensemble_probs),
+        "models": {name: score(y_true, probs) for name, probs in inputs.model_probs.items()},
+        ENSEMBLE: score(y_true, inputs.ensemble_probs),
         "ensemble_outside_search_holdout": outside_search,
         "ensemble_weights": inputs.ensemble_weights,
         "classification_report": _classification_report(y_true, predicted),

@@ -18,8 +18,8 @@ import pandas as pd
 
 from src.document import Heading, Image, Paragraph, Table, render_html, render_markdown
 from src.errors import DataError
-from src.figures import DIGITS, ENSEMBLE, FIGURE_CAPTIONS, write_figures
-from src.metrics import ReportInputs, as_json_types, build_metrics
+from src.figures import FIGURE_CAPTIONS, write_figures
+from src.metrics import DIGITS, ENSEMBLE, ReportInputs, as_json_types, build_metrics
 from src.run_metrics import read_run_metrics
 from src.util import one_line, write_atomically
 

@@ -11,7 +11,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from src.errors import DataError
-from src.util import is_plain_text, partial_path, remove_stale_partials, write_atomically, writing
+from src.util import (
+    is_plain_text,
+    no_free_name,
+    numbered_names,
+    partial_path,
+    remove_stale_partials,
+    write_atomically,
+    writing,
+)
 
 
 def new_run_id(kind: str) -> str:
@@ -25,10 +33,12 @@ def publish_run(partial: Path, submissions_dir: Path, run_id: str) -> Path:
     """Rename the finished partial folder into place (never over an existing run) and
     point ``latest`` at it (``latest.txt`` names it where symlinks are not allowed);
     return the run folder."""
-    for attempt in range(1, 100):
-        final = submissions_dir / (run_id if attempt == 1 else f"{run_id}-{attempt}")
+    for name in numbered_names(run_id):
+        final = submissions_dir / name
         if not final.exists():
             break
+    else:
+        raise no_free_name(submissions_dir / run_id)
     os.rename(partial, final)
     link = submissions_dir / ".latest-partial"
     if link.is_symlink() or link.exists():

@@ -105,6 +105,20 @@ def write_atomically(path: str | Path, text: str | bytes) -> None:
             raise
 
 
+def numbered_names(name: str) -> Iterator[str]:
+    """name, then name-2, name-3, ... name-999: the names a new run's file or folder tries
+    in turn, so that no earlier run's is overwritten."""
+    yield name
+    for number in range(2, 1000):
+        yield f"{name}-{number}"
+
+
+def no_free_name(path: Path) -> DataError:
+    """The error when every name numbered_names gives for path is taken."""
+    return DataError("a free name", f"{path.name} and {path.name}-2 to -999 taken", file=path,
+                     hint="move earlier runs away")
+
+
 def format_duration(seconds: float) -> str:
     """12s, 4m05s or 1h02m."""
     seconds = round(seconds)

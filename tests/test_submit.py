@@ -498,6 +498,17 @@ def test_publish_never_overwrites_and_moves_latest(tmp_path):
     assert (tmp_path / "latest" / "submission.csv").read_text() == "second"
 
 
+def test_publish_with_every_name_taken_is_one_line_and_keeps_the_partial(tmp_path):
+    for name in util.numbered_names("run"):
+        (tmp_path / name).mkdir()  # empty: os.rename would silently replace one
+    partial = tmp_path / ".partial-run"
+    partial.mkdir()
+    with pytest.raises(DataError, match=r"run: expected a free name, found run and run-2 to "
+                                        r"-999 taken \(move earlier runs away\)$"):
+        run_folders.publish_run(partial, tmp_path, "run")
+    assert partial.is_dir() and not any((tmp_path / "run").iterdir())
+
+
 def _refuse_symlinks(*args, **kwargs):
     raise OSError("A required privilege is not held by the client")  # Windows' words
 
