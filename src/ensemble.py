@@ -33,6 +33,7 @@ from src.data import NUM_CLASSES, Digits, data_fingerprint
 from src.errors import DataError
 from src.members import Member
 from src.predict import checked_probs, predict_probs
+from src.pseudo_labels import PseudoLabels, select_pseudo_labels
 from src.util import partial_path, read_json, write_atomically, writing
 
 
@@ -49,27 +50,6 @@ class KFoldResult:
     trained: int = 0
     reused: int = 0
     pseudo_counts: list[int] = field(default_factory=list)  # pseudo-labels per fold
-
-
-@dataclass
-class PseudoLabels:
-    """Test images that a first round is sure of, with its labels, one set per fold.
-
-    Fold k's set comes from the first round's fold-k models only, the ones that
-    never saw fold k: otherwise fold k's own labels would reach, through the
-    pseudo-labels, the model that fold k then scores.
-    """
-
-    threshold: float
-    per_fold: list[tuple[np.ndarray, np.ndarray]]  # (test image indices, labels)
-
-    def fingerprint(self) -> str:
-        """A short hash of every fold's pseudo-labels, for the fold-model cache key."""
-        digest = hashlib.sha1(str(self.threshold).encode())
-        for indices, labels in self.per_fold:
-            digest.update(indices.astype(np.int64).tobytes())
-            digest.update(labels.astype(np.int64).tobytes())
-        return digest.hexdigest()[:12]
 
 
 @functools.cache
@@ -267,7 +247,8 @@ def run_kfold(digits: Digits, members: list[Member], config: Config,
     result = KFoldResult()
     _run_round(digits, members, config, splits, fingerprint, result, verbose, budget=budget)
     if config.pseudo_threshold > 0:
-        pseudo = select_pseudo_labels(result, [m.name for m in members], config.pseudo_threshold)
+        pseudo = select_pseudo_labels(result.fold_test_probs, [m.name for m in members],
+                                      config.pseudo_threshold)
         counts = [len(labels) for _, labels in pseudo.per_fold]
         print(f"pseudo-labels: {', '.join(map(str, counts))} of "
               f"{len(digits.x_test)} test images per fold at confidence >= "
@@ -287,70 +268,19 @@ def _run_round(digits: Digits, members: list[Member], config: Config,
                result: KFoldResult, verbose: int | str, pseudo: PseudoLabels | None = None,
                budget=None) -> None:
     """Train (or reuse) members x folds and add their probabilities to result."""
-    x, y = digits.x_train, digits.y_train
     pseudo_round = pseudo is not None
-
-    def at_epochs(job: FoldJob, epochs: int) -> FoldJob:
-        return dataclasses.replace(job, epochs=epochs, path=_fold_model_path(
-            job.member, job.fold, config, fingerprint, epochs))
-
-    def epochs_of(member: Member, fold: int) -> int:  # fewer where a late run cut them
-        if budget is None:
-            return config.epochs
-        return budget.fold_epochs(pseudo_round, member.name, fold, config.epochs)
-
-    pairs = list(product(members, range(len(splits))))
-    jobs = [at_epochs(FoldJob(member, fold, config.folds, Path(), number, len(pairs),
-                              config.repeats), epochs_of(member, fold))
-            for number, (member, fold) in enumerate(pairs, start=1)]
-    if pseudo_round:
-        for job in jobs:
-            indices, labels = pseudo.per_fold[job.fold]
-            job.extra = (digits.x_test[indices], labels)
-    for job in jobs:  # before training: its model could not be saved there
-        if job.path.is_dir():
-            raise DataError("a fold model's file, or nothing yet", "a folder", file=job.path,
-                            hint="remove it")
-    to_train = [job for job in jobs if config.fresh or not job.path.is_file()]
-    if config.fresh:  # gone now: a resume without --fresh then reuses only what this run trains
-        for job in to_train:
-            with writing(job.path):
-                job.path.unlink(missing_ok=True)
-                job.path.with_suffix(".history.json").unlink(missing_ok=True)
+    jobs = _fold_jobs(digits, members, config, len(splits), fingerprint, pseudo, budget)
+    to_train = _jobs_to_train(jobs, config)
     result.trained += len(to_train)
     result.reused += len(jobs) - len(to_train)
-    for job in jobs:
-        if job not in to_train:
-            print(job.status(f"reusing {job.path}"), flush=True)
-    paced, after, trained = None, None, {}
-    if to_train and budget is not None:  # fewer epochs for models not yet started if late
-        pace = budget.round_pace(pseudo_round, to_train, [m.name for m in members],
-                                 config.epochs)
-        after = pace.finished
-
-        def paced(job: FoldJob) -> FoldJob:
-            trained[job.number] = at_epochs(job, pace.epochs_for(job))
-            return trained[job.number]
-
     tick = time.perf_counter()
     if to_train:
-        workers.train_fold_models(to_train, x, y, splits, config, _train_fold, verbose,
-                                  before=paced, after=after)
-    jobs = [trained.get(job.number, job) for job in jobs]
+        jobs = _train(jobs, to_train, digits, splits, config, fingerprint, verbose,
+                      budget, pseudo_round, [m.name for m in members])
     result.train_seconds += time.perf_counter() - tick
     tta = config.tta if budget is None else budget.training_done(pseudo_round)
     tick = time.perf_counter()
-    for job in jobs:
-        model = _load_fold_model(job.path)
-        history = _load_history(job.path, job.epochs or config.epochs)
-        held_idx = splits[job.fold][1]
-        oof = result.oof_probs.setdefault(job.member.name, np.zeros((len(y), NUM_CLASSES)))
-        # Every image is held out once a repeat: its OOF is the mean of `repeats` models.
-        held_probs, test_probs = (checked_probs(predict_probs(model, images, tta), job.path)
-                                  for images in (x[held_idx], digits.x_test))
-        oof[held_idx] += held_probs / config.repeats
-        result.fold_test_probs.setdefault(job.member.name, []).append(test_probs)
-        result.histories.append({"model": job.member.name, "fold": job.fold, "history": history})
+    _add_predictions(jobs, digits, splits, config, result, tta)
     for member in members:
         result.test_probs[member.name] = np.mean(result.fold_test_probs[member.name], axis=0)
     result.predict_seconds += time.perf_counter() - tick
@@ -358,17 +288,89 @@ def _run_round(digits: Digits, members: list[Member], config: Config,
         budget.prediction_done(pseudo_round)
 
 
-def select_pseudo_labels(result: KFoldResult, names: list[str], threshold: float
-                         ) -> PseudoLabels:
-    """Per fold, the test images whose mean probability over the named members' models
-    of that fold reaches threshold for one digit, labelled with that digit."""
-    folds = len(result.fold_test_probs[names[0]])
-    per_fold = []
-    for fold in range(folds):
-        probs = np.mean([result.fold_test_probs[name][fold] for name in names], axis=0)
-        sure = np.flatnonzero(probs.max(axis=1) >= threshold)
-        per_fold.append((sure, probs[sure].argmax(axis=1)))
-    return PseudoLabels(threshold, per_fold)
+def _at_epochs(job: FoldJob, epochs: int, config: Config, fingerprint: str) -> FoldJob:
+    """The job trained for `epochs` epochs, with the file such a model is saved in."""
+    return dataclasses.replace(job, epochs=epochs, path=_fold_model_path(
+        job.member, job.fold, config, fingerprint, epochs))
+
+
+def _fold_jobs(digits: Digits, members: list[Member], config: Config, splits: int,
+               fingerprint: str, pseudo: PseudoLabels | None, budget) -> list[FoldJob]:
+    """One job per member x split, at the epochs the budget left it (fewer where a late
+    run cut them; the config's without a budget), with its fold's pseudo-labelled test
+    images in a pseudo-labelled round."""
+    pairs = list(product(members, range(splits)))
+    jobs = []
+    for number, (member, fold) in enumerate(pairs, start=1):
+        job = FoldJob(member, fold, config.folds, Path(), number, len(pairs), config.repeats)
+        epochs = config.epochs if budget is None else budget.fold_epochs(
+            pseudo is not None, member.name, fold, config.epochs)
+        job = _at_epochs(job, epochs, config, fingerprint)
+        if pseudo is not None:
+            indices, labels = pseudo.per_fold[fold]
+            job.extra = (digits.x_test[indices], labels)
+        jobs.append(job)
+    return jobs
+
+
+def _jobs_to_train(jobs: list[FoldJob], config: Config) -> list[FoldJob]:
+    """The jobs whose model is not saved yet, or all of them with --fresh (their files
+    deleted first, so that a resume reuses only what this run trains); the others are
+    announced as reused. A folder where a model would be saved is refused first."""
+    for job in jobs:  # before training: its model could not be saved there
+        if job.path.is_dir():
+            raise DataError("a fold model's file, or nothing yet", "a folder", file=job.path,
+                            hint="remove it")
+    to_train = [job for job in jobs if config.fresh or not job.path.is_file()]
+    if config.fresh:
+        for job in to_train:
+            with writing(job.path):
+                job.path.unlink(missing_ok=True)
+                job.path.with_suffix(".history.json").unlink(missing_ok=True)
+    for job in jobs:
+        if job not in to_train:
+            print(job.status(f"reusing {job.path}"), flush=True)
+    return to_train
+
+
+def _train(jobs: list[FoldJob], to_train: list[FoldJob], digits: Digits,
+           splits: list[tuple[np.ndarray, np.ndarray]], config: Config, fingerprint: str,
+           verbose: int | str, budget, pseudo_round: bool,
+           member_names: list[str]) -> list[FoldJob]:
+    """Train the to_train jobs in the worker pool; return jobs as trained. With a budget,
+    a model not yet started when the round runs late trains fewer epochs (and is saved
+    under a name that says so)."""
+    paced, after, trained = None, None, {}
+    if budget is not None:
+        pace = budget.round_pace(pseudo_round, to_train, member_names, config.epochs)
+        after = pace.finished
+
+        def paced(job: FoldJob) -> FoldJob:
+            trained[job.number] = _at_epochs(job, pace.epochs_for(job), config, fingerprint)
+            return trained[job.number]
+
+    workers.train_fold_models(to_train, digits.x_train, digits.y_train, splits, config,
+                              _train_fold, verbose, before=paced, after=after)
+    return [trained.get(job.number, job) for job in jobs]
+
+
+def _add_predictions(jobs: list[FoldJob], digits: Digits,
+                     splits: list[tuple[np.ndarray, np.ndarray]], config: Config,
+                     result: KFoldResult, tta: bool) -> None:
+    """Each fold model's held-out and test probabilities, and its history, into result.
+
+    Every image is held out once a repeat: its OOF is the mean of `repeats` models."""
+    y = digits.y_train
+    for job in jobs:
+        model = _load_fold_model(job.path)
+        history = _load_history(job.path, job.epochs)
+        held_idx = splits[job.fold][1]
+        oof = result.oof_probs.setdefault(job.member.name, np.zeros((len(y), NUM_CLASSES)))
+        held_probs, test_probs = (checked_probs(predict_probs(model, images, tta), job.path)
+                                  for images in (digits.x_train[held_idx], digits.x_test))
+        oof[held_idx] += held_probs / config.repeats
+        result.fold_test_probs.setdefault(job.member.name, []).append(test_probs)
+        result.histories.append({"model": job.member.name, "fold": job.fold, "history": history})
 
 
 def plain_mean(probs: dict[str, np.ndarray]) -> np.ndarray:

@@ -23,6 +23,7 @@ from src.data import data_fingerprint
 from src.errors import DataError
 from src.members import Member, check_pseudo_threshold, load_members, most_sure
 from src.model import DEFAULT_HPARAMS
+from src.pseudo_labels import select_pseudo_labels
 from tests.conftest import REPO_ROOT
 from tests.fixtures import ended_pid, keep_only
 
@@ -666,11 +667,11 @@ def test_pseudo_labels_of_a_fold_come_from_that_folds_models_only():
         # test image 0 is sure for fold 0's models only, image 1 for fold 1's only
         "a": [np.stack([sure, unsure]), np.stack([unsure, sure])],
         "b": [np.stack([sure, unsure]), np.stack([unsure, sure])]})
-    pseudo = ensemble.select_pseudo_labels(result, ["a", "b"], threshold=0.9)
+    pseudo = select_pseudo_labels(result.fold_test_probs, ["a", "b"], threshold=0.9)
     (idx0, labels0), (idx1, labels1) = pseudo.per_fold
     assert idx0.tolist() == [0] and labels0.tolist() == [3]
     assert idx1.tolist() == [1] and labels1.tolist() == [3]
-    looser = ensemble.select_pseudo_labels(result, ["a", "b"], threshold=0.05)
+    looser = select_pseudo_labels(result.fold_test_probs, ["a", "b"], threshold=0.05)
     assert looser.fingerprint() != pseudo.fingerprint()
 
 
