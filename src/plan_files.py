@@ -67,11 +67,6 @@ class Plan:
         return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
 
     @classmethod
-    def from_json(cls, text: str) -> Plan:
-        """The plan that to_json wrote; TypeError for a JSON of other shapes."""
-        return cls.from_dict(json.loads(text))
-
-    @classmethod
     def from_dict(cls, values: object) -> Plan:
         """The plan of to_json's values, read back; TypeError for values of other shapes."""
         mappings = ("sizes", "speeds", "stages", "decisions")

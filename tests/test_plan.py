@@ -208,10 +208,11 @@ def test_what_the_search_spent_comes_from_its_own_budget_only(tmp_path, record, 
     assert budget.search_spent(config) == spent
 
 
-def test_the_plan_survives_its_file():
+def test_the_plan_survives_its_file(tmp_path):
     quick = _plan(30)
     quick.decisions["pseudo_epochs"] = 7
-    assert plan_files.Plan.from_json(quick.to_json()) == quick
+    plan_files.save_plan(tmp_path / "plans" / "submit-0.json", quick.to_json())
+    assert plan_files.load_plan(tmp_path / "plans" / "submit-0.json") == quick
 
 
 class Clock:
@@ -269,7 +270,7 @@ def test_a_rerun_keeps_the_decisions_of_the_first_run(tmp_path):
     assert first.training_done(pseudo_round=False) is True
     planned_epochs = first.pseudo_epochs([27_000] * 3)
     # The rerun reuses the fold models and is far behind its own clock: it decides nothing.
-    saved = plan_files.Plan.from_json(path.read_text())
+    saved = plan_files.load_plan(path)
     rerun = budget.Budget(saved, started=0.0, clock=Clock(30 * 60 - 30), reused=True)
     assert rerun.training_done(pseudo_round=False) is True
     assert rerun.pseudo_epochs([0] * 3) == planned_epochs
@@ -418,7 +419,7 @@ def test_a_round_that_slows_cuts_the_epochs_of_models_not_yet_started(monkeypatc
     assert [epochs[n] for n in range(1, 7)] == [planned] * 6  # the pace seen at model 5's end
     assert plan.PLAN_TABLE[0].min_epochs <= min(epochs.values()) < planned
     # Each cut is saved: a rerun from the plan file finds the same epochs for each model.
-    saved = plan_files.Plan.from_json((tmp_path / "plan.json").read_text())
+    saved = plan_files.load_plan(tmp_path / "plan.json")
     rerun = budget.Budget(saved, started=0.0, clock=Clock(0.0), reused=True)
     assert {n: rerun.fold_epochs(False, "default", n - 1, planned) for n in epochs} == epochs
     assert len(_cuts(saved)) == sum(e < planned for e in epochs.values()) > 0
@@ -569,7 +570,7 @@ def test_a_cut_fold_model_is_saved_as_such_and_a_rerun_reuses_it(kaggle_dir_read
     [folder] = (tmp_path / "artifacts" / "models").iterdir()
     assert sorted(p.name for p in folder.glob("*.keras")) == [
         f"fold-{split}-{fewest}-epochs.keras" for split in range(planned.folds)]
-    saved = plan_files.Plan.from_json(path.read_text())
+    saved = plan_files.load_plan(path)
     rerun = budget.Budget(saved, started=0.0, clock=Clock(0.0), reused=True)
     again = ensemble.run_kfold(digits, members, config, verbose=0, budget=rerun)
     assert (again.trained, again.reused) == (0, planned.folds)
