@@ -152,6 +152,24 @@ def prediction_seconds(speeds: Sequence[Speed], sizes: Sizes, folds: int, tta: b
                                  for speed in speeds)
 
 
+def stage_seconds(speeds: Sequence[Speed], sizes: Sizes, folds: int, repeats: int, epochs: int,
+                  tta: bool, pseudo_epochs: int, jobs: int, elapsed: float) -> dict[str, float]:
+    """Planned seconds per stage, in order, of a recipe for the networks timed as `speeds`:
+    the `elapsed` seconds of loading and timing, each round's training and prediction (the
+    pseudo-labelled round's only with pseudo_epochs, its pseudo-labels estimated as
+    PSEUDO_SHARE_ESTIMATE of the test images per fold), then the report."""
+    estimate = [sizes.test * PSEUDO_SHARE_ESTIMATE] * folds * repeats
+    planned = {"load and calibrate": elapsed,
+               f"train, {FIRST}": round_seconds(speeds, sizes, folds, epochs, jobs,
+                                                repeats=repeats),
+               f"predict, {FIRST}": prediction_seconds(speeds, sizes, folds, tta, repeats)}
+    if pseudo_epochs:
+        planned[f"train, {SECOND}"] = round_seconds(speeds, sizes, folds, pseudo_epochs, jobs,
+                                                    estimate, repeats)
+        planned[f"predict, {SECOND}"] = prediction_seconds(speeds, sizes, folds, tta, repeats)
+    return {**planned, "report": TAIL_SECONDS}
+
+
 def speed_at_the_caps(row: PlanRow, speed: Speed, sizes: Sizes, seconds: float,
                       jobs: int) -> float:
     """How many times the speed of the network timed as `speed` a network needs to train
@@ -204,19 +222,9 @@ def plan_ensemble(config: Config, speeds: dict[str, Speed], sizes: Sizes, elapse
     repeat_choices = flag_choices(config, "repeats", row.max_repeats, 1)
 
     def stages(members: list[str], repeats: int, epochs: int, tta: bool,
-               pseudo_epochs: int) -> dict:
-        chosen = [speeds[name] for name in members]
-        estimate = [sizes.test * PSEUDO_SHARE_ESTIMATE] * folds * repeats
-        planned = {"load and calibrate": elapsed,
-                   f"train, {FIRST}": round_seconds(chosen, sizes, folds, epochs, config.jobs,
-                                                    repeats=repeats),
-                   f"predict, {FIRST}": prediction_seconds(chosen, sizes, folds, tta, repeats)}
-        if pseudo_epochs:
-            planned[f"train, {SECOND}"] = round_seconds(chosen, sizes, folds, pseudo_epochs,
-                                                        config.jobs, estimate, repeats)
-            planned[f"predict, {SECOND}"] = prediction_seconds(chosen, sizes, folds, tta,
-                                                               repeats)
-        return {**planned, "report": TAIL_SECONDS}
+               pseudo_epochs: int) -> dict[str, float]:
+        return stage_seconds([speeds[name] for name in members], sizes, folds, repeats, epochs,
+                             tta, pseudo_epochs, config.jobs, elapsed)
 
     def fits(members, repeats, epochs, tta, pseudo_epochs) -> bool:
         return sum(stages(members, repeats, epochs, tta, pseudo_epochs).values()) <= seconds
