@@ -113,6 +113,8 @@ class Budget:
         if not pseudo_round and plan.pseudo_epochs:  # keep the fewest epochs of round two
             after += self._fewest_second_round()
         cost = prediction_seconds(speeds, plan.sizes, plan.folds, True, plan.repeats)
+        # What _seconds_after_round(name, True) sums, but not `left() >= that sum`: the
+        # floats round otherwise, and a decision at the boundary could change.
         fits = self.left() - cost >= after
         print(f"plan: test-time augmentation for the {SECOND if pseudo_round else FIRST}: "
               f"{'on' if fits else 'off, its ' + format_duration(cost) + ' would not fit'}",
