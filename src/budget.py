@@ -2,8 +2,8 @@
 
 src.plan computes plans; this module runs them: it times the candidate
 networks (src.calibrate), makes or reloads the plan, saves it under
-``<artifacts>/plans/`` keyed by the run's settings (a rerun keeps the plan, its
-decisions, and so the fold models' cache keys), and holds the Budget that
+``<artifacts>/plans/`` keyed by the run's settings (src.plan_files; a rerun keeps
+the plan, its decisions, and so the fold models' cache keys), and holds the Budget that
 re-plans against the clock at stage boundaries, and within a round before each
 fold model starts (RoundPace). The search's share is src.search_plan's.
 """
@@ -11,8 +11,6 @@ fold model starts (RoundPace). The search's share is src.search_plan's.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -26,13 +24,10 @@ from src.members import Member, best_hparams_path, load_members
 from src.plan import (
     FIRST,
     PARALLEL_SPEEDUP,
-    PLANNED_FLAGS,
     PSEUDO_SHARE_ESTIMATE,
     SECOND,
     TAIL_SECONDS,
     WORKER_START_SECONDS,
-    Plan,
-    Sizes,
     describe,
     fold_seconds,
     plan_ensemble,
@@ -41,7 +36,8 @@ from src.plan import (
     table_row,
     training_seconds,
 )
-from src.util import format_duration, is_number, one_line, read_json, write_atomically, writing
+from src.plan_files import Plan, Sizes, load_plan, plan_path, save_plan
+from src.util import format_duration, is_number, read_json, write_atomically
 
 
 class Budget:
@@ -117,6 +113,8 @@ class Budget:
         if not pseudo_round and plan.pseudo_epochs:  # keep the fewest epochs of round two
             after += self._fewest_second_round()
         cost = prediction_seconds(speeds, plan.sizes, plan.folds, True, plan.repeats)
+        # What _seconds_after_round(name, True) sums, but not `left() >= that sum`: the
+        # floats round otherwise, and a decision at the boundary could change.
         fits = self.left() - cost >= after
         print(f"plan: test-time augmentation for the {SECOND if pseudo_round else FIRST}: "
               f"{'on' if fits else 'off, its ' + format_duration(cost) + ' would not fit'}",
@@ -298,25 +296,6 @@ class RoundPace:
 # ---------------------------------------------------------------- the commands
 
 
-def plan_path(config: Config, command: str, settings: dict) -> Path:
-    """Where a command's plan for these settings is saved: <artifacts>/plans/<command>-<key>."""
-    # float: a profile's budget (30) and the same one given (--minutes 30: 30.0) share a plan
-    keyed = {"minutes": float(config.minutes), "seed": config.seed, "source": config.source,
-             "train_samples": config.train_samples, "batch_size": config.batch_size,
-             "precision": config.precision, **settings,
-             "given": {name: getattr(config, name)
-                       for name in sorted(config.flags_given & set(PLANNED_FLAGS))}}
-    digest = hashlib.sha1(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()
-    return Path(config.artifacts_dir) / "plans" / f"{command}-{digest[:12]}.json"
-
-
-def save_plan(path: Path, text: str) -> None:
-    """Write a plan file atomically, its folder made if need be."""
-    with writing(path.parent):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, text)
-
-
 def search_spent(config: Config) -> float:
     """Seconds the search spent of this budget: what python -m src.tune recorded in
     best_hparams.json when it ran with the same --minutes; else 0."""
@@ -359,7 +338,7 @@ def plan_submit(digits, config: Config, started: float, save: bool = True,
         "data": data_fingerprint(digits.x_train, digits.y_train), "test": sizes.test,
         "candidates": [[member.name, member.hparams] for member in candidates],
         "jobs": config.jobs, "search_seconds": spent})
-    plan = None if config.fresh or not path.is_file() else _load_plan(path)
+    plan = None if config.fresh or not path.is_file() else load_plan(path)
     reused = plan is not None
     if plan is None:
         print(f"plan: timing {len(candidates)} network(s) on this machine", flush=True)
@@ -382,11 +361,3 @@ def plan_submit(digits, config: Config, started: float, save: bool = True,
                                  pseudo_threshold=plan.pseudo_threshold,
                                  pseudo_epochs=plan.pseudo_epochs or config.pseudo_epochs)
     return config, members, Budget(plan, started, path if save else None, clock, reused)
-
-
-def _load_plan(path: Path) -> Plan:
-    try:
-        return Plan.from_dict(read_json(path))
-    except (ValueError, KeyError, TypeError) as error:
-        raise DataError("a plan written by python -m src.submit", one_line(error), file=path,
-                        hint="delete it or rerun with --fresh") from None

@@ -14,16 +14,16 @@ stage boundaries and before each fold model starts.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from src.calibrate import Speed
 from src.config import Config
 from src.errors import DataError
+from src.plan_files import PLANNED_FLAGS, Plan, Sizes
 from src.predict import TTA_SHIFTS
-from src.util import format_duration, is_count, is_number
+from src.util import format_duration
 
 
 @dataclass(frozen=True)
@@ -105,10 +105,6 @@ MIN_SEARCH_EPOCHS = 2  # the fewest a search trial of the default CNN may train
 TIMED_TRIAL_EPOCHS = 8
 MIN_SEARCH_TRIALS = 3
 FIRST, SECOND = "first round", "pseudo-labelled round"
-# The flags a plan chooses; when given they are kept, and they key the saved plan.
-PLANNED_FLAGS = ("folds", "repeats", "epochs", "top_k", "include_default", "tta",
-                 "pseudo_threshold", "pseudo_epochs", "tune_epochs", "tune_samples", "max_trials",
-                 "tuner", "trial_seconds")
 
 
 def table_row(minutes: float) -> PlanRow:
@@ -117,14 +113,6 @@ def table_row(minutes: float) -> PlanRow:
 
 
 # ---------------------------------------------------------------- prices
-
-
-@dataclass(frozen=True)
-class Sizes:
-    """The labelled images a run trains on and the test images it predicts."""
-
-    train: int
-    test: int
 
 
 def fold_seconds(speed: Speed, train_images: float, held_images: float, epochs: int) -> float:
@@ -164,6 +152,24 @@ def prediction_seconds(speeds: Sequence[Speed], sizes: Sizes, folds: int, tta: b
                                  for speed in speeds)
 
 
+def stage_seconds(speeds: Sequence[Speed], sizes: Sizes, folds: int, repeats: int, epochs: int,
+                  tta: bool, pseudo_epochs: int, jobs: int, elapsed: float) -> dict[str, float]:
+    """Planned seconds per stage, in order, of a recipe for the networks timed as `speeds`:
+    the `elapsed` seconds of loading and timing, each round's training and prediction (the
+    pseudo-labelled round's only with pseudo_epochs, its pseudo-labels estimated as
+    PSEUDO_SHARE_ESTIMATE of the test images per fold), then the report."""
+    estimate = [sizes.test * PSEUDO_SHARE_ESTIMATE] * folds * repeats
+    planned = {"load and calibrate": elapsed,
+               f"train, {FIRST}": round_seconds(speeds, sizes, folds, epochs, jobs,
+                                                repeats=repeats),
+               f"predict, {FIRST}": prediction_seconds(speeds, sizes, folds, tta, repeats)}
+    if pseudo_epochs:
+        planned[f"train, {SECOND}"] = round_seconds(speeds, sizes, folds, pseudo_epochs, jobs,
+                                                    estimate, repeats)
+        planned[f"predict, {SECOND}"] = prediction_seconds(speeds, sizes, folds, tta, repeats)
+    return {**planned, "report": TAIL_SECONDS}
+
+
 def speed_at_the_caps(row: PlanRow, speed: Speed, sizes: Sizes, seconds: float,
                       jobs: int) -> float:
     """How many times the speed of the network timed as `speed` a network needs to train
@@ -192,99 +198,6 @@ def speed_at_the_caps(row: PlanRow, speed: Speed, sizes: Sizes, seconds: float,
 # ---------------------------------------------------------------- the plan
 
 
-def _need(holds: bool, what: str) -> None:
-    """TypeError(what) unless holds: a saved plan's field is not what to_json writes."""
-    if not holds:
-        raise TypeError(what)
-
-
-@dataclass
-class Plan:
-    """What a budget buys, what each stage should take, and the decisions taken at stage
-    boundaries (saved with it, so that a rerun keeps them)."""
-
-    minutes: float  # the budget of tune and submit together
-    seconds: float  # this command's part: the budget less what the search spent
-    search_seconds: float
-    row: float  # the PLAN_TABLE row's from_minutes
-    members: list[str]
-    folds: int
-    epochs: int
-    tta: bool
-    pseudo_threshold: float
-    pseudo_epochs: int  # as planned; decided again after the first round
-    jobs: int
-    sizes: Sizes
-    speeds: dict[str, Speed]  # per candidate network, members first
-    stages: dict[str, float]  # planned seconds per stage, in order
-    given: list[str]
-    decisions: dict[str, object] = field(default_factory=dict)
-    repeats: int = 1  # last, with a default: plans saved before repeats existed still load
-
-    def to_json(self) -> str:
-        """The plan as JSON, for <artifacts>/plans/."""
-        return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
-
-    @classmethod
-    def from_json(cls, text: str) -> Plan:
-        """The plan that to_json wrote; TypeError for a JSON of other shapes."""
-        return cls.from_dict(json.loads(text))
-
-    @classmethod
-    def from_dict(cls, values: object) -> Plan:
-        """The plan of to_json's values, read back; TypeError for values of other shapes."""
-        mappings = ("sizes", "speeds", "stages", "decisions")
-        if not isinstance(values, dict) or not all(isinstance(values.get(name, {}), dict)
-                                                   for name in mappings):
-            raise TypeError(f"a plan's {', '.join(mappings)} are JSON objects")
-        values["sizes"] = Sizes(**values["sizes"])
-        values["speeds"] = {name: Speed(**speed) for name, speed in values["speeds"].items()}
-        return cls(**values).checked()
-
-    def checked(self) -> Plan:
-        """The plan, if every field holds what to_json writes; else TypeError naming the
-        first that does not (a hand-edited plan would fail later, inside the run)."""
-        for name in ("minutes", "seconds", "search_seconds", "row"):
-            _need(is_number(getattr(self, name), 0), f"{name}: a number >= 0")
-        _need(is_number(self.pseudo_threshold, 0) and self.pseudo_threshold < 1,
-              "pseudo_threshold: a confidence 0 <= p < 1")
-        _need(is_count(self.folds, 2), "folds: an integer >= 2")
-        for name in ("epochs", "repeats"):
-            _need(is_count(getattr(self, name), 1), f"{name}: an integer >= 1")
-        for name in ("pseudo_epochs", "jobs"):
-            _need(is_count(getattr(self, name)), f"{name}: an integer >= 0")
-        _need(type(self.tta) is bool, "tta: true or false")
-        _need(is_count(self.sizes.train, 1), "sizes.train: an integer >= 1")
-        _need(is_count(self.sizes.test), "sizes.test: an integer >= 0")
-        for name, speed in self.speeds.items():
-            _need(is_number(speed.train_images_per_second, 1e-9)
-                  and is_number(speed.predict_images_per_second, 1e-9),
-                  f"speeds.{name}: images per second > 0")
-            _need(is_number(speed.startup_seconds, 0), f"speeds.{name}: startup seconds >= 0")
-        _need(isinstance(self.members, list) and len(self.members) > 0
-              and all(isinstance(name, str) and name in self.speeds for name in self.members)
-              and len(set(self.members)) == len(self.members),
-              "members: names of speeds, each once")
-        _need(isinstance(self.given, list) and all(isinstance(flag, str) for flag in self.given),
-              "given: a list of names")
-        for stage, seconds in self.stages.items():
-            _need(is_number(seconds, 0), f"stages.{stage}: seconds >= 0")
-        for key, value in self.decisions.items():  # Budget's: "tta, ..." or epochs
-            if key.startswith("tta, "):
-                _need(type(value) is bool, f"decisions.{key}: true or false")
-            else:
-                _need(is_count(value), f"decisions.{key}: an integer >= 0")
-        return self
-
-    def member_speeds(self) -> list[Speed]:
-        """The speeds of the networks this plan trains."""
-        return [self.speeds[name] for name in self.members]
-
-    def eta(self) -> float:
-        """Planned seconds from this command's start to its end."""
-        return sum(self.stages.values())
-
-
 def flag_choices(config: Config, name: str, largest: int, smallest: int) -> list[int]:
     """The flag's value when given, else every value from largest down to smallest
     (largest alone when it is the smaller: a profile's --max-trials below the fewest)."""
@@ -309,19 +222,9 @@ def plan_ensemble(config: Config, speeds: dict[str, Speed], sizes: Sizes, elapse
     repeat_choices = flag_choices(config, "repeats", row.max_repeats, 1)
 
     def stages(members: list[str], repeats: int, epochs: int, tta: bool,
-               pseudo_epochs: int) -> dict:
-        chosen = [speeds[name] for name in members]
-        estimate = [sizes.test * PSEUDO_SHARE_ESTIMATE] * folds * repeats
-        planned = {"load and calibrate": elapsed,
-                   f"train, {FIRST}": round_seconds(chosen, sizes, folds, epochs, config.jobs,
-                                                    repeats=repeats),
-                   f"predict, {FIRST}": prediction_seconds(chosen, sizes, folds, tta, repeats)}
-        if pseudo_epochs:
-            planned[f"train, {SECOND}"] = round_seconds(chosen, sizes, folds, pseudo_epochs,
-                                                        config.jobs, estimate, repeats)
-            planned[f"predict, {SECOND}"] = prediction_seconds(chosen, sizes, folds, tta,
-                                                               repeats)
-        return {**planned, "report": TAIL_SECONDS}
+               pseudo_epochs: int) -> dict[str, float]:
+        return stage_seconds([speeds[name] for name in members], sizes, folds, repeats, epochs,
+                             tta, pseudo_epochs, config.jobs, elapsed)
 
     def fits(members, repeats, epochs, tta, pseudo_epochs) -> bool:
         return sum(stages(members, repeats, epochs, tta, pseudo_epochs).values()) <= seconds

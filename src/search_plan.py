@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from src import workers
-from src.budget import plan_path, save_plan
 from src.calibrate import TRIAL_CALIBRATION_SECONDS, WARMUP_BATCHES, Speed
 from src.config import Config
 from src.data import data_fingerprint
@@ -25,13 +24,13 @@ from src.plan import (
     MIN_SEARCH_TRIALS,
     TIMED_TRIAL_EPOCHS,
     PlanRow,
-    Sizes,
     flag_choices,
     fold_seconds,
     speed_at_the_caps,
     table_row,
     too_short,
 )
+from src.plan_files import Sizes, plan_path, save_plan
 from src.util import format_duration, is_count, is_number, one_line, read_json, write_atomically
 
 # In the tuner's folder: the seconds a planned search has spent over all its runs.

@@ -43,7 +43,7 @@ from src.data import data_fingerprint, load_digits, plan_training_images, split_
 from src.errors import DataError
 from src.kaggle_api import download_competition_data
 from src.model import define_search_space, resolve_precision, use_precision
-from src.plan import Sizes
+from src.plan_files import Sizes
 from src.search_results import (
     COMPLETED,
     HOLDOUT_ROWS,

@@ -16,7 +16,7 @@ import keras
 import pytest
 from matplotlib.figure import Figure
 
-from src import budget, submit, tune, tuners, util
+from src import plan_files, submit, tune, tuners, util
 from src.config import run_cli
 from src.errors import DataError
 from tests.fixtures import disk_full
@@ -188,7 +188,7 @@ def test_a_plan_under_a_file_is_one_line_naming_its_folder(tmp_path):
     (tmp_path / "artifacts").write_text("a file, not a folder")  # --artifacts-dir mistyped
     plans = tmp_path / "artifacts" / "plans"
     with pytest.raises(DataError) as caught:
-        budget.save_plan(plans / "submit-0123.json", "{}")
+        plan_files.save_plan(plans / "submit-0123.json", "{}")
     assert str(caught.value).startswith(f"{plans}: expected a writable folder with free space")
 
 

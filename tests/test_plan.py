@@ -18,6 +18,7 @@ from src import (
     document,
     ensemble,
     plan,
+    plan_files,
     report,
     search_plan,
     submit,
@@ -36,7 +37,7 @@ from src.model import DEFAULT_HPARAMS
 CPU = Speed(train_images_per_second=2200, predict_images_per_second=10_000,
             startup_seconds=4.0)
 GPU = Speed(44_000, 200_000, 4.0)
-REAL = plan.Sizes(train=42_000, test=28_000)
+REAL = plan_files.Sizes(train=42_000, test=28_000)
 CALIBRATED_AFTER = 15.0  # seconds of loading and timing before the plan
 SHIPPED_TABLE = plan.PLAN_TABLE
 
@@ -100,7 +101,7 @@ def _config(minutes: float, jobs: int = 2, **given) -> Config:
     return Config(minutes=minutes, jobs=jobs, flags_given=frozenset(given), **given)
 
 
-def _plan(minutes: float, speeds=None, search_seconds: float = 0.0, **given) -> plan.Plan:
+def _plan(minutes: float, speeds=None, search_seconds: float = 0.0, **given) -> plan_files.Plan:
     return plan.plan_ensemble(_config(minutes, **given), speeds or {"default": CPU}, REAL,
                               CALIBRATED_AFTER, search_seconds)
 
@@ -207,10 +208,11 @@ def test_what_the_search_spent_comes_from_its_own_budget_only(tmp_path, record, 
     assert budget.search_spent(config) == spent
 
 
-def test_the_plan_survives_its_file():
+def test_the_plan_survives_its_file(tmp_path):
     quick = _plan(30)
     quick.decisions["pseudo_epochs"] = 7
-    assert plan.Plan.from_json(quick.to_json()) == quick
+    plan_files.save_plan(tmp_path / "plans" / "submit-0.json", quick.to_json())
+    assert plan_files.load_plan(tmp_path / "plans" / "submit-0.json") == quick
 
 
 class Clock:
@@ -223,7 +225,7 @@ class Clock:
         return self.now
 
 
-def _through(planned: plan.Plan, stage: str) -> float:
+def _through(planned: plan_files.Plan, stage: str) -> float:
     """Planned seconds from the start to the end of stage."""
     names = list(planned.stages)
     return sum(list(planned.stages.values())[:names.index(stage) + 1])
@@ -268,7 +270,7 @@ def test_a_rerun_keeps_the_decisions_of_the_first_run(tmp_path):
     assert first.training_done(pseudo_round=False) is True
     planned_epochs = first.pseudo_epochs([27_000] * 3)
     # The rerun reuses the fold models and is far behind its own clock: it decides nothing.
-    saved = plan.Plan.from_json(path.read_text())
+    saved = plan_files.load_plan(path)
     rerun = budget.Budget(saved, started=0.0, clock=Clock(30 * 60 - 30), reused=True)
     assert rerun.training_done(pseudo_round=False) is True
     assert rerun.pseudo_epochs([0] * 3) == planned_epochs
@@ -337,7 +339,7 @@ def test_a_saved_plan_naming_networks_not_to_train_is_one_line(kaggle_dir_readon
                                  "(delete it or rerun with --fresh)")
 
 
-def _fold_jobs(planned: plan.Plan) -> list[ensemble.FoldJob]:
+def _fold_jobs(planned: plan_files.Plan) -> list[ensemble.FoldJob]:
     member = Member("default", {}, "default")
     count = planned.folds * planned.repeats
     return [ensemble.FoldJob(member, split, planned.folds, Path(f"fold-{split}.keras"),
@@ -373,7 +375,7 @@ def _train_round(run: budget.Budget, slower_from: int = 0, slowdown: float = 1.0
     return epochs
 
 
-def _cuts(planned: plan.Plan) -> dict:
+def _cuts(planned: plan_files.Plan) -> dict:
     return {key: value for key, value in planned.decisions.items()
             if key.startswith("epochs, ")}
 
@@ -417,7 +419,7 @@ def test_a_round_that_slows_cuts_the_epochs_of_models_not_yet_started(monkeypatc
     assert [epochs[n] for n in range(1, 7)] == [planned] * 6  # the pace seen at model 5's end
     assert plan.PLAN_TABLE[0].min_epochs <= min(epochs.values()) < planned
     # Each cut is saved: a rerun from the plan file finds the same epochs for each model.
-    saved = plan.Plan.from_json((tmp_path / "plan.json").read_text())
+    saved = plan_files.load_plan(tmp_path / "plan.json")
     rerun = budget.Budget(saved, started=0.0, clock=Clock(0.0), reused=True)
     assert {n: rerun.fold_epochs(False, "default", n - 1, planned) for n in epochs} == epochs
     assert len(_cuts(saved)) == sum(e < planned for e in epochs.values()) > 0
@@ -458,11 +460,11 @@ def test_a_plan_file_of_other_shapes_or_values_is_one_line(tmp_path, damage, fou
     path = tmp_path / "submit-0.json"
     path.write_text(json.dumps(damage(json.loads(_plan(30).to_json()))))
     with pytest.raises(DataError) as caught:
-        budget._load_plan(path)
+        plan_files.load_plan(path)
     assert str(caught.value) == (f"{path}: expected a plan written by python -m src.submit, "
                                  f"found {found} (delete it or rerun with --fresh)")
     path.write_text(_plan(30).to_json())
-    assert budget._load_plan(path) == _plan(30)
+    assert plan_files.load_plan(path) == _plan(30)
 
 
 def test_one_job_at_a_time_counts_no_worker_start_up_as_time_in_hand(monkeypatch):
@@ -554,7 +556,7 @@ def test_a_cut_fold_model_is_saved_as_such_and_a_rerun_reuses_it(kaggle_dir_read
     digits = load_kaggle(kaggle_dir_readonly)
     digits = dataclasses.replace(digits, x_train=digits.x_train[:600],
                                  y_train=digits.y_train[:600])
-    sizes = plan.Sizes(len(digits.y_train), len(digits.x_test))
+    sizes = plan_files.Sizes(len(digits.y_train), len(digits.x_test))
     planned = plan.plan_ensemble(_config(30, jobs=jobs), {"default": CPU}, sizes, 0.0)
     config = Config(profile="smoke", folds=planned.folds, epochs=planned.epochs, jobs=jobs,
                     artifacts_dir=str(tmp_path / "artifacts"))
@@ -568,7 +570,7 @@ def test_a_cut_fold_model_is_saved_as_such_and_a_rerun_reuses_it(kaggle_dir_read
     [folder] = (tmp_path / "artifacts" / "models").iterdir()
     assert sorted(p.name for p in folder.glob("*.keras")) == [
         f"fold-{split}-{fewest}-epochs.keras" for split in range(planned.folds)]
-    saved = plan.Plan.from_json(path.read_text())
+    saved = plan_files.load_plan(path)
     rerun = budget.Budget(saved, started=0.0, clock=Clock(0.0), reused=True)
     again = ensemble.run_kfold(digits, members, config, verbose=0, budget=rerun)
     assert (again.trained, again.reused) == (0, planned.folds)
@@ -622,8 +624,8 @@ def test_the_search_takes_its_share_and_a_rerun_keeps_its_epochs(tmp_path, monke
 def test_the_profiles_budget_and_the_same_minutes_given_share_a_plan(tmp_path):
     profile = Config(minutes=30, artifacts_dir=str(tmp_path))
     given = Config(minutes=30.0, artifacts_dir=str(tmp_path), flags_given=frozenset({"minutes"}))
-    assert budget.plan_path(profile, "submit", {}) == budget.plan_path(given, "submit", {})
-    assert budget.plan_path(profile, "submit", {}) != budget.plan_path(
+    assert plan_files.plan_path(profile, "submit", {}) == plan_files.plan_path(given, "submit", {})
+    assert plan_files.plan_path(profile, "submit", {}) != plan_files.plan_path(
         Config(minutes=31.0, artifacts_dir=str(tmp_path)), "submit", {})
 
 
@@ -717,7 +719,7 @@ def test_a_trial_trains_no_more_epochs_than_its_member_could_use(tmp_path, monke
     factor = plan.speed_at_the_caps(full, CPU, REAL, 100 * 60, jobs=2)
     assert 1 < factor < 3
 
-    def alone(times: float) -> plan.Plan:  # one network of CPU x times, in its 50 minutes
+    def alone(times: float) -> plan_files.Plan:  # one network of CPU x times, in its 50 minutes
         faster = dataclasses.replace(CPU, train_images_per_second=2200 * times,
                                      predict_images_per_second=10_000 * times)
         return _plan(120, {"net": faster}, search_seconds=70 * 60)
