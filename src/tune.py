@@ -40,8 +40,8 @@ from src.config import (
     run_cli,
 )
 from src.data import data_fingerprint, load_digits, plan_training_images, split_train_val
+from src.download import download_competition_data
 from src.errors import DataError
-from src.kaggle_api import download_competition_data
 from src.model import define_search_space, resolve_precision, use_precision
 from src.plan import Sizes
 from src.search_results import (
