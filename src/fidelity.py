@@ -42,8 +42,7 @@ from src.errors import DataError
 from src.figures import fidelity_png
 from src.members import Member
 from src.model import DEFAULT_HPARAMS, resolve_precision
-from src.search_results import OBJECTIVE, hparams_outside_space, read_trials
-from src.tune import search_space_names
+from src.search_results import OBJECTIVE, hparams_outside_space, read_trials, search_space_names
 
 TOP_PICKS = 3  # the search's best configurations always measured
 MIN_CONFIGS = 3  # a rank correlation needs at least this many points

@@ -186,6 +186,13 @@ def read_holdout_probs(path: Path, val_images: int) -> np.ndarray:
     return probs
 
 
+def search_space_names() -> list[str]:
+    """The names of every hyperparameter of the CNN, in the order the search space declares them."""
+    hp = kt.HyperParameters()
+    define_search_space(hp)
+    return list(hp.values)
+
+
 def hparams_outside_space(values: dict[str, object]) -> tuple[str, str, str] | None:
     """The first (name, expected, found) of values that the wide search space cannot hold
     (a hand-edited best_hparams.json): an unknown name, a value of the wrong type, or one

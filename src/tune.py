@@ -42,7 +42,7 @@ from src.config import (
 from src.data import data_fingerprint, load_digits, plan_training_images, split_train_val
 from src.download import download_competition_data
 from src.errors import DataError
-from src.model import define_search_space, resolve_precision, use_precision
+from src.model import resolve_precision, use_precision
 from src.plan import Sizes
 from src.search_results import (
     COMPLETED,
@@ -52,6 +52,7 @@ from src.search_results import (
     ensemble_from_search,
     leaderboard,
     rank_trials,
+    search_space_names,
     write_results,
 )
 from src.tuners import (
@@ -80,13 +81,6 @@ MIN_IMAGES_PER_DIGIT = 5  # so that the 20% hold-out holds one of each
 ENV_TUNER_ID = "KERASTUNER_TUNER_ID"
 ENV_ORACLE_IP = "KERASTUNER_ORACLE_IP"
 ENV_ORACLE_PORT = "KERASTUNER_ORACLE_PORT"
-
-
-def search_space_names() -> list[str]:
-    """The names of every hyperparameter of the CNN, in the order the search space declares them."""
-    hp = kt.HyperParameters()
-    define_search_space(hp)
-    return list(hp.values)
 
 
 def _save_json_atomically(path: str, obj: object) -> str:
