@@ -325,9 +325,9 @@ def _run_info(config: Config, members, result, digits, argv: Sequence[str] | Non
 
 def _leaderboard(config: Config) -> pd.DataFrame | None:
     """The search's trials.csv for the report, when there is one; DataError if unreadable."""
-    from src.search_results import read_trials
+    from src.search_results import read_trials, trials_path
 
-    path = Path(config.artifacts_dir) / "tune" / "trials.csv"
+    path = trials_path(config)
     return read_trials(path) if path.is_file() else None
 
 
