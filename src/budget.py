@@ -20,7 +20,7 @@ from src.calibrate import Speed
 from src.config import Config
 from src.data import data_fingerprint
 from src.errors import DataError
-from src.members import Member, best_hparams_path, load_members
+from src.members import Member, load_members
 from src.plan import (
     FIRST,
     PARALLEL_SPEEDUP,
@@ -37,6 +37,7 @@ from src.plan import (
     training_seconds,
 )
 from src.plan_files import Plan, Sizes, load_plan, plan_path, save_plan
+from src.search_results import best_hparams_path
 from src.util import format_duration, is_number, read_json, write_atomically
 
 

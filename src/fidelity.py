@@ -42,8 +42,13 @@ from src.errors import DataError
 from src.figures import fidelity_png
 from src.members import Member
 from src.model import DEFAULT_HPARAMS, resolve_precision
-from src.search_results import OBJECTIVE, hparams_outside_space, read_trials
-from src.tune import search_space_names
+from src.search_results import (
+    OBJECTIVE,
+    hparams_outside_space,
+    read_trials,
+    search_space_names,
+    trials_path,
+)
 
 TOP_PICKS = 3  # the search's best configurations always measured
 MIN_CONFIGS = 3  # a rank correlation needs at least this many points
@@ -198,10 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Pick, train, compare and write the fidelity table, JSON and figure."""
     args, config = parse_args(argv)
     names = search_space_names()
-    trials_path = Path(config.artifacts_dir) / "tune" / "trials.csv"
-    picks = pick_spread(read_ranked_configs(trials_path, names), args.configs, DEFAULT_HPARAMS)
-    check_search_ranks(picks, trials_path)
-    print(f"training {len(picks)} configurations of {trials_path}: search ranks "
+    trials_csv = trials_path(config)
+    picks = pick_spread(read_ranked_configs(trials_csv, names), args.configs, DEFAULT_HPARAMS)
+    check_search_ranks(picks, trials_csv)
+    print(f"training {len(picks)} configurations of {trials_csv}: search ranks "
           f"{', '.join(str(i + 1) for i in picks.index)}", flush=True)
     table = measure(config, picks, names)
     rho = rank_agreement(table[SCORE], table["oof_accuracy"])
@@ -211,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stem = "fidelity-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     folder = Path(config.artifacts_dir) / "fidelity"
     record = {"spearman": rho, "folds": config.folds, "epochs": config.epochs,
-              "seed": config.seed, "trials": str(trials_path),
+              "seed": config.seed, "trials": str(trials_csv),
               "rows": json.loads(table.assign(search_rank=ranks).to_json(orient="records"))}
     png = fidelity_png(table[SCORE], table["oof_accuracy"], ranks, describe_agreement(rho))
     written = write_new_files(folder, stem, {".md": text, ".json": json.dumps(record, indent=2),

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 from src import model as cnn
 from src.config import Config
 from src.csv_files import NUM_CLASSES
 from src.errors import DataError
-from src.search_results import hparams_outside_space
+from src.search_results import best_hparams_path, hparams_outside_space
 from src.util import is_count, one_line, read_json
 
 
@@ -22,11 +21,6 @@ class Member:
     name: str
     hparams: dict
     origin: str  # "tuner (val_accuracy 0.9912)" or "default"
-
-
-def best_hparams_path(config: Config) -> Path:
-    """Where python -m src.tune leaves its top configurations."""
-    return Path(config.artifacts_dir) / "tune" / "best_hparams.json"
 
 
 def load_members(config: Config) -> list[Member]:

@@ -55,6 +55,22 @@ HOLDOUT_ROWS = "holdout_rows"  # in best_hparams.json: the labelled rows the sea
 LEADERBOARD_ROWS = 10
 
 
+def tune_dir(config: Config) -> Path:
+    """<artifacts>/tune: the search's folder, holding the tuner's project folders,
+    best_hparams.json and trials.csv."""
+    return Path(config.artifacts_dir) / "tune"
+
+
+def best_hparams_path(config: Config) -> Path:
+    """Where python -m src.tune leaves its top configurations and the ensemble it chose."""
+    return tune_dir(config) / "best_hparams.json"
+
+
+def trials_path(config: Config) -> Path:
+    """Where python -m src.tune leaves every trial, best first."""
+    return tune_dir(config) / "trials.csv"
+
+
 def _tidy(value: object) -> object:
     """A hyperparameter value as written: 0.3, not KerasTuner's 0.30000000000000004."""
     return round(value, 10) if isinstance(value, float) else value
@@ -186,6 +202,13 @@ def read_holdout_probs(path: Path, val_images: int) -> np.ndarray:
     return probs
 
 
+def search_space_names() -> list[str]:
+    """The names of every hyperparameter of the CNN, in the order the search space declares them."""
+    hp = kt.HyperParameters()
+    define_search_space(hp)
+    return list(hp.values)
+
+
 def hparams_outside_space(values: dict[str, object]) -> tuple[str, str, str] | None:
     """The first (name, expected, found) of values that the wide search space cannot hold
     (a hand-edited best_hparams.json): an unknown name, a value of the wrong type, or one
@@ -222,7 +245,7 @@ def read_holdout_rows(config: Config, labelled_fingerprint: str) -> np.ndarray |
     """The labelled images' rows that the search scored its trials on and chose the
     ensemble on, from best_hparams.json; None without a search, or when it searched other
     images than these (another file, --train-samples)."""
-    path = Path(config.artifacts_dir) / "tune" / "best_hparams.json"
+    path = best_hparams_path(config)
     try:
         saved = read_json(path)
         if saved["data"]["labelled_fingerprint"] != labelled_fingerprint:
@@ -325,7 +348,6 @@ def write_results(config: Config, tuner: kt.Tuner, rows: list[dict], summary: di
     chosen ensemble (its key left out when empty); with --minutes, search_budget holds the
     search's plan and the seconds it spent, of which python -m src.submit with the same
     budget plans the rest."""
-    folder = Path(config.artifacts_dir) / "tune"
     data = {name: value for name, value in summary.items() if name != HOLDOUT_ROWS}
     best = {"tuner": config.tuner, "objective": OBJECTIVE, "profile": config.profile,
             "seed": config.seed, "project": tuner.project_dir, "data": data,
@@ -335,8 +357,8 @@ def write_results(config: Config, tuner: kt.Tuner, rows: list[dict], summary: di
     text = json.dumps(best, indent=2)
     if summary.get(HOLDOUT_ROWS) is not None:  # last, and on one line: a long list of numbers
         text = f'{text[:-2]},\n  "{HOLDOUT_ROWS}": {json.dumps(summary[HOLDOUT_ROWS])}\n}}'
-    write_atomically(folder / "best_hparams.json", text + "\n")
-    write_atomically(folder / "trials.csv", trials_table(rows).to_csv(index=False))
+    write_atomically(best_hparams_path(config), text + "\n")
+    write_atomically(trials_path(config), trials_table(rows).to_csv(index=False))
 
 
 def read_trials(path: Path, as_text: bool = False) -> pd.DataFrame:

@@ -34,6 +34,7 @@ from src.config import (
 )
 from src.csv_files import read_csv_as_text, read_digits_csv
 from src.data import data_fingerprint, find_csv, find_data_dir, load_fold_digits
+from src.download import download_competition_data
 from src.errors import DataError
 from src.members import check_pseudo_threshold, load_members
 from src.probabilities import OOF_FILE, TEST_FILE, write_probabilities
@@ -220,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Train the k-fold ensemble and write a run folder with the submission and its report."""
     args, config = _parse_args(argv)
     if config.download:
-        kaggle_api.download_competition_data(config.data_dir)
+        download_competition_data(config.data_dir)
     if args.check:
         return _check_only(args, config)
     if args.upload and config.source != "kaggle":
@@ -324,9 +325,9 @@ def _run_info(config: Config, members, result, digits, argv: Sequence[str] | Non
 
 def _leaderboard(config: Config) -> pd.DataFrame | None:
     """The search's trials.csv for the report, when there is one; DataError if unreadable."""
-    from src.search_results import read_trials
+    from src.search_results import read_trials, trials_path
 
-    path = Path(config.artifacts_dir) / "tune" / "trials.csv"
+    path = trials_path(config)
     return read_trials(path) if path.is_file() else None
 
 

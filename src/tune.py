@@ -40,18 +40,22 @@ from src.config import (
     run_cli,
 )
 from src.data import data_fingerprint, load_digits, plan_training_images, split_train_val
+from src.download import download_competition_data
 from src.errors import DataError
-from src.kaggle_api import download_competition_data
-from src.model import define_search_space, resolve_precision, use_precision
+from src.model import resolve_precision, use_precision
 from src.plan_files import Sizes
 from src.search_results import (
     COMPLETED,
     HOLDOUT_ROWS,
     OBJECTIVE,
+    best_hparams_path,
     describe_ensemble,
     ensemble_from_search,
     leaderboard,
     rank_trials,
+    search_space_names,
+    trials_path,
+    tune_dir,
     write_results,
 )
 from src.tuners import (
@@ -80,13 +84,6 @@ MIN_IMAGES_PER_DIGIT = 5  # so that the 20% hold-out holds one of each
 ENV_TUNER_ID = "KERASTUNER_TUNER_ID"
 ENV_ORACLE_IP = "KERASTUNER_ORACLE_IP"
 ENV_ORACLE_PORT = "KERASTUNER_ORACLE_PORT"
-
-
-def search_space_names() -> list[str]:
-    """The names of every hyperparameter of the CNN, in the order the search space declares them."""
-    hp = kt.HyperParameters()
-    define_search_space(hp)
-    return list(hp.values)
 
 
 def _save_json_atomically(path: str, obj: object) -> str:
@@ -180,7 +177,7 @@ def build_tuner(config: Config, role: str | None, train_images: int,
     # truncated JSON that no later run could reload.
     kt_utils.save_json = _save_json_atomically
     prefix = f"{os.environ[ENV_TUNER_ID]}: " if role == "worker" else ""
-    folder = Path(config.artifacts_dir) / "tune"
+    folder = tune_dir(config)
     common = dict(
         objective=kt.Objective(OBJECTIVE, direction="min"), seed=config.seed,
         progress=Progress(planned_epochs(config), prefix),
@@ -287,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     keras.utils.set_random_seed(config.seed)
     clock = None
     if record is not None:
-        clock = search_plan.SearchClock(Path(config.artifacts_dir) / "tune" / project_name(config)
+        clock = search_plan.SearchClock(tune_dir(config) / project_name(config)
                                         / search_plan.SEARCH_CLOCK, started, config.overwrite)
     tuner = build_tuner(config, role, len(train[1]), clock.save if clock else None)
     where = f"{os.environ.get(ENV_ORACLE_IP)}:{os.environ.get(ENV_ORACLE_PORT)}"
@@ -325,12 +322,11 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{config.minutes:g} minutes{earlier}", flush=True)
     chosen = ensemble_from_search(tuner, rows, validation[1])
     write_results(config, tuner, rows, summary, chosen, record)
-    folder = Path(config.artifacts_dir) / "tune"
     print(f"\nLeaderboard ({config.tuner}, {len(rows)} trials, best first; every trial in "
-          f"{folder / 'trials.csv'}):")
+          f"{trials_path(config)}):")
     print(leaderboard(rows))
     print(describe_ensemble(chosen))
-    print(f"best configurations: {folder / 'best_hparams.json'}")
+    print(f"best configurations: {best_hparams_path(config)}")
     return 0
 
 

@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 
-from src import fidelity, tune
+from src import fidelity, search_results, tune
 from src.config import run_cli
 from src.model import DEFAULT_HPARAMS
 
@@ -51,7 +51,8 @@ def test_best_trial_of_each_configuration_best_first(tmp_path):
     frame = pd.concat([frame, frame.iloc[[1]].assign(trial_id="09", val_log_loss=0.5),
                        frame.iloc[[2]].assign(trial_id="10", status="FAILED")])
     frame.to_csv(tmp_path / "trials.csv", index=False)
-    ranked = fidelity.read_ranked_configs(tmp_path / "trials.csv", tune.search_space_names())
+    ranked = fidelity.read_ranked_configs(tmp_path / "trials.csv",
+                                          search_results.search_space_names())
     assert list(ranked["trial_id"]) == ["00", "01", "02"]  # as KerasTuner names them
     assert ranked["val_log_loss"].is_monotonic_increasing
 
@@ -76,7 +77,7 @@ def test_a_damaged_trials_csv_names_line_and_column(tmp_path, damage, message):
     path = tmp_path / "trials.csv"
     damage(_ranked(6, default_at=0)).to_csv(path, index=False)
     with pytest.raises(fidelity.DataError) as caught:
-        fidelity.read_ranked_configs(path, tune.search_space_names())
+        fidelity.read_ranked_configs(path, search_results.search_space_names())
     assert str(caught.value) == f"{tmp_path}/{message}"
 
 
@@ -86,7 +87,7 @@ def test_line_numbers_count_blank_lines(tmp_path):
     lines[4] = lines[4].replace(",32,", ",abc,", 1)  # data row 3's filters_0
     path.write_text("\n".join([*lines[:2], "", *lines[2:]]) + "\n")  # a blank line 3
     with pytest.raises(fidelity.DataError) as caught:
-        fidelity.read_ranked_configs(path, tune.search_space_names())
+        fidelity.read_ranked_configs(path, search_results.search_space_names())
     assert str(caught.value).startswith(f"{path}:6: filters_0: ")
 
 
@@ -101,7 +102,7 @@ def test_a_shifted_first_row_is_refused(tmp_path, with_rank):
     lines = frame.to_csv(index=False).splitlines()
     path.write_text("\n".join([lines[0], lines[1] + ",0", *lines[2:]]) + "\n")
     with pytest.raises(fidelity.DataError) as caught:
-        fidelity.read_ranked_configs(path, tune.search_space_names())
+        fidelity.read_ranked_configs(path, search_results.search_space_names())
     width = len(lines[0].split(","))
     assert str(caught.value) == f"{path}:2: expected {width} values, found {width + 1}"
 
@@ -112,7 +113,7 @@ def test_a_trial_id_of_other_than_digits_is_refused(tmp_path):
     _ranked(6, default_at=0).assign(trial_id=["00", "01", "../../x", "03", "04", "05"]).to_csv(
         path, index=False)
     with pytest.raises(fidelity.DataError) as caught:
-        fidelity.read_ranked_configs(path, tune.search_space_names())
+        fidelity.read_ranked_configs(path, search_results.search_space_names())
     assert str(caught.value) == (f"{path}:4: trial_id: expected a trial id of digits, "
                                  "found '../../x'")
 
@@ -121,7 +122,7 @@ def test_a_trials_csv_without_trial_ids_is_refused(tmp_path):
     path = tmp_path / "trials.csv"
     _ranked(6, default_at=0).drop(columns="trial_id").to_csv(path, index=False)
     with pytest.raises(fidelity.DataError) as caught:
-        fidelity.read_ranked_configs(path, tune.search_space_names())
+        fidelity.read_ranked_configs(path, search_results.search_space_names())
     assert str(caught.value) == (f"{path}: expected a trials.csv written by python -m "
                                  "src.tune, found no column 'trial_id'")
 

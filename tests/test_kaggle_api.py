@@ -18,7 +18,7 @@ import requests
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from src import config, kaggle_api, submit, tune, util
+from src import config, download, kaggle_api, submit, tune, util
 from src.errors import DataError
 from tests.fixtures import disk_full, ended_pid, write_run
 from tests.kaggle_stand_in import NEVER, competition_zip, http_error
@@ -187,7 +187,7 @@ def test_empty_credentials_are_missing_for_download_and_sync_too(kaggle_home, mo
                                                                  tmp_path, action):
     monkeypatch.setenv("KAGGLE_USERNAME", "")
     monkeypatch.setenv("KAGGLE_KEY", "")
-    request = {"download": lambda: kaggle_api.download_competition_data(tmp_path / "data"),
+    request = {"download": lambda: download.download_competition_data(tmp_path / "data"),
                "submissions": kaggle_api.list_submissions}[action]
     with pytest.raises(DataError, match=f"kaggle {action}: expected Kaggle API credentials in .* "
                                         r"found \$KAGGLE_USERNAME and \$KAGGLE_KEY set but empty"):
@@ -286,14 +286,14 @@ def test_download_unpacks_validates_and_moves_the_files_in(kaggle, tmp_path, cap
     killed = util.partial_path(target.parent / "digit-recognizer-download").name.replace(
         f"-{os.getpid()}@", f"-{ended_pid()}@")  # the staging folder of a killed download
     (target.parent / killed / "zip").mkdir(parents=True)
-    assert kaggle_api.download_competition_data(target) == target
+    assert download.download_competition_data(target) == target
     assert sorted(p.name for p in target.iterdir()) == ["sample_submission.csv", "test.csv",
                                                         "train.csv"]
     assert sorted(p.name for p in target.parent.iterdir()) == ["digit-recognizer"]  # no staging
     assert "uploading" not in capsys.readouterr().out
     # The second time the files are there: no request at all.
     requests_before = list(kaggle.requests)
-    kaggle_api.download_competition_data(target)
+    download.download_competition_data(target)
     assert kaggle.requests == requests_before
     assert "holds train.csv and test.csv already; not downloading" in capsys.readouterr().out
 
@@ -303,19 +303,19 @@ def test_download_fills_an_existing_folder_and_keeps_its_other_files(kaggle, tmp
     target.mkdir()
     (target / "notes.txt").write_text("mine")
     (target / "train.csv").write_text("a stale half file")  # no test.csv: not data yet
-    kaggle_api.download_competition_data(target)
+    download.download_competition_data(target)
     assert (target / "notes.txt").read_text() == "mine"
     assert (target / "train.csv").read_text().startswith("label,pixel0,")
 
 
 def test_download_default_folder_is_data_digit_recognizer(kaggle, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert kaggle_api.download_competition_data() == Path("data/digit-recognizer")
+    assert download.download_competition_data() == Path("data/digit-recognizer")
     assert (tmp_path / "data" / "digit-recognizer" / "test.csv").is_file()
 
 
 def _fail_download(target, capfd) -> str:
-    code = config.run_cli(lambda argv: kaggle_api.download_competition_data(target), [])
+    code = config.run_cli(lambda argv: download.download_competition_data(target), [])
     err = capfd.readouterr().err
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
     assert not target.exists() and list(target.parent.iterdir()) == []  # nothing left behind
@@ -362,7 +362,7 @@ def test_damaged_download_is_one_line_and_leaves_nothing(kaggle, kaggle_dir_read
 def test_a_download_under_a_file_is_one_line(kaggle, tmp_path, capfd):
     (tmp_path / "data").write_text("a file, not a folder")  # --data-dir under a file
     target = tmp_path / "data" / "digit-recognizer"
-    code = config.run_cli(lambda argv: kaggle_api.download_competition_data(target), [])
+    code = config.run_cli(lambda argv: download.download_competition_data(target), [])
     assert code == 2
     assert capfd.readouterr().err == (
         f"error: {tmp_path / 'data'}: expected a writable folder with free space, "
@@ -376,7 +376,7 @@ def test_a_download_that_cannot_write_is_one_line_and_leaves_nothing(kaggle, tmp
     if fails == "unpack":
         monkeypatch.setattr(zipfile.ZipFile, "extractall", disk_full)
     else:
-        monkeypatch.setattr(kaggle_api.os, "rename", disk_full)
+        monkeypatch.setattr(download.os, "rename", disk_full)
     err = _fail_download(target, capfd)
     assert "expected a writable folder with free space, found No space left" in err
 

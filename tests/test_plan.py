@@ -29,8 +29,9 @@ from src.calibrate import Speed
 from src.config import Config, run_cli
 from src.data import load_kaggle
 from src.errors import DataError
-from src.members import Member, best_hparams_path
+from src.members import Member
 from src.model import DEFAULT_HPARAMS
+from src.search_results import best_hparams_path
 
 # About the default CNN in one process on the 2-core VM (README: a 20-epoch fold of
 # 28,000 images trained alone in 4m45s); a GPU stands in as 20 times that.

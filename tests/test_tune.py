@@ -92,7 +92,7 @@ def test_smoke_search_writes_best_configurations_trials_and_leaderboard(
         assert 0 < entry["val_accuracy"] <= 1 and entry["params"] > 10_000
         assert entry["epochs"] == 2  # every epoch of the rung: no early stopping
         assert entry["val_loss"] > 0 and entry["seconds"] > 0
-        assert list(entry["hparams"]) == tune.search_space_names()
+        assert list(entry["hparams"]) == search_results.search_space_names()
 
     # Each trial is scored by its last epoch, whose hold-out probabilities it saved; the
     # ensemble is chosen from them, from the costliest network the best does not beat.
