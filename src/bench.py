@@ -27,8 +27,8 @@ import numpy as np
 from src.bench_runs import (
     machine_info,
     machine_line,
-    read_run_metrics,
     run_profile,
+    run_summary,
     write_new_files,
 )
 from src.bench_timing import (
@@ -225,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamp = started.strftime("%Y%m%d-%H%M%S")
     profile_run = (run_profile(config, bench_dir / f"run-{stamp}-{config.profile}")
                    if args.run_quick else
-                   read_run_metrics(Path(config.submissions_dir) / "latest" / "metrics.json"))
+                   run_summary(Path(config.submissions_dir) / "latest"))
     report = {"utc": started.strftime("%Y-%m-%d %H:%M UTC"),
               "command": bench_command(argv),
               "profile": config.profile, "batch_size": config.batch_size, "top_k": config.top_k,

@@ -20,7 +20,9 @@ import keras
 import tensorflow as tf
 
 from src.config import Config
-from src.util import no_free_name, numbered_names, read_json, write_atomically, writing
+from src.errors import DataError
+from src.run_metrics import read_run_metrics
+from src.util import no_free_name, numbered_names, write_atomically, writing
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
                     "TF_ENABLE_ONEDNN_OPTS")
@@ -67,19 +69,23 @@ def machine_line(machine: dict) -> str:
 # ---------------------------------------------------------------- the package's commands
 
 
-def read_run_metrics(path: Path, details: Callable[[dict], dict] | None = None) -> dict:
-    """Accuracy, wall time and profile of a finished run, from its metrics.json; with
-    details, also what details(metrics) returns."""
+def run_summary(run_dir: Path, details: Callable[[dict], dict] | None = None) -> dict:
+    """Accuracy, wall time and profile of the finished run in run_dir, from its metrics.json
+    checked as src.run_metrics checks it; with details, also what details(metrics) returns.
+    Where there is no such run, {"note": why}: the bench reports on without it."""
+    path = run_dir / "metrics.json"
     if not path.is_file():
         return {"note": f"no finished run at {path}: run `python -m src.submit` or pass "
                         "--run-quick"}
     try:
-        metrics = read_json(path)
+        metrics = read_run_metrics(run_dir)
         result = {"source": str(path), "profile": metrics["run_info"]["profile"],
-                  "accuracy": float(metrics["ensemble"]["accuracy"]),
-                  "submit_seconds": float(metrics["timings"]["total"])}
+                  "accuracy": metrics["ensemble"]["accuracy"],
+                  "submit_seconds": metrics["timings"]["total"]}
         return {**result, **details(metrics)} if details else result
-    except (ValueError, KeyError, TypeError) as error:
+    except DataError as error:
+        return {"note": str(error)}
+    except (ValueError, KeyError, TypeError) as error:  # a field only details reads
         return {"note": f"{path} is not a metrics.json of python -m src.submit "
                         f"({type(error).__name__}: {error})"}
 
@@ -114,7 +120,7 @@ def run_profile(config: Config, folder: Path) -> dict:
         code, seconds[stage] = run_stage(stage, child_flags(config, folder))
         if code != 0:
             return {"note": f"python -m src.{stage} exited with code {code}"}
-    result = read_run_metrics(folder / "submissions" / "latest" / "metrics.json")
+    result = run_summary(folder / "submissions" / "latest")
     return {**result, "tune_wall_seconds": seconds["tune"],
             "submit_wall_seconds": seconds["submit"]}
 

@@ -99,8 +99,7 @@ def plan_point(config: Config, minutes: float, folder: Path) -> Point:
     if code != 0:
         point.note = f"python -m src.submit exited with code {code}"
         return point
-    run = bench_runs.read_run_metrics(folder / "submissions" / "latest" / "metrics.json",
-                                 plan_details)
+    run = bench_runs.run_summary(folder / "submissions" / "latest", plan_details)
     if "note" in run:
         point.note = run["note"]
         return point

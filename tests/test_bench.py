@@ -140,19 +140,26 @@ def test_notebook_batches_are_whole_and_cover_the_images():
 
 
 def test_profile_figures_come_from_the_latest_metrics(tmp_path):
-    path = tmp_path / "latest" / "metrics.json"
-    assert "no finished run at" in bench_runs.read_run_metrics(path)["note"]
-    path.parent.mkdir()
-    path.write_text(json.dumps({"ensemble": {"accuracy": 0.9931}, "timings": {"total": 754.2},
-                                "run_info": {"profile": "quick"}}))
-    result = bench_runs.read_run_metrics(path)
+    run_dir = tmp_path / "latest"
+    path = run_dir / "metrics.json"
+    assert "no finished run at" in bench_runs.run_summary(run_dir)["note"]
+    run_dir.mkdir()
+    metrics = {"ensemble": {"accuracy": 0.9931, "ci95_low": 0.992, "ci95_high": 0.994},
+               "models": {"default": {}}, "timings": {"total": 754.2},
+               "run_info": {"profile": "quick", "command": "python -m src.submit", "folds": 3}}
+    path.write_text(json.dumps(metrics))
+    result = bench_runs.run_summary(run_dir)
     assert result == {"source": str(path), "profile": "quick", "accuracy": 0.9931,
                       "submit_seconds": 754.2}
     lines = "\n".join(bench.profile_lines(result))
     assert "99.31% (profile quick)" in lines and "12m34s" in lines and str(path) in lines
-    path.write_text(json.dumps({"ensemble": {}}))
-    note = bench_runs.read_run_metrics(path)["note"]
-    assert "is not a metrics.json of python -m src.submit" in note
+    path.write_text(json.dumps({**metrics, "ensemble": {}}))  # checked as src.runs checks it
+    assert bench_runs.run_summary(run_dir)["note"].startswith(
+        f"{path}: ensemble.accuracy: expected a share 0..1")
+    path.write_text(json.dumps(metrics))  # a field only the curve's details read
+    note = bench_runs.run_summary(run_dir, lambda m: {"plan": m["run_info"]["plan"]})["note"]
+    assert note == (f"{path} is not a metrics.json of python -m src.submit "
+                    "(KeyError: 'plan')")
 
 
 def test_write_new_files_never_overwrites(tmp_path):

@@ -37,8 +37,9 @@ def _fake_metrics(minutes: float) -> dict:
              "errors": errors, "total": total}
     return {"ensemble": score, "models": {"default": score}, "timings": {"total": minutes * 55},
             "plan": {"minutes": minutes, "epochs": 19, "eta_seconds": minutes * 58},
-            "run_info": {"profile": "quick", "folds": 3, "epochs": 19, "tta": True,
-                         "precision": "mixed_bfloat16", "pseudo_epochs": None}}
+            "run_info": {"command": "python -m src.submit", "profile": "quick", "folds": 3,
+                         "epochs": 19, "tta": True, "precision": "mixed_bfloat16",
+                         "pseudo_epochs": None}}
 
 
 def _stand_in_submit(calls: list, failing_minutes: str):
