@@ -29,6 +29,7 @@ from src.errors import DataError
 from src.probabilities import any_search_holdout, read_oof, read_test, write_probabilities
 from src.run_folders import distinct_folders, new_run_id, write_run
 from src.run_metrics import read_run_metrics
+from src.run_outputs import library_versions, print_summary, write_submission
 
 
 def _parse_args(argv: Sequence[str] | None):
@@ -82,7 +83,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from src import report
     from src.ensemble import plain_mean
     from src.metrics import ReportInputs
-    from src.submit import library_versions, print_summary, write_submission
 
     oof_blend, test_blend = plain_mean(oof), plain_mean(test)
     test_labels = test_blend.argmax(axis=1)

@@ -10,8 +10,6 @@ an earlier run is never overwritten.
 from __future__ import annotations
 
 import dataclasses
-import json
-import platform
 import shlex
 import sys
 import time
@@ -36,40 +34,16 @@ from src.csv_files import read_csv_as_text, read_digits_csv
 from src.data import data_fingerprint, find_csv, find_data_dir, load_fold_digits
 from src.errors import DataError
 from src.members import check_pseudo_threshold, load_members
-from src.probabilities import OOF_FILE, TEST_FILE, write_probabilities
+from src.probabilities import write_probabilities
 from src.run_folders import check_latest, new_run_id, write_run
-from src.util import check_writable_folder, format_duration, not_a_file, write_atomically
-
-SUBMISSION_COLUMNS = ["ImageId", "Label"]
-
-
-def validate_submission(frame: pd.DataFrame, num_test_images: int, file: str = "submission.csv"
-                        ) -> None:
-    """Raise DataError unless frame is ImageId 1..N in order and Label 0..9, one row per image,
-    each written as plain digits (the way Kaggle's sample_submission.csv writes them)."""
-    if list(frame.columns) != SUBMISSION_COLUMNS:
-        header = ",".join(map(str, frame.columns))
-        raise DataError("columns ImageId,Label", header if header.isprintable() else repr(header),
-                        file=file, line=1)
-    # As text: 3.0, 1e0, " 3" and -0 are numbers equal to a right answer, but not what
-    # Kaggle's own files hold, and not what this package writes.
-    ids = frame["ImageId"].astype(str).to_numpy()
-    labels = frame["Label"].astype(str).to_numpy()
-    rows = min(len(ids), num_test_images)
-    # The first ImageId out of place names the line where a row is missing or one too many.
-    bad_id = ids[:rows] != np.arange(1, rows + 1).astype(str)
-    if bad_id.any():
-        row = int(np.argmax(bad_id))
-        raise DataError(f"ImageId {row + 1}", repr(ids[row]), file=file, line=row + 2,
-                        column="ImageId")
-    if len(frame) != num_test_images:
-        raise DataError(f"{num_test_images} rows, one per test image", f"{len(frame)}", file=file,
-                        line=num_test_images + 2 if len(frame) > num_test_images else None)
-    bad_label = ~np.isin(labels, [str(digit) for digit in range(10)])
-    if bad_label.any():
-        row = int(np.argmax(bad_label))
-        raise DataError("a digit 0..9", repr(labels[row]), file=file, line=row + 2,
-                        column="Label")
+from src.run_outputs import (
+    SUBMISSION_COLUMNS,
+    library_versions,
+    print_summary,
+    validate_submission,
+    write_submission,
+)
+from src.util import check_writable_folder, format_duration, not_a_file
 
 
 def check_submission_file(path: Path, test_path: Path) -> int:
@@ -80,25 +54,6 @@ def check_submission_file(path: Path, test_path: Path) -> int:
     num_test_images = len(read_digits_csv(test_path, with_labels=False)[0])
     validate_submission(frame, num_test_images, file=str(path))
     return num_test_images
-
-
-def write_submission(folder: Path, test_ids: np.ndarray, labels: np.ndarray) -> None:
-    """Write folder/submission.csv (ImageId,Label), validated first, atomically."""
-    frame = pd.DataFrame({"ImageId": test_ids, "Label": labels})
-    validate_submission(frame, len(test_ids))
-    write_atomically(folder / "submission.csv", frame.to_csv(index=False, lineterminator="\n"))
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of Python and the libraries that shaped the run."""
-    import keras
-    import keras_tuner
-    import sklearn
-    import tensorflow as tf
-
-    return {"python": platform.python_version(), "tensorflow": tf.__version__,
-            "keras": keras.__version__, "keras_tuner": keras_tuner.__version__,
-            "numpy": np.__version__, "pandas": pd.__version__, "scikit_learn": sklearn.__version__}
 
 
 def _parse_args(argv: Sequence[str] | None):
@@ -328,27 +283,6 @@ def _leaderboard(config: Config) -> pd.DataFrame | None:
 
     path = Path(config.artifacts_dir) / "tune" / "trials.csv"
     return read_trials(path) if path.is_file() else None
-
-
-def print_summary(metrics: dict, run_dir: Path, note: str) -> None:
-    """Print each member's and the ensemble's OOF accuracy (the ensemble's line ending in
-    note), the holdout's, the files written and a JSON line naming the run folder."""
-    for name, scores in metrics["models"].items():
-        print(f"  {name:10s} OOF accuracy {scores['accuracy']:.4%}")
-    scores = metrics["ensemble"]
-    print(f"ensemble OOF accuracy {scores['accuracy']:.4%} (95% CI {scores['ci95_low']:.2%}-"
-          f"{scores['ci95_high']:.2%}); {note}")
-    outside = metrics.get("ensemble_outside_search_holdout")
-    if outside:
-        print(f"ensemble OOF accuracy without the {outside['left_out']} images the search chose "
-              f"the members on: {outside['accuracy']:.4%} ({outside['errors']} errors of "
-              f"{outside['total']})")
-    if metrics["holdout"] is not None:
-        print(f"holdout (MNIST test) accuracy {metrics['holdout']['accuracy']:.4%}")
-    written = [name for name in ("submission.csv", "report.md", "report.html", "metrics.json",
-                                 OOF_FILE, TEST_FILE) if (run_dir / name).is_file()]
-    print(f"wrote {run_dir}/ ({', '.join(written)})")
-    print(json.dumps({"run_dir": str(run_dir)}))
 
 
 if __name__ == "__main__":
