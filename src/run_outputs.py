@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from src.errors import DataError
-from src.probabilities import OOF_FILE, TEST_FILE
+from src.probabilities import OOF_FILE, TEST_FILE, write_probabilities
 from src.util import write_atomically
+
+if TYPE_CHECKING:
+    from src.data import Digits
 
 SUBMISSION_COLUMNS = ["ImageId", "Label"]
 
@@ -56,6 +61,36 @@ def write_submission(folder: Path, test_ids: np.ndarray, labels: np.ndarray) -> 
     frame = pd.DataFrame({"ImageId": test_ids, "Label": labels})
     validate_submission(frame, len(test_ids))
     write_atomically(folder / "submission.csv", frame.to_csv(index=False, lineterminator="\n"))
+
+
+def write_run_outputs(folder: Path, digits: Digits, *, model_probs: dict[str, np.ndarray],
+                      oof_probs: np.ndarray, test_probs: np.ndarray, histories: list[dict],
+                      run_info: dict, timings: Callable[[], dict[str, float]],
+                      search_holdout: np.ndarray | None = None,
+                      leaderboard: pd.DataFrame | None = None, plan: dict | None = None
+                      ) -> dict:
+    """Fill a run folder: submission.csv (the Kaggle test set only; MNIST's is scored as
+    the holdout instead), the probability files and the report; return its metrics.
+
+    oof_probs and test_probs are the plain mean of model_probs' members and of theirs;
+    timings is called once the probabilities are written, so its total counts them."""
+    from src import report
+    from src.metrics import ReportInputs
+
+    test_labels = test_probs.argmax(axis=1)
+    if digits.y_test is None:
+        write_submission(folder, digits.test_ids, test_labels)
+    write_probabilities(folder, digits.y_train, oof_probs, digits.test_ids, test_probs,
+                        search_holdout, digits.train_rows)
+    return report.write_report(folder, ReportInputs(
+        y_true=digits.y_train, images=digits.x_train, model_probs=model_probs,
+        ensemble_probs=oof_probs,
+        ensemble_weights={name: 1 / len(model_probs) for name in model_probs},
+        histories=histories, timings=timings(), run_info=run_info, plan=plan,
+        leaderboard=leaderboard, search_holdout=search_holdout,
+        holdout_true=digits.y_test,
+        holdout_probs=test_probs if digits.y_test is not None else None,
+        test_predictions=test_labels if digits.y_test is None else None))
 
 
 def library_versions() -> dict[str, str]:

@@ -10,6 +10,7 @@ an earlier run is never overwritten.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shlex
 import sys
 import time
@@ -34,14 +35,13 @@ from src.csv_files import read_csv_as_text, read_digits_csv
 from src.data import data_fingerprint, find_csv, find_data_dir, load_fold_digits
 from src.errors import DataError
 from src.members import check_pseudo_threshold, load_members
-from src.probabilities import write_probabilities
 from src.run_folders import check_latest, new_run_id, write_run
 from src.run_outputs import (
     SUBMISSION_COLUMNS,
     library_versions,
     print_summary,
     validate_submission,
-    write_submission,
+    write_run_outputs,
 )
 from src.util import check_writable_folder, format_duration, not_a_file
 
@@ -193,8 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"data: {len(digits.y_train)} training and {len(digits.x_test)} test images "
           f"({digits.source}) in {loaded - started:.1f}s", flush=True)
 
-    from src import ensemble, model, report, workers
-    from src.metrics import ReportInputs
+    from src import ensemble, model, workers
 
     config = dataclasses.replace(config, precision=model.resolve_precision(config.precision),
                                  jobs=workers.resolve_jobs(config.jobs))
@@ -225,28 +224,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = ensemble.run_kfold(digits, members, config, budget=budget)
     if budget:
         config = dataclasses.replace(config, **budget.settings_used())
-    weights = {name: 1 / len(result.oof_probs) for name in result.oof_probs}
-    oof_ensemble = ensemble.plain_mean(result.oof_probs)
-    test_ensemble = ensemble.plain_mean(result.test_probs)
-    test_labels = test_ensemble.argmax(axis=1)
+    run_info = _run_info(config, members, result, digits, argv)
 
-    def write(folder: Path) -> dict:
-        if digits.y_test is None:
-            write_submission(folder, digits.test_ids, test_labels)
-        write_probabilities(folder, digits.y_train, oof_ensemble, digits.test_ids,
-                            test_ensemble, search_holdout, digits.train_rows)
-        timings = {"load": loaded - started, "train": result.train_seconds,
-                   "predict": result.predict_seconds, "total": time.perf_counter() - started}
-        return report.write_report(folder, ReportInputs(
-            y_true=digits.y_train, images=digits.x_train, model_probs=result.oof_probs,
-            ensemble_probs=oof_ensemble, ensemble_weights=weights, histories=result.histories,
-            timings=timings, run_info=_run_info(config, members, result, digits, argv),
-            plan=budget.record() if budget else None,
-            leaderboard=leaderboard, search_holdout=search_holdout,
-            holdout_true=digits.y_test,
-            holdout_probs=test_ensemble if digits.y_test is not None else None,
-            test_predictions=test_labels if digits.y_test is None else None))
+    def timings() -> dict[str, float]:
+        return {"load": loaded - started, "train": result.train_seconds,
+                "predict": result.predict_seconds, "total": time.perf_counter() - started}
 
+    write = functools.partial(
+        write_run_outputs, digits=digits, model_probs=result.oof_probs,
+        oof_probs=ensemble.plain_mean(result.oof_probs),
+        test_probs=ensemble.plain_mean(result.test_probs), histories=result.histories,
+        run_info=run_info, timings=timings, search_holdout=search_holdout,
+        leaderboard=leaderboard, plan=budget.record() if budget else None)
     run_id = new_run_id(f"{config.profile}-{config.source}")
     run_dir, metrics = write_run(Path(config.submissions_dir), run_id, write)
     print_summary(metrics, run_dir, f"trained {result.trained}, reused {result.reused}")
