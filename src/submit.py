@@ -178,53 +178,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         kaggle_api.download_competition_data(config.data_dir)
     if args.check:
         return _check_only(args, config)
-    if args.upload and config.source != "kaggle":
-        raise DataError("--source kaggle with --upload", f"--source {config.source}",
-                        column="--upload")
-    if args.plan_only and not config.planned:
-        raise DataError("a budget to plan (--minutes N, or the quick or full profile)",
-                        f"--profile {config.profile} without --minutes", column="--plan-only")
-    if not args.plan_only:  # before any training, not after it; a plan publishes nothing
-        check_writable_folder(config.submissions_dir)
-        check_latest(Path(config.submissions_dir))
+    _check_run_flags(args, config)
     started = time.perf_counter()
     digits = load_fold_digits(config)
     loaded = time.perf_counter()
     print(f"data: {len(digits.y_train)} training and {len(digits.x_test)} test images "
           f"({digits.source}) in {loaded - started:.1f}s", flush=True)
-
-    from src import ensemble, model, workers
-
-    config = dataclasses.replace(config, precision=model.resolve_precision(config.precision),
-                                 jobs=workers.resolve_jobs(config.jobs))
-    print(f"dtype policy: {config.precision}; fold models trained at once: {config.jobs}",
-          flush=True)
+    config = _resolve_machine_settings(config)
     # Read before the plan times the networks and saves itself: a damaged one stops the
     # run before anything is written or trained.
     leaderboard = _leaderboard(config)
-    budget = None
-    if config.planned:
-        from src.budget import candidate_members, plan_submit
+    config, members, budget = _choose_members(digits, config, started,
+                                              save_plan=not args.plan_only)
+    if args.plan_only:  # the plan is printed; nothing trained, nothing saved
+        return 0
+    search_holdout = _search_holdout(config, digits, members)
 
-        if config.pseudo_threshold:  # before the plan times (trains) the networks
-            check_pseudo_threshold(candidate_members(config), config.pseudo_threshold)
-        config, members, budget = plan_submit(digits, config, started, save=not args.plan_only)
-        if args.plan_only:
-            return 0
-    else:
-        members = load_members(config)
-        check_pseudo_threshold(members, config.pseudo_threshold)
-    search_holdout = None  # the images the search chose the members on: scored apart, too
-    if any(member.origin.startswith("tuner") for member in members):
-        from src.search_results import read_holdout_rows
+    from src import ensemble
 
-        rows = read_holdout_rows(config, data_fingerprint(digits.x_train, digits.y_train))
-        if rows is not None:
-            search_holdout = np.isin(np.arange(len(digits.y_train)), rows)
     result = ensemble.run_kfold(digits, members, config, budget=budget)
     if budget:
         config = dataclasses.replace(config, **budget.settings_used())
-    run_info = _run_info(config, members, result, digits, argv)
 
     def timings() -> dict[str, float]:
         return {"load": loaded - started, "train": result.train_seconds,
@@ -234,8 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_run_outputs, digits=digits, model_probs=result.oof_probs,
         oof_probs=ensemble.plain_mean(result.oof_probs),
         test_probs=ensemble.plain_mean(result.test_probs), histories=result.histories,
-        run_info=run_info, timings=timings, search_holdout=search_holdout,
-        leaderboard=leaderboard, plan=budget.record() if budget else None)
+        run_info=_run_info(config, members, result, digits, argv), timings=timings,
+        search_holdout=search_holdout, leaderboard=leaderboard,
+        plan=budget.record() if budget else None)
     run_id = new_run_id(f"{config.profile}-{config.source}")
     run_dir, metrics = write_run(Path(config.submissions_dir), run_id, write)
     print_summary(metrics, run_dir, f"trained {result.trained}, reused {result.reused}")
@@ -247,6 +222,56 @@ def main(argv: Sequence[str] | None = None) -> int:
         _upload(run_dir / "submission.csv", args.message or _default_message(run_dir, metrics),
                 args, run_dir)
     return 0
+
+
+def _check_run_flags(args, config: Config) -> None:
+    """DataError, before any data is read or anything trained, for flags that do not go
+    together and for a submissions folder the run could not publish into."""
+    if args.upload and config.source != "kaggle":
+        raise DataError("--source kaggle with --upload", f"--source {config.source}",
+                        column="--upload")
+    if args.plan_only and not config.planned:
+        raise DataError("a budget to plan (--minutes N, or the quick or full profile)",
+                        f"--profile {config.profile} without --minutes", column="--plan-only")
+    if not args.plan_only:  # before any training, not after it; a plan publishes nothing
+        check_writable_folder(config.submissions_dir)
+        check_latest(Path(config.submissions_dir))
+
+
+def _resolve_machine_settings(config: Config) -> Config:
+    """The config with --precision and --jobs resolved for this machine, both printed."""
+    from src import model, workers
+
+    config = dataclasses.replace(config, precision=model.resolve_precision(config.precision),
+                                 jobs=workers.resolve_jobs(config.jobs))
+    print(f"dtype policy: {config.precision}; fold models trained at once: {config.jobs}",
+          flush=True)
+    return config
+
+
+def _choose_members(digits, config: Config, started: float, save_plan: bool):
+    """(config, members, budget): with a budget, the plan's members and settings (the plan
+    saved when save_plan) and its Budget; without, the search's members and None."""
+    if not config.planned:
+        members = load_members(config)
+        check_pseudo_threshold(members, config.pseudo_threshold)
+        return config, members, None
+    from src.budget import candidate_members, plan_submit
+
+    if config.pseudo_threshold:  # before the plan times (trains) the networks
+        check_pseudo_threshold(candidate_members(config), config.pseudo_threshold)
+    return plan_submit(digits, config, started, save=save_plan)
+
+
+def _search_holdout(config: Config, digits, members) -> np.ndarray | None:
+    """Which training images the search chose the members on (scored apart, too), when a
+    search chose any and its hold-out rows are on file; else None."""
+    if not any(member.origin.startswith("tuner") for member in members):
+        return None
+    from src.search_results import read_holdout_rows
+
+    rows = read_holdout_rows(config, data_fingerprint(digits.x_train, digits.y_train))
+    return None if rows is None else np.isin(np.arange(len(digits.y_train)), rows)
 
 
 def _run_info(config: Config, members, result, digits, argv: Sequence[str] | None) -> dict:
