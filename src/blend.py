@@ -16,6 +16,7 @@ uploads it.
 
 from __future__ import annotations
 
+import functools
 import shlex
 import sys
 import time
@@ -26,9 +27,10 @@ from src.compare import compare, describe
 from src.config import Config, OneLineParser, add_data_arguments, path_flag, run_cli
 from src.data import load_digits
 from src.errors import DataError
-from src.probabilities import any_search_holdout, read_oof, read_test, write_probabilities
+from src.probabilities import any_search_holdout, read_oof, read_test
 from src.run_folders import distinct_folders, new_run_id, write_run
 from src.run_metrics import read_run_metrics
+from src.run_outputs import library_versions, print_summary, write_run_outputs
 
 
 def _parse_args(argv: Sequence[str] | None):
@@ -79,13 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"blend: {len(names)} runs of {len(digits.y_train)} training and "
           f"{len(digits.x_test)} test images, read in {loaded - started:.1f}s", flush=True)
 
-    from src import report
     from src.ensemble import plain_mean
-    from src.metrics import ReportInputs
-    from src.submit import library_versions, print_summary, write_submission
 
     oof_blend, test_blend = plain_mean(oof), plain_mean(test)
-    test_labels = test_blend.argmax(axis=1)
     runs_seconds = sum(float(metrics["timings"]["total"]) for metrics in runs.values())
     given = sys.argv[1:] if argv is None else list(argv)
     run_info = {
@@ -98,23 +96,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                  for name, folder in named.items()},
         "versions": library_versions()}
 
-    def write(folder: Path) -> dict:
-        if digits.y_test is None:
-            write_submission(folder, digits.test_ids, test_labels)
-        write_probabilities(folder, digits.y_train, oof_blend, digits.test_ids, test_blend,
-                            search_holdout)
+    def timings() -> dict[str, float]:
         own = time.perf_counter() - started
         # The ledger's minutes are what the blend cost: its runs' and its own.
-        timings = {"load": loaded - started, "blend": own - (loaded - started),
-                   "runs": runs_seconds, "total": runs_seconds + own}
-        return report.write_report(folder, ReportInputs(
-            y_true=digits.y_train, images=digits.x_train, model_probs=oof,
-            ensemble_probs=oof_blend, ensemble_weights={name: 1 / len(names) for name in names},
-            histories=[], timings=timings, run_info=run_info, search_holdout=search_holdout,
-            holdout_true=digits.y_test,
-            holdout_probs=test_blend if digits.y_test is not None else None,
-            test_predictions=test_labels if digits.y_test is None else None))
+        return {"load": loaded - started, "blend": own - (loaded - started),
+                "runs": runs_seconds, "total": runs_seconds + own}
 
+    write = functools.partial(
+        write_run_outputs, digits=digits, model_probs=oof, oof_probs=oof_blend,
+        test_probs=test_blend, histories=[], run_info=run_info, timings=timings,
+        search_holdout=search_holdout)
     run_dir, metrics = write_run(Path(args.submissions_dir),
                                  new_run_id(f"blend-{digits.source}"), write)
     # Against every run, not only the best: choosing the run to compare with on the same

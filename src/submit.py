@@ -10,8 +10,7 @@ an earlier run is never overwritten.
 from __future__ import annotations
 
 import dataclasses
-import json
-import platform
+import functools
 import shlex
 import sys
 import time
@@ -37,40 +36,15 @@ from src.data import data_fingerprint, find_csv, find_data_dir, load_fold_digits
 from src.download import download_competition_data
 from src.errors import DataError
 from src.members import check_pseudo_threshold, load_members
-from src.probabilities import OOF_FILE, TEST_FILE, write_probabilities
 from src.run_folders import check_latest, new_run_id, write_run
-from src.util import check_writable_folder, format_duration, not_a_file, write_atomically
-
-SUBMISSION_COLUMNS = ["ImageId", "Label"]
-
-
-def validate_submission(frame: pd.DataFrame, num_test_images: int, file: str = "submission.csv"
-                        ) -> None:
-    """Raise DataError unless frame is ImageId 1..N in order and Label 0..9, one row per image,
-    each written as plain digits (the way Kaggle's sample_submission.csv writes them)."""
-    if list(frame.columns) != SUBMISSION_COLUMNS:
-        header = ",".join(map(str, frame.columns))
-        raise DataError("columns ImageId,Label", header if header.isprintable() else repr(header),
-                        file=file, line=1)
-    # As text: 3.0, 1e0, " 3" and -0 are numbers equal to a right answer, but not what
-    # Kaggle's own files hold, and not what this package writes.
-    ids = frame["ImageId"].astype(str).to_numpy()
-    labels = frame["Label"].astype(str).to_numpy()
-    rows = min(len(ids), num_test_images)
-    # The first ImageId out of place names the line where a row is missing or one too many.
-    bad_id = ids[:rows] != np.arange(1, rows + 1).astype(str)
-    if bad_id.any():
-        row = int(np.argmax(bad_id))
-        raise DataError(f"ImageId {row + 1}", repr(ids[row]), file=file, line=row + 2,
-                        column="ImageId")
-    if len(frame) != num_test_images:
-        raise DataError(f"{num_test_images} rows, one per test image", f"{len(frame)}", file=file,
-                        line=num_test_images + 2 if len(frame) > num_test_images else None)
-    bad_label = ~np.isin(labels, [str(digit) for digit in range(10)])
-    if bad_label.any():
-        row = int(np.argmax(bad_label))
-        raise DataError("a digit 0..9", repr(labels[row]), file=file, line=row + 2,
-                        column="Label")
+from src.run_outputs import (
+    SUBMISSION_COLUMNS,
+    library_versions,
+    print_summary,
+    validate_submission,
+    write_run_outputs,
+)
+from src.util import check_writable_folder, format_duration, not_a_file
 
 
 def check_submission_file(path: Path, test_path: Path) -> int:
@@ -81,25 +55,6 @@ def check_submission_file(path: Path, test_path: Path) -> int:
     num_test_images = len(read_digits_csv(test_path, with_labels=False)[0])
     validate_submission(frame, num_test_images, file=str(path))
     return num_test_images
-
-
-def write_submission(folder: Path, test_ids: np.ndarray, labels: np.ndarray) -> None:
-    """Write folder/submission.csv (ImageId,Label), validated first, atomically."""
-    frame = pd.DataFrame({"ImageId": test_ids, "Label": labels})
-    validate_submission(frame, len(test_ids))
-    write_atomically(folder / "submission.csv", frame.to_csv(index=False, lineterminator="\n"))
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of Python and the libraries that shaped the run."""
-    import keras
-    import keras_tuner
-    import sklearn
-    import tensorflow as tf
-
-    return {"python": platform.python_version(), "tensorflow": tf.__version__,
-            "keras": keras.__version__, "keras_tuner": keras_tuner.__version__,
-            "numpy": np.__version__, "pandas": pd.__version__, "scikit_learn": sklearn.__version__}
 
 
 def _parse_args(argv: Sequence[str] | None):
@@ -224,75 +179,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         download_competition_data(config.data_dir)
     if args.check:
         return _check_only(args, config)
-    if args.upload and config.source != "kaggle":
-        raise DataError("--source kaggle with --upload", f"--source {config.source}",
-                        column="--upload")
-    if args.plan_only and not config.planned:
-        raise DataError("a budget to plan (--minutes N, or the quick or full profile)",
-                        f"--profile {config.profile} without --minutes", column="--plan-only")
-    if not args.plan_only:  # before any training, not after it; a plan publishes nothing
-        check_writable_folder(config.submissions_dir)
-        check_latest(Path(config.submissions_dir))
+    _check_run_flags(args, config)
     started = time.perf_counter()
     digits = load_fold_digits(config)
     loaded = time.perf_counter()
     print(f"data: {len(digits.y_train)} training and {len(digits.x_test)} test images "
           f"({digits.source}) in {loaded - started:.1f}s", flush=True)
-
-    from src import ensemble, model, report, workers
-    from src.metrics import ReportInputs
-
-    config = dataclasses.replace(config, precision=model.resolve_precision(config.precision),
-                                 jobs=workers.resolve_jobs(config.jobs))
-    print(f"dtype policy: {config.precision}; fold models trained at once: {config.jobs}",
-          flush=True)
+    config = _resolve_machine_settings(config)
     # Read before the plan times the networks and saves itself: a damaged one stops the
     # run before anything is written or trained.
     leaderboard = _leaderboard(config)
-    budget = None
-    if config.planned:
-        from src.budget import candidate_members, plan_submit
+    config, members, budget = _choose_members(digits, config, started,
+                                              save_plan=not args.plan_only)
+    if args.plan_only:  # the plan is printed; nothing trained, nothing saved
+        return 0
+    search_holdout = _search_holdout(config, digits, members)
 
-        if config.pseudo_threshold:  # before the plan times (trains) the networks
-            check_pseudo_threshold(candidate_members(config), config.pseudo_threshold)
-        config, members, budget = plan_submit(digits, config, started, save=not args.plan_only)
-        if args.plan_only:
-            return 0
-    else:
-        members = load_members(config)
-        check_pseudo_threshold(members, config.pseudo_threshold)
-    search_holdout = None  # the images the search chose the members on: scored apart, too
-    if any(member.origin.startswith("tuner") for member in members):
-        from src.search_results import read_holdout_rows
+    from src import ensemble
 
-        rows = read_holdout_rows(config, data_fingerprint(digits.x_train, digits.y_train))
-        if rows is not None:
-            search_holdout = np.isin(np.arange(len(digits.y_train)), rows)
     result = ensemble.run_kfold(digits, members, config, budget=budget)
     if budget:
         config = dataclasses.replace(config, **budget.settings_used())
-    weights = {name: 1 / len(result.oof_probs) for name in result.oof_probs}
-    oof_ensemble = ensemble.plain_mean(result.oof_probs)
-    test_ensemble = ensemble.plain_mean(result.test_probs)
-    test_labels = test_ensemble.argmax(axis=1)
 
-    def write(folder: Path) -> dict:
-        if digits.y_test is None:
-            write_submission(folder, digits.test_ids, test_labels)
-        write_probabilities(folder, digits.y_train, oof_ensemble, digits.test_ids,
-                            test_ensemble, search_holdout, digits.train_rows)
-        timings = {"load": loaded - started, "train": result.train_seconds,
-                   "predict": result.predict_seconds, "total": time.perf_counter() - started}
-        return report.write_report(folder, ReportInputs(
-            y_true=digits.y_train, images=digits.x_train, model_probs=result.oof_probs,
-            ensemble_probs=oof_ensemble, ensemble_weights=weights, histories=result.histories,
-            timings=timings, run_info=_run_info(config, members, result, digits, argv),
-            plan=budget.record() if budget else None,
-            leaderboard=leaderboard, search_holdout=search_holdout,
-            holdout_true=digits.y_test,
-            holdout_probs=test_ensemble if digits.y_test is not None else None,
-            test_predictions=test_labels if digits.y_test is None else None))
+    def timings() -> dict[str, float]:
+        return {"load": loaded - started, "train": result.train_seconds,
+                "predict": result.predict_seconds, "total": time.perf_counter() - started}
 
+    write = functools.partial(
+        write_run_outputs, digits=digits, model_probs=result.oof_probs,
+        oof_probs=ensemble.plain_mean(result.oof_probs),
+        test_probs=ensemble.plain_mean(result.test_probs), histories=result.histories,
+        run_info=_run_info(config, members, result, digits, argv), timings=timings,
+        search_holdout=search_holdout, leaderboard=leaderboard,
+        plan=budget.record() if budget else None)
     run_id = new_run_id(f"{config.profile}-{config.source}")
     run_dir, metrics = write_run(Path(config.submissions_dir), run_id, write)
     print_summary(metrics, run_dir, f"trained {result.trained}, reused {result.reused}")
@@ -304,6 +223,56 @@ def main(argv: Sequence[str] | None = None) -> int:
         _upload(run_dir / "submission.csv", args.message or _default_message(run_dir, metrics),
                 args, run_dir)
     return 0
+
+
+def _check_run_flags(args, config: Config) -> None:
+    """DataError, before any data is read or anything trained, for flags that do not go
+    together and for a submissions folder the run could not publish into."""
+    if args.upload and config.source != "kaggle":
+        raise DataError("--source kaggle with --upload", f"--source {config.source}",
+                        column="--upload")
+    if args.plan_only and not config.planned:
+        raise DataError("a budget to plan (--minutes N, or the quick or full profile)",
+                        f"--profile {config.profile} without --minutes", column="--plan-only")
+    if not args.plan_only:  # before any training, not after it; a plan publishes nothing
+        check_writable_folder(config.submissions_dir)
+        check_latest(Path(config.submissions_dir))
+
+
+def _resolve_machine_settings(config: Config) -> Config:
+    """The config with --precision and --jobs resolved for this machine, both printed."""
+    from src import model, workers
+
+    config = dataclasses.replace(config, precision=model.resolve_precision(config.precision),
+                                 jobs=workers.resolve_jobs(config.jobs))
+    print(f"dtype policy: {config.precision}; fold models trained at once: {config.jobs}",
+          flush=True)
+    return config
+
+
+def _choose_members(digits, config: Config, started: float, save_plan: bool):
+    """(config, members, budget): with a budget, the plan's members and settings (the plan
+    saved when save_plan) and its Budget; without, the search's members and None."""
+    if not config.planned:
+        members = load_members(config)
+        check_pseudo_threshold(members, config.pseudo_threshold)
+        return config, members, None
+    from src.budget import candidate_members, plan_submit
+
+    if config.pseudo_threshold:  # before the plan times (trains) the networks
+        check_pseudo_threshold(candidate_members(config), config.pseudo_threshold)
+    return plan_submit(digits, config, started, save=save_plan)
+
+
+def _search_holdout(config: Config, digits, members) -> np.ndarray | None:
+    """Which training images the search chose the members on (scored apart, too), when a
+    search chose any and its hold-out rows are on file; else None."""
+    if not any(member.origin.startswith("tuner") for member in members):
+        return None
+    from src.search_results import read_holdout_rows
+
+    rows = read_holdout_rows(config, data_fingerprint(digits.x_train, digits.y_train))
+    return None if rows is None else np.isin(np.arange(len(digits.y_train)), rows)
 
 
 def _run_info(config: Config, members, result, digits, argv: Sequence[str] | None) -> dict:
@@ -329,27 +298,6 @@ def _leaderboard(config: Config) -> pd.DataFrame | None:
 
     path = trials_path(config)
     return read_trials(path) if path.is_file() else None
-
-
-def print_summary(metrics: dict, run_dir: Path, note: str) -> None:
-    """Print each member's and the ensemble's OOF accuracy (the ensemble's line ending in
-    note), the holdout's, the files written and a JSON line naming the run folder."""
-    for name, scores in metrics["models"].items():
-        print(f"  {name:10s} OOF accuracy {scores['accuracy']:.4%}")
-    scores = metrics["ensemble"]
-    print(f"ensemble OOF accuracy {scores['accuracy']:.4%} (95% CI {scores['ci95_low']:.2%}-"
-          f"{scores['ci95_high']:.2%}); {note}")
-    outside = metrics.get("ensemble_outside_search_holdout")
-    if outside:
-        print(f"ensemble OOF accuracy without the {outside['left_out']} images the search chose "
-              f"the members on: {outside['accuracy']:.4%} ({outside['errors']} errors of "
-              f"{outside['total']})")
-    if metrics["holdout"] is not None:
-        print(f"holdout (MNIST test) accuracy {metrics['holdout']['accuracy']:.4%}")
-    written = [name for name in ("submission.csv", "report.md", "report.html", "metrics.json",
-                                 OOF_FILE, TEST_FILE) if (run_dir / name).is_file()]
-    print(f"wrote {run_dir}/ ({', '.join(written)})")
-    print(json.dumps({"run_dir": str(run_dir)}))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src import ensemble, predict, run_folders, search_results, submit, util, workers
+from src import ensemble, predict, run_folders, run_outputs, search_results, submit, util, workers
 from src.config import run_cli
 from src.data import data_fingerprint
 from src.errors import DataError
@@ -453,9 +453,9 @@ def _good_submission(rows=300):
      "submission.csv:302: expected 300 rows, one per test image, found 301"),
 ])
 def test_validator_names_line_and_column(damage, message):
-    submit.validate_submission(_good_submission(), 300)
+    run_outputs.validate_submission(_good_submission(), 300)
     with pytest.raises(DataError) as caught:
-        submit.validate_submission(damage(_good_submission()), 300)
+        run_outputs.validate_submission(damage(_good_submission()), 300)
     assert str(caught.value) == message
 
 

@@ -1,0 +1,126 @@
+"""What a run folder holds, written the same way by ``python -m src.submit`` and
+``python -m src.blend``: the submission CSV (validated first), the probability files,
+and the report; the summary both print and the library versions both record.
+
+Every file is written atomically, into the hidden partial folder that src.run_folders
+publishes whole.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from src.errors import DataError
+from src.probabilities import OOF_FILE, TEST_FILE, write_probabilities
+from src.util import write_atomically
+
+if TYPE_CHECKING:
+    from src.data import Digits
+
+SUBMISSION_COLUMNS = ["ImageId", "Label"]
+
+
+def validate_submission(frame: pd.DataFrame, num_test_images: int, file: str = "submission.csv"
+                        ) -> None:
+    """Raise DataError unless frame is ImageId 1..N in order and Label 0..9, one row per image,
+    each written as plain digits (the way Kaggle's sample_submission.csv writes them)."""
+    if list(frame.columns) != SUBMISSION_COLUMNS:
+        header = ",".join(map(str, frame.columns))
+        raise DataError("columns ImageId,Label", header if header.isprintable() else repr(header),
+                        file=file, line=1)
+    # As text: 3.0, 1e0, " 3" and -0 are numbers equal to a right answer, but not what
+    # Kaggle's own files hold, and not what this package writes.
+    ids = frame["ImageId"].astype(str).to_numpy()
+    labels = frame["Label"].astype(str).to_numpy()
+    rows = min(len(ids), num_test_images)
+    # The first ImageId out of place names the line where a row is missing or one too many.
+    bad_id = ids[:rows] != np.arange(1, rows + 1).astype(str)
+    if bad_id.any():
+        row = int(np.argmax(bad_id))
+        raise DataError(f"ImageId {row + 1}", repr(ids[row]), file=file, line=row + 2,
+                        column="ImageId")
+    if len(frame) != num_test_images:
+        raise DataError(f"{num_test_images} rows, one per test image", f"{len(frame)}", file=file,
+                        line=num_test_images + 2 if len(frame) > num_test_images else None)
+    bad_label = ~np.isin(labels, [str(digit) for digit in range(10)])
+    if bad_label.any():
+        row = int(np.argmax(bad_label))
+        raise DataError("a digit 0..9", repr(labels[row]), file=file, line=row + 2,
+                        column="Label")
+
+
+def write_submission(folder: Path, test_ids: np.ndarray, labels: np.ndarray) -> None:
+    """Write folder/submission.csv (ImageId,Label), validated first, atomically."""
+    frame = pd.DataFrame({"ImageId": test_ids, "Label": labels})
+    validate_submission(frame, len(test_ids))
+    write_atomically(folder / "submission.csv", frame.to_csv(index=False, lineterminator="\n"))
+
+
+def write_run_outputs(folder: Path, digits: Digits, *, model_probs: dict[str, np.ndarray],
+                      oof_probs: np.ndarray, test_probs: np.ndarray, histories: list[dict],
+                      run_info: dict, timings: Callable[[], dict[str, float]],
+                      search_holdout: np.ndarray | None = None,
+                      leaderboard: pd.DataFrame | None = None, plan: dict | None = None
+                      ) -> dict:
+    """Fill a run folder: submission.csv (the Kaggle test set only; MNIST's is scored as
+    the holdout instead), the probability files and the report; return its metrics.
+
+    oof_probs and test_probs are the plain mean of model_probs' members and of theirs;
+    timings is called once the probabilities are written, so its total counts them."""
+    from src import report
+    from src.metrics import ReportInputs
+
+    test_labels = test_probs.argmax(axis=1)
+    if digits.y_test is None:
+        write_submission(folder, digits.test_ids, test_labels)
+    write_probabilities(folder, digits.y_train, oof_probs, digits.test_ids, test_probs,
+                        search_holdout, digits.train_rows)
+    return report.write_report(folder, ReportInputs(
+        y_true=digits.y_train, images=digits.x_train, model_probs=model_probs,
+        ensemble_probs=oof_probs,
+        ensemble_weights={name: 1 / len(model_probs) for name in model_probs},
+        histories=histories, timings=timings(), run_info=run_info, plan=plan,
+        leaderboard=leaderboard, search_holdout=search_holdout,
+        holdout_true=digits.y_test,
+        holdout_probs=test_probs if digits.y_test is not None else None,
+        test_predictions=test_labels if digits.y_test is None else None))
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and the libraries that shaped the run."""
+    import keras
+    import keras_tuner
+    import sklearn
+    import tensorflow as tf
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__,
+            "keras": keras.__version__, "keras_tuner": keras_tuner.__version__,
+            "numpy": np.__version__, "pandas": pd.__version__, "scikit_learn": sklearn.__version__}
+
+
+def print_summary(metrics: dict, run_dir: Path, note: str) -> None:
+    """Print each member's and the ensemble's OOF accuracy (the ensemble's line ending in
+    note), the holdout's, the files written and a JSON line naming the run folder."""
+    for name, scores in metrics["models"].items():
+        print(f"  {name:10s} OOF accuracy {scores['accuracy']:.4%}")
+    scores = metrics["ensemble"]
+    print(f"ensemble OOF accuracy {scores['accuracy']:.4%} (95% CI {scores['ci95_low']:.2%}-"
+          f"{scores['ci95_high']:.2%}); {note}")
+    outside = metrics.get("ensemble_outside_search_holdout")
+    if outside:
+        print(f"ensemble OOF accuracy without the {outside['left_out']} images the search chose "
+              f"the members on: {outside['accuracy']:.4%} ({outside['errors']} errors of "
+              f"{outside['total']})")
+    if metrics["holdout"] is not None:
+        print(f"holdout (MNIST test) accuracy {metrics['holdout']['accuracy']:.4%}")
+    written = [name for name in ("submission.csv", "report.md", "report.html", "metrics.json",
+                                 OOF_FILE, TEST_FILE) if (run_dir / name).is_file()]
+    print(f"wrote {run_dir}/ ({', '.join(written)})")
+    print(json.dumps({"run_dir": str(run_dir)}))
