@@ -316,7 +316,7 @@ def candidate_members(config: Config) -> list[Member]:
         return load_members(config)
     most = table_row(config.minutes).max_members
     members = load_members(dataclasses.replace(config, top_k=most))
-    first = [m for m in members if config.include_default and m.origin.startswith("default")]
+    first = [m for m in members if config.include_default and m.kind == "default"]
     return (first + [m for m in members if m not in first])[:most]
 
 

@@ -256,7 +256,7 @@ def run_kfold(digits: Digits, members: list[Member], config: Config,
         epochs = config.pseudo_epochs if budget is None else budget.pseudo_epochs(counts)
         if epochs:
             result.pseudo_counts = counts
-            second = [Member(f"{m.name}+pl", m.hparams, f"{m.origin}, pseudo-labelled")
+            second = [Member(f"{m.name}+pl", m.hparams, f"{m.origin}, pseudo-labelled", m.kind)
                       for m in members]
             _run_round(digits, second, dataclasses.replace(config, epochs=epochs), splits,
                        f"{fingerprint}-{pseudo.fingerprint()}", result, verbose, pseudo, budget)

@@ -151,7 +151,7 @@ def measure(config: Config, picks: pd.DataFrame, names: Sequence[str]) -> pd.Dat
     rows = []
     for _, pick in picks.iterrows():
         hparams = {**DEFAULT_HPARAMS, **{name: pick[name] for name in names}}
-        member = Member(f"trial{pick['trial_id']}", hparams, "fidelity")
+        member = Member(f"trial{pick['trial_id']}", hparams, "fidelity", "fidelity")
         tick = time.perf_counter()
         result = ensemble.run_kfold(digits, [member], config)
         oof = result.oof_probs[member.name].argmax(axis=1)

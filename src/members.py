@@ -16,11 +16,13 @@ from src.util import is_count, one_line, read_json
 
 @dataclass
 class Member:
-    """One configuration of the ensemble: its name, hyperparameters and where they came from."""
+    """One configuration of the ensemble: its name, hyperparameters, where they came from
+    (origin, for people) and what kind of member it is (kind, for code)."""
 
     name: str
     hparams: dict
-    origin: str  # "tuner (val_accuracy 0.9912)" or "default"
+    origin: str  # e.g. "tuner (val_accuracy 0.9912)", "default (--include-default)"
+    kind: str  # "search" (the search chose it), "default" (the default CNN) or "fidelity"
 
 
 def load_members(config: Config) -> list[Member]:
@@ -31,12 +33,12 @@ def load_members(config: Config) -> list[Member]:
     if not path.is_file():
         warnings.warn(f"no search results at {path}: using the default CNN "
                       "(run `python -m src.tune` first for tuned configurations)", stacklevel=2)
-        return [Member("default", dict(cnn.DEFAULT_HPARAMS), "default")]
+        return [Member("default", dict(cnn.DEFAULT_HPARAMS), "default", "default")]
     try:
         saved = read_json(path)
         chosen = saved["ensemble"] if "ensemble" in saved else saved["top"]
         members = [Member(f"rank{entry['rank']}", {**cnn.DEFAULT_HPARAMS, **entry["hparams"]},
-                          f"tuner (val_accuracy {entry['val_accuracy']:.4f})")
+                          f"tuner (val_accuracy {entry['val_accuracy']:.4f})", "search")
                    for entry in chosen[:config.top_k]]
     except (ValueError, KeyError, TypeError) as error:
         raise DataError("the JSON written by python -m src.tune", one_line(error), file=path,
@@ -59,7 +61,8 @@ def load_members(config: Config) -> list[Member]:
             raise DataError(expected, found, file=path, column=f"{member.name}: {name}",
                             hint="rerun python -m src.tune, or edit it back")
     if config.include_default and cnn.DEFAULT_HPARAMS not in [m.hparams for m in members]:
-        members.append(Member("default", dict(cnn.DEFAULT_HPARAMS), "default (--include-default)"))
+        members.append(Member("default", dict(cnn.DEFAULT_HPARAMS), "default (--include-default)",
+                              "default"))
     return members
 
 

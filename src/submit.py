@@ -267,7 +267,7 @@ def _choose_members(digits, config: Config, started: float, save_plan: bool):
 def _search_holdout(config: Config, digits, members) -> np.ndarray | None:
     """Which training images the search chose the members on (scored apart, too), when a
     search chose any and its hold-out rows are on file; else None."""
-    if not any(member.origin.startswith("tuner") for member in members):
+    if not any(member.kind == "search" for member in members):
         return None
     from src.search_results import read_holdout_rows
 

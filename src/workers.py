@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -106,27 +107,45 @@ def train_fold_models(jobs: list, x: np.ndarray, y: np.ndarray,
             folder.mkdir(parents=True, exist_ok=True)
         remove_stale_partials(folder)  # what the workers of a killed run were saving
     workers = min(resolve_jobs(config.jobs), len(jobs))
-    started = time.perf_counter()
-    model_seconds: list[float] = []
-
-    def ready(job):
-        return before(job) if before else job
-
-    def report_done(job, seconds: float) -> None:
-        model_seconds.append(seconds)
-        left = len(jobs) - len(model_seconds)
-        eta = format_duration(np.mean(model_seconds) * left / workers)
-        print(f"{job.label()} trained in {format_duration(seconds)}; "
-              f"{len(model_seconds)} of {len(jobs)} to train done, elapsed "
-              f"{format_duration(time.perf_counter() - started)}, ETA {eta}", flush=True)
-        if after:
-            after(job, seconds)
-
+    progress = Progress(len(jobs), workers, after)
+    ready = before or (lambda job: job)
     if workers <= 1:
         for job in map(ready, jobs):
             print(job.status("training"), flush=True)
-            report_done(job, train_fold(job, x, y, splits[job.fold], config, verbose))
-        return
+            progress.done(job, train_fold(job, x, y, splits[job.fold], config, verbose))
+    else:
+        _train_in_pool(jobs, x, y, splits, config, train_fold, workers, ready, progress,
+                       folders)
+
+
+class Progress:
+    """The line printed as each fold model ends (its time, how many are done, the
+    elapsed time and ETA), then after(job, seconds) where given."""
+
+    def __init__(self, total: int, workers: int, after: Callable | None):
+        self.total, self.workers, self.after = total, workers, after
+        self.started = time.perf_counter()
+        self.model_seconds: list[float] = []
+
+    def done(self, job, seconds: float) -> None:
+        self.model_seconds.append(seconds)
+        finished = len(self.model_seconds)
+        eta = format_duration(np.mean(self.model_seconds) * (self.total - finished)
+                              / self.workers)
+        print(f"{job.label()} trained in {format_duration(seconds)}; "
+              f"{finished} of {self.total} to train done, elapsed "
+              f"{format_duration(time.perf_counter() - self.started)}, ETA {eta}", flush=True)
+        if self.after:
+            self.after(job, seconds)
+
+
+def _train_in_pool(jobs: list, x: np.ndarray, y: np.ndarray,
+                   splits: list[tuple[np.ndarray, np.ndarray]], config: Config,
+                   train_fold: Callable, workers: int, ready: Callable, progress: Progress,
+                   folders: set[Path]) -> None:
+    """train_fold_models with `workers` processes, each handed its next job (ready(job))
+    when it is free; on an error or Ctrl-C every worker stops and the files they were
+    saving go, the models already saved stay."""
     # Each worker keeps TensorFlow's default thread pools, one thread per core: on 2 cores
     # two such workers train faster than two of one thread each, and the last fold,
     # training alone, still uses every core (README, measured figures).
@@ -148,7 +167,7 @@ def train_fold_models(jobs: list, x: np.ndarray, y: np.ndarray,
             while running:
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
-                    report_done(running.pop(future), future.result())
+                    progress.done(running.pop(future), future.result())
                     if waiting:
                         start_next()
         except BaseException:  # an error or Ctrl-C: stop every fold now, keep the saved ones

@@ -341,7 +341,7 @@ def test_a_saved_plan_naming_networks_not_to_train_is_one_line(kaggle_dir_readon
 
 
 def _fold_jobs(planned: plan_files.Plan) -> list[ensemble.FoldJob]:
-    member = Member("default", {}, "default")
+    member = Member("default", {}, "default", "default")
     count = planned.folds * planned.repeats
     return [ensemble.FoldJob(member, split, planned.folds, Path(f"fold-{split}.keras"),
                              split + 1, count, planned.repeats) for split in range(count)]
@@ -561,7 +561,7 @@ def test_a_cut_fold_model_is_saved_as_such_and_a_rerun_reuses_it(kaggle_dir_read
     planned = plan.plan_ensemble(_config(30, jobs=jobs), {"default": CPU}, sizes, 0.0)
     config = Config(profile="smoke", folds=planned.folds, epochs=planned.epochs, jobs=jobs,
                     artifacts_dir=str(tmp_path / "artifacts"))
-    members = [Member("default", dict(DEFAULT_HPARAMS), "default")]
+    members = [Member("default", dict(DEFAULT_HPARAMS), "default", "default")]
     path = tmp_path / "plan.json"
     late = budget.Budget(planned, started=0.0, path=path, clock=Clock(planned.seconds))
     first = ensemble.run_kfold(digits, members, config, verbose=0, budget=late)

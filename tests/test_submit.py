@@ -676,7 +676,7 @@ def test_pseudo_labels_of_a_fold_come_from_that_folds_models_only():
 
 
 def test_fold_model_key_changes_with_the_training_code(monkeypatch):
-    member = Member("default", dict(DEFAULT_HPARAMS), "default")
+    member = Member("default", dict(DEFAULT_HPARAMS), "default", "default")
     config = submit._parse_args([])[1]
     before = ensemble.member_key(member, config, "data")
     monkeypatch.setattr(ensemble, "training_code_version", lambda: "edited")
@@ -716,7 +716,7 @@ def test_a_threshold_past_what_label_smoothing_reaches_stops_before_training(
 
 @pytest.mark.parametrize("smoothings, ceiling", [([0.1], 0.91), ([0.2, 0.1], 0.91), ([0.0], 1.0)])
 def test_the_members_are_as_sure_as_their_least_smoothed_one(smoothings, ceiling):
-    members = [Member(f"m{i}", {**DEFAULT_HPARAMS, "label_smoothing": s}, "test")
+    members = [Member(f"m{i}", {**DEFAULT_HPARAMS, "label_smoothing": s}, "test", "default")
                for i, s in enumerate(smoothings)]
     assert most_sure(members) == pytest.approx(ceiling)
     check_pseudo_threshold(members, ceiling)  # as sure as they get is still allowed
