@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from src import kaggle_api
 from src.config import OneLineParser, path_flag, run_cli
 from src.errors import DataError
-from src.report import record_kaggle
+from src.kaggle_record import record_kaggle
 from src.run_metrics import read_run_metrics
 from src.util import is_plain_text, write_atomically
 

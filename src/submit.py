@@ -124,7 +124,7 @@ def _run_of(csv_path: Path) -> tuple[Path, dict] | None:
     """(run folder, its metrics) when csv_path is a run's submission.csv, None when no
     metrics.json is beside it; DataError, before anything is sent, when that run's metrics
     or reports are damaged: the upload would be recorded in them."""
-    from src.report import read_run_files
+    from src.kaggle_record import read_run_files
 
     if not (csv_path.parent / "metrics.json").exists():
         return None
@@ -153,7 +153,7 @@ def _default_message(run_dir: Path, metrics: dict) -> str:
 def _upload(csv_path: Path, message: str, args, run_dir: Path | None) -> None:
     """Upload csv_path and, unless --no-wait, wait for its public score; a run folder
     records both in its metrics.json and report. Kaggle's scoring error is a DataError."""
-    from src.report import kaggle_line, record_kaggle
+    from src.kaggle_record import kaggle_line, record_kaggle
 
     submission = kaggle_api.upload_submission(csv_path, message)
     print(f"kaggle: submitted {csv_path} as {message!r}", flush=True)

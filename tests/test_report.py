@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from src import report
+from src import kaggle_record, report
 from src.document import render_markdown
 from src.figures import worst_misclassified
 from src.metrics import ReportInputs, accuracy_interval, build_metrics
@@ -275,9 +275,9 @@ def test_kaggle_score_goes_under_the_headline_and_replaces_the_pending_line(tmp_
     inputs = synthetic_inputs(size=200, confusions={}, with_extras=False)
     before = report.write_report(tmp_path, inputs)
     figures = {path.name: path.read_bytes() for path in tmp_path.glob("*.png")}
-    report.record_kaggle(tmp_path, _kaggle_record("pending"))
+    kaggle_record.record_kaggle(tmp_path, _kaggle_record("pending"))
     assert "has not scored the submission yet" in (tmp_path / "report.md").read_text()
-    metrics = report.record_kaggle(tmp_path, _kaggle_record("complete", 0.99567))
+    metrics = kaggle_record.record_kaggle(tmp_path, _kaggle_record("complete", 0.99567))
 
     assert metrics == json.loads((tmp_path / "metrics.json").read_text())
     assert metrics == {**before, "kaggle": _kaggle_record("complete", 0.99567)}

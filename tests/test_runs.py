@@ -11,7 +11,7 @@ import matplotlib.image
 import pandas as pd
 import pytest
 
-from src import report, runs
+from src import kaggle_record, runs
 from src.config import run_cli
 from tests.fixtures import write_run
 from tests.kaggle_stand_in import api_submission
@@ -33,10 +33,10 @@ def submissions(tmp_path):
     uploaded; the newest has the best OOF accuracy, the oldest the worst."""
     folder = tmp_path / "submissions"
     oldest = write_run(folder, FIRST, correct=41_800, minutes=16.2)
-    report.record_kaggle(oldest, _record(11, "first", score=0.99614))
+    kaggle_record.record_kaggle(oldest, _record(11, "first", score=0.99614))
     middle = write_run(folder, SECOND, correct=41_850, profile="full",
                        members=("rank1", "rank2", "default"), minutes=95)
-    report.record_kaggle(middle, _record(12, "second", status="pending"))
+    kaggle_record.record_kaggle(middle, _record(12, "second", status="pending"))
     write_run(folder, THIRD, correct=41_900, profile="smoke", minutes=0.5)
     (folder / "latest").symlink_to(THIRD)
     (folder / ".partial-20261124-110000-quick-kaggle").mkdir()  # a run still being written
@@ -226,9 +226,9 @@ def test_without_public_scores_there_is_no_figure(tmp_path, capsys):
 
 def test_sync_records_the_scores_of_earlier_uploads(submissions, kaggle, capsys):
     fourth = write_run(submissions, "20261124-120000-quick-kaggle", correct=41_700)
-    report.record_kaggle(fourth, _record(0, "mine", status="pending"))  # id unknown
+    kaggle_record.record_kaggle(fourth, _record(0, "mine", status="pending"))  # id unknown
     fifth = write_run(submissions, "20261124-123000-quick-kaggle", correct=41_700)
-    report.record_kaggle(fifth, _record(0, "again", status="pending"))
+    kaggle_record.record_kaggle(fifth, _record(0, "again", status="pending"))
     when = datetime(2026, 11, 24, 13, 0)
     kaggle.submissions = [
         api_submission(12, "second", when, public_score="0.99640"),  # the pending one

@@ -1,0 +1,78 @@
+"""A Kaggle submission recorded in a published run: ``kaggle`` in its metrics.json and a
+line under the OOF accuracy in report.md and report.html (python -m src.submit --upload,
+--check --upload, and python -m src.runs --sync)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from src.document import Paragraph
+from src.errors import DataError
+from src.metrics import ENSEMBLE, as_json_types
+from src.run_metrics import read_run_metrics
+from src.util import one_line, write_atomically
+
+KAGGLE_BLOCK = re.compile(r"<!-- kaggle -->.*?<!-- /kaggle -->", re.S)
+
+
+def kaggle_line(record: dict, oof: dict | None = None) -> str:
+    """One line on the run's Kaggle submission (kaggle_api.Submission.record()): the public
+    score beside the OOF accuracy, or why there is no score."""
+    submitted = f"submitted {record['date'][:16].replace('T', ' ')} UTC as {record['message']!r}"
+    if record["status"] == "complete" and record["public_score"] is not None:
+        beside = f" beside {oof['accuracy']:.3%} out of fold" if oof else ""
+        return (f"Kaggle public score: {record['public_score']:.5f} "
+                f"({record['public_score']:.3%}){beside}; {submitted}")
+    if record["status"] == "error":
+        return f"Kaggle could not score the submission ({record['error']!r}); {submitted}"
+    return (f"Kaggle has not scored the submission yet ({record['status']}); {submitted}; "
+            "python -m src.runs --sync fetches the score")
+
+
+def read_run_files(run_dir: Path) -> tuple[dict, dict[str, str]]:
+    """A published run's metrics (checked) and the text of its report.md and report.html
+    (those there): what recording a Kaggle score rewrites. DataError when one is damaged."""
+    run_dir = Path(run_dir)
+    metrics = read_run_metrics(run_dir)
+    reports = {}
+    for name in ("report.md", "report.html"):
+        path = run_dir / name
+        if path.is_file():
+            try:
+                reports[name] = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as error:
+                raise DataError("the report python -m src.submit wrote", one_line(error),
+                                file=path) from None
+    return metrics, reports
+
+
+def record_kaggle(run_dir: Path, record: dict) -> dict:
+    """Add a Kaggle submission to a published run: ``kaggle`` in metrics.json and its line
+    under the OOF accuracy in report.md and report.html (replacing an earlier one); return
+    the metrics. Every file is read and checked before any is rewritten (each atomically),
+    so a damaged one is a DataError that leaves the run as it was."""
+    run_dir = Path(run_dir)
+    metrics, reports = read_run_files(run_dir)
+    metrics["kaggle"] = as_json_types(record)
+    line = Paragraph(kaggle_line(metrics["kaggle"], metrics[ENSEMBLE]), strong=True)
+    first_sections = {"report.md": (line.markdown(), "\n## "),
+                      "report.html": (line.html(), "\n<h2>")}
+    rewritten = {"metrics.json": json.dumps(metrics, indent=2, allow_nan=False) + "\n"}
+    for name, document in reports.items():
+        rewritten[name] = _with_kaggle_block(document, *first_sections[name])
+    for name, text in rewritten.items():
+        write_atomically(run_dir / name, text)
+    return metrics
+
+
+def _with_kaggle_block(document: str, text: str, first_section: str) -> str:
+    """document with text between the Kaggle markers: in place of an earlier block, else
+    just before the first section heading (the end where there is none)."""
+    block = f"<!-- kaggle -->\n{text}\n<!-- /kaggle -->"
+    if KAGGLE_BLOCK.search(document):
+        return KAGGLE_BLOCK.sub(lambda match: block, document, count=1)
+    at = document.find(first_section)
+    at = len(document) if at < 0 else at + 1
+    return f"{document[:at]}{block}\n\n{document[at:]}"
