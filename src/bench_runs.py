@@ -80,8 +80,8 @@ def run_summary(run_dir: Path, details: Callable[[dict], dict] | None = None) ->
     try:
         metrics = read_run_metrics(run_dir)
         result = {"source": str(path), "profile": metrics["run_info"]["profile"],
-                  "accuracy": metrics["ensemble"]["accuracy"],
-                  "submit_seconds": metrics["timings"]["total"]}
+                  "accuracy": float(metrics["ensemble"]["accuracy"]),
+                  "submit_seconds": float(metrics["timings"]["total"])}
         return {**result, **details(metrics)} if details else result
     except DataError as error:
         return {"note": str(error)}

@@ -363,7 +363,7 @@ def _add_predictions(jobs: list[FoldJob], digits: Digits,
     y = digits.y_train
     for job in jobs:
         model = _load_fold_model(job.path)
-        history = _load_history(job.path, job.epochs)
+        history = _load_history(job.path, job.epochs or config.epochs)
         held_idx = splits[job.fold][1]
         oof = result.oof_probs.setdefault(job.member.name, np.zeros((len(y), NUM_CLASSES)))
         held_probs, test_probs = (checked_probs(predict_probs(model, images, tta), job.path)

@@ -14,7 +14,7 @@ import pandas as pd
 from scipy.stats import binomtest
 from sklearn.metrics import classification_report, confusion_matrix
 
-from src.data import NUM_CLASSES
+from src.csv_files import NUM_CLASSES
 
 DIGITS = list(range(NUM_CLASSES))
 ENSEMBLE = "ensemble"  # the ensemble's key in the metrics, beside each configuration's

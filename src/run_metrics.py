@@ -1,7 +1,8 @@
 """A published run's metrics.json read back: checked for the fields that the commands
-reading it (src.runs, src.blend, src.submit --check --upload, src.runs --sync) print,
-sum, plot and rewrite, so that a damaged file is one DataError naming the field, never
-a traceback halfway through a write."""
+reading it (src.runs, src.blend, src.submit --check --upload, src.runs --sync, and the
+bench and its curve through src.bench_runs) print, sum, plot and rewrite, so that a
+damaged file is one DataError naming the field, never a traceback halfway through a
+write."""
 
 from __future__ import annotations
 
