@@ -21,11 +21,13 @@ from src.util import (
     writing,
 )
 
+RUN_ID_TIME = "%Y%m%d-%H%M%S"  # UTC: how a run folder's name starts
+
 
 def new_run_id(kind: str) -> str:
     """A run folder name that sorts by time: 20261123-231500-quick-kaggle for kind
     "quick-kaggle" (profile and source)."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(timezone.utc).strftime(RUN_ID_TIME)
     return f"{stamp}-{kind}"
 
 

@@ -27,6 +27,7 @@ from src import kaggle_api
 from src.config import OneLineParser, path_flag, run_cli
 from src.errors import DataError
 from src.kaggle_record import record_kaggle
+from src.run_folders import RUN_ID_TIME
 from src.run_metrics import read_run_metrics
 from src.util import is_plain_text, write_atomically
 
@@ -35,7 +36,6 @@ SORTS = {"date": "newest first", "oof": "best OOF accuracy first",
 COLUMNS = ["run", "date", "profile", "minutes", "members", "oof", "oof_low", "oof_high",
            "public_score", "status", "message"]
 NUMBERS = {"min", "OOF", "public"}  # right-aligned columns of the printed ledger
-RUN_ID_TIME = "%Y%m%d-%H%M%S"  # how src.run_folders.new_run_id starts a run folder's name
 DPI = 110
 
 
