@@ -44,13 +44,12 @@ from src.download import download_competition_data
 from src.errors import DataError
 from src.model import resolve_precision, use_precision
 from src.plan_files import Sizes
+from src.search_ensemble import describe_ensemble, ensemble_from_search
 from src.search_results import (
     COMPLETED,
     HOLDOUT_ROWS,
     OBJECTIVE,
     best_hparams_path,
-    describe_ensemble,
-    ensemble_from_search,
     leaderboard,
     rank_trials,
     search_space_names,

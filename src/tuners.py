@@ -28,7 +28,8 @@ from src.model import (
     steps_per_epoch,
     use_precision,
 )
-from src.search_results import COMPLETED, HOLDOUT_PROBS, OBJECTIVE, holdout_log_loss
+from src.search_ensemble import HOLDOUT_PROBS, holdout_log_loss
+from src.search_results import COMPLETED, OBJECTIVE
 from src.util import WRITABLE, describe_os_error, format_duration, write_atomically
 
 HYPERBAND_FACTOR = 3

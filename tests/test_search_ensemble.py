@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from src import search_results
+from src import search_ensemble, search_results
 from src.config import Config
 from src.errors import DataError
 from src.members import load_members
@@ -29,25 +29,26 @@ def test_greedy_selection_takes_a_network_with_other_errors_over_a_near_copy():
     best = _network(slice(0, 30))
     near_copy = 0.97 * best + 0.03 / 10  # the same errors, a little less sure
     other_errors = _network(slice(150, 180))
-    chosen = search_results.choose_ensemble([best, near_copy, other_errors], LABELS)
+    chosen = search_ensemble.choose_ensemble([best, near_copy, other_errors], LABELS)
     assert [index for index, _ in chosen] == [0, 2]
-    assert chosen[1][1] < (1 - search_results.MIN_ENSEMBLE_GAIN) * chosen[0][1]
-    assert chosen[0][1] == pytest.approx(search_results.holdout_log_loss(best, LABELS))
+    assert chosen[1][1] < (1 - search_ensemble.MIN_ENSEMBLE_GAIN) * chosen[0][1]
+    assert chosen[0][1] == pytest.approx(search_ensemble.holdout_log_loss(best, LABELS))
     # Alone with the best, the near-copy lowers the log-loss by less than the minimum gain.
-    assert [index for index, _ in search_results.choose_ensemble([best, near_copy], LABELS)] == [0]
-    assert len(search_results.choose_ensemble([best, near_copy, other_errors], LABELS, most=1)) == 1
+    assert [index for index, _ in search_ensemble.choose_ensemble([best, near_copy], LABELS)] == [0]
+    chosen = search_ensemble.choose_ensemble([best, near_copy, other_errors], LABELS, most=1)
+    assert len(chosen) == 1
 
 
 def test_the_best_ties_a_network_with_as_many_other_errors_and_beats_one_with_more():
     best = _network(slice(0, 30))
     other_errors = _network(slice(150, 180))  # as many errors, on other images
     more_errors = _network(slice(100, 190))
-    p_values = search_results.tie_p_values([best, other_errors, more_errors], LABELS)
+    p_values = search_ensemble.tie_p_values([best, other_errors, more_errors], LABELS)
     assert p_values[0] == 1.0
     assert p_values[1] > 0.4  # the same mean log-loss: no evidence either way
     assert p_values[2] < 0.001
-    losses = search_results.per_image_log_loss(more_errors, LABELS)
-    assert losses.mean() == pytest.approx(search_results.holdout_log_loss(more_errors, LABELS))
+    losses = search_ensemble.per_image_log_loss(more_errors, LABELS)
+    assert losses.mean() == pytest.approx(search_ensemble.holdout_log_loss(more_errors, LABELS))
 
 
 @pytest.mark.parametrize("p_values, costs, first", [
@@ -59,13 +60,13 @@ def test_the_best_ties_a_network_with_as_many_other_errors_and_beats_one_with_mo
 ])
 def test_the_ensemble_starts_from_the_costliest_network_tied_with_the_best(p_values, costs,
                                                                            first):
-    assert search_results.first_member(p_values, costs) == first
+    assert search_ensemble.first_member(p_values, costs) == first
 
 
 def test_greedy_selection_starts_from_the_given_first_member():
     best = _network(slice(0, 30))
     tied = _network(slice(150, 180))
-    chosen = search_results.choose_ensemble([best, tied], LABELS, first=1)
+    chosen = search_ensemble.choose_ensemble([best, tied], LABELS, first=1)
     assert [index for index, _ in chosen] == [1, 0]  # the other errors still join
 
 
@@ -75,9 +76,9 @@ def test_multiply_adds_count_each_conv_and_dense_layer_once():
     # dense: 3x3x128 -> 128 -> 10
     expected = (784 * 9 * 32 + 196 * 9 * (32 * 64 + 64 * 64) + 49 * 9 * (64 * 128 + 128 * 128)
                 + 1152 * 128 + 128 * 10)
-    assert search_results.network_cost(DEFAULT_HPARAMS) == expected
+    assert search_ensemble.network_cost(DEFAULT_HPARAMS) == expected
     one_conv = {**DEFAULT_HPARAMS, "block_convs": 1}
-    assert search_results.network_cost(one_conv) < expected / 2
+    assert search_ensemble.network_cost(one_conv) < expected / 2
 
 
 def _write_best_hparams(folder, with_ensemble: bool) -> None:
@@ -122,14 +123,14 @@ def test_a_configuration_keeps_its_leaderboard_rank():
     (np.full((4, 10), "x"), "an array of <U1 holding other values"),
 ])
 def test_saved_hold_out_probabilities_must_be_probabilities(tmp_path, values, found):
-    path = tmp_path / search_results.HOLDOUT_PROBS
+    path = tmp_path / search_ensemble.HOLDOUT_PROBS
     np.save(path, values)
     with pytest.raises(DataError) as caught:
-        search_results.read_holdout_probs(path, 4)
+        search_ensemble.read_holdout_probs(path, 4)
     assert str(caught.value) == (f"{path}: expected class probabilities: finite numbers >= 0, "
                                  f"every row above 0, found {found} (rerun with --overwrite)")
     np.save(path, np.full((4, 10), 0.1, dtype=np.float32))
-    assert search_results.read_holdout_probs(path, 4).shape == (4, 10)
+    assert search_ensemble.read_holdout_probs(path, 4).shape == (4, 10)
 
 
 @pytest.mark.parametrize("rows, found", [

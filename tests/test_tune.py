@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src import data, search_results, submit, tune, tuners, util
+from src import data, search_ensemble, search_results, submit, tune, tuners, util
 from src.config import Config, run_cli
 from src.errors import DataError
 from src.model import DEFAULT_HPARAMS, build_cnn, define_search_space
@@ -99,22 +99,22 @@ def test_smoke_search_writes_best_configurations_trials_and_leaderboard(
     project = Path(best["project"])
     y_val = _search_holdout_labels(kaggle_dir_readonly)
     for entry in top:
-        probs = np.load(project / f"trial_{entry['trial_id']}" / search_results.HOLDOUT_PROBS)
+        probs = np.load(project / f"trial_{entry['trial_id']}" / search_ensemble.HOLDOUT_PROBS)
         assert np.mean(probs.argmax(axis=1) == y_val) == pytest.approx(entry["val_accuracy"])
-        assert search_results.holdout_log_loss(probs, y_val) == pytest.approx(
+        assert search_ensemble.holdout_log_loss(probs, y_val) == pytest.approx(
             entry["val_log_loss"])
     chosen = best["ensemble"]
-    probs = [np.load(project / f"trial_{entry['trial_id']}" / search_results.HOLDOUT_PROBS)
+    probs = [np.load(project / f"trial_{entry['trial_id']}" / search_ensemble.HOLDOUT_PROBS)
              for entry in top]
-    p_values = search_results.tie_p_values(probs, y_val)
-    costs = [search_results.network_cost(entry["hparams"]) for entry in top]
-    first = top[search_results.first_member(p_values, costs)]
+    p_values = search_ensemble.tie_p_values(probs, y_val)
+    costs = [search_ensemble.network_cost(entry["hparams"]) for entry in top]
+    first = top[search_ensemble.first_member(p_values, costs)]
     assert {key: value for key, value in chosen[0].items() if key in first} == first
     assert chosen[0]["multiply_adds"] == max(costs[index] for index, p in enumerate(p_values)
-                                             if p >= search_results.TIE_P_VALUE)
-    assert chosen[0]["tie_p_value"] >= search_results.TIE_P_VALUE
+                                             if p >= search_ensemble.TIE_P_VALUE)
+    assert chosen[0]["tie_p_value"] >= search_ensemble.TIE_P_VALUE
     assert chosen[0]["log_loss_gain"] is None and chosen[0]["holdout_log_loss"] > 0
-    assert all(entry["log_loss_gain"] >= search_results.MIN_ENSEMBLE_GAIN for entry in chosen[1:])
+    assert all(entry["log_loss_gain"] >= search_ensemble.MIN_ENSEMBLE_GAIN for entry in chosen[1:])
     assert "Ensemble chosen on the hold-out" in out
 
     trials = _trials(artifacts)
