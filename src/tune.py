@@ -136,15 +136,16 @@ def _check_chief_can_serve(address: str, port: int) -> None:
                         column=f"${ENV_ORACLE_IP}:${ENV_ORACLE_PORT}") from None
 
 
-def project_name(config: Config) -> str:
-    """The tuner's folder under <artifacts>/tune: one per search setting and objective (a
-    search scored by another objective is not resumed)."""
+def project_name(config: Config, fingerprint: str) -> str:
+    """The tuner's folder under <artifacts>/tune: one per search setting, objective and
+    labelled data (fingerprint: data_fingerprint's; a search scored by another objective,
+    or on another train.csv, is not resumed)."""
     samples = config.tune_samples or "all"
     timed = f"-t{config.trial_seconds:g}" if config.trial_seconds else ""
     wide = "-wide" if config.wide_space else ""
     return (f"{config.tuner}-{config.source}-{samples}-e{config.tune_epochs}{timed}{wide}"
             f"-b{config.batch_size}-seed{config.seed}-{resolve_precision(config.precision)}"
-            f"-{OBJECTIVE}")
+            f"-{OBJECTIVE}-data{fingerprint[:8]}")
 
 
 def damaged_search_state(found: str, project: str | Path) -> DataError:
@@ -168,10 +169,11 @@ def lost_trial(project: Path) -> str | None:
     return None
 
 
-def build_tuner(config: Config, role: str | None, train_images: int,
+def build_tuner(config: Config, role: str | None, train_images: int, fingerprint: str,
                 after_trial: Callable[[], None] | None = None) -> SearchTuner:
     """The tuner config asks for, its trials training on train_images images, reloading its
-    project folder unless config.overwrite; after_trial runs as each trial ends."""
+    project folder (project_name's, for the labelled data's fingerprint) unless
+    config.overwrite; after_trial runs as each trial ends."""
     # KerasTuner writes its state files in place; a kill mid-write would leave a
     # truncated JSON that no later run could reload.
     kt_utils.save_json = _save_json_atomically
@@ -181,12 +183,13 @@ def build_tuner(config: Config, role: str | None, train_images: int,
         objective=kt.Objective(OBJECTIVE, direction="min"), seed=config.seed,
         progress=Progress(planned_epochs(config), prefix),
         trial_seconds=config.trial_seconds, most_epochs=config.tune_epochs,
-        after_trial=after_trial, directory=str(folder), project_name=project_name(config),
+        after_trial=after_trial, directory=str(folder),
+        project_name=project_name(config, fingerprint),
         # A worker shares the chief's folder: only the chief may wipe it.
         overwrite=config.overwrite and role != "worker")
     with writing(folder):  # a read-only --artifacts-dir fails here, not inside KerasTuner
         folder.mkdir(parents=True, exist_ok=True)
-    project = folder / project_name(config)
+    project = folder / project_name(config, fingerprint)
     for state_folder in (project, *project.glob("trial_*")):  # what a killed search was saving
         remove_stale_partials(state_folder)
     policy = use_precision(config.precision)  # before any trial builds a model
@@ -281,11 +284,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         config, record = search_plan.plan_search(config, train, validation, sizes,
                                                  started, planned_epochs)
     keras.utils.set_random_seed(config.seed)
+    fingerprint = summary["labelled_fingerprint"]
     clock = None
     if record is not None:
-        clock = search_plan.SearchClock(tune_dir(config) / project_name(config)
+        clock = search_plan.SearchClock(tune_dir(config) / project_name(config, fingerprint)
                                         / search_plan.SEARCH_CLOCK, started, config.overwrite)
-    tuner = build_tuner(config, role, len(train[1]), clock.save if clock else None)
+    tuner = build_tuner(config, role, len(train[1]), fingerprint, clock.save if clock else None)
     where = f"{os.environ.get(ENV_ORACLE_IP)}:{os.environ.get(ENV_ORACLE_PORT)}"
     if role == "chief":
         print(f"chief: serving the search at {where} until every worker has stopped", flush=True)

@@ -182,6 +182,25 @@ def test_overwrite_starts_over_and_the_seed_repeats_the_search(
                                   _trials(finished_random_search).drop(columns=MEASURED))
 
 
+def test_a_search_on_other_data_starts_its_own_instead_of_resuming(
+        finished_random_search, kaggle_dir, tmp_path, capsys):
+    """The old trials' hold-out probabilities belong to other labels: the ensemble chosen
+    from them would be meaningless, though every size matches."""
+    artifacts = Path(shutil.copytree(finished_random_search, tmp_path / "artifacts"))
+    train_csv = kaggle_dir / "train.csv"
+    frame = pd.read_csv(train_csv)
+    frame.loc[0, "label"] = (frame.loc[0, "label"] + 1) % 10
+    frame.to_csv(train_csv, index=False)
+    capsys.readouterr()
+    assert tune.main(_args(kaggle_dir, artifacts, *ONE_EPOCH_RANDOM)) == 0
+    assert "Reloading Tuner" not in capsys.readouterr().out
+    projects = sorted(path.name for path in (artifacts / "tune").iterdir() if path.is_dir())
+    assert len(projects) == 2 and projects[0].rsplit("-data", 1)[0] == projects[1].rsplit(
+        "-data", 1)[0]
+    best = json.loads((artifacts / "tune" / "best_hparams.json").read_text())
+    assert Path(best["project"]).name != _project(finished_random_search).name
+
+
 def _break_oracle_state(project: Path, damage: str) -> None:
     """Leave the files as a SIGKILL between two of KerasTuner's writes would."""
     oracle_file = project / "oracle.json"
@@ -514,18 +533,19 @@ def test_wide_space_offers_wider_networks_in_a_search_of_its_own(tmp_path):
     searched = tune.parse_args([*base, "--wide-space"])
     assert searched.wide_space and not tune.parse_args(base).wide_space
     # a wide search is not resumed as a narrow one, nor the other way round
-    assert "-wide-" in tune.project_name(searched)
-    assert tune.project_name(searched).replace("-wide", "") == tune.project_name(
-        tune.parse_args(base))
+    assert "-wide-" in tune.project_name(searched, "abc")
+    assert tune.project_name(searched, "abc").replace("-wide", "") == tune.project_name(
+        tune.parse_args(base), "abc")
 
 
 def test_the_tuner_trains_in_the_chosen_precision(tmp_path):
     import keras
 
     config = Config(profile="smoke", artifacts_dir=str(tmp_path), precision="mixed_bfloat16")
-    tune.build_tuner(config, role=None, train_images=240)
+    tune.build_tuner(config, role=None, train_images=240, fingerprint="0123456789ab")
     assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
-    assert tune.project_name(config).endswith("-mixed_bfloat16-val_log_loss")
+    assert tune.project_name(config, "0123456789ab").endswith(
+        "-mixed_bfloat16-val_log_loss-data01234567")
 
 
 def test_every_trial_builds_its_networks_in_the_chosen_precision(kaggle_dir_readonly, tmp_path,
