@@ -121,10 +121,6 @@ def _check_header(path: Path, header: str, expected: list[str]) -> None:
                         f"{len(names)}", file=path, line=1)
 
 
-def _is_whole_number(text: str) -> bool:
-    return re.fullmatch(r"\s*[+-]?\d+\s*", text) is not None
-
-
 def _describe(value: object) -> str:
     text = str(value)
     return "an empty cell" if text.strip() == "" else repr(text)
@@ -134,13 +130,9 @@ def _first_bad_row(column: pd.Series, low: int, high: int) -> int | None:
     """The position of the column's first cell that is not an integer low..high, or None."""
     if pd.api.types.is_integer_dtype(column.dtype):
         bad = (column < low) | (column > high)
-    else:
+    else:  # a whole number written 3.0, 1e0 or ' 3' is one, as the fast path reads it
         numbers = pd.to_numeric(column, errors="coerce")
-        if pd.api.types.is_float_dtype(column.dtype):
-            whole = numbers.mod(1) == 0
-        else:
-            whole = column.astype(str).map(_is_whole_number)
-        bad = numbers.isna() | ~whole | (numbers < low) | (numbers > high)
+        bad = numbers.isna() | (numbers.mod(1) != 0) | (numbers < low) | (numbers > high)
     return int(np.argmax(bad.to_numpy())) if bad.any() else None
 
 

@@ -133,6 +133,11 @@ def _break_train(path, case):
         _set_cell(lines, 3, 401, "12.5")
         _write_lines(path, lines)
         return "train.csv:3: pixel400: expected an integer 0..255, found '12.5'"
+    if case == "whole_float_before_text":  # 3.0 is read as 3 here too, as when alone
+        _set_cell(lines, 4, 0, "3.0")
+        _set_cell(lines, 8, 0, "x")
+        _write_lines(path, lines)
+        return "train.csv:8: label: expected an integer 0..9, found 'x'"
     if case == "label_10":
         _set_cell(lines, 4, 0, "10")
         _write_lines(path, lines)
@@ -180,6 +185,7 @@ def _break_train(path, case):
 TRAIN_CASES = [
     "empty_file", "header_only", "missing_column", "misnamed_column", "duplicated_column",
     "non_numeric", "blank_cell", "nan_cell", "pixel_256", "pixel_minus_1", "fractional_pixel",
+    "whole_float_before_text",
     "label_10", "label_minus_1", "ragged_long_row", "every_row_one_longer", "first_row_one_longer",
     "ragged_short_row", "blank_line_inside", "blank_lines_then_digits", "bad_cell_deep",
     "ragged_long_row_deep", "spaced_header_and_bad_cell",
@@ -192,6 +198,29 @@ def test_bad_train_csv_names_file_line_and_column(kaggle_dir, case, chunk_rows):
     with pytest.raises(DataError) as caught:
         data.load_kaggle(kaggle_dir)
     assert str(caught.value) == f"{kaggle_dir / expected}"
+
+
+@pytest.mark.parametrize("text_cell_after", [False, True])
+def test_whole_numbers_written_as_floats_read_as_integers(kaggle_dir, chunk_rows,
+                                                          text_cell_after):
+    """Whether a cell like 3.0 is read must not hang on the rows around it: pandas' fast
+    parse reads it as 3, and so must the slow one a text cell elsewhere sends the chunk to."""
+    path = kaggle_dir / "train.csv"
+    lines = _lines(path)
+    _set_cell(lines, 4, 0, "3.0")
+    _set_cell(lines, 3, 11, "1e0")
+    _set_cell(lines, 5, 12, " 7")
+    if text_cell_after:  # in the same column: pandas then reads the column as text
+        _set_cell(lines, 9, 0, "x")
+    _write_lines(path, lines)
+    if text_cell_after:
+        with pytest.raises(DataError, match=r"train.csv:9: label: expected an integer "
+                                            r"0..9, found 'x'$"):
+            data.load_kaggle(kaggle_dir)
+        return
+    digits = data.load_kaggle(kaggle_dir)
+    assert digits.y_train[2] == 3
+    assert digits.x_train[1].ravel()[10] == 1 and digits.x_train[3].ravel()[11] == 7
 
 
 def test_missing_train_file_says_how_to_get_the_data(tmp_path):
