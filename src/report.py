@@ -114,8 +114,9 @@ def _errors_section(metrics: dict, figures: list[str]) -> list:
 def _training_section(figures: list[str]) -> list:
     if "training_curves.png" not in figures:
         return [Heading(2, "Training curves"),
-                Paragraph("No training histories were recorded in this run "
-                          "(every fold model was loaded from an earlier run).")]
+                Paragraph("No training histories in this run: no fold model was trained "
+                          "for it (a blend averages finished runs, whose reports show "
+                          "theirs).")]
     return [Heading(2, "Training curves"), *_figure_blocks(figures, "training_curves.png")]
 
 

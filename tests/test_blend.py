@@ -139,6 +139,7 @@ def test_blend_is_the_plain_mean_and_lists_in_the_ledger(kaggle_dir_readonly, tm
     accuracy = float(np.mean(mean.argmax(axis=1) == labels))
     assert metrics["ensemble"]["accuracy"] == pytest.approx(accuracy)
     assert list(metrics["models"]) == ["run-a", "run-b"]
+    assert "a blend averages finished runs" in (blended / "report.md").read_text()
     out = capsys.readouterr().out
     assert f"ensemble OOF accuracy {accuracy:.4%}" in out
     right = {name: _oof(run, labels).argmax(axis=1) == labels
