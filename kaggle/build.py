@@ -64,8 +64,9 @@ def zip_package(package_dir: Path = PACKAGE_DIR) -> bytes:
 
 def render_script(entry_text: str, package_zip: bytes) -> str:
     """entry_text with its PACKAGE_ZIP placeholder replaced by the zip, base64 in short lines."""
-    if entry_text.count(PLACEHOLDER_LINE) != 1:
-        raise ValueError(f"{ENTRY} must hold the line {PLACEHOLDER_LINE!r} exactly once")
+    found = entry_text.count(PLACEHOLDER_LINE)
+    if found != 1:
+        raise BuildError(ENTRY, f"the line {PLACEHOLDER_LINE!r} once", f"it {found} times")
     lines = textwrap.wrap(base64.b64encode(package_zip).decode("ascii"), 100)
     packed = 'PACKAGE_ZIP = """\n' + "\n".join(lines) + '\n"""  # the src/ package, base64 zip'
     return entry_text.replace(PLACEHOLDER_LINE, packed)
@@ -98,8 +99,13 @@ def build(out_dir: Path, metadata_path: Path = METADATA) -> Path:
     into place, so a failure leaves no half-written file."""
     metadata = read_metadata(metadata_path)
     script = out_dir / metadata["code_file"]
-    contents = {script: render_script(ENTRY.read_text(), zip_package()),
-                out_dir / METADATA.name: metadata_path.read_text(encoding="utf-8")}
+    try:
+        contents = {script: render_script(ENTRY.read_text(encoding="utf-8"), zip_package()),
+                    out_dir / METADATA.name: metadata_path.read_text(encoding="utf-8")}
+    except (OSError, UnicodeDecodeError) as error:  # a package file, the template or metadata
+        where = Path(getattr(error, "filename", None) or ENTRY)
+        raise BuildError(where, "a readable UTF-8 file",
+                         getattr(error, "strerror", None) or type(error).__name__) from None
     if out_dir.exists() and not out_dir.is_dir():
         raise BuildError(out_dir, "a folder to build into", "a file")
     for path in contents:

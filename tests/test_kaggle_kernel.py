@@ -129,6 +129,22 @@ def test_a_failed_write_is_one_line_and_leaves_no_partial_file(tmp_path, monkeyp
     assert list((tmp_path / "out").iterdir()) == []
 
 
+@pytest.mark.parametrize("damage", ["no placeholder", "unreadable"])
+def test_a_damaged_template_is_one_line_exit_2_and_builds_nothing(tmp_path, monkeypatch,
+                                                                   capsys, damage):
+    entry = tmp_path / "entry.py"
+    if damage == "no placeholder":
+        entry.write_text("print('no package here')\n")
+        found = f"{entry}: expected the line {build.PLACEHOLDER_LINE!r} once, found it 0 times"
+    else:
+        entry.mkdir()  # reading a folder fails as reading an unreadable file does
+        found = f"{entry}: expected a readable UTF-8 file, found Is a directory"
+    monkeypatch.setattr(build, "ENTRY", entry)
+    assert build.main(["--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == f"error: {found}\n"
+    assert not (tmp_path / "out").exists()
+
+
 def _package_zip(script: Path) -> str:
     """The PACKAGE_ZIP value of a built script, read without running it."""
     match = re.search(r'^PACKAGE_ZIP = """(.*?)"""', script.read_text(), re.S | re.M)
