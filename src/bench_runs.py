@@ -19,6 +19,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from src.calibrate import available_cores
 from src.config import Config
 from src.errors import DataError
 from src.run_metrics import read_run_metrics
@@ -42,10 +43,8 @@ def cpu_model() -> str:
 
 def machine_info() -> dict:
     """CPU, cores, libraries, visible GPUs and the thread settings in force."""
-    # macOS has no sched_getaffinity; there every core is usable.
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
-        "cpu": cpu_model(), "cpu_count": os.cpu_count(), "usable_cores": usable,
+        "cpu": cpu_model(), "cpu_count": os.cpu_count(), "usable_cores": available_cores(),
         "platform": platform.platform(), "python": platform.python_version(),
         "tensorflow": tf.__version__, "keras": keras.__version__,
         "gpus": [device.name for device in tf.config.list_physical_devices("GPU")],

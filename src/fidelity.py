@@ -27,8 +27,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from src import ensemble, workers
+from src import ensemble
 from src.bench_runs import write_new_files
+from src.calibrate import resolve_jobs
 from src.config import (
     Config,
     add_override,
@@ -146,7 +147,7 @@ def measure(config: Config, picks: pd.DataFrame, names: Sequence[str]) -> pd.Dat
     """Train every picked configuration as a member (config's folds and epochs) and return
     the picks with their out-of-fold accuracy and minutes."""
     config = dataclasses.replace(config, precision=resolve_precision(config.precision),
-                                 jobs=workers.resolve_jobs(config.jobs))
+                                 jobs=resolve_jobs(config.jobs))
     digits = load_fold_digits(config)
     rows = []
     for _, pick in picks.iterrows():

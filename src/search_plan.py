@@ -14,8 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from src import workers
-from src.calibrate import TRIAL_CALIBRATION_SECONDS, WARMUP_BATCHES, Speed
+from src.calibrate import TRIAL_CALIBRATION_SECONDS, WARMUP_BATCHES, Speed, resolve_jobs
 from src.config import Config
 from src.data import data_fingerprint
 from src.errors import DataError
@@ -146,7 +145,7 @@ def _timed_trial_epochs(config: Config, row: PlanRow, speed: Speed, sizes: Sizes
     if "tune_epochs" in config.flags_given:
         return config.tune_epochs
     factor = speed_at_the_caps(row, speed, sizes, config.minutes * 60 - share,
-                               workers.resolve_jobs(config.jobs))
+                               resolve_jobs(config.jobs))
     # inf (no member reaches the caps in a budget this short): time alone limits a trial,
     # and no network of the search space trains 100 times the default CNN's images/s
     factor = min(max(factor, 1), 100)

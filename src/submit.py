@@ -241,10 +241,11 @@ def _check_run_flags(args, config: Config) -> None:
 
 def _resolve_machine_settings(config: Config) -> Config:
     """The config with --precision and --jobs resolved for this machine, both printed."""
-    from src import model, workers
+    from src import model
+    from src.calibrate import resolve_jobs
 
     config = dataclasses.replace(config, precision=model.resolve_precision(config.precision),
-                                 jobs=workers.resolve_jobs(config.jobs))
+                                 jobs=resolve_jobs(config.jobs))
     print(f"dtype policy: {config.precision}; fold models trained at once: {config.jobs}",
           flush=True)
     return config

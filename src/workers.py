@@ -21,30 +21,9 @@ import keras
 import numpy as np
 
 from src import model as cnn
+from src.calibrate import resolve_jobs
 from src.config import Config
 from src.util import format_duration, remove_stale_partials, writing
-
-
-def resolve_jobs(jobs: int) -> int:
-    """How many fold models train at once: --jobs, or for 0 (auto) two on a CPU-only
-    machine with two or more cores and one otherwise.
-
-    On a 2-core CPU two processes train 1.1-1.3x the images per second of one
-    (README, measured figures): one process leaves part of the second core idle
-    between TensorFlow's small ops.
-    """
-    if jobs:
-        return jobs
-    import tensorflow as tf
-
-    return 1 if tf.config.list_physical_devices("GPU") or available_cores() < 2 else 2
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 class EpochLine(keras.callbacks.Callback):

@@ -17,7 +17,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src import ensemble, predict, run_folders, run_outputs, search_results, submit, util, workers
+from src import (
+    calibrate,
+    ensemble,
+    predict,
+    run_folders,
+    run_outputs,
+    search_results,
+    submit,
+    util,
+    workers,
+)
 from src.config import run_cli
 from src.data import data_fingerprint
 from src.errors import DataError
@@ -95,11 +105,11 @@ def test_parallel_workers_train_every_fold_and_a_serial_rerun_reuses_them(
 
 
 def test_auto_jobs_is_two_on_a_cpu_with_two_cores_and_one_on_a_single_core(monkeypatch):
-    assert workers.resolve_jobs(3) == 3
-    monkeypatch.setattr(workers, "available_cores", lambda: 2)
-    assert workers.resolve_jobs(0) == 2  # the test machine has no GPU
-    monkeypatch.setattr(workers, "available_cores", lambda: 1)
-    assert workers.resolve_jobs(0) == 1
+    assert calibrate.resolve_jobs(3) == 3
+    monkeypatch.setattr(calibrate, "available_cores", lambda: 2)
+    assert calibrate.resolve_jobs(0) == 2  # the test machine has no GPU
+    monkeypatch.setattr(calibrate, "available_cores", lambda: 1)
+    assert calibrate.resolve_jobs(0) == 1
 
 
 def test_a_worker_whose_parent_died_exits(monkeypatch):
