@@ -274,6 +274,15 @@ def _check_row_width(path: Path, line: int, text: str, width: int) -> None:
         raise DataError(f"{width} values", str(len(fields)), file=path, line=line)
 
 
+def first_true_cell(mask: np.ndarray) -> tuple[int, int] | None:
+    """(row, column) of the first True of a 2-D mask, row by row (file order); None when
+    none is."""
+    if not mask.any():
+        return None
+    row = int(np.argmax(mask.any(axis=1)))
+    return row, int(np.argmax(mask[row]))
+
+
 def read_digits_csv(path: str | Path, with_labels: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """Read a Kaggle train.csv (with_labels) or test.csv into uint8 images and int labels."""
     path = Path(path)
@@ -287,7 +296,7 @@ def read_digits_csv(path: str | Path, with_labels: bool) -> tuple[np.ndarray, np
     if len(values) == 0:
         raise DataError("at least one row of digits", "only the header", file=path, line=2)
     pixels = values[:, 1:] if with_labels else values
-    bad = _first_out_of_range(pixels, 0, 255)
+    bad = first_true_cell((pixels < 0) | (pixels > 255))
     if bad is not None:
         row, col = bad
         raise DataError("an integer 0..255", repr(str(pixels[row, col])), file=path,
@@ -295,7 +304,7 @@ def read_digits_csv(path: str | Path, with_labels: bool) -> tuple[np.ndarray, np
     labels = None
     if with_labels:
         labels = values[:, 0].astype(np.int64)
-        bad = _first_out_of_range(labels[:, None], 0, NUM_CLASSES - 1)
+        bad = first_true_cell((labels[:, None] < 0) | (labels[:, None] >= NUM_CLASSES))
         if bad is not None:
             raise DataError(f"an integer 0..{NUM_CLASSES - 1}", repr(str(labels[bad[0]])),
                             file=path, line=bad[0] + 2, column="label")
@@ -323,11 +332,3 @@ def _read_values(path: Path, columns: list[str]) -> np.ndarray:
         skip_rows = sum(len(chunk) for chunk in chunks)
         chunks.append(_read_slowly(path, columns, skip_rows))
     return np.concatenate(chunks)
-
-
-def _first_out_of_range(values: np.ndarray, low: int, high: int) -> tuple[int, int] | None:
-    bad = (values < low) | (values > high)
-    if not bad.any():
-        return None
-    flat = int(np.argmax(bad))
-    return divmod(flat, values.shape[1])

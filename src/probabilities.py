@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from src.csv_files import NUM_CLASSES, read_csv_as_text
+from src.csv_files import NUM_CLASSES, first_true_cell, read_csv_as_text
 from src.errors import DataError
 from src.util import write_atomically
 
@@ -76,19 +76,11 @@ def _read_frame(path: Path, columns: list[str], optional: str | None = None) -> 
     return frame
 
 
-def _first_bad(bad: np.ndarray) -> tuple[int, int] | None:
-    """(row, column) of the first True of a 2-D mask, row by row; None when none is."""
-    if not bad.any():
-        return None
-    row = int(np.argmax(bad.any(axis=1)))
-    return row, int(np.argmax(bad[row]))
-
-
 def _probabilities(frame: pd.DataFrame, path: Path) -> np.ndarray:
     """The p0..p9 columns as float64 (N, 10), each a probability, each row summing to 1."""
     text = frame[PROB_COLUMNS]
     probs = text.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
-    bad = _first_bad(~np.isfinite(probs) | (probs < 0) | (probs > 1))
+    bad = first_true_cell(~np.isfinite(probs) | (probs < 0) | (probs > 1))
     if bad is not None:
         row, col = bad
         raise DataError("a probability 0..1", repr(text.iat[row, col]), file=path,
