@@ -67,10 +67,14 @@ class Budget:
         """Seconds left of this command's budget."""
         return self.plan.seconds - (self.clock() - self.started)
 
-    def training_done(self, pseudo_round: bool) -> bool:
-        """Record the end of a round's training; whether its prediction uses TTA."""
+    def training_done(self, pseudo_round: bool) -> None:
+        """Record the end of a round's training."""
+        self._stage_ended(f"train, {SECOND if pseudo_round else FIRST}")
+
+    def use_tta(self, pseudo_round: bool) -> bool:
+        """Whether the round's prediction uses TTA: whether it fits in the time left once
+        the round has trained; decided once and saved, so a rerun decides the same."""
         name = SECOND if pseudo_round else FIRST
-        self._stage_ended(f"train, {name}")
         return bool(self._decide(f"tta, {name}", lambda: self._tta_fits(pseudo_round)))
 
     def prediction_done(self, pseudo_round: bool) -> None:
@@ -214,7 +218,7 @@ class RoundPace:
     at the pace of the last model to end (its seconds over its planned seconds): a
     machine that slows down partway through a round. A late round first cuts up to
     TTA_KEEPING_CUT of the epochs to keep the prediction's TTA; if that is not enough,
-    it gives TTA up (Budget.training_done) and cuts only what the prediction without
+    it gives TTA up (Budget.use_tta) and cuts only what the prediction without
     TTA needs. A cut is saved in the plan's decisions (Budget.fold_epochs).
     """
 

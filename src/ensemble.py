@@ -278,7 +278,10 @@ def _run_round(digits: Digits, members: list[Member], config: Config,
         jobs = _train(jobs, to_train, digits, splits, config, fingerprint, verbose,
                       budget, pseudo_round, [m.name for m in members])
     result.train_seconds += time.perf_counter() - tick
-    tta = config.tta if budget is None else budget.training_done(pseudo_round)
+    tta = config.tta
+    if budget is not None:
+        budget.training_done(pseudo_round)
+        tta = budget.use_tta(pseudo_round)
     tick = time.perf_counter()
     _add_predictions(jobs, digits, splits, config, result, tta)
     for member in members:

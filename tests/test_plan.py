@@ -237,10 +237,12 @@ def test_tta_stays_on_when_on_time_and_goes_when_behind(capsys):
     clock = Clock(CALIBRATED_AFTER)
     on_time = budget.Budget(quick, started=0.0, clock=clock)
     clock.now = _through(quick, "train, first round")
-    assert on_time.training_done(pseudo_round=False) is True
+    on_time.training_done(pseudo_round=False)
+    assert on_time.use_tta(pseudo_round=False) is True
     late = budget.Budget(_plan(30), started=0.0, clock=Clock(CALIBRATED_AFTER))
     late.clock.now = 30 * 60 - 60  # a minute left: five passes would not fit
-    assert late.training_done(pseudo_round=False) is False
+    late.training_done(pseudo_round=False)
+    assert late.use_tta(pseudo_round=False) is False
     assert "test-time augmentation for the first round: off" in capsys.readouterr().out
     assert late.settings_used()["tta"] is False
 
@@ -268,12 +270,14 @@ def test_a_rerun_keeps_the_decisions_of_the_first_run(tmp_path):
     clock = Clock(CALIBRATED_AFTER)
     first = budget.Budget(_plan(30), started=0.0, path=path, clock=clock)
     clock.now = _through(first.plan, "train, first round")
-    assert first.training_done(pseudo_round=False) is True
+    first.training_done(pseudo_round=False)
+    assert first.use_tta(pseudo_round=False) is True
     planned_epochs = first.pseudo_epochs([27_000] * 3)
     # The rerun reuses the fold models and is far behind its own clock: it decides nothing.
     saved = plan_files.load_plan(path)
     rerun = budget.Budget(saved, started=0.0, clock=Clock(30 * 60 - 30), reused=True)
-    assert rerun.training_done(pseudo_round=False) is True
+    rerun.training_done(pseudo_round=False)
+    assert rerun.use_tta(pseudo_round=False) is True
     assert rerun.pseudo_epochs([0] * 3) == planned_epochs
 
 
@@ -389,7 +393,8 @@ def test_a_round_on_its_pace_trains_every_planned_epoch(jobs):
     run = budget.Budget(quick, started=0.0, clock=Clock(CALIBRATED_AFTER))
     assert set(_train_round(run).values()) == {quick.epochs}
     assert _cuts(quick) == {}
-    assert run.training_done(pseudo_round=False) is True  # TTA still fits
+    run.training_done(pseudo_round=False)
+    assert run.use_tta(pseudo_round=False) is True  # TTA still fits
 
 
 def test_a_round_that_slows_cuts_the_epochs_of_models_not_yet_started(monkeypatch, tmp_path):
@@ -498,10 +503,12 @@ def test_a_round_a_little_late_cuts_a_quarter_of_the_epochs_at_most_to_keep_tta(
         return run, _train_round(run, slower_from=5, slowdown=slowdown, cut=cut)
 
     unpaced, _ = trained(cut=False)
-    assert unpaced.training_done(pseudo_round=False) is False
+    unpaced.training_done(pseudo_round=False)
+    assert unpaced.use_tta(pseudo_round=False) is False
     paced, epochs = trained(cut=True)
     planned = paced.plan.epochs
-    assert paced.training_done(pseudo_round=False) is keeps_tta
+    paced.training_done(pseudo_round=False)
+    assert paced.use_tta(pseudo_round=False) is keeps_tta
     assert min(epochs.values()) < planned
     if keeps_tta:
         assert min(epochs.values()) >= math.ceil((1 - budget.TTA_KEEPING_CUT) * planned)
@@ -519,7 +526,8 @@ def test_a_late_round_with_a_given_tta_cuts_epochs_for_its_passes(monkeypatch):
     run = budget.Budget(given, started=0.0, clock=Clock(CALIBRATED_AFTER))
     epochs = _train_round(run, slower_from=5, slowdown=1.35)
     assert min(epochs.values()) < given.epochs
-    assert run.training_done(pseudo_round=False) is True
+    run.training_done(pseudo_round=False)
+    assert run.use_tta(pseudo_round=False) is True
     with_tta = plan.TAIL_SECONDS + plan.prediction_seconds(
         [fast["default"]], REAL, given.folds, True, given.repeats)
     assert run.clock.now + with_tta <= 30 * 60 - 270 + 0.01 * 30 * 60
@@ -584,6 +592,7 @@ def test_the_record_holds_planned_and_actual_seconds_per_stage():
     run = budget.Budget(quick, started=0.0, clock=clock)
     clock.now += 700
     run.training_done(pseudo_round=False)
+    assert run.use_tta(pseudo_round=False) is True
     clock.now += 60
     run.prediction_done(pseudo_round=False)
     record = run.record()
