@@ -176,13 +176,19 @@ def run_with_time_limit(command: list[str], cwd: Path, seconds: float) -> int:
 
 
 def publish_submission(submissions_dir: Path, working_dir: Path) -> Path:
-    """Copy the newest run's submission.csv to working_dir and drop the ``latest`` link.
+    """Copy the newest run's submission.csv to working_dir, under a hidden name first and
+    then renamed, so Kaggle's output never holds half a file; drop the ``latest`` link.
 
     The kernel makes one run, so the link only repeats its folder in Kaggle's output.
     """
     latest = submissions_dir / "latest"
     target = working_dir / "submission.csv"
-    shutil.copyfile(latest / "submission.csv", target)
+    partial = working_dir / f".partial-{os.getpid()}-submission.csv"
+    try:
+        shutil.copyfile(latest / "submission.csv", partial)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)  # gone once renamed; a failed copy's, removed
     latest.unlink()
     return target
 

@@ -129,6 +129,29 @@ def test_a_failed_write_is_one_line_and_leaves_no_partial_file(tmp_path, monkeyp
     assert list((tmp_path / "out").iterdir()) == []
 
 
+def test_the_kernel_publishes_the_submission_whole_and_drops_latest(tmp_path, monkeypatch):
+    runs, working = tmp_path / "submissions", tmp_path / "working"
+    (runs / "run-1").mkdir(parents=True)
+    working.mkdir()
+    (runs / "run-1" / "submission.csv").write_text("ImageId,Label\n1,7\n")
+    (runs / "latest").symlink_to("run-1")
+    assert entry.publish_submission(runs, working) == working / "submission.csv"
+    assert (working / "submission.csv").read_text() == "ImageId,Label\n1,7\n"
+    assert not (runs / "latest").exists() and [p.name for p in working.iterdir()] == [
+        "submission.csv"]
+
+    def disk_full(source, target):
+        Path(target).write_text("ImageId,La")
+        raise OSError(28, "No space left on device")
+
+    (working / "submission.csv").unlink()
+    (runs / "latest").symlink_to("run-1")
+    monkeypatch.setattr(entry.shutil, "copyfile", disk_full)
+    with pytest.raises(OSError):
+        entry.publish_submission(runs, working)
+    assert list(working.iterdir()) == []  # no half-written submission.csv, no partial
+
+
 @pytest.mark.parametrize("damage", ["no placeholder", "unreadable"])
 def test_a_damaged_template_is_one_line_exit_2_and_builds_nothing(tmp_path, monkeypatch,
                                                                    capsys, damage):
