@@ -107,7 +107,8 @@ def _parse_args(argv: Sequence[str] | None):
     return args, config_from_args(args)
 
 
-def _check_only(args, config: Config) -> int:
+def _check_and_upload(args, config: Config) -> int:
+    """--check FILE: validate the CSV, then with --upload send it (no training)."""
     # test.csv alone: its row count is all a submission is checked against
     test_path = find_csv(find_data_dir(config.data_dir, stem="test"), "test")
     csv_path = Path(args.check)
@@ -178,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.download:
         download_competition_data(config.data_dir)
     if args.check:
-        return _check_only(args, config)
+        return _check_and_upload(args, config)
     _check_run_flags(args, config)
     started = time.perf_counter()
     digits = load_fold_digits(config)
