@@ -1,5 +1,6 @@
 """The report's figures: PNG files drawn from the metrics and the out-of-fold arrays;
-also the bench's accuracy-against-minutes curve (curve_png).
+also the bench's accuracy-against-minutes curve (curve_png), the fidelity scatter
+(fidelity_png) and the ledger's CV against the public score (cv_against_public_png).
 
 Figures are drawn on matplotlib Figure objects with an Agg canvas, never through
 pyplot: the global backend (a notebook's inline one, say) is left alone and no
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+import pandas as pd
 import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -53,6 +55,12 @@ def _new_figure(width: float, height: float) -> Figure:
     figure = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(figure)
     return figure
+
+
+def _png_bytes(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI, facecolor="white")
+    return buffer.getvalue()
 
 
 def _plot_model_accuracy(metrics: dict) -> Figure:
@@ -270,9 +278,7 @@ def curve_png(points: list[dict]) -> bytes:
     """The curve as PNG bytes, for the caller to write (src.curve writes it beside its table).
     Each point is src.curve.Point as a dict: name, budget_minutes (None for a recipe),
     wall_seconds, accuracy (None when unscored), ci95_low and ci95_high (None when unknown)."""
-    buffer = io.BytesIO()
-    _plot_curve(points).savefig(buffer, format="png", dpi=DPI, facecolor="white")
-    return buffer.getvalue()
+    return _png_bytes(_plot_curve(points))
 
 
 def fidelity_png(search_losses, oof_scores, search_ranks, agreement: str) -> bytes:
@@ -291,6 +297,33 @@ def fidelity_png(search_losses, oof_scores, search_ranks, agreement: str) -> byt
     ax.set_ylabel("out-of-fold accuracy after full training (%)")
     ax.set_title(f"Search against full training, numbered by search rank ({agreement})")
     ax.grid(alpha=0.3)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI, facecolor="white")
-    return buffer.getvalue()
+    return _png_bytes(figure)
+
+
+def cv_against_public_png(frame: pd.DataFrame) -> bytes | None:
+    """The ledger's runs.png (src.runs writes it): OOF accuracy (with its 95% interval)
+    against the public score, one dot a scored run, and the line where they agree, as PNG
+    bytes; None when no run of the ledger frame has a public score."""
+    scored = frame[frame["public_score"].notna()]
+    if scored.empty:
+        return None
+    oof, public = 100 * scored["oof"], 100 * scored["public_score"].astype(float)
+    figure = _new_figure(7.5, 6)
+    ax = figure.subplots()
+    below = (oof - 100 * scored["oof_low"]).clip(lower=0)
+    above = (100 * scored["oof_high"] - oof).clip(lower=0)
+    ax.errorbar(oof, public, xerr=[below, above], fmt="none", ecolor="grey", alpha=0.6,
+                capsize=3)
+    sns.scatterplot(x=oof, y=public, hue=scored["profile"], s=60, ax=ax, zorder=3)
+    for run, x, y in zip(scored["run"], oof, public, strict=True):
+        ax.annotate(run[:15], (x, y), xytext=(4, 4), textcoords="offset points", fontsize=7)
+    low = min(100 * scored["oof_low"].min(), public.min()) - 0.05
+    high = max(100 * scored["oof_high"].max(), public.max()) + 0.05
+    ax.plot([low, high], [low, high], "--", color="tab:red", linewidth=1, label="public = OOF")
+    ax.set(xlim=(low, high), ylim=(low, high), aspect="equal",
+           xlabel="OOF accuracy (%), with 95% interval", ylabel="public leaderboard score (%)",
+           title=f"CV against the public leaderboard ({len(scored)} scored "
+                 f"run{'' if len(scored) == 1 else 's'})")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    return _png_bytes(figure)

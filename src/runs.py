@@ -10,7 +10,6 @@ earlier uploads and records it in the runs they came from.
 
 from __future__ import annotations
 
-import io
 import re
 import sys
 import warnings
@@ -19,13 +18,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
-import seaborn as sns
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from src import kaggle_api
 from src.config import OneLineParser, path_flag, run_cli
 from src.errors import DataError
+from src.figures import cv_against_public_png
 from src.kaggle_record import record_kaggle
 from src.run_folders import RUN_ID_TIME
 from src.run_metrics import read_run_metrics
@@ -36,7 +33,6 @@ SORTS = {"date": "newest first", "oof": "best OOF accuracy first",
 COLUMNS = ["run", "date", "profile", "minutes", "members", "oof", "oof_low", "oof_high",
            "public_score", "status", "message"]
 NUMBERS = {"min", "OOF", "public"}  # right-aligned columns of the printed ledger
-DPI = 110
 
 
 def run_folders(submissions_dir: Path) -> list[Path]:
@@ -119,44 +115,13 @@ def format_ledger(frame: pd.DataFrame) -> str:
     return "\n".join([line(cells), *(line(row) for row in zip(*cells.values(), strict=True))])
 
 
-def plot_cv_against_public(frame: pd.DataFrame) -> Figure | None:
-    """OOF accuracy (with its 95% interval) against the public score, one dot a scored run,
-    and the line where they agree; None when no run has a public score."""
-    scored = frame[frame["public_score"].notna()]
-    if scored.empty:
-        return None
-    oof, public = 100 * scored["oof"], 100 * scored["public_score"].astype(float)
-    figure = Figure(figsize=(7.5, 6), layout="constrained")
-    FigureCanvasAgg(figure)
-    ax = figure.subplots()
-    below = (oof - 100 * scored["oof_low"]).clip(lower=0)
-    above = (100 * scored["oof_high"] - oof).clip(lower=0)
-    ax.errorbar(oof, public, xerr=[below, above], fmt="none", ecolor="grey", alpha=0.6,
-                capsize=3)
-    sns.scatterplot(x=oof, y=public, hue=scored["profile"], s=60, ax=ax, zorder=3)
-    for run, x, y in zip(scored["run"], oof, public, strict=True):
-        ax.annotate(run[:15], (x, y), xytext=(4, 4), textcoords="offset points", fontsize=7)
-    low = min(100 * scored["oof_low"].min(), public.min()) - 0.05
-    high = max(100 * scored["oof_high"].max(), public.max()) + 0.05
-    ax.plot([low, high], [low, high], "--", color="tab:red", linewidth=1, label="public = OOF")
-    ax.set(xlim=(low, high), ylim=(low, high), aspect="equal",
-           xlabel="OOF accuracy (%), with 95% interval", ylabel="public leaderboard score (%)",
-           title=f"CV against the public leaderboard ({len(scored)} scored "
-                 f"run{'' if len(scored) == 1 else 's'})")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    return figure
-
-
 def write_ledger(frame: pd.DataFrame, submissions_dir: Path) -> list[Path]:
     """Write runs.csv and, when a run has a public score, runs.png; return the paths."""
     contents: dict[Path, str | bytes] = {
         submissions_dir / "runs.csv": frame.to_csv(index=False, lineterminator="\n")}
-    figure = plot_cv_against_public(frame)
-    if figure is not None:  # drawn before either is written: never a new csv beside an old png
-        png = io.BytesIO()
-        figure.savefig(png, format="png", dpi=DPI, facecolor="white")
-        contents[submissions_dir / "runs.png"] = png.getvalue()
+    png = cv_against_public_png(frame)
+    if png is not None:  # drawn before either is written: never a new csv beside an old png
+        contents[submissions_dir / "runs.png"] = png
     for path, content in contents.items():
         write_atomically(path, content)
     return list(contents)
