@@ -90,6 +90,15 @@ def write_run(submissions_dir: Path, run_id: str, write: Callable[[Path], dict]
     return run_dir, metrics
 
 
+def list_run_folders(submissions_dir: Path) -> list[Path]:
+    """The run folders in submissions_dir, by name: every folder but hidden ones (partial
+    runs) and the latest link."""
+    if not submissions_dir.is_dir():
+        return []
+    return sorted(path for path in submissions_dir.iterdir()
+                  if path.is_dir() and not path.is_symlink() and not path.name.startswith("."))
+
+
 def distinct_folders(folders: list[Path]) -> list[Path]:
     """The run folders given on a command line, checked to exist and to differ."""
     seen: dict[Path, Path] = {}

@@ -24,7 +24,7 @@ from src.config import OneLineParser, path_flag, run_cli
 from src.errors import DataError
 from src.figures import cv_against_public_png
 from src.kaggle_record import record_kaggle
-from src.run_folders import RUN_ID_TIME
+from src.run_folders import RUN_ID_TIME, list_run_folders
 from src.run_metrics import read_run_metrics
 from src.util import is_plain_text, write_atomically
 
@@ -33,14 +33,6 @@ SORTS = {"date": "newest first", "oof": "best OOF accuracy first",
 COLUMNS = ["run", "date", "profile", "minutes", "members", "oof", "oof_low", "oof_high",
            "public_score", "status", "message"]
 NUMBERS = {"min", "OOF", "public"}  # right-aligned columns of the printed ledger
-
-
-def run_folders(submissions_dir: Path) -> list[Path]:
-    """The run folders: every folder but hidden ones (partial runs) and the latest link."""
-    if not submissions_dir.is_dir():
-        return []
-    return sorted(path for path in submissions_dir.iterdir()
-                  if path.is_dir() and not path.is_symlink() and not path.name.startswith("."))
 
 
 def run_date(run_dir: Path) -> datetime:
@@ -80,7 +72,7 @@ def read_run(run_dir: Path) -> dict | None:
 
 def ledger(submissions_dir: Path) -> pd.DataFrame:
     """One row per readable run folder, columns COLUMNS."""
-    rows = [row for row in map(read_run, run_folders(submissions_dir)) if row is not None]
+    rows = [row for row in map(read_run, list_run_folders(submissions_dir)) if row is not None]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -130,7 +122,7 @@ def write_ledger(frame: pd.DataFrame, submissions_dir: Path) -> list[Path]:
 def sync_scores(submissions_dir: Path) -> str:
     """Ask Kaggle for the user's submissions and record each run's latest state in its
     metrics.json and report; return a one-line summary."""
-    runs = [(run_dir, _metrics_or_none(run_dir)) for run_dir in run_folders(submissions_dir)]
+    runs = [(run_dir, _metrics_or_none(run_dir)) for run_dir in list_run_folders(submissions_dir)]
     runs = [(run_dir, metrics) for run_dir, metrics in runs if metrics is not None]
     if not runs:
         return "sync: no runs to record scores in"

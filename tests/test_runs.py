@@ -11,7 +11,7 @@ import matplotlib.image
 import pandas as pd
 import pytest
 
-from src import kaggle_record, runs
+from src import kaggle_record, run_folders, runs
 from src.config import run_cli
 from tests.fixtures import write_run
 from tests.kaggle_stand_in import api_submission
@@ -241,7 +241,7 @@ def test_sync_records_the_scores_of_earlier_uploads(submissions, kaggle, capsys)
     lines = _ledger(submissions, capsys, "--sync")
     assert lines[0] == "sync: 5 submissions on Kaggle; 3 runs updated"
     kaggle_of = {run_dir.name: json.loads((run_dir / "metrics.json").read_text())["kaggle"]
-                 for run_dir in runs.run_folders(submissions)}
+                 for run_dir in run_folders.list_run_folders(submissions)}
     assert kaggle_of[SECOND]["public_score"] == 0.9964
     assert (kaggle_of[THIRD]["ref"], kaggle_of[THIRD]["public_score"]) == (30, 0.997)
     assert (kaggle_of[fourth.name]["ref"], kaggle_of[fourth.name]["status"]) == (31, "error")
@@ -277,7 +277,7 @@ def test_sync_finds_a_run_by_its_whole_id_not_a_longer_one(submissions, kaggle, 
     assert _ledger(submissions, capsys, "--sync")[0] == ("sync: 1 submission on Kaggle; "
                                                           "1 run updated")
     metrics_of = {run_dir.name: json.loads((run_dir / "metrics.json").read_text())
-                  for run_dir in runs.run_folders(submissions)}
+                  for run_dir in run_folders.list_run_folders(submissions)}
     assert metrics_of[twin.name]["kaggle"]["ref"] == 40 and "kaggle" not in metrics_of[THIRD]
 
 
