@@ -166,13 +166,23 @@ def run_with_time_limit(command: list[str], cwd: Path, seconds: float) -> int:
     try:
         return process.wait(timeout=max(seconds, 0))
     except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        _stop(process)
         return TIMED_OUT
+    except BaseException:  # Ctrl-C in the kernel itself: the stage must not outlive it
+        _stop(process)
+        raise
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Interrupt the process as Ctrl-C would; kill it if it is there GRACE_SECONDS later."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def publish_submission(submissions_dir: Path, working_dir: Path) -> Path:

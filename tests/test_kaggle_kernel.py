@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import base64
 import importlib.util
 import io
@@ -12,6 +13,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -293,6 +296,26 @@ def test_a_stage_stops_on_ctrl_c_also_when_the_kernel_ignores_it(tmp_path, monke
     finally:
         signal.signal(signal.SIGINT, before)
     assert (tmp_path / "ready").is_file() and (tmp_path / "stopped").is_file()
+
+
+def test_a_stage_does_not_outlive_a_ctrl_c_of_the_kernel(tmp_path, monkeypatch):
+    """Ctrl-C reaching the kernel alone (not the stage's process group) stops the stage too."""
+    monkeypatch.setattr(entry, "GRACE_SECONDS", 5.0)
+    command = _sleeper(tmp_path, ignore_ctrl_c=False)
+
+    def ctrl_c_once_the_stage_sleeps():
+        while not (tmp_path / "ready").is_file():
+            time.sleep(0.05)
+        _thread.interrupt_main()
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=ctrl_c_once_the_stage_sleeps, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            entry.run_with_time_limit(command, tmp_path, 60.0)
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert (tmp_path / "interrupted").is_file()  # stopped as by Ctrl-C, and waited for
 
 
 class _Stages:
