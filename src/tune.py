@@ -5,8 +5,8 @@ trains as an ensemble member does (a one-epoch warm-up, then a cosine decay to
 its last epoch, every epoch run) and is scored by its last epoch's log-loss on
 a stratified hold-out (the hypermodel and tuners: src.tuners). Everything
 goes under ``<artifacts>/tune/``: the tuner's own project folder (one per search
-setting, so the same command resumes its search and a changed flag starts its
-own; each trial's folder keeps its hold-out probabilities), ``best_hparams.json``
+setting and labelled data, so the same command resumes its search and a changed
+flag or train.csv starts its own; each trial's folder keeps its hold-out probabilities), ``best_hparams.json``
 (the best configurations, and the ensemble chosen from them on the hold-out,
 read by ``python -m src.submit``) and ``trials.csv`` (every trial, best first).
 A run killed at any
