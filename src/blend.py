@@ -81,9 +81,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"blend: {len(names)} runs of {len(digits.y_train)} training and "
           f"{len(digits.x_test)} test images, read in {loaded - started:.1f}s", flush=True)
 
-    from src.ensemble import plain_mean
-
-    oof_blend, test_blend = plain_mean(oof), plain_mean(test)
     runs_seconds = sum(float(metrics["timings"]["total"]) for metrics in runs.values())
     given = sys.argv[1:] if argv is None else list(argv)
     run_info = {
@@ -103,14 +100,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "runs": runs_seconds, "total": runs_seconds + own}
 
     write = functools.partial(
-        write_run_outputs, digits=digits, model_probs=oof, oof_probs=oof_blend,
-        test_probs=test_blend, histories=[], run_info=run_info, timings=timings,
+        write_run_outputs, digits=digits, model_probs=oof, model_test_probs=test,
+        histories=[], run_info=run_info, timings=timings,
         search_holdout=search_holdout)
     run_dir, metrics = write_run(Path(args.submissions_dir),
                                  new_run_id(f"blend-{digits.source}"), write)
     # Against every run, not only the best: choosing the run to compare with on the same
     # images would make the blend look worse than it is.
-    blend_right = oof_blend.argmax(axis=1) == digits.y_train
+    from src.ensemble import plain_mean
+
+    blend_right = plain_mean(oof).argmax(axis=1) == digits.y_train
     for name, probs in oof.items():
         print(f"the blend (run A) against {name} (run B):")
         print("\n".join(describe(compare(blend_right, probs.argmax(axis=1) == digits.y_train))))

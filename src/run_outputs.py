@@ -64,7 +64,7 @@ def write_submission(folder: Path, test_ids: np.ndarray, labels: np.ndarray) -> 
 
 
 def write_run_outputs(folder: Path, digits: Digits, *, model_probs: dict[str, np.ndarray],
-                      oof_probs: np.ndarray, test_probs: np.ndarray, histories: list[dict],
+                      model_test_probs: dict[str, np.ndarray], histories: list[dict],
                       run_info: dict, timings: Callable[[], dict[str, float]],
                       search_holdout: np.ndarray | None = None,
                       leaderboard: pd.DataFrame | None = None, plan: dict | None = None
@@ -72,11 +72,14 @@ def write_run_outputs(folder: Path, digits: Digits, *, model_probs: dict[str, np
     """Fill a run folder: submission.csv (the Kaggle test set only; MNIST's is scored as
     the holdout instead), the probability files and the report; return its metrics.
 
-    oof_probs and test_probs are the plain mean of model_probs' members and of theirs;
-    timings is called once the probabilities are written, so its total counts them."""
+    The ensemble is the plain mean of model_probs' members (OOF) and of
+    model_test_probs' (test); timings is called once the probabilities are written, so
+    its total counts them."""
     from src import report
+    from src.ensemble import plain_mean
     from src.metrics import ReportInputs
 
+    oof_probs, test_probs = plain_mean(model_probs), plain_mean(model_test_probs)
     test_labels = test_probs.argmax(axis=1)
     if digits.y_test is None:
         write_submission(folder, digits.test_ids, test_labels)

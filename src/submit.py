@@ -208,8 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     write = functools.partial(
         write_run_outputs, digits=digits, model_probs=result.oof_probs,
-        oof_probs=ensemble.plain_mean(result.oof_probs),
-        test_probs=ensemble.plain_mean(result.test_probs), histories=result.histories,
+        model_test_probs=result.test_probs, histories=result.histories,
         run_info=_run_info(config, members, result, digits, argv), timings=timings,
         search_holdout=search_holdout, leaderboard=leaderboard,
         plan=budget.record() if budget else None)

@@ -6,11 +6,11 @@ its last epoch, every epoch run) and is scored by its last epoch's log-loss on
 a stratified hold-out (the hypermodel and tuners: src.tuners). Everything
 goes under ``<artifacts>/tune/``: the tuner's own project folder (one per search
 setting and labelled data, so the same command resumes its search and a changed
-flag or train.csv starts its own; each trial's folder keeps its hold-out probabilities), ``best_hparams.json``
-(the best configurations, and the ensemble chosen from them on the hold-out,
-read by ``python -m src.submit``) and ``trials.csv`` (every trial, best first).
-A run killed at any
-moment resumes on the next run; the KERASTUNER_* environment variables spread
+flag or train.csv starts its own; each trial's folder keeps its hold-out
+probabilities), ``best_hparams.json`` (the best configurations, and the ensemble
+chosen from them on the hold-out, read by ``python -m src.submit``) and
+``trials.csv`` (every trial, best first). A run killed at any moment resumes on
+the next run; the KERASTUNER_* environment variables spread
 one search over a chief and many workers.
 """
 
