@@ -169,7 +169,10 @@ def run_with_time_limit(command: list[str], cwd: Path, seconds: float) -> int:
         _stop(process)
         return TIMED_OUT
     except BaseException:  # Ctrl-C in the kernel itself: the stage must not outlive it
-        _stop(process)
+        try:  # at a terminal the Ctrl-C reached the stage too: a second one could cut its
+            process.wait(timeout=1)  # clean stop short
+        except subprocess.TimeoutExpired:
+            _stop(process)
         raise
 
 

@@ -153,6 +153,12 @@ def _blank_rows(frame: pd.DataFrame) -> pd.Series:
     return frame.astype(str).apply(lambda column: column.str.strip() == "").all(axis=1)
 
 
+def _as_int16(chunk: pd.DataFrame) -> np.ndarray:
+    """Checked rows as int16 values; a column read as text (a blank line in its chunk) may
+    hold whole numbers written 3.0 or 1e0, which int() would refuse."""
+    return chunk.apply(pd.to_numeric).to_numpy(np.int16)
+
+
 def _read_slowly(path: Path, columns: list[str], skip_rows: int) -> np.ndarray:
     """Read the rows of a file the fast parse refused, from data row skip_rows on (the rows
     before it parsed), a chunk at a time so that memory stays small: return them as int16
@@ -177,7 +183,7 @@ def _read_slowly(path: Path, columns: list[str], skip_rows: int) -> np.ndarray:
                         continue
                     found = _first_bad_cell(chunk, columns)
                     if found is None:
-                        kept.append(chunk.to_numpy(np.int16))
+                        kept.append(_as_int16(chunk))
                         continue
                     row, position, low, high = found
                     line = skipped_lines + 1 + int(chunk.index[0]) + row
@@ -185,7 +191,7 @@ def _read_slowly(path: Path, columns: list[str], skip_rows: int) -> np.ndarray:
                         raise _bad_cell_error(path, columns, line, position,
                                               chunk.iloc[row, position], (low, high))
                     blank_from = line
-                    kept.append(chunk.iloc[:row].to_numpy(np.int16))
+                    kept.append(_as_int16(chunk.iloc[:row]))
         except pd.errors.ParserError as error:
             raise csv_syntax_error(path, error, skipped_lines) from None
     return np.concatenate(kept)

@@ -200,25 +200,28 @@ def test_bad_train_csv_names_file_line_and_column(kaggle_dir, case, chunk_rows):
     assert str(caught.value) == f"{kaggle_dir / expected}"
 
 
-@pytest.mark.parametrize("text_cell_after", [False, True])
-def test_whole_numbers_written_as_floats_read_as_integers(kaggle_dir, chunk_rows,
-                                                          text_cell_after):
+@pytest.mark.parametrize("after", ["nothing", "a text cell", "a trailing blank line"])
+def test_whole_numbers_written_as_floats_read_as_integers(kaggle_dir, chunk_rows, after):
     """Whether a cell like 3.0 is read must not hang on the rows around it: pandas' fast
-    parse reads it as 3, and so must the slow one a text cell elsewhere sends the chunk to."""
+    parse reads it as 3, and so must the slow one that a text cell or a blank line (whose
+    empty cells make every column text) sends the chunk to."""
     path = kaggle_dir / "train.csv"
     lines = _lines(path)
     _set_cell(lines, 4, 0, "3.0")
     _set_cell(lines, 3, 11, "1e0")
     _set_cell(lines, 5, 12, " 7")
-    if text_cell_after:  # in the same column: pandas then reads the column as text
+    if after == "a text cell":  # in the same column: pandas then reads the column as text
         _set_cell(lines, 9, 0, "x")
+    if after == "a trailing blank line":
+        lines.append("")
     _write_lines(path, lines)
-    if text_cell_after:
+    if after == "a text cell":
         with pytest.raises(DataError, match=r"train.csv:9: label: expected an integer "
                                             r"0..9, found 'x'$"):
             data.load_kaggle(kaggle_dir)
         return
     digits = data.load_kaggle(kaggle_dir)
+    assert len(digits.y_train) == len(_lines(path)) - 1 - (after == "a trailing blank line")
     assert digits.y_train[2] == 3
     assert digits.x_train[1].ravel()[10] == 1 and digits.x_train[3].ravel()[11] == 7
 
