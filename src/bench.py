@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -58,7 +57,7 @@ from src.data import (
     load_keras_mnist,
 )
 from src.errors import DataError
-from src.util import format_duration
+from src.util import command_line, format_duration
 
 # Images per timed row; a GPU needs more of them for a stable figure.
 BENCH_IMAGES = {"smoke": 256, "quick": 8192, "full": 32768}
@@ -192,19 +191,15 @@ def repeat_to(x: np.ndarray, count: int) -> np.ndarray:
     return x[np.arange(count) % len(x)]
 
 
-def bench_command(argv: Sequence[str] | None) -> str:
-    """The command line this bench runs, for its report."""
-    return "python -m src.bench " + shlex.join(sys.argv[1:] if argv is None else argv)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Time the package against the notebook way; print the table and write it with its JSON.
     With --curve, measure OOF accuracy against minutes instead (src.curve)."""
     args, config = parse_args(argv)
+    command = command_line("src.bench", argv)
     if args.curve is not None:
         from src import curve  # it trains for real: imported only when asked for
 
-        return curve.run_curve(config, args.curve, args.recipe_epochs, bench_command(argv))
+        return curve.run_curve(config, args.curve, args.recipe_epochs, command)
     started = datetime.now(timezone.utc)
     keras.utils.set_random_seed(config.seed)
     images = args.bench_images or BENCH_IMAGES[config.profile]
@@ -227,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    if args.run_quick else
                    run_summary(Path(config.submissions_dir) / "latest"))
     report = {"utc": started.strftime("%Y-%m-%d %H:%M UTC"),
-              "command": bench_command(argv),
+              "command": command,
               "profile": config.profile, "batch_size": config.batch_size, "top_k": config.top_k,
               "images": images, "images_from": digits.train_path, "machine": machine_info(),
               "rows": [asdict(row) for row in rows], "levers": [asdict(row) for row in levers],

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from src.calibrate import PREDICT_BATCH
 from src.data import Digits, find_csv, load_kaggle
 from src.model import DEFAULT_HPARAMS, RandomAffine, fit, make_dataset
 from src.notebook_way import (
@@ -29,7 +30,6 @@ from src.notebook_way import (
 from src.predict import TTA_SHIFTS, predict_probs
 
 WARMUP_BATCHES = 4
-PREDICT_BATCH = 1024  # what src.model.predict uses
 LEVER_BATCH_SIZES = (64, 128, 256)
 
 

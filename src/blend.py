@@ -17,7 +17,6 @@ uploads it.
 from __future__ import annotations
 
 import functools
-import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -31,6 +30,7 @@ from src.probabilities import any_search_holdout, read_oof, read_test
 from src.run_folders import distinct_folders, new_run_id, write_run
 from src.run_metrics import read_run_metrics
 from src.run_outputs import library_versions, print_summary, write_run_outputs
+from src.util import command_line
 
 
 def _parse_args(argv: Sequence[str] | None):
@@ -82,9 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{len(digits.x_test)} test images, read in {loaded - started:.1f}s", flush=True)
 
     runs_seconds = sum(float(metrics["timings"]["total"]) for metrics in runs.values())
-    given = sys.argv[1:] if argv is None else list(argv)
     run_info = {
-        "command": "python -m src.blend " + shlex.join(given), "profile": "blend",
+        "command": command_line("src.blend", argv), "profile": "blend",
         "source": digits.source, "train_file": digits.train_path,
         "test_file": digits.test_path,
         "runs": {name: {"folder": str(folder), "command": runs[name]["run_info"]["command"],

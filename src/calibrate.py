@@ -28,7 +28,7 @@ TRIAL_CALIBRATION_SECONDS = 1.5
 WARMUP_BATCHES = 3  # the first batches trace the training step: never timed
 CALIBRATION_IMAGES = 4096  # the images a calibration draws its batches from
 PREDICT_IMAGES = 4096  # images in the timed prediction
-PREDICT_BATCH = 1024  # what src.model.predict and a fold's validation use
+PREDICT_BATCH = 1024  # what src.model.predict, a fold's and a trial's validation use
 
 
 def resolve_jobs(jobs: int) -> int:

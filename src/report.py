@@ -18,9 +18,7 @@ import pandas as pd
 from src.document import Heading, Image, Paragraph, Table, render_html, render_markdown
 from src.figures import FIGURE_CAPTIONS, write_figures
 from src.metrics import DIGITS, ENSEMBLE, ReportInputs, build_metrics
-from src.util import write_atomically
-
-LEADERBOARD_ROWS = 10
+from src.util import LEADERBOARD_ROWS, write_atomically
 
 
 def _format_value(value: object) -> str:

@@ -19,7 +19,7 @@ from src.config import Config
 from src.csv_files import read_csv_checked
 from src.errors import DataError
 from src.model import define_search_space
-from src.util import is_count, is_number, read_json, write_atomically
+from src.util import LEADERBOARD_ROWS, is_count, is_number, read_json, write_atomically
 
 # The search minimises each trial's hold-out log-loss: on 2,400 hold-out images the
 # accuracy of good networks differs by a few images, and the log-loss, which counts how
@@ -29,7 +29,6 @@ OBJECTIVE = "val_log_loss"
 COMPLETED = kt.engine.trial.TrialStatus.COMPLETED
 TOP_SAVED = 10
 HOLDOUT_ROWS = "holdout_rows"  # in best_hparams.json: the labelled rows the search scored on
-LEADERBOARD_ROWS = 10
 
 
 def tune_dir(config: Config) -> Path:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -44,7 +43,7 @@ from src.run_outputs import (
     validate_submission,
     write_run_outputs,
 )
-from src.util import check_writable_folder, format_duration, not_a_file
+from src.util import check_writable_folder, command_line, format_duration, not_a_file
 
 
 def check_submission_file(path: Path, test_path: Path) -> int:
@@ -277,8 +276,7 @@ def _search_holdout(config: Config, digits, members) -> np.ndarray | None:
 
 
 def _run_info(config: Config, members, result, digits, argv: Sequence[str] | None) -> dict:
-    given = sys.argv[1:] if argv is None else list(argv)
-    return {"command": "python -m src.submit " + shlex.join(given),
+    return {"command": command_line("src.submit", argv),
             "profile": config.profile, "seed": config.seed, "source": digits.source,
             "train_file": digits.train_path, "test_file": digits.test_path,
             "folds": config.folds, "repeats": config.repeats, "epochs": config.epochs,

@@ -33,7 +33,6 @@ from src.search_results import COMPLETED, OBJECTIVE
 from src.util import WRITABLE, describe_os_error, format_duration, write_atomically
 
 HYPERBAND_FACTOR = 3
-VAL_BATCH_SIZE = 1024
 
 
 class CNNHyperModel(kt.HyperModel):
@@ -74,10 +73,11 @@ class CNNHyperModel(kt.HyperModel):
         validation_data = (x_val, y_val)."""
         x_val, y_val = validation_data
         kwargs.setdefault("epochs", self.epochs)  # Hyperband sets its rung's
+        validation = make_dataset(x_val, y_val, calibrate.PREDICT_BATCH, shuffle=False)
         return model.fit(make_dataset(x, y, self.batch_size, shuffle=True, seed=self.seed,
                                       repeat=True),
                          steps_per_epoch=steps_per_epoch(len(x), self.batch_size),
-                         validation_data=make_dataset(x_val, y_val, VAL_BATCH_SIZE, shuffle=False),
+                         validation_data=validation,
                          shuffle=False, **kwargs)  # the dataset shuffles; Keras would warn
 
 

@@ -8,16 +8,19 @@ import json
 import math
 import os
 import re
+import shlex
 import shutil
 import socket
+import sys
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from src.errors import DataError
 
 WRITABLE = "a writable folder with free space"
+LEADERBOARD_ROWS = 10  # trials a leaderboard shows: tune's printout and the report's table
 
 
 def describe_os_error(error: OSError) -> str:
@@ -117,6 +120,13 @@ def no_free_name(path: Path) -> DataError:
     """The error when every name numbered_names gives for path is taken."""
     return DataError("a free name", f"{path.name} and {path.name}-2 to -999 taken", file=path,
                      hint="move earlier runs away")
+
+
+def command_line(module: str, argv: Sequence[str] | None) -> str:
+    """The command that ran `module` with argv (the process's own arguments if None),
+    as a run's records quote it."""
+    given = sys.argv[1:] if argv is None else list(argv)
+    return f"python -m {module} " + shlex.join(given)
 
 
 def format_duration(seconds: float) -> str:

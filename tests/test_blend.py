@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shlex
 import shutil
 from pathlib import Path
 
@@ -126,7 +127,8 @@ def test_a_search_holdout_flag_other_than_0_or_1_is_one_line(kaggle_dir_readonly
 
 
 def test_blend_is_the_plain_mean_and_lists_in_the_ledger(kaggle_dir_readonly, tmp_path, capsys):
-    first = _run_with_probabilities(kaggle_dir_readonly, tmp_path / "a", "run-a", 1, minutes=10)
+    first = _run_with_probabilities(kaggle_dir_readonly, tmp_path / "a's runs", "run-a", 1,
+                                    minutes=10)  # a folder name the shell must quote
     second = _run_with_probabilities(kaggle_dir_readonly, tmp_path / "b", "run-b", 2, minutes=20)
     args = _blend_args(kaggle_dir_readonly, tmp_path, first, second)
     assert run_cli(blend.main, args) == 0
@@ -139,6 +141,8 @@ def test_blend_is_the_plain_mean_and_lists_in_the_ledger(kaggle_dir_readonly, tm
     accuracy = float(np.mean(mean.argmax(axis=1) == labels))
     assert metrics["ensemble"]["accuracy"] == pytest.approx(accuracy)
     assert list(metrics["models"]) == ["run-a", "run-b"]
+    # The recorded command reruns the blend: every argument quoted where it needs to be.
+    assert shlex.split(metrics["run_info"]["command"]) == ["python", "-m", "src.blend", *args]
     assert "a blend averages finished runs" in (blended / "report.md").read_text()
     out = capsys.readouterr().out
     assert f"ensemble OOF accuracy {accuracy:.4%}" in out
