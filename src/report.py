@@ -18,7 +18,7 @@ import pandas as pd
 from src.document import Heading, Image, Paragraph, Table, render_html, render_markdown
 from src.figures import FIGURE_CAPTIONS, write_figures
 from src.metrics import DIGITS, ENSEMBLE, ReportInputs, build_metrics
-from src.util import LEADERBOARD_ROWS, write_atomically
+from src.util import LEADERBOARD_ROWS, format_duration, write_atomically
 
 
 def _format_value(value: object) -> str:
@@ -44,14 +44,6 @@ def _accuracy_line(label: str, score: dict) -> str:
     """e.g. "...: 99.57% (95% CI 99.50–99.63%, 181 errors of 42,000)"."""
     return (f"{label}: {score['accuracy']:.2%} (95% CI {_interval(score)}, "
             f"{score['errors']:,} errors of {score['total']:,})")
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
-    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
 
 
 def _figure_blocks(figures: list[str], *names: str) -> list:
@@ -164,8 +156,9 @@ def _plan_section(plan: dict | None) -> list:
               for name, speed in plan["speeds"].items()]
     return [Heading(2, f"Plan for {plan['minutes']:g} minutes"),
             Paragraph(f"{chosen}{reused}; PLAN_TABLE row from {plan['table_row']:g} minutes, "
-                      f"{plan['jobs']} fold model(s) at once; ETA {_duration(plan['eta_seconds'])}"
-                      f" of {_duration(plan['seconds'])}."),
+                      f"{plan['jobs']} fold model(s) at once; "
+                      f"ETA {format_duration(plan['eta_seconds'])} "
+                      f"of {format_duration(plan['seconds'])}."),
             Table(["stage", "planned seconds", "actual seconds"], stages),
             Paragraph("Speeds measured on this machine, one process:"),
             Table(["network", "training images/s", "prediction images/s",
@@ -177,7 +170,8 @@ def _plan_section(plan: dict | None) -> list:
 
 
 def _timings_section(timings: dict) -> list:
-    rows = [[step, f"{seconds:,.1f}", _duration(seconds)] for step, seconds in timings.items()]
+    rows = [[step, f"{seconds:,.1f}", format_duration(seconds)]
+            for step, seconds in timings.items()]
     return [Heading(2, "Timings"), Table(["step", "seconds", "duration"], rows)]
 
 

@@ -206,6 +206,7 @@ def test_markdown_has_the_headline_and_links_every_figure(written):
         assert f"]({png.name})" in text
     assert "| rank1 | 98.00% | " in text  # (600 - 12) / 600
     assert "t09" in text and "t10" not in text  # the leaderboard's top 10 rows only
+    assert "| train | 754.0 | 12m34s |" in text  # durations read as the commands print them
     assert "Ensemble test-set accuracy: 99.33%" in text
     assert "&lt;script&gt;" in text and INJECTED not in text
 
