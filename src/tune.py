@@ -209,12 +209,12 @@ def build_tuner(config: Config, role: str | None, train_images: int, fingerprint
             return BayesianTuner(hypermodel, max_trials=config.max_trials,
                                  num_initial_points=max(3, config.max_trials // 4), **common)
         return RandomTuner(hypermodel, max_trials=config.max_trials, **common)
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, RuntimeError) as error:
         if not resuming:
             raise
         # KerasTuner reloads its saved state here; its writes are atomic in this package, so
         # a file it cannot read was damaged by hand or by another program (JSONDecodeError
-        # is a ValueError).
+        # is a ValueError; the oracle wraps a missing key in a RuntimeError).
         raise damaged_search_state(one_line(error), project) from None
 
 

@@ -238,7 +238,7 @@ def test_resume_repairs_what_a_kill_between_two_writes_leaves(
 
 @pytest.mark.parametrize("damage", ["oracle_cut_short", "trial_a_list", "tuner_state_empty",
                                     "score_null", "conv_blocks_text", "trial_folder_deleted",
-                                    "running_trial_folder_deleted"])
+                                    "running_trial_folder_deleted", "oracle_key_missing"])
 def test_a_search_state_damaged_by_hand_is_one_line_naming_its_folder(
         finished_random_search, kaggle_dir_readonly, tmp_path, capsys, damage):
     artifacts = Path(shutil.copytree(finished_random_search, tmp_path / "artifacts"))
@@ -249,6 +249,10 @@ def test_a_search_state_damaged_by_hand_is_one_line_naming_its_folder(
         (project / "oracle.json").write_text(text[:len(text) // 2])
     elif damage == "trial_a_list":
         trial_json.write_text("[]")
+    elif damage == "oracle_key_missing":  # KerasTuner wraps its KeyError in a RuntimeError
+        oracle = json.loads((project / "oracle.json").read_text())
+        del oracle["ongoing_trials"]
+        (project / "oracle.json").write_text(json.dumps(oracle))
     elif damage in ("score_null", "conv_blocks_text"):  # both crashed ranking the trials
         trial = json.loads(trial_json.read_text())
         if damage == "score_null":
