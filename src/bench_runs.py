@@ -23,7 +23,7 @@ from src.calibrate import available_cores
 from src.config import Config
 from src.errors import DataError
 from src.run_metrics import read_run_metrics
-from src.util import no_free_name, numbered_names, write_atomically, writing
+from src.util import child_environment, no_free_name, numbered_names, write_atomically, writing
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
                     "TF_ENABLE_ONEDNN_OPTS")
@@ -107,7 +107,7 @@ def run_stage(stage: str, flags: Sequence[str]) -> tuple[int, float]:
     command = [sys.executable, "-m", f"src.{stage}", *flags]
     print(f"running {shlex.join(command)}", flush=True)
     tick = time.perf_counter()
-    finished = subprocess.run(command, check=False)
+    finished = subprocess.run(command, check=False, env=child_environment())
     return finished.returncode, time.perf_counter() - tick
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from src.errors import DataError
-from src.util import printable
+from src.util import follow_parent, printable
 
 SOURCES = ("kaggle", "keras")
 TUNERS = ("hyperband", "bayesian", "random")
@@ -276,6 +276,7 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None],
     and a warning one ``warning:`` line."""
     warnings.formatwarning = (lambda message, *args, **kwargs:
                               f"warning: {printable(str(message))}\n")
+    follow_parent()
     try:
         return int(main(argv) or 0)
     except DataError as error:

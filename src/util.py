@@ -12,6 +12,8 @@ import shlex
 import shutil
 import socket
 import sys
+import threading
+import time
 import unicodedata
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -20,6 +22,7 @@ from pathlib import Path
 from src.errors import DataError
 
 WRITABLE = "a writable folder with free space"
+PARENT_PID_ENV = "DIGITS_PARENT_PID"  # set for a stage another stage runs: see follow_parent
 LEADERBOARD_ROWS = 10  # trials a leaderboard shows: tune's printout and the report's table
 
 
@@ -75,6 +78,34 @@ def remove_stale_partials(folder: str | Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
+
+
+def exit_when_orphaned(parent: int, poll_seconds: float = 1.0) -> None:
+    """End this process once its parent has died (a killed run), whatever it is doing: an
+    orphan would race the rerun that resumes it, or run on unseen."""
+    while os.getppid() == parent:
+        time.sleep(poll_seconds)
+    os._exit(1)  # what it was saving is a partial file the next run removes
+
+
+def watch_parent(parent: int) -> None:
+    """exit_when_orphaned(parent) in a daemon thread."""
+    threading.Thread(target=exit_when_orphaned, args=(parent,), daemon=True).start()
+
+
+def child_environment() -> dict[str, str]:
+    """The environment for a stage this process runs (src.bench's runs of src.tune and
+    src.submit): the same, plus this process's pid, so that the stage ends with it."""
+    return {**os.environ, PARENT_PID_ENV: str(os.getpid())}
+
+
+def follow_parent() -> None:
+    """In a stage started with child_environment, end when the process that started it
+    ends. A SIGKILL leaves its children running: a killed bench would leave a run of
+    python -m src.submit training for its whole budget beside the bench resumed after it."""
+    parent = os.environ.pop(PARENT_PID_ENV, "")  # not for this stage's own children
+    if parent.isdigit():
+        watch_parent(int(parent))
 
 
 def _is_running(pid: int) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -23,7 +22,7 @@ import numpy as np
 from src import model as cnn
 from src.calibrate import resolve_jobs
 from src.config import Config
-from src.util import format_duration, remove_stale_partials, writing
+from src.util import format_duration, remove_stale_partials, watch_parent, writing
 
 
 class EpochLine(keras.callbacks.Callback):
@@ -40,14 +39,6 @@ class EpochLine(keras.callbacks.Callback):
         print(f"{self.label} epoch {epoch + 1}/{self.params['epochs']}: {scores}", flush=True)
 
 
-def _exit_when_orphaned(parent: int, poll_seconds: float = 1.0) -> None:
-    """End this worker process once its parent has died (a killed run), training or
-    waiting for work: an orphan would race the rerun that resumes it, or idle forever."""
-    while os.getppid() == parent:
-        time.sleep(poll_seconds)
-    os._exit(1)  # what it was saving is a partial file the next run removes
-
-
 _worker_data: dict[str, np.ndarray] = {}
 
 
@@ -55,7 +46,7 @@ def _start_worker(x: np.ndarray, y: np.ndarray, parent: int) -> None:
     # The parent's pid comes from the parent: a parent killed while this worker imported
     # TensorFlow has already left it orphaned, and os.getppid() would name the adopter.
     _worker_data.update(x=x, y=y)
-    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
+    watch_parent(parent)
 
 
 def _train_in_worker(train_fold: Callable, job, split: tuple[np.ndarray, np.ndarray],

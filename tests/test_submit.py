@@ -117,7 +117,7 @@ def test_a_worker_whose_parent_died_exits(monkeypatch):
     monkeypatch.setattr(os, "_exit", exits.append)
     parents = iter([41, 41, 1])  # its parent, then init: re-parented, an orphan
     monkeypatch.setattr(os, "getppid", lambda: next(parents))
-    workers._exit_when_orphaned(41, poll_seconds=0)
+    util.exit_when_orphaned(41, poll_seconds=0)
     assert exits == [1] and next(parents, None) is None
 
 
