@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,6 +16,7 @@ from src.util import (
     is_plain_text,
     no_free_name,
     numbered_names,
+    one_line,
     partial_path,
     remove_stale_partials,
     write_atomically,
@@ -42,20 +44,30 @@ def publish_run(partial: Path, submissions_dir: Path, run_id: str) -> Path:
     else:
         raise no_free_name(submissions_dir / run_id)
     os.rename(partial, final)
+    try:
+        _point_latest(submissions_dir, final.name)
+    except (OSError, DataError) as error:  # the run is whole and in place: say so, and go on
+        warnings.warn(f"{final} is written, but {submissions_dir / 'latest'} could not be "
+                      f"pointed at it: {one_line(error)}", stacklevel=2)
+    return final
+
+
+def _point_latest(submissions_dir: Path, name: str) -> None:
+    """Point the ``latest`` link at the run folder name, or where symlinks are not allowed,
+    name it in ``latest.txt``; never both, so that they cannot disagree."""
     link = submissions_dir / ".latest-partial"
     if link.is_symlink() or link.exists():
         link.unlink()
     latest, latest_txt = submissions_dir / "latest", submissions_dir / "latest.txt"
     try:
-        os.symlink(final.name, link, target_is_directory=True)
+        os.symlink(name, link, target_is_directory=True)
     except OSError:  # Windows without symlink rights: name the run in a text file instead
-        write_atomically(latest_txt, final.name + "\n")
+        write_atomically(latest_txt, name + "\n")
         if latest.is_symlink():  # an older run's link would now disagree with the file
             latest.unlink()
-        return final
+        return
     os.replace(link, latest)
     latest_txt.unlink(missing_ok=True)  # an older run's file would now disagree with the link
-    return final
 
 
 def check_latest(submissions_dir: Path) -> None:

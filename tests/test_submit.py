@@ -533,6 +533,25 @@ def test_publish_names_latest_in_a_file_without_symlink_rights(tmp_path, monkeyp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.txt", "run"]
 
 
+def test_a_run_in_place_whose_latest_cannot_be_updated_is_a_warning(tmp_path, monkeypatch):
+    # Once the run is renamed into place it is whole: a full disk that stops latest.txt
+    # must not report the run as failed (its command would exit 2, skip --upload, and a
+    # rerun would train a duplicate).
+    monkeypatch.setattr(run_folders.os, "symlink", _refuse_symlinks)
+
+    def full_disk(path, text):
+        raise DataError("a writable file", "OSError: No space left on device", file=path)
+
+    monkeypatch.setattr(run_folders, "write_atomically", full_disk)
+    partial = tmp_path / ".partial-run"
+    partial.mkdir()
+    with pytest.warns(UserWarning, match=(rf"^{tmp_path / 'run'} is written, but "
+                                          rf"{tmp_path / 'latest'} could not be pointed at it: "
+                                          r".*latest.txt: expected a writable file")):
+        assert run_folders.publish_run(partial, tmp_path, "run") == tmp_path / "run"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
 def test_latest_link_and_latest_txt_never_disagree(tmp_path, monkeypatch):
     def publish(run_id):
         partial = tmp_path / f".partial-{run_id}"
