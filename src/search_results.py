@@ -19,7 +19,7 @@ from src.config import Config
 from src.csv_files import read_csv_checked
 from src.errors import DataError
 from src.model import define_search_space
-from src.util import LEADERBOARD_ROWS, is_count, is_number, read_json, write_atomically
+from src.util import LEADERBOARD_ROWS, is_count, is_number, read_json, write_all_atomically
 
 # The search minimises each trial's hold-out log-loss: on 2,400 hold-out images the
 # accuracy of good networks differs by a few images, and the log-loss, which counts how
@@ -202,8 +202,9 @@ def write_results(config: Config, tuner: kt.Tuner, rows: list[dict], summary: di
     text = json.dumps(best, indent=2)
     if summary.get(HOLDOUT_ROWS) is not None:  # last, and on one line: a long list of numbers
         text = f'{text[:-2]},\n  "{HOLDOUT_ROWS}": {json.dumps(summary[HOLDOUT_ROWS])}\n}}'
-    write_atomically(best_hparams_path(config), text + "\n")
-    write_atomically(trials_path(config), trials_table(rows).to_csv(index=False))
+    # Together: submit reads the leaderboard in trials.csv beside the picks in the .json.
+    write_all_atomically({best_hparams_path(config): text + "\n",
+                          trials_path(config): trials_table(rows).to_csv(index=False)})
 
 
 def read_trials(path: Path, as_text: bool = False) -> pd.DataFrame:

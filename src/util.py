@@ -125,18 +125,28 @@ def _is_running(pid: int) -> bool:
 def write_atomically(path: str | Path, text: str | bytes) -> None:
     """Write text (UTF-8) or bytes to a partial file beside path, then os.replace it: never
     half a file. A failed write leaves no partial file and raises DataError naming path."""
-    path = Path(path)
-    partial = partial_path(path)
-    with writing(path):
-        try:
-            if isinstance(text, bytes):
-                partial.write_bytes(text)
-            else:
-                partial.write_text(text, encoding="utf-8")
-            os.replace(partial, path)
-        except BaseException:
+    write_all_atomically({Path(path): text})
+
+
+def write_all_atomically(texts: dict[Path, str | bytes]) -> None:
+    """write_atomically for files that belong together: every partial file is written
+    before any replaces its file, so a failed write (a full disk) leaves all the files as
+    they were, never a new one beside an old one."""
+    partials = {path: partial_path(path) for path in texts}
+    try:
+        for (path, partial), text in zip(partials.items(), texts.values(), strict=True):
+            with writing(path):
+                if isinstance(text, bytes):
+                    partial.write_bytes(text)
+                else:
+                    partial.write_text(text, encoding="utf-8")
+        for path, partial in partials.items():
+            with writing(path):
+                os.replace(partial, path)
+    except BaseException:
+        for partial in partials.values():
             partial.unlink(missing_ok=True)
-            raise
+        raise
 
 
 def numbered_names(name: str) -> Iterator[str]:

@@ -69,6 +69,19 @@ def test_write_atomically_reports_the_path_and_leaves_no_temporary_file(tmp_path
     assert _files(tmp_path) == []
 
 
+def test_files_written_together_are_all_new_or_all_as_they_were(tmp_path, monkeypatch):
+    # The search's best_hparams.json and trials.csv: a full disk on the second must not
+    # leave a new first beside an old second.
+    picks, trials = tmp_path / "best_hparams.json", tmp_path / "trials.csv"
+    picks.write_text("old picks")
+    trials.write_text("old trials")
+    _fill_disk_when_writing(monkeypatch, "trials.csv")
+    with pytest.raises(DataError, match=f"^{re.escape(str(trials))}: {re.escape(FULL_DISK)}$"):
+        util.write_all_atomically({picks: "new picks", trials: "new trials"})
+    assert (picks.read_text(), trials.read_text()) == ("old picks", "old trials")
+    assert _files(tmp_path) == ["best_hparams.json", "trials.csv"]  # no partial file left
+
+
 def test_a_data_error_survives_the_trip_back_from_a_worker_process():
     error = DataError(util.WRITABLE, "No space left on device (ENOSPC)", file="fold-0.keras",
                       line=None, column=None, hint="free some space")
