@@ -23,7 +23,13 @@ from src.calibrate import available_cores
 from src.config import Config
 from src.errors import DataError
 from src.run_metrics import read_run_metrics
-from src.util import child_environment, no_free_name, numbered_names, write_atomically, writing
+from src.util import (
+    child_environment,
+    no_free_name,
+    numbered_names,
+    write_all_atomically,
+    writing,
+)
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
                     "TF_ENABLE_ONEDNN_OPTS")
@@ -125,10 +131,9 @@ def run_profile(config: Config, folder: Path) -> dict:
 
 
 def write_new_files(folder: Path, stem: str, texts: dict[str, str | bytes]) -> list[Path]:
-    """Write each suffix's text (or bytes) to folder/<stem><suffix> through a temporary file
-    and a rename;
-    when a name is taken, the stem gets -2, -3, ... so no earlier file is overwritten. A
-    failed write (a DataError naming the file) takes back the files written before it."""
+    """Write each suffix's text (or bytes) to folder/<stem><suffix>, all of them or none
+    (util.write_all_atomically); when a name is taken, the stem gets -2, -3, ... so no
+    earlier file is overwritten. A failed write is a DataError naming the file."""
     with writing(folder):
         folder.mkdir(parents=True, exist_ok=True)
     for name in numbered_names(stem):
@@ -137,13 +142,6 @@ def write_new_files(folder: Path, stem: str, texts: dict[str, str | bytes]) -> l
             break
     else:
         raise no_free_name(folder / stem)
-    written: list[Path] = []
-    try:
-        for path, text in zip(paths, texts.values(), strict=True):
-            write_atomically(path, text)
-            written.append(path)
-    except BaseException:
-        for path in written:  # a .md without its .json would pass for a whole record
-            path.unlink(missing_ok=True)
-        raise
+    # All or none: a .md without its .json would pass for a whole record.
+    write_all_atomically(dict(zip(paths, texts.values(), strict=True)))
     return paths

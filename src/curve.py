@@ -36,6 +36,7 @@ from pathlib import Path
 from src import bench_runs, figures
 from src.config import MAX_MINUTES, Config, check_integer
 from src.data import Digits, data_fingerprint, load_digits
+from src.ensemble import training_code_version
 from src.errors import DataError
 from src.metrics import score
 from src.model import use_precision
@@ -53,6 +54,7 @@ from src.util import (
 
 DEFAULT_BUDGETS = (8.0, 15.0, 30.0)
 POINTS_FILE = "points.json"  # in the curve's folder: its settings and every point finished
+FINISHED = "finished"  # in POINTS_FILE once the curve's table is written: never resumed
 
 # ---------------------------------------------------------------- points
 
@@ -253,12 +255,12 @@ def _unfinished_curve(bench_dir: Path, settings: dict) -> tuple[Path, str, list[
     A file of these settings whose points cannot be used is passed over with a warning."""
     for folder in sorted(bench_dir.glob("curve-*/"), key=lambda path: path.name, reverse=True):
         if (bench_dir / f"{folder.name}.json").exists():
-            continue  # finished
+            continue  # finished (curves before FINISHED was kept said so only here)
         try:
             saved = read_json(folder / POINTS_FILE)
         except (OSError, ValueError):
             continue
-        if not isinstance(saved, dict) or saved.get("settings") != settings:
+        if not isinstance(saved, dict) or saved.get("settings") != settings or saved.get(FINISHED):
             continue
         try:
             if not isinstance(saved.get("utc"), str) or not isinstance(saved.get("points"), list):
@@ -283,7 +285,8 @@ def run_curve(config: Config, budget_texts: Sequence[str], recipe_epochs: int | 
     settings = {"budgets": budgets, "recipes": [recipe.name for recipe in RECIPES],
                 "recipe_epochs": recipe_epochs, "seed": config.seed, "profile": config.profile,
                 "precision": config.precision,
-                "data": data_fingerprint(digits.x_train, digits.y_train)}
+                "data": data_fingerprint(digits.x_train, digits.y_train),
+                "code": training_code_version()}  # an upgrade starts a new curve
     resumed = _unfinished_curve(bench_dir, settings)
     if resumed:
         runs, utc, points = resumed
@@ -293,10 +296,14 @@ def run_curve(config: Config, budget_texts: Sequence[str], recipe_epochs: int | 
         runs = new_folder(bench_dir / f"curve-{started.strftime('%Y%m%d-%H%M%S')}")
         utc, points = started.strftime("%Y-%m-%d %H:%M UTC"), []
 
+    def save_points(finished: bool = False) -> None:
+        write_atomically(runs / POINTS_FILE, json.dumps(
+            {"settings": settings, "utc": utc, "points": [asdict(p) for p in points],
+             FINISHED: finished}))
+
     def keep(point: Point) -> None:  # each point as it ends: a killed curve goes on from it
         points.append(point)
-        write_atomically(runs / POINTS_FILE, json.dumps(
-            {"settings": settings, "utc": utc, "points": [asdict(p) for p in points]}))
+        save_points()
 
     done = {point.name for point in points}
     for minutes in budgets:
@@ -316,5 +323,6 @@ def run_curve(config: Config, budget_texts: Sequence[str], recipe_epochs: int | 
     paths = bench_runs.write_new_files(bench_dir, runs.name, {
         ".md": text, ".json": json.dumps(report, indent=2) + "\n",
         ".png": figures.curve_png(report["points"])})
+    save_points(finished=True)  # the table may move (to docs, say): the folder still knows
     print(f"wrote {', '.join(map(str, paths))}")
     return 0

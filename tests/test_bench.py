@@ -18,6 +18,7 @@ from src import bench, bench_runs, bench_timing, notebook_way, util
 from src.config import run_cli
 from src.errors import DataError
 from tests.conftest import REPO_ROOT
+from tests.fixtures import disk_full
 
 TRAIN_WAYS = ("package: uint8 → tf.data → fit", "package: src.model.fit, 6 epochs",
               "notebook: float32, SciPy augmentation")
@@ -182,15 +183,15 @@ def test_write_new_files_fails_in_one_line_and_takes_back_what_it_wrote(tmp_path
     not_a_folder.write_text("")
     with pytest.raises(DataError, match=f"^{not_a_folder / 'bench'}: expected a writable"):
         bench_runs.write_new_files(not_a_folder / "bench", "bench-x", {".md": "one"})
-    real_write = bench_runs.write_atomically
+    real_write = Path.write_text
 
-    def full_disk_at_json(path, text):
-        if path.suffix == ".json":
-            raise DataError("a writable file", "no space left on the device", file=path)
-        real_write(path, text)
+    def full_disk_at_json(path, text, *args, **kwargs):
+        if path.name.endswith(".json"):  # its partial file
+            disk_full()
+        return real_write(path, text, *args, **kwargs)
 
-    monkeypatch.setattr(bench_runs, "write_atomically", full_disk_at_json)
-    with pytest.raises(DataError, match="bench-x.json: expected a writable file"):
+    monkeypatch.setattr(Path, "write_text", full_disk_at_json)
+    with pytest.raises(DataError, match="bench-x.json: expected a writable folder"):
         bench_runs.write_new_files(tmp_path, "bench-x", {".md": "one", ".json": "{}"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 

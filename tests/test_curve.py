@@ -188,7 +188,12 @@ def test_a_killed_curve_run_again_keeps_its_finished_points(tiny_kaggle_dir, tmp
     assert list(_rows(out)) == ["plan 8 min", "plan 15 min", "plan 30 min"]
     report = json.loads((bench_dir / "curve-20261125-120000.json").read_text())
     assert [point["wall_seconds"] for point in report["points"]] == [480.0, 900.0, 1800.0]
-    assert run_cli(bench.main, argv) == 0  # finished: a new curve, not that one again
+    # Finished: a new curve, not that one again, even with its files moved away (to a docs
+    # folder, say): the folder's points.json says it finished.
+    (tmp_path / "docs").mkdir()
+    for path in bench_dir.glob("curve-20261125-120000.*"):
+        path.rename(tmp_path / "docs" / path.name)
+    assert run_cli(bench.main, argv) == 0
     assert "going on with" not in capsys.readouterr().out
 
 
