@@ -323,6 +323,10 @@ def run_curve(config: Config, budget_texts: Sequence[str], recipe_epochs: int | 
     paths = bench_runs.write_new_files(bench_dir, runs.name, {
         ".md": text, ".json": json.dumps(report, indent=2) + "\n",
         ".png": figures.curve_png(report["points"])})
-    save_points(finished=True)  # the table may move (to docs, say): the folder still knows
     print(f"wrote {', '.join(map(str, paths))}")
+    try:
+        save_points(finished=True)  # the table may move (to docs, say): the folder still knows
+    except DataError as error:  # the curve is written: say what a rerun would do
+        warnings.warn(f"{error}; a rerun of these flags would show this curve again",
+                      stacklevel=2)
     return 0

@@ -210,12 +210,15 @@ def build_tuner(config: Config, role: str | None, train_images: int, fingerprint
                                  num_initial_points=max(3, config.max_trials // 4), **common)
         return RandomTuner(hypermodel, max_trials=config.max_trials, **common)
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, RuntimeError) as error:
-        if not resuming:
+        # The oracle's reload wraps a missing key in a RuntimeError; any other is no damage.
+        missing_key = isinstance(error, RuntimeError) and isinstance(error.__cause__, KeyError)
+        if not resuming or (isinstance(error, RuntimeError) and not missing_key):
             raise
         # KerasTuner reloads its saved state here; its writes are atomic in this package, so
         # a file it cannot read was damaged by hand or by another program (JSONDecodeError
-        # is a ValueError; the oracle wraps a missing key in a RuntimeError).
-        raise damaged_search_state(one_line(error), project) from None
+        # is a ValueError).
+        raise damaged_search_state(one_line(error.__cause__ if missing_key else error),
+                                   project) from None
 
 
 def load_search_data(config: Config) -> tuple[tuple[np.ndarray, np.ndarray],

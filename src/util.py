@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import unicodedata
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -85,6 +86,8 @@ def exit_when_orphaned(parent: int, poll_seconds: float = 1.0) -> None:
     orphan would race the rerun that resumes it, or run on unseen."""
     while os.getppid() == parent:
         time.sleep(poll_seconds)
+    print(f"stopped: process {parent}, which started this one, has ended", file=sys.stderr,
+          flush=True)
     os._exit(1)  # what it was saving is a partial file the next run removes
 
 
@@ -104,8 +107,13 @@ def follow_parent() -> None:
     ends. A SIGKILL leaves its children running: a killed bench would leave a run of
     python -m src.submit training for its whole budget beside the bench resumed after it."""
     parent = os.environ.pop(PARENT_PID_ENV, "")  # not for this stage's own children
-    if parent.isdigit():
-        watch_parent(int(parent))
+    if os.name != "posix" or not parent.isdigit():
+        return  # elsewhere os.getppid() does not change when the parent dies
+    if os.getppid() != int(parent) and _is_running(int(parent)):  # set by hand, say
+        warnings.warn(f"{PARENT_PID_ENV}={parent} names a process that is not this one's "
+                      "parent: ignored", stacklevel=2)
+        return
+    watch_parent(int(parent))  # a parent that has already ended ends this one at once
 
 
 def _is_running(pid: int) -> bool:
@@ -131,8 +139,10 @@ def write_atomically(path: str | Path, text: str | bytes) -> None:
 def write_all_atomically(texts: dict[Path, str | bytes]) -> None:
     """write_atomically for files that belong together: every partial file is written
     before any replaces its file, so a failed write (a full disk) leaves all the files as
-    they were, never a new one beside an old one."""
+    they were, never a new one beside an old one. Should a rename fail after that, the files
+    it had created are taken back; one it had replaced stays new."""
     partials = {path: partial_path(path) for path in texts}
+    created: list[Path] = []
     try:
         for (path, partial), text in zip(partials.items(), texts.values(), strict=True):
             with writing(path):
@@ -141,11 +151,14 @@ def write_all_atomically(texts: dict[Path, str | bytes]) -> None:
                 else:
                     partial.write_text(text, encoding="utf-8")
         for path, partial in partials.items():
+            existed = path.exists()
             with writing(path):
                 os.replace(partial, path)
+            if not existed:
+                created.append(path)
     except BaseException:
-        for partial in partials.values():
-            partial.unlink(missing_ok=True)
+        for path in (*partials.values(), *created):
+            path.unlink(missing_ok=True)
         raise
 
 

@@ -18,7 +18,7 @@ from src import bench, bench_runs, bench_timing, notebook_way, util
 from src.config import run_cli
 from src.errors import DataError
 from tests.conftest import REPO_ROOT
-from tests.fixtures import disk_full
+from tests.fixtures import disk_full, ended_pid
 
 TRAIN_WAYS = ("package: uint8 → tf.data → fit", "package: src.model.fit, 6 epochs",
               "notebook: float32, SciPy augmentation")
@@ -177,8 +177,7 @@ def test_write_new_files_never_overwrites(tmp_path):
     assert not list(tmp_path.glob(".partial-*"))
 
 
-def test_write_new_files_fails_in_one_line_and_takes_back_what_it_wrote(tmp_path,
-                                                                         monkeypatch):
+def test_write_new_files_fails_in_one_line_and_writes_none(tmp_path, monkeypatch):
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("")
     with pytest.raises(DataError, match=f"^{not_a_folder / 'bench'}: expected a writable"):
@@ -253,6 +252,22 @@ def test_a_stage_the_bench_runs_ends_when_the_bench_is_killed(tmp_path):
     if not _ended(stage_pid):
         os.kill(stage_pid, 9)
         pytest.fail("the stage outlived the bench that started it")
+
+
+def test_a_parent_pid_set_by_hand_is_ignored_with_a_warning(monkeypatch):
+    watched = []
+    monkeypatch.setattr(util, "watch_parent", watched.append)
+    monkeypatch.setenv(util.PARENT_PID_ENV, str(os.getpid()))  # alive, and not our parent
+    with pytest.warns(UserWarning, match=f"^{util.PARENT_PID_ENV}={os.getpid()} names a "
+                                         "process that is not this one's parent: ignored$"):
+        util.follow_parent()
+    assert watched == [] and util.PARENT_PID_ENV not in os.environ
+    gone = ended_pid()  # a bench killed before its stage started: the stage ends at once
+    monkeypatch.setenv(util.PARENT_PID_ENV, str(gone))
+    util.follow_parent()
+    assert watched == [gone]
+    util.follow_parent()  # popped: the stage's own children do not inherit it
+    assert watched == [gone]
 
 
 def test_run_stage_starts_its_stage_with_the_bench_s_pid(monkeypatch):

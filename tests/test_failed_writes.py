@@ -82,6 +82,21 @@ def test_files_written_together_are_all_new_or_all_as_they_were(tmp_path, monkey
     assert _files(tmp_path) == ["best_hparams.json", "trials.csv"]  # no partial file left
 
 
+def test_a_rename_that_fails_takes_back_the_files_it_created(tmp_path, monkeypatch):
+    first, second = tmp_path / "curve.md", tmp_path / "curve.json"
+    replace = util.os.replace
+
+    def fail_on_json(source, target):
+        if str(target).endswith(".json"):
+            raise OSError(errno.EIO, "Input/output error")
+        replace(source, target)
+
+    monkeypatch.setattr(util.os, "replace", fail_on_json)
+    with pytest.raises(DataError, match=f"^{re.escape(str(second))}: "):
+        util.write_all_atomically({first: "table", second: "{}"})
+    assert _files(tmp_path) == []  # no .md without its .json, no partial file
+
+
 def test_a_data_error_survives_the_trip_back_from_a_worker_process():
     error = DataError(util.WRITABLE, "No space left on device (ENOSPC)", file="fold-0.keras",
                       line=None, column=None, hint="free some space")
