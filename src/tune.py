@@ -298,17 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"chief: serving the search at {where} until every worker has stopped", flush=True)
     elif role == "worker":
         print(f"{tuner.tuner_id}: running trials for the chief at {where}", flush=True)
-    try:
-        tuner.search(*train, validation_data=validation,
-                     verbose=1 if sys.stdout.isatty() else 2)  # a progress bar only on a terminal
-    except RuntimeError as error:  # KerasTuner's stop after 3 failed trials in a row
-        if "consecutive failures" not in str(error):
-            raise
-        # KerasTuner's message: its own first line, then the last trial's traceback
-        lines = str(error).strip().splitlines()
-        limit = getattr(tuner.oracle, "max_consecutive_failed_trials", 3)
-        print(f"error: the search stopped: {limit} trials in a row failed; the last with "
-              f"{lines[-1] if len(lines) > 1 else 'no message'}", file=sys.stderr)
+    if not run_trials(tuner, train, validation):
         return 1
     if role == "worker":
         print(f"{tuner.tuner_id}: no trials left; the chief writes the results", flush=True)
@@ -328,12 +318,36 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{config.minutes:g} minutes{earlier}", flush=True)
     chosen = ensemble_from_search(tuner, rows, validation[1])
     write_results(config, tuner, rows, summary, chosen, record)
+    print_results(config, rows, chosen)
+    return 0
+
+
+def run_trials(tuner: kt.Tuner, train: tuple[np.ndarray, np.ndarray],
+               validation: tuple[np.ndarray, np.ndarray]) -> bool:
+    """Run the search's trials (those a resumed search has left); False, after one error
+    line, when KerasTuner stopped the search for trials that failed in a row."""
+    try:
+        tuner.search(*train, validation_data=validation,
+                     verbose=1 if sys.stdout.isatty() else 2)  # a progress bar only on a terminal
+    except RuntimeError as error:  # KerasTuner's stop after 3 failed trials in a row
+        if "consecutive failures" not in str(error):
+            raise
+        # KerasTuner's message: its own first line, then the last trial's traceback
+        lines = str(error).strip().splitlines()
+        limit = getattr(tuner.oracle, "max_consecutive_failed_trials", 3)
+        print(f"error: the search stopped: {limit} trials in a row failed; the last with "
+              f"{lines[-1] if len(lines) > 1 else 'no message'}", file=sys.stderr)
+        return False
+    return True
+
+
+def print_results(config: Config, rows: list[dict], chosen: list[dict]) -> None:
+    """The leaderboard, the ensemble chosen and where the results are."""
     print(f"\nLeaderboard ({config.tuner}, {len(rows)} trials, best first; every trial in "
           f"{trials_path(config)}):")
     print(leaderboard(rows))
     print(describe_ensemble(chosen))
     print(f"best configurations: {best_hparams_path(config)}")
-    return 0
 
 
 if __name__ == "__main__":
