@@ -22,9 +22,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from src.compare import compare, describe
 from src.config import Config, OneLineParser, add_data_arguments, path_flag, run_cli
-from src.data import load_digits
+from src.data import Digits, load_digits
 from src.errors import DataError
 from src.probabilities import any_search_holdout, read_oof, read_test
 from src.run_folders import distinct_folders, new_run_id, write_run
@@ -82,15 +84,6 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{len(digits.x_test)} test images, read in {loaded - started:.1f}s", flush=True)
 
     runs_seconds = sum(float(metrics["timings"]["total"]) for metrics in runs.values())
-    run_info = {
-        "command": command_line("src.blend", argv), "profile": "blend",
-        "source": digits.source, "train_file": digits.train_path,
-        "test_file": digits.test_path,
-        "runs": {name: {"folder": str(folder), "command": runs[name]["run_info"]["command"],
-                        "OOF accuracy": float(runs[name]["ensemble"]["accuracy"]),
-                        "minutes": round(float(runs[name]["timings"]["total"]) / 60, 2)}
-                 for name, folder in named.items()},
-        "versions": library_versions()}
 
     def timings() -> dict[str, float]:
         own = time.perf_counter() - started
@@ -100,21 +93,39 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     write = functools.partial(
         write_run_outputs, digits=digits, model_probs=oof, model_test_probs=test,
-        histories=[], run_info=run_info, timings=timings,
+        histories=[], run_info=_run_info(argv, digits, named, runs), timings=timings,
         search_holdout=search_holdout)
     run_dir, metrics = write_run(Path(args.submissions_dir),
                                  new_run_id(f"blend-{digits.source}"), write)
-    # Against every run, not only the best: choosing the run to compare with on the same
-    # images would make the blend look worse than it is.
-    from src.ensemble import plain_mean
-
-    blend_right = plain_mean(oof).argmax(axis=1) == digits.y_train
-    for name, probs in oof.items():
-        print(f"the blend (run A) against {name} (run B):")
-        print("\n".join(describe(compare(blend_right, probs.argmax(axis=1) == digits.y_train))))
+    _compare_with_each_run(oof, digits.y_train)
     blended = metrics["ensemble"]
     print_summary(metrics, run_dir, f"{blended['errors']} errors, the mean of {len(names)} runs")
     return 0
+
+
+def _run_info(argv: Sequence[str] | None, digits: Digits, named: dict[str, Path],
+              runs: dict[str, dict]) -> dict:
+    """What metrics.json records of the blend: its command, data and runs."""
+    return {
+        "command": command_line("src.blend", argv), "profile": "blend",
+        "source": digits.source, "train_file": digits.train_path,
+        "test_file": digits.test_path,
+        "runs": {name: {"folder": str(folder), "command": runs[name]["run_info"]["command"],
+                        "OOF accuracy": float(runs[name]["ensemble"]["accuracy"]),
+                        "minutes": round(float(runs[name]["timings"]["total"]) / 60, 2)}
+                 for name, folder in named.items()},
+        "versions": library_versions()}
+
+
+def _compare_with_each_run(oof: dict[str, np.ndarray], labels: np.ndarray) -> None:
+    """Print the blend's paired test against every run, not only the best: choosing the run
+    to compare with on the same images would make the blend look worse than it is."""
+    from src.ensemble import plain_mean
+
+    blend_right = plain_mean(oof).argmax(axis=1) == labels
+    for name, probs in oof.items():
+        print(f"the blend (run A) against {name} (run B):")
+        print("\n".join(describe(compare(blend_right, probs.argmax(axis=1) == labels))))
 
 
 if __name__ == "__main__":
