@@ -282,7 +282,10 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None],
     except DataError as error:
         print(f"error: {printable(str(error))}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
+        if interrupt.args:  # a stage that knows better than a rerun, e.g. after an upload
+            print(f"interrupted: {printable(str(interrupt.args[0]))}", file=sys.stderr)
+            return 130
         given = sys.argv[1:] if argv is None else list(argv)
         starting_over = [flag for flag in ("--overwrite", "--fresh") if flag in given]
         again = (f"the command again without {' and '.join(starting_over)}" if starting_over

@@ -10,7 +10,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from src.errors import DataError
@@ -22,6 +22,7 @@ POLL_SECONDS = 15.0
 PAGE_SIZE = 50
 MAX_PAGES = 20  # the newest 1,000 submissions
 SYNC_LATER = "`python -m src.runs --sync` records the score later"
+CLOCK_SKEW = timedelta(minutes=1)  # how far this machine's clock may be off Kaggle's
 
 
 @dataclass
@@ -67,12 +68,13 @@ def upload_submission(csv_path: Path, message: str, competition: str = COMPETITI
     keep = (f"{csv_path} is kept; upload it later with "
             f"`python -m src.submit --check {csv_path} --upload -m MESSAGE`")
     session = KaggleSession("upload", keep, competition)
+    sent = _now()  # before Kaggle gets it: the time Kaggle lists is not earlier
     reply = session.call("competition_submit", str(csv_path), message, competition, quiet=True)
     if reply.message == session.api.COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE:
         raise DataError(f"an upload of {csv_path} to {competition!r}", "an unfinished upload",
                         column=session.where, hint=f"check the network connection; {keep}")
     return Submission(ref=int(getattr(reply, "ref", 0) or 0), message=message,
-                      file_name=csv_path.name, date=_now().isoformat(), status="pending",
+                      file_name=csv_path.name, date=sent.isoformat(), status="pending",
                       competition=competition)
 
 
@@ -89,7 +91,7 @@ def wait_for_score(submitted: Submission, minutes: float = WAIT_MINUTES,
     while True:
         listing = _list_submissions(session, pages=1)
         current = find_submission(listing, submitted.ref, submitted.message,
-                                  submitted.file_name) or submitted
+                                  submitted.file_name, after=submitted.date) or submitted
         waited = clock() - started
         if current.status != "pending" or waited >= limit:
             return current
@@ -120,12 +122,12 @@ def _list_submissions(session: KaggleSession, pages: int) -> list[Submission]:
 def find_submission(listing: list[Submission], ref: int = 0, message: str = "",
                     file_name: str = "", after: str = "") -> Submission | None:
     """The listed submission with id ``ref``; where no id is known, the newest with this
-    message and file name made at or after ``after`` (ISO 8601)."""
+    message and file name made at or after ``after`` (ISO 8601, less CLOCK_SKEW)."""
     if ref:
         return next((row for row in listing if row.ref == ref), None)
     for row in listing:
         if (row.message == message and row.file_name == file_name
-                and (not after or _utc(row.date) >= _utc(after))):
+                and (not after or _utc(row.date) >= _utc(after) - CLOCK_SKEW)):
             return row
     return None
 

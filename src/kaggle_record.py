@@ -12,7 +12,7 @@ from src.document import Paragraph
 from src.errors import DataError
 from src.metrics import ENSEMBLE, as_json_types
 from src.run_metrics import read_run_metrics
-from src.util import one_line, write_atomically
+from src.util import one_line, write_all_atomically
 
 KAGGLE_BLOCK = re.compile(r"<!-- kaggle -->.*?<!-- /kaggle -->", re.S)
 
@@ -51,8 +51,9 @@ def read_run_files(run_dir: Path) -> tuple[dict, dict[str, str]]:
 def record_kaggle(run_dir: Path, record: dict) -> dict:
     """Add a Kaggle submission to a published run: ``kaggle`` in metrics.json and its line
     under the OOF accuracy in report.md and report.html (replacing an earlier one); return
-    the metrics. Every file is read and checked before any is rewritten (each atomically),
-    so a damaged one is a DataError that leaves the run as it was."""
+    the metrics. Every file is read and checked before any is rewritten, and all are
+    rewritten together, so a damaged one or a full disk is a DataError that leaves the run
+    as it was."""
     run_dir = Path(run_dir)
     metrics, reports = read_run_files(run_dir)
     metrics["kaggle"] = as_json_types(record)
@@ -62,8 +63,7 @@ def record_kaggle(run_dir: Path, record: dict) -> dict:
     rewritten = {"metrics.json": json.dumps(metrics, indent=2, allow_nan=False) + "\n"}
     for name, document in reports.items():
         rewritten[name] = _with_kaggle_block(document, *first_sections[name])
-    for name, text in rewritten.items():
-        write_atomically(run_dir / name, text)
+    write_all_atomically({run_dir / name: text for name, text in rewritten.items()})
     return metrics
 
 

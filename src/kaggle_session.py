@@ -111,6 +111,11 @@ class KaggleSession:
                          f"set $KAGGLE_API_TOKEN; {self.keep}")
 
     def _no_credentials(self, config_path: str) -> DataError:
+        token = _token_source()
+        if token is not None:  # kaggle asked Kaggle about it, was refused, and said nothing
+            return DataError("an API token Kaggle accepts", f"the token in {token} refused "
+                             "(expired or revoked)", column=self.where,
+                             hint=f"create a new token at {TOKEN_PAGE}; {self.keep}")
         return DataError(_where_credentials_go(config_path), "none", column=self.where,
                          hint=f"create a token at {TOKEN_PAGE}; $KAGGLE_API_TOKEN or "
                          f"~/.kaggle/access_token also work; {self.keep}")
@@ -138,6 +143,20 @@ class KaggleSession:
                              hint=f"check the network connection; {self.keep}")
         return DataError(expected, type(error).__name__, column=self.where,
                          hint=f"check the credentials and the network connection; {self.keep}")
+
+
+def _token_source() -> str | None:
+    """Where the kaggle package found an API token ($KAGGLE_API_TOKEN, or the file
+    ~/.kaggle/access_token), or None when there is none."""
+    try:
+        from kagglesdk import get_access_token_from_env  # what kaggle 2.x reads it with
+    except ImportError:
+        return None
+    token, source = get_access_token_from_env()
+    if not token:
+        return None
+    return {"KAGGLE_API_TOKEN": "$KAGGLE_API_TOKEN",
+            "access_token": "~/.kaggle/access_token"}.get(source, source)
 
 
 def _where_credentials_go(config_path: str) -> str:

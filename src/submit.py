@@ -121,13 +121,13 @@ def _check_and_upload(args, config: Config) -> int:
 
 
 def _run_of(csv_path: Path) -> tuple[Path, dict] | None:
-    """(run folder, its metrics) when csv_path is a run's submission.csv, None when no
-    metrics.json is beside it; DataError, before anything is sent, when that run's metrics
+    """(run folder, its metrics) when csv_path is a run's submission.csv, None for any other
+    file; DataError, before anything is sent, when that run's metrics
     or reports are damaged: the upload would be recorded in them."""
     from src.kaggle_record import read_run_files
 
-    if not (csv_path.parent / "metrics.json").exists():
-        return None
+    if csv_path.name != "submission.csv" or not (csv_path.parent / "metrics.json").exists():
+        return None  # another CSV beside a run (edited by hand, say) is not the one it scored
     try:
         metrics, _ = read_run_files(csv_path.parent)
     except DataError as error:
@@ -157,13 +157,25 @@ def _upload(csv_path: Path, message: str, args, run_dir: Path | None) -> None:
 
     submission = kaggle_api.upload_submission(csv_path, message)
     print(f"kaggle: submitted {csv_path} as {message!r}", flush=True)
+    # From here on, the same command again would upload the file a second time.
+    went_through = "the upload went through; " + (
+        kaggle_api.SYNC_LATER if run_dir is not None else "its score is on the competition's "
+        "My Submissions page")
     metrics = None
-    if run_dir is not None:  # recorded at once, so a failed wait still leaves it for --sync
-        metrics = record_kaggle(run_dir, submission.record())
-    if not args.no_wait:
-        submission = kaggle_api.wait_for_score(submission, args.wait_minutes)
-        if run_dir is not None:
+    try:
+        if run_dir is not None:  # recorded at once, so a failed wait still leaves it for --sync
             metrics = record_kaggle(run_dir, submission.record())
+        if not args.no_wait:
+            submission = kaggle_api.wait_for_score(submission, args.wait_minutes)
+            if run_dir is not None:
+                metrics = record_kaggle(run_dir, submission.record())
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(went_through) from None
+    except DataError as error:
+        if error.hint and "went through" in error.hint:
+            raise
+        raise DataError(error.expected, error.found, error.file, error.line, error.column,
+                        hint="; ".join(filter(None, (error.hint, went_through)))) from None
     print(kaggle_line(submission.record(), metrics and metrics["ensemble"]), flush=True)
     if submission.status == "error":
         raise DataError("a scored submission", f"Kaggle's error {submission.error!r}",

@@ -4,6 +4,7 @@ errors, no secrets."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import os
@@ -82,6 +83,25 @@ def test_no_credentials_says_where_they_go_and_keeps_the_csv(kaggle_home, csv_pa
     assert "home/.kaggle/kaggle.json (chmod 600) or $KAGGLE_USERNAME and $KAGGLE_KEY" in err
     assert "found none" in err and f"{csv_path} is kept" in err
     assert csv_path.read_bytes() == before
+
+
+@pytest.mark.parametrize("where", ["$KAGGLE_API_TOKEN", "~/.kaggle/access_token"])
+def test_a_refused_token_is_named_not_missing(kaggle_home, csv_path, capfd, monkeypatch,
+                                              where):
+    # kaggle asks Kaggle about the token and, when refused (400, 403, 404), drops it without
+    # a word: it then reads as no credentials at all, the very ones the user had set.
+    if where == "$KAGGLE_API_TOKEN":
+        monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
+    else:
+        token_file = Path(os.environ["HOME"]) / ".kaggle" / "access_token"
+        token_file.parent.mkdir(parents=True)
+        token_file.write_text(SECRET)
+    monkeypatch.setattr(kaggle_home, "_introspect_token", lambda self, token: None)
+    err = _fail_upload(csv_path, capfd)
+    assert (f"expected an API token Kaggle accepts, found the token in {where} refused "
+            "(expired or revoked)") in err
+    assert f"{csv_path} is kept" in err and "found none" not in err
+    _assert_no_secret(err)
 
 
 @pytest.mark.parametrize("content, found", [
@@ -585,6 +605,65 @@ def test_a_failed_wait_keeps_the_upload_recorded(kaggle, run_dir, kaggle_dir_rea
     assert err.startswith("error: kaggle score: ") and "no connection (ConnectionError)" in err
     assert "the upload went through; `python -m src.runs --sync` records the score later" in err
     assert json.loads((run_dir / "metrics.json").read_text())["kaggle"]["ref"] == 1000
+
+
+def test_ctrl_c_after_the_upload_says_it_went_through(kaggle, run_dir, kaggle_dir_readonly,
+                                                     capsys, monkeypatch):
+    # "Run the same command again" would upload a second time, using up one of the day's
+    # submissions and replacing the first one's id in the run.
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(kaggle_api, "wait_for_score", interrupted)
+    assert _submit_check(run_dir, kaggle_dir_readonly) == 130
+    assert capsys.readouterr().err == ("interrupted: the upload went through; `python -m "
+                                       "src.runs --sync` records the score later\n")
+    assert json.loads((run_dir / "metrics.json").read_text())["kaggle"]["ref"] == 1000
+
+
+def test_a_record_that_fails_after_the_upload_says_it_went_through(
+        kaggle, run_dir, kaggle_dir_readonly, capsys, monkeypatch):
+    def full_disk(path, text, *args, **kwargs):
+        disk_full()
+
+    monkeypatch.setattr(Path, "write_text", full_disk)  # metrics.json and the reports
+    assert _submit_check(run_dir, kaggle_dir_readonly) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {run_dir / 'metrics.json'}: expected a writable folder")
+    assert err.endswith("(the upload went through; `python -m src.runs --sync` records the "
+                        "score later)\n") and err.count("\n") == 1
+    assert kaggle.requests.count("competition_submit") == 1
+
+
+def test_another_csv_in_a_run_folder_is_uploaded_without_the_run(kaggle, run_dir,
+                                                                 kaggle_dir_readonly, capsys):
+    # An edited copy is not the file the run's OOF accuracy stands for.
+    edited = run_dir / "hand_edited.csv"
+    edited.write_bytes((run_dir / "submission.csv").read_bytes())
+    before = (run_dir / "metrics.json").read_bytes()
+    code = config.run_cli(submit.main, ["--check", str(edited), "--upload",
+                                        "--data-dir", str(kaggle_dir_readonly)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "as 'checked hand_edited.csv'" in out and "Kaggle public score: 0.99567" in out
+    assert "beside" not in out  # no OOF accuracy to set it beside
+    assert (run_dir / "metrics.json").read_bytes() == before
+
+
+def test_a_wait_by_message_never_takes_an_older_submission_of_the_same_name(kaggle,
+                                                                           monkeypatch):
+    # Where Kaggle's reply gave no id, the submission is found by message and file name:
+    # an earlier upload of the same run is not it.
+    sent = kaggle_api.Submission(0, "quick", "submission.csv", "2026-12-06T10:00:00+00:00",
+                                 "pending")
+    older = kaggle_api.Submission(7, "quick", "submission.csv", "2026-12-05T09:00:00+00:00",
+                                  "complete", 0.995)
+    monkeypatch.setattr(kaggle_api, "_list_submissions", lambda session, pages: [older])
+    clock = FakeClock()
+    assert kaggle_api.wait_for_score(sent, 0, clock=clock, sleep=clock.sleep) == sent
+    late_clock = dataclasses.replace(older, ref=8, date="2026-12-06T09:59:30+00:00")
+    monkeypatch.setattr(kaggle_api, "_list_submissions", lambda session, pages: [late_clock])
+    assert kaggle_api.wait_for_score(sent, 0, clock=clock, sleep=clock.sleep).ref == 8
 
 
 def test_a_negative_or_endless_wait_is_refused():
