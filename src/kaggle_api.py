@@ -81,11 +81,12 @@ def upload_submission(csv_path: Path, message: str, competition: str = COMPETITI
 def wait_for_score(submitted: Submission, minutes: float = WAIT_MINUTES,
                    poll_seconds: float = POLL_SECONDS,
                    clock: Callable[[], float] = time.monotonic,
-                   sleep: Callable[[float], None] = time.sleep) -> Submission:
+                   sleep: Callable[[float], None] = time.sleep,
+                   keep: str = f"the upload went through; {SYNC_LATER}") -> Submission:
     """Poll Kaggle's list of submissions until ``submitted`` is scored (complete or error)
-    or ``minutes`` have passed, a line per poll; return its last known state."""
-    session = KaggleSession("score", f"the upload went through; {SYNC_LATER}",
-                            submitted.competition)
+    or ``minutes`` have passed, a line per poll; return its last known state. A failed
+    request is a DataError ending with keep."""
+    session = KaggleSession("score", keep, submitted.competition)
     limit = minutes * 60
     started = clock()
     while True:

@@ -166,13 +166,14 @@ def _upload(csv_path: Path, message: str, args, run_dir: Path | None) -> None:
         if run_dir is not None:  # recorded at once, so a failed wait still leaves it for --sync
             metrics = record_kaggle(run_dir, submission.record())
         if not args.no_wait:
-            submission = kaggle_api.wait_for_score(submission, args.wait_minutes)
+            submission = kaggle_api.wait_for_score(submission, args.wait_minutes,
+                                                   keep=went_through)
             if run_dir is not None:
                 metrics = record_kaggle(run_dir, submission.record())
     except KeyboardInterrupt:
         raise KeyboardInterrupt(went_through) from None
     except DataError as error:
-        if error.hint and "went through" in error.hint:
+        if error.hint and went_through in error.hint:  # the wait's, which says so already
             raise
         raise DataError(error.expected, error.found, error.file, error.line, error.column,
                         hint="; ".join(filter(None, (error.hint, went_through)))) from None

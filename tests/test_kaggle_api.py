@@ -648,6 +648,12 @@ def test_another_csv_in_a_run_folder_is_uploaded_without_the_run(kaggle, run_dir
     assert "as 'checked hand_edited.csv'" in out and "Kaggle public score: 0.99567" in out
     assert "beside" not in out  # no OOF accuracy to set it beside
     assert (run_dir / "metrics.json").read_bytes() == before
+    # A failed wait for it points to Kaggle's page: no run would record its score.
+    kaggle.failures["competition_submissions"] = requests.ConnectionError("offline")
+    assert config.run_cli(submit.main, ["--check", str(edited), "--upload",
+                                        "--data-dir", str(kaggle_dir_readonly)]) == 2
+    assert capsys.readouterr().err.endswith(
+        "; the upload went through; its score is on the competition's My Submissions page)\n")
 
 
 def test_a_wait_by_message_never_takes_an_older_submission_of_the_same_name(kaggle,
