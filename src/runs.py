@@ -36,11 +36,15 @@ NUMBERS = {"min", "OOF", "public"}  # right-aligned columns of the printed ledge
 
 
 def run_date(run_dir: Path) -> datetime:
-    """When the run began, from its name (UTC), else when its metrics.json was written."""
+    """When the run began, from its name (UTC), else when its submission.csv was written
+    (not metrics.json, which each Kaggle score recorded rewrites)."""
     try:
         return datetime.strptime(run_dir.name[:15], RUN_ID_TIME).replace(tzinfo=timezone.utc)
     except ValueError:
-        return datetime.fromtimestamp((run_dir / "metrics.json").stat().st_mtime, timezone.utc)
+        written = run_dir / "submission.csv"
+        if not written.is_file():
+            written = run_dir / "metrics.json"
+        return datetime.fromtimestamp(written.stat().st_mtime, timezone.utc)
 
 
 def read_run(run_dir: Path) -> dict | None:

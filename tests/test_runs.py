@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import errno
 import json
-from datetime import datetime
+import os
+from datetime import datetime, timezone
 from pathlib import Path
 
 import matplotlib.image
@@ -200,6 +201,15 @@ def test_a_no_break_space_in_a_run_folder_s_name_is_fine(submissions, capsys):
     write_run(submissions, "20261125-000000-my\xa0run", correct=41_000)
     _, *rows, _ = _ledger(submissions, capsys)
     assert rows[0].startswith("20261125-000000-my\xa0run")
+
+
+def test_a_renamed_run_keeps_its_date_when_a_score_is_recorded(tmp_path):
+    run_dir = write_run(tmp_path, "my-best-run", correct=41_818)
+    made = datetime(2026, 11, 24, 9, 30, tzinfo=timezone.utc).timestamp()
+    for path in run_dir.iterdir():
+        os.utime(path, (made, made))
+    kaggle_record.record_kaggle(run_dir, _record(11, "mine"))  # rewrites metrics.json, now
+    assert runs.run_date(run_dir) == datetime(2026, 11, 24, 9, 30, tzinfo=timezone.utc)
 
 
 @pytest.mark.parametrize("make", [False, True])
