@@ -22,9 +22,9 @@ import tensorflow as tf
 from src.calibrate import available_cores
 from src.config import Config
 from src.errors import DataError
+from src.processes import child_environment
 from src.run_metrics import read_run_metrics
 from src.util import (
-    child_environment,
     no_free_name,
     numbered_names,
     write_all_atomically,

@@ -17,7 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from src.errors import DataError
-from src.util import follow_parent, printable
+from src.processes import follow_parent
+from src.util import printable
 
 SOURCES = ("kaggle", "keras")
 TUNERS = ("hyperband", "bayesian", "random")

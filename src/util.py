@@ -12,18 +12,15 @@ import shlex
 import shutil
 import socket
 import sys
-import threading
-import time
 import unicodedata
-import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from src.errors import DataError
+from src.processes import is_running
 
 WRITABLE = "a writable folder with free space"
-PARENT_PID_ENV = "DIGITS_PARENT_PID"  # set for a stage another stage runs: see follow_parent
 LEADERBOARD_ROWS = 10  # trials a leaderboard shows: tune's printout and the report's table
 
 
@@ -73,61 +70,12 @@ def remove_stale_partials(folder: str | Path) -> None:
     mine = re.compile(rf"\.partial-(\d+)@{re.escape(socket.gethostname())}@")
     for path in Path(folder).glob(".partial-*"):
         match = mine.match(path.name)
-        if match is None or _is_running(int(match.group(1))):
+        if match is None or is_running(int(match.group(1))):
             continue
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
-
-
-def exit_when_orphaned(parent: int, poll_seconds: float = 1.0) -> None:
-    """End this process once its parent has died (a killed run), whatever it is doing: an
-    orphan would race the rerun that resumes it, or run on unseen."""
-    while os.getppid() == parent:
-        time.sleep(poll_seconds)
-    print(f"stopped: process {parent}, which started this one, has ended", file=sys.stderr,
-          flush=True)
-    os._exit(1)  # what it was saving is a partial file the next run removes
-
-
-def watch_parent(parent: int) -> None:
-    """exit_when_orphaned(parent) in a daemon thread."""
-    threading.Thread(target=exit_when_orphaned, args=(parent,), daemon=True).start()
-
-
-def child_environment() -> dict[str, str]:
-    """The environment for a stage this process runs (src.bench's runs of src.tune and
-    src.submit): the same, plus this process's pid, so that the stage ends with it."""
-    return {**os.environ, PARENT_PID_ENV: str(os.getpid())}
-
-
-def follow_parent() -> None:
-    """In a stage started with child_environment, end when the process that started it
-    ends. A SIGKILL leaves its children running: a killed bench would leave a run of
-    python -m src.submit training for its whole budget beside the bench resumed after it."""
-    parent = os.environ.pop(PARENT_PID_ENV, "")  # not for this stage's own children
-    if os.name != "posix" or not parent.isdigit():
-        return  # elsewhere os.getppid() does not change when the parent dies
-    if os.getppid() != int(parent) and _is_running(int(parent)):  # set by hand, say
-        warnings.warn(f"{PARENT_PID_ENV}={parent} names a process that is not this one's "
-                      "parent: ignored", stacklevel=2)
-        return
-    watch_parent(int(parent))  # a parent that has already ended ends this one at once
-
-
-def _is_running(pid: int) -> bool:
-    if os.name != "posix":
-        return True  # no safe check without a POSIX kill(pid, 0): keep the file
-    if not 0 < pid < 2**31:  # kill(0) signals this process group; no pid is this large
-        return False
-    try:
-        os.kill(pid, 0)  # signal 0 checks that the process exists and sends nothing
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def write_atomically(path: str | Path, text: str | bytes) -> None:

@@ -22,7 +22,8 @@ import numpy as np
 from src import model as cnn
 from src.calibrate import resolve_jobs
 from src.config import Config
-from src.util import format_duration, remove_stale_partials, watch_parent, writing
+from src.processes import watch_parent
+from src.util import format_duration, remove_stale_partials, writing
 
 
 class EpochLine(keras.callbacks.Callback):

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 
-from src import bench, bench_runs, bench_timing, notebook_way, util
+from src import bench, bench_runs, bench_timing, notebook_way, processes
 from src.config import run_cli
 from src.errors import DataError
 from tests.conftest import REPO_ROOT
@@ -237,7 +237,7 @@ def test_a_stage_the_bench_runs_ends_when_the_bench_is_killed(tmp_path):
     stage = ("import os, time; from src.config import run_cli; "
              f"run_cli(lambda argv: open({str(pid_file)!r}, 'w').write(str(os.getpid())) "
              "and time.sleep(120))")
-    bench_stand_in = ("import subprocess, sys; from src.util import child_environment; "
+    bench_stand_in = ("import subprocess, sys; from src.processes import child_environment; "
                       f"subprocess.run([sys.executable, '-c', {stage!r}], env=child_environment())")
     parent = subprocess.Popen([sys.executable, "-c", bench_stand_in], cwd=REPO_ROOT)
     deadline = time.monotonic() + 60
@@ -256,17 +256,17 @@ def test_a_stage_the_bench_runs_ends_when_the_bench_is_killed(tmp_path):
 
 def test_a_parent_pid_set_by_hand_is_ignored_with_a_warning(monkeypatch):
     watched = []
-    monkeypatch.setattr(util, "watch_parent", watched.append)
-    monkeypatch.setenv(util.PARENT_PID_ENV, str(os.getpid()))  # alive, and not our parent
-    with pytest.warns(UserWarning, match=f"^{util.PARENT_PID_ENV}={os.getpid()} names a "
+    monkeypatch.setattr(processes, "watch_parent", watched.append)
+    monkeypatch.setenv(processes.PARENT_PID_ENV, str(os.getpid()))  # alive, and not our parent
+    with pytest.warns(UserWarning, match=f"^{processes.PARENT_PID_ENV}={os.getpid()} names a "
                                          "process that is not this one's parent: ignored$"):
-        util.follow_parent()
-    assert watched == [] and util.PARENT_PID_ENV not in os.environ
+        processes.follow_parent()
+    assert watched == [] and processes.PARENT_PID_ENV not in os.environ
     gone = ended_pid()  # a bench killed before its stage started: the stage ends at once
-    monkeypatch.setenv(util.PARENT_PID_ENV, str(gone))
-    util.follow_parent()
+    monkeypatch.setenv(processes.PARENT_PID_ENV, str(gone))
+    processes.follow_parent()
     assert watched == [gone]
-    util.follow_parent()  # popped: the stage's own children do not inherit it
+    processes.follow_parent()  # popped: the stage's own children do not inherit it
     assert watched == [gone]
 
 
@@ -276,5 +276,5 @@ def test_run_stage_starts_its_stage_with_the_bench_s_pid(monkeypatch):
         seen.update(command=command, env=env), subprocess.CompletedProcess(command, 0))[1])
     assert bench_runs.run_stage("submit", ["--profile", "smoke"])[0] == 0
     assert seen["command"][1:] == ["-m", "src.submit", "--profile", "smoke"]
-    assert seen["env"][util.PARENT_PID_ENV] == str(os.getpid())
+    assert seen["env"][processes.PARENT_PID_ENV] == str(os.getpid())
     assert seen["env"]["PATH"] == os.environ["PATH"]

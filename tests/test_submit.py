@@ -21,6 +21,7 @@ from src import (
     calibrate,
     ensemble,
     predict,
+    processes,
     run_folders,
     run_outputs,
     search_results,
@@ -117,7 +118,7 @@ def test_a_worker_whose_parent_died_exits(monkeypatch):
     monkeypatch.setattr(os, "_exit", exits.append)
     parents = iter([41, 41, 1])  # its parent, then init: re-parented, an orphan
     monkeypatch.setattr(os, "getppid", lambda: next(parents))
-    util.exit_when_orphaned(41, poll_seconds=0)
+    processes.exit_when_orphaned(41, poll_seconds=0)
     assert exits == [1] and next(parents, None) is None
 
 
