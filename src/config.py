@@ -289,7 +289,10 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None],
             return 130
         given = sys.argv[1:] if argv is None else list(argv)
         starting_over = [flag for flag in ("--overwrite", "--fresh") if flag in given]
-        again = (f"the command again without {' and '.join(starting_over)}" if starting_over
-                 else "the same command again")  # with them, it would start over once more
-        print(f"interrupted: run {again} to resume", file=sys.stderr)
+        flags = " and ".join(starting_over)
+        # Without them it resumes what was saved: what this run made, or, when it was
+        # stopped before it cleared anything, the state it was to clear.
+        again = (f"the command again without {flags} to resume, or with it to start over"
+                 if starting_over else "the same command again to resume")
+        print(f"interrupted: run {again}", file=sys.stderr)
         return 130

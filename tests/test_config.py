@@ -67,8 +67,10 @@ def test_run_cli_turns_data_errors_into_exit_2(capsys):
 
 @pytest.mark.parametrize("argv, said", [
     (["--seed", "7"], "run the same command again to resume"),
-    (["--overwrite"], "run the command again without --overwrite to resume"),
-    (["--fresh", "--seed", "7"], "run the command again without --fresh to resume"),
+    (["--overwrite"], "run the command again without --overwrite to resume, or with it to "
+                      "start over"),
+    (["--fresh", "--seed", "7"], "run the command again without --fresh to resume, or with "
+                                 "it to start over"),
 ])
 def test_ctrl_c_says_how_to_resume(capsys, argv, said):
     def main(argv):
