@@ -24,12 +24,7 @@ from src.config import Config
 from src.errors import DataError
 from src.processes import child_environment
 from src.run_metrics import read_run_metrics
-from src.util import (
-    no_free_name,
-    numbered_names,
-    write_all_atomically,
-    writing,
-)
+from src.util import no_free_name, numbered_names, write_all_atomically, writing
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
                     "TF_ENABLE_ONEDNN_OPTS")

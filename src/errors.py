@@ -34,6 +34,10 @@ class DataError(ValueError):
         return type(self), (self.expected, self.found, self.file, self.line, self.column,
                             self.hint)
 
+    def with_hint(self, hint: str | None) -> DataError:
+        """The same error with hint in place of its own."""
+        return type(self)(self.expected, self.found, self.file, self.line, self.column, hint)
+
     def __str__(self) -> str:
         where = ""
         if self.file is not None:

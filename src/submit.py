@@ -131,9 +131,8 @@ def _run_of(csv_path: Path) -> tuple[Path, dict] | None:
     try:
         metrics, _ = read_run_files(csv_path.parent)
     except DataError as error:
-        raise DataError(error.expected, error.found, error.file, error.line, error.column,
-                        hint="the upload would be recorded in this run; to upload the CSV "
-                        "alone, copy it out of the run folder") from None
+        raise error.with_hint("the upload would be recorded in this run; to upload the CSV "
+                              "alone, copy it out of the run folder") from None
     return csv_path.parent, metrics
 
 
@@ -175,8 +174,7 @@ def _upload(csv_path: Path, message: str, args, run_dir: Path | None) -> None:
     except DataError as error:
         if error.hint and went_through in error.hint:  # the wait's, which says so already
             raise
-        raise DataError(error.expected, error.found, error.file, error.line, error.column,
-                        hint="; ".join(filter(None, (error.hint, went_through)))) from None
+        raise error.with_hint("; ".join(filter(None, (error.hint, went_through)))) from None
     print(kaggle_line(submission.record(), metrics and metrics["ensemble"]), flush=True)
     if submission.status == "error":
         raise DataError("a scored submission", f"Kaggle's error {submission.error!r}",
