@@ -31,6 +31,7 @@ from typing import NoReturn
 
 PROFILES = ("smoke", "quick", "full")
 MAX_MINUTES = 525_600  # a year: src.config.MAX_MINUTES, the most a stage's --minutes takes
+PARENT_PID_ENV = "DIGITS_PARENT_PID"  # src.processes.PARENT_PID_ENV: a stage ends with the kernel
 
 
 def stop(message: str) -> NoReturn:
@@ -162,7 +163,9 @@ def run_with_time_limit(command: list[str], cwd: Path, seconds: float) -> int:
     and kill it if it is still there GRACE_SECONDS later. Its exit code, or TIMED_OUT."""
     # With Ctrl-C's default action restored in the child: a process started with SIGINT
     # ignored (a shell's background job) passes that on, and the stage would not stop cleanly.
-    process = subprocess.Popen(command, cwd=cwd, preexec_fn=_default_ctrl_c)
+    # A SIGKILL of the kernel leaves its child running: the stage watches this pid and ends.
+    process = subprocess.Popen(command, cwd=cwd, preexec_fn=_default_ctrl_c,
+                               env={**os.environ, PARENT_PID_ENV: str(os.getpid())})
     try:
         return process.wait(timeout=max(seconds, 0))
     except subprocess.TimeoutExpired:

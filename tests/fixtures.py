@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -104,3 +106,39 @@ def ended_pid() -> int:
     process = subprocess.Popen([sys.executable, "-c", ""])
     process.wait()
     return process.pid
+
+
+def sleeping_stage(pid_file: Path) -> str:
+    """Python code for a stand-in stage: through run_cli, as every stage's entry point, it
+    writes its pid to pid_file and sleeps two minutes."""
+    return ("import os, time; from src.config import run_cli; "
+            f"run_cli(lambda argv: open({str(pid_file)!r}, 'w').write(str(os.getpid())) "
+            "and time.sleep(120))")
+
+
+def stage_outlives_its_parent(parent_code: str, pid_file: Path, cwd: Path) -> bool:
+    """Run parent_code, which starts sleeping_stage(pid_file); SIGKILL it once the stage
+    has started; whether the stage is still running 15 s later (it is then killed)."""
+    parent = subprocess.Popen([sys.executable, "-c", parent_code], cwd=cwd)
+    deadline = time.monotonic() + 60
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stage_pid = int(pid_file.read_text())
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 15  # it polls its parent once a second
+    while not _has_ended(stage_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _has_ended(stage_pid):
+        return False
+    os.kill(stage_pid, 9)
+    return True
+
+
+def _has_ended(pid: int) -> bool:
+    """Whether pid has exited: gone, or a zombie no one has reaped yet (reads /proc)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status

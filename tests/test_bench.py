@@ -6,8 +6,6 @@ import json
 import os
 import re
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import keras
@@ -18,7 +16,7 @@ from src import bench, bench_runs, bench_timing, notebook_way, processes
 from src.config import run_cli
 from src.errors import DataError
 from tests.conftest import REPO_ROOT
-from tests.fixtures import disk_full, ended_pid
+from tests.fixtures import disk_full, ended_pid, sleeping_stage, stage_outlives_its_parent
 
 TRAIN_WAYS = ("package: uint8 → tf.data → fit", "package: src.model.fit, 6 epochs",
               "notebook: float32, SciPy augmentation")
@@ -219,38 +217,16 @@ def test_run_quick_times_tune_and_submit_in_a_fresh_folder(kaggle_dir_readonly, 
     assert not (tmp_path / "submissions").exists()  # the user's own runs are left alone
 
 
-def _ended(pid: int) -> bool:
-    """Whether pid has exited: gone, or a zombie no one has reaped yet."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return True
-    return "\nState:\tZ" in status
-
-
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
 def test_a_stage_the_bench_runs_ends_when_the_bench_is_killed(tmp_path):
     # A SIGKILL leaves a process's children running: a killed --curve left python -m
     # src.submit training beside the resumed curve. A stand-in bench starts a stand-in stage
-    # (run_cli, as every stage's entry point) the way run_stage does; then it is killed.
+    # the way run_stage does; then it is killed.
     pid_file = tmp_path / "stage.pid"
-    stage = ("import os, time; from src.config import run_cli; "
-             f"run_cli(lambda argv: open({str(pid_file)!r}, 'w').write(str(os.getpid())) "
-             "and time.sleep(120))")
     bench_stand_in = ("import subprocess, sys; from src.processes import child_environment; "
-                      f"subprocess.run([sys.executable, '-c', {stage!r}], env=child_environment())")
-    parent = subprocess.Popen([sys.executable, "-c", bench_stand_in], cwd=REPO_ROOT)
-    deadline = time.monotonic() + 60
-    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    stage_pid = int(pid_file.read_text())
-    parent.kill()
-    parent.wait()
-    deadline = time.monotonic() + 15  # it polls its parent once a second
-    while not _ended(stage_pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if not _ended(stage_pid):
-        os.kill(stage_pid, 9)
+                      f"subprocess.run([sys.executable, '-c', {sleeping_stage(pid_file)!r}], "
+                      "env=child_environment())")
+    if stage_outlives_its_parent(bench_stand_in, pid_file, REPO_ROOT):
         pytest.fail("the stage outlived the bench that started it")
 
 

@@ -21,7 +21,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from src import config
+from src import config, processes
+from tests.fixtures import sleeping_stage, stage_outlives_its_parent
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KAGGLE_DIR = REPO_ROOT / "kaggle"
@@ -316,6 +317,23 @@ def test_a_stage_does_not_outlive_a_ctrl_c_of_the_kernel(tmp_path, monkeypatch):
     finally:
         signal.signal(signal.SIGINT, before)
     assert (tmp_path / "interrupted").is_file()  # stopped as by Ctrl-C, and waited for
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_a_stage_does_not_outlive_a_killed_kernel(tmp_path):
+    """A SIGKILL leaves a process's children running: the stage follows the kernel's pid."""
+    assert entry.PARENT_PID_ENV == processes.PARENT_PID_ENV
+    pid_file = tmp_path / "stage.pid"
+    entry_path = str(KAGGLE_DIR / "entry.py")
+    kernel_stand_in = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('entry', {entry_path!r})\n"
+        "entry = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(entry)\n"
+        f"entry.run_with_time_limit([sys.executable, '-c', {sleeping_stage(pid_file)!r}], "
+        f"{str(REPO_ROOT)!r}, 120)\n")
+    if stage_outlives_its_parent(kernel_stand_in, pid_file, REPO_ROOT):
+        pytest.fail("the stage outlived the kernel that started it")
 
 
 class _Stages:
