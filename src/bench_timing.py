@@ -17,9 +17,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from src.calibrate import PREDICT_BATCH
 from src.data import Digits, find_csv, load_kaggle
-from src.model import DEFAULT_HPARAMS, RandomAffine, fit, make_dataset
+from src.model import DEFAULT_HPARAMS, PREDICT_BATCH, RandomAffine, fit, make_dataset
 from src.notebook_way import (
     NotebookBatches,
     compile_like,

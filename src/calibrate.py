@@ -28,7 +28,6 @@ TRIAL_CALIBRATION_SECONDS = 1.5
 WARMUP_BATCHES = 3  # the first batches trace the training step: never timed
 CALIBRATION_IMAGES = 4096  # the images a calibration draws its batches from
 PREDICT_IMAGES = 4096  # images in the timed prediction
-PREDICT_BATCH = 1024  # what src.model.predict, a fold's and a trial's validation use
 
 
 def resolve_jobs(jobs: int) -> int:
@@ -119,11 +118,11 @@ def measure_speed(hparams: dict, x: np.ndarray, y: np.ndarray, x_test: np.ndarra
     startup = warm_at - tick - WARMUP_BATCHES * batch_size / train_rate
     images = x_test[np.arange(PREDICT_IMAGES) % len(x_test)]
     traced = time.perf_counter()
-    cnn.predict(model, images[:PREDICT_BATCH])  # the first batch traces the prediction step
+    cnn.predict(model, images[:cnn.PREDICT_BATCH])  # the first batch traces the prediction step
     first_batch = time.perf_counter() - traced
     predicted = time.perf_counter()
     cnn.predict(model, images)
     predict_rate = PREDICT_IMAGES / (time.perf_counter() - predicted)
-    startup += first_batch - PREDICT_BATCH / predict_rate
+    startup += first_batch - cnn.PREDICT_BATCH / predict_rate
     cnn.clear_session()
     return Speed(train_rate, predict_rate, max(startup, 0.0))

@@ -20,6 +20,8 @@ from keras import layers, ops
 
 from src.data import IMAGE_SHAPE, NUM_CLASSES
 
+PREDICT_BATCH = 1024  # batches of prediction and validation: memory, not learning
+
 # The configuration used when no search has been run; measured in the README.
 DEFAULT_HPARAMS: dict[str, object] = {
     "conv_blocks": 3,
@@ -276,8 +278,10 @@ def make_dataset(x: np.ndarray, y: np.ndarray | None, batch_size: int, shuffle: 
 def fit(model: keras.Model, x_train: np.ndarray, y_train: np.ndarray,
         x_val: np.ndarray, y_val: np.ndarray, epochs: int, batch_size: int, seed: int = 0,
         callbacks: Sequence[keras.callbacks.Callback] = (),
-        verbose: int | str = "auto") -> keras.callbacks.History:
-    """Train for every epoch of the schedule, reporting accuracy on (x_val, y_val).
+        verbose: int | str = "auto", **fit_options) -> keras.callbacks.History:
+    """Train for every epoch of the schedule, reporting accuracy on (x_val, y_val); a fold
+    model and a search trial alike. fit_options go to keras.Model.fit (a Hyperband
+    rung's initial_epoch).
 
     Nothing stops early or keeps a best epoch: the k-fold ensemble's validation
     part is the part it scores, so nothing may be chosen on it.
@@ -287,8 +291,9 @@ def fit(model: keras.Model, x_train: np.ndarray, y_train: np.ndarray,
     return model.fit(
         make_dataset(x_train, y_train, batch_size, shuffle=True, seed=seed, repeat=True),
         steps_per_epoch=steps_per_epoch(len(x_train), batch_size),
-        validation_data=make_dataset(x_val, y_val, 1024, shuffle=False),
-        epochs=epochs, callbacks=list(callbacks), shuffle=False, verbose=verbose)
+        validation_data=make_dataset(x_val, y_val, PREDICT_BATCH, shuffle=False),
+        epochs=epochs, callbacks=list(callbacks), shuffle=False, verbose=verbose,
+        **fit_options)  # the dataset shuffles; Keras would warn
 
 
 def steps_per_epoch(num_images: int, batch_size: int) -> int:
@@ -296,6 +301,7 @@ def steps_per_epoch(num_images: int, batch_size: int) -> int:
     return max(1, math.ceil(num_images / batch_size))
 
 
-def predict(model: keras.Model, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+def predict(model: keras.Model, x: np.ndarray,
+            batch_size: int = PREDICT_BATCH) -> np.ndarray:
     """Class probabilities (N, 10) for uint8 images."""
     return model.predict(make_dataset(x, None, batch_size, shuffle=False), verbose=0)

@@ -23,11 +23,11 @@ from src.model import (
     build_cnn,
     clear_session,
     define_search_space,
-    make_dataset,
     predict,
     steps_per_epoch,
     use_precision,
 )
+from src.model import fit as fit_model
 from src.search_ensemble import HOLDOUT_PROBS, holdout_log_loss
 from src.search_results import COMPLETED, OBJECTIVE
 from src.util import WRITABLE, describe_os_error, format_duration, write_atomically
@@ -70,15 +70,11 @@ class CNNHyperModel(kt.HyperModel):
 
     def fit(self, hp, model, x, y, validation_data, **kwargs) -> keras.callbacks.History:
         """Train on uint8 arrays (x, y) for every epoch of the trial, validating on
-        validation_data = (x_val, y_val)."""
+        validation_data = (x_val, y_val), as a fold model is trained."""
         x_val, y_val = validation_data
         kwargs.setdefault("epochs", self.epochs)  # Hyperband sets its rung's
-        validation = make_dataset(x_val, y_val, calibrate.PREDICT_BATCH, shuffle=False)
-        return model.fit(make_dataset(x, y, self.batch_size, shuffle=True, seed=self.seed,
-                                      repeat=True),
-                         steps_per_epoch=steps_per_epoch(len(x), self.batch_size),
-                         validation_data=validation,
-                         shuffle=False, **kwargs)  # the dataset shuffles; Keras would warn
+        return fit_model(model, x, y, x_val, y_val, batch_size=self.batch_size,
+                         seed=self.seed, **kwargs)
 
 
 def planned_epochs(config: Config) -> list[int]:
