@@ -1,9 +1,11 @@
 """The competition's CSV files: their columns, and reading them with one-line errors.
 
 read_digits_csv turns a train.csv or test.csv (or .csv.gz) into uint8 images and
-labels. The fast path is pandas' C parser straight into int16, a chunk of rows at a
-time; only the rows from a chunk it refuses on are read again, slowly and a chunk at a
-time, to name the first bad line and column in a DataError.
+labels. The fast path is pandas' C parser into integers, a chunk of rows at a time;
+only the rows from a chunk that holds anything but integers in range are read again,
+slowly and a chunk at a time, to name the first bad line and column in a DataError.
+Their rows are numbers, one row a line: a quote is no part of them (a quoted cell could
+span lines, and every line number after it would be wrong).
 """
 
 from __future__ import annotations
@@ -109,7 +111,8 @@ def _check_header(path: Path, header: str, expected: list[str]) -> None:
     if not header:
         raise DataError(f"a header row of {len(expected)} columns ({expected[0]}, ...)",
                         "an empty file", file=path, line=1)
-    names = [name.strip().strip('"') for name in header.split(",")]
+    # As csv reads it, so that a quoted name holding a comma is one name, as pandas reads it.
+    names = [name.strip().strip('"') for name in _fields(header) or header.split(",")]
     seen: set[str] = set()
     for position, (name, want) in enumerate(zip(names, expected, strict=False), start=1):
         if name != want:
@@ -128,6 +131,8 @@ def _describe(value: object) -> str:
 
 def _first_bad_row(column: pd.Series, low: int, high: int) -> int | None:
     """The position of the column's first cell that is not an integer low..high, or None."""
+    if pd.api.types.is_bool_dtype(column.dtype):  # pandas reads True and False as booleans
+        return 0
     if pd.api.types.is_integer_dtype(column.dtype):
         bad = (column < low) | (column > high)
     else:  # a whole number written 3.0, 1e0 or ' 3' is one, as the fast path reads it
@@ -165,7 +170,8 @@ def _read_slowly(path: Path, columns: list[str], skip_rows: int) -> np.ndarray:
     values if they are fine after all (blank lines at the file's end are dropped), else
     raise DataError at the first bad line and column."""
     skipped_lines = 1 + skip_rows  # the header and the rows already read
-    _check_row_width(path, skipped_lines + 1, _read_line(path, skipped_lines + 1), len(columns))
+    _check_row_width(path, skipped_lines + 1, _read_line(path, skipped_lines + 1).split(","),
+                     len(columns))
     kept = [np.empty((0, len(columns)), np.int16)]
     blank_from = None  # the first line of blank rows that may run to the file's end
     with _open_text(path) as handle:
@@ -173,7 +179,7 @@ def _read_slowly(path: Path, columns: list[str], skip_rows: int) -> np.ndarray:
             handle.readline()
         try:
             with pd.read_csv(handle, header=None, names=columns, na_filter=False,
-                             skip_blank_lines=False, low_memory=False,
+                             skip_blank_lines=False, quoting=csv.QUOTE_NONE, low_memory=False,
                              chunksize=CHUNK_ROWS) as reader:
                 for chunk in reader:
                     blank = _blank_rows(chunk)
@@ -188,8 +194,7 @@ def _read_slowly(path: Path, columns: list[str], skip_rows: int) -> np.ndarray:
                     row, position, low, high = found
                     line = skipped_lines + 1 + int(chunk.index[0]) + row
                     if not blank.iloc[row:].all():
-                        raise _bad_cell_error(path, columns, line, position,
-                                              chunk.iloc[row, position], (low, high))
+                        raise _bad_cell_error(path, columns, line, position, (low, high))
                     blank_from = line
                     kept.append(_as_int16(chunk.iloc[:row]))
         except pd.errors.ParserError as error:
@@ -197,18 +202,18 @@ def _read_slowly(path: Path, columns: list[str], skip_rows: int) -> np.ndarray:
     return np.concatenate(kept)
 
 
-def _bad_cell_error(path: Path, columns: list[str], line: int, position: int, value: object,
+def _bad_cell_error(path: Path, columns: list[str], line: int, position: int,
                     limits: tuple[int, int]) -> DataError:
     """The DataError for a bad cell: a blank line, a row of the wrong length, or a value
-    that is not an integer in the column's range."""
+    that is not an integer in the column's range, as the file writes it."""
     text = _read_line(path, line)
     if text.strip() == "":
         return _blank_line_error(path, columns, line)
-    fields = text.count(",") + 1
-    if fields != len(columns):
-        return DataError(f"{len(columns)} values", str(fields), file=path, line=line)
-    return DataError(f"an integer {limits[0]}..{limits[1]}", _describe(value), file=path,
-                     line=line, column=columns[position])
+    cells = text.split(",")
+    if len(cells) != len(columns):
+        return DataError(f"{len(columns)} values", str(len(cells)), file=path, line=line)
+    return DataError(f"an integer {limits[0]}..{limits[1]}", _describe(cells[position]),
+                     file=path, line=line, column=columns[position])
 
 
 def _blank_line_error(path: Path, columns: list[str], line: int) -> DataError:
@@ -243,7 +248,7 @@ def read_csv_checked(path: Path, columns: list[str] | None, expected: str,
         header_text, first_row = _first_two_lines(path)
         header = _fields(header_text)  # none: a blank first line, which pandas skips
         if header:  # before a ragged row later is named
-            _check_row_width(path, 2, first_row, len(header))
+            _check_row_width(path, 2, _fields(first_row), len(header))
         frame = pd.read_csv(path, encoding="utf-8-sig", **read_options)
     except READ_ERRORS as error:
         raise unreadable_error(path, error, columns or []) from None
@@ -271,11 +276,10 @@ def read_csv_as_text(path: Path, columns: list[str]) -> pd.DataFrame:
                             na_filter=False)
 
 
-def _check_row_width(path: Path, line: int, text: str, width: int) -> None:
-    """DataError when the row on line (its text), the first a parse is handed, has more
+def _check_row_width(path: Path, line: int, fields: list[str], width: int) -> None:
+    """DataError when the row on line (its values), the first a parse is handed, has more
     values than the header: pandas would take its first ones as every row's index and
     read them all shifted (a file whose rows all end in an extra value would load wrong)."""
-    fields = _fields(text)
     if len(fields) > width:
         raise DataError(f"{width} values", str(len(fields)), file=path, line=line)
 
@@ -302,39 +306,42 @@ def read_digits_csv(path: str | Path, with_labels: bool) -> tuple[np.ndarray, np
     if len(values) == 0:
         raise DataError("at least one row of digits", "only the header", file=path, line=2)
     pixels = values[:, 1:] if with_labels else values
-    bad = first_true_cell((pixels < 0) | (pixels > 255))
-    if bad is not None:
-        row, col = bad
-        raise DataError("an integer 0..255", repr(str(pixels[row, col])), file=path,
-                        line=row + 2, column=PIXEL_COLUMNS[col])
-    labels = None
-    if with_labels:
-        labels = values[:, 0].astype(np.int64)
-        bad = first_true_cell((labels[:, None] < 0) | (labels[:, None] >= NUM_CLASSES))
-        if bad is not None:
-            raise DataError(f"an integer 0..{NUM_CLASSES - 1}", repr(str(labels[bad[0]])),
-                            file=path, line=bad[0] + 2, column="label")
-    images = pixels.astype(np.uint8).reshape(-1, *IMAGE_SHAPE)
-    return images, labels
+    labels = values[:, 0].astype(np.int64) if with_labels else None
+    return pixels.astype(np.uint8).reshape(-1, *IMAGE_SHAPE), labels
 
 
 def _read_values(path: Path, columns: list[str]) -> np.ndarray:
-    """The file's header checked and its rows as int16 values, one column a header column;
-    DataError for any bad value."""
+    """The file's header checked and its rows as int16 values, one column a header column,
+    each an integer in its column's range; DataError for any bad value."""
     header, first_row = _first_two_lines(path)
     _check_header(path, header, columns)
-    _check_row_width(path, 2, first_row, len(columns))
+    _check_row_width(path, 2, first_row.split(","), len(columns))
     chunks = [np.empty((0, len(columns)), np.int16)]
     try:
-        # The fast path: C-parser passes straight into int16, no NaN handling, a chunk at
-        # a time, so that only the rows from a bad row's chunk on are read again slowly.
-        with pd.read_csv(path, dtype=np.int16, na_filter=False, skip_blank_lines=False,
-                         encoding="utf-8-sig", chunksize=CHUNK_ROWS) as reader:
+        # The fast path: C-parser passes into integers, no NaN handling, a chunk at a time,
+        # so that only the rows from a bad row's chunk on are read again slowly.
+        with pd.read_csv(path, na_filter=False, skip_blank_lines=False, low_memory=False,
+                         quoting=csv.QUOTE_NONE, encoding="utf-8-sig",
+                         chunksize=CHUNK_ROWS) as reader:
             for chunk in reader:
-                chunks.append(chunk.to_numpy())
+                chunks.append(_checked_int16(chunk, columns))
     except UnicodeDecodeError:  # a ValueError too, but no slower parse can read it
         raise
     except (ValueError, OverflowError, pd.errors.ParserError):
         skip_rows = sum(len(chunk) for chunk in chunks)
         chunks.append(_read_slowly(path, columns, skip_rows))
     return np.concatenate(chunks)
+
+
+def _checked_int16(chunk: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """A chunk's values as int16, when pandas read every column as integers in its range
+    (label 0..9, pixels 0..255); else ValueError, for the slow read to name the cell.
+    Not parsed straight into int16: pandas would read a column of True and False as 1
+    and 0."""
+    if not all(pd.api.types.is_integer_dtype(dtype) for dtype in chunk.dtypes):
+        raise ValueError("a column that is not integers")
+    values = chunk.to_numpy()
+    highest = np.where(np.array(columns) == "label", NUM_CLASSES - 1, 255)
+    if values.size and ((values < 0).any() or (values > highest).any()):
+        raise ValueError("a value out of its column's range")
+    return values.astype(np.int16)

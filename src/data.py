@@ -155,9 +155,10 @@ def load_keras_mnist(npz_path: str | Path | None = None) -> Digits:
             with np.load(npz_path, allow_pickle=False) as npz:
                 arrays = {key: npz[key] for key in npz.files}
         # A damaged archive; RuntimeError: a member marked encrypted; NotImplementedError: a
-        # compression zipfile lacks.
+        # compression zipfile lacks; OverflowError and TypeError: a .npy header whose shape
+        # holds a number past 64 bits or a True.
         except (*READ_ERRORS, ValueError, zipfile.BadZipFile, RuntimeError,
-                NotImplementedError) as error:
+                NotImplementedError, OverflowError, TypeError) as error:
             raise DataError("an npz archive", f"{error_name(error)}: {error}",
                             file=origin) from None
         except MemoryError as error:  # a .npy header claiming a huge shape (numpy's subclass)

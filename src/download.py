@@ -83,8 +83,11 @@ def _unpack(download_dir: Path, out_dir: Path, where: str) -> Path:
                 raise DataError(f"a zip holding {' and '.join(DATA_FILES)}",
                                 f"{', '.join(names) or 'an empty zip'}", column=where)
             archive.extractall(out_dir)
-    except (IndexError, zipfile.BadZipFile, zlib.error, EOFError) as error:
-        # zlib.error and EOFError: a damaged or short member behind an intact directory
+    except (IndexError, zipfile.BadZipFile, zlib.error, EOFError, RuntimeError,
+            NotImplementedError) as error:
+        # zlib.error and EOFError: a damaged or short member behind an intact directory;
+        # RuntimeError: a member marked encrypted; NotImplementedError: a compression
+        # zipfile lacks
         kind = "zlib.error" if isinstance(error, zlib.error) else type(error).__name__
         found = f"{archives[0].name!r} ({kind})" if archives else "no file"
         raise DataError("a zip of the competition files", found, column=where,

@@ -63,9 +63,9 @@ def damage_bytes(folder, case):
     if case == "nul_byte_in_train":
         _set_cell(train, 9, 301, b"1\x002")
         return r"train.csv:9: pixel300: expected an integer 0..255, found '1\\x002'"
-    if case == "open_quote":
+    if case == "open_quote":  # no quote is part of a row: one row is one line
         _set_cell(train, 8, 40, b'"0')
-        return r"train.csv:8: expected a closing quote, found the end of the file"
+        return r"train.csv:8: pixel39: expected an integer 0..255, found '\"0'"
     if case == "gzip_named_csv":
         train.write_bytes(gzip.compress(train.read_bytes(), mtime=0))
         return (r"train.csv:1: column 1: expected UTF-8 text, found byte 0x8b "

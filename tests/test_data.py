@@ -179,6 +179,31 @@ def _break_train(path, case):
         lines[-3] += ",0"
         _write_lines(path, lines)
         return f"train.csv:{len(lines) - 2}: expected 785 values, found 786"
+    if case == "quoted_comma_in_header":  # csv and pandas read it as one name
+        _write_lines(path, ['"label,pixel0"' + lines[0][len("label,pixel0"):], *lines[1:]])
+        return "train.csv:1: column 1: expected 'label', found 'label,pixel0'"
+    if case == "column_of_booleans":  # pandas reads a column of them as True and False
+        for number in range(2, len(lines) + 1):
+            _set_cell(lines, number, 301, "True" if number % 2 else "false")
+        _write_lines(path, lines)
+        return "train.csv:2: pixel300: expected an integer 0..255, found 'false'"
+    if case == "labels_as_booleans":
+        _write_lines(path, [lines[0]] + [("True" if number % 2 else "False") + line[1:]
+                                         for number, line in enumerate(lines[1:])])
+        return "train.csv:2: label: expected an integer 0..9, found 'False'"
+    if case == "infinite_pixel":  # 1e400 too: pandas reads both as a float's infinity
+        _set_cell(lines, 6, 11, "1e400")
+        _write_lines(path, lines)
+        return "train.csv:6: pixel10: expected an integer 0..255, found '1e400'"
+    if case == "label_written_1e1":  # the cell as the file writes it
+        _set_cell(lines, 4, 0, "1e1")
+        _write_lines(path, lines)
+        return "train.csv:4: label: expected an integer 0..9, found '1e1'"
+    if case == "quoted_cell_across_lines":  # every line number after it would be off
+        _set_cell(lines, 3, 0, '"3')
+        lines.insert(3, '"' + lines[3])
+        _write_lines(path, lines)
+        return "train.csv:3: label: expected an integer 0..9, found '\"3'"
     raise AssertionError(case)
 
 
@@ -188,7 +213,9 @@ TRAIN_CASES = [
     "whole_float_before_text",
     "label_10", "label_minus_1", "ragged_long_row", "every_row_one_longer", "first_row_one_longer",
     "ragged_short_row", "blank_line_inside", "blank_lines_then_digits", "bad_cell_deep",
-    "ragged_long_row_deep", "spaced_header_and_bad_cell",
+    "ragged_long_row_deep", "spaced_header_and_bad_cell", "quoted_comma_in_header",
+    "column_of_booleans", "labels_as_booleans", "infinite_pixel", "label_written_1e1",
+    "quoted_cell_across_lines",
 ]
 
 
@@ -362,6 +389,27 @@ def test_keras_npz_of_other_values_is_one_clear_error(tmp_path, key, value, foun
     with pytest.raises(DataError) as caught:
         data.load_keras_mnist(tmp_path / "mnist.npz")
     assert str(caught.value).startswith(f"{tmp_path / 'mnist.npz'}: {found}")
+
+
+@pytest.mark.parametrize("shape, found", [("(100000000000000000000, 28, 28)", "OverflowError"),
+                                          ("(True, 28, 28)", "TypeError")])
+def test_keras_npz_claiming_an_impossible_shape_is_one_clear_error(tmp_path, shape, found):
+    arrays = dict(x_train=np.zeros((2, 28, 28), np.uint8), y_train=np.array([1, 2], np.uint8),
+                  x_test=np.zeros((2, 28, 28), np.uint8), y_test=np.array([3, 4], np.uint8))
+    np.savez(tmp_path / "mnist.npz", **arrays)
+    with zipfile.ZipFile(tmp_path / "mnist.npz") as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    npy = members["x_train.npy"]  # magic, version, header length, then the header's dict
+    length = int.from_bytes(npy[8:10], "little")
+    header = npy[10:10 + length].replace(b"(2, 28, 28)", shape.encode()).rstrip(b" \n")
+    members["x_train.npy"] = npy[:10] + header.ljust(length - 1) + b"\n" + npy[10 + length:]
+    with zipfile.ZipFile(tmp_path / "mnist.npz", "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    with pytest.raises(DataError) as caught:
+        data.load_keras_mnist(tmp_path / "mnist.npz")
+    assert str(caught.value).startswith(
+        f"{tmp_path / 'mnist.npz'}: expected an npz archive, found {found}: ")
 
 
 @pytest.mark.parametrize("damage, found", [
