@@ -173,7 +173,7 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse that reports a bad flag as one ``error:`` line and exit code 2."""
 
     def error(self, message: str) -> None:  # noqa: D102 - argparse API
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"error: {printable(message)} (see {self.prog} --help)\n")
 
 
 def build_parser(prog: str, description: str, download: bool = True,

@@ -56,6 +56,14 @@ def test_only_the_commands_that_fetch_data_offer_download(cli, capsys):
     assert err.startswith("error: unrecognized arguments: --download") and err.count("\n") == 1
 
 
+def test_a_stray_argument_holding_a_line_break_is_still_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        runs.main(["x\ny"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: unrecognized arguments: x\\ny (see python -m src.runs --help)\n")
+
+
 def test_fidelity_refuses_submissions_dir_it_would_not_use(capsys):
     with pytest.raises(SystemExit) as exit_:
         fidelity.main(["--submissions-dir", "elsewhere"])
