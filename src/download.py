@@ -36,6 +36,7 @@ def download_competition_data(data_dir: str | Path | None = None,
         print(f"data: {found} holds train.csv and test.csv already; not downloading", flush=True)
         return found
     target = Path(data_dir) if data_dir is not None else LOCAL_DATA_DIR
+    made = _missing_folders(target.parent)  # removed again if the download fails
     with writing(target.parent):
         target.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_partials(target.parent)  # what a killed download left (a SIGKILL)
@@ -58,9 +59,28 @@ def download_competition_data(data_dir: str | Path | None = None,
             _move_into(unpacked, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        _remove_empty(made)  # after a move, target holds the files: none is empty
     print(f"data: {target}/ holds {', '.join(sorted(p.name for p in target.iterdir()))}",
           flush=True)
     return target
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """folder and those of its parents that do not exist, innermost first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove each folder, innermost first, up to the first that is not empty (or gone)."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _folder_with_data(data_dir: str | Path | None) -> Path | None:
