@@ -271,9 +271,15 @@ def _fields(text: str) -> list[str]:
 
 def read_csv_as_text(path: Path, columns: list[str]) -> pd.DataFrame:
     """Every cell of a CSV (plain or .gz) as text, for a caller to check against columns;
-    anything unreadable is a DataError, as read_csv_checked says."""
-    return read_csv_checked(path, columns, f"columns {','.join(columns)}", dtype=str,
-                            na_filter=False)
+    anything unreadable is a DataError, as read_csv_checked says. The frame's columns are
+    named as the file writes them, for the caller's message: pandas would rename a
+    duplicate (ImageId.1) or a blank name (Unnamed: 0)."""
+    frame = read_csv_checked(path, columns, f"columns {','.join(columns)}", dtype=str,
+                             na_filter=False)
+    header = _fields(_first_two_lines(path)[0])
+    if len(header) == len(frame.columns):
+        frame.columns = header
+    return frame
 
 
 def _check_row_width(path: Path, line: int, fields: list[str], width: int) -> None:

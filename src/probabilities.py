@@ -22,7 +22,7 @@ import pandas as pd
 
 from src.csv_files import NUM_CLASSES, first_true_cell, read_csv_as_text
 from src.errors import DataError
-from src.util import write_atomically
+from src.util import not_a_file, write_atomically
 
 OOF_FILE = "oof.csv.gz"
 TEST_FILE = "test_probs.csv.gz"
@@ -62,10 +62,12 @@ def _read_frame(path: Path, columns: list[str], optional: str | None = None) -> 
     """The file's rows as text, its header checked (columns, then optional or not);
     DataError for anything unreadable."""
     if not path.is_file():
+        found = not_a_file(path)
         raise DataError(f"{path.name}, which python -m src.submit writes in a run folder",
-                        "no such file", file=path,
+                        found, file=path,
                         hint="runs older than this file do not have it: rerun their "
-                        "python -m src.submit command, which reuses their fold models")
+                        "python -m src.submit command, which reuses their fold models"
+                        if found == "no such file" else None)
     frame = read_csv_as_text(path, columns)
     if list(frame.columns) not in (columns, [*columns, optional]):
         found = ",".join(map(str, frame.columns))

@@ -169,6 +169,8 @@ def test_blend_is_the_plain_mean_and_lists_in_the_ledger(kaggle_dir_readonly, tm
 @pytest.mark.parametrize("damage, message", [
     (lambda path: path.unlink(), "oof.csv.gz: expected oof.csv.gz, which python -m src.submit "
      "writes in a run folder, found no such file (runs older"),
+    (lambda path: (path.unlink(), path.mkdir()), "oof.csv.gz: expected oof.csv.gz, which "
+     "python -m src.submit writes in a run folder, found a folder"),
     (lambda path: _replace_cell(path, 5, "p3", "abc"),
      "oof.csv.gz:7: p3: expected a probability 0..1, found 'abc'"),
     (lambda path: _replace_cell(path, 2, "p0", "1.5"),

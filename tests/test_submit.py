@@ -484,6 +484,12 @@ def test_check_flag_validates_any_csv(kaggle_dir_readonly, tmp_path, capsys):
     good.write_text("\n".join([lines[0]] + [line + ",0" for line in lines[1:]]) + "\n")
     assert run_cli(submit.main, argv) == 2
     assert capsys.readouterr().err == f"error: {good}:2: expected 2 values, found 3\n"
+    # the header as the file writes it: pandas would rename a duplicate or blank name
+    for header in ("ImageId,ImageId", ",Label"):
+        good.write_text(f"{header}\n" + "".join(f"{i},{i % 10}\n" for i in range(1, 301)))
+        assert run_cli(submit.main, argv) == 2
+        assert capsys.readouterr().err == (
+            f"error: {good}:1: expected columns ImageId,Label, found {header}\n")
     # test.csv alone is enough: a submission is checked against its rows only
     only_test = tmp_path / "only-test"
     only_test.mkdir()
