@@ -57,7 +57,7 @@ from src.data import (
     load_keras_mnist,
 )
 from src.errors import DataError
-from src.util import command_line, format_duration
+from src.util import command_line, format_accuracy, format_duration
 
 # Images per timed row; a GPU needs more of them for a stable figure.
 BENCH_IMAGES = {"smoke": 256, "quick": 8192, "full": 32768}
@@ -91,7 +91,7 @@ def profile_lines(result: dict) -> list[str]:
     """The quick-profile figures (or why there are none) as Markdown lines."""
     if "note" in result:
         return [f"- {result['note']}"]
-    lines = [f"- ensemble CV (out-of-fold) accuracy: {result['accuracy']:.2%} "
+    lines = [f"- ensemble CV (out-of-fold) accuracy: {format_accuracy(result['accuracy'])} "
              f"(profile {result['profile']})",
              f"- python -m src.submit wall time: {format_duration(result['submit_seconds'])}"]
     if "tune_wall_seconds" in result:

@@ -13,6 +13,7 @@ without them. Nothing is written.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -75,8 +76,12 @@ def compare(right_a: np.ndarray, right_b: np.ndarray, confidence: float = 0.95) 
 
 
 def _format_p(p_value: float) -> str:
-    # Three decimals, so that 0.0496 does not print as 0.05 beside the rule p < 0.05.
-    return f"{p_value:.3f}" if p_value >= 0.001 else f"{p_value:.1e}"
+    """Three decimals rounded down, so that 0.0498 prints as 0.049, never as 0.050 beside
+    "ahead" (the rule is p < 0.05); below 0.001, three significant digits (9.99e-04)."""
+    if p_value < 0.001:
+        return f"{p_value:.2e}"
+    # round() first: 0.027 * 1000 is 26.999999999999996 in floating point
+    return f"{math.floor(round(p_value * 1000, 6)) / 1000:.3f}"
 
 
 def describe(comparison: Comparison) -> list[str]:

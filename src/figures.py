@@ -25,7 +25,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from src.metrics import DIGITS, ENSEMBLE, NUM_CLASSES
-from src.util import writing
+from src.util import format_accuracy, writing
 
 GALLERY_SIZE = 36
 GALLERY_COLUMNS = 6
@@ -83,8 +83,9 @@ def _plot_model_accuracy(metrics: dict) -> Figure:
     ax.set_ylim(len(rows) - 0.5, -0.5)
     # The values go in a right-hand column so the x-axis can stop at 100%.
     values = ax.secondary_yaxis("right")
-    values.set_yticks(positions, [f"{score['accuracy']:.2%}  ({score['errors']:,} errors)"
-                                  for _, score, _ in rows])
+    values.set_yticks(positions, [
+        f"{format_accuracy(score['accuracy'])}  ({score['errors']:,} errors)"
+        for _, score, _ in rows])
     values.tick_params(length=0)
     span = max(max(highs) - min(lows), 0.05)
     ax.set_xlim(min(lows) - 0.1 * span, min(max(highs) + 0.1 * span, 100 + 0.02 * span))

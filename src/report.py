@@ -18,17 +18,21 @@ import pandas as pd
 from src.document import Heading, Image, Paragraph, Table, render_html, render_markdown
 from src.figures import FIGURE_CAPTIONS, write_figures
 from src.metrics import DIGITS, ENSEMBLE, ReportInputs, build_metrics
-from src.util import LEADERBOARD_ROWS, format_duration, write_atomically
+from src.util import LEADERBOARD_ROWS, format_accuracy, format_duration, write_atomically
 
 
 def _format_value(value: object) -> str:
-    """A value as a table cell: floats to 4 significant digits, lists and dicts inline."""
+    """A value as a table cell: numbers to 4 significant digits, from 1,000 on whole with
+    thousands separators (a column of parameter counts that a failed trial left blank is
+    floats: 1,234,567, not 1.235e+06), lists and dicts inline."""
     if value is None:
         return "—"
     if isinstance(value, (bool, np.bool_)):
         return str(bool(value))
-    if isinstance(value, (float, np.floating)):
-        return "—" if math.isnan(value) else f"{value:.4g}"
+    if isinstance(value, (int, np.integer, float, np.floating)):
+        if math.isnan(value):
+            return "—"
+        return f"{value:,.0f}" if math.isfinite(value) and abs(value) >= 1000 else f"{value:.4g}"
     if isinstance(value, (list, tuple)):
         return ", ".join(_format_value(item) for item in value)
     if isinstance(value, dict):
@@ -42,8 +46,9 @@ def _interval(score: dict) -> str:
 
 def _accuracy_line(label: str, score: dict) -> str:
     """e.g. "...: 99.57% (95% CI 99.50–99.63%, 181 errors of 42,000)"."""
-    return (f"{label}: {score['accuracy']:.2%} (95% CI {_interval(score)}, "
-            f"{score['errors']:,} errors of {score['total']:,})")
+    errors = f"{score['errors']:,} error{'' if score['errors'] == 1 else 's'}"
+    return (f"{label}: {format_accuracy(score['accuracy'])} (95% CI {_interval(score)}, "
+            f"{errors} of {score['total']:,})")
 
 
 def _figure_blocks(figures: list[str], *names: str) -> list:
@@ -60,10 +65,10 @@ def _outside_search_holdout(score: dict | None) -> list:
 
 def _models_section(metrics: dict, figures: list[str]) -> list:
     weights = metrics["ensemble_weights"]
-    rows = [[name, f"{score['accuracy']:.2%}", _interval(score), f"{score['errors']:,}",
+    rows = [[name, format_accuracy(score['accuracy']), _interval(score), f"{score['errors']:,}",
              _format_value(weights.get(name))] for name, score in metrics["models"].items()]
     ensemble = metrics[ENSEMBLE]
-    rows.append([ENSEMBLE, f"{ensemble['accuracy']:.2%}", _interval(ensemble),
+    rows.append([ENSEMBLE, format_accuracy(ensemble['accuracy']), _interval(ensemble),
                  f"{ensemble['errors']:,}", _format_value(sum(weights.values()))])
     return [Heading(2, "Models"),
             Table(["configuration", "OOF accuracy", "95% CI", "errors", "weight"], rows),
@@ -229,6 +234,6 @@ def write_report(run_dir: Path, inputs: ReportInputs) -> dict:
                      + "\n")
     blocks = report_blocks(inputs, metrics, figures)
     write_atomically(run_dir / "report.md", render_markdown(blocks))
-    title = f"Digit Recognizer report: {metrics[ENSEMBLE]['accuracy']:.2%} out of fold"
+    title = f"Digit Recognizer report: {format_accuracy(metrics[ENSEMBLE]['accuracy'])} out of fold"
     write_atomically(run_dir / "report.html", render_html(blocks, title))
     return metrics

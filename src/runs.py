@@ -26,7 +26,7 @@ from src.figures import cv_against_public_png
 from src.kaggle_record import record_kaggle
 from src.run_folders import RUN_ID_TIME, list_run_folders
 from src.run_metrics import read_run_metrics
-from src.util import is_plain_text, write_atomically
+from src.util import is_plain_text, printable, write_atomically
 
 SORTS = {"date": "newest first", "oof": "best OOF accuracy first",
          "lb": "best public score first"}
@@ -100,7 +100,9 @@ def format_ledger(frame: pd.DataFrame) -> str:
         "95% CI": [f"{low:.2%}-{high:.2%}" for low, high in zip(frame["oof_low"],
                                                              frame["oof_high"], strict=True)],
         "public": public, "message": frame["message"]}
-    cells = {header: [str(value) for value in values] for header, values in columns.items()}
+    # A message is the user's text: a line break in it would split its row.
+    cells = {header: [printable(str(value)) for value in values]
+             for header, values in columns.items()}
     widths = {header: max([len(header), *map(len, values)]) for header, values in cells.items()}
 
     def line(values) -> str:

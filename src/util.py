@@ -131,6 +131,15 @@ def command_line(module: str, argv: Sequence[str] | None) -> str:
     return f"python -m {module} " + shlex.join(given)
 
 
+def format_accuracy(share: float, decimals: int = 2) -> str:
+    """share (0..1) as a percentage; below 1 never as 100% (41,999 right of 42,000 is
+    99.99%, not 100.00%: only a run without errors reads 100%)."""
+    text = f"{share:.{decimals}%}"
+    if share < 1 and text.startswith("100"):
+        return f"{100 - 10 ** -decimals:.{decimals}f}%"
+    return text
+
+
 def format_duration(seconds: float) -> str:
     """12s, 4m05s or 1h02m."""
     seconds = round(seconds)

@@ -74,6 +74,17 @@ def test_a_gap_that_only_pairing_resolves():
     assert "McNemar exact p = 0.015: run A ahead" in compare.describe(result)[2]
 
 
+def test_a_p_value_just_under_the_rule_never_prints_as_the_rule():
+    # 25 against 42 images: exact p = 0.0498, "ahead"; rounded, it would print 0.050.
+    right_a, right_b = np.ones(1000, bool), np.ones(1000, bool)
+    right_a[:42], right_b[42:67] = False, False
+    result = compare.compare(right_a, right_b)
+    assert 0.0495 < result.p_value < 0.05 and result.verdict() == "run B ahead"
+    assert "McNemar exact p = 0.049: run B ahead" in compare.describe(result)[2]
+    assert [compare._format_p(p) for p in (1.0, 0.027, 0.000999, 1.6e-4)] == [
+        "1.000", "0.027", "9.99e-04", "1.60e-04"]
+
+
 def test_compare_prints_both_runs_and_the_verdict(kaggle_dir_readonly, tmp_path, capsys):
     first = _run(kaggle_dir_readonly, tmp_path / "a", "run-a", range(0, 2))
     second = _run(kaggle_dir_readonly, tmp_path / "b", "run-b", range(2, 40))

@@ -22,6 +22,7 @@ from src import kaggle_record, report
 from src.document import render_markdown
 from src.figures import worst_misclassified
 from src.metrics import ReportInputs, accuracy_interval, build_metrics
+from src.util import format_accuracy
 from tests.fixtures import handwritten_digits
 
 SIZE = 600
@@ -191,6 +192,27 @@ def test_every_file_is_written_and_every_figure_is_an_image(written):
         pixels = matplotlib.image.imread(run_dir / name)
         assert pixels.shape[0] >= 300 and pixels.shape[1] >= 600, name
         assert pixels.std() > 0.05, f"{name} is blank"
+
+
+def test_an_accuracy_with_an_error_never_reads_100_percent():
+    low, high = accuracy_interval(41_999, 42_000)
+    score = {"accuracy": 41_999 / 42_000, "errors": 1, "total": 42_000, "ci95_low": low,
+             "ci95_high": high}
+    assert report._accuracy_line("Ensemble", score) == (
+        "Ensemble: 99.99% (95% CI 99.99–100.00%, 1 error of 42,000)")
+    assert [format_accuracy(share) for share in (1.0, 0.99995, 0.98666)] == [
+        "100.00%", "99.99%", "98.67%"]
+    assert format_accuracy(0.999999, decimals=3) == "99.999%"
+
+
+def test_a_failed_trial_does_not_put_the_leaderboard_in_scientific_notation():
+    # Its blank cells make the columns floats, which .4g printed as 1.235e+06.
+    leaderboard = pd.DataFrame({"trial": ["0003", "0004"], "status": ["COMPLETED", "FAILED"],
+                                "val_accuracy": [0.99571, None], "params": [1_234_567, None],
+                                "seconds": [12_345.0, None]})
+    _, table = report._leaderboard_section(leaderboard)
+    assert table.rows == [["0003", "COMPLETED", "0.9957", "1,234,567", "12,345"],
+                          ["0004", "FAILED", "—", "—", "—"]]
 
 
 def test_markdown_has_the_headline_and_links_every_figure(written):

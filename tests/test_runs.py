@@ -61,6 +61,13 @@ def test_ledger_lists_runs_newest_first_with_cv_beside_public(submissions, capsy
     assert wrote == f"wrote {submissions / 'runs.csv'}, {submissions / 'runs.png'}"
 
 
+def test_a_message_with_a_line_break_keeps_its_row_on_one_line(tmp_path, capsys):
+    run = write_run(tmp_path / "submissions", FIRST, correct=41_800)
+    kaggle_record.record_kaggle(run, _record(11, "first line\nsecond\tline", score=0.99614))
+    header, row, wrote = _ledger(tmp_path / "submissions", capsys)
+    assert row.endswith("99.614%  first line\\nsecond\\tline")
+
+
 def test_ledger_files_hold_every_run_and_a_real_figure(submissions, capsys):
     _ledger(submissions, capsys)
     frame = pd.read_csv(submissions / "runs.csv")
