@@ -28,6 +28,7 @@ from src.compare import compare, describe
 from src.config import Config, OneLineParser, add_data_arguments, path_flag, run_cli
 from src.data import Digits, load_digits
 from src.errors import DataError
+from src.metrics import plain_mean
 from src.probabilities import any_search_holdout, read_oof, read_test
 from src.run_folders import distinct_folders, new_run_id, write_run
 from src.run_metrics import read_run_metrics
@@ -120,7 +121,6 @@ def _run_info(argv: Sequence[str] | None, digits: Digits, named: dict[str, Path]
 def _compare_with_each_run(oof: dict[str, np.ndarray], labels: np.ndarray) -> None:
     """Print the blend's paired test against every run, not only the best: choosing the run
     to compare with on the same images would make the blend look worse than it is."""
-    from src.ensemble import plain_mean
 
     blend_right = plain_mean(oof).argmax(axis=1) == labels
     for name, probs in oof.items():

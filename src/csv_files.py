@@ -129,28 +129,33 @@ def _describe(value: object) -> str:
     return "an empty cell" if text.strip() == "" else repr(text)
 
 
-def _first_bad_row(column: pd.Series, low: int, high: int) -> int | None:
-    """The position of the column's first cell that is not an integer low..high, or None."""
+def _column_limits(columns: list[str]) -> list[tuple[int, int]]:
+    """Each column's (lowest, highest) value: label 0..9, pixels 0..255."""
+    return [(0, NUM_CLASSES - 1) if name == "label" else (0, 255) for name in columns]
+
+
+def _bad_cells(column: pd.Series, low: int, high: int) -> np.ndarray:
+    """True for each cell of the column that is not an integer low..high."""
     if pd.api.types.is_bool_dtype(column.dtype):  # pandas reads True and False as booleans
-        return 0
+        return np.ones(len(column), bool)
     if pd.api.types.is_integer_dtype(column.dtype):
-        bad = (column < low) | (column > high)
-    else:  # a whole number written 3.0, 1e0 or ' 3' is one, as the fast path reads it
-        numbers = pd.to_numeric(column, errors="coerce")
-        bad = numbers.isna() | (numbers.mod(1) != 0) | (numbers < low) | (numbers > high)
-    return int(np.argmax(bad.to_numpy())) if bad.any() else None
+        return ((column < low) | (column > high)).to_numpy()
+    # a whole number written 3.0, 1e0 or ' 3' is one, as the fast path reads it
+    numbers = pd.to_numeric(column, errors="coerce")
+    return (numbers.isna() | (numbers.mod(1) != 0) | (numbers < low) | (numbers > high)).to_numpy()
 
 
 def _first_bad_cell(frame: pd.DataFrame, columns: list[str]) -> tuple[int, int, int, int] | None:
     """(row, column position, low, high) of the frame's first cell, in file order, that is
-    not an integer in its column's range (label 0..9, pixels 0..255), or None."""
-    first = None
-    for position, name in enumerate(columns):
-        low, high = (0, NUM_CLASSES - 1) if name == "label" else (0, 255)
-        row = _first_bad_row(frame.iloc[:, position], low, high)
-        if row is not None and (first is None or row < first[0]):
-            first = (row, position, low, high)
-    return first
+    not an integer in its column's range, or None."""
+    limits = _column_limits(columns)
+    bad = np.column_stack([_bad_cells(frame.iloc[:, position], low, high)
+                           for position, (low, high) in enumerate(limits)])
+    found = first_true_cell(bad)
+    if found is None:
+        return None
+    row, position = found
+    return row, position, *limits[position]
 
 
 def _blank_rows(frame: pd.DataFrame) -> pd.Series:
@@ -347,7 +352,7 @@ def _checked_int16(chunk: pd.DataFrame, columns: list[str]) -> np.ndarray:
     if not all(pd.api.types.is_integer_dtype(dtype) for dtype in chunk.dtypes):
         raise ValueError("a column that is not integers")
     values = chunk.to_numpy()
-    highest = np.where(np.array(columns) == "label", NUM_CLASSES - 1, 255)
-    if values.size and ((values < 0).any() or (values > highest).any()):
+    lowest, highest = np.array(_column_limits(columns)).T
+    if values.size and ((values < lowest).any() or (values > highest).any()):
         raise ValueError("a value out of its column's range")
     return values.astype(np.int16)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -45,6 +44,7 @@ from src.util import (
     is_count,
     is_number,
     is_share,
+    keras_verbosity,
     no_free_name,
     numbered_names,
     read_json,
@@ -114,9 +114,8 @@ def recipe_point(recipe: Recipe, digits: Digits, seed: int, epochs: int | None,
                  policy: str) -> Point:
     """Train and score the recipe (its author's epochs unless epochs is given) and time it."""
     epochs = epochs or recipe.epochs
-    verbose = 1 if sys.stdout.isatty() else 2  # a progress bar on a terminal, else a line
     tick = time.perf_counter()
-    probs = recipe_oof(recipe, digits.x_train, digits.y_train, seed, epochs, verbose)
+    probs = recipe_oof(recipe, digits.x_train, digits.y_train, seed, epochs, keras_verbosity())
     seconds = time.perf_counter() - tick
     return Point(recipe.name, recipe.source, seconds, recipe.trained(epochs, policy),
                  **score(digits.y_train, probs))

@@ -18,7 +18,8 @@ from sklearn.model_selection import train_test_split
 
 from src.config import DATA_DIR_ENV, Config
 
-# The images' shape and the classes are defined with the CSV format and read from here.
+# The images' shape and the classes are defined with the CSV format (src.csv_files), and
+# imported from here by the stages after the data's.
 from src.csv_files import (  # noqa: F401 (IMAGE_SHAPE)
     IMAGE_SHAPE,
     NUM_CLASSES,

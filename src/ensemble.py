@@ -374,13 +374,3 @@ def _add_predictions(jobs: list[FoldJob], digits: Digits,
         oof[held_idx] += held_probs / config.repeats
         result.fold_test_probs.setdefault(job.member.name, []).append(test_probs)
         result.histories.append({"model": job.member.name, "fold": job.fold, "history": history})
-
-
-def plain_mean(probs: dict[str, np.ndarray]) -> np.ndarray:
-    """The members' probabilities averaged with equal weights.
-
-    Weights fitted on OOF log-loss lost to the plain mean in every measured
-    ensemble (README): they favoured the better-calibrated member, not the
-    more accurate one, and fitting them on the folds they score flatters them.
-    """
-    return np.mean(list(probs.values()), axis=0)

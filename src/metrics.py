@@ -147,3 +147,13 @@ def build_metrics(inputs: ReportInputs) -> dict:
         "plan": inputs.plan,
         "run_info": inputs.run_info,
     })
+
+
+def plain_mean(probs: dict[str, np.ndarray]) -> np.ndarray:
+    """The members' probabilities averaged with equal weights.
+
+    Weights fitted on OOF log-loss lost to the plain mean in every measured
+    ensemble (README): they favoured the better-calibrated member, not the
+    more accurate one, and fitting them on the folds they score flatters them.
+    """
+    return np.mean(list(probs.values()), axis=0)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import tensorflow as tf
 from keras import layers, ops
 
 from src.data import IMAGE_SHAPE, NUM_CLASSES
+from src.util import keras_verbosity
 
 PREDICT_BATCH = 1024  # batches of prediction and validation: memory, not learning
 
@@ -286,8 +286,8 @@ def fit(model: keras.Model, x_train: np.ndarray, y_train: np.ndarray,
     Nothing stops early or keeps a best epoch: the k-fold ensemble's validation
     part is the part it scores, so nothing may be chosen on it.
     """
-    if verbose == "auto":  # a progress bar on a terminal, one line per epoch in a log
-        verbose = 1 if sys.stdout.isatty() else 2
+    if verbose == "auto":
+        verbose = keras_verbosity()
     return model.fit(
         make_dataset(x_train, y_train, batch_size, shuffle=True, seed=seed, repeat=True),
         steps_per_epoch=steps_per_epoch(len(x_train), batch_size),

@@ -178,7 +178,7 @@ def speed_at_the_caps(row: PlanRow, speed: Speed, sizes: Sizes, seconds: float,
     max_members networks; inf when the costs that no speed cuts overrun that part.
 
     A faster network trains no more as a member: the caps bind and the run ends early,
-    so a search trial buys it no more epochs either (src.budget)."""
+    so a search trial buys it no more epochs either (src.search_plan)."""
     part = seconds / row.max_members - TAIL_SECONDS
 
     def cost(factor: float) -> float:

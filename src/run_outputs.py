@@ -76,8 +76,7 @@ def write_run_outputs(folder: Path, digits: Digits, *, model_probs: dict[str, np
     model_test_probs' (test); timings is called once the probabilities are written, so
     its total counts them."""
     from src import report
-    from src.ensemble import plain_mean
-    from src.metrics import ReportInputs
+    from src.metrics import ReportInputs, plain_mean
 
     oof_probs, test_probs = plain_mean(model_probs), plain_mean(model_test_probs)
     test_labels = test_probs.argmax(axis=1)

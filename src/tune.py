@@ -62,14 +62,15 @@ from src.tuners import (
     BayesianTuner,
     CNNHyperModel,
     HyperbandTuner,
-    Progress,
     RandomTuner,
     SearchTuner,
+    TrialProgress,
     planned_epochs,
 )
 from src.util import (
     describe_os_error,
     format_duration,
+    keras_verbosity,
     one_line,
     read_json,
     remove_stale_partials,
@@ -181,7 +182,7 @@ def build_tuner(config: Config, role: str | None, train_images: int, fingerprint
     folder = tune_dir(config)
     common = dict(
         objective=kt.Objective(OBJECTIVE, direction="min"), seed=config.seed,
-        progress=Progress(planned_epochs(config), prefix),
+        progress=TrialProgress(planned_epochs(config), prefix),
         trial_seconds=config.trial_seconds, most_epochs=config.tune_epochs,
         after_trial=after_trial, directory=str(folder),
         project_name=project_name(config, fingerprint),
@@ -327,8 +328,7 @@ def run_trials(tuner: kt.Tuner, train: tuple[np.ndarray, np.ndarray],
     """Run the search's trials (those a resumed search has left); False, after one error
     line, when KerasTuner stopped the search for trials that failed in a row."""
     try:
-        tuner.search(*train, validation_data=validation,
-                     verbose=1 if sys.stdout.isatty() else 2)  # a progress bar only on a terminal
+        tuner.search(*train, validation_data=validation, verbose=keras_verbosity())
     except RuntimeError as error:  # KerasTuner's stop after 3 failed trials in a row
         if "consecutive failures" not in str(error):
             raise

@@ -95,7 +95,7 @@ def planned_epochs(config: Config) -> list[int]:
     return plan
 
 
-class Progress:
+class TrialProgress:
     """The line printed after each trial: trial i of ~n, its time, elapsed, ETA.
 
     The ETA is this run's seconds per planned epoch times the planned epochs
@@ -226,7 +226,7 @@ class SearchTuner:
     search is reloaded.
     """
 
-    def __init__(self, hypermodel: CNNHyperModel, *, seed: int, progress: Progress,
+    def __init__(self, hypermodel: CNNHyperModel, *, seed: int, progress: TrialProgress,
                  trial_seconds: float = 0.0, most_epochs: int = 1,
                  after_trial: Callable[[], None] | None = None, **kwargs):
         self.trial_seed = seed

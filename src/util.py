@@ -131,6 +131,12 @@ def command_line(module: str, argv: Sequence[str] | None) -> str:
     return f"python -m {module} " + shlex.join(given)
 
 
+def keras_verbosity() -> int:
+    """Keras' verbose for a fit or a search: a progress bar on a terminal (1), else one line
+    per epoch (2), which a log keeps readable."""
+    return 1 if sys.stdout.isatty() else 2
+
+
 def format_accuracy(share: float, decimals: int = 2) -> str:
     """share (0..1) as a percentage; below 1 never as 100% (41,999 right of 42,000 is
     99.99%, not 100.00%: only a run without errors reads 100%)."""

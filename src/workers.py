@@ -1,7 +1,8 @@
 """Fold models trained at once, each in its own worker process (``--jobs``).
 
-The pool knows nothing of what a fold model is: src.ensemble hands it the jobs
-and the function that trains one. A worker whose parent dies (a killed run)
+src.ensemble hands the pool the jobs and the function that trains one; the pool
+sets up each worker (its dtype policy, a fresh Keras session per job) and reports
+each job's progress. A worker whose parent dies (a killed run)
 exits within a second, so that no orphan trains on beside the rerun that
 resumes it; the partial files killed processes leave are removed before the
 next training starts.
@@ -78,7 +79,7 @@ def train_fold_models(jobs: list, x: np.ndarray, y: np.ndarray,
             folder.mkdir(parents=True, exist_ok=True)
         remove_stale_partials(folder)  # what the workers of a killed run were saving
     workers = min(resolve_jobs(config.jobs), len(jobs))
-    progress = Progress(len(jobs), workers, after)
+    progress = FoldProgress(len(jobs), workers, after)
     ready = before or (lambda job: job)
     if workers <= 1:
         for job in map(ready, jobs):
@@ -89,7 +90,7 @@ def train_fold_models(jobs: list, x: np.ndarray, y: np.ndarray,
                        folders)
 
 
-class Progress:
+class FoldProgress:
     """The line printed as each fold model ends (its time, how many are done, the
     elapsed time and ETA), then after(job, seconds) where given."""
 
@@ -112,7 +113,7 @@ class Progress:
 
 def _train_in_pool(jobs: list, x: np.ndarray, y: np.ndarray,
                    splits: list[tuple[np.ndarray, np.ndarray]], config: Config,
-                   train_fold: Callable, workers: int, ready: Callable, progress: Progress,
+                   train_fold: Callable, workers: int, ready: Callable, progress: FoldProgress,
                    folders: set[Path]) -> None:
     """train_fold_models with `workers` processes, each handed its next job (ready(job))
     when it is free; on an error or Ctrl-C every worker stops and the files they were

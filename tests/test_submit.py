@@ -33,6 +33,7 @@ from src.config import run_cli
 from src.data import data_fingerprint
 from src.errors import DataError
 from src.members import Member, check_pseudo_threshold, load_members, most_sure
+from src.metrics import plain_mean
 from src.model import DEFAULT_HPARAMS
 from src.pseudo_labels import select_pseudo_labels
 from tests.conftest import REPO_ROOT
@@ -578,7 +579,7 @@ def test_latest_link_and_latest_txt_never_disagree(tmp_path, monkeypatch):
 
 def test_the_ensemble_is_the_plain_mean_of_its_members():
     probs = {"a": np.array([[0.9, 0.1], [0.2, 0.8]]), "b": np.array([[0.5, 0.5], [0.6, 0.4]])}
-    np.testing.assert_allclose(ensemble.plain_mean(probs), [[0.7, 0.3], [0.4, 0.6]])
+    np.testing.assert_allclose(plain_mean(probs), [[0.7, 0.3], [0.4, 0.6]])
 
 
 def test_shift_images_moves_pixels_and_fills_zeros():
