@@ -69,17 +69,17 @@ class Budget:
 
     def training_done(self, pseudo_round: bool) -> None:
         """Record the end of a round's training."""
-        self._stage_ended(f"train, {SECOND if pseudo_round else FIRST}")
+        self._stage_ended(f"train, {_round_name(pseudo_round)}")
 
     def use_tta(self, pseudo_round: bool) -> bool:
         """Whether the round's prediction uses TTA: whether it fits in the time left once
         the round has trained; decided once and saved, so a rerun decides the same."""
-        name = SECOND if pseudo_round else FIRST
+        name = _round_name(pseudo_round)
         return bool(self._decide(f"tta, {name}", lambda: self._tta_fits(pseudo_round)))
 
     def prediction_done(self, pseudo_round: bool) -> None:
         """Record the end of a round's prediction."""
-        self._stage_ended(f"predict, {SECOND if pseudo_round else FIRST}")
+        self._stage_ended(f"predict, {_round_name(pseudo_round)}")
 
     def pseudo_epochs(self, counts: Sequence[int]) -> int:
         """The pseudo-labelled round's epochs (0: no such round), given its pseudo-labels
@@ -121,7 +121,7 @@ class Budget:
         # What _seconds_after_round(name, True) sums, but not `left() >= that sum`: the
         # floats round otherwise, and a decision at the boundary could change.
         fits = self.left() - cost >= after
-        print(f"plan: test-time augmentation for the {SECOND if pseudo_round else FIRST}: "
+        print(f"plan: test-time augmentation for the {_round_name(pseudo_round)}: "
               f"{'on' if fits else 'off, its ' + format_duration(cost) + ' would not fit'}",
               flush=True)
         return fits
@@ -131,7 +131,7 @@ class Budget:
         if "pseudo_epochs" in plan.given:
             return plan.pseudo_epochs
         row, speeds = table_row(plan.minutes), plan.member_speeds()
-        tta = bool(plan.decisions.get(f"tta, {FIRST}", plan.tta))  # as the first round did
+        tta = self.first_round_tta()  # as the first round did
         room = (self.left() - prediction_seconds(speeds, plan.sizes, plan.folds, tta,
                                                  plan.repeats) - TAIL_SECONDS)
         epochs = next((e for e in range(row.pseudo_max_epochs, row.pseudo_min_epochs - 1, -1)
@@ -145,7 +145,7 @@ class Budget:
     def fold_epochs(self, pseudo_round: bool, member: str, split: int, planned: int) -> int:
         """A fold model's epochs: the planned ones, or fewer where a late round cut them
         (RoundPace), so that a rerun finds the model it trained."""
-        key = _cut_key(SECOND if pseudo_round else FIRST, member, split)
+        key = _cut_key(_round_name(pseudo_round), member, split)
         return int(self.plan.decisions.get(key, planned))
 
     def round_pace(self, pseudo_round: bool, jobs: Sequence, names: Sequence[str],
@@ -153,7 +153,7 @@ class Budget:
         """The RoundPace of a round's fold models still to train (ensemble.FoldJob), of
         members named as in the round (in the plan's order), planned at `epochs`."""
         speeds = dict(zip(names, self.plan.member_speeds(), strict=True))
-        return RoundPace(self, SECOND if pseudo_round else FIRST, jobs, speeds, epochs)
+        return RoundPace(self, _round_name(pseudo_round), jobs, speeds, epochs)
 
     def _seconds_after_round(self, name: str, tta: bool = False) -> float:
         """What must fit after a round's training: its prediction (with TTA or without),
@@ -177,9 +177,12 @@ class Budget:
     def settings_used(self) -> dict:
         """TTA and the pseudo-labelled round's epochs as the first round's boundaries decided
         them (the plan's where no decision was taken)."""
-        decisions = self.plan.decisions
-        return {"tta": bool(decisions.get(f"tta, {FIRST}", self.plan.tta)),
-                "pseudo_epochs": int(decisions.get("pseudo_epochs", self.plan.pseudo_epochs))}
+        return {"tta": self.first_round_tta(), "pseudo_epochs": int(
+            self.plan.decisions.get("pseudo_epochs", self.plan.pseudo_epochs))}
+
+    def first_round_tta(self) -> bool:
+        """Whether the first round predicted with TTA: its decision, else the plan's."""
+        return bool(self.plan.decisions.get(f"tta, {FIRST}", self.plan.tta))
 
     def record(self) -> dict:
         """The plan, the measured speeds and each stage's planned and actual seconds:
@@ -197,6 +200,11 @@ class Budget:
                 "stages": [{"stage": stage, "planned_seconds": plan.stages.get(stage),
                             "actual_seconds": self.actual.get(stage)} for stage in stages],
                 "eta_seconds": plan.eta()}
+
+
+def _round_name(pseudo_round: bool) -> str:
+    """A round's name in the plan's stages and decisions."""
+    return SECOND if pseudo_round else FIRST
 
 
 def _cut_key(name: str, member: str, split: int) -> str:

@@ -149,6 +149,11 @@ def project_name(config: Config, fingerprint: str) -> str:
             f"-{OBJECTIVE}-data{fingerprint[:8]}")
 
 
+def project_dir(config: Config, fingerprint: str) -> Path:
+    """The tuner's folder for this search: <artifacts>/tune/<project_name>."""
+    return tune_dir(config) / project_name(config, fingerprint)
+
+
 def damaged_search_state(found: str, project: str | Path) -> DataError:
     """The one line for saved search state that KerasTuner or the ranking cannot use."""
     return DataError("the search state python -m src.tune saved", found,
@@ -190,7 +195,7 @@ def build_tuner(config: Config, role: str | None, train_images: int, fingerprint
         overwrite=config.overwrite and role != "worker")
     with writing(folder):  # a read-only --artifacts-dir fails here, not inside KerasTuner
         folder.mkdir(parents=True, exist_ok=True)
-    project = folder / project_name(config, fingerprint)
+    project = project_dir(config, fingerprint)
     for state_folder in (project, *project.glob("trial_*")):  # what a killed search was saving
         remove_stale_partials(state_folder)
     policy = use_precision(config.precision)  # before any trial builds a model
@@ -291,8 +296,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     fingerprint = summary["labelled_fingerprint"]
     clock = None
     if record is not None:
-        clock = search_plan.SearchClock(tune_dir(config) / project_name(config, fingerprint)
-                                        / search_plan.SEARCH_CLOCK, started, config.overwrite)
+        clock = search_plan.SearchClock(project_dir(config, fingerprint) / search_plan.SEARCH_CLOCK,
+                                        started, config.overwrite)
     tuner = build_tuner(config, role, len(train[1]), fingerprint, clock.save if clock else None)
     where = f"{os.environ.get(ENV_ORACLE_IP)}:{os.environ.get(ENV_ORACLE_PORT)}"
     if role == "chief":
