@@ -9,7 +9,7 @@ over every labelled image, with its 95% Wilson interval):
   the shell; its accuracy, plan and what it trained come from its metrics.json;
 - reference recipes (RECIPES), trained in this process one fold at a time as
   their authors wrote them: one network per fold of
-  ``ensemble.fold_splits(y, 3, seed)``, no TTA, in the dtype policy the package
+  ``data.fold_splits(y, 3, seed)``, no TTA, in the dtype policy the package
   resolves, timed from the first fold's build to the last fold's prediction.
 
 The table and a JSON of every figure go to ``<artifacts>/bench/curve-<UTC

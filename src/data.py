@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split
 
 from src.config import DATA_DIR_ENV, Config
 
@@ -211,6 +211,18 @@ def subsample_rows(y: np.ndarray, size: int, seed: int) -> np.ndarray:
     if size <= 0 or size > len(y) - len(np.unique(y)):
         return rows
     return train_test_split(rows, train_size=size, stratify=y, random_state=seed)[0]
+
+
+def fold_splits(y: np.ndarray, folds: int, seed: int,
+                repeats: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified (train, held-out) index pairs, the same for every member: `folds` of
+    them per repeat, each repeat on a new shuffle, so every image is held out once a repeat.
+
+    A repeat's splits do not depend on how many repeats follow it: a run with more
+    repeats reuses the fold models of one with fewer.
+    """
+    splitter = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
+    return list(splitter.split(np.zeros(len(y)), y))
 
 
 def split_train_val(x: np.ndarray, y: np.ndarray, val_fraction: float, seed: int,

@@ -24,12 +24,11 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from sklearn.model_selection import RepeatedStratifiedKFold
 
 from src import model as cnn
 from src import workers
 from src.config import Config
-from src.data import NUM_CLASSES, Digits, data_fingerprint
+from src.data import NUM_CLASSES, Digits, data_fingerprint, fold_splits
 from src.errors import DataError
 from src.members import Member
 from src.predict import checked_probs, predict_probs
@@ -72,18 +71,6 @@ def member_key(member: Member, config: Config, fingerprint: str) -> str:
                   code=training_code_version())
     text = json.dumps(recipe, sort_keys=True, default=str)
     return f"{member.name}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
-
-
-def fold_splits(y: np.ndarray, folds: int, seed: int,
-                repeats: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Stratified (train, held-out) index pairs, the same for every member: `folds` of
-    them per repeat, each repeat on a new shuffle, so every image is held out once a repeat.
-
-    A repeat's splits do not depend on how many repeats follow it: a run with more
-    repeats reuses the fold models of one with fewer.
-    """
-    splitter = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
-    return list(splitter.split(np.zeros(len(y)), y))
 
 
 def _load_fold_model(path: Path) -> keras.Model:
@@ -305,10 +292,11 @@ def _fold_jobs(digits: Digits, members: list[Member], config: Config, splits: in
     pairs = list(product(members, range(splits)))
     jobs = []
     for number, (member, fold) in enumerate(pairs, start=1):
-        job = FoldJob(member, fold, config.folds, Path(), number, len(pairs), config.repeats)
         epochs = config.epochs if budget is None else budget.fold_epochs(
             pseudo is not None, member.name, fold, config.epochs)
-        job = _at_epochs(job, epochs, config, fingerprint)
+        job = FoldJob(member, fold, config.folds,
+                      _fold_model_path(member, fold, config, fingerprint, epochs), number,
+                      len(pairs), config.repeats, epochs=epochs)
         if pseudo is not None:
             indices, labels = pseudo.per_fold[fold]
             job.extra = (digits.x_test[indices], labels)
@@ -330,8 +318,9 @@ def _jobs_to_train(jobs: list[FoldJob], config: Config) -> list[FoldJob]:
             with writing(job.path):
                 job.path.unlink(missing_ok=True)
                 job.path.with_suffix(".history.json").unlink(missing_ok=True)
+    training = {job.number for job in to_train}
     for job in jobs:
-        if job not in to_train:
+        if job.number not in training:
             print(job.status(f"reusing {job.path}"), flush=True)
     return to_train
 

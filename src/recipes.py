@@ -1,7 +1,7 @@
 """The reference recipes that ``python -m src.bench --curve`` sets beside the package's
 plans: networks as their authors wrote and trained them (Adam, categorical
 cross-entropy, pixels / 255 as float32, the author's batch size, epochs and
-augmentation), one network per fold of ``ensemble.fold_splits(y, 3, seed)``, no TTA."""
+augmentation), one network per fold of ``data.fold_splits(y, 3, seed)``, no TTA."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from src.data import IMAGE_SHAPE, NUM_CLASSES
-from src.ensemble import fold_splits
+from src.data import IMAGE_SHAPE, NUM_CLASSES, fold_splits
 from src.model import make_dataset, predict, steps_per_epoch
 
 CURVE_FOLDS = 3

@@ -30,7 +30,7 @@ from src import (
     workers,
 )
 from src.config import run_cli
-from src.data import data_fingerprint
+from src.data import data_fingerprint, fold_splits
 from src.errors import DataError
 from src.members import Member, check_pseudo_threshold, load_members, most_sure
 from src.metrics import plain_mean
@@ -761,8 +761,8 @@ def test_the_members_are_as_sure_as_their_least_smoothed_one(smoothings, ceiling
 
 def test_each_repeat_holds_every_image_out_once_and_keeps_the_earlier_repeats():
     y = np.repeat(np.arange(10), 9)
-    one = ensemble.fold_splits(y, 3, seed=5)
-    three = ensemble.fold_splits(y, 3, seed=5, repeats=3)
+    one = fold_splits(y, 3, seed=5)
+    three = fold_splits(y, 3, seed=5, repeats=3)
     assert len(three) == 9
     for (_, held), (_, held_again) in zip(one, three[:3], strict=False):
         np.testing.assert_array_equal(held, held_again)
