@@ -304,9 +304,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"chief: serving the search at {where} until every worker has stopped", flush=True)
     elif role == "worker":
         print(f"{tuner.tuner_id}: running trials for the chief at {where}", flush=True)
-    if not run_trials(tuner, train, validation):
-        return 1
+    stopped = run_trials(tuner, train, validation)
     if role == "worker":
+        if stopped:
+            print(f"error: {stopped}", file=sys.stderr)
+            return 1
         print(f"{tuner.tuner_id}: no trials left; the chief writes the results", flush=True)
         return 0
     try:
@@ -314,7 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, KeyError) as error:  # a trial.json damaged by hand
         raise damaged_search_state(one_line(error), tuner.project_dir) from None
     if not any(row["status"] == COMPLETED for row in rows):
-        print("error: no trial completed; see the trial messages above", file=sys.stderr)
+        print(f"error: {stopped or 'no trial completed; see the trial messages above'}",
+              file=sys.stderr)
         return 1
     if clock is not None:
         clock.save()
@@ -325,13 +328,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     chosen = ensemble_from_search(tuner, rows, validation[1])
     write_results(config, tuner, rows, summary, chosen, record)
     print_results(config, rows, chosen)
+    if stopped:  # the trials that completed are ranked and written, as a search's are
+        print(f"error: {stopped}; the results above rank the trials that completed (run "
+              "the command again to retry the last, or with --overwrite to start over)",
+              file=sys.stderr)
+        return 1
     return 0
 
 
 def run_trials(tuner: kt.Tuner, train: tuple[np.ndarray, np.ndarray],
-               validation: tuple[np.ndarray, np.ndarray]) -> bool:
-    """Run the search's trials (those a resumed search has left); False, after one error
-    line, when KerasTuner stopped the search for trials that failed in a row."""
+               validation: tuple[np.ndarray, np.ndarray]) -> str | None:
+    """Run the search's trials (those a resumed search has left); what stopped it when
+    KerasTuner did, for trials that failed in a row (past that, every trial that ends
+    stops the search again), else None."""
     try:
         tuner.search(*train, validation_data=validation, verbose=keras_verbosity())
     except RuntimeError as error:  # KerasTuner's stop after 3 failed trials in a row
@@ -340,10 +349,9 @@ def run_trials(tuner: kt.Tuner, train: tuple[np.ndarray, np.ndarray],
         # KerasTuner's message: its own first line, then the last trial's traceback
         lines = str(error).strip().splitlines()
         limit = getattr(tuner.oracle, "max_consecutive_failed_trials", 3)
-        print(f"error: the search stopped: {limit} trials in a row failed; the last with "
-              f"{lines[-1] if len(lines) > 1 else 'no message'}", file=sys.stderr)
-        return False
-    return True
+        return (f"the search stopped: {limit} trials in a row failed; the last with "
+                f"{lines[-1] if len(lines) > 1 else 'no message'}")
+    return None
 
 
 def print_results(config: Config, rows: list[dict], chosen: list[dict]) -> None:
