@@ -61,7 +61,7 @@ def read_ranked_configs(path: Path, names: Sequence[str]) -> pd.DataFrame:
     (its best trial), best search score first; every completed trial's score and network
     checked first, so that a hand-edited cell stops the run before anything trains."""
     trials = read_trials(path, as_text=True)
-    missing = [column for column in ("trial_id", "status", SCORE, *names)
+    missing = [column for column in ("trial_id", "rank", "status", SCORE, *names)
                if column not in trials]
     if missing:
         old_search = ("a search scored by accuracy, before the log-loss objective: rerun "
@@ -70,6 +70,9 @@ def read_ranked_configs(path: Path, names: Sequence[str]) -> pd.DataFrame:
                         f"no column {missing[0]!r}", file=path, hint=old_search)
     done = trials[trials["status"] == "COMPLETED"].copy()
     done[SCORE] = pd.to_numeric(done[SCORE], errors="coerce")
+    # The trial's rank as src.tune's leaderboard and member names give it: Hyperband trains
+    # one configuration in several trials, so it is not the place among configurations.
+    done["rank"] = pd.to_numeric(done["rank"], errors="coerce")
     for name in names:  # dtype object: Series.map would make 32 and 48.5 both floats
         done[name] = pd.Series([_setting(text) for text in done[name]], index=done.index,
                                dtype=object)
@@ -84,6 +87,9 @@ def read_ranked_configs(path: Path, names: Sequence[str]) -> pd.DataFrame:
         if not np.isfinite(row[SCORE]):
             raise DataError("a log-loss", repr(trials.at[index, SCORE]), file=path,
                             line=index + 2, column=SCORE)
+        if not (np.isfinite(row["rank"]) and row["rank"] >= 1 and row["rank"] % 1 == 0):
+            raise DataError("a rank, an integer >= 1", repr(trials.at[index, "rank"]),
+                            file=path, line=index + 2, column="rank")
     done = done.sort_values(SCORE)
     return done.drop_duplicates(subset=list(names)).reset_index(drop=True)
 
@@ -115,7 +121,8 @@ def pick_spread(ranked: pd.DataFrame, count: int, default: dict) -> pd.DataFrame
     chosen = {*np.flatnonzero(is_default)[:1], *range(TOP_PICKS)}
     rest = [index for index in range(len(ranked)) if index not in chosen]
     wanted = max(min(count, len(ranked)) - len(chosen), 0)
-    chosen |= {rest[i] for i in np.linspace(0, len(rest) - 1, wanted).round().astype(int)}
+    # From the last up, so that a single pick left is the last, not the next in rank.
+    chosen |= {rest[i] for i in np.linspace(len(rest) - 1, 0, wanted).round().astype(int)}
     return ranked.loc[sorted(chosen)]
 
 
@@ -170,9 +177,9 @@ def render(table: pd.DataFrame, rho: float | None, config: Config) -> str:
              f"epochs, seed {config.seed}, TTA {'on' if config.tta else 'off'}.", "",
              "| search rank | trial | search hold-out log-loss | out-of-fold accuracy | minutes |",
              "|---:|---:|---:|---:|---:|"]
-    lines += [f"| {rank + 1} | {row['trial_id']} | {row[SCORE]:.4f} | "
+    lines += [f"| {row['rank']:.0f} | {row['trial_id']} | {row[SCORE]:.4f} | "
               f"{row['oof_accuracy']:.3%} | {row['minutes']:.1f} |"
-              for rank, row in table.iterrows()]
+              for _, row in table.iterrows()]
     return "\n".join(lines) + "\n"
 
 
@@ -208,17 +215,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     picks = pick_spread(read_ranked_configs(trials_csv, names), args.configs, DEFAULT_HPARAMS)
     check_search_ranks(picks, trials_csv)
     print(f"training {len(picks)} configurations of {trials_csv}: search ranks "
-          f"{', '.join(str(i + 1) for i in picks.index)}", flush=True)
+          f"{', '.join(f'{rank:.0f}' for rank in picks['rank'])}", flush=True)
     table = measure(config, picks, names)
     rho = rank_agreement(table[SCORE], table["oof_accuracy"])
     text = render(table, rho, config)
-    ranks = table.index + 1  # the search's ranks (picks are spread over them), from 1
+    ranks = table["rank"].astype(int)  # the search's ranks (picks are spread over them)
     print(text, flush=True)
     stem = "fidelity-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     folder = Path(config.artifacts_dir) / "fidelity"
     record = {"spearman": rho, "folds": config.folds, "epochs": config.epochs,
               "seed": config.seed, "trials": str(trials_csv),
-              "rows": json.loads(table.assign(search_rank=ranks).to_json(orient="records"))}
+              "rows": json.loads(table.assign(search_rank=ranks).drop(columns="rank")
+                                 .to_json(orient="records"))}
     png = fidelity_png(table[SCORE], table["oof_accuracy"], ranks, describe_agreement(rho))
     written = write_new_files(folder, stem, {".md": text, ".json": json.dumps(record, indent=2),
                                              ".png": png})

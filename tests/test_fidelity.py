@@ -14,7 +14,8 @@ from src.model import DEFAULT_HPARAMS
 
 
 def _ranked(count: int, default_at: int) -> pd.DataFrame:
-    rows = [{"trial_id": f"{i:02d}", "status": "COMPLETED", "val_log_loss": 0.05 + i / 1000,
+    rows = [{"trial_id": f"{i:02d}", "rank": i + 1, "status": "COMPLETED",
+             "val_log_loss": 0.05 + i / 1000,
              **DEFAULT_HPARAMS, "dropout": round(0.3 + i / 100, 2) if i != default_at else 0.25}
             for i in range(count)]
     return pd.DataFrame(rows)
@@ -25,6 +26,9 @@ def test_picks_hold_the_default_the_top_three_and_the_last():
     assert list(picked.index) == sorted(picked.index) and len(picked) == 6
     assert {0, 1, 2, 6, 9} <= set(picked.index)
     assert len(fidelity.pick_spread(_ranked(4, default_at=0), 6, DEFAULT_HPARAMS)) == 4
+    # --configs 4 with the default in the top three: the one left is the last, not rank 4
+    assert list(fidelity.pick_spread(_ranked(10, default_at=0), 4, DEFAULT_HPARAMS).index) == [
+        0, 1, 2, 9]
 
 
 def test_too_few_configurations_is_an_error_naming_the_flag():
@@ -48,13 +52,25 @@ def test_rank_agreement_is_undefined_when_every_oof_is_equal():
 
 def test_best_trial_of_each_configuration_best_first(tmp_path):
     frame = _ranked(3, default_at=0)
-    frame = pd.concat([frame, frame.iloc[[1]].assign(trial_id="09", val_log_loss=0.5),
-                       frame.iloc[[2]].assign(trial_id="10", status="FAILED")])
+    frame = pd.concat([frame, frame.iloc[[1]].assign(trial_id="09", rank=4, val_log_loss=0.5),
+                       frame.iloc[[2]].assign(trial_id="10", rank=None, status="FAILED")])
     frame.to_csv(tmp_path / "trials.csv", index=False)
     ranked = fidelity.read_ranked_configs(tmp_path / "trials.csv",
                                           search_results.search_space_names())
     assert list(ranked["trial_id"]) == ["00", "01", "02"]  # as KerasTuner names them
     assert ranked["val_log_loss"].is_monotonic_increasing
+
+
+def test_a_configuration_trained_in_two_trials_keeps_the_ranks_of_trials_csv(tmp_path):
+    # Hyperband trains a configuration it promotes again: trials 00 and 02 are one network.
+    frame = _ranked(3, default_at=0)
+    frame.loc[2, "dropout"] = frame.loc[0, "dropout"]
+    frame = frame.assign(val_log_loss=[0.06, 0.07, 0.05], rank=[2, 3, 1])
+    frame.to_csv(tmp_path / "trials.csv", index=False)
+    ranked = fidelity.read_ranked_configs(tmp_path / "trials.csv",
+                                          search_results.search_space_names())
+    assert list(ranked["trial_id"]) == ["02", "01"]
+    assert list(ranked["rank"]) == [1, 3]  # as the leaderboard and the member rank3 say
 
 
 @pytest.mark.parametrize("damage, message", [
@@ -98,7 +114,7 @@ def test_a_shifted_first_row_is_refused(tmp_path, with_rank):
     path = tmp_path / "trials.csv"
     frame = _ranked(6, default_at=0)
     if with_rank:
-        frame.insert(0, "rank", range(1, 7))
+        frame.insert(0, "rank", frame.pop("rank"))
     lines = frame.to_csv(index=False).splitlines()
     path.write_text("\n".join([lines[0], lines[1] + ",0", *lines[2:]]) + "\n")
     with pytest.raises(fidelity.DataError) as caught:
