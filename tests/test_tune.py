@@ -572,50 +572,36 @@ def test_every_trial_builds_its_networks_in_the_chosen_precision(kaggle_dir_read
     assert set(policies) == {"mixed_bfloat16"}
 
 
-def test_trials_that_all_fail_stop_the_search_in_one_line(kaggle_dir_readonly, tmp_path,
-                                                         monkeypatch, capsys):
+@pytest.mark.parametrize("completed", [0, 2])
+def test_trials_that_fail_in_a_row_stop_the_search_in_one_line(kaggle_dir_readonly, tmp_path,
+                                                               monkeypatch, capsys, completed):
+    """The trials that completed before are still ranked and written: else an older
+    search's best_hparams.json would stay, for src.submit to use."""
     builds = []
 
-    def diverge(*args, **kwargs):  # every trial fails; the tuner's first look at its space not
-        builds.append(args)
-        if len(builds) == 1:
+    def diverge(*args, **kwargs):  # after `completed` trials; build 1 is the tuner's look
+        builds.append(args)          # at its space
+        if len(builds) <= 1 + completed:
             return build_cnn(*args, **kwargs)
         raise ValueError("the loss went NaN")
 
     monkeypatch.setattr(tuners, "build_cnn", diverge)
     args = _args(kaggle_dir_readonly, tmp_path / "artifacts", "--tuner", "random",
-                 "--max-trials", "5", "--tune-epochs", "1")
-    assert run_cli(tune.main, args) == 1
-    error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert error == ("error: the search stopped: 3 trials in a row failed; the last with "
-                     "ValueError: the loss went NaN")
-    assert not (tmp_path / "artifacts" / "tune" / "best_hparams.json").exists()
-
-
-def test_trials_that_fail_after_some_completed_still_rank_those(kaggle_dir_readonly, tmp_path,
-                                                                monkeypatch, capsys):
-    # Else an older search's best_hparams.json would stay, for src.submit to use.
-    builds = []
-
-    def diverge_after_two_trials(*args, **kwargs):  # build 1 is the tuner's look at its space
-        builds.append(args)
-        if len(builds) <= 3:
-            return build_cnn(*args, **kwargs)
-        raise ValueError("the loss went NaN")
-
-    monkeypatch.setattr(tuners, "build_cnn", diverge_after_two_trials)
-    args = _args(kaggle_dir_readonly, tmp_path / "artifacts", "--tuner", "random",
                  "--max-trials", "6", "--tune-epochs", "1")
     assert run_cli(tune.main, args) == 1
     out, err = capsys.readouterr()
-    assert err.strip().splitlines()[-1] == (
-        "error: the search stopped: 3 trials in a row failed; the last with ValueError: the "
-        "loss went NaN; the results above rank the trials that completed (run the command "
-        "again to retry the last, or with --overwrite to start over)")
-    trials = pd.read_csv(tmp_path / "artifacts" / "tune" / "trials.csv")
-    assert (trials["status"] == "COMPLETED").sum() == 2
-    assert (tmp_path / "artifacts" / "tune" / "best_hparams.json").is_file()
-    assert "Leaderboard (random, " in out
+    error = ("error: the search stopped: 3 trials in a row failed; the last with ValueError: "
+             "the loss went NaN")
+    if completed:
+        error += ("; the results above rank the trials that completed (run the command again "
+                  "to retry the last, or with --overwrite to start over)")
+    assert err.strip().splitlines()[-1] == error
+    results = tmp_path / "artifacts" / "tune"
+    assert (results / "best_hparams.json").is_file() is bool(completed)
+    if completed:
+        trials = pd.read_csv(results / "trials.csv")
+        assert (trials["status"] == "COMPLETED").sum() == completed
+        assert "Leaderboard (random, " in out
 
 
 def test_leaderboard_shows_hyperparameters_unrounded():
