@@ -55,6 +55,9 @@ class Digits:
     # as load_fold_digits keeps them (a --train-samples subsample: some, shuffled);
     # None: all, in file order.
     train_rows: np.ndarray | None = None
+    # data_fingerprint of every labelled image, taken before such a subsample ("": not
+    # taken): a search's record of its hold-out rows names the data by it.
+    labelled_fingerprint: str = ""
 
 
 def find_csv(folder: Path, stem: str) -> Path | None:
@@ -276,6 +279,7 @@ def load_fold_digits(config: Config) -> Digits:
     """load_digits(config) with its training images cut to --train-samples and checked to
     fill config.folds stratified folds: what k-fold training (submit, fidelity) trains on."""
     digits = load_digits(config)
+    digits.labelled_fingerprint = data_fingerprint(digits.x_train, digits.y_train)
     digits.x_train, digits.y_train, digits.train_rows = plan_training_images(
         digits, config.train_samples, config.seed, needed=config.folds,
         purpose=f"{config.folds} stratified folds (--folds)", size_flag="--train-samples")

@@ -144,7 +144,7 @@ def hparams_outside_space(values: dict[str, object]) -> tuple[str, str, str] | N
 def read_holdout_rows(config: Config, labelled_fingerprint: str) -> np.ndarray | None:
     """The labelled images' rows that the search scored its trials on and chose the
     ensemble on, from best_hparams.json; None without a search, or when it searched other
-    images than these (another file, --train-samples)."""
+    labelled images than these (another train.csv)."""
     path = best_hparams_path(config)
     try:
         saved = read_json(path)

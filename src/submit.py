@@ -277,13 +277,19 @@ def _choose_members(digits, config: Config, started: float, save_plan: bool):
 
 def _search_holdout(config: Config, digits, members) -> np.ndarray | None:
     """Which training images the search chose the members on (scored apart, too), when a
-    search chose any and its hold-out rows are on file; else None."""
+    search chose any and its hold-out rows are on file; else None. With --train-samples,
+    those of the subsample."""
     if not any(member.kind == "search" for member in members):
         return None
     from src.search_results import read_holdout_rows
 
-    rows = read_holdout_rows(config, data_fingerprint(digits.x_train, digits.y_train))
-    return None if rows is None else np.isin(np.arange(len(digits.y_train)), rows)
+    rows = read_holdout_rows(config, digits.labelled_fingerprint
+                             or data_fingerprint(digits.x_train, digits.y_train))
+    if rows is None:
+        return None
+    labelled_rows = (np.arange(len(digits.y_train)) if digits.train_rows is None
+                     else digits.train_rows)  # each training image's row in train.csv
+    return np.isin(labelled_rows, rows)
 
 
 def _run_info(config: Config, members, result, digits, argv: Sequence[str] | None) -> dict:

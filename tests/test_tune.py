@@ -165,9 +165,16 @@ def test_submit_scores_its_ensemble_also_without_the_search_hold_out(
     assert (outside["left_out"], outside["total"]) == (60, 1497 - 60)
     oof = pd.read_csv(submissions / "latest" / "oof.csv.gz")  # the rows, flagged for blends
     assert oof["search_holdout"].sum() == 60 and sorted(oof["search_holdout"].unique()) == [0, 1]
-    # A submit on other images (a subsample) cannot tell which rows those were: no such score.
+    # A submit on a subsample scores it without the hold-out images the subsample holds.
     assert run_cli(submit.main, [*args, "--train-samples", "500"]) == 0
-    assert "without the" not in capsys.readouterr().out
+    metrics = json.loads((submissions / "latest" / "metrics.json").read_text())
+    rows = pd.read_csv(submissions / "latest" / "oof.csv.gz")["row"]
+    holdout = json.loads((artifacts / "tune" / "best_hparams.json").read_text())["holdout_rows"]
+    left_out = int(rows.isin(holdout).sum())
+    assert 0 < left_out < 60 and len(rows) == 500
+    assert metrics["ensemble_outside_search_holdout"]["left_out"] == left_out
+    assert (f"without the {left_out} images the search chose the members on"
+            in capsys.readouterr().out)
 
 
 def test_overwrite_starts_over_and_the_seed_repeats_the_search(
