@@ -24,14 +24,14 @@ from src.members import Member, load_members
 from src.plan import (
     FIRST,
     PARALLEL_SPEEDUP,
-    PSEUDO_SHARE_ESTIMATE,
     SECOND,
     TAIL_SECONDS,
     WORKER_START_SECONDS,
     describe,
-    fold_seconds,
+    fold_model_seconds,
     plan_ensemble,
     prediction_seconds,
+    pseudo_label_estimate,
     round_seconds,
     table_row,
     training_seconds,
@@ -169,7 +169,7 @@ class Budget:
         plan, speeds = self.plan, self.plan.member_speeds()
         fewest = (plan.pseudo_epochs if "pseudo_epochs" in plan.given
                   else table_row(plan.minutes).pseudo_min_epochs)
-        estimate = [plan.sizes.test * PSEUDO_SHARE_ESTIMATE] * plan.folds * plan.repeats
+        estimate = pseudo_label_estimate(plan.sizes, plan.folds, plan.repeats)
         return (round_seconds(speeds, plan.sizes, plan.folds, fewest, plan.jobs, estimate,
                               plan.repeats)
                 + prediction_seconds(speeds, plan.sizes, plan.folds, False, plan.repeats))
@@ -249,10 +249,9 @@ class RoundPace:
 
     def seconds_alone(self, job, epochs: int) -> float:
         """The job's fold model trained alone at the plan's speed."""
-        sizes, held = self.budget.plan.sizes, self.budget.plan.sizes.train / job.folds
         extra = len(job.extra[1]) if job.extra is not None else 0
-        return fold_seconds(self.speeds[job.member.name], sizes.train - held + extra, held,
-                            epochs)
+        return fold_model_seconds(self.speeds[job.member.name], self.budget.plan.sizes,
+                                  job.folds, epochs, extra)
 
     def epochs_for(self, job) -> int:
         """The epochs of the job about to start; a cut is printed and saved."""

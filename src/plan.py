@@ -121,6 +121,20 @@ def fold_seconds(speed: Speed, train_images: float, held_images: float, epochs: 
                                              + held_images / speed.predict_images_per_second)
 
 
+def fold_model_seconds(speed: Speed, sizes: Sizes, folds: int, epochs: int,
+                       extra: float = 0) -> float:
+    """One fold model alone: trained on its fold's training part plus `extra`
+    pseudo-labelled images, validated on its held-out part."""
+    held = sizes.train / folds
+    return fold_seconds(speed, sizes.train - held + extra, held, epochs)
+
+
+def pseudo_label_estimate(sizes: Sizes, folds: int, repeats: int) -> list[float]:
+    """Pseudo-labels per split before any is counted: PSEUDO_SHARE_ESTIMATE of the test
+    images."""
+    return [sizes.test * PSEUDO_SHARE_ESTIMATE] * folds * repeats
+
+
 def training_seconds(fold_times: Sequence[float], jobs: int) -> float:
     """Wall seconds to train fold models that take fold_times each alone, `jobs` at a time:
     a group of models training together runs at PARALLEL_SPEEDUP times one alone."""
@@ -135,9 +149,7 @@ def round_seconds(speeds: Sequence[Speed], sizes: Sizes, folds: int, epochs: int
                   extra: Sequence[float] = (), repeats: int = 1) -> float:
     """Training one round: every network x fold of every repeat, each fold's training part
     plus extra[split] pseudo-labelled images."""
-    held = sizes.train / folds
-    times = [fold_seconds(speed, sizes.train - held + (extra[split] if extra else 0), held,
-                          epochs)
+    times = [fold_model_seconds(speed, sizes, folds, epochs, extra[split] if extra else 0)
              for speed in speeds for split in range(folds * repeats)]
     return training_seconds(times, jobs)
 
@@ -158,7 +170,7 @@ def stage_seconds(speeds: Sequence[Speed], sizes: Sizes, folds: int, repeats: in
     the `elapsed` seconds of loading and timing, each round's training and prediction (the
     pseudo-labelled round's only with pseudo_epochs, its pseudo-labels estimated as
     PSEUDO_SHARE_ESTIMATE of the test images per fold), then the report."""
-    estimate = [sizes.test * PSEUDO_SHARE_ESTIMATE] * folds * repeats
+    estimate = pseudo_label_estimate(sizes, folds, repeats)
     planned = {"load and calibrate": elapsed,
                f"train, {FIRST}": round_seconds(speeds, sizes, folds, epochs, jobs,
                                                 repeats=repeats),
