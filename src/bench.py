@@ -26,6 +26,7 @@ import numpy as np
 from src.bench_runs import (
     machine_info,
     machine_line,
+    new_folder,
     run_profile,
     run_summary,
     write_new_files,
@@ -91,9 +92,12 @@ def profile_lines(result: dict) -> list[str]:
     """The quick-profile figures (or why there are none) as Markdown lines."""
     if "note" in result:
         return [f"- {result['note']}"]
+    # From the shell where the bench ran it (as the search's); else its own metrics.json's,
+    # which starts after the imports and ends before the files are written.
+    submit_seconds = result.get("submit_wall_seconds", result["submit_seconds"])
     lines = [f"- ensemble CV (out-of-fold) accuracy: {format_accuracy(result['accuracy'])} "
              f"(profile {result['profile']})",
-             f"- python -m src.submit wall time: {format_duration(result['submit_seconds'])}"]
+             f"- python -m src.submit wall time: {format_duration(submit_seconds)}"]
     if "tune_wall_seconds" in result:
         lines.append(f"- python -m src.tune wall time: "
                      f"{format_duration(result['tune_wall_seconds'])}")
@@ -218,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         levers = lever_rows(x_train, y_train, config.batch_size, images, config.seed)
     bench_dir = Path(config.artifacts_dir) / "bench"
     stamp = started.strftime("%Y%m%d-%H%M%S")
-    profile_run = (run_profile(config, bench_dir / f"run-{stamp}-{config.profile}")
+    profile_run = (run_profile(config, new_folder(bench_dir / f"run-{stamp}-{config.profile}"))
                    if args.run_quick else
                    run_summary(Path(config.submissions_dir) / "latest"))
     report = {"utc": started.strftime("%Y-%m-%d %H:%M UTC"),

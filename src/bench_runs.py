@@ -125,6 +125,18 @@ def run_profile(config: Config, folder: Path) -> dict:
             "submit_wall_seconds": seconds["submit"]}
 
 
+def new_folder(path: Path) -> Path:
+    """Create path, or path-2, path-3, ... when taken: a folder no earlier run wrote."""
+    with writing(path):
+        for name in numbered_names(path.name):
+            try:
+                (path.parent / name).mkdir(parents=True)
+                return path.parent / name
+            except FileExistsError:
+                continue
+    raise no_free_name(path)
+
+
 def write_new_files(folder: Path, stem: str, texts: dict[str, str | bytes]) -> list[Path]:
     """Write each suffix's text (or bytes) to folder/<stem><suffix>, all of them or none
     (util.write_all_atomically); when a name is taken, the stem gets -2, -3, ... so no

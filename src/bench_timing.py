@@ -192,7 +192,8 @@ def csv_rows(folder: Path) -> tuple[list[Measurement], Digits]:
     also the loaded Digits."""
     train_path, test_path = find_csv(folder, "train"), find_csv(folder, "test")
     for path in (train_path, test_path):
-        path.read_bytes()  # into the page cache, so the first reader is not the only cold one
+        if path is not None:  # one not there: load_kaggle below says so in one line
+            path.read_bytes()  # into the page cache, so the first reader is not the only cold one
     digits, wall, cpu = timed(lambda: load_kaggle(folder))
     images = len(digits.x_train) + len(digits.x_test)
     notebook_way = "notebook: pd.read_csv defaults, .values → float32"

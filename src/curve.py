@@ -45,11 +45,8 @@ from src.util import (
     is_number,
     is_share,
     keras_verbosity,
-    no_free_name,
-    numbered_names,
     read_json,
     write_atomically,
-    writing,
 )
 
 DEFAULT_BUDGETS = (8.0, 15.0, 30.0)
@@ -146,18 +143,6 @@ def check_recipe_epochs(epochs: int | None) -> None:
     """DataError unless --recipe-epochs is absent or an integer 1..MAX_INTEGER."""
     if epochs is not None:
         check_integer("--recipe-epochs", epochs, 1)
-
-
-def new_folder(path: Path) -> Path:
-    """Create path, or path-2, path-3, ... when taken: a folder no earlier run wrote."""
-    with writing(path):
-        for name in numbered_names(path.name):
-            try:
-                (path.parent / name).mkdir(parents=True)
-                return path.parent / name
-            except FileExistsError:
-                continue
-    raise no_free_name(path)
 
 
 # ---------------------------------------------------------------- output
@@ -257,7 +242,11 @@ def _unfinished_curve(bench_dir: Path, settings: dict) -> tuple[Path, str, list[
             continue  # finished (curves before FINISHED was kept said so only here)
         try:
             saved = read_json(folder / POINTS_FILE)
-        except (OSError, ValueError):
+        except OSError:  # killed before its first point
+            continue
+        except ValueError as error:
+            warnings.warn(f"{folder / POINTS_FILE}: {error}; its points are not kept (delete "
+                          f"{folder} to be rid of this warning)", stacklevel=2)
             continue
         if not isinstance(saved, dict) or saved.get("settings") != settings or saved.get(FINISHED):
             continue
@@ -289,10 +278,11 @@ def run_curve(config: Config, budget_texts: Sequence[str], recipe_epochs: int | 
     resumed = _unfinished_curve(bench_dir, settings)
     if resumed:
         runs, utc, points = resumed
+        points = [point for point in points if point.accuracy is not None]  # failed: again
         print(f"curve: going on with {runs}: {len(points)} point(s) kept", flush=True)
     else:
         started = datetime.now(timezone.utc)
-        runs = new_folder(bench_dir / f"curve-{started.strftime('%Y%m%d-%H%M%S')}")
+        runs = bench_runs.new_folder(bench_dir / f"curve-{started.strftime('%Y%m%d-%H%M%S')}")
         utc, points = started.strftime("%Y-%m-%d %H:%M UTC"), []
 
     def save_points(finished: bool = False) -> None:
@@ -307,7 +297,7 @@ def run_curve(config: Config, budget_texts: Sequence[str], recipe_epochs: int | 
     done = {point.name for point in points}
     for minutes in budgets:
         if f"plan {minutes:g} min" not in done:
-            keep(plan_point(config, minutes, new_folder(runs / f"plan-{minutes:g}min")))
+            keep(plan_point(config, minutes, bench_runs.new_folder(runs / f"plan-{minutes:g}min")))
     policy = use_precision(config.precision)
     for recipe in RECIPES:
         if recipe.name not in done:

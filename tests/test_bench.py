@@ -158,6 +158,9 @@ def test_profile_figures_come_from_the_latest_metrics(tmp_path):
                       "submit_seconds": 754.2}
     lines = "\n".join(bench.profile_lines(result))
     assert "99.31% (profile quick)" in lines and "12m34s" in lines and str(path) in lines
+    # --run-quick timed it from the shell, as the search: that time, not metrics.json's
+    lines = bench.profile_lines({**result, "tune_wall_seconds": 90, "submit_wall_seconds": 800})
+    assert "- python -m src.submit wall time: 13m20s" in lines
     path.write_text(json.dumps({**metrics, "ensemble": {}}))  # checked as src.runs checks it
     assert bench_runs.run_summary(run_dir)["note"].startswith(
         f"{path}: ensemble.accuracy: expected a share 0..1")
@@ -191,6 +194,15 @@ def test_write_new_files_fails_in_one_line_and_writes_none(tmp_path, monkeypatch
     with pytest.raises(DataError, match="bench-x.json: expected a writable folder"):
         bench_runs.write_new_files(tmp_path, "bench-x", {".md": "one", ".json": "{}"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_a_folder_without_test_csv_is_one_line_exit_2(kaggle_dir, tmp_path, capsys):
+    (kaggle_dir / "test.csv").unlink()  # the folder is found by its train.csv
+    assert run_cli(bench.main, _args(tmp_path, "--data-dir", str(kaggle_dir))) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {kaggle_dir / 'test.csv'}: expected a CSV file, found no "
+                          "such file")
+    assert err.count("\n") == 1
 
 
 @pytest.mark.parametrize("images", ["0", "1000000000000"])  # no MemoryError for a trillion

@@ -197,6 +197,31 @@ def test_a_killed_curve_run_again_keeps_its_finished_points(tiny_kaggle_dir, tmp
     assert "going on with" not in capsys.readouterr().out
 
 
+def test_a_point_that_failed_is_measured_again_when_a_killed_curve_goes_on(
+        tiny_kaggle_dir, tmp_path, capsys, monkeypatch):
+    calls = []
+    failing_8 = _stand_in_submit(calls, failing_minutes="8")
+
+    def killed_at_15(stage, flags):
+        if dict(zip(flags[::2], flags[1::2], strict=True))["--minutes"] == "15":
+            raise KeyboardInterrupt
+        return failing_8(stage, flags)
+
+    monkeypatch.setattr(curve, "RECIPES", ())
+    monkeypatch.setattr(curve, "datetime", _FixedClock)
+    argv = _args(tmp_path, "--data-dir", str(tiny_kaggle_dir), "--curve", "8", "15")
+    monkeypatch.setattr(bench_runs, "run_stage", killed_at_15)
+    assert run_cli(bench.main, argv) == 130
+    monkeypatch.setattr(bench_runs, "run_stage", _stand_in_submit(calls, failing_minutes="none"))
+    calls.clear()
+    capsys.readouterr()
+    assert run_cli(bench.main, argv) == 0
+    out = capsys.readouterr().out
+    assert "1 point(s) kept" not in out and "0 point(s) kept" in out
+    assert [given["--minutes"] for _, given in calls] == ["8", "15"]
+    assert "exited with code" not in out
+
+
 def _kept_point(points: list[dict], damage: str) -> None:
     """Damage the one kept point (plan 8 min) of a killed curve's points.json in place."""
     point = points[0]
@@ -227,7 +252,7 @@ def _kept_point(points: list[dict], damage: str) -> None:
 @pytest.mark.parametrize("damage", [
     "no_utc", "wall_seconds_text", "accuracy_nan", "accuracy_above_1", "name_a_number",
     "another_budget", "twice", "a_recipe_name_on_a_plan", "unknown_field", "one_bound_null",
-    "errors_without_total", "a_plan_without_its_budget"])
+    "errors_without_total", "a_plan_without_its_budget", "not_json"])
 def test_a_killed_curve_whose_points_cannot_be_used_starts_anew_with_a_warning(
         tiny_kaggle_dir, tmp_path, capsys, monkeypatch, damage):
     """Each was a traceback on every rerun (no utc: KeyError; text or a number out of range:
@@ -249,9 +274,9 @@ def test_a_killed_curve_whose_points_cannot_be_used_starts_anew_with_a_warning(
     kept = json.loads(points_file.read_text())
     if damage == "no_utc":
         del kept["utc"]
-    else:
+    elif damage != "not_json":
         _kept_point(kept["points"], damage)
-    points_file.write_text(json.dumps(kept))
+    points_file.write_text(json.dumps(kept)[:-20] if damage == "not_json" else json.dumps(kept))
     monkeypatch.setattr(bench_runs, "run_stage", finishing)
     calls.clear()
     capsys.readouterr()
