@@ -88,11 +88,18 @@ def time_training(model: keras.Model, batches: Callable[[int], object], images: 
     spend seconds returning, which a real, many-epoch fit pays once, not per epoch.
     batches(n) is the input pipeline over the first n images.
     """
+    (wall, cpu), (wall_end, cpu_end) = _steady_state(model, batches, images, batch_size)
+    return Measurement(task, way, images, wall_end - wall, cpu_end - cpu)
+
+
+def _steady_state(model: keras.Model, batches: Callable[[int], object], images: int,
+                  batch_size: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Train as time_training says; the (perf_counter, process CPU) readings at the start
+    and the end of its timed stretch."""
     clock = BatchClock()
     model.fit(batches(images + WARMUP_BATCHES * batch_size), epochs=1, verbose=0,
               shuffle=False, callbacks=[clock])
-    (wall, cpu), (wall_end, cpu_end) = clock.readings[WARMUP_BATCHES - 1], clock.readings[-1]
-    return Measurement(task, way, images, wall_end - wall, cpu_end - cpu)
+    return clock.readings[WARMUP_BATCHES - 1], clock.readings[-1]
 
 
 def package_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
@@ -211,27 +218,36 @@ def _start_bench_worker(barrier) -> None:
 
 
 def _time_training_in_worker(x: np.ndarray, y: np.ndarray, batch_size: int, images: int,
-                             seed: int) -> Measurement:
+                             seed: int) -> tuple[tuple[float, float], tuple[float, float]]:
     model = package_model()
     batches = package_batches(x, y, batch_size, seed)
     _start_together["barrier"].wait()  # every worker's timed stretch overlaps the others'
-    return time_training(model, batches, images, batch_size, "worker")
+    return _steady_state(model, batches, images, batch_size)
 
 
 def time_parallel_training(x: np.ndarray, y: np.ndarray, batch_size: int, images: int,
                            seed: int, workers: int, way: str, task: str) -> Measurement:
     """Train img/s of `workers` processes training at once, as ``python -m src.submit
     --jobs`` trains fold models: all start together, each times its steady state as
-    time_training does, and the row is every worker's images over the slowest one's
-    wall time."""
+    time_training does, and the row is every worker's images over the span from the first
+    stretch's start to the last one's end (perf_counter is one clock for the machine's
+    processes): a worker's own stretch leaves out the time another trains alone."""
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_bench_worker,
                              initargs=(context.Barrier(workers),)) as pool:
         futures = [pool.submit(_time_training_in_worker, x, y, batch_size, images, seed)
                    for _ in range(workers)]
-        parts = [future.result() for future in futures]
-    return Measurement(task, way, sum(p.images for p in parts),
-                       max(p.wall_seconds for p in parts), sum(p.cpu_seconds for p in parts))
+        stretches = [future.result() for future in futures]
+    return together(task, way, images, stretches)
+
+
+def together(task: str, way: str, images: int,
+             stretches: Sequence[tuple[tuple[float, float], tuple[float, float]]]) -> Measurement:
+    """The Measurement of workers that each trained `images` in its stretch ((wall, CPU) at
+    its start, at its end): all their images over the span of all the stretches."""
+    span = max(end for _, (end, _) in stretches) - min(start for (start, _), _ in stretches)
+    cpu = sum(cpu_end - cpu_start for (_, cpu_start), (_, cpu_end) in stretches)
+    return Measurement(task, way, images * len(stretches), span, cpu)
 
 
 def lever(task: str, way: str, measure: Callable[[], Measurement]) -> Measurement:

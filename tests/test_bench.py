@@ -115,6 +115,13 @@ def test_levers_time_every_lever_against_the_batch_size_in_use():
     assert "| train (lever) | batch 64 | 256 |" in table and "| baseline |" in table
 
 
+def test_workers_at_once_are_timed_over_the_span_of_their_stretches():
+    # Worker A trains 0-10 s, worker B 2-13 s: 13 s for both, not the longest stretch's 11.
+    row = bench_timing.together("train (lever)", "2 workers", 256,
+                                [((0.0, 1.0), (10.0, 9.0)), ((2.0, 0.5), (13.0, 10.5))])
+    assert (row.images, row.wall_seconds, row.cpu_seconds) == (512, 13.0, 18.0)
+
+
 def test_notebook_model_is_the_package_model_on_scaled_pixels():
     package = notebook_way.package_model(augment=0)
     notebook = notebook_way.float_input_model()
