@@ -208,6 +208,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     keras.utils.set_random_seed(config.seed)
     images = args.bench_images or BENCH_IMAGES[config.profile]
     notes: list[str] = []
+    if "precision" in config.flags_given:  # for the stages --run-quick runs
+        notes.append(f"--precision {config.precision} applies to --run-quick only: the speed "
+                     "rows are float32, as the notebook way trains (the levers time "
+                     "mixed_bfloat16 beside it)")
     digits, load_rows = load_bench_data(config, notes)
     most = training_images_needed(images, (*LEVER_BATCH_SIZES, config.batch_size))
     x_train, y_train = repeat_to(digits.x_train, most), repeat_to(digits.y_train, most)

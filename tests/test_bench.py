@@ -79,12 +79,14 @@ def test_smoke_bench_prints_the_table_and_writes_new_files(kaggle_dir_readonly, 
     assert all(row["images"] > 0 and row["wall_seconds"] > 0 and row["cpu_seconds"] > 0
                for row in figures["rows"])
 
-    # Without data the bench still runs, on random images, says so, and writes new files.
+    # Without data the bench still runs, on random images, says so, and writes new files;
+    # a --precision, which only --run-quick's stages use, is said to leave the rows float32.
     monkeypatch.chdir(tmp_path)
     first = md.read_text()
-    assert run_cli(bench.main, _args(tmp_path)) == 0
+    assert run_cli(bench.main, _args(tmp_path, "--precision", "mixed_bfloat16")) == 0
     out = capsys.readouterr().out
     assert "load CSV rows skipped: no train.csv found" in out and "random pixels" in out
+    assert "--precision mixed_bfloat16 applies to --run-quick only" in out
     rows = _table_rows(out)
     assert len(rows) == 7 and not [key for key in rows if key.startswith("load CSV")]
     files = _bench_files(tmp_path)
