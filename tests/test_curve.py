@@ -197,21 +197,29 @@ def test_a_killed_curve_run_again_keeps_its_finished_points(tiny_kaggle_dir, tmp
     assert "going on with" not in capsys.readouterr().out
 
 
-def test_a_point_that_failed_is_measured_again_when_a_killed_curve_goes_on(
-        tiny_kaggle_dir, tmp_path, capsys, monkeypatch):
-    calls = []
-    failing_8 = _stand_in_submit(calls, failing_minutes="8")
+def _curve_killed_at_15(tiny_kaggle_dir, tmp_path, monkeypatch, calls: list,
+                        failing_minutes: str) -> list[str]:
+    """Run a curve of 8 and 15 minutes (no recipes) killed during its 15-minute budget,
+    its submits stand-ins (failing_minutes' exits 2); its command line."""
+    stand_in = _stand_in_submit(calls, failing_minutes)
 
     def killed_at_15(stage, flags):
         if dict(zip(flags[::2], flags[1::2], strict=True))["--minutes"] == "15":
-            raise KeyboardInterrupt
-        return failing_8(stage, flags)
+            raise KeyboardInterrupt  # Ctrl-C, or a kill
+        return stand_in(stage, flags)
 
     monkeypatch.setattr(curve, "RECIPES", ())
     monkeypatch.setattr(curve, "datetime", _FixedClock)
     argv = _args(tmp_path, "--data-dir", str(tiny_kaggle_dir), "--curve", "8", "15")
     monkeypatch.setattr(bench_runs, "run_stage", killed_at_15)
     assert run_cli(bench.main, argv) == 130
+    return argv
+
+
+def test_a_point_that_failed_is_measured_again_when_a_killed_curve_goes_on(
+        tiny_kaggle_dir, tmp_path, capsys, monkeypatch):
+    calls = []
+    argv = _curve_killed_at_15(tiny_kaggle_dir, tmp_path, monkeypatch, calls, "8")
     monkeypatch.setattr(bench_runs, "run_stage", _stand_in_submit(calls, failing_minutes="none"))
     calls.clear()
     capsys.readouterr()
@@ -258,18 +266,8 @@ def test_a_killed_curve_whose_points_cannot_be_used_starts_anew_with_a_warning(
     """Each was a traceback on every rerun (no utc: KeyError; text or a number out of range:
     while printing the table or the figure), or printed a row of another curve (exit 0)."""
     calls = []
+    argv = _curve_killed_at_15(tiny_kaggle_dir, tmp_path, monkeypatch, calls, "none")
     finishing = _stand_in_submit(calls, failing_minutes="none")
-
-    def killed_at_15(stage, flags):
-        if dict(zip(flags[::2], flags[1::2], strict=True))["--minutes"] == "15":
-            raise KeyboardInterrupt
-        return finishing(stage, flags)
-
-    monkeypatch.setattr(curve, "RECIPES", ())
-    monkeypatch.setattr(curve, "datetime", _FixedClock)
-    argv = _args(tmp_path, "--data-dir", str(tiny_kaggle_dir), "--curve", "8", "15")
-    monkeypatch.setattr(bench_runs, "run_stage", killed_at_15)
-    assert run_cli(bench.main, argv) == 130
     points_file = tmp_path / "artifacts" / "bench" / "curve-20261125-120000" / curve.POINTS_FILE
     kept = json.loads(points_file.read_text())
     if damage == "no_utc":
