@@ -279,7 +279,8 @@ def load_fold_digits(config: Config) -> Digits:
     """load_digits(config) with its training images cut to --train-samples and checked to
     fill config.folds stratified folds: what k-fold training (submit, fidelity) trains on."""
     digits = load_digits(config)
-    digits.labelled_fingerprint = data_fingerprint(digits.x_train, digits.y_train)
+    if config.train_samples:  # else the training images are all of them, fingerprinted later
+        digits.labelled_fingerprint = data_fingerprint(digits.x_train, digits.y_train)
     digits.x_train, digits.y_train, digits.train_rows = plan_training_images(
         digits, config.train_samples, config.seed, needed=config.folds,
         purpose=f"{config.folds} stratified folds (--folds)", size_flag="--train-samples")
