@@ -121,7 +121,6 @@ def _run_info(argv: Sequence[str] | None, digits: Digits, named: dict[str, Path]
 def _compare_with_each_run(oof: dict[str, np.ndarray], labels: np.ndarray) -> None:
     """Print the blend's paired test against every run, not only the best: choosing the run
     to compare with on the same images would make the blend look worse than it is."""
-
     blend_right = plain_mean(oof).argmax(axis=1) == labels
     for name, probs in oof.items():
         print(f"the blend (run A) against {name} (run B):")

@@ -292,8 +292,9 @@ def fit(model: keras.Model, x_train: np.ndarray, y_train: np.ndarray,
         make_dataset(x_train, y_train, batch_size, shuffle=True, seed=seed, repeat=True),
         steps_per_epoch=steps_per_epoch(len(x_train), batch_size),
         validation_data=make_dataset(x_val, y_val, PREDICT_BATCH, shuffle=False),
-        epochs=epochs, callbacks=list(callbacks), shuffle=False, verbose=verbose,
-        **fit_options)  # the dataset shuffles; Keras would warn
+        epochs=epochs, callbacks=list(callbacks), verbose=verbose,
+        shuffle=False,  # the dataset shuffles; Keras would warn
+        **fit_options)
 
 
 def steps_per_epoch(num_images: int, batch_size: int) -> int:

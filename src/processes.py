@@ -1,6 +1,7 @@
 """Processes that end with the process that started them: fold-model workers (src.workers)
-and the stages src.bench runs. A SIGKILL leaves a process's children running; each
-child watches its parent instead, and ends within a second of it."""
+and the stages src.bench and the Kaggle kernel (kaggle/entry.py) run. A SIGKILL leaves a
+process's children running; each child watches its parent instead, and ends within a
+second of it."""
 
 from __future__ import annotations
 
