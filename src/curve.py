@@ -16,12 +16,14 @@ The table and a JSON of every figure go to ``<artifacts>/bench/curve-<UTC
 time>.md`` and ``.json``, the figure to ``.png``, never over earlier files;
 the plans' run folders stay under ``<artifacts>/bench/curve-<UTC time>/``, with
 the points finished so far (POINTS_FILE): a killed curve, run again with the
-same settings, keeps them and measures the rest (a point cut short is measured
-again from its start, in a fresh folder, as a timing must be).
+same settings and the same package code, keeps them and measures the rest (a
+point cut short is measured again from its start, in a fresh folder, as a timing
+must be).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -52,6 +54,17 @@ from src.util import (
 DEFAULT_BUDGETS = (8.0, 15.0, 30.0)
 POINTS_FILE = "points.json"  # in the curve's folder: its settings and every point finished
 FINISHED = "finished"  # in POINTS_FILE once the curve's table is written: never resumed
+
+
+def package_code_version(package_dir: Path = Path(__file__).parent) -> str:
+    """A short hash of every module of the package and of the TensorFlow and Keras versions
+    that run it: a curve's plans run the whole of src.submit (planner, pacing, training)
+    and its recipes src.recipes, so a change to any module starts a new curve."""
+    digest = hashlib.sha1(training_code_version().encode())  # the library versions
+    for module in sorted(package_dir.glob("*.py")):
+        digest.update(module.name.encode() + b"\0" + module.read_bytes())
+    return digest.hexdigest()[:10]
+
 
 # ---------------------------------------------------------------- points
 
@@ -274,7 +287,7 @@ def run_curve(config: Config, budget_texts: Sequence[str], recipe_epochs: int | 
                 "recipe_epochs": recipe_epochs, "seed": config.seed, "profile": config.profile,
                 "precision": config.precision,
                 "data": data_fingerprint(digits.x_train, digits.y_train),
-                "code": training_code_version()}  # an upgrade starts a new curve
+                "code": package_code_version()}  # an upgrade starts a new curve
     resumed = _unfinished_curve(bench_dir, settings)
     if resumed:
         runs, utc, points = resumed

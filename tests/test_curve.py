@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import keras
@@ -228,6 +229,28 @@ def test_a_point_that_failed_is_measured_again_when_a_killed_curve_goes_on(
     assert "1 point(s) kept" not in out and "0 point(s) kept" in out
     assert [given["--minutes"] for _, given in calls] == ["8", "15"]
     assert "exited with code" not in out
+
+
+def test_a_killed_curve_is_not_resumed_by_another_version_of_the_package(
+        tiny_kaggle_dir, tmp_path, capsys, monkeypatch):
+    # The curve's plans run the planner and its recipes src.recipes, not only the code
+    # that shapes a fold model: an edit to either must not mix two versions in one table.
+    package = tmp_path / "package"
+    package.mkdir()
+    for name in ("plan.py", "recipes.py"):
+        (package / name).write_text(f"# {name}\n")
+    monkeypatch.setattr(curve, "package_code_version",
+                        partial(curve.package_code_version, package))
+    calls = []
+    for edited in ("plan.py", "recipes.py"):
+        _curve_killed_at_15(tiny_kaggle_dir, tmp_path, monkeypatch, calls, "none")
+        assert "going on with" not in capsys.readouterr().out
+        (package / edited).write_text(f"# {edited}, edited\n")
+    argv = _curve_killed_at_15(tiny_kaggle_dir, tmp_path, monkeypatch, calls, "none")
+    assert "going on with" not in capsys.readouterr().out
+    monkeypatch.setattr(bench_runs, "run_stage", _stand_in_submit(calls, failing_minutes="none"))
+    assert run_cli(bench.main, argv) == 0  # the same code goes on with its killed curve
+    assert "going on with" in capsys.readouterr().out
 
 
 def _kept_point(points: list[dict], damage: str) -> None:

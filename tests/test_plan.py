@@ -123,6 +123,31 @@ def test_a_stall_during_the_timing_does_not_price_the_whole_run():
     assert calibrate.images_per_second(ends[:21], 128) == pytest.approx(128 / 0.05)
 
 
+def test_calibration_times_whole_batches_at_any_batch_size(monkeypatch):
+    # 4,096 images in batches of 3,000 made every other batch 1,096 images, timed as if
+    # it held 3,000: the plan was priced fast.
+    import keras
+
+    passes = []
+    make_dataset = calibrate.cnn.make_dataset
+
+    def recording(x, y, batch_size, **options):
+        passes.append((len(x), batch_size))
+        return make_dataset(x, y, batch_size, **options)
+
+    monkeypatch.setattr(calibrate.cnn, "make_dataset", recording)
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(10)])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = np.zeros((500, 28, 28, 1), np.uint8)
+    y = np.arange(500) % 10
+    for batch_size in (128, 3000):
+        speed, _ = calibrate.training_speed(model, x, y, batch_size, seconds=0.01)
+        assert speed > 0
+    assert [images % batch_size for images, batch_size in passes] == [0, 0]
+    assert all(images >= calibrate.CALIBRATION_IMAGES for images, _ in passes)
+
+
 def test_eight_minutes_buys_fewer_epochs_and_no_second_round():
     short = _plan(8)
     row = plan.PLAN_TABLE[0]
