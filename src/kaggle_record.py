@@ -17,9 +17,10 @@ from src.util import one_line, write_all_atomically
 KAGGLE_BLOCK = re.compile(r"<!-- kaggle -->.*?<!-- /kaggle -->", re.S)
 
 
-def kaggle_line(record: dict, oof: dict | None = None) -> str:
+def kaggle_line(record: dict, oof: dict | None = None, in_run: bool = True) -> str:
     """One line on the run's Kaggle submission (kaggle_api.Submission.record()): the public
-    score beside the OOF accuracy, or why there is no score."""
+    score beside the OOF accuracy, or why there is no score. A CSV that is no run's
+    (in_run False) has no folder for src.runs --sync to record its score in."""
     submitted = f"submitted {record['date'][:16].replace('T', ' ')} UTC as {record['message']!r}"
     if record["status"] == "complete" and record["public_score"] is not None:
         beside = f" beside {oof['accuracy']:.3%} out of fold" if oof else ""
@@ -27,8 +28,9 @@ def kaggle_line(record: dict, oof: dict | None = None) -> str:
                 f"({record['public_score']:.3%}){beside}; {submitted}")
     if record["status"] == "error":
         return f"Kaggle could not score the submission ({record['error']!r}); {submitted}"
-    return (f"Kaggle has not scored the submission yet ({record['status']}); {submitted}; "
-            "python -m src.runs --sync fetches the score")
+    later = ("python -m src.runs --sync fetches the score" if in_run
+             else "its score is on the competition's My Submissions page")
+    return f"Kaggle has not scored the submission yet ({record['status']}); {submitted}; {later}"
 
 
 def read_run_files(run_dir: Path) -> tuple[dict, dict[str, str]]:

@@ -91,12 +91,17 @@ def _parse_args(argv: Sequence[str] | None):
                         "(default: profile, configs, folds, OOF accuracy and run id)")
     kaggle.add_argument("--no-wait", action="store_true",
                         help="after --upload, do not wait for Kaggle's public score")
-    kaggle.add_argument("--wait-minutes", type=float, default=kaggle_api.WAIT_MINUTES,
+    kaggle.add_argument("--wait-minutes", type=float, default=None,
                         metavar="N", help="after --upload, wait at most N minutes for the "
                         f"public score (default: {kaggle_api.WAIT_MINUTES:g})")
     args = parser.parse_args(argv)
-    if args.message is not None and not args.upload:  # it would be dropped without a word
-        raise DataError("--upload with a message", "-m without --upload", column="--message")
+    # Each would be dropped without a word.
+    for given, flag in ((args.message is not None, "--message"), (args.no_wait, "--no-wait"),
+                        (args.wait_minutes is not None, "--wait-minutes")):
+        if given and not args.upload:
+            raise DataError(f"--upload with {flag}", f"{flag} without --upload", column=flag)
+    if args.wait_minutes is None:
+        args.wait_minutes = kaggle_api.WAIT_MINUTES
     if args.message is not None and not args.message.strip():
         raise DataError("a submission message", "an empty one", column="--message",
                         hint="leave -m out for the default")
@@ -128,12 +133,15 @@ def _run_of(csv_path: Path) -> tuple[Path, dict] | None:
 
     if csv_path.name != "submission.csv" or not (csv_path.parent / "metrics.json").exists():
         return None  # another CSV beside a run (edited by hand, say) is not the one it scored
+    # The folder itself, not a link to it: `latest` may move to another run while the
+    # upload waits for its score, which must still be recorded in this one.
+    run_dir = csv_path.parent.resolve()
     try:
-        metrics, _ = read_run_files(csv_path.parent)
+        metrics, _ = read_run_files(run_dir)
     except DataError as error:
         raise error.with_hint("the upload would be recorded in this run; to upload the CSV "
                               "alone, copy it out of the run folder") from None
-    return csv_path.parent, metrics
+    return run_dir, metrics
 
 
 def _default_message(run_dir: Path, metrics: dict) -> str:
@@ -175,7 +183,8 @@ def _upload(csv_path: Path, message: str, args, run_dir: Path | None) -> None:
         if error.hint and went_through in error.hint:  # the wait's, which says so already
             raise
         raise error.with_hint("; ".join(filter(None, (error.hint, went_through)))) from None
-    print(kaggle_line(submission.record(), metrics and metrics["ensemble"]), flush=True)
+    print(kaggle_line(submission.record(), metrics and metrics["ensemble"],
+                      in_run=run_dir is not None), flush=True)
     if submission.status == "error":
         raise DataError("a scored submission", f"Kaggle's error {submission.error!r}",
                         file=csv_path, column="kaggle score",
@@ -241,6 +250,8 @@ def _check_run_flags(args, config: Config) -> None:
     if args.upload and config.source != "kaggle":
         raise DataError("--source kaggle with --upload", f"--source {config.source}",
                         column="--upload")
+    if args.plan_only and args.upload:  # a plan trains and publishes nothing to upload
+        raise DataError("--upload without --plan-only", "both", column="--upload")
     if args.plan_only and not config.planned:
         raise DataError("a budget to plan (--minutes N, or the quick or full profile)",
                         f"--profile {config.profile} without --minutes", column="--plan-only")

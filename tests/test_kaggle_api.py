@@ -559,7 +559,12 @@ def test_a_run_with_damaged_files_is_one_line_before_anything_is_sent(
 
 
 @pytest.mark.parametrize("argv, found", [
-    (["-m", "mine"], "--message: expected --upload with a message, found -m without --upload"),
+    (["-m", "mine"], "--message: expected --upload with --message, found --message without "
+                     "--upload"),
+    (["--no-wait"], "--no-wait: expected --upload with --no-wait, found --no-wait without "
+                    "--upload"),
+    (["--wait-minutes", "5"], "--wait-minutes: expected --upload with --wait-minutes, found "
+                              "--wait-minutes without --upload"),
     (["--upload", "-m", " "], "--message: expected a submission message, found an empty one "
                               "(leave -m out for the default)"),
 ])
@@ -568,6 +573,37 @@ def test_a_message_that_would_be_dropped_is_refused(run_dir, kaggle_dir_readonly
     code = config.run_cli(submit.main, ["--check", str(run_dir / "submission.csv"),
                                         "--data-dir", str(kaggle_dir_readonly), *argv])
     assert code == 2 and capsys.readouterr().err == f"error: {found}\n"
+
+
+def test_a_plan_with_upload_is_refused_before_anything_runs(kaggle_dir_readonly, capsys):
+    # A plan trains and publishes nothing: the upload would be dropped without a word.
+    code = config.run_cli(submit.main, ["--plan-only", "--upload",
+                                        "--data-dir", str(kaggle_dir_readonly)])
+    assert code == 2
+    assert capsys.readouterr().err == ("error: --upload: expected --upload without "
+                                       "--plan-only, found both\n")
+
+
+def test_the_score_goes_to_the_run_uploaded_when_latest_moves_during_the_wait(
+        kaggle, run_dir, kaggle_dir_readonly, capsys, monkeypatch):
+    # The README's command uploads submissions/latest/submission.csv; another src.submit
+    # that publishes while the upload waits moves `latest` to its own run.
+    latest = run_dir.parent / "latest"
+    latest.symlink_to(run_dir.name)
+    newer = write_run(run_dir.parent, "20261125-093000-quick-kaggle", correct=41_900)
+    wait_for_score = kaggle_api.wait_for_score
+
+    def newer_run_published(*args, **kwargs):
+        latest.unlink()
+        latest.symlink_to(newer.name)
+        return wait_for_score(*args, **kwargs)
+
+    monkeypatch.setattr(kaggle_api, "wait_for_score", newer_run_published)
+    assert _submit_check(latest, kaggle_dir_readonly) == 0
+    assert "beside 99.567% out of fold" in capsys.readouterr().out
+    record = json.loads((run_dir / "metrics.json").read_text())["kaggle"]
+    assert (record["status"], record["public_score"]) == ("complete", 0.99567)
+    assert "kaggle" not in json.loads((newer / "metrics.json").read_text())
 
 
 def test_upload_without_waiting_records_it_pending(kaggle, run_dir, kaggle_dir_readonly, capsys):
@@ -648,7 +684,12 @@ def test_another_csv_in_a_run_folder_is_uploaded_without_the_run(kaggle, run_dir
     assert "as 'checked hand_edited.csv'" in out and "Kaggle public score: 0.99567" in out
     assert "beside" not in out  # no OOF accuracy to set it beside
     assert (run_dir / "metrics.json").read_bytes() == before
-    # A failed wait for it points to Kaggle's page: no run would record its score.
+    # Unscored yet, or a failed wait: Kaggle's page, for no run would record its score.
+    assert config.run_cli(submit.main, ["--check", str(edited), "--upload", "--no-wait",
+                                        "--data-dir", str(kaggle_dir_readonly)]) == 0
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith("its score is on the competition's My Submissions page")
+    assert "--sync" not in out
     kaggle.failures["competition_submissions"] = requests.ConnectionError("offline")
     assert config.run_cli(submit.main, ["--check", str(edited), "--upload",
                                         "--data-dir", str(kaggle_dir_readonly)]) == 2
@@ -676,4 +717,4 @@ def test_a_negative_or_endless_wait_is_refused():
     for minutes in ("-1", "inf", "nan", "1e+308"):
         with pytest.raises(DataError, match=re.escape(
                 f"--wait-minutes: expected a number of minutes 0..525600, found {minutes}")):
-            submit._parse_args(["--wait-minutes", minutes])
+            submit._parse_args(["--upload", "--wait-minutes", minutes])
