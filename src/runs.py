@@ -26,7 +26,7 @@ from src.figures import cv_against_public_png
 from src.kaggle_record import record_kaggle
 from src.run_folders import RUN_ID_TIME, list_run_folders
 from src.run_metrics import read_run_metrics
-from src.util import is_plain_text, printable, write_atomically
+from src.util import is_plain_text, printable, write_all_atomically
 
 SORTS = {"date": "newest first", "oof": "best OOF accuracy first",
          "lb": "best public score first"}
@@ -114,14 +114,18 @@ def format_ledger(frame: pd.DataFrame) -> str:
 
 
 def write_ledger(frame: pd.DataFrame, submissions_dir: Path) -> list[Path]:
-    """Write runs.csv and, when a run has a public score, runs.png; return the paths."""
+    """Write runs.csv and, when a run has a public score, runs.png, together; return the
+    paths. With no score left (a run uploaded again, pending), an older runs.png goes: it
+    would plot a score the ledger no longer has."""
+    figure = submissions_dir / "runs.png"
     contents: dict[Path, str | bytes] = {
         submissions_dir / "runs.csv": frame.to_csv(index=False, lineterminator="\n")}
     png = cv_against_public_png(frame)
-    if png is not None:  # drawn before either is written: never a new csv beside an old png
-        contents[submissions_dir / "runs.png"] = png
-    for path, content in contents.items():
-        write_atomically(path, content)
+    if png is not None:
+        contents[figure] = png
+    write_all_atomically(contents)  # never a new csv beside an old png
+    if png is None and figure.is_file():
+        figure.unlink()
     return list(contents)
 
 

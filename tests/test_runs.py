@@ -97,6 +97,17 @@ def test_a_figure_that_cannot_be_written_is_one_line_exit_2(submissions, capsys,
                                        "(ENOSPC)\n")
     assert not list(submissions.glob(".runs.png*")) and not (submissions / "runs.png").exists()
     assert not list(submissions.glob(".partial-*runs.png"))  # the half-written file is gone
+    assert not (submissions / "runs.csv").exists()  # the pair is written together or not at all
+
+
+def test_a_ledger_without_scores_leaves_no_figure_of_old_ones(submissions, capsys):
+    _ledger(submissions, capsys)
+    assert (submissions / "runs.png").is_file()
+    # The scored run uploaded again: pending, so no run has a public score.
+    kaggle_record.record_kaggle(submissions / FIRST, _record(13, "again", status="pending"))
+    *_, wrote = _ledger(submissions, capsys)
+    assert wrote == f"wrote {submissions / 'runs.csv'}"
+    assert not (submissions / "runs.png").exists()
 
 
 @pytest.mark.parametrize("sort, order", [("oof", [THIRD, SECOND, FIRST]),
