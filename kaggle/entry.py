@@ -77,6 +77,8 @@ STAGES = ("src.tune", "src.submit")
 REQUIREMENTS = {"tensorflow": "2.16", "keras": "3.3", "keras_tuner": "1.4.7", "numpy": "1.26",
                 "pandas": "2.0", "sklearn": "1.3", "scipy": "1.10", "seaborn": "0.13",
                 "matplotlib": "3.7"}
+# ... and the first version it does not: src/tuners.py wraps KerasTuner 1.4's oracle.
+TOO_NEW = {"keras_tuner": "1.5"}
 PACKAGE_ZIP = ""  # the src/ package as a base64 zip, written in by kaggle/build.py
 
 
@@ -96,9 +98,16 @@ def check_environment() -> dict[str, str]:
         except ImportError:
             stop(f"this image lacks {name} (>= {oldest}), which the kernel needs: pick the "
                  "latest environment in the kernel's settings")
+        except Exception as error:  # installed but broken: a NumPy of another ABI, say
+            stop(f"this image cannot import {name} ({type(error).__name__}: "
+                 f"{' '.join(str(error).split())}): pick the latest environment in the "
+                 "kernel's settings")
         if version_tuple(versions[name]) < version_tuple(oldest):
             stop(f"this image has {name} {versions[name]}, the kernel needs >= {oldest}: pick "
                  "the latest environment in the kernel's settings")
+        if name in TOO_NEW and version_tuple(versions[name]) >= version_tuple(TOO_NEW[name]):
+            stop(f"this image has {name} {versions[name]}, the kernel needs < {TOO_NEW[name]}: "
+                 "pick an older environment in the kernel's settings")
     return versions
 
 
@@ -197,15 +206,19 @@ def publish_submission(submissions_dir: Path, working_dir: Path) -> Path:
 
     The kernel makes one run, so the link only repeats its folder in Kaggle's output.
     """
-    latest = submissions_dir / "latest"
+    latest, latest_txt = submissions_dir / "latest", submissions_dir / "latest.txt"
     target = working_dir / "submission.csv"
     partial = working_dir / f".partial-{os.getpid()}-submission.csv"
-    try:
-        shutil.copyfile(latest / "submission.csv", partial)
+    try:  # where symlinks are not allowed, src.submit names its run in latest.txt
+        run = latest if latest.is_symlink() else submissions_dir / latest_txt.read_text().strip()
+        shutil.copyfile(run / "submission.csv", partial)
         os.replace(partial, target)
+    except OSError as error:  # after hours of training: one line, and the run folder stays
+        stop(f"{target}: could not publish the run's submission.csv ({error.strerror or error}); "
+             f"it is under {submissions_dir}")
     finally:
         partial.unlink(missing_ok=True)  # gone once renamed; a failed copy's, removed
-    latest.unlink()
+    latest.unlink(missing_ok=True)
     return target
 
 

@@ -133,7 +133,8 @@ def test_a_failed_write_is_one_line_and_leaves_no_partial_file(tmp_path, monkeyp
     assert list((tmp_path / "out").iterdir()) == []
 
 
-def test_the_kernel_publishes_the_submission_whole_and_drops_latest(tmp_path, monkeypatch):
+def test_the_kernel_publishes_the_submission_whole_and_drops_latest(tmp_path, monkeypatch,
+                                                                    capsys):
     runs, working = tmp_path / "submissions", tmp_path / "working"
     (runs / "run-1").mkdir(parents=True)
     working.mkdir()
@@ -151,9 +152,29 @@ def test_the_kernel_publishes_the_submission_whole_and_drops_latest(tmp_path, mo
     (working / "submission.csv").unlink()
     (runs / "latest").symlink_to("run-1")
     monkeypatch.setattr(entry.shutil, "copyfile", disk_full)
-    with pytest.raises(OSError):
+    with pytest.raises(SystemExit, match="2"):  # one line after hours of training
         entry.publish_submission(runs, working)
     assert list(working.iterdir()) == []  # no half-written submission.csv, no partial
+    assert capsys.readouterr().err == (
+        f"error: {working / 'submission.csv'}: could not publish the run's submission.csv (No "
+        f"space left on device); it is under {runs}\n")
+
+
+def test_the_kernel_publishes_a_run_named_in_latest_txt(tmp_path, capsys):
+    # src.submit names its run in latest.txt where the file system refuses symlinks.
+    runs, working = tmp_path / "submissions", tmp_path / "working"
+    (runs / "run-1").mkdir(parents=True)
+    working.mkdir()
+    (runs / "run-1" / "submission.csv").write_text("ImageId,Label\n1,7\n")
+    (runs / "latest.txt").write_text("run-1\n")
+    assert entry.publish_submission(runs, working) == working / "submission.csv"
+    assert (working / "submission.csv").read_text() == "ImageId,Label\n1,7\n"
+    (runs / "latest.txt").unlink()  # neither: one line, not a traceback
+    with pytest.raises(SystemExit, match="2"):
+        entry.publish_submission(runs, working)
+    assert capsys.readouterr().err.startswith(
+        f"error: {working / 'submission.csv'}: could not publish the run's submission.csv (No "
+        "such file or directory)")
 
 
 @pytest.mark.parametrize("damage", ["no placeholder", "unreadable"])
@@ -247,6 +268,23 @@ def test_a_missing_package_stops_the_kernel_with_one_line(monkeypatch, capsys):
     assert _stopped(capsys, entry.check_environment) == (
         "this image lacks keras_tuner (>= 1.4.7), which the kernel needs: pick the latest "
         "environment in the kernel's settings")
+
+
+def test_a_broken_or_too_new_package_stops_the_kernel_with_one_line(monkeypatch, capsys):
+    def numpy_of_another_abi(name):
+        raise AttributeError("_ARRAY_API not found")
+
+    monkeypatch.setattr(entry.importlib, "import_module", numpy_of_another_abi)
+    assert _stopped(capsys, entry.check_environment) == (
+        "this image cannot import tensorflow (AttributeError: _ARRAY_API not found): pick the "
+        "latest environment in the kernel's settings")
+    monkeypatch.undo()
+    import keras_tuner
+
+    monkeypatch.setitem(entry.TOO_NEW, "keras_tuner", keras_tuner.__version__)
+    assert _stopped(capsys, entry.check_environment) == (
+        f"this image has keras_tuner {keras_tuner.__version__}, the kernel needs < "
+        f"{keras_tuner.__version__}: pick an older environment in the kernel's settings")
 
 
 def test_a_too_old_package_stops_the_kernel_with_one_line(monkeypatch, capsys):
