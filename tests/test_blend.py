@@ -177,6 +177,9 @@ def test_blend_is_the_plain_mean_and_lists_in_the_ledger(kaggle_dir_readonly, tm
      "oof.csv.gz:4: p0: expected a probability 0..1, found '1.5'"),
     (lambda path: _replace_cell(path, 9, "label", "11"),
      "oof.csv.gz:11: label: expected "),
+    # pandas skipped a blank line: the file passed, and later lines were named one short
+    (lambda path: _insert_blank_line(path, 4),
+     "oof.csv.gz:4: expected 12 values, found a blank line"),
     (lambda path: path.write_bytes(gzip.compress(b"row,label,p0\n0,1,1\n")),
      "oof.csv.gz:1: expected columns row,label,p0,"),
     (lambda path: path.write_bytes(b"not gzip"), "oof.csv.gz"),
@@ -223,6 +226,11 @@ def _edit_metrics(oof_path, key: str, value) -> None:
     metrics = json.loads(path.read_text())
     metrics[key] = value
     path.write_text(json.dumps(metrics))
+
+
+def _insert_blank_line(path, line: int) -> None:
+    lines = gzip.decompress(path.read_bytes()).split(b"\n")
+    path.write_bytes(gzip.compress(b"\n".join([*lines[:line - 1], b"", *lines[line - 1:]])))
 
 
 def _replace_cell(path, row: int, column: str, value: str) -> None:

@@ -102,11 +102,23 @@ def test_damaged_bytes_name_file_line_and_column(kaggle_dir, case):
     assert re.fullmatch(re.escape(f"{kaggle_dir}/") + expected, str(caught.value))
 
 
+def test_check_flag_takes_blank_lines_after_the_last_row(kaggle_dir_readonly, tmp_path, capsys):
+    path = tmp_path / "sub.csv"
+    path.write_text("ImageId,Label\n" + "".join(f"{i},{i % 10}\n" for i in range(1, 301)) + "\n\n")
+    assert run_cli(submit.main, ["--check", str(path), "--data-dir", str(kaggle_dir_readonly)]) == 0
+    assert capsys.readouterr().out.endswith("valid submission, 300 rows\n")
+
+
 @pytest.mark.parametrize("damage, expected", [
     (lambda text: text.replace(b"\n3,", b"\n3\xe9,"), r"sub.csv:4: ImageId: expected UTF-8 "
      r"text, found byte 0xe9"),
     (lambda text: gzip.compress(text, mtime=0)[:-100], r"sub.csv.gz:\d+: expected a gzip "
      r"archive, found EOFError: Compressed file ended before the end-of-stream marker was reached"),
+    # A blank line was skipped: it passed, and a bad value after it was named a line early.
+    (lambda text: text.replace(b"\n3,3\n", b"\n\n3,3\n"),
+     r"sub.csv:4: expected 2 values, found a blank line"),
+    (lambda text: text.replace(b"\n3,3\n", b"\n\n3,3\n").replace(b"\n12,", b"\n12x,"),
+     r"sub.csv:4: expected 2 values, found a blank line"),
 ])
 def test_check_flag_reports_damaged_bytes_on_one_line(kaggle_dir_readonly, tmp_path, capsys,
                                                        damage, expected):
