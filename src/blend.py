@@ -17,6 +17,7 @@ uploads it.
 from __future__ import annotations
 
 import functools
+import hashlib
 import sys
 import time
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from src.compare import compare, describe
+from src.compare import describe_pair
 from src.config import Config, OneLineParser, add_data_arguments, path_flag, run_cli
 from src.data import Digits, load_digits
 from src.errors import DataError
@@ -78,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, folder in named.items():
         oof[name], held = read_oof(folder, digits.y_train)
         flags.append(held)
+    digests = {name: _digest(probs) for name, probs in oof.items()}
+    _check_each_run_once(named, runs, digests)
     search_holdout = any_search_holdout(flags)
     test = {name: read_test(folder, digits.test_ids) for name, folder in named.items()}
     loaded = time.perf_counter()
@@ -94,37 +97,71 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     write = functools.partial(
         write_run_outputs, digits=digits, model_probs=oof, model_test_probs=test,
-        histories=[], run_info=_run_info(argv, digits, named, runs), timings=timings,
+        histories=[], run_info=_run_info(argv, digits, named, runs, digests), timings=timings,
         search_holdout=search_holdout)
     run_dir, metrics = write_run(Path(args.submissions_dir),
                                  new_run_id(f"blend-{digits.source}"), write)
-    _compare_with_each_run(oof, digits.y_train)
+    _compare_with_each_run(oof, search_holdout, digits.y_train)
     blended = metrics["ensemble"]
     print_summary(metrics, run_dir, f"{blended['errors']} errors, the mean of {len(names)} runs")
     return 0
 
 
+def _digest(probs: np.ndarray) -> str:
+    """A run's OOF probabilities in a few characters: the same run, wherever its folder."""
+    return hashlib.sha1(np.ascontiguousarray(probs).tobytes()).hexdigest()[:16]
+
+
+def _check_each_run_once(named: dict[str, Path], runs: dict[str, dict],
+                         digests: dict[str, str]) -> None:
+    """DataError when a run would count twice: given twice (a copy of its folder), or
+    given beside a blend that holds it. The mean would no longer be the plain mean of
+    the runs, and the blend's minutes would count the run twice."""
+    first_of: dict[str, str] = {}
+    for name, digest in digests.items():
+        if digest in first_of:
+            raise DataError("runs that differ", f"{named[first_of[digest]]} and {named[name]} "
+                            "with the same OOF probabilities, copies of one run", column="RUN")
+        first_of[digest] = name
+    for name, metrics in runs.items():
+        held = [run for run in metrics["run_info"].get("runs", {}).values()
+                if isinstance(run, dict)]
+        folders = {Path(run["folder"]).resolve() for run in held
+                   if isinstance(run.get("folder"), str)}
+        held_digests = {run.get("oof_sha1") for run in held}
+        for other, folder in named.items():
+            if other != name and (folder.resolve() in folders or digests[other] in held_digests):
+                raise DataError("runs that are not already in a blend given",
+                                f"{folder}, which the blend {named[name]} holds", column="RUN")
+
+
 def _run_info(argv: Sequence[str] | None, digits: Digits, named: dict[str, Path],
-              runs: dict[str, dict]) -> dict:
-    """What metrics.json records of the blend: its command, data and runs."""
+              runs: dict[str, dict], digests: dict[str, str]) -> dict:
+    """What metrics.json records of the blend: its command, data and runs (each by its
+    folder and its OOF probabilities' digest, so a later blend knows them)."""
     return {
         "command": command_line("src.blend", argv), "profile": "blend",
         "source": digits.source, "train_file": digits.train_path,
         "test_file": digits.test_path,
-        "runs": {name: {"folder": str(folder), "command": runs[name]["run_info"]["command"],
+        "runs": {name: {"folder": str(folder.resolve()),
+                        "command": runs[name]["run_info"]["command"],
                         "OOF accuracy": float(runs[name]["ensemble"]["accuracy"]),
-                        "minutes": round(float(runs[name]["timings"]["total"]) / 60, 2)}
+                        "minutes": round(float(runs[name]["timings"]["total"]) / 60, 2),
+                        "oof_sha1": digests[name]}
                  for name, folder in named.items()},
         "versions": library_versions()}
 
 
-def _compare_with_each_run(oof: dict[str, np.ndarray], labels: np.ndarray) -> None:
-    """Print the blend's paired test against every run, not only the best: choosing the run
-    to compare with on the same images would make the blend look worse than it is."""
+def _compare_with_each_run(oof: dict[str, np.ndarray], search_holdout: np.ndarray | None,
+                           labels: np.ndarray) -> None:
+    """Print the blend's paired test against every run, not only the best (choosing the
+    run to compare with on the same images would make the blend look worse than it is),
+    as src.compare does: without the images any run's search chose members on too."""
     blend_right = plain_mean(oof).argmax(axis=1) == labels
     for name, probs in oof.items():
         print(f"the blend (run A) against {name} (run B):")
-        print("\n".join(describe(compare(blend_right, probs.argmax(axis=1) == labels))))
+        print("\n".join(describe_pair(blend_right, probs.argmax(axis=1) == labels,
+                                       search_holdout)))
 
 
 if __name__ == "__main__":

@@ -115,14 +115,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     (probs_a, held_a), (probs_b, held_b) = read_oof(folder_a, y), read_oof(folder_b, y)
     right_a, right_b = probs_a.argmax(axis=1) == y, probs_b.argmax(axis=1) == y
     print(f"run A: {folder_a}\nrun B: {folder_b}")
-    print("\n".join(describe(compare(right_a, right_b))))
-    search_holdout = any_search_holdout([held_a, held_b])
-    if search_holdout is not None:
-        outside = ~search_holdout
-        print(f"without the {int(np.sum(~outside))} images a search chose a run's members on:")
-        print("\n".join(describe(compare(right_a[outside], right_b[outside])))
-              if outside.any() else "  none left to compare")
+    print("\n".join(describe_pair(right_a, right_b, any_search_holdout([held_a, held_b]))))
     return 0
+
+
+def describe_pair(right_a: np.ndarray, right_b: np.ndarray,
+                  search_holdout: np.ndarray | None) -> list[str]:
+    """The printed lines of two runs compared on every image and, where a search chose a
+    run's members on some of them, again without those."""
+    lines = describe(compare(right_a, right_b))
+    if search_holdout is not None and search_holdout.any():
+        outside = ~search_holdout
+        lines.append(f"without the {int(np.sum(search_holdout))} images a search chose a "
+                     "run's members on:")
+        lines += (describe(compare(right_a[outside], right_b[outside])) if outside.any()
+                  else ["  none left to compare"])
+    return lines
 
 
 if __name__ == "__main__":

@@ -110,7 +110,13 @@ def test_a_blend_is_also_scored_without_any_runs_search_hold_out(kaggle_dir_read
         "ensemble_outside_search_holdout"]
     assert (outside["left_out"], outside["total"]) == (200, len(labels) - 200)
     assert outside["errors"] == int(np.sum(oof[200:].argmax(axis=1) != labels[200:]))
-    assert "without the 200 images the search chose the members on" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "without the 200 images the search chose the members on" in out
+    # Its run-by-run comparisons leave them out too, as src.compare does.
+    for name in ("run-a", "run-b", "run-c"):
+        pair = out[out.index(f"the blend (run A) against {name} (run B):"):]
+        assert pair.splitlines()[4] == "without the 200 images a search chose a run's members on:"
+        assert pair.splitlines()[5].startswith(f"on {len(labels) - 200} images: run A ")
 
 
 def test_a_search_holdout_flag_other_than_0_or_1_is_one_line(kaggle_dir_readonly, tmp_path):
@@ -274,6 +280,31 @@ def test_bad_run_arguments_are_one_line_exit_2(kaggle_dir_readonly, tmp_path, ca
     assert run_cli(blend.main, _blend_args(kaggle_dir_readonly, tmp_path, *given)) == 2
     assert message in capsys.readouterr().err
     assert _blends(tmp_path) == []
+
+
+def test_a_run_given_twice_in_any_guise_is_refused(kaggle_dir_readonly, tmp_path, capsys):
+    # Blended beside a blend that holds it, or beside a copy of its folder, a run counted
+    # twice: the mean was no longer the plain mean, and its minutes were summed twice.
+    first = _run_with_probabilities(kaggle_dir_readonly, tmp_path / "a", "run-a", 1)
+    second = _run_with_probabilities(kaggle_dir_readonly, tmp_path / "b", "run-b", 2)
+    assert run_cli(blend.main, _blend_args(kaggle_dir_readonly, tmp_path, first, second)) == 0
+    [blended] = _blends(tmp_path)
+    runs = json.loads((blended / "metrics.json").read_text())["run_info"]["runs"]
+    assert runs["run-a"]["folder"] == str(first.resolve())  # not as typed: a link moves
+    (tmp_path / "a" / "latest").symlink_to("run-a")
+    copy = Path(shutil.copytree(first, tmp_path / "copy" / "run-a"))
+    moved = Path(shutil.copytree(first, tmp_path / "moved" / "run-a"))
+    capsys.readouterr()
+    inside = "runs that are not already in a blend given"
+    for given, found in (
+            ([tmp_path / "a" / "latest", blended],
+             f"{inside}, found {tmp_path / 'a' / 'latest'}, which the blend {blended} holds"),
+            ([blended, moved], f"{inside}, found {moved}, which the blend {blended} holds"),
+            ([first, second, copy], f"runs that differ, found {first} and {copy} with the same "
+                                    "OOF probabilities, copies of one run")):
+        assert run_cli(blend.main, _blend_args(kaggle_dir_readonly, tmp_path, *given)) == 2
+        assert capsys.readouterr().err == f"error: RUN: expected {found}\n"
+    assert _blends(tmp_path) == [blended]
 
 
 @pytest.mark.slow

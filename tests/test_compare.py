@@ -125,6 +125,17 @@ def test_compare_also_leaves_out_the_images_a_search_chose_on(kaggle_dir_readonl
     assert "(10 errors)" in out
 
 
+def test_a_search_holdout_of_no_image_is_compared_once(kaggle_dir_readonly, tmp_path, capsys):
+    total = len(pd.read_csv(kaggle_dir_readonly / "train.csv", usecols=["label"]))
+    first = _run(kaggle_dir_readonly, tmp_path / "a", "run-a", [1],
+                 search_holdout=np.zeros(total, bool))
+    second = _run(kaggle_dir_readonly, tmp_path / "b", "run-b", [2])
+    assert run_cli(compare.main, [str(first), str(second),
+                                  "--data-dir", str(kaggle_dir_readonly)]) == 0
+    out = capsys.readouterr().out
+    assert "without the" not in out and out.count("only run A right on") == 1
+
+
 def test_hold_outs_that_cover_every_image_leave_nothing_to_compare(kaggle_dir_readonly,
                                                                    tmp_path, capsys):
     total = len(pd.read_csv(kaggle_dir_readonly / "train.csv", usecols=["label"]))
