@@ -275,13 +275,17 @@ def data_fingerprint(x: np.ndarray, y: np.ndarray) -> str:
     return digest.hexdigest()[:12]
 
 
-def load_fold_digits(config: Config) -> Digits:
+def load_fold_digits(config: Config, folds: int | None = None,
+                     folds_from: str = "--folds") -> Digits:
     """load_digits(config) with its training images cut to --train-samples and checked to
-    fill config.folds stratified folds: what k-fold training (submit, fidelity) trains on."""
+    fill the folds the run trains (config.folds unless given, as a budget's plan sets
+    them: folds_from says which) as stratified folds: what k-fold training (submit,
+    fidelity) trains on."""
+    folds = folds or config.folds
     digits = load_digits(config)
     if config.train_samples:  # else the training images are all of them, fingerprinted later
         digits.labelled_fingerprint = data_fingerprint(digits.x_train, digits.y_train)
     digits.x_train, digits.y_train, digits.train_rows = plan_training_images(
-        digits, config.train_samples, config.seed, needed=config.folds,
-        purpose=f"{config.folds} stratified folds (--folds)", size_flag="--train-samples")
+        digits, config.train_samples, config.seed, needed=folds,
+        purpose=f"{folds} stratified folds ({folds_from})", size_flag="--train-samples")
     return digits

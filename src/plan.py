@@ -112,6 +112,14 @@ def table_row(minutes: float) -> PlanRow:
     return [row for row in PLAN_TABLE if minutes >= row.from_minutes or row is PLAN_TABLE[0]][-1]
 
 
+def planned_folds(config: Config) -> int:
+    """The folds a run of config trains: --folds when given or without a budget, else its
+    budget's PLAN_TABLE row's."""
+    if not config.planned or "folds" in config.flags_given:
+        return config.folds
+    return table_row(config.minutes).folds
+
+
 # ---------------------------------------------------------------- prices
 
 

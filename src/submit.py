@@ -201,7 +201,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_and_upload(args, config)
     _check_run_flags(args, config)
     started = time.perf_counter()
-    digits = load_fold_digits(config)
+    from src.plan import planned_folds
+
+    folds = planned_folds(config)  # checked before the plan times the networks
+    digits = load_fold_digits(config, folds, "--folds" if folds == config.folds
+                              else f"the plan of {config.minutes:g} minutes")
     loaded = time.perf_counter()
     print(f"data: {len(digits.y_train)} training and {len(digits.x_test)} test images "
           f"({digits.source}) in {loaded - started:.1f}s", flush=True)
