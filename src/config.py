@@ -92,7 +92,7 @@ class Config:
                             column="--download")
         for name in ("max_trials", "tune_epochs", "top_k", "repeats", "epochs", "batch_size",
                      "pseudo_epochs"):
-            check_integer(_flag(name), getattr(self, name), 1)
+            check_integer(_flag(name), getattr(self, name), 1, MOST[name])
         for name in ("tune_samples", "train_samples", "seed", "jobs"):
             check_integer(_flag(name), getattr(self, name), 0)
         check_integer(_flag("folds"), self.folds, 2)
@@ -109,6 +109,13 @@ class Config:
             raise DataError("a confidence 0 <= p < 1 (0: off)", str(self.pseudo_threshold),
                             column="--pseudo-threshold")
         return self
+
+
+# The most a count may be: far past any use, and short of what would exhaust memory or
+# hang before the first line (a list of 2**31 trials' epochs; a calibration batch of 2**31
+# images, 1.7 TB).
+MOST = {"max_trials": 10_000, "tune_epochs": 10_000, "top_k": 100, "repeats": 100,
+        "epochs": 10_000, "batch_size": 65_536, "pseudo_epochs": 10_000}
 
 
 def _flag(name: str) -> str:

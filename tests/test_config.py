@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from src import config, util
+from src.config import Config
 from src.errors import DataError
 
 
@@ -28,15 +29,21 @@ def test_profile_sets_values_and_flags_override_them():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--epochs", "-1"], "--epochs: expected an integer 1..2147483647, found -1"),
-    (["--max-trials", "0"], "--max-trials: expected an integer 1..2147483647, found 0"),
+    (["--epochs", "-1"], "--epochs: expected an integer 1..10000, found -1"),
+    (["--max-trials", "0"], "--max-trials: expected an integer 1..10000, found 0"),
     (["--folds", "1"], "--folds: expected an integer 2..2147483647, found 1"),
     (["--jobs", "-1"], "--jobs: expected an integer 0..2147483647, found -1"),
     # beyond NumPy's seeds (fold 1 of --seed 4294967295 crashed after fold 0 was saved)
     (["--seed", "4294967295"], "--seed: expected an integer 0..2147483647, found 4294967295"),
     (["--batch-size", "99999999999999999999"],
-     "--batch-size: expected an integer 1..2147483647, found 99999999999999999999"),
-    (["--epochs", "2147483648"], "--epochs: expected an integer 1..2147483647, found 2147483648"),
+     "--batch-size: expected an integer 1..65536, found 99999999999999999999"),
+    (["--epochs", "2147483648"], "--epochs: expected an integer 1..10000, found 2147483648"),
+    # Counts this large exhausted memory (a calibration batch of 2**31 images, a list of
+    # 2**31 trials) or hung in the planner before the first line.
+    (["--batch-size", "2147483647"], "--batch-size: expected an integer 1..65536, found "
+                                     "2147483647"),
+    (["--max-trials", "2147483647"], "--max-trials: expected an integer 1..10000, found "
+                                     "2147483647"),
     (["--minutes", "1e308"], "--minutes: expected a number of minutes up to 525600 (a year), "
                              "found 1e+308"),
     (["--trial-seconds", "1e308", "--tuner", "random"],
@@ -45,6 +52,17 @@ def test_profile_sets_values_and_flags_override_them():
 def test_out_of_range_values_name_the_flag(argv, message):
     with pytest.raises(DataError) as caught:
         _parse(argv)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("tune_epochs", 43046721, "--tune-epochs: expected an integer 1..10000, found 43046721"),
+    ("repeats", 100000, "--repeats: expected an integer 1..100, found 100000"),
+    ("top_k", 2**31 - 1, "--top-k: expected an integer 1..100, found 2147483647"),
+])
+def test_counts_of_src_tune_and_src_submit_have_a_ceiling(field, value, message):
+    with pytest.raises(DataError) as caught:
+        Config(**{field: value}).validate()
     assert str(caught.value) == message
 
 

@@ -388,8 +388,8 @@ def test_chief_and_two_workers_run_one_search(kaggle_dir_readonly, tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--max-trials", "0"], "error: --max-trials: expected an integer 1..2147483647, found 0"),
-    (["--tune-epochs", "-1"], "error: --tune-epochs: expected an integer 1..2147483647, found -1"),
+    (["--max-trials", "0"], "error: --max-trials: expected an integer 1..10000, found 0"),
+    (["--tune-epochs", "-1"], "error: --tune-epochs: expected an integer 1..10000, found -1"),
     (["--tuner", "grid"],
      "error: --tuner: expected one of hyperband, bayesian, random, found 'grid'"),
     (["--tune-samples", "50"],
