@@ -113,6 +113,11 @@ def _parse_args(argv: Sequence[str] | None):
 
 def _check_and_upload(args, config: Config) -> int:
     """--check FILE: validate the CSV, then with --upload send it (no training)."""
+    if args.plan_only:  # it would be dropped without a word
+        raise DataError("--check without --plan-only", "both", column="--plan-only")
+    if config.source != "kaggle":  # a Kaggle submission: checked against Kaggle's test.csv
+        raise DataError("--source kaggle with --check", f"--source {config.source}",
+                        column="--check")
     # test.csv alone: its row count is all a submission is checked against
     test_path = find_csv(find_data_dir(config.data_dir, stem="test"), "test")
     csv_path = Path(args.check)

@@ -331,6 +331,11 @@ BUDGET = "minutes > 0 up to 525600, such as 8 15 30"
                                    "found --source kaggle"),
     (["--curve", "--recipe-epochs", "0"],
      "--recipe-epochs: expected an integer 1..2147483647, found 0"),
+    # the speed rows' flags: a curve ignored them without a word
+    (["--curve", "8", "--levers"], "--levers: expected --levers without --curve, found both"),
+    (["--run-quick", "--curve"], "--run-quick: expected --run-quick without --curve, found both"),
+    (["--curve", "--bench-images", "500"],
+     "--bench-images: expected --bench-images without --curve, found both"),
 ])
 def test_bad_curve_flags_are_one_line_exit_2(tmp_path, capsys, monkeypatch, flags, message):
     monkeypatch.setattr(bench_runs, "run_stage", lambda *args: pytest.fail("nothing may run"))

@@ -575,6 +575,17 @@ def test_a_message_that_would_be_dropped_is_refused(run_dir, kaggle_dir_readonly
     assert code == 2 and capsys.readouterr().err == f"error: {found}\n"
 
 
+@pytest.mark.parametrize("flags, found", [
+    (["--plan-only"], "--plan-only: expected --check without --plan-only, found both"),
+    (["--source", "keras"], "--check: expected --source kaggle with --check, found --source "
+                            "keras"),
+])
+def test_check_refuses_flags_it_would_drop(run_dir, kaggle_dir_readonly, capsys, flags, found):
+    code = config.run_cli(submit.main, ["--check", str(run_dir / "submission.csv"),
+                                        "--data-dir", str(kaggle_dir_readonly), *flags])
+    assert code == 2 and capsys.readouterr().err == f"error: {found}\n"
+
+
 def test_a_plan_with_upload_is_refused_before_anything_runs(kaggle_dir_readonly, capsys):
     # A plan trains and publishes nothing: the upload would be dropped without a word.
     code = config.run_cli(submit.main, ["--plan-only", "--upload",
