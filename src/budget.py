@@ -321,14 +321,12 @@ def search_spent(config: Config) -> float:
 
 def candidate_members(config: Config) -> list[Member]:
     """The networks a plan may ensemble, best first: with --top-k given, load_members'
-    own; else up to the row's max_members, the default CNN first with --include-default
-    (off in every profile: the search's first trial, it joins on its score)."""
+    own; else the search's picks up to the row's max_members, and after them the default
+    CNN with --include-default (off in every profile: the search's first trial, it joins
+    on its score), which the plan trains beside the first pick."""
     if "top_k" in config.flags_given:
         return load_members(config)
-    most = table_row(config.minutes).max_members
-    members = load_members(dataclasses.replace(config, top_k=most))
-    first = [m for m in members if config.include_default and m.kind == "default"]
-    return (first + [m for m in members if m not in first])[:most]
+    return load_members(dataclasses.replace(config, top_k=table_row(config.minutes).max_members))
 
 
 def plan_submit(digits, config: Config, started: float, save: bool = True,

@@ -235,6 +235,8 @@ def plan_ensemble(config: Config, speeds: dict[str, Speed], sizes: Sizes, elapse
     folds = config.folds if "folds" in given else row.folds
     names = list(speeds)
     first = names if "top_k" in given else names[:1]
+    if config.include_default and "default" in names and "default" not in first:
+        first = [*first, "default"]  # asked for: trained beside the first pick, as given flags are
     seconds = config.minutes * 60 - search_seconds
     threshold = config.pseudo_threshold if "pseudo_threshold" in given else row.pseudo_threshold
     pseudo_choices = flag_choices(config, "pseudo_epochs", row.pseudo_max_epochs,
@@ -274,6 +276,8 @@ def plan_ensemble(config: Config, speeds: dict[str, Speed], sizes: Sizes, elapse
     pseudo_epochs = next((p for p in pseudo_choices if fits(first, repeats, epochs, tta, p)), 0)
     members = list(first)
     for name in [] if "top_k" in given else names[1:row.max_members]:
+        if name in members:
+            continue
         if not fits([*members, name], repeats, epochs, tta, pseudo_epochs):
             break
         members.append(name)

@@ -148,6 +148,14 @@ def test_calibration_times_whole_batches_at_any_batch_size(monkeypatch):
     assert all(images >= calibrate.CALIBRATION_IMAGES for images, _ in passes)
 
 
+def test_include_default_trains_the_default_cnn_beside_the_first_pick(monkeypatch):
+    # It replaced the search's pick where the row allows one network (below 60 minutes).
+    monkeypatch.setattr(plan, "PLAN_TABLE", SHIPPED_TABLE)
+    speeds = {"rank1": CPU, "default": CPU}
+    assert _plan(30, speeds, include_default=True).members == ["rank1", "default"]
+    assert _plan(30, speeds).members == ["rank1"]
+
+
 def test_eight_minutes_buys_fewer_epochs_and_no_second_round():
     short = _plan(8)
     row = plan.PLAN_TABLE[0]

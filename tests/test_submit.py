@@ -699,6 +699,11 @@ def test_include_default_adds_the_default_cnn_unless_the_top_k_holds_it(tmp_path
     top_two = submit._parse_args(["--artifacts-dir", str(tmp_path), "--top-k", "2",
                                   "--include-default"])[1]
     assert [m.name for m in load_members(top_two)] == ["rank1", "rank2"]
+    # Under a plan too (the quick profile's one network): beside the pick, not in its place.
+    from src.budget import candidate_members
+
+    assert [m.name for m in candidate_members(with_default)] == ["rank1", "default"]
+    assert [m.name for m in candidate_members(quick)] == ["rank1"]
 
 
 def test_pseudo_labels_of_a_fold_come_from_that_folds_models_only():
