@@ -111,6 +111,10 @@ class Config:
         return self
 
 
+AUTO = "auto"  # --trial-seconds auto: the plan sets the time per trial
+# What a planned time per trial holds until the plan sets it: any time > 0 makes the
+# search time-based (src.search_plan); no trial trains with it.
+PLACEHOLDER_TRIAL_SECONDS = 1.0
 # The most a count may be: far past any use, and short of what would exhaust memory or
 # hang before the first line (a list of 2**31 trials' epochs; a calibration batch of 2**31
 # images, 1.7 TB).
@@ -273,9 +277,29 @@ def config_from_args(args: argparse.Namespace) -> Config:
         values["minutes"] = parse_minutes(str(values["minutes"]))
     if values.get("tuner", Config.tuner) == "hyperband" and "trial_seconds" not in given:
         values["trial_seconds"] = 0.0  # a profile's time per trial is for the other tuners
+    planned_trial_seconds = values.get("trial_seconds") == AUTO
+    if planned_trial_seconds:  # as a profile's time per trial: not given, so the plan sets it
+        given.discard("trial_seconds")
+        values["trial_seconds"] = PLACEHOLDER_TRIAL_SECONDS
     values["profile"] = args.profile
     values["flags_given"] = frozenset(given)
-    return Config(**values).validate()
+    config = Config(**values).validate()
+    if planned_trial_seconds and not config.planned:
+        raise DataError(f"a budget to plan the time per trial (--minutes N, or the quick or "
+                        f"full profile) with --trial-seconds {AUTO}",
+                        f"--profile {config.profile} without --minutes", column="--trial-seconds")
+    return config
+
+
+def seconds_or_auto(text: str) -> float | str:
+    """argparse type of --trial-seconds: a number of seconds, or AUTO for the plan's."""
+    if text.strip().lower() == AUTO:
+        return AUTO
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds or {AUTO}, found "
+                                         f"{text!r}") from None
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int | None],

@@ -38,6 +38,7 @@ from src.config import (
     build_parser,
     config_from_args,
     run_cli,
+    seconds_or_auto,
 )
 from src.data import data_fingerprint, load_digits, plan_training_images, split_train_val
 from src.download import download_competition_data
@@ -260,8 +261,11 @@ def parse_args(argv: Sequence[str] | None) -> Config:
     add_override(search, "tune_epochs", "epochs a trial trains (Hyperband: its last rung's; "
                  "with --trial-seconds, the most it trains: a plan sets it to the epochs past "
                  "which an ensemble member trains no more)")
-    add_override(search, "trial_seconds", "bayesian and random: seconds of training per trial, "
-                 "its epochs bought at its network's speed measured on this machine; 0: off")
+    search.add_argument("--trial-seconds", dest="trial_seconds", type=seconds_or_auto,
+                        metavar="S", default=None, help="bayesian and random: seconds of "
+                        "training per trial, its epochs bought at its network's speed measured "
+                        "on this machine; auto: the budget's plan sets them; 0: off (default: "
+                        "from --profile)")
     add_override(search, "wide_space", "search more filters per block and dense units")
     add_override(search, "tune_samples", "labelled images searched on, 0 for all; 20%% of "
                  "them are the validation hold-out")

@@ -398,6 +398,10 @@ def test_chief_and_two_workers_run_one_search(kaggle_dir_readonly, tmp_path):
      "(Hyperband's rungs count epochs), found --tuner hyperband"),
     (["--tuner", "random", "--trial-seconds", "-1"],
      "error: --trial-seconds: expected a number of seconds 0..31536000 (0: off), found -1.0"),
+    (["--tuner", "random", "--trial-seconds", "auto"],
+     "error: --trial-seconds: expected a budget to plan the time per trial (--minutes N, or "
+     "the quick or full profile) with --trial-seconds auto, found --profile smoke without "
+     "--minutes"),
 ])
 def test_out_of_range_flags_are_one_line_exit_2_and_write_nothing(
         kaggle_dir_readonly, tmp_path, capsys, argv, message):
@@ -405,6 +409,21 @@ def test_out_of_range_flags_are_one_line_exit_2_and_write_nothing(
     assert run_cli(tune.main, _args(kaggle_dir_readonly, artifacts, *argv)) == 2
     assert capsys.readouterr().err == message + "\n"
     assert not artifacts.exists()
+
+
+def test_trial_seconds_auto_leaves_the_time_per_trial_to_the_plan(capsys):
+    # The README's "with a budget, the plan sets S" had no flag that reached it: a given
+    # time is kept, and no profile has one since 2026-12-04.
+    config = tune.parse_args(["--trial-seconds", "auto"])
+    assert config.planned and config.trial_seconds > 0
+    assert "trial_seconds" not in config.flags_given  # so src.search_plan sets it
+    given = tune.parse_args(["--trial-seconds", "20"])
+    assert given.trial_seconds == 20 and "trial_seconds" in given.flags_given
+    with pytest.raises(SystemExit, match="2"):
+        tune.parse_args(["--trial-seconds", "soon"])
+    assert capsys.readouterr().err == ("error: argument --trial-seconds: expected a number of "
+                                       "seconds or auto, found 'soon' (see python -m src.tune "
+                                       "--help)\n")
 
 
 def _damage_pixel(folder: Path) -> None:
