@@ -80,8 +80,9 @@ def _parse_args(argv: Sequence[str] | None):
                  "process; 0: 2 on a CPU-only machine, else 1")
     add_minutes(parser)
     parser.add_argument("--plan-only", action="store_true",
-                        help="with a budget: time the networks, print the plan and stop "
-                        "(nothing trained, nothing saved)")
+                        help="with a budget: time the networks (or take the plan an earlier "
+                        "run saved for the same settings), print the plan and stop (nothing "
+                        "trained, nothing saved)")
     kaggle = parser.add_argument_group("kaggle")
     kaggle.add_argument("--check", metavar="FILE", type=path_flag,
                         help="only validate FILE against test.csv")
