@@ -109,13 +109,16 @@ def list_submissions(competition: str = COMPETITION) -> list[Submission]:
 
 
 def _list_submissions(session: KaggleSession, pages: int) -> list[Submission]:
-    rows = []
+    rows, largest = [], 0
     for page in range(1, pages + 1):
         batch = session.call("competition_submissions", session.competition,
                              page_number=page, page_size=PAGE_SIZE) or []
         rows += [Submission.from_api(row, session.competition) for row in batch
                  if row is not None]
-        if len(batch) < PAGE_SIZE:
+        # The last page is short, or empty: Kaggle may hold a page to fewer rows than
+        # PAGE_SIZE asks, so a full one is as long as the first.
+        largest = largest or len(batch)
+        if len(batch) < largest or not batch:
             break
     return sorted(rows, key=lambda row: row.date, reverse=True)
 

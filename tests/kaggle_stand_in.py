@@ -65,6 +65,7 @@ class StandInKaggle:
         self.failures: dict[str, Exception] = {}  # request name -> what it raises
         self.requests: list[str] = []
         self.now = datetime(2026, 11, 24, 10, 0, 0)  # naive UTC, as kagglesdk parses dates
+        self.largest_page = 10**6  # rows a page holds at most, whatever page_size asks
         self._waiting: dict[int, int] = {}
 
     def answer(self, request: str) -> None:
@@ -96,6 +97,7 @@ class StandInKaggle:
                 if self._waiting[row.ref] <= 0:
                     del self._waiting[row.ref]
                     self._score(row)
+        page_size = min(page_size, self.largest_page)
         first = (max(page, 1) - 1) * page_size
         return self.submissions[first:first + page_size]
 

@@ -11,6 +11,7 @@ import os
 import re
 import sys
 import zipfile
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 from src import config, download, kaggle_api, submit, tune, util
 from src.errors import DataError
 from tests.fixtures import disk_full, ended_pid, write_run
-from tests.kaggle_stand_in import NEVER, competition_zip, http_error
+from tests.kaggle_stand_in import NEVER, api_submission, competition_zip, http_error
 
 USERNAME = "digit-fan"
 SECRET = "fake-key-5f0c9e1d7a2b4c68"  # a made-up credential that must never be printed
@@ -486,6 +487,17 @@ def test_wait_gives_up_at_its_time_limit_still_pending(kaggle, csv_path, capsys)
     assert clock.sleeps == [25, 25, 10]  # the last sleep ends at the limit
     assert len(capsys.readouterr().out.splitlines()) == 3
     assert kaggle.requests.count("competition_submissions") == 4
+
+
+@pytest.mark.parametrize("largest_page", [10**6, 20])
+def test_the_listing_reads_every_page_whatever_size_kaggle_gives_them(kaggle, largest_page):
+    # With pages held to 20 rows, a first page "shorter than the 50 asked" ended the listing.
+    kaggle.largest_page = largest_page
+    kaggle.submissions = [api_submission(ref, f"run {ref}", datetime(2026, 11, 24, 9, 0))
+                          for ref in range(1, 46)]
+    assert sorted(row.ref for row in kaggle_api.list_submissions()) == list(range(1, 46))
+    # an empty page ends it: a first page shorter than asked may be all a page holds
+    assert kaggle.requests.count("competition_submissions") == (2 if largest_page > 50 else 3)
 
 
 def test_find_submission_by_id_or_by_message_file_and_date():
