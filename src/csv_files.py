@@ -281,15 +281,18 @@ def read_csv_as_text(path: Path, columns: list[str]) -> pd.DataFrame:
     duplicate (ImageId.1) or a blank name (Unnamed: 0). A blank line is a row of empty
     cells, refused at its line: pandas would skip it, and every line number after it
     would be one short. Blank lines after the last row are dropped: an editor's."""
-    frame = read_csv_checked(path, columns, f"columns {','.join(columns)}", dtype=str,
-                             na_filter=False, skip_blank_lines=False)
+    expected = f"columns {','.join(columns)}"
+    frame = read_csv_checked(path, columns, expected, dtype=str, na_filter=False,
+                             skip_blank_lines=False)
+    header = _fields(_first_two_lines(path)[0])
+    if not header:  # a blank first line: pandas would take the next for the header
+        raise DataError(expected, "a blank line", file=path, line=1)
     empty = (frame == "").all(axis=1).to_numpy()
     filled = np.flatnonzero(~empty)
     frame = frame.iloc[:filled[-1] + 1 if len(filled) else 0]
     if empty[:len(frame)].any():
         line = int(np.argmax(empty)) + 2  # the header is line 1
         raise DataError(f"{len(columns)} values", "a blank line", file=path, line=line)
-    header = _fields(_first_two_lines(path)[0])
     if len(header) == len(frame.columns):
         frame.columns = header
     return frame

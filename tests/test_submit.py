@@ -851,9 +851,12 @@ def test_check_of_a_folder_says_so(kaggle_dir_readonly, tmp_path, capsys):
                                        "a folder\n")
 
 
-def test_check_accepts_a_blank_first_line_as_pandas_does(kaggle_dir_readonly, tmp_path, capsys):
+def test_check_refuses_a_blank_first_line_at_line_1(kaggle_dir_readonly, tmp_path, capsys):
+    # pandas skips it and takes line 2 for the header: every line named after it was one
+    # short.
     good = tmp_path / "good.csv"
     good.write_text("\n" + _good_submission().to_csv(index=False))
     argv = ["--check", str(good), "--data-dir", str(kaggle_dir_readonly)]
-    assert run_cli(submit.main, argv) == 0
-    assert "valid submission, 300 rows" in capsys.readouterr().out
+    assert run_cli(submit.main, argv) == 2
+    assert capsys.readouterr().err == (f"error: {good}:1: expected columns ImageId,Label, "
+                                       "found a blank line\n")
