@@ -125,28 +125,22 @@ def test_compare_also_leaves_out_the_images_a_search_chose_on(kaggle_dir_readonl
     assert "(10 errors)" in out
 
 
-def test_a_search_holdout_of_no_image_is_compared_once(kaggle_dir_readonly, tmp_path, capsys):
+@pytest.mark.parametrize("held", ["none", "every"])
+def test_a_search_holdout_of_no_image_or_every_image(kaggle_dir_readonly, tmp_path, capsys, held):
+    """A hold-out of no image is compared once (it printed "without the 0 images" and the
+    same comparison again); one of every image leaves nothing to compare."""
     total = len(pd.read_csv(kaggle_dir_readonly / "train.csv", usecols=["label"]))
     first = _run(kaggle_dir_readonly, tmp_path / "a", "run-a", [1],
-                 search_holdout=np.zeros(total, bool))
+                 search_holdout=np.full(total, held == "every"))
     second = _run(kaggle_dir_readonly, tmp_path / "b", "run-b", [2])
     assert run_cli(compare.main, [str(first), str(second),
                                   "--data-dir", str(kaggle_dir_readonly)]) == 0
     out = capsys.readouterr().out
-    assert "without the" not in out and out.count("only run A right on") == 1
-
-
-def test_hold_outs_that_cover_every_image_leave_nothing_to_compare(kaggle_dir_readonly,
-                                                                   tmp_path, capsys):
-    total = len(pd.read_csv(kaggle_dir_readonly / "train.csv", usecols=["label"]))
-    first = _run(kaggle_dir_readonly, tmp_path / "a", "run-a", [1],
-                 search_holdout=np.ones(total, bool))
-    second = _run(kaggle_dir_readonly, tmp_path / "b", "run-b", [2])
-    assert run_cli(compare.main, [str(first), str(second),
-                                  "--data-dir", str(kaggle_dir_readonly)]) == 0
-    out = capsys.readouterr().out
-    assert f"without the {total} images a search chose a run's members on:\n" in out
-    assert out.endswith("  none left to compare\n")
+    if held == "none":
+        assert "without the" not in out and out.count("only run A right on") == 1
+    else:
+        assert f"without the {total} images a search chose a run's members on:\n" in out
+        assert out.endswith("  none left to compare\n")
 
 
 def test_one_folder_twice_or_none_is_one_line(kaggle_dir_readonly, tmp_path, capsys):

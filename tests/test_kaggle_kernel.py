@@ -133,12 +133,18 @@ def test_a_failed_write_is_one_line_and_leaves_no_partial_file(tmp_path, monkeyp
     assert list((tmp_path / "out").iterdir()) == []
 
 
-def test_the_kernel_publishes_the_submission_whole_and_drops_latest(tmp_path, monkeypatch,
-                                                                    capsys):
+def _one_run(tmp_path) -> tuple[Path, Path]:
+    """A submissions folder holding run-1 with its submission.csv, and an empty working one."""
     runs, working = tmp_path / "submissions", tmp_path / "working"
     (runs / "run-1").mkdir(parents=True)
     working.mkdir()
     (runs / "run-1" / "submission.csv").write_text("ImageId,Label\n1,7\n")
+    return runs, working
+
+
+def test_the_kernel_publishes_the_submission_whole_and_drops_latest(tmp_path, monkeypatch,
+                                                                    capsys):
+    runs, working = _one_run(tmp_path)
     (runs / "latest").symlink_to("run-1")
     assert entry.publish_submission(runs, working) == working / "submission.csv"
     assert (working / "submission.csv").read_text() == "ImageId,Label\n1,7\n"
@@ -162,10 +168,7 @@ def test_the_kernel_publishes_the_submission_whole_and_drops_latest(tmp_path, mo
 
 def test_the_kernel_publishes_a_run_named_in_latest_txt(tmp_path, capsys):
     # src.submit names its run in latest.txt where the file system refuses symlinks.
-    runs, working = tmp_path / "submissions", tmp_path / "working"
-    (runs / "run-1").mkdir(parents=True)
-    working.mkdir()
-    (runs / "run-1" / "submission.csv").write_text("ImageId,Label\n1,7\n")
+    runs, working = _one_run(tmp_path)
     (runs / "latest.txt").write_text("run-1\n")
     assert entry.publish_submission(runs, working) == working / "submission.csv"
     assert (working / "submission.csv").read_text() == "ImageId,Label\n1,7\n"
