@@ -77,7 +77,7 @@ def _parse_args(argv: Sequence[str] | None):
     add_override(ensemble, "pseudo_epochs", "epochs per fold model of the pseudo-labelled round")
     add_override(ensemble, "fresh", "retrain every fold instead of reusing saved fold models")
     add_override(ensemble, "jobs", "fold models trained at once, each in its own worker "
-                 "process; 0: 2 on a CPU-only machine, else 1")
+                 "process; 0: 2 on a CPU-only machine of two or more cores, else 1")
     add_minutes(parser)
     parser.add_argument("--plan-only", action="store_true",
                         help="with a budget: time the networks (or take the plan an earlier "
