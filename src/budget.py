@@ -37,6 +37,7 @@ from src.plan import (
     training_seconds,
 )
 from src.plan_files import Plan, Sizes, load_plan, plan_path, save_plan
+from src.pseudo_labels import PSEUDO_SUFFIX
 from src.search_results import best_hparams_path
 from src.util import format_duration, is_number, read_json, write_atomically
 
@@ -151,8 +152,9 @@ class Budget:
     def round_pace(self, pseudo_round: bool, jobs: Sequence, names: Sequence[str],
                    epochs: int) -> RoundPace:
         """The RoundPace of a round's fold models still to train (ensemble.FoldJob), of
-        members named as in the round (in the plan's order), planned at `epochs`."""
-        speeds = dict(zip(names, self.plan.member_speeds(), strict=True))
+        members named as in the round, planned at `epochs`."""
+        # By name, not position: the run's order need not be the plan's.
+        speeds = {name: self.plan.speeds[name.removesuffix(PSEUDO_SUFFIX)] for name in names}
         return RoundPace(self, _round_name(pseudo_round), jobs, speeds, epochs)
 
     def _seconds_after_round(self, name: str, tta: bool = False) -> float:

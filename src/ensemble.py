@@ -32,7 +32,7 @@ from src.data import NUM_CLASSES, Digits, data_fingerprint, fold_splits
 from src.errors import DataError
 from src.members import Member
 from src.predict import checked_probs, predict_probs
-from src.pseudo_labels import PseudoLabels, select_pseudo_labels
+from src.pseudo_labels import PSEUDO_SUFFIX, PseudoLabels, select_pseudo_labels
 from src.util import partial_path, read_json, write_atomically, writing
 
 
@@ -243,8 +243,8 @@ def run_kfold(digits: Digits, members: list[Member], config: Config,
         epochs = config.pseudo_epochs if budget is None else budget.pseudo_epochs(counts)
         if epochs:
             result.pseudo_counts = counts
-            second = [Member(f"{m.name}+pl", m.hparams, f"{m.origin}, pseudo-labelled", m.kind)
-                      for m in members]
+            second = [Member(f"{m.name}{PSEUDO_SUFFIX}", m.hparams,
+                             f"{m.origin}, pseudo-labelled", m.kind) for m in members]
             _run_round(digits, second, dataclasses.replace(config, epochs=epochs), splits,
                        f"{fingerprint}-{pseudo.fingerprint()}", result, verbose, pseudo, budget)
     return result

@@ -275,12 +275,15 @@ def plan_ensemble(config: Config, speeds: dict[str, Speed], sizes: Sizes, elapse
     tta, repeats, epochs = choice
     pseudo_epochs = next((p for p in pseudo_choices if fits(first, repeats, epochs, tta, p)), 0)
     members = list(first)
-    for name in [] if "top_k" in given else names[1:row.max_members]:
+    for name in [] if "top_k" in given else names[1:]:
+        if len(members) >= row.max_members:
+            break
         if name in members:
             continue
         if not fits([*members, name], repeats, epochs, tta, pseudo_epochs):
             break
         members.append(name)
+    members = [name for name in names if name in members]  # the order the run trains them
     return Plan(minutes=config.minutes, seconds=seconds, search_seconds=search_seconds,
                 row=row.from_minutes, members=members, folds=folds, epochs=epochs, tta=tta,
                 pseudo_threshold=threshold, pseudo_epochs=pseudo_epochs, jobs=config.jobs,

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+PSEUDO_SUFFIX = "+pl"  # a member's name in the pseudo-labelled round: default+pl
+
 
 @dataclass
 class PseudoLabels:

@@ -154,6 +154,23 @@ def test_include_default_trains_the_default_cnn_beside_the_first_pick(monkeypatc
     speeds = {"rank1": CPU, "default": CPU}
     assert _plan(30, speeds, include_default=True).members == ["rank1", "default"]
     assert _plan(30, speeds).members == ["rank1"]
+    # From 60 minutes (two networks): the default counts towards the row's cap, and the
+    # members keep the candidates' order, the order the run trains them in.
+    fast = dataclasses.replace(CPU, train_images_per_second=20 * CPU.train_images_per_second,
+                               predict_images_per_second=20 * CPU.predict_images_per_second)
+    three = {"rank1": fast, "rank2": fast, "default": fast}
+    assert _plan(210, three).members == ["rank1", "rank2"]
+    assert _plan(210, three, include_default=True).members == ["rank1", "default"]
+
+
+def test_the_pace_check_prices_each_network_at_its_own_speed():
+    # The run's names came in another order than the plan's members: each network was
+    # priced at another's speed (a cut for a model on time, or an overrun).
+    slow = dataclasses.replace(CPU, train_images_per_second=CPU.train_images_per_second / 3)
+    planned = _plan(210, {"rank1": CPU, "default": slow}, include_default=True)
+    run = budget.Budget(planned, 0.0, None, lambda: 0.0)
+    pace = run.round_pace(False, _fold_jobs(planned), ["default", "rank1"], planned.epochs)
+    assert pace.speeds == {"default": slow, "rank1": CPU}
 
 
 def test_eight_minutes_buys_fewer_epochs_and_no_second_round():
