@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from src.errors import DataError
+from src.errors import DataError, RunFailed
 from src.processes import follow_parent
 from src.util import printable
 
@@ -305,7 +305,8 @@ def seconds_or_auto(text: str) -> float | str:
 def run_cli(main: Callable[[Sequence[str] | None], int | None],
             argv: Sequence[str] | None = None) -> int:
     """Run a stage's main; bad input becomes one ``error:`` line on stderr and exit code 2,
-    and a warning one ``warning:`` line."""
+    a run that failed otherwise (errors.RunFailed) one line and exit code 1, and a
+    warning one ``warning:`` line."""
     warnings.formatwarning = (lambda message, *args, **kwargs:
                               f"warning: {printable(str(message))}\n")
     follow_parent()
@@ -314,6 +315,9 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None],
     except DataError as error:
         print(f"error: {printable(str(error))}", file=sys.stderr)
         return 2
+    except RunFailed as error:
+        print(f"error: {printable(str(error))}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as interrupt:
         if interrupt.args:  # a stage that knows better than a rerun, e.g. after an upload
             print(f"interrupted: {printable(str(interrupt.args[0]))}", file=sys.stderr)

@@ -47,3 +47,8 @@ class DataError(ValueError):
             where += f"{self.column}: "
         message = f"{where}expected {self.expected}, found {self.found}"
         return f"{message} ({self.hint})" if self.hint else message
+
+
+class RunFailed(RuntimeError):
+    """A run stopped by something outside its input (a worker process killed): one
+    ``error:`` line and exit code 1; what it saved stays for a rerun."""

@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import keras
@@ -23,6 +24,7 @@ import numpy as np
 from src import model as cnn
 from src.calibrate import resolve_jobs
 from src.config import Config
+from src.errors import RunFailed
 from src.processes import watch_parent
 from src.util import format_duration, remove_stale_partials, writing
 
@@ -139,7 +141,18 @@ def _train_in_pool(jobs: list, x: np.ndarray, y: np.ndarray,
             while running:
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
-                    progress.done(running.pop(future), future.result())
+                    job = running.pop(future)
+                    try:
+                        seconds = future.result()
+                    except BrokenProcessPool:  # SIGKILLed: the OOM killer, say
+                        # The pool fails every running job, not only the killed worker's.
+                        training = sorted([job, *running.values()], key=lambda j: j.number)
+                        raise RunFailed(
+                            "a worker process was killed (out of memory?) while "
+                            f"{' and '.join(j.label() for j in training)} trained; the fold "
+                            "models saved stay: run the same command again to resume, with "
+                            "--jobs 1 to train one at a time") from None
+                    progress.done(job, seconds)
                     if waiting:
                         start_next()
         except BaseException:  # an error or Ctrl-C: stop every fold now, keep the saved ones

@@ -10,15 +10,19 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.ndimage import zoom
 from sklearn.datasets import load_digits
+
+from src.util import partial_path
 
 TEST_SIZE = 300
 
@@ -142,3 +146,32 @@ def _has_ended(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return "\nState:\tZ" in status
+
+
+@dataclass
+class StandInFoldJob:
+    """What the worker pool needs of an ensemble.FoldJob: its file, fold and names."""
+
+    path: Path
+    fold: int
+
+    @property
+    def number(self) -> int:
+        return self.fold + 1
+
+    def label(self) -> str:
+        return f"fold {self.number}"
+
+    def status(self, what: str) -> str:
+        return f"{self.label()}: {what}"
+
+
+def killed_fold(job, x, y, split, config, verbose, callbacks) -> float:
+    """A train_fold whose worker process is SIGKILLed (as by the OOM killer) in fold 2, after
+    it began to save; the other folds train in a moment."""
+    if job.fold == 1:
+        partial_path(job.path).write_text("half")
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(0.5)
+    job.path.write_text("model")
+    return 0.5

@@ -37,7 +37,7 @@ from src.metrics import plain_mean
 from src.model import DEFAULT_HPARAMS
 from src.pseudo_labels import select_pseudo_labels
 from tests.conftest import REPO_ROOT
-from tests.fixtures import ended_pid, keep_only
+from tests.fixtures import StandInFoldJob, ended_pid, keep_only, killed_fold
 
 
 def _args(data_dir, tmp_path, *extra):
@@ -121,6 +121,28 @@ def test_a_worker_whose_parent_died_exits(monkeypatch):
     monkeypatch.setattr(os, "getppid", lambda: next(parents))
     processes.exit_when_orphaned(41, poll_seconds=0)
     assert exits == [1] and next(parents, None) is None
+
+
+def test_a_worker_killed_mid_fold_is_one_line_exit_1_and_leaves_no_partial(tmp_path, capsys):
+    # The OOM killer's SIGKILL broke the pool: a BrokenProcessPool traceback.
+    from src.config import Config
+
+    jobs = [StandInFoldJob(tmp_path / "models" / f"fold-{fold}.keras", fold)
+            for fold in range(3)]
+    splits = [(np.arange(4), np.arange(4))] * 3
+
+    def main(argv):
+        workers.train_fold_models(jobs, np.zeros((4, 28, 28, 1), np.uint8),
+                                  np.zeros(4, np.int64), splits, Config(jobs=2), killed_fold)
+
+    assert run_cli(main, []) == 1
+    err = capsys.readouterr().err
+    # fold 1 trains beside it, and the broken pool fails both (or it had ended)
+    assert err in (f"error: a worker process was killed (out of memory?) while {training} "
+                   "trained; the fold models saved stay: run the same command again to "
+                   "resume, with --jobs 1 to train one at a time\n"
+                   for training in ("fold 1 and fold 2", "fold 2"))
+    assert not list((tmp_path / "models").glob(".partial-*"))  # what it was saving, gone
 
 
 def test_a_worker_started_after_its_parent_died_exits_at_once(monkeypatch):
