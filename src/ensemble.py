@@ -53,12 +53,15 @@ class KFoldResult:
 
 @functools.cache
 def training_code_version() -> str:
-    """A short hash of the code that shapes a fold model (src/model.py and the fold
-    trainer) and of the TensorFlow and Keras versions that run it."""
+    """A short hash of the code that shapes a fold model (src/model.py, the fold trainer
+    and the folds it is held out of) and of the TensorFlow, Keras and scikit-learn
+    versions that run it: folds drawn anew by another version would hold images the
+    saved model trained on."""
+    import sklearn
     import tensorflow as tf
 
-    text = inspect.getsource(cnn) + inspect.getsource(_train_fold)
-    text += f"tensorflow {tf.__version__} keras {keras.__version__}"
+    text = inspect.getsource(cnn) + inspect.getsource(_train_fold) + inspect.getsource(fold_splits)
+    text += f"tensorflow {tf.__version__} keras {keras.__version__} sklearn {sklearn.__version__}"
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 

@@ -749,6 +749,16 @@ def test_fold_model_key_changes_with_the_training_code(monkeypatch):
     before = ensemble.member_key(member, config, "data")
     monkeypatch.setattr(ensemble, "training_code_version", lambda: "edited")
     assert ensemble.member_key(member, config, "data") != before
+    # A scikit-learn that draws other folds: the saved models would score images they saw.
+    import sklearn
+
+    monkeypatch.undo()
+    ensemble.training_code_version.cache_clear()
+    monkeypatch.setattr(sklearn, "__version__", "99.0")
+    assert ensemble.member_key(member, config, "data") != before
+    monkeypatch.undo()
+    ensemble.training_code_version.cache_clear()
+    assert ensemble.member_key(member, config, "data") == before
 
 
 @pytest.mark.slow
