@@ -161,6 +161,36 @@ def damaged_search_state(found: str, project: str | Path) -> DataError:
                      file=project, hint="rerun with --overwrite to start the search over")
 
 
+def saved_state(project: Path) -> bool:
+    """Whether a search saved its state in project: KerasTuner's oracle.json or a
+    tuner's <tuner id>.json."""
+    return (project / "oracle.json").is_file() or bool(_saved_tuners(project))
+
+
+def _saved_tuners(project: Path) -> list[str]:
+    """The tuner ids (tuner0 on one machine, chief for a chief) that saved state here."""
+    return sorted(path.stem for path in project.glob("*.json")
+                  if path.name not in ("oracle.json", search_plan.SEARCH_CLOCK))
+
+
+def check_saved_state(project: Path) -> None:
+    """DataError unless KerasTuner will reload the saved search: it reloads only when both
+    oracle.json and this tuner's <tuner id>.json are there, and otherwise starts afresh,
+    handing out trial ids again over the trials saved (a search run on one machine, then
+    as a chief: KERASTUNER_TUNER_ID names the file)."""
+    tuner_id = os.environ.get(ENV_TUNER_ID, "tuner0")
+    saved = _saved_tuners(project)
+    if not (project / "oracle.json").is_file():
+        raise damaged_search_state("no oracle.json beside the tuner's state", project)
+    if not saved:
+        raise damaged_search_state(f"no {tuner_id}.json beside oracle.json", project)
+    if tuner_id not in saved:
+        raise damaged_search_state(
+            f"state saved as {' and '.join(saved)}, not as {tuner_id}", project).with_hint(
+            f"run it as it was run ({ENV_TUNER_ID}={saved[0]}), or rerun with --overwrite to "
+            "start the search over")
+
+
 def lost_trial(project: Path) -> str | None:
     """The id of a trial the saved oracle started whose trial.json is gone, or None.
     KerasTuner writes a trial's file before the oracle's state, so only a hand (a trial
@@ -203,7 +233,9 @@ def build_tuner(config: Config, role: str | None, train_images: int, fingerprint
     hypermodel = CNNHyperModel(train_images, config.batch_size, config.seed, config.tune_epochs,
                                config.wide_space, policy)
     # Saved state to reload; a worker's errors come from the chief it asks, not a file.
-    resuming = (project / "oracle.json").is_file() and not config.overwrite and role != "worker"
+    resuming = saved_state(project) and not config.overwrite and role != "worker"
+    if resuming:
+        check_saved_state(project)
     lost = lost_trial(project) if resuming else None
     if lost is not None:
         raise damaged_search_state(f"trial {lost} started but no trial_{lost}/trial.json",

@@ -245,7 +245,8 @@ def test_resume_repairs_what_a_kill_between_two_writes_leaves(
 
 @pytest.mark.parametrize("damage", ["oracle_cut_short", "trial_a_list", "tuner_state_empty",
                                     "score_null", "conv_blocks_text", "trial_folder_deleted",
-                                    "running_trial_folder_deleted", "oracle_key_missing"])
+                                    "running_trial_folder_deleted", "oracle_key_missing",
+                                    "oracle_deleted", "tuner_state_deleted", "run_as_chief"])
 def test_a_search_state_damaged_by_hand_is_one_line_naming_its_folder(
         finished_random_search, kaggle_dir_readonly, tmp_path, capsys, damage):
     artifacts = Path(shutil.copytree(finished_random_search, tmp_path / "artifacts"))
@@ -274,6 +275,15 @@ def test_a_search_state_damaged_by_hand_is_one_line_naming_its_folder(
         running = json.loads((project / "oracle.json").read_text())["ongoing_trials"]["tuner0"]
         trial_json = project / f"trial_{running}" / "trial.json"
         shutil.rmtree(trial_json.parent)
+    elif damage == "oracle_deleted":  # a TensorFlow NotFoundError traceback
+        (project / "oracle.json").unlink()
+    elif damage in ("tuner_state_deleted", "run_as_chief"):
+        # KerasTuner reloads only with this tuner's own file: without it, it started afresh
+        # and handed out trial 0 again over the saved one. The README's chief is "chief".
+        if damage == "run_as_chief":
+            (project / "tuner0.json").rename(project / "chief.json")
+        else:
+            (project / "tuner0.json").unlink()
     else:
         (project / "tuner0.json").write_text("")
     capsys.readouterr()
@@ -286,6 +296,12 @@ def test_a_search_state_damaged_by_hand_is_one_line_naming_its_folder(
         trial_id = trial_json.parent.name.removeprefix("trial_")
         assert f"found trial {trial_id} started but no trial_{trial_id}/trial.json" in err
         assert "Running Trial" not in out  # stopped before training
+    found = {"oracle_deleted": "no oracle.json beside the tuner's state",
+             "tuner_state_deleted": "no tuner0.json beside oracle.json",
+             "run_as_chief": "state saved as chief, not as tuner0 (run it as it was run "
+                             "(KERASTUNER_TUNER_ID=chief), or rerun"}.get(damage)
+    if found:
+        assert f"found {found}" in err and "Running Trial" not in out
 
 
 def _start(args: list[str], log: Path, **env: str) -> subprocess.Popen:
