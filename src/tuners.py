@@ -15,6 +15,7 @@ from pathlib import Path
 import keras
 import keras_tuner as kt
 import numpy as np
+from keras_tuner.src.engine.metrics_tracking import MetricsTracker
 
 from src import calibrate
 from src.config import Config
@@ -323,6 +324,11 @@ class SearchTuner:
         # running trials: KerasTuner would train that finished trial again.
         oracle._retry_queue = [t for t in oracle._retry_queue
                                if oracle.trials[t].status != COMPLETED]
+        # Killed after a trial reported its scores but before it ended: it trains again from
+        # its start, scored on that run alone (KerasTuner would average the two runs).
+        for trial_id in oracle._retry_queue:
+            oracle.trials[trial_id].metrics = MetricsTracker()
+            oracle.trials[trial_id].score = None
 
 
 class HyperbandTuner(SearchTuner, kt.Hyperband):

@@ -219,13 +219,22 @@ def _break_oracle_state(project: Path, damage: str) -> None:
         trial_file = project / f"trial_{last}" / "trial.json"
         trial = json.loads(trial_file.read_text())
         trial_file.write_text(json.dumps({**trial, "status": "RUNNING", "score": None}))
+    elif damage == "trial_cut_off_after_its_scores_were_saved":
+        # Killed between KerasTuner's update_trial and end_trial: its scores on file.
+        oracle["ongoing_trials"] = {"tuner0": last}
+        oracle["end_order"].remove(last)
+        trial_file = project / f"trial_{last}" / "trial.json"
+        trial = json.loads(trial_file.read_text())
+        trial["metrics"]["metrics"][tune.OBJECTIVE]["observations"][0]["value"] = [5.0]
+        trial_file.write_text(json.dumps({**trial, "status": "RUNNING", "score": None}))
     else:  # "ended_trial_still_running_in_oracle_state"
         oracle["ongoing_trials"] = {"tuner0": last}
     oracle_file.write_text(json.dumps(oracle))
 
 
 @pytest.mark.parametrize("damage", ["new_trial_file_without_oracle_state",
-                                    "ended_trial_still_running_in_oracle_state"])
+                                    "ended_trial_still_running_in_oracle_state",
+                                    "trial_cut_off_after_its_scores_were_saved"])
 def test_resume_repairs_what_a_kill_between_two_writes_leaves(
         finished_random_search, kaggle_dir_readonly, tmp_path, capsys, damage):
     artifacts = Path(shutil.copytree(finished_random_search, tmp_path / "artifacts"))
@@ -238,6 +247,15 @@ def test_resume_repairs_what_a_kill_between_two_writes_leaves(
     if damage == "new_trial_file_without_oracle_state":
         assert "Running Trial #2" in out  # never handed out: trained now, under the same id
         assert sorted(trials["trial_id"]) == sorted(_trials(finished_random_search)["trial_id"])
+    elif damage == "trial_cut_off_after_its_scores_were_saved":
+        # Trained again from its start and scored on the rerun alone: KerasTuner kept the
+        # cut-off run's 5.0 and ranked the trial by the mean of both runs.
+        assert "Running Trial" in out
+        last = json.loads((_project(artifacts) / "oracle.json").read_text())["start_order"][-1]
+        trial = json.loads((_project(artifacts) / f"trial_{last}" / "trial.json").read_text())
+        [[score]] = [observation["value"] for observation
+                     in trial["metrics"]["metrics"][tune.OBJECTIVE]["observations"]]
+        assert score < 5.0 and trial["score"] == score
     else:
         assert "Running Trial" not in out  # finished: not trained again
         pd.testing.assert_frame_equal(trials, _trials(finished_random_search))
