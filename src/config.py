@@ -283,12 +283,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
         values["trial_seconds"] = PLACEHOLDER_TRIAL_SECONDS
     values["profile"] = args.profile
     values["flags_given"] = frozenset(given)
-    config = Config(**values).validate()
-    if planned_trial_seconds and not config.planned:
+    config = Config(**values)
+    if planned_trial_seconds and not config.planned:  # before the tuner's check: the cause
         raise DataError(f"a budget to plan the time per trial (--minutes N, or the quick or "
                         f"full profile) with --trial-seconds {AUTO}",
                         f"--profile {config.profile} without --minutes", column="--trial-seconds")
-    return config
+    return config.validate()
 
 
 def seconds_or_auto(text: str) -> float | str:

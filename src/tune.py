@@ -316,6 +316,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = dataclasses.replace(config, precision=resolve_precision(config.precision))
     print(f"dtype policy: {config.precision}", flush=True)
     role = distributed_role()
+    if role is not None and config.trial_seconds and "trial_seconds" not in config.flags_given:
+        raise DataError("a number of seconds on a search spread over machines (each would "
+                        "plan its own)", "--trial-seconds auto", column="--trial-seconds")
     planned = config.planned and role is None
     if config.planned and role is not None:
         print("--minutes: a search spread over machines keeps the profile's values (each "

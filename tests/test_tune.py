@@ -432,7 +432,7 @@ def test_chief_and_two_workers_run_one_search(kaggle_dir_readonly, tmp_path):
      "(Hyperband's rungs count epochs), found --tuner hyperband"),
     (["--tuner", "random", "--trial-seconds", "-1"],
      "error: --trial-seconds: expected a number of seconds 0..31536000 (0: off), found -1.0"),
-    (["--tuner", "random", "--trial-seconds", "auto"],
+    (["--trial-seconds", "auto"],  # smoke's tuner is Hyperband: the budget is what it lacks
      "error: --trial-seconds: expected a budget to plan the time per trial (--minutes N, or "
      "the quick or full profile) with --trial-seconds auto, found --profile smoke without "
      "--minutes"),
@@ -494,6 +494,22 @@ def test_half_set_distributed_environment_is_one_line_exit_2(kaggle_dir_readonly
     assert capsys.readouterr().err == (
         "error: $KERASTUNER_ORACLE_IP is set: expected KERASTUNER_ORACLE_PORT as well, "
         "found it unset\n")
+    assert not artifacts.exists()
+
+
+def test_trial_seconds_auto_on_a_search_spread_over_machines_is_one_line(
+        kaggle_dir_readonly, tmp_path, capsys, monkeypatch):
+    # No machine plans there: every trial trained for the placeholder's second.
+    monkeypatch.setenv(tune.ENV_ORACLE_IP, "127.0.0.1")
+    monkeypatch.setenv(tune.ENV_ORACLE_PORT, str(_free_port()))
+    monkeypatch.setenv(tune.ENV_TUNER_ID, "worker1")
+    artifacts = tmp_path / "artifacts"
+    argv = ["--data-dir", str(kaggle_dir_readonly), "--artifacts-dir", str(artifacts),
+            "--minutes", "10", "--trial-seconds", "auto"]
+    assert run_cli(tune.main, argv) == 2
+    assert capsys.readouterr().err == (
+        "error: --trial-seconds: expected a number of seconds on a search spread over "
+        "machines (each would plan its own), found --trial-seconds auto\n")
     assert not artifacts.exists()
 
 
