@@ -380,6 +380,9 @@ def run_trials(tuner: kt.Tuner, train: tuple[np.ndarray, np.ndarray],
     """Run the search's trials (those a resumed search has left); what stopped it when
     KerasTuner did, for trials that failed in a row (past that, every trial that ends
     stops the search again), else None."""
+    import grpc  # KerasTuner's: a worker hears the chief's stop through it
+
+    limit = getattr(tuner.oracle, "max_consecutive_failed_trials", 3)
     try:
         tuner.search(*train, validation_data=validation, verbose=keras_verbosity())
     except RuntimeError as error:  # KerasTuner's stop after 3 failed trials in a row
@@ -387,9 +390,13 @@ def run_trials(tuner: kt.Tuner, train: tuple[np.ndarray, np.ndarray],
             raise
         # KerasTuner's message: its own first line, then the last trial's traceback
         lines = str(error).strip().splitlines()
-        limit = getattr(tuner.oracle, "max_consecutive_failed_trials", 3)
         return (f"the search stopped: {limit} trials in a row failed; the last with "
                 f"{lines[-1] if len(lines) > 1 else 'no message'}")
+    except grpc.RpcError as error:  # a worker: the chief's oracle raised that stop
+        if "consecutive failures" not in str(error.details()):
+            raise
+        return (f"the search stopped: {limit} trials in a row failed (their messages are "
+                "above, on the machines that ran them)")
     return None
 
 

@@ -497,6 +497,25 @@ def test_half_set_distributed_environment_is_one_line_exit_2(kaggle_dir_readonly
     assert not artifacts.exists()
 
 
+def test_a_worker_told_of_three_failed_trials_in_a_row_says_so_in_one_line():
+    # Through gRPC, the chief's stop reached a worker as an _InactiveRpcError traceback.
+    import grpc
+
+    class ChiefsStop(grpc.RpcError):
+        def details(self):
+            return "Number of consecutive failures exceeded the limit of 3."
+
+    class Tuner:
+        oracle = None
+
+        def search(self, *args, **kwargs):
+            raise ChiefsStop()
+
+    assert tune.run_trials(Tuner(), (None, None), (None, None)) == (
+        "the search stopped: 3 trials in a row failed (their messages are above, on the "
+        "machines that ran them)")
+
+
 def test_trial_seconds_auto_on_a_search_spread_over_machines_is_one_line(
         kaggle_dir_readonly, tmp_path, capsys, monkeypatch):
     # No machine plans there: every trial trained for the placeholder's second.
