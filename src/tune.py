@@ -227,7 +227,8 @@ def build_tuner(config: Config, role: str | None, train_images: int, fingerprint
     with writing(folder):  # a read-only --artifacts-dir fails here, not inside KerasTuner
         folder.mkdir(parents=True, exist_ok=True)
     project = project_dir(config, fingerprint)
-    for state_folder in (project, *project.glob("trial_*")):  # what a killed search was saving
+    # What a killed search was saving: its state, or its results beside it.
+    for state_folder in (folder, project, *project.glob("trial_*")):
         remove_stale_partials(state_folder)
     policy = use_precision(config.precision)  # before any trial builds a model
     hypermodel = CNNHyperModel(train_images, config.batch_size, config.seed, config.tune_epochs,

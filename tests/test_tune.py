@@ -370,7 +370,8 @@ def test_search_killed_mid_trial_resumes_and_keeps_completed_trials(
     (done,) = [state for state in before.values() if state["status"] == "COMPLETED"]
     host, project = socket.gethostname(), _project(artifacts)  # what a kill mid-write leaves:
     stale = [project / f".partial-{ended_pid()}@{host}@oracle.json",
-             project / f"trial_{done['trial_id']}" / f".partial-{ended_pid()}@{host}@trial.json"]
+             project / f"trial_{done['trial_id']}" / f".partial-{ended_pid()}@{host}@trial.json",
+             artifacts / "tune" / f".partial-{ended_pid()}@{host}@best_hparams.json"]
     for path in stale:
         path.write_text('{"half')
 
