@@ -5,12 +5,19 @@ Markdown and to one standalone HTML page from the same list of blocks, so the tw
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass
+
+# What Markdown would read as markup in a value (a message "5* ensemble", a path
+# \\nas\share): backslash-escaped. An underscore inside a word (val_log_loss) is plain
+# text to CommonMark and stays as written.
+_MARKUP = re.compile(r"[\\`*\[\]~]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
 
 
 def _md_text(text: str) -> str:
-    """Text for Markdown: HTML-special characters escaped, so values show as written."""
-    return html.escape(text, quote=False)
+    """Text for Markdown: markup characters and HTML-special ones escaped, so values show
+    as written."""
+    return html.escape(_MARKUP.sub(lambda match: "\\" + match.group(), text), quote=False)
 
 
 @dataclass

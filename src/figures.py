@@ -84,7 +84,8 @@ def _plot_model_accuracy(metrics: dict) -> Figure:
     # The values go in a right-hand column so the x-axis can stop at 100%.
     values = ax.secondary_yaxis("right")
     values.set_yticks(positions, [
-        f"{format_accuracy(score['accuracy'])}  ({score['errors']:,} errors)"
+        f"{format_accuracy(score['accuracy'])}  ({score['errors']:,} "
+        f"error{'' if score['errors'] == 1 else 's'})"
         for _, score, _ in rows])
     values.tick_params(length=0)
     span = max(max(highs) - min(lows), 0.05)

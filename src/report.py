@@ -20,6 +20,8 @@ from src.figures import FIGURE_CAPTIONS, write_figures
 from src.metrics import DIGITS, ENSEMBLE, ReportInputs, build_metrics
 from src.util import LEADERBOARD_ROWS, format_accuracy, format_duration, write_atomically
 
+AS_TYPED = {"seed"}  # run info a user copies back into a flag: --seed 2024, not 2,024
+
 
 def _format_value(value: object) -> str:
     """A value as a table cell: numbers to 4 significant digits, from 1,000 on whole with
@@ -32,7 +34,8 @@ def _format_value(value: object) -> str:
     if isinstance(value, (int, np.integer, float, np.floating)):
         if math.isnan(value):
             return "—"
-        return f"{value:,.0f}" if math.isfinite(value) and abs(value) >= 1000 else f"{value:.4g}"
+        # From 999.5 on: 4 significant digits would print 999.96 as 1000, beside 1,000
+        return f"{value:,.0f}" if math.isfinite(value) and abs(value) >= 999.5 else f"{value:.4g}"
     if isinstance(value, (list, tuple)):
         return ", ".join(_format_value(item) for item in value)
     if isinstance(value, dict):
@@ -119,7 +122,7 @@ def _holdout_section(metrics: dict) -> list:
     holdout = metrics["holdout"]
     if holdout is None:
         return []
-    return [Heading(2, "Labelled test set (MNIST's 10k test images)"),
+    return [Heading(2, f"Labelled test set (MNIST's {holdout['total']:,} test images)"),
             Paragraph(_accuracy_line("Ensemble test-set accuracy", holdout), strong=True),
             _report_table(holdout["classification_report"])]
 
@@ -187,7 +190,8 @@ def _mapping_table(mapping: dict) -> Table:
         rows = [[name, *(_format_value(inner.get(name)) for inner in mapping.values())]
                 for name in names]
         return Table(["name", *map(str, mapping)], rows)
-    return Table(["name", "value"], [[str(key), _format_value(value)]
+    return Table(["name", "value"], [[str(key), str(value) if key in AS_TYPED
+                                      else _format_value(value)]
                                      for key, value in mapping.items()], align="ll")
 
 

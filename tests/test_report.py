@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from html import escape
 from pathlib import Path
 
 import matplotlib.image
@@ -213,6 +214,25 @@ def test_a_failed_trial_does_not_put_the_leaderboard_in_scientific_notation():
     _, table = report._leaderboard_section(leaderboard)
     assert table.rows == [["0003", "COMPLETED", "0.9957", "1,234,567", "12,345"],
                           ["0004", "FAILED", "—", "—", "—"]]
+
+
+def test_markdown_shows_user_text_as_written():
+    # A message "5* ensemble" left the bold Kaggle line half-italic; a UNC path lost a
+    # backslash; a seed of 2024 read 2,024, which --seed does not take.
+    from src.document import Paragraph
+
+    markdown_it = pytest.importorskip("markdown_it")  # Keras' rich brings it
+
+    texts = ["5* ensemble", r"\\nas\digits\train.csv", r"C:\runs\[old]", "a *c* d",
+             "_x_", "val_log_loss", "`code`", "~~gone~~", "a<b & c"]
+    page = markdown_it.MarkdownIt("commonmark").enable("table").enable("strikethrough")
+    for text in texts:
+        rendered = page.render(render_markdown([Paragraph(text, strong=True)]))
+        assert rendered == f"<p><strong>{escape(text, quote=False)}</strong></p>\n", text
+    table = report._mapping_table({"seed": 2024, "images": 42000, "train_file": texts[1]})
+    assert table.rows == [["seed", "2024"], ["images", "42,000"],
+                          ["train_file", texts[1]]]
+    assert report._format_value(999.96) == "1,000" == report._format_value(1000.0)
 
 
 def test_markdown_has_the_headline_and_links_every_figure(written):
