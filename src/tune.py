@@ -170,21 +170,34 @@ def saved_state(project: Path) -> bool:
 def _saved_tuners(project: Path) -> list[str]:
     """The tuner ids (tuner0 on one machine, chief for a chief) that saved state here."""
     return sorted(path.stem for path in project.glob("*.json")
-                  if path.name not in ("oracle.json", search_plan.SEARCH_CLOCK))
+                  if path.name not in ("oracle.json", search_plan.SEARCH_CLOCK)
+                  and not path.name.startswith(".partial-"))
+
+
+def _any_trial_completed(project: Path) -> bool:
+    """Whether a trial.json under project says its trial completed (or cannot be read)."""
+    for trial_file in project.glob("trial_*/trial.json"):
+        try:
+            if read_json(trial_file).get("status") == COMPLETED:
+                return True
+        except (OSError, ValueError, AttributeError):
+            return True  # damaged: KerasTuner's reload names it
+    return False
 
 
 def check_saved_state(project: Path) -> None:
     """DataError unless KerasTuner will reload the saved search: it reloads only when both
     oracle.json and this tuner's <tuner id>.json are there, and otherwise starts afresh,
     handing out trial ids again over the trials saved (a search run on one machine, then
-    as a chief: KERASTUNER_TUNER_ID names the file)."""
+    as a chief: KERASTUNER_TUNER_ID names the file). A search stopped in its first trial
+    has no tuner file yet and nothing to lose: it starts again."""
     tuner_id = os.environ.get(ENV_TUNER_ID, "tuner0")
     saved = _saved_tuners(project)
     if not (project / "oracle.json").is_file():
         raise damaged_search_state("no oracle.json beside the tuner's state", project)
-    if not saved:
+    if not saved and _any_trial_completed(project):
         raise damaged_search_state(f"no {tuner_id}.json beside oracle.json", project)
-    if tuner_id not in saved:
+    if saved and tuner_id not in saved:
         raise damaged_search_state(
             f"state saved as {' and '.join(saved)}, not as {tuner_id}", project).with_hint(
             f"run it as it was run ({ENV_TUNER_ID}={saved[0]}), or rerun with --overwrite to "

@@ -322,6 +322,20 @@ def test_a_search_state_damaged_by_hand_is_one_line_naming_its_folder(
         assert f"found {found}" in err and "Running Trial" not in out
 
 
+def test_a_search_stopped_in_its_first_trial_starts_it_again(tmp_path):
+    # KerasTuner writes oracle.json and trial_0/trial.json as the first trial starts, and
+    # tuner0.json only when a trial ends: nothing is lost, and the rerun starts over.
+    project = tmp_path / "project"
+    (project / "trial_0").mkdir(parents=True)
+    (project / "oracle.json").write_text("{}")
+    (project / "trial_0" / "trial.json").write_text(json.dumps({"status": "RUNNING"}))
+    (project / f".partial-{ended_pid()}@host@tuner1.json").write_text("{")  # no tuner's state
+    tune.check_saved_state(project)
+    (project / "trial_0" / "trial.json").write_text(json.dumps({"status": "COMPLETED"}))
+    with pytest.raises(DataError, match="found no tuner0.json beside oracle.json"):
+        tune.check_saved_state(project)
+
+
 def _start(args: list[str], log: Path, **env: str) -> subprocess.Popen:
     with open(log, "w") as handle:
         return subprocess.Popen([sys.executable, "-m", "src.tune", *args], cwd=REPO_ROOT,
