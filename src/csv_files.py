@@ -287,15 +287,29 @@ def read_csv_as_text(path: Path, columns: list[str]) -> pd.DataFrame:
     header = _fields(_first_two_lines(path)[0])
     if not header:  # a blank first line: pandas would take the next for the header
         raise DataError(expected, "a blank line", file=path, line=1)
-    empty = (frame == "").all(axis=1).to_numpy()
-    filled = np.flatnonzero(~empty)
+    blank = _blank_lines(path, frame)
+    filled = np.flatnonzero(~blank)
     frame = frame.iloc[:filled[-1] + 1 if len(filled) else 0]
-    if empty[:len(frame)].any():
-        line = int(np.argmax(empty)) + 2  # the header is line 1
+    if blank[:len(frame)].any():
+        line = int(np.argmax(blank)) + 2  # the header is line 1
         raise DataError(f"{len(columns)} values", "a blank line", file=path, line=line)
     if len(header) == len(frame.columns):
         frame.columns = header
     return frame
+
+
+def _blank_lines(path: Path, frame: pd.DataFrame) -> np.ndarray:
+    """Which rows of a frame read with skip_blank_lines=False were lines of nothing but
+    spaces. A row of empty cells (",") is a row, for the caller to name its cells: only
+    the line's text tells the two apart, read when some row's cells are all empty."""
+    cells_empty = frame.apply(lambda column: column.str.strip().eq("")).all(axis=1).to_numpy()
+    blank = np.zeros(len(frame), dtype=bool)
+    if cells_empty.any():
+        with _open_text(path) as handle:
+            lines = handle.read().splitlines()[1:]  # the header is line 1
+        for row in np.flatnonzero(cells_empty):
+            blank[row] = row >= len(lines) or not lines[row].strip()
+    return blank
 
 
 def _check_row_width(path: Path, line: int, fields: list[str], width: int) -> None:

@@ -102,11 +102,19 @@ def test_damaged_bytes_name_file_line_and_column(kaggle_dir, case):
     assert re.fullmatch(re.escape(f"{kaggle_dir}/") + expected, str(caught.value))
 
 
-def test_check_flag_takes_blank_lines_after_the_last_row(kaggle_dir_readonly, tmp_path, capsys):
+@pytest.mark.parametrize("end", ["\n\n", " \n\t\n", "\r\n\r\n"])
+def test_check_flag_takes_blank_lines_after_the_last_row(kaggle_dir_readonly, tmp_path, capsys,
+                                                         end):
     path = tmp_path / "sub.csv"
-    path.write_text("ImageId,Label\n" + "".join(f"{i},{i % 10}\n" for i in range(1, 301)) + "\n\n")
+    rows = "".join(f"{i},{i % 10}\n" for i in range(1, 301))
+    path.write_bytes(("ImageId,Label\n" + rows + end).encode())
     assert run_cli(submit.main, ["--check", str(path), "--data-dir", str(kaggle_dir_readonly)]) == 0
     assert capsys.readouterr().out.endswith("valid submission, 300 rows\n")
+    # A row of empty cells is a row, not a blank line: Kaggle would read one more row.
+    path.write_text("ImageId,Label\n" + rows + ",\n")
+    assert run_cli(submit.main, ["--check", str(path), "--data-dir", str(kaggle_dir_readonly)]) == 2
+    assert capsys.readouterr().err.endswith(
+        "sub.csv:302: expected 300 rows, one per test image, found 301\n")
 
 
 @pytest.mark.parametrize("damage, expected", [
