@@ -21,6 +21,7 @@ from src.config import Config
 from src.data import data_fingerprint
 from src.errors import DataError
 from src.members import Member, load_members
+from src.model import DEFAULT_HPARAMS
 from src.plan import (
     FIRST,
     PARALLEL_SPEEDUP,
@@ -331,6 +332,13 @@ def candidate_members(config: Config) -> list[Member]:
     return load_members(dataclasses.replace(config, top_k=table_row(config.minutes).max_members))
 
 
+def asked_for(config: Config, candidates: list[Member]) -> list[str]:
+    """The networks a plan must train: with --include-default, the default CNN, whether
+    load_members added it or the search picked it."""
+    return [member.name for member in candidates
+            if config.include_default and member.hparams == DEFAULT_HPARAMS][:1]
+
+
 def plan_submit(digits, config: Config, started: float, save: bool = True,
                 clock: Callable[[], float] = time.perf_counter
                 ) -> tuple[Config, list[Member], Budget]:
@@ -357,7 +365,8 @@ def plan_submit(digits, config: Config, started: float, save: bool = True,
         speeds = {member.name: measure_speed(member.hparams, digits.x_train, digits.y_train,
                                              digits.x_test, config.batch_size, config.precision,
                                              config.seed) for member in candidates}
-        plan = plan_ensemble(config, speeds, sizes, clock() - started, spent)
+        plan = plan_ensemble(config, speeds, sizes, clock() - started, spent,
+                             required=asked_for(config, candidates))
         if save:
             save_plan(path, plan.to_json())
     unknown = set(plan.members) - {member.name for member in candidates}

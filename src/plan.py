@@ -227,16 +227,18 @@ def flag_choices(config: Config, name: str, largest: int, smallest: int) -> list
 
 
 def plan_ensemble(config: Config, speeds: dict[str, Speed], sizes: Sizes, elapsed: float,
-                  search_seconds: float = 0.0) -> Plan:
+                  search_seconds: float = 0.0, required: Sequence[str] = ()) -> Plan:
     """The best recipe PLAN_TABLE allows within config.minutes, given the speeds of the
     candidate networks (best first), the seconds already spent by this command (elapsed)
-    and by the search; a DataError naming the shortest workable budget when none fits."""
+    and by the search, and the networks it must train beside the first (required); a
+    DataError naming the shortest workable budget when none fits."""
     row, given = table_row(config.minutes), config.flags_given
     folds = config.folds if "folds" in given else row.folds
     names = list(speeds)
     first = names if "top_k" in given else names[:1]
-    if config.include_default and "default" in names and "default" not in first:
-        first = [*first, "default"]  # asked for: trained beside the first pick, as given flags are
+    # Asked for (--include-default's default CNN): trained beside the first pick, as the
+    # flags given are kept.
+    first = [*first, *(name for name in required if name not in first)]
     seconds = config.minutes * 60 - search_seconds
     threshold = config.pseudo_threshold if "pseudo_threshold" in given else row.pseudo_threshold
     pseudo_choices = flag_choices(config, "pseudo_epochs", row.pseudo_max_epochs,

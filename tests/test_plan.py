@@ -151,23 +151,28 @@ def test_calibration_times_whole_batches_at_any_batch_size(monkeypatch):
 def test_include_default_trains_the_default_cnn_beside_the_first_pick(monkeypatch):
     # It replaced the search's pick where the row allows one network (below 60 minutes).
     monkeypatch.setattr(plan, "PLAN_TABLE", SHIPPED_TABLE)
+    def members(minutes, speeds, required=()):
+        return plan.plan_ensemble(_config(minutes), speeds, REAL, CALIBRATED_AFTER,
+                                  required=required).members
+
     speeds = {"rank1": CPU, "default": CPU}
-    assert _plan(30, speeds, include_default=True).members == ["rank1", "default"]
-    assert _plan(30, speeds).members == ["rank1"]
+    assert members(30, speeds, required=["default"]) == ["rank1", "default"]
+    assert members(30, speeds) == ["rank1"]
     # From 60 minutes (two networks): the default counts towards the row's cap, and the
     # members keep the candidates' order, the order the run trains them in.
     fast = dataclasses.replace(CPU, train_images_per_second=20 * CPU.train_images_per_second,
                                predict_images_per_second=20 * CPU.predict_images_per_second)
     three = {"rank1": fast, "rank2": fast, "default": fast}
-    assert _plan(210, three).members == ["rank1", "rank2"]
-    assert _plan(210, three, include_default=True).members == ["rank1", "default"]
+    assert members(210, three) == ["rank1", "rank2"]
+    assert members(210, three, required=["default"]) == ["rank1", "default"]
 
 
 def test_the_pace_check_prices_each_network_at_its_own_speed():
     # The run's names came in another order than the plan's members: each network was
     # priced at another's speed (a cut for a model on time, or an overrun).
     slow = dataclasses.replace(CPU, train_images_per_second=CPU.train_images_per_second / 3)
-    planned = _plan(210, {"rank1": CPU, "default": slow}, include_default=True)
+    planned = plan.plan_ensemble(_config(210), {"rank1": CPU, "default": slow}, REAL,
+                                 CALIBRATED_AFTER, required=["default"])
     run = budget.Budget(planned, 0.0, None, lambda: 0.0)
     pace = run.round_pace(False, _fold_jobs(planned), ["default", "rank1"], planned.epochs)
     assert pace.speeds == {"default": slow, "rank1": CPU}

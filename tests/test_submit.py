@@ -723,10 +723,17 @@ def test_include_default_adds_the_default_cnn_unless_the_top_k_holds_it(tmp_path
                                   "--include-default"])[1]
     assert [m.name for m in load_members(top_two)] == ["rank1", "rank2"]
     # Under a plan too (the quick profile's one network): beside the pick, not in its place.
-    from src.budget import candidate_members
+    from src.budget import asked_for, candidate_members
 
     assert [m.name for m in candidate_members(with_default)] == ["rank1", "default"]
     assert [m.name for m in candidate_members(quick)] == ["rank1"]
+    assert asked_for(with_default, candidate_members(with_default)) == ["default"]
+    assert asked_for(quick, candidate_members(quick)) == []
+    # From 60 minutes the search's rank 2 is the default CNN: that one is asked for.
+    hour = submit._parse_args(["--artifacts-dir", str(tmp_path), "--include-default",
+                               "--minutes", "60"])[1]
+    assert [m.name for m in candidate_members(hour)] == ["rank1", "rank2"]
+    assert asked_for(hour, candidate_members(hour)) == ["rank2"]
 
 
 def test_pseudo_labels_of_a_fold_come_from_that_folds_models_only():
