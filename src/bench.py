@@ -161,7 +161,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config]:
     if args.recipe_epochs is not None and args.curve is None:  # else ignored without a word
         raise DataError("--curve with --recipe-epochs", "no --curve", column="--recipe-epochs")
     speed_flags = {"--levers": args.levers, "--run-quick": args.run_quick,
-                   "--bench-images": args.bench_images is not None}
+                   "--bench-images": args.bench_images is not None,
+                   "--batch-size": "batch_size" in config.flags_given,
+                   "--top-k": "top_k" in config.flags_given}
     for flag, given in speed_flags.items():  # the speed rows' flags: a curve has none
         if given and args.curve is not None:
             raise DataError(f"{flag} without --curve", "both", column=flag)

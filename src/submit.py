@@ -209,9 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     from src.plan import planned_folds
 
-    folds = planned_folds(config)  # checked before the plan times the networks
-    digits = load_fold_digits(config, folds, "--folds" if folds == config.folds
-                              else f"the plan of {config.minutes:g} minutes")
+    planned = config.planned and "folds" not in config.flags_given
+    digits = load_fold_digits(config, planned_folds(config),  # before the networks are timed
+                              f"the plan of {config.minutes:g} minutes" if planned else "--folds")
     loaded = time.perf_counter()
     print(f"data: {len(digits.y_train)} training and {len(digits.x_test)} test images "
           f"({digits.source}) in {loaded - started:.1f}s", flush=True)

@@ -336,6 +336,8 @@ BUDGET = "minutes > 0 up to 525600, such as 8 15 30"
     (["--run-quick", "--curve"], "--run-quick: expected --run-quick without --curve, found both"),
     (["--curve", "--bench-images", "500"],
      "--bench-images: expected --bench-images without --curve, found both"),
+    (["--curve", "8", "--batch-size", "256"],
+     "--batch-size: expected --batch-size without --curve, found both"),
 ])
 def test_bad_curve_flags_are_one_line_exit_2(tmp_path, capsys, monkeypatch, flags, message):
     monkeypatch.setattr(bench_runs, "run_stage", lambda *args: pytest.fail("nothing may run"))

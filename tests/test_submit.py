@@ -438,6 +438,8 @@ def test_bad_data_is_one_line_exit_2_and_writes_nothing(kaggle_dir, tmp_path, ca
     # after the networks were timed.
     (2, ["--minutes", "30"], "train.csv: expected at least 3 images of every digit for 3 "
      "stratified folds (the plan of 30 minutes), found 2 of digit 7"),
+    (2, ["--minutes", "30", "--folds", "3"], "train.csv: expected at least 3 images of every "
+     "digit for 3 stratified folds (--folds), found 2 of digit 7"),
 ])
 def test_too_few_images_of_a_digit_for_the_folds_is_one_line_before_training(
         kaggle_dir, tmp_path, capsys, sevens, extra, message):
