@@ -114,25 +114,39 @@ def _digest(probs: np.ndarray) -> str:
 
 def _check_each_run_once(named: dict[str, Path], runs: dict[str, dict],
                          digests: dict[str, str]) -> None:
-    """DataError when a run would count twice: given twice (a copy of its folder), or
-    given beside a blend that holds it. The mean would no longer be the plain mean of
-    the runs, and the blend's minutes would count the run twice."""
-    first_of: dict[str, str] = {}
-    for name, digest in digests.items():
-        if digest in first_of:
-            raise DataError("runs that differ", f"{named[first_of[digest]]} and {named[name]} "
-                            "with the same OOF probabilities, copies of one run", column="RUN")
-        first_of[digest] = name
-    for name, metrics in runs.items():
-        held = [run for run in metrics["run_info"].get("runs", {}).values()
-                if isinstance(run, dict)]
-        folders = {Path(run["folder"]).resolve() for run in held
-                   if isinstance(run.get("folder"), str)}
-        held_digests = {run.get("oof_sha1") for run in held}
-        for other, folder in named.items():
-            if other != name and (folder.resolve() in folders or digests[other] in held_digests):
-                raise DataError("runs that are not already in a blend given",
-                                f"{folder}, which the blend {named[name]} holds", column="RUN")
+    """DataError when a run would count twice: given twice (a copy of its folder), beside
+    a blend that holds it, or inside two blends given. The mean would no longer be the
+    plain mean of the runs, and the blend's minutes would count the run twice."""
+    held = {name: held_runs(metrics) for name, metrics in runs.items()}
+    names = list(named)
+    for index, name in enumerate(names):
+        for other in names[index + 1:]:
+            if digests[name] == digests[other]:
+                raise DataError("runs that differ", f"{named[name]} and {named[other]} with "
+                                "the same OOF probabilities, copies of one run", column="RUN")
+            for blend, run in ((name, other), (other, name)):
+                if (digests[run] in held[blend]["digests"]
+                        or named[run].resolve() in held[blend]["folders"]):
+                    raise DataError("runs that are not already in a blend given",
+                                    f"{named[run]}, which the blend {named[blend]} holds",
+                                    column="RUN")
+            if held[name]["digests"] & held[other]["digests"]:
+                raise DataError("blends that hold no run in common",
+                                f"{named[name]} and {named[other]}, which do", column="RUN")
+
+
+def held_runs(metrics: dict) -> dict[str, set]:
+    """What a blend's metrics.json says it holds, blends within it too: the digests of
+    their OOF probabilities, and their folders where recorded whole (since the digests;
+    older blends recorded a folder as typed, such as a `latest` link that has moved)."""
+    entries = [run for run in metrics["run_info"].get("runs", {}).values()
+               if isinstance(run, dict) and isinstance(run.get("oof_sha1"), str)]
+    digests = {run["oof_sha1"] for run in entries}
+    for run in entries:
+        digests.update(digest for digest in run.get("holds", []) if isinstance(digest, str))
+    folders = {Path(run["folder"]) for run in entries
+               if isinstance(run.get("folder"), str) and Path(run["folder"]).is_absolute()}
+    return {"digests": digests, "folders": folders}
 
 
 def _run_info(argv: Sequence[str] | None, digits: Digits, named: dict[str, Path],
@@ -147,7 +161,8 @@ def _run_info(argv: Sequence[str] | None, digits: Digits, named: dict[str, Path]
                         "command": runs[name]["run_info"]["command"],
                         "OOF accuracy": float(runs[name]["ensemble"]["accuracy"]),
                         "minutes": round(float(runs[name]["timings"]["total"]) / 60, 2),
-                        "oof_sha1": digests[name]}
+                        "oof_sha1": digests[name],
+                        "holds": sorted(held_runs(runs[name])["digests"])}
                  for name, folder in named.items()},
         "versions": library_versions()}
 

@@ -307,6 +307,35 @@ def test_a_run_given_twice_in_any_guise_is_refused(kaggle_dir_readonly, tmp_path
     assert _blends(tmp_path) == [blended]
 
 
+def test_a_run_inside_blends_of_blends_counts_once(kaggle_dir_readonly, tmp_path, capsys):
+    a, b, c, d = (_run_with_probabilities(kaggle_dir_readonly, tmp_path / name, f"run-{name}",
+                                          seed) for seed, name in enumerate("abcd", start=1))
+
+    def blend_of(*runs, into):
+        args = [*map(str, runs), "--data-dir", str(kaggle_dir_readonly),
+                "--submissions-dir", str(tmp_path / into)]
+        code = run_cli(blend.main, args)
+        capsys.readouterr()
+        return code, (tmp_path / into / "latest").resolve()
+
+    _, ab = blend_of(a, b, into="ab")
+    _, abc = blend_of(ab, c, into="abc")  # a blend of a blend
+    _, ad = blend_of(a, d, into="ad")
+    assert blend_of(abc, a, into="x")[0] == 2  # a, two blends down
+    assert blend_of(abc, ad, into="x")[0] == 2  # a, inside both
+    assert run_cli(blend.main, [str(abc), str(d), "--data-dir", str(kaggle_dir_readonly),
+                                "--submissions-dir", str(tmp_path / "x")]) == 0
+    # A blend written before it recorded folders whole named them as typed: a `latest`
+    # link, since moved on, is no evidence; the digest decides.
+    metrics_path = ab / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    for run in metrics["run_info"]["runs"].values():
+        run["folder"] = "a/latest"
+        del run["oof_sha1"], run["holds"]
+    metrics_path.write_text(json.dumps(metrics))
+    assert blend_of(ab, c, into="y")[0] == 0
+
+
 @pytest.mark.slow
 def test_two_submit_runs_blend_into_one_scored_as_their_mean(kaggle_dir_readonly, tmp_path,
                                                              capsys):
