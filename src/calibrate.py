@@ -102,8 +102,8 @@ def training_speed(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size:
     # Whole batches only: a pass that ends in a short batch (4,096 images in batches of
     # 3,000) would time that batch as a full one, and the median of two batches a pass
     # would price the run fast.
-    full_batches = -(-CALIBRATION_IMAGES // batch_size) * batch_size
-    sample = np.arange(full_batches) % len(x)
+    images = -(-CALIBRATION_IMAGES // batch_size) * batch_size  # a whole number of batches
+    sample = np.arange(images) % len(x)
     model.fit(cnn.make_dataset(x[sample], y[sample], batch_size, shuffle=True, seed=seed,
                                repeat=True),
               steps_per_epoch=10**9, epochs=1, callbacks=[timer], shuffle=False, verbose=0)

@@ -56,7 +56,7 @@ class Plan:
     pseudo_epochs: int  # as planned; decided again after the first round
     jobs: int
     sizes: Sizes
-    speeds: dict[str, Speed]  # per candidate network, members first
+    speeds: dict[str, Speed]  # per candidate network, in the candidates' order
     stages: dict[str, float]  # planned seconds per stage, in order
     given: list[str]
     decisions: dict[str, object] = field(default_factory=dict)

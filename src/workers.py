@@ -144,7 +144,7 @@ def _train_in_pool(jobs: list, x: np.ndarray, y: np.ndarray,
                     job = running.pop(future)
                     try:
                         seconds = future.result()
-                    except BrokenProcessPool:  # SIGKILLed: the OOM killer, say
+                    except BrokenProcessPool:  # it ended abruptly: the OOM killer's SIGKILL, say
                         # The pool fails every running job, not only the killed worker's.
                         training = sorted([job, *running.values()], key=lambda j: j.number)
                         raise RunFailed(
