@@ -143,7 +143,9 @@ def held_runs(metrics: dict) -> dict[str, set]:
                if isinstance(run, dict) and isinstance(run.get("oof_sha1"), str)]
     digests = {run["oof_sha1"] for run in entries}
     for run in entries:
-        digests.update(digest for digest in run.get("holds", []) if isinstance(digest, str))
+        holds = run.get("holds")
+        if isinstance(holds, list):  # a damaged one (text, a number) adds nothing
+            digests.update(digest for digest in holds if isinstance(digest, str))
     folders = {Path(run["folder"]) for run in entries
                if isinstance(run.get("folder"), str) and Path(run["folder"]).is_absolute()}
     return {"digests": digests, "folders": folders}

@@ -306,7 +306,8 @@ def _blank_lines(path: Path, frame: pd.DataFrame) -> np.ndarray:
     blank = np.zeros(len(frame), dtype=bool)
     if cells_empty.any():
         with _open_text(path) as handle:
-            lines = handle.read().splitlines()[1:]  # the header is line 1
+            # the lines as pandas splits them (str.splitlines also splits at \f, \x85, ...)
+            lines = re.split(r"\r\n|\r|\n", handle.read())[1:]  # the header is line 1
         for row in np.flatnonzero(cells_empty):
             blank[row] = row >= len(lines) or not lines[row].strip()
     return blank

@@ -21,6 +21,8 @@ from src.metrics import DIGITS, ENSEMBLE, ReportInputs, build_metrics
 from src.util import LEADERBOARD_ROWS, format_accuracy, format_duration, write_atomically
 
 AS_TYPED = {"seed"}  # run info a user copies back into a flag: --seed 2024, not 2,024
+# run info for programs, not readers: the digests of every run a blend's blends hold
+FOR_PROGRAMS = {"holds"}
 
 
 def _format_value(value: object) -> str:
@@ -186,7 +188,8 @@ def _timings_section(timings: dict) -> list:
 def _mapping_table(mapping: dict) -> Table:
     """A dict as a name/value table; a dict of dicts (hparams per model) as a matrix."""
     if mapping and all(isinstance(value, dict) for value in mapping.values()):
-        names = list(dict.fromkeys(name for inner in mapping.values() for name in inner))
+        names = list(dict.fromkeys(name for inner in mapping.values() for name in inner
+                                   if name not in FOR_PROGRAMS))
         rows = [[name, *(_format_value(inner.get(name)) for inner in mapping.values())]
                 for name in names]
         return Table(["name", *map(str, mapping)], rows)

@@ -209,9 +209,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     from src.plan import planned_folds
 
-    planned = config.planned and "folds" not in config.flags_given
-    digits = load_fold_digits(config, planned_folds(config),  # before the networks are timed
-                              f"the plan of {config.minutes:g} minutes" if planned else "--folds")
+    folds_from = ("--folds" if "folds" in config.flags_given
+                  else f"the plan of {config.minutes:g} minutes" if config.planned
+                  else f"--folds of the {config.profile} profile")
+    digits = load_fold_digits(config, planned_folds(config), folds_from)  # before any timing
     loaded = time.perf_counter()
     print(f"data: {len(digits.y_train)} training and {len(digits.x_test)} test images "
           f"({digits.source}) in {loaded - started:.1f}s", flush=True)

@@ -325,6 +325,15 @@ def test_a_run_inside_blends_of_blends_counts_once(kaggle_dir_readonly, tmp_path
     assert blend_of(abc, ad, into="x")[0] == 2  # a, inside both
     assert run_cli(blend.main, [str(abc), str(d), "--data-dir", str(kaggle_dir_readonly),
                                 "--submissions-dir", str(tmp_path / "x")]) == 0
+    assert "holds" not in (abc / "report.md").read_text()  # digests are for programs
+    # A damaged "holds" is no digest list, and no traceback.
+    for damaged in (None, 5, "abcdef"):
+        metrics = json.loads((abc / "metrics.json").read_text())
+        for run in metrics["run_info"]["runs"].values():
+            run["holds"] = damaged
+        (abc / "metrics.json").write_text(json.dumps(metrics))
+        assert blend.held_runs(metrics)["digests"] == {
+            run["oof_sha1"] for run in metrics["run_info"]["runs"].values()}
     # A blend written before it recorded folders whole named them as typed: a `latest`
     # link, since moved on, is no evidence; the digest decides.
     metrics_path = ab / "metrics.json"

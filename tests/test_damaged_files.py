@@ -110,6 +110,10 @@ def test_check_flag_takes_blank_lines_after_the_last_row(kaggle_dir_readonly, tm
     path.write_bytes(("ImageId,Label\n" + rows + end).encode())
     assert run_cli(submit.main, ["--check", str(path), "--data-dir", str(kaggle_dir_readonly)]) == 0
     assert capsys.readouterr().out.endswith("valid submission, 300 rows\n")
+    # A form feed splits no line for pandas: the blank line after it is still named.
+    path.write_text("ImageId,Label\n1\x0c,1\n\n" + rows)
+    assert run_cli(submit.main, ["--check", str(path), "--data-dir", str(kaggle_dir_readonly)]) == 2
+    assert capsys.readouterr().err.endswith("sub.csv:3: expected 2 values, found a blank line\n")
     # A row of empty cells is a row, not a blank line: Kaggle would read one more row.
     path.write_text("ImageId,Label\n" + rows + ",\n")
     assert run_cli(submit.main, ["--check", str(path), "--data-dir", str(kaggle_dir_readonly)]) == 2

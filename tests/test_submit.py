@@ -431,9 +431,10 @@ def test_bad_data_is_one_line_exit_2_and_writes_nothing(kaggle_dir, tmp_path, ca
     (4, ["--folds", "5"], "train.csv: expected at least 5 images of every digit for 5 stratified "
      "folds (--folds), found 4 of digit 7"),
     (0, [], "train.csv: expected at least 2 images of every digit for 2 stratified folds "
-     "(--folds), found no image of digit 7"),
+     "(--folds of the smoke profile), found no image of digit 7"),
     (8, ["--train-samples", "200"], "train.csv: expected at least 2 images of every digit for "
-     "2 stratified folds (--folds), found 1 of digit 7 in a subsample of 200 (--train-samples)"),
+     "2 stratified folds (--folds of the smoke profile), found 1 of digit 7 in a subsample of "
+     "200 (--train-samples)"),
     # The smoke profile's 2 folds passed, then its budget's plan trained 3: a traceback
     # after the networks were timed.
     (2, ["--minutes", "30"], "train.csv: expected at least 3 images of every digit for 3 "
