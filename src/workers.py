@@ -141,21 +141,11 @@ def _train_in_pool(jobs: list, x: np.ndarray, y: np.ndarray,
             while running:
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
-                    job = running.pop(future)
-                    try:
-                        seconds = future.result()
-                    except BrokenProcessPool:  # it ended abruptly: the OOM killer's SIGKILL, say
-                        # The pool fails every running job, not only the killed worker's.
-                        training = sorted([job, *running.values()], key=lambda j: j.number)
-                        raise RunFailed(
-                            "a worker process was killed (out of memory?) while "
-                            f"{' and '.join(j.label() for j in training)} trained; the fold "
-                            "models saved stay: run the same command again to resume, with "
-                            "--jobs 1 to train one at a time") from None
-                    progress.done(job, seconds)
+                    seconds = future.result()  # the job stays in running should it raise
+                    progress.done(running.pop(future), seconds)
                     if waiting:
                         start_next()
-        except BaseException:  # an error or Ctrl-C: stop every fold now, keep the saved ones
+        except BaseException as error:  # an error or Ctrl-C: stop every fold, keep saved ones
             pool.shutdown(wait=False, cancel_futures=True)
             stopped = set(multiprocessing.active_children()) - others
             for worker in stopped:
@@ -164,4 +154,12 @@ def _train_in_pool(jobs: list, x: np.ndarray, y: np.ndarray,
                 worker.join(timeout=10)
             for folder in folders:
                 remove_stale_partials(folder)  # what the stopped workers were saving
+            if isinstance(error, BrokenProcessPool):  # a worker ended abruptly: SIGKILLed
+                # by the OOM killer, say. The pool fails every running job, and refuses more.
+                training = sorted(running.values(), key=lambda job: job.number)
+                raise RunFailed(
+                    "a worker process was killed (out of memory?) while "
+                    f"{' and '.join(job.label() for job in training)} trained; the fold "
+                    "models saved stay: run the same command again to resume, with "
+                    "--jobs 1 to train one at a time") from None
             raise
