@@ -369,8 +369,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, KeyError) as error:  # a trial.json damaged by hand
         raise damaged_search_state(one_line(error), tuner.project_dir) from None
     if not any(row["status"] == COMPLETED for row in rows):
-        print(f"error: {stopped or 'no trial completed; see the trial messages above'}",
-              file=sys.stderr)
+        older = best_hparams_path(config)
+        print(f"error: {stopped or 'no trial completed; see the trial messages above'}"
+              + (f"; {older} is an older search's, which python -m src.submit would use"
+                 if older.is_file() else ""), file=sys.stderr)
         return 1
     if clock is not None:
         clock.save()

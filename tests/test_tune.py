@@ -714,6 +714,29 @@ def test_trials_that_fail_in_a_row_stop_the_search_in_one_line(kaggle_dir_readon
         assert "Leaderboard (random, " in out
 
 
+def test_a_search_where_no_trial_completed_names_an_older_searchs_results(
+        kaggle_dir_readonly, tmp_path, monkeypatch, capsys):
+    # They stay (an earlier run's files are never removed), and src.submit would use them.
+    builds = []
+
+    def diverge(*args, **kwargs):  # build 1 is the tuner's look at its space
+        builds.append(args)
+        if len(builds) == 1:
+            return build_cnn(*args, **kwargs)
+        raise ValueError("the loss went NaN")
+
+    older = tmp_path / "artifacts" / "tune" / "best_hparams.json"
+    older.parent.mkdir(parents=True)
+    older.write_text("{}")
+    monkeypatch.setattr(tuners, "build_cnn", diverge)
+    args = _args(kaggle_dir_readonly, tmp_path / "artifacts", "--tuner", "random",
+                 "--max-trials", "3", "--tune-epochs", "1")
+    assert run_cli(tune.main, args) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        f"; {older} is an older search's, which python -m src.submit would use")
+    assert older.read_text() == "{}"
+
+
 def test_leaderboard_shows_hyperparameters_unrounded():
     row = {"rank": 1, "trial_id": "0000", "val_log_loss": 0.04321, "val_accuracy": 0.98583,
            "status": "COMPLETED",
