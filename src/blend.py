@@ -80,7 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         oof[name], held = read_oof(folder, digits.y_train)
         flags.append(held)
     digests = {name: _digest(probs) for name, probs in oof.items()}
-    _check_each_run_once(named, runs, digests)
+    held = {name: held_runs(metrics) for name, metrics in runs.items()}
+    _check_each_run_once(named, digests, held)
     search_holdout = any_search_holdout(flags)
     test = {name: read_test(folder, digits.test_ids) for name, folder in named.items()}
     loaded = time.perf_counter()
@@ -97,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     write = functools.partial(
         write_run_outputs, digits=digits, model_probs=oof, model_test_probs=test,
-        histories=[], run_info=_run_info(argv, digits, named, runs, digests), timings=timings,
+        histories=[], run_info=_run_info(argv, digits, named, runs, digests, held),
+        timings=timings,
         search_holdout=search_holdout)
     run_dir, metrics = write_run(Path(args.submissions_dir),
                                  new_run_id(f"blend-{digits.source}"), write)
@@ -112,12 +114,12 @@ def _digest(probs: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(probs).tobytes()).hexdigest()[:16]
 
 
-def _check_each_run_once(named: dict[str, Path], runs: dict[str, dict],
-                         digests: dict[str, str]) -> None:
+def _check_each_run_once(named: dict[str, Path], digests: dict[str, str],
+                         held: dict[str, dict[str, set]]) -> None:
     """DataError when a run would count twice: given twice (a copy of its folder), beside
-    a blend that holds it, or inside two blends given. The mean would no longer be the
-    plain mean of the runs, and the blend's minutes would count the run twice."""
-    held = {name: held_runs(metrics) for name, metrics in runs.items()}
+    a blend that holds it (held: held_runs of each), or inside two blends given. The mean
+    would no longer be the plain mean of the runs, and the blend's minutes would count the
+    run twice."""
     names = list(named)
     for index, name in enumerate(names):
         for other in names[index + 1:]:
@@ -152,7 +154,8 @@ def held_runs(metrics: dict) -> dict[str, set]:
 
 
 def _run_info(argv: Sequence[str] | None, digits: Digits, named: dict[str, Path],
-              runs: dict[str, dict], digests: dict[str, str]) -> dict:
+              runs: dict[str, dict], digests: dict[str, str],
+              held: dict[str, dict[str, set]]) -> dict:
     """What metrics.json records of the blend: its command, data and runs (each by its
     folder and its OOF probabilities' digest, so a later blend knows them)."""
     return {
@@ -164,7 +167,7 @@ def _run_info(argv: Sequence[str] | None, digits: Digits, named: dict[str, Path]
                         "OOF accuracy": float(runs[name]["ensemble"]["accuracy"]),
                         "minutes": round(float(runs[name]["timings"]["total"]) / 60, 2),
                         "oof_sha1": digests[name],
-                        "holds": sorted(held_runs(runs[name])["digests"])}
+                        "holds": sorted(held[name]["digests"])}
                  for name, folder in named.items()},
         "versions": library_versions()}
 

@@ -275,8 +275,6 @@ def config_from_args(args: argparse.Namespace) -> Config:
             given.add(field.name)
     if "minutes" in given:
         values["minutes"] = parse_minutes(str(values["minutes"]))
-    if values.get("tuner", Config.tuner) == "hyperband" and "trial_seconds" not in given:
-        values["trial_seconds"] = 0.0  # a profile's time per trial is for the other tuners
     planned_trial_seconds = values.get("trial_seconds") == AUTO
     if planned_trial_seconds:  # as a profile's time per trial: not given, so the plan sets it
         given.discard("trial_seconds")

@@ -233,7 +233,7 @@ def plan_ensemble(config: Config, speeds: dict[str, Speed], sizes: Sizes, elapse
     and by the search, and the networks it must train beside the first (required); a
     DataError naming the shortest workable budget when none fits."""
     row, given = table_row(config.minutes), config.flags_given
-    folds = config.folds if "folds" in given else row.folds
+    folds = planned_folds(config)
     names = list(speeds)
     first = names if "top_k" in given else names[:1]
     # Asked for (--include-default's default CNN): trained beside the first pick, as the
