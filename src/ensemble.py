@@ -49,6 +49,7 @@ class KFoldResult:
     trained: int = 0
     reused: int = 0
     pseudo_counts: list[int] = field(default_factory=list)  # pseudo-labels per fold
+    tta: dict[str, bool] = field(default_factory=dict)  # per member: predicted with TTA
 
 
 @functools.cache
@@ -276,6 +277,7 @@ def _run_round(digits: Digits, members: list[Member], config: Config,
     _add_predictions(jobs, digits, splits, config, result, tta)
     for member in members:
         result.test_probs[member.name] = np.mean(result.fold_test_probs[member.name], axis=0)
+        result.tta[member.name] = tta
     result.predict_seconds += time.perf_counter() - tick
     if budget is not None:
         budget.prediction_done(pseudo_round)

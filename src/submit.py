@@ -319,7 +319,11 @@ def _run_info(config: Config, members, result, digits, argv: Sequence[str] | Non
             "profile": config.profile, "seed": config.seed, "source": digits.source,
             "train_file": digits.train_path, "test_file": digits.test_path,
             "folds": config.folds, "repeats": config.repeats, "epochs": config.epochs,
-            "batch_size": config.batch_size, "precision": config.precision, "tta": config.tta,
+            "batch_size": config.batch_size, "precision": config.precision,
+            # A budget decides TTA per round: "tta" only when every member's prediction had
+            # it, and which had it when the rounds differ.
+            "tta": all(result.tta.values()) if result.tta else config.tta,
+            **({"tta_by_member": result.tta} if len(set(result.tta.values())) > 1 else {}),
             "pseudo_threshold": config.pseudo_threshold,
             "pseudo_epochs": config.pseudo_epochs if result.pseudo_counts else None,
             "pseudo_labels_per_fold": result.pseudo_counts,

@@ -785,8 +785,24 @@ def test_pseudo_labelled_round_joins_the_ensemble(kaggle_dir_readonly, tmp_path,
     assert metrics["ensemble_weights"] == {"default": 0.5, "default+pl": 0.5}
     counts = metrics["run_info"]["pseudo_labels_per_fold"]
     assert len(counts) == 2 and all(0 < count <= 300 for count in counts)
+    assert metrics["run_info"]["tta"] is False and "tta_by_member" not in metrics["run_info"]
     assert run_cli(submit.main, args) == 0
     assert "trained 0, reused 4" in capsys.readouterr().out
+
+
+def test_run_info_says_which_round_predicted_with_tta(tmp_path):
+    """A budget decides TTA per round: the pseudo-labelled round may drop what the first kept,
+    and the run's record says so instead of repeating the first round's decision."""
+    _, config = submit._parse_args(_args(tmp_path, tmp_path, "--pseudo-threshold", "0.5"))
+    members = [Member("default", dict(DEFAULT_HPARAMS), "the default CNN", "default")]
+    digits = type("Digits", (), {"source": "kaggle", "train_path": "t", "test_path": "s"})
+    result = ensemble.KFoldResult(tta={"default": True, "default+pl": False})
+    info = submit._run_info(config, members, result, digits, [])
+    assert info["tta"] is False
+    assert info["tta_by_member"] == {"default": True, "default+pl": False}
+    result.tta["default+pl"] = True
+    info = submit._run_info(config, members, result, digits, [])
+    assert info["tta"] is True and "tta_by_member" not in info
 
 
 @pytest.mark.parametrize("budget", [[], ["--minutes", "3"]], ids=["no plan", "a plan"])
