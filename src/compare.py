@@ -3,10 +3,11 @@ or is it a tie?
 
 Two runs on the same labelled images err mostly on the same images, so only the images
 that one of them gets right and the other wrong can tell them apart: McNemar's exact
-test (scipy's binomtest on those images) gives the verdict, and the paired Wald
-interval (Agresti, Categorical Data Analysis, 10.1) the 95% interval of the difference:
-+-0.03 to +-0.045 point for the README's runs, where the difference of two runs scored
-apart carries about +-0.085 (each run's own interval is about +-0.06 on 42,000 images).
+test (scipy's binomtest on those images) gives the verdict, and the same test's exact
+(Clopper-Pearson) interval of the share of them run A gets right, scaled to a difference
+of accuracies, the 95% interval: it leaves out 0 exactly when the test says "ahead".
++-0.04 to +-0.05 point for the README's runs, where the difference of two runs scored apart
+carries about +-0.085 (each run's own interval is about +-0.06 on 42,000 images).
 Where a run's search chose its members on some of the images, they are compared again
 without them. Nothing is written.
 """
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import binomtest, norm
+from scipy.stats import binomtest
 
 from src.config import Config, OneLineParser, add_data_arguments, run_cli
 from src.data import load_train_labels
@@ -41,7 +42,7 @@ class Comparison:
     only_a_right: int  # images run A gets right and run B wrong
     only_b_right: int
     p_value: float  # McNemar's exact test, two-sided
-    low: float  # the paired Wald 95% interval of accuracy A - accuracy B, as a fraction
+    low: float  # the exact 95% interval of accuracy A - accuracy B, as a fraction
     high: float
 
     @property
@@ -65,14 +66,19 @@ def compare(right_a: np.ndarray, right_b: np.ndarray, confidence: float = 0.95) 
     only_a = int(np.sum(right_a & ~right_b))
     only_b = int(np.sum(~right_a & right_b))
     discordant = only_a + only_b
-    p_value = float(binomtest(only_a, discordant).pvalue) if discordant else 1.0
-    # The difference's variance counts how many images tell the runs apart as well as
-    # which way they go; 0 when the runs give the same answer on every image.
-    difference = (only_a - only_b) / images
-    spread = norm.ppf((1 + confidence) / 2) * np.sqrt(
-        discordant - (only_a - only_b) ** 2 / images) / images
+    p_value, low, high = 1.0, 0.0, 0.0  # the same answer on every image
+    if discordant:
+        test = binomtest(only_a, discordant)
+        # A - B = discordant / images * (2 * share - 1), for the share of the discordant
+        # images that A gets right. The Clopper-Pearson interval of that share excludes
+        # 1/2 exactly when the two-sided test (symmetric at 1/2) has p < 1 - confidence;
+        # a Wald interval beside it could say "ahead" of a tie on a few images.
+        share = test.proportion_ci(confidence_level=confidence, method="exact")
+        scale = discordant / images
+        p_value, low, high = float(test.pvalue), scale * (2 * share.low - 1), scale * (
+            2 * share.high - 1)
     return Comparison(images, int(np.sum(~right_a)), int(np.sum(~right_b)), only_a, only_b,
-                      p_value, difference - spread, difference + spread)
+                      p_value, low, high)
 
 
 def _format_p(p_value: float) -> str:

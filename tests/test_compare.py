@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from src import compare, probabilities
 from src.config import run_cli
@@ -38,8 +40,8 @@ def test_the_images_one_run_alone_gets_right_decide():
     assert (result.only_a_right, result.only_b_right) == (30, 1)
     assert result.difference == pytest.approx(29 / 1000)
     assert result.p_value == pytest.approx(2 * 32 / 2**31)  # 2 P(X <= 1), X ~ Bin(31, 1/2)
-    # Wald: 29/1000 +- 1.96 sqrt(31 - 29**2/1000) / 1000
-    assert (result.low, result.high) == pytest.approx((0.018236, 0.039764), abs=1e-6)
+    # 31/1000 (2 [0.8330, 0.9992] - 1), the Clopper-Pearson interval of 30 in 31
+    assert (result.low, result.high) == pytest.approx((0.020645, 0.030949), abs=1e-6)
     assert result.verdict() == "run A ahead"
     swapped = compare.compare(right_b, right_a)
     assert swapped.verdict() == "run B ahead"
@@ -59,6 +61,31 @@ def test_runs_that_differ_on_few_images_tie():
         compare.compare(right_a[:0], right_b[:0])
 
 
+def test_five_images_against_none_is_a_tie_and_its_interval_says_so():
+    # Exact p = 2 / 2**5 = 0.0625: a tie. A Wald interval (5/1000 +- 1.96 sqrt(5 - 0.025)
+    # / 1000) left 0 out and so contradicted the verdict printed beside it.
+    right_a, right_b = np.ones(1000, bool), np.ones(1000, bool)
+    right_b[:5] = False
+    result = compare.compare(right_a, right_b)
+    assert result.verdict() == "a tie" and result.p_value == pytest.approx(0.0625)
+    assert result.low < 0 < result.high
+
+
+@settings(max_examples=300, deadline=None)
+@given(only_a=st.integers(0, 60), only_b=st.integers(0, 60), both_wrong=st.integers(0, 20))
+def test_the_interval_leaves_out_zero_exactly_when_the_verdict_is_ahead(only_a, only_b,
+                                                                          both_wrong):
+    images = 200
+    right_a, right_b = np.ones(images, bool), np.ones(images, bool)
+    right_a[:both_wrong], right_b[:both_wrong] = False, False
+    right_a[both_wrong:both_wrong + only_b] = False
+    right_b[both_wrong + only_b:both_wrong + only_b + only_a] = False
+    result = compare.compare(right_a, right_b)
+    assert (result.only_a_right, result.only_b_right) == (only_a, only_b)
+    assert result.low <= result.difference <= result.high
+    assert (result.verdict() == "a tie") == (result.low <= 0 <= result.high)
+
+
 def test_a_gap_that_only_pairing_resolves():
     # The README's seed-42 two-hour runs: 143 and 165 errors of 42,000, 49 and 27 apart;
     # each run's own 95% interval is about +-0.06 point, wider than the gap.
@@ -69,7 +96,7 @@ def test_a_gap_that_only_pairing_resolves():
     assert (result.errors_a, result.errors_b) == (143, 165)
     assert (result.only_a_right, result.only_b_right) == (49, 27)
     assert result.p_value == pytest.approx(0.01544, abs=1e-5)
-    assert (100 * result.low, 100 * result.high) == pytest.approx((0.0117, 0.0931), abs=1e-4)
+    assert (100 * result.low, 100 * result.high) == pytest.approx((0.0096, 0.0909), abs=1e-4)
     assert result.verdict() == "run A ahead"
     assert "McNemar exact p = 0.015: run A ahead" in compare.describe(result)[2]
 
