@@ -23,7 +23,6 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import keras
 import keras_tuner as kt
@@ -58,6 +57,15 @@ from src.search_results import (
     tune_dir,
     write_results,
 )
+from src.search_state import (
+    ENV_TUNER_ID,
+    check_saved_state,
+    damaged_search_state,
+    lost_trial,
+    project_dir,
+    project_name,
+    saved_state,
+)
 from src.tuners import (
     HYPERBAND_FACTOR,
     BayesianTuner,
@@ -73,7 +81,6 @@ from src.util import (
     format_duration,
     keras_verbosity,
     one_line,
-    read_json,
     remove_stale_partials,
     write_atomically,
     writing,
@@ -82,7 +89,6 @@ from src.util import (
 VAL_FRACTION = 0.2
 MIN_TUNE_SAMPLES = 100
 MIN_IMAGES_PER_DIGIT = 5  # so that the 20% hold-out holds one of each
-ENV_TUNER_ID = "KERASTUNER_TUNER_ID"
 ENV_ORACLE_IP = "KERASTUNER_ORACLE_IP"
 ENV_ORACLE_PORT = "KERASTUNER_ORACLE_PORT"
 
@@ -136,87 +142,6 @@ def _check_chief_can_serve(address: str, port: int) -> None:
         raise DataError("an address and port this machine can serve the search on",
                         f"{address}:{port} ({describe_os_error(error)})",
                         column=f"${ENV_ORACLE_IP}:${ENV_ORACLE_PORT}") from None
-
-
-def project_name(config: Config, fingerprint: str) -> str:
-    """The tuner's folder under <artifacts>/tune: one per search setting, objective and
-    labelled data (fingerprint: data_fingerprint's; a search scored by another objective,
-    or on another train.csv, is not resumed)."""
-    samples = config.tune_samples or "all"
-    timed = f"-t{config.trial_seconds:g}" if config.trial_seconds else ""
-    wide = "-wide" if config.wide_space else ""
-    return (f"{config.tuner}-{config.source}-{samples}-e{config.tune_epochs}{timed}{wide}"
-            f"-b{config.batch_size}-seed{config.seed}-{resolve_precision(config.precision)}"
-            f"-{OBJECTIVE}-data{fingerprint[:8]}")
-
-
-def project_dir(config: Config, fingerprint: str) -> Path:
-    """The tuner's folder for this search: <artifacts>/tune/<project_name>."""
-    return tune_dir(config) / project_name(config, fingerprint)
-
-
-def damaged_search_state(found: str, project: str | Path) -> DataError:
-    """The one line for saved search state that KerasTuner or the ranking cannot use."""
-    return DataError("the search state python -m src.tune saved", found,
-                     file=project, hint="rerun with --overwrite to start the search over")
-
-
-def saved_state(project: Path) -> bool:
-    """Whether a search saved its state in project: KerasTuner's oracle.json or a
-    tuner's <tuner id>.json."""
-    return (project / "oracle.json").is_file() or bool(_saved_tuners(project))
-
-
-def _saved_tuners(project: Path) -> list[str]:
-    """The tuner ids (tuner0 on one machine, chief for a chief) that saved state here."""
-    return sorted(path.stem for path in project.glob("*.json")
-                  if path.name not in ("oracle.json", search_plan.SEARCH_CLOCK)
-                  and not path.name.startswith(".partial-"))
-
-
-def _any_trial_completed(project: Path) -> bool:
-    """Whether a trial.json under project says its trial completed (or cannot be read)."""
-    for trial_file in project.glob("trial_*/trial.json"):
-        try:
-            if read_json(trial_file).get("status") == COMPLETED:
-                return True
-        except (OSError, ValueError, AttributeError):
-            return True  # damaged: KerasTuner's reload names it
-    return False
-
-
-def check_saved_state(project: Path) -> None:
-    """DataError unless KerasTuner will reload the saved search: it reloads only when both
-    oracle.json and this tuner's <tuner id>.json are there, and otherwise starts afresh,
-    handing out trial ids again over the trials saved (a search run on one machine, then
-    as a chief: KERASTUNER_TUNER_ID names the file). A search stopped in its first trial
-    has no tuner file yet and nothing to lose: it starts again."""
-    tuner_id = os.environ.get(ENV_TUNER_ID, "tuner0")
-    saved = _saved_tuners(project)
-    if not (project / "oracle.json").is_file():
-        raise damaged_search_state("no oracle.json beside the tuner's state", project)
-    if not saved and _any_trial_completed(project):
-        raise damaged_search_state(f"no {tuner_id}.json beside oracle.json", project)
-    if saved and tuner_id not in saved:
-        raise damaged_search_state(
-            f"state saved as {' and '.join(saved)}, not as {tuner_id}", project).with_hint(
-            f"run it as it was run ({ENV_TUNER_ID}={saved[0]}), or rerun with --overwrite to "
-            "start the search over")
-
-
-def lost_trial(project: Path) -> str | None:
-    """The id of a trial the saved oracle started whose trial.json is gone, or None.
-    KerasTuner writes a trial's file before the oracle's state, so only a hand (a trial
-    folder deleted) leaves one; KerasTuner would fail on it: a finished trial's with a
-    KeyError after training another trial, a running one's with a RuntimeError."""
-    try:
-        started = read_json(project / "oracle.json")["start_order"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # KerasTuner's reload names what is wrong with the file
-    for trial_id in started if isinstance(started, list) else []:
-        if not (project / f"trial_{trial_id}" / "trial.json").is_file():
-            return str(trial_id)
-    return None
 
 
 def build_tuner(config: Config, role: str | None, train_images: int, fingerprint: str,

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src import data, search_ensemble, search_results, submit, tune, tuners, util
+from src import data, search_ensemble, search_results, search_state, submit, tune, tuners, util
 from src.config import Config, run_cli
 from src.errors import DataError
 from src.model import DEFAULT_HPARAMS, build_cnn, define_search_space
@@ -330,10 +330,10 @@ def test_a_search_stopped_in_its_first_trial_starts_it_again(tmp_path):
     (project / "oracle.json").write_text("{}")
     (project / "trial_0" / "trial.json").write_text(json.dumps({"status": "RUNNING"}))
     (project / f".partial-{ended_pid()}@host@tuner1.json").write_text("{")  # no tuner's state
-    tune.check_saved_state(project)
+    search_state.check_saved_state(project)
     (project / "trial_0" / "trial.json").write_text(json.dumps({"status": "COMPLETED"}))
     with pytest.raises(DataError, match="found no tuner0.json beside oracle.json"):
-        tune.check_saved_state(project)
+        search_state.check_saved_state(project)
 
 
 def _start(args: list[str], log: Path, **env: str) -> subprocess.Popen:
@@ -647,9 +647,9 @@ def test_wide_space_offers_wider_networks_in_a_search_of_its_own(tmp_path):
     searched = tune.parse_args([*base, "--wide-space"])
     assert searched.wide_space and not tune.parse_args(base).wide_space
     # a wide search is not resumed as a narrow one, nor the other way round
-    assert "-wide-" in tune.project_name(searched, "abc")
-    assert tune.project_name(searched, "abc").replace("-wide", "") == tune.project_name(
-        tune.parse_args(base), "abc")
+    assert "-wide-" in search_state.project_name(searched, "abc")
+    narrow = search_state.project_name(tune.parse_args(base), "abc")
+    assert search_state.project_name(searched, "abc").replace("-wide", "") == narrow
 
 
 def test_the_tuner_trains_in_the_chosen_precision(tmp_path):
@@ -658,7 +658,7 @@ def test_the_tuner_trains_in_the_chosen_precision(tmp_path):
     config = Config(profile="smoke", artifacts_dir=str(tmp_path), precision="mixed_bfloat16")
     tune.build_tuner(config, role=None, train_images=240, fingerprint="0123456789ab")
     assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
-    assert tune.project_name(config, "0123456789ab").endswith(
+    assert search_state.project_name(config, "0123456789ab").endswith(
         "-mixed_bfloat16-val_log_loss-data01234567")
 
 

@@ -1,0 +1,99 @@
+"""Where a search keeps its state under <artifacts>/tune, and whether KerasTuner can
+resume it: a search's project folder is named for its settings and labelled data, and
+saved state KerasTuner would silently start afresh over (or fail on after a trial) is
+refused in one line before the search starts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from src import search_plan
+from src.config import Config
+from src.errors import DataError
+from src.model import resolve_precision
+from src.search_results import COMPLETED, OBJECTIVE, tune_dir
+from src.util import read_json
+
+ENV_TUNER_ID = "KERASTUNER_TUNER_ID"
+
+
+def project_name(config: Config, fingerprint: str) -> str:
+    """The tuner's folder under <artifacts>/tune: one per search setting, objective and
+    labelled data (fingerprint: data_fingerprint's; a search scored by another objective,
+    or on another train.csv, is not resumed)."""
+    samples = config.tune_samples or "all"
+    timed = f"-t{config.trial_seconds:g}" if config.trial_seconds else ""
+    wide = "-wide" if config.wide_space else ""
+    return (f"{config.tuner}-{config.source}-{samples}-e{config.tune_epochs}{timed}{wide}"
+            f"-b{config.batch_size}-seed{config.seed}-{resolve_precision(config.precision)}"
+            f"-{OBJECTIVE}-data{fingerprint[:8]}")
+
+
+def project_dir(config: Config, fingerprint: str) -> Path:
+    """The tuner's folder for this search: <artifacts>/tune/<project_name>."""
+    return tune_dir(config) / project_name(config, fingerprint)
+
+
+def damaged_search_state(found: str, project: str | Path) -> DataError:
+    """The one line for saved search state that KerasTuner or the ranking cannot use."""
+    return DataError("the search state python -m src.tune saved", found,
+                     file=project, hint="rerun with --overwrite to start the search over")
+
+
+def saved_state(project: Path) -> bool:
+    """Whether a search saved its state in project: KerasTuner's oracle.json or a
+    tuner's <tuner id>.json."""
+    return (project / "oracle.json").is_file() or bool(_saved_tuners(project))
+
+
+def _saved_tuners(project: Path) -> list[str]:
+    """The tuner ids (tuner0 on one machine, chief for a chief) that saved state here."""
+    return sorted(path.stem for path in project.glob("*.json")
+                  if path.name not in ("oracle.json", search_plan.SEARCH_CLOCK)
+                  and not path.name.startswith(".partial-"))
+
+
+def _any_trial_completed(project: Path) -> bool:
+    """Whether a trial.json under project says its trial completed (or cannot be read)."""
+    for trial_file in project.glob("trial_*/trial.json"):
+        try:
+            if read_json(trial_file).get("status") == COMPLETED:
+                return True
+        except (OSError, ValueError, AttributeError):
+            return True  # damaged: KerasTuner's reload names it
+    return False
+
+
+def check_saved_state(project: Path) -> None:
+    """DataError unless KerasTuner will reload the saved search: it reloads only when both
+    oracle.json and this tuner's <tuner id>.json are there, and otherwise starts afresh,
+    handing out trial ids again over the trials saved (a search run on one machine, then
+    as a chief: KERASTUNER_TUNER_ID names the file). A search stopped in its first trial
+    has no tuner file yet and nothing to lose: it starts again."""
+    tuner_id = os.environ.get(ENV_TUNER_ID, "tuner0")
+    saved = _saved_tuners(project)
+    if not (project / "oracle.json").is_file():
+        raise damaged_search_state("no oracle.json beside the tuner's state", project)
+    if not saved and _any_trial_completed(project):
+        raise damaged_search_state(f"no {tuner_id}.json beside oracle.json", project)
+    if saved and tuner_id not in saved:
+        raise damaged_search_state(
+            f"state saved as {' and '.join(saved)}, not as {tuner_id}", project).with_hint(
+            f"run it as it was run ({ENV_TUNER_ID}={saved[0]}), or rerun with --overwrite to "
+            "start the search over")
+
+
+def lost_trial(project: Path) -> str | None:
+    """The id of a trial the saved oracle started whose trial.json is gone, or None.
+    KerasTuner writes a trial's file before the oracle's state, so only a hand (a trial
+    folder deleted) leaves one; KerasTuner would fail on it: a finished trial's with a
+    KeyError after training another trial, a running one's with a RuntimeError."""
+    try:
+        started = read_json(project / "oracle.json")["start_order"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # KerasTuner's reload names what is wrong with the file
+    for trial_id in started if isinstance(started, list) else []:
+        if not (project / f"trial_{trial_id}" / "trial.json").is_file():
+            return str(trial_id)
+    return None
