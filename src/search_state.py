@@ -5,10 +5,13 @@ refused in one line before the search starts."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import inspect
 import os
 from pathlib import Path
 
-from src import search_plan
+from src import data, model, search_plan, tuners
 from src.config import Config
 from src.errors import DataError
 from src.model import resolve_precision
@@ -18,16 +21,33 @@ from src.util import read_json
 ENV_TUNER_ID = "KERASTUNER_TUNER_ID"
 
 
+@functools.cache
+def trial_code_version() -> str:
+    """A short hash of the code that trains and scores a trial (src/model.py, src/tuners.py
+    and the hold-out split) and of the library versions that run it: trials saved by other
+    code score another recipe, and ranked beside new ones would choose on a mix."""
+    import keras
+    import keras_tuner
+    import sklearn
+    import tensorflow as tf
+
+    text = "".join(inspect.getsource(code) for code in (
+        model, tuners, data.plan_training_images, data.split_train_val))
+    text += (f"tensorflow {tf.__version__} keras {keras.__version__} keras_tuner "
+             f"{keras_tuner.__version__} sklearn {sklearn.__version__}")
+    return hashlib.sha1(text.encode()).hexdigest()[:6]
+
+
 def project_name(config: Config, fingerprint: str) -> str:
-    """The tuner's folder under <artifacts>/tune: one per search setting, objective and
-    labelled data (fingerprint: data_fingerprint's; a search scored by another objective,
-    or on another train.csv, is not resumed)."""
+    """The tuner's folder under <artifacts>/tune: one per search setting, objective,
+    labelled data (fingerprint: data_fingerprint's) and trial code (a search scored by
+    another objective, on another train.csv or by other training code is not resumed)."""
     samples = config.tune_samples or "all"
     timed = f"-t{config.trial_seconds:g}" if config.trial_seconds else ""
     wide = "-wide" if config.wide_space else ""
     return (f"{config.tuner}-{config.source}-{samples}-e{config.tune_epochs}{timed}{wide}"
             f"-b{config.batch_size}-seed{config.seed}-{resolve_precision(config.precision)}"
-            f"-{OBJECTIVE}-data{fingerprint[:8]}")
+            f"-{OBJECTIVE}-data{fingerprint[:8]}-code{trial_code_version()}")
 
 
 def project_dir(config: Config, fingerprint: str) -> Path:

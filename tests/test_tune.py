@@ -659,7 +659,22 @@ def test_the_tuner_trains_in_the_chosen_precision(tmp_path):
     tune.build_tuner(config, role=None, train_images=240, fingerprint="0123456789ab")
     assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
     assert search_state.project_name(config, "0123456789ab").endswith(
-        "-mixed_bfloat16-val_log_loss-data01234567")
+        f"-mixed_bfloat16-val_log_loss-data01234567-code{search_state.trial_code_version()}")
+
+
+def test_a_search_saved_by_other_training_code_is_not_resumed(tmp_path, monkeypatch):
+    """Trials trained by an older model.py or tuners.py (or another Keras) scored another
+    recipe: the project folder is named for the trial code, so the search starts its own."""
+    config = Config(profile="smoke", artifacts_dir=str(tmp_path))
+    before = search_state.project_name(config, "0123456789ab")
+    search_state.trial_code_version.cache_clear()
+    monkeypatch.setattr(kt, "__version__", "9.9.9")
+    try:
+        assert search_state.project_name(config, "0123456789ab") != before
+    finally:
+        monkeypatch.undo()
+        search_state.trial_code_version.cache_clear()
+    assert search_state.project_name(config, "0123456789ab") == before
 
 
 def test_every_trial_builds_its_networks_in_the_chosen_precision(kaggle_dir_readonly, tmp_path,
