@@ -67,7 +67,10 @@ def _names(folders: list[Path]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Blend the runs given into a new run folder; print its OOF accuracy."""
-    args, folders = _parse_args(argv)
+    args, given = _parse_args(argv)
+    # Each run read from one folder: a `latest` link followed at every read could move
+    # to a run published meanwhile, and blend one run's OOF with another's test set.
+    folders = [folder.resolve() for folder in given]
     started = time.perf_counter()
     config = Config(source=args.source or "kaggle", data_dir=args.data_dir,
                     keras_npz=args.keras_npz, submissions_dir=args.submissions_dir)

@@ -298,13 +298,37 @@ def test_a_run_given_twice_in_any_guise_is_refused(kaggle_dir_readonly, tmp_path
     inside = "runs that are not already in a blend given"
     for given, found in (
             ([tmp_path / "a" / "latest", blended],
-             f"{inside}, found {tmp_path / 'a' / 'latest'}, which the blend {blended} holds"),
+             f"{inside}, found {first.resolve()}, which the blend {blended} holds"),
             ([blended, moved], f"{inside}, found {moved}, which the blend {blended} holds"),
             ([first, second, copy], f"runs that differ, found {first} and {copy} with the same "
                                     "OOF probabilities, copies of one run")):
         assert run_cli(blend.main, _blend_args(kaggle_dir_readonly, tmp_path, *given)) == 2
         assert capsys.readouterr().err == f"error: RUN: expected {found}\n"
     assert _blends(tmp_path) == [blended]
+
+
+def test_a_latest_link_is_followed_once(kaggle_dir_readonly, tmp_path, monkeypatch, capsys):
+    """A run published while the blend reads moves `latest`: every file of a run comes from
+    the folder the link named when the blend began, not OOF from one run, test from another."""
+    first = _run_with_probabilities(kaggle_dir_readonly, tmp_path / "a", "run-a", 1)
+    later = _run_with_probabilities(kaggle_dir_readonly, tmp_path / "a", "run-c", 3)
+    second = _run_with_probabilities(kaggle_dir_readonly, tmp_path / "b", "run-b", 2)
+    latest = tmp_path / "a" / "latest"
+    latest.symlink_to("run-a")
+    read_from, read_test = [], blend.read_test
+
+    def publish_meanwhile(folder, test_ids):
+        latest.unlink()
+        latest.symlink_to("run-c")  # a submit published run-c
+        read_from.append(folder)
+        return read_test(folder, test_ids)
+
+    monkeypatch.setattr(blend, "read_test", publish_meanwhile)
+    assert run_cli(blend.main, _blend_args(kaggle_dir_readonly, tmp_path, latest, second)) == 0
+    assert read_from == [first.resolve(), second.resolve()] and later.resolve() not in read_from
+    [blended] = _blends(tmp_path)
+    runs = json.loads((blended / "metrics.json").read_text())["run_info"]["runs"]
+    assert runs["run-a"]["folder"] == str(first.resolve())
 
 
 def test_a_run_inside_blends_of_blends_counts_once(kaggle_dir_readonly, tmp_path, capsys):
