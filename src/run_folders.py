@@ -4,6 +4,7 @@ pointing at it."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import warnings
@@ -39,11 +40,16 @@ def publish_run(partial: Path, submissions_dir: Path, run_id: str) -> Path:
     return the run folder."""
     for name in numbered_names(run_id):
         final = submissions_dir / name
-        if not final.exists():
+        if final.exists() or final.is_symlink():
+            continue
+        try:
+            os.rename(partial, final)
             break
+        except OSError as error:  # another run took the name since: try the next one
+            if error.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):
+                raise
     else:
         raise no_free_name(submissions_dir / run_id)
-    os.rename(partial, final)
     try:
         _point_latest(submissions_dir, final.name)
     except (OSError, DataError) as error:  # the run is whole and in place: say so, and go on
@@ -55,19 +61,31 @@ def publish_run(partial: Path, submissions_dir: Path, run_id: str) -> Path:
 def _point_latest(submissions_dir: Path, name: str) -> None:
     """Point the ``latest`` link at the run folder name, or where symlinks are not allowed,
     name it in ``latest.txt``; never both, so that they cannot disagree."""
-    link = submissions_dir / ".latest-partial"
-    if link.is_symlink() or link.exists():
-        link.unlink()
     latest, latest_txt = submissions_dir / "latest", submissions_dir / "latest.txt"
+    link = partial_path(latest)  # this process's own: two runs publishing never share it
     try:
         os.symlink(name, link, target_is_directory=True)
-    except OSError:  # Windows without symlink rights: name the run in a text file instead
+    except OSError as error:
+        if not _no_symlinks(error):  # a full disk, say: publish_run warns
+            raise
+        # Windows without symlink rights: name the run in a text file instead
         write_atomically(latest_txt, name + "\n")
         if latest.is_symlink():  # an older run's link would now disagree with the file
             latest.unlink()
         return
+    if latest.exists() and not latest.is_symlink():  # made while this run was writing
+        link.unlink()
+        check_latest(submissions_dir)
     os.replace(link, latest)
     latest_txt.unlink(missing_ok=True)  # an older run's file would now disagree with the link
+
+
+def _no_symlinks(error: OSError) -> bool:
+    """Whether creating a symlink failed because this system or user may not make one
+    (Windows without the privilege: 1314; a file system without links), not for a reason
+    that a text file would fail on too."""
+    return (getattr(error, "winerror", None) == 1314
+            or error.errno in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EACCES))
 
 
 def check_latest(submissions_dir: Path) -> None:

@@ -72,7 +72,7 @@ def remove_stale_partials(folder: str | Path) -> None:
         match = mine.match(path.name)
         if match is None or is_running(int(match.group(1))):
             continue
-        if path.is_dir():
+        if path.is_dir() and not path.is_symlink():  # a link: to the folder it names
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -559,7 +560,71 @@ def test_publish_with_every_name_taken_is_one_line_and_keeps_the_partial(tmp_pat
 
 
 def _refuse_symlinks(*args, **kwargs):
-    raise OSError("A required privilege is not held by the client")  # Windows' words
+    error = OSError(errno.EINVAL, "A required privilege is not held by the client")
+    error.winerror = 1314  # what Windows raises without the symlink privilege
+    raise error
+
+
+def test_publish_takes_the_next_name_when_another_run_takes_its_own_first(tmp_path,
+                                                                          monkeypatch):
+    """Two runs of one second: both find the name free, one renames first; the other's
+    rename fails (ENOTEMPTY) and its finished run was deleted. It takes the next name."""
+    rename = os.rename
+
+    def another_run_first(source, target):
+        if Path(target).name == "run" and not (tmp_path / "run").exists():
+            (tmp_path / "run").mkdir()
+            (tmp_path / "run" / "submission.csv").write_text("the other run's")
+        return rename(source, target)
+
+    monkeypatch.setattr(run_folders.os, "rename", another_run_first)
+    partial = tmp_path / ".partial-run"
+    partial.mkdir()
+    (partial / "submission.csv").write_text("this run's")
+    assert run_folders.publish_run(partial, tmp_path, "run") == tmp_path / "run-2"
+    assert (tmp_path / "run" / "submission.csv").read_text() == "the other run's"
+    assert (tmp_path / "latest" / "submission.csv").read_text() == "this run's"
+
+
+def test_a_link_that_fails_for_want_of_space_leaves_latest_to_the_warning(tmp_path,
+                                                                           monkeypatch):
+    """Only a system without symlinks falls back to latest.txt: a full disk is no reason
+    to drop the link an earlier run made."""
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    publish = tmp_path / ".partial-first"
+    publish.mkdir()
+    run_folders.publish_run(publish, tmp_path, "first")
+    monkeypatch.setattr(run_folders.os, "symlink", full_disk)
+    partial = tmp_path / ".partial-run"
+    partial.mkdir()
+    with pytest.warns(UserWarning, match="could not be pointed at it: .*No space left"):
+        assert run_folders.publish_run(partial, tmp_path, "run") == tmp_path / "run"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["first", "latest", "run"]
+    assert (tmp_path / "latest").resolve() == (tmp_path / "first").resolve()
+
+
+def test_a_latest_made_while_the_run_wrote_is_kept_and_the_run_published(tmp_path):
+    def write(folder):
+        (folder / "metrics.json").write_text("{}")
+        (tmp_path / "latest").write_text("my notes: keep me")  # made meanwhile, by hand
+        return {}
+
+    with pytest.warns(UserWarning, match="could not be pointed at it: .*expected a link"):
+        run_dir, _ = run_folders.write_run(tmp_path, "run", write)
+    assert run_dir == tmp_path / "run" and (run_dir / "metrics.json").is_file()
+    assert (tmp_path / "latest").read_text() == "my notes: keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "run"]
+
+
+def test_a_killed_runs_partial_link_is_removed(tmp_path):
+    (tmp_path / "run").mkdir()
+    stale = tmp_path / f".partial-{ended_pid()}@{socket.gethostname()}@latest"
+    stale.symlink_to("run", target_is_directory=True)
+    util.remove_stale_partials(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    assert not (tmp_path / "run").exists() or (tmp_path / "run").is_dir()
 
 
 def test_publish_names_latest_in_a_file_without_symlink_rights(tmp_path, monkeypatch):
