@@ -249,8 +249,11 @@ def run_kfold(digits: Digits, members: list[Member], config: Config,
             result.pseudo_counts = counts
             second = [Member(f"{m.name}{PSEUDO_SUFFIX}", m.hparams,
                              f"{m.origin}, pseudo-labelled", m.kind) for m in members]
+            # The key holds the test images too: another test.csv can pick the same rows.
+            images = pseudo.images_fingerprint(digits.x_test)
             _run_round(digits, second, dataclasses.replace(config, epochs=epochs), splits,
-                       f"{fingerprint}-{pseudo.fingerprint()}", result, verbose, pseudo, budget)
+                       f"{fingerprint}-{pseudo.fingerprint()}-{images}", result, verbose,
+                       pseudo, budget)
     return result
 
 

@@ -12,7 +12,7 @@ from src.document import Paragraph
 from src.errors import DataError
 from src.metrics import ENSEMBLE, as_json_types
 from src.run_metrics import read_run_metrics
-from src.util import one_line, write_all_atomically
+from src.util import one_line, remove_stale_partials, write_all_atomically
 
 KAGGLE_BLOCK = re.compile(r"<!-- kaggle -->.*?<!-- /kaggle -->", re.S)
 
@@ -57,6 +57,7 @@ def record_kaggle(run_dir: Path, record: dict) -> dict:
     rewritten together, so a damaged one or a full disk is a DataError that leaves the run
     as it was."""
     run_dir = Path(run_dir)
+    remove_stale_partials(run_dir)  # what an earlier record, killed mid-write, left
     metrics, reports = read_run_files(run_dir)
     metrics["kaggle"] = as_json_types(record)
     line = Paragraph(kaggle_line(metrics["kaggle"], metrics[ENSEMBLE]), strong=True)

@@ -31,6 +31,12 @@ class PseudoLabels:
             digest.update(labels.astype(np.int64).tobytes())
         return digest.hexdigest()[:12]
 
+    def images_fingerprint(self, x_test: np.ndarray) -> str:
+        """A short hash of the test images some fold trains on: a changed test.csv whose
+        first round picks the same rows and labels still trains its own models."""
+        chosen = np.unique(np.concatenate([np.zeros(0, np.int64), *(i for i, _ in self.per_fold)]))
+        return hashlib.sha1(np.ascontiguousarray(x_test[chosen]).tobytes()).hexdigest()[:8]
+
 
 def select_pseudo_labels(fold_test_probs: dict[str, list[np.ndarray]], names: list[str],
                          threshold: float) -> PseudoLabels:

@@ -8,6 +8,7 @@ escaped HTML, and the Markdown linking every figure.
 from __future__ import annotations
 
 import json
+import socket
 import tempfile
 import time
 from html import escape
@@ -24,7 +25,7 @@ from src.document import render_markdown
 from src.figures import worst_misclassified
 from src.metrics import ReportInputs, accuracy_interval, build_metrics
 from src.util import format_accuracy
-from tests.fixtures import handwritten_digits
+from tests.fixtures import ended_pid, handwritten_digits
 
 SIZE = 600
 # (true digit, predicted digit): how many images the ensemble gets wrong that way.
@@ -318,7 +319,11 @@ def test_kaggle_score_goes_under_the_headline_and_replaces_the_pending_line(tmp_
     inputs = synthetic_inputs(size=200, confusions={}, with_extras=False)
     before = report.write_report(tmp_path, inputs)
     figures = {path.name: path.read_bytes() for path in tmp_path.glob("*.png")}
+    # An earlier record killed mid-write left its partial file: the next record removes it.
+    stale = tmp_path / f".partial-{ended_pid()}@{socket.gethostname()}@metrics.json"
+    stale.write_text("{")
     kaggle_record.record_kaggle(tmp_path, _kaggle_record("pending"))
+    assert not stale.exists()
     assert "has not scored the submission yet" in (tmp_path / "report.md").read_text()
     metrics = kaggle_record.record_kaggle(tmp_path, _kaggle_record("complete", 0.99567))
 

@@ -817,6 +817,11 @@ def test_pseudo_labels_of_a_fold_come_from_that_folds_models_only():
     assert idx1.tolist() == [1] and labels1.tolist() == [3]
     looser = select_pseudo_labels(result.fold_test_probs, ["a", "b"], threshold=0.05)
     assert looser.fingerprint() != pseudo.fingerprint()
+    # Another test.csv that picks the same rows and labels trains on other images.
+    x_test = np.zeros((2, 28, 28, 1), np.uint8)
+    edited = x_test.copy()
+    edited[1, 14, 14] = 255
+    assert pseudo.images_fingerprint(edited) != pseudo.images_fingerprint(x_test)
 
 
 def test_fold_model_key_changes_with_the_training_code(monkeypatch):
