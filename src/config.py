@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import math
 import sys
 import warnings
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 from src.errors import DataError, RunFailed
 from src.processes import follow_parent
-from src.util import printable
+from src.util import describe_os_error, printable
 
 SOURCES = ("kaggle", "keras")
 TUNERS = ("hyperband", "bayesian", "random")
@@ -300,6 +301,9 @@ def seconds_or_auto(text: str) -> float | str:
                                          f"{text!r}") from None
 
 
+UNREADABLE_PATH = (errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.ELOOP)
+
+
 def run_cli(main: Callable[[Sequence[str] | None], int | None],
             argv: Sequence[str] | None = None) -> int:
     """Run a stage's main; bad input becomes one ``error:`` line on stderr and exit code 2,
@@ -312,6 +316,15 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None],
         return int(main(argv) or 0)
     except DataError as error:
         print(f"error: {printable(str(error))}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        # A path given that this user may not look into, or one too long for the system:
+        # Python 3.11's Path.is_file() and is_dir() raise these where the stages test paths.
+        if error.errno not in UNREADABLE_PATH or not error.filename:
+            raise
+        found = DataError("a path this user can read", describe_os_error(error),
+                          file=error.filename)
+        print(f"error: {printable(str(found))}", file=sys.stderr)
         return 2
     except RunFailed as error:
         print(f"error: {printable(str(error))}", file=sys.stderr)

@@ -99,3 +99,20 @@ def test_check_says_what_stands_where_the_csv_should_be(tmp_path, capsys, where,
     (tmp_path / "test.csv").write_text("pixel0\n0\n")
     assert run_cli(submit.main, ["--check", str(path), "--data-dir", str(tmp_path)]) == 2
     assert capsys.readouterr().err == f"error: {path}: expected a submission CSV, found {found}\n"
+
+
+@pytest.mark.parametrize("cli", [tune.main, submit.main, blend.main], ids=["tune", "submit",
+                                                                         "blend"])
+def test_a_path_too_long_for_the_system_is_one_line(tmp_path, capsys, cli):
+    """Python 3.11's Path.is_file() raises ENAMETOOLONG (and EACCES in a folder this user may
+    not search) where it would return False: it was a traceback and exit code 1."""
+    too_long = tmp_path / ("a" * 300)
+    argv = ([str(too_long), str(tmp_path)] if cli is blend.main else
+            ["--data-dir", str(too_long), "--profile", "smoke"])
+    argv += ["--artifacts-dir", str(tmp_path / "artifacts")] if cli is not blend.main else []
+    assert run_cli(cli, [*argv, "--submissions-dir", str(tmp_path / "submissions")]) == 2
+    err = capsys.readouterr().err
+    where = too_long if cli is blend.main else too_long / "train.csv"
+    assert err == (f"error: {where}: expected a path this user can read, found File name "
+                   "too long (ENAMETOOLONG)\n")
+    assert not (tmp_path / "artifacts").exists() and not (tmp_path / "submissions").exists()
