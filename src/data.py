@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tokenize
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,9 +161,10 @@ def load_keras_mnist(npz_path: str | Path | None = None) -> Digits:
                 arrays = {key: npz[key] for key in npz.files}
         # A damaged archive; RuntimeError: a member marked encrypted; NotImplementedError: a
         # compression zipfile lacks; OverflowError and TypeError: a .npy header whose shape
-        # holds a number past 64 bits or a True.
+        # holds a number past 64 bits or a True; TokenError: one numpy's fallback parser
+        # cannot tokenize (a bracket left open).
         except (*READ_ERRORS, ValueError, zipfile.BadZipFile, RuntimeError,
-                NotImplementedError, OverflowError, TypeError) as error:
+                NotImplementedError, OverflowError, TypeError, tokenize.TokenError) as error:
             raise DataError("an npz archive", f"{error_name(error)}: {error}",
                             file=origin) from None
         except MemoryError as error:  # a .npy header claiming a huge shape (numpy's subclass)

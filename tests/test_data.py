@@ -392,7 +392,9 @@ def test_keras_npz_of_other_values_is_one_clear_error(tmp_path, key, value, foun
 
 
 @pytest.mark.parametrize("shape, found", [("(100000000000000000000, 28, 28)", "OverflowError"),
-                                          ("(True, 28, 28)", "TypeError")])
+                                          ("(True, 28, 28)", "TypeError"),
+                                          # numpy's fallback parser tokenizes it
+                                          ("(2, 28, 28", "tokenize.TokenError")])
 def test_keras_npz_claiming_an_impossible_shape_is_one_clear_error(tmp_path, shape, found):
     arrays = dict(x_train=np.zeros((2, 28, 28), np.uint8), y_train=np.array([1, 2], np.uint8),
                   x_test=np.zeros((2, 28, 28), np.uint8), y_test=np.array([3, 4], np.uint8))
