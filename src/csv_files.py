@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from src.errors import DataError
-from src.util import not_a_file
+from src.util import not_a_file, shown
 
 IMAGE_SHAPE = (28, 28, 1)
 NUM_PIXELS = 28 * 28
@@ -36,6 +36,7 @@ CHUNK_ROWS = 4096
 
 # What reading a file can raise before any of its values is seen: bytes that are not
 # UTF-8, a .gz that is not gzip or is cut short, a disk that fails.
+LONGEST_LINE = 1 << 20  # characters: a row of 785 numbers is at most a few thousand
 READ_ERRORS = (UnicodeDecodeError, OSError, EOFError, zlib.error)
 # The first bytes of a .csv that is not UTF-8 text, and what to do about it.
 FILE_SIGNATURES = {b"\x1f\x8b": "it is gzip-compressed: add .gz to its name",
@@ -61,9 +62,12 @@ def _read_line(path: Path, line_number: int) -> str:
 
 
 def _first_two_lines(path: Path) -> tuple[str, str]:
-    """The header's text and the first row's, read in one pass ("" past the file's end)."""
+    """The header's text and the first row's, read in one pass ("" past the file's end), each
+    cut at LONGEST_LINE characters: a .gz of a few megabytes can unpack to gigabytes with no
+    line break, and the checks of these two lines refuse anything that long."""
     with _open_text(path) as handle:
-        return handle.readline().rstrip("\r\n"), handle.readline().rstrip("\r\n")
+        return (handle.readline(LONGEST_LINE).rstrip("\r\n"),
+                handle.readline(LONGEST_LINE).rstrip("\r\n"))
 
 
 def error_name(error: BaseException) -> str:
@@ -116,7 +120,7 @@ def _check_header(path: Path, header: str, expected: list[str]) -> None:
     seen: set[str] = set()
     for position, (name, want) in enumerate(zip(names, expected, strict=False), start=1):
         if name != want:
-            what = f"duplicate {name!r}" if name in seen else repr(name)
+            what = f"duplicate {shown(name)}" if name in seen else shown(name)
             raise DataError(repr(want), what, file=path, line=1, column=f"column {position}")
         seen.add(name)
     if len(names) != len(expected):
@@ -126,7 +130,7 @@ def _check_header(path: Path, header: str, expected: list[str]) -> None:
 
 def _describe(value: object) -> str:
     text = str(value)
-    return "an empty cell" if text.strip() == "" else repr(text)
+    return "an empty cell" if text.strip() == "" else shown(text)
 
 
 def _column_limits(columns: list[str]) -> list[tuple[int, int]]:
@@ -204,7 +208,19 @@ def _read_slowly(path: Path, columns: list[str], skip_rows: int) -> np.ndarray:
                     kept.append(_as_int16(chunk.iloc[:row]))
         except pd.errors.ParserError as error:
             raise csv_syntax_error(path, error, skipped_lines) from None
+    if blank_from is not None:
+        _check_blank_to_the_end(path, columns, blank_from)
     return np.concatenate(kept)
+
+
+def _check_blank_to_the_end(path: Path, columns: list[str], first_line: int) -> None:
+    """DataError at the first line from first_line on that holds more than spaces: pandas
+    reads a row of empty cells (",") as it reads a blank line, but it is a row of no digits
+    and was dropped with the blank lines after the last row."""
+    with _open_text(path) as handle:
+        for number, text in enumerate(handle, start=1):
+            if number >= first_line and text.strip():
+                raise _bad_cell_error(path, columns, number, 0, _column_limits(columns)[0])
 
 
 def _bad_cell_error(path: Path, columns: list[str], line: int, position: int,

@@ -19,7 +19,7 @@ import pandas as pd
 
 from src.errors import DataError
 from src.probabilities import OOF_FILE, TEST_FILE, write_probabilities
-from src.util import write_atomically
+from src.util import MOST_SHOWN, shown, write_atomically
 
 if TYPE_CHECKING:
     from src.data import Digits
@@ -33,7 +33,8 @@ def validate_submission(frame: pd.DataFrame, num_test_images: int, file: str = "
     each written as plain digits (the way Kaggle's sample_submission.csv writes them)."""
     if list(frame.columns) != SUBMISSION_COLUMNS:
         header = ",".join(map(str, frame.columns))
-        raise DataError("columns ImageId,Label", header if header.isprintable() else repr(header),
+        raise DataError("columns ImageId,Label", header if header.isprintable()
+                        and len(header) <= MOST_SHOWN else shown(header),
                         file=file, line=1)
     # As text: 3.0, 1e0, " 3" and -0 are numbers equal to a right answer, but not what
     # Kaggle's own files hold, and not what this package writes.
@@ -44,7 +45,7 @@ def validate_submission(frame: pd.DataFrame, num_test_images: int, file: str = "
     bad_id = ids[:rows] != np.arange(1, rows + 1).astype(str)
     if bad_id.any():
         row = int(np.argmax(bad_id))
-        raise DataError(f"ImageId {row + 1}", repr(ids[row]), file=file, line=row + 2,
+        raise DataError(f"ImageId {row + 1}", shown(ids[row]), file=file, line=row + 2,
                         column="ImageId")
     if len(frame) != num_test_images:
         raise DataError(f"{num_test_images} rows, one per test image", f"{len(frame)}", file=file,
@@ -52,7 +53,7 @@ def validate_submission(frame: pd.DataFrame, num_test_images: int, file: str = "
     bad_label = ~np.isin(labels, [str(digit) for digit in range(10)])
     if bad_label.any():
         row = int(np.argmax(bad_label))
-        raise DataError("a digit 0..9", repr(labels[row]), file=file, line=row + 2,
+        raise DataError("a digit 0..9", shown(labels[row]), file=file, line=row + 2,
                         column="Label")
 
 

@@ -227,6 +227,18 @@ def is_plain_text(text: str) -> bool:
     return not any(unicodedata.category(char) in LINE_BREAKERS for char in text)
 
 
+MOST_SHOWN = 40  # characters of a bad value an error line quotes
+
+
+def shown(value: object) -> str:
+    """A bad value as an error line quotes it: its repr, its first MOST_SHOWN characters
+    only when longer (a megabyte-long cell made a megabyte-long message)."""
+    text = str(value)
+    if len(text) <= MOST_SHOWN:
+        return repr(text)
+    return f"{text[:MOST_SHOWN]!r}..."
+
+
 def printable(text: str) -> str:
     """text as one line any terminal prints: a line break or other control character as its
     escape (\\n), a file name's byte that is not UTF-8 as the byte (\\xff)."""

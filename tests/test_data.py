@@ -204,6 +204,12 @@ def _break_train(path, case):
         lines.insert(3, '"' + lines[3])
         _write_lines(path, lines)
         return "train.csv:3: label: expected an integer 0..9, found '\"3'"
+    if case == "row_of_empty_cells_at_end":  # pandas reads "," as it reads a blank line
+        _write_lines(path, [*lines, ",", ""])
+        return f"train.csv:{len(lines) + 1}: expected 785 values, found 2"
+    if case == "megabyte_long_header_name":  # quoted whole, the message was a megabyte
+        _write_lines(path, ["x" * 1_000_000 + lines[0][len("label"):], *lines[1:]])
+        return f"train.csv:1: column 1: expected 'label', found '{'x' * 40}'..."
     raise AssertionError(case)
 
 
@@ -215,7 +221,7 @@ TRAIN_CASES = [
     "ragged_short_row", "blank_line_inside", "blank_lines_then_digits", "bad_cell_deep",
     "ragged_long_row_deep", "spaced_header_and_bad_cell", "quoted_comma_in_header",
     "column_of_booleans", "labels_as_booleans", "infinite_pixel", "label_written_1e1",
-    "quoted_cell_across_lines",
+    "quoted_cell_across_lines", "row_of_empty_cells_at_end", "megabyte_long_header_name",
 ]
 
 
