@@ -75,7 +75,9 @@ def find_data_dir(data_dir: str | Path | None = None, stem: str = "train") -> Pa
     if data_dir is not None:
         folder = Path(data_dir)
         if find_csv(folder, stem) is None:
-            raise DataError(f"{stem}.csv (or {stem}.csv.gz)", "none", file=folder,
+            standing = folder / f"{stem}.csv"  # a folder of that name, say
+            found = f"{not_a_file(standing)} named {standing.name}" if standing.exists() else "none"
+            raise DataError(f"{stem}.csv (or {stem}.csv.gz)", found, file=folder,
                             hint=HOW_TO_GET_DATA)
         return folder
     candidates = [Path(p) for p in (os.environ.get(DATA_DIR_ENV),) if p]
@@ -125,7 +127,7 @@ def _check_mnist_arrays(arrays: dict[str, np.ndarray], origin: str) -> None:
             raise DataError("at least one image", "none", file=origin, column=f"x_{split}")
         for key, array in ((f"x_{split}", images), (f"y_{split}", labels)):
             # a float array would be cast to uint8 unchecked: 0..1 pixels to blank images
-            if not np.issubdtype(array.dtype, np.integer):
+            if array.dtype.kind not in "iu":  # numpy counts timedelta64 as an integer
                 raise DataError("integers (MNIST's own are uint8)", f"dtype {array.dtype}",
                                 file=origin, column=key)
         if images.min() < 0 or images.max() > 255:

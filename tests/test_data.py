@@ -262,6 +262,10 @@ def test_whole_numbers_written_as_floats_read_as_integers(kaggle_dir, chunk_rows
 def test_missing_train_file_says_how_to_get_the_data(tmp_path):
     with pytest.raises(DataError, match="expected train.csv .*, found none .*kaggle competitions"):
         data.load_kaggle(tmp_path)
+    (tmp_path / "train.csv").mkdir()  # an archive unpacked into a folder of the file's name
+    with pytest.raises(DataError, match=r"expected train.csv \(or train.csv.gz\), found a "
+                                        "folder named train.csv"):
+        data.load_kaggle(tmp_path)
 
 
 def test_missing_test_file(kaggle_dir):
@@ -385,6 +389,9 @@ def test_keras_npz_with_missing_key(tmp_path):
     ("x_train", np.full((2, 28, 28), np.nan), "x_train: expected integers"),
     ("y_test", np.array([3.7, 1.0]), "y_test: expected integers"),
     ("x_test", np.zeros((0, 28, 28), np.uint8), "x_test: expected at least one image, found none"),
+    # numpy's issubdtype counts timedelta64 as an integer
+    ("y_train", np.array([3, 1], "m8[s]"), "y_train: expected integers (MNIST's own are uint8), "
+     "found dtype timedelta64[s]"),
 ])
 def test_keras_npz_of_other_values_is_one_clear_error(tmp_path, key, value, found):
     arrays = dict(x_train=np.zeros((2, 28, 28), np.uint8), y_train=np.array([1, 2], np.uint8),
