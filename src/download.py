@@ -1,5 +1,6 @@
 """The data stage's fetch: the competition's train.csv and test.csv downloaded from Kaggle
-(``--download`` of python -m src.tune and python -m src.submit), unpacked and checked in a
+(``--download`` of python -m src.tune and python -m src.submit, or on its own:
+``python -m src.download [--data-dir DIR]``), unpacked and checked in a
 hidden folder beside the data folder before they move in. The request goes through a
 signed-in ``KaggleSession`` (src/kaggle_session.py), so a failure is one DataError line
 that never holds a credential.
@@ -9,10 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import zipfile
 import zlib
 from pathlib import Path
 
+from src.config import OneLineParser, path_flag, run_cli
 from src.csv_files import read_digits_csv
 from src.data import LOCAL_DATA_DIR, find_csv, find_data_dir
 from src.errors import DataError
@@ -127,3 +130,19 @@ def _move_into(unpacked: Path, target: Path) -> None:
     files = sorted(unpacked.iterdir(), key=lambda path: path.name == "train.csv")
     for path in files:
         os.replace(path, target / path.name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Fetch the competition's CSVs, as --download does, without training anything."""
+    parser = OneLineParser(prog="python -m src.download", description=(
+        "Fetch the competition's train.csv and test.csv from Kaggle with your API "
+        "credentials (kaggle/README.md), checked before they move in; nothing is fetched "
+        "when the folders the loader searches hold them already."))
+    parser.add_argument("--data-dir", type=path_flag, help="where the files go (default: "
+                        "data/digit-recognizer)")
+    download_competition_data(parser.parse_args(argv).data_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

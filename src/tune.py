@@ -238,8 +238,8 @@ def parse_args(argv: Sequence[str] | None) -> Config:
                         "on this machine; auto: the budget's plan sets them; 0: off (default: "
                         "from --profile)")
     add_override(search, "wide_space", "search more filters per block and dense units")
-    add_override(search, "tune_samples", "labelled images searched on, 0 for all; 20%% of "
-                 "them are the validation hold-out")
+    add_override(search, "tune_samples", "labelled images searched on, 0 for all, else at "
+                 f"least {MIN_TUNE_SAMPLES}; 20%% of them are the validation hold-out")
     add_override(search, "batch_size", "training batch size")
     add_override(search, "overwrite", "start the search over instead of resuming it")
     add_minutes(parser)

@@ -335,6 +335,19 @@ def test_download_default_folder_is_data_digit_recognizer(kaggle, tmp_path, monk
     assert (tmp_path / "data" / "digit-recognizer" / "test.csv").is_file()
 
 
+def test_python_m_src_download_fetches_on_its_own(kaggle, tmp_path, monkeypatch, capsys):
+    """It printed nothing and exited 0: the module had no command line of its own."""
+    monkeypatch.chdir(tmp_path)
+    assert config.run_cli(download.main, ["--data-dir", "mine"]) == 0
+    assert (tmp_path / "mine" / "train.csv").is_file()
+    assert "data: mine/ holds sample_submission.csv, test.csv, train.csv" in (
+        capsys.readouterr().out)
+    with pytest.raises(SystemExit) as exit_:
+        download.main(["--data-dir"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.startswith("error: argument --data-dir: expected one")
+
+
 def _fail_download(target, capfd) -> str:
     code = config.run_cli(lambda argv: download.download_competition_data(target), [])
     err = capfd.readouterr().err
