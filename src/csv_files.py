@@ -11,14 +11,22 @@ span lines, and every line number after it would be wrong).
 from __future__ import annotations
 
 import csv
-import gzip
-import re
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from src.csv_text import (
+    READ_ERRORS,
+    check_row_width,
+    csv_syntax_error,
+    first_true_cell,
+    first_two_lines,
+    line_fields,
+    open_text,
+    read_line,
+    unreadable_error,
+)
 from src.errors import DataError
 from src.util import not_a_file, shown
 
@@ -34,89 +42,13 @@ TRAIN_COLUMNS = ["label", *PIXEL_COLUMNS]
 # one pass.
 CHUNK_ROWS = 4096
 
-# What reading a file can raise before any of its values is seen: bytes that are not
-# UTF-8, a .gz that is not gzip or is cut short, a disk that fails.
-LONGEST_LINE = 1 << 20  # characters: a row of 785 numbers is at most a few thousand
-READ_ERRORS = (UnicodeDecodeError, OSError, EOFError, zlib.error)
-# The first bytes of a .csv that is not UTF-8 text, and what to do about it.
-FILE_SIGNATURES = {b"\x1f\x8b": "it is gzip-compressed: add .gz to its name",
-                   b"PK\x03\x04": "it is a zip archive: unzip it",
-                   b"\xff\xfe": "it is UTF-16 text: save it as UTF-8",
-                   b"\xfe\xff": "it is UTF-16 text: save it as UTF-8"}
-
-
-def _open_text(path: Path):
-    """A text handle on a .csv or .csv.gz; a UTF-8 byte-order mark is dropped."""
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
-    return open(path, encoding="utf-8-sig", newline="")
-
-
-def _read_line(path: Path, line_number: int) -> str:
-    """The text of one 1-based line of the file (a bad line, or a row after some parsed)."""
-    with _open_text(path) as handle:
-        for number, text in enumerate(handle, start=1):
-            if number == line_number:
-                return text.rstrip("\r\n")
-    return ""
-
-
-def _first_two_lines(path: Path) -> tuple[str, str]:
-    """The header's text and the first row's, read in one pass ("" past the file's end), each
-    cut at LONGEST_LINE characters: a .gz of a few megabytes can unpack to gigabytes with no
-    line break, and the checks of these two lines refuse anything that long."""
-    with _open_text(path) as handle:
-        return (handle.readline(LONGEST_LINE).rstrip("\r\n"),
-                handle.readline(LONGEST_LINE).rstrip("\r\n"))
-
-
-def error_name(error: BaseException) -> str:
-    """EOFError, gzip.BadGzipFile, zlib.error: the exception's type as Python prints it."""
-    kind = type(error)
-    return kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
-
-
-def _field_name(line_text: bytes, offset: int, line: int, columns: list[str]) -> str:
-    """The column that byte offset of a line falls in: its name, or its position in the header."""
-    position = line_text.count(b",", 0, offset)
-    if line == 1 or position >= len(columns):
-        return f"column {position + 1}"
-    return columns[position]
-
-
-def unreadable_error(path: Path, error: BaseException, columns: list[str]) -> DataError:
-    """The DataError for a file that cannot be read as text (error is one of READ_ERRORS):
-    the line and column of its first byte that is not UTF-8, or the line where a damaged
-    archive breaks off. Reads the file again, line by line: the failure path only."""
-    line, text = 0, b""
-    compressed = path.suffix == ".gz"
-    try:
-        with (gzip.open if compressed else open)(path, "rb") as handle:
-            for text in handle:
-                line += 1
-                text.decode("utf-8")  # a line break is never part of a multi-byte character
-    except UnicodeDecodeError as bad:
-        hint = None
-        if line == 1 and not compressed:
-            hint = next((what for signature, what in FILE_SIGNATURES.items()
-                         if text.startswith(signature)), None)
-        return DataError("UTF-8 text", f"byte {text[bad.start]:#04x}", file=path, line=line,
-                         column=_field_name(text, bad.start, line, columns), hint=hint)
-    except (OSError, EOFError, zlib.error) as broken:
-        expected = "a gzip archive" if compressed else "a readable file"
-        return DataError(expected, f"{error_name(broken)}: {broken}", file=path,
-                         line=line + 1 if line else None)
-    # The file reads whole now: say what failed the first time.
-    return DataError("a readable file", f"{error_name(error)}: {error}", file=path)
-
-
 def _check_header(path: Path, header: str, expected: list[str]) -> None:
     """DataError unless the header's text names the expected columns, in order."""
     if not header:
         raise DataError(f"a header row of {len(expected)} columns ({expected[0]}, ...)",
                         "an empty file", file=path, line=1)
     # As csv reads it, so that a quoted name holding a comma is one name, as pandas reads it.
-    names = [name.strip().strip('"') for name in _fields(header) or header.split(",")]
+    names = [name.strip().strip('"') for name in line_fields(header) or header.split(",")]
     seen: set[str] = set()
     for position, (name, want) in enumerate(zip(names, expected, strict=False), start=1):
         if name != want:
@@ -179,11 +111,12 @@ def _read_slowly(path: Path, columns: list[str], skip_rows: int) -> np.ndarray:
     values if they are fine after all (blank lines at the file's end are dropped), else
     raise DataError at the first bad line and column."""
     skipped_lines = 1 + skip_rows  # the header and the rows already read
-    _check_row_width(path, skipped_lines + 1, _read_line(path, skipped_lines + 1).split(","),
+    check_row_width(path, skipped_lines + 1, read_line(path, skipped_lines + 1).split(","),
                      len(columns))
     kept = [np.empty((0, len(columns)), np.int16)]
     blank_from = None  # the first line of blank rows that may run to the file's end
-    with _open_text(path) as handle:
+    checked_to = skipped_lines  # the last line of the chunks checked
+    with open_text(path) as handle:
         for _ in range(skipped_lines):
             handle.readline()
         try:
@@ -191,6 +124,8 @@ def _read_slowly(path: Path, columns: list[str], skip_rows: int) -> np.ndarray:
                              skip_blank_lines=False, quoting=csv.QUOTE_NONE, low_memory=False,
                              chunksize=CHUNK_ROWS) as reader:
                 for chunk in reader:
+                    if len(chunk):
+                        checked_to = skipped_lines + 1 + int(chunk.index[-1])
                     blank = _blank_rows(chunk)
                     if blank_from is not None:
                         if not blank.all():  # digits after a blank line
@@ -207,17 +142,48 @@ def _read_slowly(path: Path, columns: list[str], skip_rows: int) -> np.ndarray:
                     blank_from = line
                     kept.append(_as_int16(chunk.iloc[:row]))
         except pd.errors.ParserError as error:
-            raise csv_syntax_error(path, error, skipped_lines) from None
+            syntax = csv_syntax_error(path, error, skipped_lines)
+            if blank_from is not None:  # blank lines, then more: the first is the error
+                raise _blank_line_error(path, columns, blank_from) from None
+            # A row of the wrong width stops pandas before it hands over its chunk, whose
+            # earlier lines may hold the first bad one.
+            earlier = (_first_bad_line_between(path, columns, checked_to + 1, syntax.line)
+                       if syntax.line is not None else None)
+            raise (earlier or syntax) from None
     if blank_from is not None:
         _check_blank_to_the_end(path, columns, blank_from)
     return np.concatenate(kept)
+
+
+def _first_bad_line_between(path: Path, columns: list[str], first: int,
+                            last: int) -> DataError | None:
+    """The DataError of the first bad line from line first up to (not with) line last,
+    judged as the slow read judges a chunk; None when they are all fine."""
+    lines = []
+    with open_text(path) as handle:
+        for number, text in enumerate(handle, start=1):
+            if number >= last:
+                break
+            if number >= first:
+                lines.append(text.rstrip("\r\n").split(","))
+    # A blank line is one empty cell: of the wrong width, as a ragged row is.
+    ragged = next((row for row, cells in enumerate(lines) if len(cells) != len(columns)),
+                  len(lines))
+    if ragged:
+        found = _first_bad_cell(pd.DataFrame(lines[:ragged], columns=columns), columns)
+        if found is not None:
+            row, position, low, high = found
+            return _bad_cell_error(path, columns, first + row, position, (low, high))
+    if ragged < len(lines):
+        return _bad_cell_error(path, columns, first + ragged, 0, _column_limits(columns)[0])
+    return None
 
 
 def _check_blank_to_the_end(path: Path, columns: list[str], first_line: int) -> None:
     """DataError at the first line from first_line on that holds more than spaces: pandas
     reads a row of empty cells (",") as it reads a blank line, but it is a row of no digits
     and was dropped with the blank lines after the last row."""
-    with _open_text(path) as handle:
+    with open_text(path) as handle:
         for number, text in enumerate(handle, start=1):
             if number >= first_line and text.strip():
                 raise _bad_cell_error(path, columns, number, 0, _column_limits(columns)[0])
@@ -227,7 +193,7 @@ def _bad_cell_error(path: Path, columns: list[str], line: int, position: int,
                     limits: tuple[int, int]) -> DataError:
     """The DataError for a bad cell: a blank line, a row of the wrong length, or a value
     that is not an integer in the column's range, as the file writes it."""
-    text = _read_line(path, line)
+    text = read_line(path, line)
     if text.strip() == "":
         return _blank_line_error(path, columns, line)
     cells = text.split(",")
@@ -239,111 +205,6 @@ def _bad_cell_error(path: Path, columns: list[str], line: int, position: int,
 
 def _blank_line_error(path: Path, columns: list[str], line: int) -> DataError:
     return DataError(f"{len(columns)} values", "a blank line", file=path, line=line)
-
-
-def csv_syntax_error(path: Path, error: Exception, line_offset: int = 0) -> DataError:
-    """The DataError for pandas' ParserError: a row of the wrong length (as many values
-    expected as the header, or the names pandas was given, holds), or an open quote.
-    line_offset: the lines read before pandas was handed the file (its line numbers start
-    after them)."""
-    message = str(error).strip()
-    ragged = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message)
-    if ragged is not None:
-        return DataError(f"{ragged.group(1)} values", ragged.group(3), file=path,
-                         line=int(ragged.group(2)) + line_offset)
-    open_quote = re.search(r"EOF inside string starting at row (\d+)", message)
-    if open_quote is not None:  # pandas counts rows from 0, the header included
-        return DataError("a closing quote", "the end of the file", file=path,
-                         line=int(open_quote.group(1)) + 1 + line_offset)
-    return DataError("a well-formed CSV", " ".join(message.split()), file=path)
-
-
-def read_csv_checked(path: Path, columns: list[str] | None, expected: str,
-                     **read_options) -> pd.DataFrame:
-    """pd.read_csv(path, **read_options) of a CSV (plain or .gz), a UTF-8 byte-order mark
-    dropped: bytes that are not UTF-8, a damaged archive, a ragged row, an open quote, an
-    empty file (``expected``: what it should have held) or a row that pandas would read
-    shifted is a DataError naming the file (and the line, where there is one). columns:
-    the header expected, for the messages; None where the file's own header says."""
-    try:
-        header_text, first_row = _first_two_lines(path)
-        header = _fields(header_text)  # none: a blank first line, which pandas skips
-        if header:  # before a ragged row later is named
-            _check_row_width(path, 2, _fields(first_row), len(header))
-        frame = pd.read_csv(path, encoding="utf-8-sig", **read_options)
-    except READ_ERRORS as error:
-        raise unreadable_error(path, error, columns or []) from None
-    except pd.errors.ParserError as error:
-        raise csv_syntax_error(path, error) from None
-    except pd.errors.EmptyDataError:
-        raise DataError(expected, "an empty file", file=path, line=1) from None
-    return frame
-
-
-def _fields(text: str) -> list[str]:
-    """The values of one line as csv reads them; none where csv cannot (a field past its
-    size limit: no check, pandas says what is wrong). NUL bytes are dropped: Python 3.10's
-    csv refuses a line holding one."""
-    try:
-        return next(csv.reader([text.replace("\0", "")]), [])
-    except csv.Error:
-        return []
-
-
-def read_csv_as_text(path: Path, columns: list[str]) -> pd.DataFrame:
-    """Every cell of a CSV (plain or .gz) as text, for a caller to check against columns;
-    anything unreadable is a DataError, as read_csv_checked says. The frame's columns are
-    named as the file writes them, for the caller's message: pandas would rename a
-    duplicate (ImageId.1) or a blank name (Unnamed: 0). A blank line is a row of empty
-    cells, refused at its line: pandas would skip it, and every line number after it
-    would be one short. Blank lines after the last row are dropped: an editor's."""
-    expected = f"columns {','.join(columns)}"
-    frame = read_csv_checked(path, columns, expected, dtype=str, na_filter=False,
-                             skip_blank_lines=False)
-    header = _fields(_first_two_lines(path)[0])
-    if not header:  # a blank first line: pandas would take the next for the header
-        raise DataError(expected, "a blank line", file=path, line=1)
-    blank = _blank_lines(path, frame)
-    filled = np.flatnonzero(~blank)
-    frame = frame.iloc[:filled[-1] + 1 if len(filled) else 0]
-    if blank[:len(frame)].any():
-        line = int(np.argmax(blank)) + 2  # the header is line 1
-        raise DataError(f"{len(columns)} values", "a blank line", file=path, line=line)
-    if len(header) == len(frame.columns):
-        frame.columns = header
-    return frame
-
-
-def _blank_lines(path: Path, frame: pd.DataFrame) -> np.ndarray:
-    """Which rows of a frame read with skip_blank_lines=False were lines of nothing but
-    spaces. A row of empty cells (",") is a row, for the caller to name its cells: only
-    the line's text tells the two apart, read when some row's cells are all empty."""
-    cells_empty = frame.apply(lambda column: column.str.strip().eq("")).all(axis=1).to_numpy()
-    blank = np.zeros(len(frame), dtype=bool)
-    if cells_empty.any():
-        with _open_text(path) as handle:
-            # the lines as pandas splits them (str.splitlines also splits at \f, \x85, ...)
-            lines = re.split(r"\r\n|\r|\n", handle.read())[1:]  # the header is line 1
-        for row in np.flatnonzero(cells_empty):
-            blank[row] = row >= len(lines) or not lines[row].strip()
-    return blank
-
-
-def _check_row_width(path: Path, line: int, fields: list[str], width: int) -> None:
-    """DataError when the row on line (its values), the first a parse is handed, has more
-    values than the header: pandas would take its first ones as every row's index and
-    read them all shifted (a file whose rows all end in an extra value would load wrong)."""
-    if len(fields) > width:
-        raise DataError(f"{width} values", str(len(fields)), file=path, line=line)
-
-
-def first_true_cell(mask: np.ndarray) -> tuple[int, int] | None:
-    """(row, column) of the first True of a 2-D mask, row by row (file order); None when
-    none is."""
-    if not mask.any():
-        return None
-    row = int(np.argmax(mask.any(axis=1)))
-    return row, int(np.argmax(mask[row]))
 
 
 def read_digits_csv(path: str | Path, with_labels: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -366,9 +227,9 @@ def read_digits_csv(path: str | Path, with_labels: bool) -> tuple[np.ndarray, np
 def _read_values(path: Path, columns: list[str]) -> np.ndarray:
     """The file's header checked and its rows as int16 values, one column a header column,
     each an integer in its column's range; DataError for any bad value."""
-    header, first_row = _first_two_lines(path)
+    header, first_row = first_two_lines(path)
     _check_header(path, header, columns)
-    _check_row_width(path, 2, first_row.split(","), len(columns))
+    check_row_width(path, 2, first_row.split(","), len(columns))
     chunks = [np.empty((0, len(columns)), np.int16)]
     try:
         # The fast path: C-parser passes into integers, no NaN handling, a chunk at a time,

@@ -24,10 +24,9 @@ from src.config import DATA_DIR_ENV, Config
 from src.csv_files import (  # noqa: F401 (IMAGE_SHAPE)
     IMAGE_SHAPE,
     NUM_CLASSES,
-    READ_ERRORS,
-    error_name,
     read_digits_csv,
 )
+from src.csv_text import READ_ERRORS, error_name
 from src.errors import DataError
 from src.util import not_a_file
 

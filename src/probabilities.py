@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from src.csv_files import NUM_CLASSES, first_true_cell, read_csv_as_text
+from src.csv_files import NUM_CLASSES
+from src.csv_text import first_true_cell, read_csv_as_text
 from src.errors import DataError
 from src.util import not_a_file, write_atomically
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from src.config import Config
-from src.csv_files import read_csv_checked
+from src.csv_text import read_csv_checked
 from src.errors import DataError
 from src.model import define_search_space
 from src.util import LEADERBOARD_ROWS, is_count, is_number, read_json, write_all_atomically

@@ -30,7 +30,8 @@ from src.config import (
     path_flag,
     run_cli,
 )
-from src.csv_files import read_csv_as_text, read_digits_csv
+from src.csv_files import read_digits_csv
+from src.csv_text import read_csv_as_text
 from src.data import data_fingerprint, find_csv, find_data_dir, load_fold_digits
 from src.download import download_competition_data
 from src.errors import DataError

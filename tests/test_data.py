@@ -204,6 +204,15 @@ def _break_train(path, case):
         lines.insert(3, '"' + lines[3])
         _write_lines(path, lines)
         return "train.csv:3: label: expected an integer 0..9, found '\"3'"
+    if case == "bad_cell_then_a_longer_row":  # pandas stops at the row too long first
+        _set_cell(lines, 4, 3, "x")
+        lines[6] += ",0"
+        _write_lines(path, lines)
+        return "train.csv:4: pixel2: expected an integer 0..255, found 'x'"
+    if case == "blank_line_then_a_longer_row":
+        lines[6] += ",0"
+        _write_lines(path, lines[:4] + [""] + lines[4:])
+        return "train.csv:5: expected 785 values, found a blank line"
     if case == "row_of_empty_cells_at_end":  # pandas reads "," as it reads a blank line
         _write_lines(path, [*lines, ",", ""])
         return f"train.csv:{len(lines) + 1}: expected 785 values, found 2"
@@ -222,6 +231,7 @@ TRAIN_CASES = [
     "ragged_long_row_deep", "spaced_header_and_bad_cell", "quoted_comma_in_header",
     "column_of_booleans", "labels_as_booleans", "infinite_pixel", "label_written_1e1",
     "quoted_cell_across_lines", "row_of_empty_cells_at_end", "megabyte_long_header_name",
+    "bad_cell_then_a_longer_row", "blank_line_then_a_longer_row",
 ]
 
 
