@@ -41,7 +41,7 @@ def _parse_args(argv: Sequence[str] | None):
     parser = OneLineParser(prog="python -m src.blend", description=(
         "Average the OOF and test probabilities of finished runs of python -m src.submit "
         "(trained on the same data) into a new run folder with its submission and report."))
-    parser.add_argument("runs", nargs="+", metavar="RUN",
+    parser.add_argument("runs", nargs="+", metavar="RUN", type=path_flag,
                         help="run folders of python -m src.submit, such as submissions/latest")
     add_data_arguments(parser, download=False)
     parser.add_argument("--submissions-dir", default="submissions", type=path_flag,

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import binomtest
 
-from src.config import Config, OneLineParser, add_data_arguments, run_cli
+from src.config import Config, OneLineParser, add_data_arguments, path_flag, run_cli
 from src.data import load_train_labels
 from src.probabilities import any_search_holdout, read_oof
 from src.run_folders import distinct_folders
@@ -106,7 +106,7 @@ def _parse_args(argv: Sequence[str] | None):
         "Compare the OOF accuracy of two finished runs of python -m src.submit (or "
         "src.blend) on the same labelled images: a paired test on the images one of "
         "them gets right and the other wrong."))
-    parser.add_argument("runs", nargs=2, metavar="RUN",
+    parser.add_argument("runs", nargs=2, metavar="RUN", type=path_flag,
                         help="run folders of src.submit or src.blend, such as submissions/latest")
     add_data_arguments(parser, download=False)
     args = parser.parse_args(argv)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import errno
 import math
 import sys
 import warnings
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 
 from src.errors import DataError, RunFailed
 from src.processes import follow_parent
-from src.util import describe_os_error, printable
+from src.util import printable
 
 SOURCES = ("kaggle", "keras")
 TUNERS = ("hyperband", "bayesian", "random")
@@ -100,10 +99,19 @@ class Config:
         if not (0 <= self.trial_seconds <= MAX_MINUTES * 60):
             raise DataError(f"a number of seconds 0..{MAX_MINUTES * 60} (0: off)",
                             str(self.trial_seconds), column="--trial-seconds")
+        if "max_trials" in self.flags_given and self.tuner == "hyperband":
+            raise DataError("--tuner bayesian or random (Hyperband's trials follow "
+                            "--tune-epochs)", "--tuner hyperband", column="--max-trials")
+        if "pseudo_epochs" in self.flags_given and not self.pseudo_threshold:
+            raise DataError("--pseudo-threshold P with --pseudo-epochs (no pseudo-labelled "
+                            "round without one)", "--pseudo-epochs alone",
+                            column="--pseudo-epochs")
         if self.trial_seconds and self.tuner == "hyperband":
             raise DataError("--tuner bayesian or random (Hyperband's rungs count epochs)",
                             "--tuner hyperband", column="--trial-seconds")
-        if not (math.isfinite(self.minutes) and self.minutes <= MAX_MINUTES):
+        # Below 0 a plan calls the budget too short once it has timed the networks; below
+        # -MAX_MINUTES its seconds overflowed to -inf first.
+        if not (math.isfinite(self.minutes) and -MAX_MINUTES <= self.minutes <= MAX_MINUTES):
             raise DataError(f"a number of minutes up to {MAX_MINUTES} (a year)",
                             str(self.minutes), column="--minutes")
         if not 0 <= self.pseudo_threshold < 1:
@@ -301,9 +309,6 @@ def seconds_or_auto(text: str) -> float | str:
                                          f"{text!r}") from None
 
 
-UNREADABLE_PATH = (errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.ELOOP)
-
-
 def run_cli(main: Callable[[Sequence[str] | None], int | None],
             argv: Sequence[str] | None = None) -> int:
     """Run a stage's main; bad input becomes one ``error:`` line on stderr and exit code 2,
@@ -316,15 +321,6 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None],
         return int(main(argv) or 0)
     except DataError as error:
         print(f"error: {printable(str(error))}", file=sys.stderr)
-        return 2
-    except OSError as error:
-        # A path given that this user may not look into, or one too long for the system:
-        # Python 3.11's Path.is_file() and is_dir() raise these where the stages test paths.
-        if error.errno not in UNREADABLE_PATH or not error.filename:
-            raise
-        found = DataError("a path this user can read", describe_os_error(error),
-                          file=error.filename)
-        print(f"error: {printable(str(found))}", file=sys.stderr)
         return 2
     except RunFailed as error:
         print(f"error: {printable(str(error))}", file=sys.stderr)

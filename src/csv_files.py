@@ -28,7 +28,7 @@ from src.csv_text import (
     unreadable_error,
 )
 from src.errors import DataError
-from src.util import not_a_file, shown
+from src.util import is_file, not_a_file, shown
 
 IMAGE_SHAPE = (28, 28, 1)
 NUM_PIXELS = 28 * 28
@@ -210,7 +210,7 @@ def _blank_line_error(path: Path, columns: list[str], line: int) -> DataError:
 def read_digits_csv(path: str | Path, with_labels: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """Read a Kaggle train.csv (with_labels) or test.csv into uint8 images and int labels."""
     path = Path(path)
-    if not path.is_file():
+    if not is_file(path):
         raise DataError("a CSV file", not_a_file(path), file=path)
     columns = TRAIN_COLUMNS if with_labels else PIXEL_COLUMNS
     try:

@@ -28,7 +28,7 @@ from src.csv_files import (  # noqa: F401 (IMAGE_SHAPE)
 )
 from src.csv_text import READ_ERRORS, error_name
 from src.errors import DataError
-from src.util import not_a_file
+from src.util import is_dir, is_file, not_a_file
 
 KAGGLE_INPUT_DIR = Path("/kaggle/input/digit-recognizer")
 LOCAL_DATA_DIR = Path("data/digit-recognizer")
@@ -63,7 +63,7 @@ class Digits:
 def find_csv(folder: Path, stem: str) -> Path | None:
     """``folder/stem.csv`` or ``folder/stem.csv.gz``, whichever exists first."""
     for name in (f"{stem}.csv", f"{stem}.csv.gz"):
-        if (folder / name).is_file():
+        if is_file(folder / name):
             return folder / name
     return None
 
@@ -73,6 +73,9 @@ def find_data_dir(data_dir: str | Path | None = None, stem: str = "train") -> Pa
     /kaggle/input/."""
     if data_dir is not None:
         folder = Path(data_dir)
+        if not is_dir(folder) and folder.exists():
+            raise DataError(f"a folder holding {stem}.csv", "a file", file=folder,
+                            column="--data-dir")
         if find_csv(folder, stem) is None:
             standing = folder / f"{stem}.csv"  # a folder of that name, say
             found = f"{not_a_file(standing)} named {standing.name}" if standing.exists() else "none"
@@ -94,7 +97,7 @@ def load_kaggle(data_dir: str | Path | None = None) -> Digits:
     folder = find_data_dir(data_dir)
     train_path = find_csv(folder, "train")
     test_path = find_csv(folder, "test") or folder / "test.csv"
-    if not test_path.is_file():
+    if not is_file(test_path):
         raise DataError("a CSV file", not_a_file(test_path), file=test_path,
                         hint=HOW_TO_GET_DATA)
     x_train, y_train = read_digits_csv(train_path, with_labels=True)
@@ -152,7 +155,7 @@ def load_keras_mnist(npz_path: str | Path | None = None) -> Digits:
         arrays = dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     else:
         origin = str(npz_path)
-        if not Path(npz_path).is_file():
+        if not is_file(npz_path):
             raise DataError("an mnist.npz file", not_a_file(Path(npz_path)), file=origin)
         if not zipfile.is_zipfile(npz_path):
             raise DataError("an npz archive (a zip of .npy arrays)",

@@ -109,12 +109,14 @@ def _setting(text: str) -> object:
         return text
 
 
-def pick_spread(ranked: pd.DataFrame, count: int, default: dict) -> pd.DataFrame:
-    """count configurations of ranked (best first): the default CNN when it is there, the
-    top TOP_PICKS, and the rest evenly spaced down to the last; in search order."""
-    if len(ranked) < MIN_CONFIGS:
+def pick_spread(ranked: pd.DataFrame, count: int, default: dict,
+                source: str | Path | None = None) -> pd.DataFrame:
+    """count configurations of ranked (best first, read from source, the search's
+    trials.csv): the default CNN when it is there, the top TOP_PICKS, and the rest evenly
+    spaced down to the last; in search order."""
+    if len(ranked) < MIN_CONFIGS:  # the search's doing, not --configs'
         raise DataError(f"at least {MIN_CONFIGS} distinct completed configurations in the "
-                        "search", str(len(ranked)), column="--configs",
+                        "search", str(len(ranked)), file=source,
                         hint="search more trials (--max-trials)")
     is_default = np.logical_and.reduce(
         [ranked[name] == value for name, value in default.items() if name in ranked])
@@ -212,7 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, config = parse_args(argv)
     names = search_space_names()
     trials_csv = trials_path(config)
-    picks = pick_spread(read_ranked_configs(trials_csv, names), args.configs, DEFAULT_HPARAMS)
+    picks = pick_spread(read_ranked_configs(trials_csv, names), args.configs, DEFAULT_HPARAMS,
+                        trials_csv)
     check_search_ranks(picks, trials_csv)
     print(f"training {len(picks)} configurations of {trials_csv}: search ranks "
           f"{', '.join(f'{rank:.0f}' for rank in picks['rank'])}", flush=True)

@@ -58,6 +58,13 @@ def _now() -> datetime:
     return datetime.now(timezone.utc).replace(microsecond=0)
 
 
+def check_upload_credentials(competition: str = COMPETITION) -> None:
+    """Sign in as an upload will, before a run trains: missing, refused or damaged
+    credentials are one DataError now, not after the whole run."""
+    KaggleSession("upload", "nothing was trained: fix them, or leave --upload out and upload "
+                  "later with --check FILE --upload", competition)
+
+
 def upload_submission(csv_path: Path, message: str, competition: str = COMPETITION
                       ) -> Submission:
     """Submit csv_path to the competition; return the submission, pending. Raises DataError

@@ -23,7 +23,7 @@ import pandas as pd
 from src.csv_files import NUM_CLASSES
 from src.csv_text import first_true_cell, read_csv_as_text
 from src.errors import DataError
-from src.util import not_a_file, write_atomically
+from src.util import is_file, not_a_file, write_atomically
 
 OOF_FILE = "oof.csv.gz"
 TEST_FILE = "test_probs.csv.gz"
@@ -62,7 +62,7 @@ def write_probabilities(run_dir: Path, y_train: np.ndarray, oof_probs: np.ndarra
 def _read_frame(path: Path, columns: list[str], optional: str | None = None) -> pd.DataFrame:
     """The file's rows as text, its header checked (columns, then optional or not);
     DataError for anything unreadable."""
-    if not path.is_file():
+    if not is_file(path):
         found = not_a_file(path)
         raise DataError(f"{path.name}, which python -m src.submit writes in a run folder",
                         found, file=path,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from src.errors import DataError
 from src.util import (
+    is_dir,
     is_plain_text,
     no_free_name,
     numbered_names,
@@ -133,7 +134,7 @@ def distinct_folders(folders: list[Path]) -> list[Path]:
     """The run folders given on a command line, checked to exist and to differ."""
     seen: dict[Path, Path] = {}
     for folder in folders:
-        if not folder.is_dir():
+        if not is_dir(folder):
             raise DataError("a run folder of python -m src.submit",
                             "a file" if folder.exists() else "no such folder", file=folder)
         real = folder.resolve()

@@ -186,7 +186,7 @@ def _parse_args(argv: Sequence[str] | None):
     parser = OneLineParser(prog="python -m src.runs", description="List every run in the "
                             "submissions folder, its OOF accuracy beside its public score; "
                             "write runs.csv and runs.png there.")
-    parser.add_argument("--submissions-dir", default="submissions",
+    parser.add_argument("--submissions-dir", default=None,
                         type=lambda text: Path(path_flag(text)),
                         help="where the run folders are (default: submissions)")
     parser.add_argument("--sort", choices=tuple(SORTS), default="date",
@@ -200,9 +200,12 @@ def _parse_args(argv: Sequence[str] | None):
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the ledger and write runs.csv and runs.png; with --sync, fetch the scores first."""
     args = _parse_args(argv)
-    folder = args.submissions_dir
+    folder = args.submissions_dir or Path("submissions")
     if folder.exists() and not folder.is_dir():
         raise DataError("a folder of run folders", "a file", file=folder,
+                        column="--submissions-dir")
+    if args.submissions_dir is not None and not folder.exists():  # a typo, say
+        raise DataError("a folder of run folders", "no such folder", file=folder,
                         column="--submissions-dir")
     if args.sync:
         print(sync_scores(folder), flush=True)

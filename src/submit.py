@@ -44,12 +44,12 @@ from src.run_outputs import (
     validate_submission,
     write_run_outputs,
 )
-from src.util import check_writable_folder, command_line, format_duration, not_a_file
+from src.util import check_writable_folder, command_line, format_duration, is_file, not_a_file
 
 
 def check_submission_file(path: Path, test_path: Path) -> int:
     """Validate a submission CSV against the test set; return its number of rows."""
-    if not path.is_file():
+    if not is_file(path):
         raise DataError("a submission CSV", not_a_file(path), file=path)
     frame = read_csv_as_text(path, SUBMISSION_COLUMNS)
     num_test_images = len(read_digits_csv(test_path, with_labels=False)[0])
@@ -102,6 +102,8 @@ def _parse_args(argv: Sequence[str] | None):
                         (args.wait_minutes is not None, "--wait-minutes")):
         if given and not args.upload:
             raise DataError(f"--upload with {flag}", f"{flag} without --upload", column=flag)
+    if args.no_wait and args.wait_minutes is not None:
+        raise DataError("--wait-minutes without --no-wait", "both", column="--wait-minutes")
     if args.wait_minutes is None:
         args.wait_minutes = kaggle_api.WAIT_MINUTES
     if args.message is not None and not args.message.strip():
@@ -113,6 +115,9 @@ def _parse_args(argv: Sequence[str] | None):
     return args, config_from_args(args)
 
 
+CHECK_FLAGS = {"data_dir", "source", "download"}  # what --check reads of the Config
+
+
 def _check_and_upload(args, config: Config) -> int:
     """--check FILE: validate the CSV, then with --upload send it (no training)."""
     if args.plan_only:  # it would be dropped without a word
@@ -120,6 +125,11 @@ def _check_and_upload(args, config: Config) -> int:
     if config.source != "kaggle":  # a Kaggle submission: checked against Kaggle's test.csv
         raise DataError("--source kaggle with --check", f"--source {config.source}",
                         column="--check")
+    unused = sorted(config.flags_given - CHECK_FLAGS)  # each would be dropped without a word
+    if unused:
+        flag = "--" + unused[0].replace("_", "-")
+        raise DataError("--check with the data and Kaggle flags only", f"{flag}, which a check "
+                        "does not use (it trains nothing)", column=flag)
     # test.csv alone: its row count is all a submission is checked against
     test_path = find_csv(find_data_dir(config.data_dir, stem="test"), "test")
     csv_path = Path(args.check)
@@ -270,6 +280,8 @@ def _check_run_flags(args, config: Config) -> None:
     if not args.plan_only:  # before any training, not after it; a plan publishes nothing
         check_writable_folder(config.submissions_dir)
         check_latest(Path(config.submissions_dir))
+    if args.upload:
+        kaggle_api.check_upload_credentials()
 
 
 def _resolve_machine_settings(config: Config) -> Config:

@@ -178,6 +178,25 @@ def one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {' '.join(str(error).split())}"
 
 
+def is_file(path: str | Path) -> bool:
+    """Path.is_file() of a path a user gave, where a folder this user may not search or a
+    name too long for the system is a DataError naming it: Python 3.11 raises those."""
+    try:
+        return Path(path).is_file()
+    except OSError as error:
+        raise DataError("a path this user can read", describe_os_error(error),
+                        file=path) from None
+
+
+def is_dir(path: str | Path) -> bool:
+    """Path.is_dir(), as is_file() treats a path it cannot look at."""
+    try:
+        return Path(path).is_dir()
+    except OSError as error:
+        raise DataError("a path this user can read", describe_os_error(error),
+                        file=path) from None
+
+
 def not_a_file(path: Path) -> str:
     """What stands where a file should be: a folder, nothing (a dangling link too), or
     something else (a device such as /dev/null, a pipe)."""

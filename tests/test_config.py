@@ -12,7 +12,7 @@ from src.errors import DataError
 def _parse(argv):
     parser = config.build_parser("prog", "test")
     for name in ("epochs", "folds", "max_trials", "tta", "jobs", "batch_size", "tuner",
-                 "trial_seconds"):
+                 "trial_seconds", "pseudo_epochs"):
         config.add_override(parser, name, "test")
     config.add_minutes(parser)
     return config.config_from_args(parser.parse_args(argv))
@@ -46,6 +46,14 @@ def test_profile_sets_values_and_flags_override_them():
                                      "2147483647"),
     (["--minutes", "1e308"], "--minutes: expected a number of minutes up to 525600 (a year), "
                              "found 1e+308"),
+    # its seconds overflowed to -inf in the search's plan: a traceback after timing
+    (["--minutes=-1e308"], "--minutes: expected a number of minutes up to 525600 (a year), "
+                           "found -1e+308"),
+    # Hyperband's trials follow --tune-epochs; no round without a threshold: both dropped
+    (["--tuner", "hyperband", "--max-trials", "50"], "--max-trials: expected --tuner bayesian "
+     "or random (Hyperband's trials follow --tune-epochs), found --tuner hyperband"),
+    (["--pseudo-epochs", "5"], "--pseudo-epochs: expected --pseudo-threshold P with "
+     "--pseudo-epochs (no pseudo-labelled round without one), found --pseudo-epochs alone"),
     (["--trial-seconds", "1e308", "--tuner", "random"],
      "--trial-seconds: expected a number of seconds 0..31536000 (0: off), found 1e+308"),
 ])

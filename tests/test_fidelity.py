@@ -31,9 +31,13 @@ def test_picks_hold_the_default_the_top_three_and_the_last():
         0, 1, 2, 9]
 
 
-def test_too_few_configurations_is_an_error_naming_the_flag():
-    with pytest.raises(fidelity.DataError, match="--configs"):
-        fidelity.pick_spread(_ranked(2, default_at=0), 6, DEFAULT_HPARAMS)
+def test_too_few_configurations_is_an_error_naming_the_search_file():
+    # It named --configs, which was not given and could not help.
+    with pytest.raises(fidelity.DataError) as caught:
+        fidelity.pick_spread(_ranked(2, default_at=0), 6, DEFAULT_HPARAMS, "tune/trials.csv")
+    assert str(caught.value) == ("tune/trials.csv: expected at least 3 distinct completed "
+                                 "configurations in the search, found 2 (search more trials "
+                                 "(--max-trials))")
 
 
 def test_rank_agreement_is_spearman_of_the_lowest_log_loss_against_the_best_oof():

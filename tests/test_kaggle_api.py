@@ -592,6 +592,14 @@ def test_a_run_with_damaged_files_is_one_line_before_anything_is_sent(
                               "--wait-minutes without --upload"),
     (["--upload", "-m", " "], "--message: expected a submission message, found an empty one "
                               "(leave -m out for the default)"),
+    (["--upload", "--no-wait", "--wait-minutes", "5"], "--wait-minutes: expected "
+     "--wait-minutes without --no-wait, found both"),
+    # A check trains nothing: these were dropped, and it exited 0.
+    (["--epochs", "7", "--folds", "9"], "--epochs: expected --check with the data and Kaggle "
+     "flags only, found --epochs, which a check does not use (it trains nothing)"),
+    (["--submissions-dir", "elsewhere"], "--submissions-dir: expected --check with the data and "
+     "Kaggle flags only, found --submissions-dir, which a check does not use (it trains "
+     "nothing)"),
 ])
 def test_a_message_that_would_be_dropped_is_refused(run_dir, kaggle_dir_readonly, capsys, argv,
                                                     found):

@@ -231,13 +231,15 @@ def test_a_renamed_run_keeps_its_date_when_a_score_is_recorded(tmp_path):
 
 
 @pytest.mark.parametrize("make", [False, True])
-def test_no_runs_says_so_and_writes_nothing(tmp_path, capsys, make):
+def test_no_runs_says_so_and_writes_nothing(tmp_path, capsys, monkeypatch, make):
+    monkeypatch.chdir(tmp_path)  # the default folder: submissions/
     folder = tmp_path / "submissions"
     if make:
         folder.mkdir()
         (folder / "README.md").write_text("not a run")
-    assert _ledger(folder, capsys) == [f"no runs in {folder}/ yet: `python -m src.submit` "
-                                       "writes one"]
+    assert run_cli(runs.main, []) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "no runs in submissions/ yet: `python -m src.submit` writes one"]
     assert sorted(p.name for p in tmp_path.rglob("*")) == (["README.md", "submissions"] if make
                                                            else [])
 

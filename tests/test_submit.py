@@ -83,6 +83,17 @@ def test_smoke_run_writes_a_valid_submission_and_report(kaggle_dir_readonly, tmp
     pd.testing.assert_frame_equal(pd.read_csv(second / "submission.csv"), frame)
 
 
+def test_upload_without_credentials_stops_before_anything_trains(kaggle_dir_readonly, tmp_path,
+                                                                 capsys, kaggle_home):
+    """The upload signed in only after the whole run had trained: a missing token cost the
+    run's minutes before its one line."""
+    assert run_cli(submit.main, _args(kaggle_dir_readonly, tmp_path, "--upload")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: kaggle upload: expected ") and "found none" in err
+    assert "nothing was trained" in err and err.count("\n") == 1
+    assert not (tmp_path / "artifacts").exists() and not (tmp_path / "submissions").exists()
+
+
 @pytest.mark.slow
 def test_parallel_workers_train_every_fold_and_a_serial_rerun_reuses_them(
         kaggle_dir_readonly, tmp_path, capfd):
