@@ -64,6 +64,7 @@ def _point_latest(submissions_dir: Path, name: str) -> None:
     name it in ``latest.txt``; never both, so that they cannot disagree."""
     latest, latest_txt = submissions_dir / "latest", submissions_dir / "latest.txt"
     link = partial_path(latest)  # this process's own: two runs publishing never share it
+    link.unlink(missing_ok=True)  # what this process (or one of its id) left there
     try:
         os.symlink(name, link, target_is_directory=True)
     except OSError as error:
@@ -74,10 +75,12 @@ def _point_latest(submissions_dir: Path, name: str) -> None:
         if latest.is_symlink():  # an older run's link would now disagree with the file
             latest.unlink()
         return
-    if latest.exists() and not latest.is_symlink():  # made while this run was writing
-        link.unlink()
-        check_latest(submissions_dir)
-    os.replace(link, latest)
+    try:
+        if latest.exists() and not latest.is_symlink():  # made while this run was writing
+            check_latest(submissions_dir)
+        os.replace(link, latest)
+    finally:
+        link.unlink(missing_ok=True)  # gone after a replace; left by a failed one
     latest_txt.unlink(missing_ok=True)  # an older run's file would now disagree with the link
 
 

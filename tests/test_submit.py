@@ -635,7 +635,15 @@ def test_a_killed_runs_partial_link_is_removed(tmp_path):
     stale.symlink_to("run", target_is_directory=True)
     util.remove_stale_partials(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
-    assert not (tmp_path / "run").exists() or (tmp_path / "run").is_dir()
+    # This process's own, left by a publish that failed (or by another of its id): a
+    # symlink onto it failed, and latest stayed on the run before.
+    partial_path = util.partial_path(tmp_path / "latest")
+    partial_path.symlink_to("run", target_is_directory=True)
+    publish = tmp_path / ".partial-second"
+    publish.mkdir()
+    run_folders.publish_run(publish, tmp_path, "second")
+    assert (tmp_path / "latest").resolve() == (tmp_path / "second").resolve()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "run", "second"]
 
 
 def test_publish_names_latest_in_a_file_without_symlink_rights(tmp_path, monkeypatch):
