@@ -57,9 +57,10 @@ class Comparison:
         return "run A ahead" if self.only_a_right > self.only_b_right else "run B ahead"
 
 
-def compare(right_a: np.ndarray, right_b: np.ndarray, confidence: float = 0.95) -> Comparison:
+def compare(right_a: np.ndarray, right_b: np.ndarray) -> Comparison:
     """Compare two runs' per-image right answers (booleans over the same images, at least
-    one)."""
+    one). The interval's confidence is 1 - AHEAD_P_VALUE, so that it and the verdict agree."""
+    confidence = 1 - AHEAD_P_VALUE
     images = len(right_a)
     if images == 0:
         raise ValueError("a comparison needs at least one image")

@@ -11,7 +11,7 @@ import inspect
 import os
 from pathlib import Path
 
-from src import data, model, search_plan, tuners
+from src import calibrate, data, model, search_ensemble, search_plan, tuners
 from src.config import Config
 from src.errors import DataError
 from src.model import resolve_precision
@@ -19,20 +19,26 @@ from src.search_results import COMPLETED, OBJECTIVE, tune_dir
 from src.util import read_json
 
 ENV_TUNER_ID = "KERASTUNER_TUNER_ID"
+VAL_FRACTION = 0.2  # of the searched images: the hold-out trials are scored on
+MIN_IMAGES_PER_DIGIT = 5  # so that the 20% hold-out holds one of each
 
 
 @functools.cache
 def trial_code_version() -> str:
     """A short hash of the code that trains and scores a trial (src/model.py, src/tuners.py
-    and the hold-out split) and of the library versions that run it: trials saved by other
-    code score another recipe, and ranked beside new ones would choose on a mix."""
+    with the timing that buys a timed trial's epochs, the hold-out's subsample, split and
+    log-loss) and of the library versions that run it: trials saved by other code score
+    another recipe, and ranked beside new ones would choose on a mix. Any edit of these
+    counts, a comment's too: a search then starts afresh rather than risk the mix."""
     import keras
     import keras_tuner
     import sklearn
     import tensorflow as tf
 
     text = "".join(inspect.getsource(code) for code in (
-        model, tuners, data.plan_training_images, data.split_train_val))
+        model, tuners, calibrate, data.plan_training_images, data.subsample_rows,
+        data.split_train_val, search_ensemble.holdout_log_loss))
+    text += f"hold-out {VAL_FRACTION} of at least {MIN_IMAGES_PER_DIGIT} a digit"
     text += (f"tensorflow {tf.__version__} keras {keras.__version__} keras_tuner "
              f"{keras_tuner.__version__} sklearn {sklearn.__version__}")
     return hashlib.sha1(text.encode()).hexdigest()[:6]
@@ -117,3 +123,11 @@ def lost_trial(project: Path) -> str | None:
         if not (project / f"trial_{trial_id}" / "trial.json").is_file():
             return str(trial_id)
     return None
+
+
+def older_code_searches(project: Path) -> list[Path]:
+    """The folders beside project of the same search, settings and data saved by other
+    trial code (their names differ only after -code): what a changed package leaves."""
+    stem = project.name.rsplit("-code", 1)[0]
+    return sorted(folder for folder in project.parent.glob(f"{stem}-code*")
+                  if folder != project and folder.is_dir())

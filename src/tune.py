@@ -59,9 +59,12 @@ from src.search_results import (
 )
 from src.search_state import (
     ENV_TUNER_ID,
+    MIN_IMAGES_PER_DIGIT,
+    VAL_FRACTION,
     check_saved_state,
     damaged_search_state,
     lost_trial,
+    older_code_searches,
     project_dir,
     project_name,
     saved_state,
@@ -86,9 +89,7 @@ from src.util import (
     writing,
 )
 
-VAL_FRACTION = 0.2
 MIN_TUNE_SAMPLES = 100
-MIN_IMAGES_PER_DIGIT = 5  # so that the 20% hold-out holds one of each
 ENV_ORACLE_IP = "KERASTUNER_ORACLE_IP"
 ENV_ORACLE_PORT = "KERASTUNER_ORACLE_PORT"
 
@@ -175,6 +176,10 @@ def build_tuner(config: Config, role: str | None, train_images: int, fingerprint
     resuming = saved_state(project) and not config.overwrite and role != "worker"
     if resuming:
         check_saved_state(project)
+    elif role != "worker" and older_code_searches(project):
+        print(f"search: starting afresh; {older_code_searches(project)[-1].name} holds the "
+              "same search by other trial code (another package or library version), whose "
+              "trials are not ranked beside these", flush=True)
     lost = lost_trial(project) if resuming else None
     if lost is not None:
         raise damaged_search_state(f"trial {lost} started but no trial_{lost}/trial.json",

@@ -675,6 +675,11 @@ def test_a_search_saved_by_other_training_code_is_not_resumed(tmp_path, monkeypa
         monkeypatch.undo()
         search_state.trial_code_version.cache_clear()
     assert search_state.project_name(config, "0123456789ab") == before
+    # The older search's folder is named, and left as it was.
+    older = tmp_path / "tune" / before.replace("-code", "-codeolder")
+    older.mkdir(parents=True)
+    project = search_state.project_dir(config, "0123456789ab")
+    assert search_state.older_code_searches(project) == [older]
 
 
 def test_every_trial_builds_its_networks_in_the_chosen_precision(kaggle_dir_readonly, tmp_path,
