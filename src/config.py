@@ -99,10 +99,7 @@ class Config:
         if not (0 <= self.trial_seconds <= MAX_MINUTES * 60):
             raise DataError(f"a number of seconds 0..{MAX_MINUTES * 60} (0: off)",
                             str(self.trial_seconds), column="--trial-seconds")
-        if "max_trials" in self.flags_given and self.tuner == "hyperband":
-            raise DataError("--tuner bayesian or random (Hyperband's trials follow "
-                            "--tune-epochs)", "--tuner hyperband", column="--max-trials")
-        if "pseudo_epochs" in self.flags_given and not self.pseudo_threshold:
+        if "pseudo_epochs" in self.flags_given and not (self.pseudo_threshold or self.planned):
             raise DataError("--pseudo-threshold P with --pseudo-epochs (no pseudo-labelled "
                             "round without one)", "--pseudo-epochs alone",
                             column="--pseudo-epochs")

@@ -115,7 +115,9 @@ def _parse_args(argv: Sequence[str] | None):
     return args, config_from_args(args)
 
 
-CHECK_FLAGS = {"data_dir", "source", "download"}  # what --check reads of the Config
+# What --check reads of the Config, and the folders a command line shared with training
+# runs names (the notebook's): any other flag would be dropped without a word.
+CHECK_FLAGS = {"data_dir", "source", "download", "artifacts_dir", "submissions_dir"}
 
 
 def _check_and_upload(args, config: Config) -> int:

@@ -597,9 +597,8 @@ def test_a_run_with_damaged_files_is_one_line_before_anything_is_sent(
     # A check trains nothing: these were dropped, and it exited 0.
     (["--epochs", "7", "--folds", "9"], "--epochs: expected --check with the data and Kaggle "
      "flags only, found --epochs, which a check does not use (it trains nothing)"),
-    (["--submissions-dir", "elsewhere"], "--submissions-dir: expected --check with the data and "
-     "Kaggle flags only, found --submissions-dir, which a check does not use (it trains "
-     "nothing)"),
+    (["--submissions-dir", "elsewhere", "--seed", "3"], "--seed: expected --check with the data "
+     "and Kaggle flags only, found --seed, which a check does not use (it trains nothing)"),
 ])
 def test_a_message_that_would_be_dropped_is_refused(run_dir, kaggle_dir_readonly, capsys, argv,
                                                     found):
