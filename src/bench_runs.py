@@ -24,7 +24,7 @@ from src.config import Config
 from src.errors import DataError
 from src.processes import child_environment
 from src.run_metrics import read_run_metrics
-from src.util import no_free_name, numbered_names, write_all_atomically, writing
+from src.util import no_free_name, numbered_names, write_all_new, writing
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
                     "TF_ENABLE_ONEDNN_OPTS")
@@ -145,10 +145,7 @@ def write_new_files(folder: Path, stem: str, texts: dict[str, str | bytes]) -> l
         folder.mkdir(parents=True, exist_ok=True)
     for name in numbered_names(stem):
         paths = [folder / f"{name}{suffix}" for suffix in texts]
-        if not any(path.exists() for path in paths):
-            break
-    else:
-        raise no_free_name(folder / stem)
-    # All or none: a .md without its .json would pass for a whole record.
-    write_all_atomically(dict(zip(paths, texts.values(), strict=True)))
-    return paths
+        # All or none: a .md without its .json would pass for a whole record.
+        if write_all_new(dict(zip(paths, texts.values(), strict=True))):
+            return paths
+    raise no_free_name(folder / stem)

@@ -110,6 +110,45 @@ def write_all_atomically(texts: dict[Path, str | bytes]) -> None:
         raise
 
 
+def write_all_new(texts: dict[Path, str | bytes]) -> bool:
+    """write_all_atomically for files that must not exist yet: each partial file is hard-
+    linked to its name, which fails on a name taken, even by another process since it was
+    checked. False, with nothing written, when a name was taken; a file system without hard
+    links falls back to write_all_atomically over names that were free when checked."""
+    if any(path.exists() for path in texts):
+        return False
+    partials = {path: partial_path(path) for path in texts}
+    linked: list[Path] = []
+    try:
+        for (path, partial), text in zip(partials.items(), texts.values(), strict=True):
+            with writing(path):
+                if isinstance(text, bytes):
+                    partial.write_bytes(text)
+                else:
+                    partial.write_text(text, encoding="utf-8")
+        for path, partial in partials.items():
+            try:
+                os.link(partial, path)
+            except FileExistsError:  # another run took it since the check: take none
+                for done in linked:
+                    done.unlink(missing_ok=True)
+                return False
+            except OSError:  # no hard links here (FAT, some network shares)
+                for done in linked:
+                    done.unlink(missing_ok=True)
+                write_all_atomically(texts)
+                return True
+            linked.append(path)
+        return True
+    except BaseException:
+        for path in linked:
+            path.unlink(missing_ok=True)
+        raise
+    finally:
+        for partial in partials.values():
+            partial.unlink(missing_ok=True)
+
+
 def numbered_names(name: str) -> Iterator[str]:
     """name, then name-2, name-3, ... name-999: the names a new run's file or folder tries
     in turn, so that no earlier run's is overwritten."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -12,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from src import bench, bench_runs, bench_timing, notebook_way, processes
+from src import bench, bench_runs, bench_timing, notebook_way, processes, util
 from src.config import run_cli
 from src.errors import DataError
 from tests.conftest import REPO_ROOT
@@ -185,6 +186,35 @@ def test_write_new_files_never_overwrites(tmp_path):
     assert [p.name for p in second] == ["bench-x-2.md", "bench-x-2.json"]
     assert first[0].read_text() == "one" and second[0].read_text() == "two"
     assert not list(tmp_path.glob(".partial-*"))
+
+
+def test_write_new_files_takes_the_next_name_when_another_run_takes_it_meanwhile(
+        tmp_path, monkeypatch):
+    """The names were checked free, then another run of the same second wrote its record:
+    os.replace overwrote it. Linked into place, the record takes the next name."""
+    link = os.link
+
+    def another_run_first(source, target):
+        if Path(target).name == "bench-x.json" and not Path(target).exists():
+            Path(target).write_text("the other run's")
+        return link(source, target)
+
+    monkeypatch.setattr(util.os, "link", another_run_first)
+    written = bench_runs.write_new_files(tmp_path, "bench-x", {".md": "one", ".json": "{}"})
+    assert [p.name for p in written] == ["bench-x-2.md", "bench-x-2.json"]
+    assert (tmp_path / "bench-x.json").read_text() == "the other run's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench-x-2.json", "bench-x-2.md",
+                                                          "bench-x.json"]
+
+
+def test_write_new_files_without_hard_links_still_writes(tmp_path, monkeypatch):
+    def no_links(source, target):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(util.os, "link", no_links)
+    written = bench_runs.write_new_files(tmp_path, "bench-x", {".md": "one"})
+    assert [p.read_text() for p in written] == ["one"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench-x.md"]
 
 
 def test_write_new_files_fails_in_one_line_and_writes_none(tmp_path, monkeypatch):

@@ -50,8 +50,9 @@ def test_profile_sets_values_and_flags_override_them():
     (["--minutes=-1e308"], "--minutes: expected a number of minutes up to 525600 (a year), "
                            "found -1e+308"),
     # no pseudo-labelled round without a threshold (or a plan): the flag was dropped
-    (["--profile", "smoke", "--pseudo-epochs", "5"], "--pseudo-epochs: expected --pseudo-threshold P with "
-     "--pseudo-epochs (no pseudo-labelled round without one), found --pseudo-epochs alone"),
+    (["--profile", "smoke", "--pseudo-epochs", "5"], "--pseudo-epochs: expected "
+     "--pseudo-threshold P with --pseudo-epochs (no pseudo-labelled round without one), found "
+     "--pseudo-epochs alone"),
     (["--trial-seconds", "1e308", "--tuner", "random"],
      "--trial-seconds: expected a number of seconds 0..31536000 (0: off), found 1e+308"),
 ])
