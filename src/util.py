@@ -84,6 +84,17 @@ def write_atomically(path: str | Path, text: str | bytes) -> None:
     write_all_atomically({Path(path): text})
 
 
+def _write_partials(partials: dict[Path, Path], texts: dict[Path, str | bytes]) -> None:
+    """Each text (UTF-8) or bytes into the partial file of its path; a failed write is a
+    DataError naming the path."""
+    for path, partial in partials.items():
+        with writing(path):
+            if isinstance(texts[path], bytes):
+                partial.write_bytes(texts[path])
+            else:
+                partial.write_text(texts[path], encoding="utf-8")
+
+
 def write_all_atomically(texts: dict[Path, str | bytes]) -> None:
     """write_atomically for files that belong together: every partial file is written
     before any replaces its file, so a failed write (a full disk) leaves all the files as
@@ -92,12 +103,7 @@ def write_all_atomically(texts: dict[Path, str | bytes]) -> None:
     partials = {path: partial_path(path) for path in texts}
     created: list[Path] = []
     try:
-        for (path, partial), text in zip(partials.items(), texts.values(), strict=True):
-            with writing(path):
-                if isinstance(text, bytes):
-                    partial.write_bytes(text)
-                else:
-                    partial.write_text(text, encoding="utf-8")
+        _write_partials(partials, texts)
         for path, partial in partials.items():
             existed = path.exists()
             with writing(path):
@@ -120,12 +126,7 @@ def write_all_new(texts: dict[Path, str | bytes]) -> bool:
     partials = {path: partial_path(path) for path in texts}
     linked: list[Path] = []
     try:
-        for (path, partial), text in zip(partials.items(), texts.values(), strict=True):
-            with writing(path):
-                if isinstance(text, bytes):
-                    partial.write_bytes(text)
-                else:
-                    partial.write_text(text, encoding="utf-8")
+        _write_partials(partials, texts)
         for path, partial in partials.items():
             try:
                 os.link(partial, path)
