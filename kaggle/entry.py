@@ -252,9 +252,9 @@ def main(clock=time.monotonic) -> int:
                       "goes on without its results (the default CNN)", flush=True)
             elif code == TIMED_OUT:
                 print(f"error: {module} did not finish within the time budget of "
-                      f"{BUDGET_MINUTES:.0f} min: pick a smaller profile, or a larger "
-                      "BUDGET_MINUTES in kaggle/entry.py, then build again (kaggle/README.md)",
-                      file=sys.stderr)
+                      f"{BUDGET_MINUTES:.0f} min (its plan ran late): a smaller "
+                      "BUDGET_MINUTES in kaggle/entry.py leaves Kaggle's session more room; "
+                      "build again (kaggle/README.md)", file=sys.stderr)
                 return code
             elif code:
                 print(f"error: {module} failed with exit code {code}", file=sys.stderr)
