@@ -20,6 +20,7 @@ from src.csv_text import (
     READ_ERRORS,
     check_row_width,
     csv_syntax_error,
+    first_nul_cell,
     first_true_cell,
     first_two_lines,
     line_fields,
@@ -215,8 +216,14 @@ def read_digits_csv(path: str | Path, with_labels: bool) -> tuple[np.ndarray, np
     columns = TRAIN_COLUMNS if with_labels else PIXEL_COLUMNS
     try:
         values = _read_values(path, columns)
+        nul = first_nul_cell(path)
     except READ_ERRORS as error:
         raise unreadable_error(path, error, columns) from None
+    if nul is not None:  # pandas read the cell as the digits before the NUL
+        line, position, cell = nul
+        low, high = _column_limits(columns)[min(position, len(columns) - 1)]
+        raise DataError(f"an integer {low}..{high}", shown(cell), file=path, line=line,
+                        column=columns[position] if position < len(columns) else None)
     if len(values) == 0:
         raise DataError("at least one row of digits", "only the header", file=path, line=2)
     pixels = values[:, 1:] if with_labels else values

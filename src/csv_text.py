@@ -67,6 +67,25 @@ def _field_name(line_text: bytes, offset: int, line: int, columns: list[str]) ->
     return columns[position]
 
 
+# pandas before 3.0 ends a cell at a NUL byte: "1<NUL>2" read as 1, without a word.
+NUL_ENDS_CELLS = int(pd.__version__.split(".")[0]) < 3
+
+
+def first_nul_cell(path: Path) -> tuple[int, int, str] | None:
+    """(line, position, cell text) of the first cell holding a NUL byte, or None; read
+    only where pandas would cut such a cell short (NUL_ENDS_CELLS)."""
+    if not NUL_ENDS_CELLS:
+        return None
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as handle:
+        for line, text in enumerate(handle, start=1):
+            at = text.find(b"\0")
+            if at >= 0:
+                position = text.count(b",", 0, at)
+                cell = text.split(b",")[position].rstrip(b"\r\n")
+                return line, position, cell.decode("utf-8", "backslashreplace")
+    return None
+
+
 def unreadable_error(path: Path, error: BaseException, columns: list[str]) -> DataError:
     """The DataError for a file that cannot be read as text (error is one of READ_ERRORS):
     the line and column of its first byte that is not UTF-8, or the line where a damaged
@@ -152,6 +171,11 @@ def read_csv_as_text(path: Path, columns: list[str]) -> pd.DataFrame:
     expected = f"columns {','.join(columns)}"
     frame = read_csv_checked(path, columns, expected, dtype=str, na_filter=False,
                              skip_blank_lines=False)
+    nul = first_nul_cell(path)
+    if nul is not None:
+        line, position, cell = nul
+        raise DataError("text without NUL bytes", repr(cell), file=path, line=line,
+                        column=columns[position] if position < len(columns) else None)
     header = line_fields(first_two_lines(path)[0])
     if not header:  # a blank first line: pandas would take the next for the header
         raise DataError(expected, "a blank line", file=path, line=1)
