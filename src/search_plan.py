@@ -202,6 +202,7 @@ class SearchClock:
                  clock: Callable[[], float] = time.perf_counter):
         self.path, self.started, self.clock = path, started, clock
         self.before = 0.0 if fresh else self._read()
+        self.trials_ended = 0  # in this run
 
     def _read(self) -> float:
         try:
@@ -217,3 +218,18 @@ class SearchClock:
     def save(self) -> None:
         """Record seconds() (after each trial: a kill loses at most the trial it cut off)."""
         write_atomically(self.path, json.dumps({"seconds": self.seconds()}) + "\n")
+
+    def trial_ended(self) -> None:
+        """A trial of this run ended: record the seconds so far."""
+        self.trials_ended += 1
+        self.save()
+
+    def finish(self) -> float:
+        """The seconds to record as the search's: every run's up to now when a trial ended
+        in this one; else the earlier runs' alone, so that the same command run again over
+        a finished search records what it did (submit's saved plan is keyed on them, and a
+        new plan would retime the networks and could retrain the saved fold models)."""
+        if not self.trials_ended:
+            return round(self.before, 1)
+        self.save()
+        return self.seconds()

@@ -281,7 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if record is not None:
         clock = search_plan.SearchClock(project_dir(config, fingerprint) / search_plan.SEARCH_CLOCK,
                                         started, config.overwrite)
-    tuner = build_tuner(config, role, len(train[1]), fingerprint, clock.save if clock else None)
+    tuner = build_tuner(config, role, len(train[1]), fingerprint,
+                        clock.trial_ended if clock else None)
     where = f"{os.environ.get(ENV_ORACLE_IP)}:{os.environ.get(ENV_ORACLE_PORT)}"
     if role == "chief":
         print(f"chief: serving the search at {where} until every worker has stopped", flush=True)
@@ -305,8 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                  if older.is_file() else ""), file=sys.stderr)
         return 1
     if clock is not None:
-        clock.save()
-        record = {**record, "spent_seconds": clock.seconds()}
+        record = {**record, "spent_seconds": clock.finish()}
         earlier = " (its earlier runs included)" if clock.before else ""
         print(f"the search spent {format_duration(record['spent_seconds'])} of "
               f"{config.minutes:g} minutes{earlier}", flush=True)

@@ -899,7 +899,8 @@ def test_tune_records_its_minutes_and_submit_plans_the_rest(kaggle_dir_readonly,
     out = capsys.readouterr().out
     assert "Reloading Tuner" in out and "(its earlier runs included)" in out
     again = json.loads((artifacts / "tune" / "best_hparams.json").read_text())["budget"]
-    assert again["spent_seconds"] > record["spent_seconds"]
+    # No trial was left to run: the seconds are the first run's, so submit's plan stands.
+    assert again["spent_seconds"] == record["spent_seconds"]
     # submit with the same budget plans what the search left.
     assert run_cli(submit.main, _submit_args(kaggle_dir_readonly, tmp_path, "--minutes", "3",
                                              "--plan-only")) == 0
@@ -955,6 +956,12 @@ def test_the_search_clock_counts_a_killed_run_up_to_its_last_trial(tmp_path):
     resumed = search_plan.SearchClock(path, started=480.0, fresh=False, clock=lambda: now[0])
     assert resumed.seconds() == 30  # 10 s before the kill, 20 s of this run
     assert search_plan.SearchClock(path, 480.0, fresh=True, clock=lambda: now[0]).seconds() == 20
+    # Run again over a finished search, no trial ends: it records what the runs before did
+    # (it had added its own load and reload, so submit's plan, keyed on them, was remade).
+    resumed.trial_ended()
+    assert resumed.finish() == 30
+    rerun = search_plan.SearchClock(path, started=600.0, fresh=False, clock=lambda: 612.0)
+    assert rerun.finish() == 30 and rerun.before == 30
     for damaged in ("{not json", '{"seconds": NaN}', '{"seconds": -1000}'):  # NaN crashed tune
         path.write_text(damaged)
         assert search_plan.SearchClock(path, 480.0, fresh=False, clock=lambda: now[0]).before == 0
