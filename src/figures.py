@@ -154,7 +154,7 @@ def _plot_misclassified(images: np.ndarray, y_true: np.ndarray, probs: np.ndarra
         ax.set_title(f"true {int(y_true[index])} → pred {predicted} "
                      f"({probs[index, predicted]:.2f})", fontsize=9)
     figure.suptitle(f"Misclassified training digits: {len(worst)} most confident of "
-                    f"{total_errors:,} errors", fontsize=12)
+                    f"{total_errors:,} error{'' if total_errors == 1 else 's'}", fontsize=12)
     return figure
 
 

@@ -126,7 +126,7 @@ def build_metrics(inputs: ReportInputs) -> dict:
                                                         labels=DIGITS)}
     outside_search = None  # the OOF of the images that had no say in choosing the members
     outside = None if inputs.search_holdout is None else ~np.asarray(inputs.search_holdout)
-    if outside is not None and outside.any():
+    if outside is not None and outside.any() and not outside.all():  # else: the headline
         outside_search = {**score(y_true[outside], inputs.ensemble_probs[outside]),
                           "left_out": int(len(y_true) - outside.sum())}
     test_counts = None

@@ -20,7 +20,8 @@ from src.figures import FIGURE_CAPTIONS, write_figures
 from src.metrics import DIGITS, ENSEMBLE, ReportInputs, build_metrics
 from src.util import LEADERBOARD_ROWS, format_accuracy, format_duration, write_atomically
 
-AS_TYPED = {"seed"}  # run info a user copies back into a flag: --seed 2024, not 2,024
+AS_TYPED = {"seed", "batch_size", "epochs", "folds", "repeats", "train_samples", "jobs",
+            "pseudo_epochs"}  # run info a user copies back into a flag: --seed 2024, not 2,024
 # run info for programs, not readers: the digests of every run a blend's blends hold
 FOR_PROGRAMS = {"holds"}
 

@@ -172,6 +172,10 @@ def test_the_ensemble_is_also_scored_without_the_images_the_search_chose_it_on()
             f"{outside['accuracy']:.2%}") in text
     assert synthetic_inputs().search_holdout is None  # no search: no such line
     assert build_metrics(synthetic_inputs())["ensemble_outside_search_holdout"] is None
+    # A hold-out none of whose images is here (a --train-samples subsample that missed
+    # them): "without the 0 images" repeated the headline.
+    inputs.search_holdout = np.zeros(SIZE, bool)
+    assert build_metrics(inputs)["ensemble_outside_search_holdout"] is None
 
 
 def test_metrics_json_is_strict_json_equal_to_the_returned_metrics(written):
@@ -230,9 +234,11 @@ def test_markdown_shows_user_text_as_written():
     for text in texts:
         rendered = page.render(render_markdown([Paragraph(text, strong=True)]))
         assert rendered == f"<p><strong>{escape(text, quote=False)}</strong></p>\n", text
-    table = report._mapping_table({"seed": 2024, "images": 42000, "train_file": texts[1]})
+    table = report._mapping_table({"seed": 2024, "images": 42000, "train_file": texts[1],
+                                   "batch_size": 1024, "train_samples": 12000})
     assert table.rows == [["seed", "2024"], ["images", "42,000"],
-                          ["train_file", texts[1]]]
+                          ["train_file", texts[1]], ["batch_size", "1024"],
+                          ["train_samples", "12000"]]
     assert report._format_value(999.96) == "1,000" == report._format_value(1000.0)
 
 
@@ -341,3 +347,13 @@ def test_kaggle_score_goes_under_the_headline_and_replaces_the_pending_line(tmp_
     assert "<b>run</b>" not in page and "&lt;b&gt;run&lt;/b&gt;" in page  # escaped
     assert {path.name: path.read_bytes() for path in tmp_path.glob("*.png")} == figures
     assert not [path.name for path in tmp_path.iterdir() if path.name.startswith(".")]
+
+
+def test_a_gallery_of_one_mistake_says_one_error():
+    """Its title read "1 most confident of 1 errors"."""
+    from src import figures
+
+    images = np.zeros((2, 28, 28, 1), np.uint8)
+    probs = np.array([[0.9, 0.1] + [0.0] * 8, [0.2, 0.8] + [0.0] * 8])
+    figure = figures._plot_misclassified(images, np.array([1, 1]), probs, np.array([0]), 1)
+    assert figure._suptitle.get_text().endswith("1 most confident of 1 error")
