@@ -58,6 +58,7 @@ from src.data import (
     load_keras_mnist,
 )
 from src.errors import DataError
+from src.run_folders import latest_run
 from src.util import command_line, format_accuracy, format_duration
 
 # Images per timed row; a GPU needs more of them for a stable figure.
@@ -97,7 +98,10 @@ def profile_lines(result: dict) -> list[str]:
     submit_seconds = result.get("submit_wall_seconds", result["submit_seconds"])
     lines = [f"- ensemble CV (out-of-fold) accuracy: {format_accuracy(result['accuracy'])} "
              f"(profile {result['profile']})",
-             f"- python -m src.submit wall time: {format_duration(submit_seconds)}"]
+             f"- python -m src.submit wall time: {format_duration(submit_seconds)}"
+             if result["profile"] != "blend" else  # its runs' minutes and its own
+             f"- python -m src.blend, its runs' time and its own: "
+             f"{format_duration(submit_seconds)}"]
     if "tune_wall_seconds" in result:
         lines.append(f"- python -m src.tune wall time: "
                      f"{format_duration(result['tune_wall_seconds'])}")
@@ -235,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamp = started.strftime("%Y%m%d-%H%M%S")
     profile_run = (run_profile(config, new_folder(bench_dir / f"run-{stamp}-{config.profile}"))
                    if args.run_quick else
-                   run_summary(Path(config.submissions_dir) / "latest"))
+                   run_summary(latest_run(Path(config.submissions_dir))))
     report = {"utc": started.strftime("%Y-%m-%d %H:%M UTC"),
               "command": command,
               "profile": config.profile, "batch_size": config.batch_size, "top_k": config.top_k,

@@ -23,6 +23,7 @@ from src.calibrate import available_cores
 from src.config import Config
 from src.errors import DataError
 from src.processes import child_environment
+from src.run_folders import latest_run
 from src.run_metrics import read_run_metrics
 from src.util import no_free_name, numbered_names, write_all_new, writing
 
@@ -120,7 +121,7 @@ def run_profile(config: Config, folder: Path) -> dict:
         code, seconds[stage] = run_stage(stage, child_flags(config, folder))
         if code != 0:
             return {"note": f"python -m src.{stage} exited with code {code}"}
-    result = run_summary(folder / "submissions" / "latest")
+    result = run_summary(latest_run(folder / "submissions"))
     return {**result, "tune_wall_seconds": seconds["tune"],
             "submit_wall_seconds": seconds["submit"]}
 

@@ -42,6 +42,7 @@ from src.errors import DataError
 from src.metrics import score
 from src.model import use_precision
 from src.recipes import CURVE_FOLDS, RECIPES, Recipe, recipe_oof
+from src.run_folders import latest_run
 from src.util import (
     is_count,
     is_number,
@@ -111,7 +112,7 @@ def plan_point(config: Config, minutes: float, folder: Path) -> Point:
     if code != 0:
         point.note = f"python -m src.submit exited with code {code}"
         return point
-    run = bench_runs.run_summary(folder / "submissions" / "latest", plan_details)
+    run = bench_runs.run_summary(latest_run(folder / "submissions"), plan_details)
     if "note" in run:
         point.note = run["note"]
         return point

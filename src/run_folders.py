@@ -92,6 +92,20 @@ def _no_symlinks(error: OSError) -> bool:
             or error.errno in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EACCES))
 
 
+def latest_run(submissions_dir: Path) -> Path:
+    """The newest finished run's folder: where the ``latest`` link points, or the run
+    ``latest.txt`` names where links cannot be made; ``latest`` itself when neither is
+    there (its absence for the caller to report)."""
+    latest, latest_txt = submissions_dir / "latest", submissions_dir / "latest.txt"
+    if latest.is_symlink() or not latest_txt.is_file():
+        return latest
+    try:
+        name = latest_txt.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return latest
+    return submissions_dir / name if name and "/" not in name and "\\" not in name else latest
+
+
 def check_latest(submissions_dir: Path) -> None:
     """DataError unless ``latest`` under submissions_dir is a link or absent: a real folder
     or file there (a copy that followed the link) cannot be pointed at the new run, and is

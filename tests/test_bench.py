@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from src import bench, bench_runs, bench_timing, notebook_way, processes, util
+from src import bench, bench_runs, bench_timing, notebook_way, processes, run_folders, util
 from src.config import run_cli
 from src.errors import DataError
 from tests.conftest import REPO_ROOT
@@ -171,6 +171,18 @@ def test_profile_figures_come_from_the_latest_metrics(tmp_path):
     # --run-quick timed it from the shell, as the search: that time, not metrics.json's
     lines = bench.profile_lines({**result, "tune_wall_seconds": 90, "submit_wall_seconds": 800})
     assert "- python -m src.submit wall time: 13m20s" in lines
+    # latest a blend: its time is its runs' and its own, not a submit's
+    assert "- python -m src.blend, its runs' time and its own: 12m34s" in bench.profile_lines(
+        {**result, "profile": "blend"})
+    # Where links cannot be made, latest.txt names the run.
+    (tmp_path / "20261206-000000-quick-kaggle").mkdir()
+    path.rename(tmp_path / "20261206-000000-quick-kaggle" / "metrics.json")
+    run_dir.rmdir()
+    (tmp_path / "latest.txt").write_text("20261206-000000-quick-kaggle\n")
+    found = bench_runs.run_summary(run_folders.latest_run(tmp_path))
+    assert found["accuracy"] == 0.9931
+    (tmp_path / "20261206-000000-quick-kaggle" / "metrics.json").rename(path.parent.mkdir() or path)
+    (tmp_path / "latest.txt").unlink()
     path.write_text(json.dumps({**metrics, "ensemble": {}}))  # checked as src.runs checks it
     assert bench_runs.run_summary(run_dir)["note"].startswith(
         f"{path}: ensemble.accuracy: expected a share 0..1")
