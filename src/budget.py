@@ -237,7 +237,8 @@ class RoundPace:
                  epochs: int):
         plan = budget.plan
         self.budget, self.name, self.speeds, self.epochs = budget, name, speeds, epochs
-        self.waiting = {job.number for job in jobs}
+        self.waiting = {job.number: job for job in jobs}  # each priced at its network's speed
+        self.ended = 0  # fold models of the round ended so far: a pace to speak of
         self.running: dict[int, tuple[float, float]] = {}  # number: (started, planned seconds)
         self.pace = 1.0
         self.workers = max(plan.jobs, 1)
@@ -258,15 +259,16 @@ class RoundPace:
 
     def epochs_for(self, job) -> int:
         """The epochs of the job about to start; a cut is printed and saved."""
-        self.waiting.discard(job.number)
+        self.waiting.pop(job.number, None)
         epochs, tta = self._epochs_that_fit(job) if self.may_cut else (self.epochs, True)
         budget, key = self.budget, _cut_key(self.name, job.member.name, job.fold)
         before = budget.plan.decisions.pop(key, None)  # a killed run's, for this model
         if epochs < self.epochs:
             budget.plan.decisions[key] = epochs
+            why = (f"the last fold model took {self.pace:.2f}x its planned time" if self.ended
+                   else "the round started late")
             print(f"plan: {job.label()}: {epochs} epochs, not {self.epochs}"
-                  f"{', to keep TTA' if tta else ''}: the last fold "
-                  f"model took {self.pace:.2f}x its planned time, "
+                  f"{', to keep TTA' if tta else ''}: {why}, "
                   f"{format_duration(max(budget.left(), 0))} left", flush=True)
         if budget.plan.decisions.get(key) != before and budget.path is not None:
             write_atomically(budget.path, budget.plan.to_json())
@@ -276,6 +278,7 @@ class RoundPace:
     def finished(self, job, seconds: float) -> None:
         """A fold model ended after `seconds` of training: the pace for the next."""
         _, planned = self.running.pop(job.number)
+        self.ended += 1
         # Beside another model, or the last one alone (then the pace reads low, and nothing
         # is left to decide).
         self.pace = seconds / (planned * self.beside)
@@ -298,8 +301,10 @@ class RoundPace:
             choices = [*[(epochs, True) for epochs in self.epochs_keeping_tta],
                        *[(epochs, False) for epochs in all_epochs]]
         for epochs, tta in choices:
-            work = [*running, *[self.seconds_alone(job, epochs) * self.pace]
-                    * (len(self.waiting) + 1)]
+            # this one and those waiting, each at its own network's speed (a round trains
+            # one network's folds, then the next's)
+            work = [*running, *(self.seconds_alone(each, epochs) * self.pace
+                                for each in (job, *self.waiting.values()))]
             # the workers are up (one job starts none); no model ends sooner than alone
             started = WORKER_START_SECONDS if self.workers > 1 else 0.0
             if max(training_seconds(work, self.workers) - started,

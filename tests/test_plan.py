@@ -178,6 +178,25 @@ def test_the_pace_check_prices_each_network_at_its_own_speed():
     assert pace.speeds == {"default": slow, "rank1": CPU}
 
 
+def test_the_pace_check_prices_each_waiting_model_at_its_networks_speed():
+    # Every model waiting was priced at the speed of the one about to start: a round that
+    # began with the slow network's folds cut them at once, on a machine exactly on plan.
+    slow = dataclasses.replace(CPU, train_images_per_second=CPU.train_images_per_second / 3)
+    planned = plan.plan_ensemble(_config(80), {"rank1": CPU, "default": slow}, REAL,
+                                 CALIBRATED_AFTER, required=["default"])
+    assert sorted(planned.members) == ["default", "rank1"]
+    assert planned.eta() > 0.9 * 80 * 60  # a plan the budget bounds, not the caps
+    count = planned.folds * planned.repeats
+    jobs = [ensemble.FoldJob(Member(name, {}, name, name), split, planned.folds,
+                             Path(f"{name}-{split}.keras"), number, 2 * count, planned.repeats)
+            for number, (name, split) in enumerate(
+                [(name, split) for name in ("default", "rank1") for split in range(count)],
+                start=1)]
+    run = budget.Budget(planned, 0.0, None, lambda: 0.0)  # the round starts on plan
+    pace = run.round_pace(False, jobs, ["default", "rank1"], planned.epochs)
+    assert pace.epochs_for(jobs[0]) == planned.epochs
+
+
 def test_eight_minutes_buys_fewer_epochs_and_no_second_round():
     short = _plan(8)
     row = plan.PLAN_TABLE[0]
