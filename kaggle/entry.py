@@ -75,7 +75,7 @@ TIMED_OUT = 124  # a stage's exit code when the kernel stopped it at its time li
 STAGES = ("src.tune", "src.submit")
 # What the stages import, with the oldest version the package supports (pyproject.toml).
 REQUIREMENTS = {"tensorflow": "2.16", "keras": "3.3", "keras_tuner": "1.4.7", "numpy": "1.26",
-                "pandas": "2.0", "sklearn": "1.3", "scipy": "1.10", "seaborn": "0.13",
+                "pandas": "2.0", "sklearn": "1.2", "scipy": "1.10", "seaborn": "0.12",
                 "matplotlib": "3.7"}
 # ... and the first version it does not: src/tuners.py wraps KerasTuner 1.4's oracle.
 TOO_NEW = {"keras_tuner": "1.5"}

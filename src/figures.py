@@ -11,8 +11,10 @@ this module imports nothing from src.report.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -26,6 +28,19 @@ from matplotlib.ticker import MaxNLocator
 
 from src.metrics import DIGITS, ENSEMBLE, NUM_CLASSES
 from src.util import format_accuracy, writing
+
+
+def _without_seaborn_deprecations(plot):
+    """plot, with the deprecation warnings seaborn 0.12 (Kaggle's image) raises on every
+    call under pandas 2.1+ (is_categorical_dtype) silenced: a warning line per figure, in
+    a notebook, about code that is not the user's."""
+    @functools.wraps(plot)
+    def quiet(*args, **kwargs):
+        with warnings.catch_warnings():
+            for kind in (DeprecationWarning, FutureWarning):
+                warnings.filterwarnings("ignore", category=kind, module=r"seaborn\.")
+            return plot(*args, **kwargs)
+    return quiet
 
 GALLERY_SIZE = 36
 GALLERY_COLUMNS = 6
@@ -118,6 +133,7 @@ def _plot_per_digit(report: dict) -> Figure:
     return figure
 
 
+@_without_seaborn_deprecations
 def _plot_confusion(matrix: list[list[int]]) -> Figure:
     """The confusion matrix with counts: diagonal in grey, errors on their own red scale."""
     counts = np.array(matrix)
@@ -235,6 +251,7 @@ def write_figures(run_dir: Path, metrics: dict, *, images: np.ndarray, y_true: n
     return list(figures)
 
 
+@_without_seaborn_deprecations
 def _plot_curve(points: list[dict]) -> Figure:
     """OOF accuracy against wall-clock minutes: the plans as a line with points, each recipe
     a labelled square; bars are 95% intervals where known. Unscored points are left out."""
@@ -283,6 +300,7 @@ def curve_png(points: list[dict]) -> bytes:
     return _png_bytes(_plot_curve(points))
 
 
+@_without_seaborn_deprecations
 def fidelity_png(search_losses, oof_scores, search_ranks, agreement: str) -> bytes:
     """Each configuration's search score (hold-out log-loss, better to the right) against its
     out-of-fold accuracy after full training, numbered by search rank, as PNG bytes
@@ -302,6 +320,7 @@ def fidelity_png(search_losses, oof_scores, search_ranks, agreement: str) -> byt
     return _png_bytes(figure)
 
 
+@_without_seaborn_deprecations
 def cv_against_public_png(frame: pd.DataFrame) -> bytes | None:
     """The ledger's runs.png (src.runs writes it): OOF accuracy (with its 95% interval)
     against the public score, one dot a scored run, and the line where they agree, as PNG
