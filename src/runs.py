@@ -211,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(sync_scores(folder), flush=True)
     frame = sort_ledger(ledger(folder), args.sort)
     if frame.empty:
+        if (folder / "runs.csv").is_file():  # its runs are gone: it would still list them
+            write_ledger(frame, folder)
         print(f"no runs in {folder}/ yet: `python -m src.submit` writes one")
         return 0
     print(format_ledger(frame))

@@ -244,6 +244,17 @@ def test_no_runs_says_so_and_writes_nothing(tmp_path, capsys, monkeypatch, make)
                                                            else [])
 
 
+def test_a_ledger_whose_runs_are_gone_lists_none(tmp_path, capsys):
+    """runs.csv and runs.png kept listing runs moved away, where the command said none."""
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    (folder / "runs.csv").write_text("run_id,oof\n20261125-000000-quick-kaggle,0.99\n")
+    (folder / "runs.png").write_bytes(b"an old figure")
+    assert _ledger(folder, capsys)[0].startswith("no runs in ")
+    assert sorted(p.name for p in folder.iterdir()) == ["runs.csv"]
+    assert len((folder / "runs.csv").read_text().splitlines()) == 1  # the header alone
+
+
 def test_without_public_scores_there_is_no_figure(tmp_path, capsys):
     folder = tmp_path / "submissions"
     write_run(folder, THIRD, correct=41_900)
