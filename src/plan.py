@@ -241,6 +241,10 @@ def plan_ensemble(config: Config, speeds: dict[str, Speed], sizes: Sizes, elapse
     first = [*first, *(name for name in required if name not in first)]
     seconds = config.minutes * 60 - search_seconds
     threshold = config.pseudo_threshold if "pseudo_threshold" in given else row.pseudo_threshold
+    if "pseudo_epochs" in given and threshold <= 0:  # it would be dropped without a word
+        raise DataError("--pseudo-threshold P with --pseudo-epochs (this budget's plan has no "
+                        "pseudo-labelled round of its own)", "--pseudo-epochs alone",
+                        column="--pseudo-epochs")
     pseudo_choices = flag_choices(config, "pseudo_epochs", row.pseudo_max_epochs,
                                   row.pseudo_min_epochs) if threshold > 0 else [0]
     repeat_choices = flag_choices(config, "repeats", row.max_repeats, 1)
@@ -254,7 +258,9 @@ def plan_ensemble(config: Config, speeds: dict[str, Speed], sizes: Sizes, elapse
         return sum(stages(members, repeats, epochs, tta, pseudo_epochs).values()) <= seconds
 
     epoch_choices = flag_choices(config, "epochs", row.max_epochs, row.min_epochs)
-    forced_pseudo = pseudo_choices[-1] if "pseudo_epochs" in given else 0
+    # A round asked for (its threshold or epochs given) keeps its fewest epochs; the
+    # first round's epochs fill the rest (else they took it all, and the round was dropped).
+    forced_pseudo = pseudo_choices[-1] if {"pseudo_epochs", "pseudo_threshold"} & given else 0
     tta_choices = [config.tta] if "tta" in given else [True, False] if row.tta else [False]
 
     def most_epochs(repeats: int, tta: bool) -> int:

@@ -197,6 +197,20 @@ def test_the_pace_check_prices_each_waiting_model_at_its_networks_speed():
     assert pace.epochs_for(jobs[0]) == planned.epochs
 
 
+def test_a_threshold_given_gets_its_round_where_the_table_plans_none(monkeypatch):
+    # The shipped rows plan no round: the first round's epochs took the whole budget, and
+    # a given --pseudo-threshold was dropped without a word ("skipped (planned 0)").
+    monkeypatch.setattr(plan, "PLAN_TABLE", SHIPPED_TABLE)
+    row = SHIPPED_TABLE[0]
+    assert _plan(30).pseudo_epochs == 0
+    asked = _plan(30, pseudo_threshold=0.7)
+    assert asked.pseudo_threshold == 0.7 and asked.pseudo_epochs >= row.pseudo_min_epochs
+    assert asked.eta() <= 30 * 60
+    with pytest.raises(DataError, match="--pseudo-epochs: expected --pseudo-threshold P with "
+                                        "--pseudo-epochs"):
+        _plan(30, pseudo_epochs=6)
+
+
 def test_eight_minutes_buys_fewer_epochs_and_no_second_round():
     short = _plan(8)
     row = plan.PLAN_TABLE[0]
