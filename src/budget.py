@@ -350,7 +350,7 @@ def plan_submit(digits, config: Config, started: float, save: bool = True,
     """This run's plan: an earlier run's with the same settings (whose fold models are this
     run's), else a new one from timing each candidate network; printed. Returns the config
     and members it sets and the Budget that keeps the run to it."""
-    from src.calibrate import measure_speed
+    from src.calibrate import machine_key, measure_speed
 
     candidates = candidate_members(config)
     sizes = Sizes(len(digits.y_train), len(digits.x_test))
@@ -358,11 +358,12 @@ def plan_submit(digits, config: Config, started: float, save: bool = True,
     # jobs too: a plan priced for one fold model at a time paces two wrongly (RoundPace).
     # The names and the search's seconds too: a search that picks the default CNN (rank1)
     # after a run without one (default) must not find that run's plan, whose members it
-    # names differently, nor its budget before the search spent some of it.
+    # names differently, nor its budget before the search spent some of it. The machine
+    # too: another one's speeds would plan too much or too little here.
     path = plan_path(config, "submit", {
         "data": data_fingerprint(digits.x_train, digits.y_train), "test": sizes.test,
         "candidates": [[member.name, member.hparams] for member in candidates],
-        "jobs": config.jobs, "search_seconds": spent})
+        "jobs": config.jobs, "search_seconds": spent, "machine": machine_key()})
     plan = None if config.fresh or not path.is_file() else load_plan(path)
     reused = plan is not None
     if plan is None:

@@ -12,6 +12,7 @@ this machine trains at once, which the search's plan and submit's both need.
 from __future__ import annotations
 
 import os
+import platform
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,6 +51,27 @@ def available_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_key() -> dict:
+    """What a plan's speeds belong to: the CPU, the cores this process may use and the
+    GPUs, so that a plan (and its timing) is not reused on another machine."""
+    import tensorflow as tf
+
+    return {"cpu": cpu_model(), "cores": available_cores(),
+            "gpus": [device.name for device in tf.config.list_physical_devices("GPU")]}
 
 
 @dataclass

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -209,6 +210,23 @@ def test_a_threshold_given_gets_its_round_where_the_table_plans_none(monkeypatch
     with pytest.raises(DataError, match="--pseudo-epochs: expected --pseudo-threshold P with "
                                         "--pseudo-epochs"):
         _plan(30, pseudo_epochs=6)
+
+
+def test_a_plan_saved_on_another_machine_is_made_again(kaggle_dir_readonly, tmp_path,
+                                                     monkeypatch):
+    """Its speeds were another machine's: reused, it planned too much or too little here."""
+    from src import calibrate
+    from src.data import load_digits
+
+    timed = []
+    monkeypatch.setattr(calibrate, "measure_speed", lambda *args: timed.append(1) or CPU)
+    config = Config(minutes=30, jobs=1, artifacts_dir=str(tmp_path), data_dir=str(
+        kaggle_dir_readonly), flags_given=frozenset({"minutes"}))
+    digits = load_digits(config)
+    for machine, times in (("cpu a", 1), ("cpu a", 1), ("cpu b", 2)):
+        monkeypatch.setattr(calibrate, "machine_key", lambda m=machine: {"cpu": m})
+        budget.plan_submit(digits, config, time.perf_counter())
+        assert len(timed) == times  # timed on a new machine only
 
 
 def test_eight_minutes_buys_fewer_epochs_and_no_second_round():
