@@ -93,8 +93,10 @@ class Config:
         for name in ("max_trials", "tune_epochs", "top_k", "repeats", "epochs", "batch_size",
                      "pseudo_epochs"):
             check_integer(_flag(name), getattr(self, name), 1, MOST[name])
-        for name in ("tune_samples", "train_samples", "seed", "jobs"):
+        for name in ("tune_samples", "train_samples", "seed"):
             check_integer(_flag(name), getattr(self, name), 0)
+        # one worker process a fold model: more than a round holds never start
+        check_integer("--jobs", self.jobs, 0, MOST_JOBS)
         check_integer(_flag("folds"), self.folds, 2)
         if not (0 <= self.trial_seconds <= MAX_MINUTES * 60):
             raise DataError(f"a number of seconds 0..{MAX_MINUTES * 60} (0: off)",
@@ -124,6 +126,7 @@ PLACEHOLDER_TRIAL_SECONDS = 1.0
 # The most a count may be: far past any use, and short of what would exhaust memory or
 # hang before the first line (a list of 2**31 trials' epochs; a calibration batch of 2**31
 # images, 1.7 TB).
+MOST_JOBS = 256
 MOST = {"max_trials": 10_000, "tune_epochs": 10_000, "top_k": 100, "repeats": 100,
         "epochs": 10_000, "batch_size": 65_536, "pseudo_epochs": 10_000}
 

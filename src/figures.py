@@ -320,6 +320,13 @@ def fidelity_png(search_losses, oof_scores, search_ranks, agreement: str) -> byt
     return _png_bytes(figure)
 
 
+def run_label(run: str) -> str:
+    """A run's label on runs.png: its UTC time, and the number a run of the same second
+    got (20261206-101500-2); the profile is the dot's colour."""
+    number = run.rsplit("-", 1)[-1] if len(run) > 15 else ""
+    return f"{run[:15]}-{number}" if number.isdigit() and len(number) < 4 else run[:15]
+
+
 @_without_seaborn_deprecations
 def cv_against_public_png(frame: pd.DataFrame) -> bytes | None:
     """The ledger's runs.png (src.runs writes it): OOF accuracy (with its 95% interval)
@@ -337,7 +344,8 @@ def cv_against_public_png(frame: pd.DataFrame) -> bytes | None:
                 capsize=3)
     sns.scatterplot(x=oof, y=public, hue=scored["profile"], s=60, ax=ax, zorder=3)
     for run, x, y in zip(scored["run"], oof, public, strict=True):
-        ax.annotate(run[:15], (x, y), xytext=(4, 4), textcoords="offset points", fontsize=7)
+        ax.annotate(run_label(run), (x, y), xytext=(4, 4), textcoords="offset points",
+                    fontsize=7)
     low = min(100 * scored["oof_low"].min(), public.min()) - 0.05
     high = max(100 * scored["oof_high"].max(), public.max()) + 0.05
     ax.plot([low, high], [low, high], "--", color="tab:red", linewidth=1, label="public = OOF")

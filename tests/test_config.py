@@ -32,7 +32,7 @@ def test_profile_sets_values_and_flags_override_them():
     (["--epochs", "-1"], "--epochs: expected an integer 1..10000, found -1"),
     (["--max-trials", "0"], "--max-trials: expected an integer 1..10000, found 0"),
     (["--folds", "1"], "--folds: expected an integer 2..2147483647, found 1"),
-    (["--jobs", "-1"], "--jobs: expected an integer 0..2147483647, found -1"),
+    (["--jobs", "-1"], "--jobs: expected an integer 0..256, found -1"),
     # beyond NumPy's seeds (fold 1 of --seed 4294967295 crashed after fold 0 was saved)
     (["--seed", "4294967295"], "--seed: expected an integer 0..2147483647, found 4294967295"),
     (["--batch-size", "99999999999999999999"],
@@ -49,6 +49,8 @@ def test_profile_sets_values_and_flags_override_them():
     # its seconds overflowed to -inf in the search's plan: a traceback after timing
     (["--minutes=-1e308"], "--minutes: expected a number of minutes up to 525600 (a year), "
                            "found -1e+308"),
+    # a plan priced a million fold models at once on 2 cores
+    (["--jobs", "1000000"], "--jobs: expected an integer 0..256, found 1000000"),
     # no pseudo-labelled round without a threshold (or a plan): the flag was dropped
     (["--profile", "smoke", "--pseudo-epochs", "5"], "--pseudo-epochs: expected "
      "--pseudo-threshold P with --pseudo-epochs (no pseudo-labelled round without one), found "

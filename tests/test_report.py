@@ -357,3 +357,12 @@ def test_a_gallery_of_one_mistake_says_one_error():
     probs = np.array([[0.9, 0.1] + [0.0] * 8, [0.2, 0.8] + [0.0] * 8])
     figure = figures._plot_misclassified(images, np.array([1, 1]), probs, np.array([0]), 1)
     assert figure._suptitle.get_text().endswith("1 most confident of 1 error")
+
+
+def test_runs_of_one_second_keep_their_numbers_on_runs_png():
+    """Labelled by their first 15 characters, both read 20261206-101500."""
+    from src import figures
+
+    assert figures.run_label("20261206-101500-quick-kaggle") == "20261206-101500"
+    assert figures.run_label("20261206-101500-quick-kaggle-2") == "20261206-101500-2"
+    assert figures.run_label("20261206-101500-blend-kaggle") == "20261206-101500"
