@@ -92,12 +92,12 @@ class Config:
                             column="--download")
         for name in ("max_trials", "tune_epochs", "top_k", "repeats", "epochs", "batch_size",
                      "pseudo_epochs"):
-            check_integer(_flag(name), getattr(self, name), 1, MOST[name])
+            check_integer(flag_name(name), getattr(self, name), 1, MOST[name])
         for name in ("tune_samples", "train_samples", "seed"):
-            check_integer(_flag(name), getattr(self, name), 0)
+            check_integer(flag_name(name), getattr(self, name), 0)
         # one worker process a fold model: more than a round holds never start
-        check_integer("--jobs", self.jobs, 0, MOST_JOBS)
-        check_integer(_flag("folds"), self.folds, 2)
+        check_integer(flag_name("jobs"), self.jobs, 0, MOST["jobs"])
+        check_integer(flag_name("folds"), self.folds, 2)
         if not (0 <= self.trial_seconds <= MAX_MINUTES * 60):
             raise DataError(f"a number of seconds 0..{MAX_MINUTES * 60} (0: off)",
                             str(self.trial_seconds), column="--trial-seconds")
@@ -126,12 +126,12 @@ PLACEHOLDER_TRIAL_SECONDS = 1.0
 # The most a count may be: far past any use, and short of what would exhaust memory or
 # hang before the first line (a list of 2**31 trials' epochs; a calibration batch of 2**31
 # images, 1.7 TB).
-MOST_JOBS = 256
 MOST = {"max_trials": 10_000, "tune_epochs": 10_000, "top_k": 100, "repeats": 100,
-        "epochs": 10_000, "batch_size": 65_536, "pseudo_epochs": 10_000}
+        "epochs": 10_000, "batch_size": 65_536, "pseudo_epochs": 10_000, "jobs": 256}
 
 
-def _flag(name: str) -> str:
+def flag_name(name: str) -> str:
+    """The command-line flag of a Config field: batch_size -> --batch-size."""
     return "--" + name.replace("_", "-")
 
 
@@ -246,10 +246,10 @@ def add_override(parser: argparse.ArgumentParser, name: str, help: str) -> None:
     field = {f.name: f for f in dataclasses.fields(Config)}[name]
     kind = {"int": int, "float": float, "bool": bool, "str": str}[str(field.type)]
     if kind is bool:
-        parser.add_argument(_flag(name), dest=name, action=argparse.BooleanOptionalAction,
+        parser.add_argument(flag_name(name), dest=name, action=argparse.BooleanOptionalAction,
                             default=None, help=help)
     else:
-        parser.add_argument(_flag(name), dest=name, type=kind, default=None,
+        parser.add_argument(flag_name(name), dest=name, type=kind, default=None,
                             metavar={int: "N", float: "X"}.get(kind),
                             help=help + " (default: from --profile)")
 

@@ -27,6 +27,7 @@ from src.config import (
     add_override,
     build_parser,
     config_from_args,
+    flag_name,
     path_flag,
     run_cli,
 )
@@ -129,7 +130,7 @@ def _check_and_upload(args, config: Config) -> int:
                         column="--check")
     unused = sorted(config.flags_given - CHECK_FLAGS)  # each would be dropped without a word
     if unused:
-        flag = "--" + unused[0].replace("_", "-")
+        flag = flag_name(unused[0])
         raise DataError("--check with the data and Kaggle flags only", f"{flag}, which a check "
                         "does not use (it trains nothing)", column=flag)
     # test.csv alone: its row count is all a submission is checked against

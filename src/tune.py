@@ -176,8 +176,8 @@ def build_tuner(config: Config, role: str | None, train_images: int, fingerprint
     resuming = saved_state(project) and not config.overwrite and role != "worker"
     if resuming:
         check_saved_state(project)
-    elif role != "worker" and older_code_searches(project):
-        print(f"search: starting afresh; {older_code_searches(project)[-1].name} holds the "
+    elif role != "worker" and (older := older_code_searches(project)):
+        print(f"search: starting afresh; {older[-1].name} holds the "
               "same search by other trial code (another package or library version), whose "
               "trials are not ranked beside these", flush=True)
     lost = lost_trial(project) if resuming else None
