@@ -163,18 +163,30 @@ def run_stage(module: str, package_root: Path, data_dir: Path, artifacts_dir: Pa
     return run_with_time_limit(command, package_root, seconds)
 
 
-def _default_ctrl_c() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+def _start_with_ctrl_c(command: list[str], cwd: Path) -> subprocess.Popen:
+    """Start command with Ctrl-C's default action, and the kernel's pid to watch.
+
+    A process started with SIGINT ignored (a shell's background job) passes that on, and
+    the stage would not stop cleanly. exec resets a handled signal to its default but keeps
+    an ignored one ignored, so the kernel handles Ctrl-C while it starts the child; not with
+    Popen's preexec_fn, which can deadlock the child of a threaded parent (TensorFlow's
+    threads run here once check_environment has imported it).
+    """
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:  # a SIGKILL of the kernel leaves its child running: the stage watches this pid
+        return subprocess.Popen(command, cwd=cwd,
+                                env={**os.environ, PARENT_PID_ENV: str(os.getpid())})
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def run_with_time_limit(command: list[str], cwd: Path, seconds: float) -> int:
     """Run command; past ``seconds`` interrupt it as Ctrl-C would (the stages stop cleanly),
     and kill it if it is still there GRACE_SECONDS later. Its exit code, or TIMED_OUT."""
-    # With Ctrl-C's default action restored in the child: a process started with SIGINT
-    # ignored (a shell's background job) passes that on, and the stage would not stop cleanly.
-    # A SIGKILL of the kernel leaves its child running: the stage watches this pid and ends.
-    process = subprocess.Popen(command, cwd=cwd, preexec_fn=_default_ctrl_c,
-                               env={**os.environ, PARENT_PID_ENV: str(os.getpid())})
+    process = _start_with_ctrl_c(command, cwd)
     try:
         return process.wait(timeout=max(seconds, 0))
     except subprocess.TimeoutExpired:

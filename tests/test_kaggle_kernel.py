@@ -332,12 +332,23 @@ def test_a_stage_stops_on_ctrl_c_also_when_the_kernel_ignores_it(tmp_path, monke
               "try:\n    pathlib.Path(sys.argv[1]).touch()\n    time.sleep(120)\n"
               "except KeyboardInterrupt:\n    pathlib.Path(sys.argv[2]).touch()\n")
     command = [sys.executable, "-c", script, str(tmp_path / "ready"), str(tmp_path / "stopped")]
+    started_with = []
+    popen = subprocess.Popen
+
+    def recording_popen(*args, **kwargs):
+        started_with.append(kwargs)
+        return popen(*args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", recording_popen)
     before = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         assert entry.run_with_time_limit(command, tmp_path, 3.0) == entry.TIMED_OUT
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # the kernel's own, kept
     finally:
         signal.signal(signal.SIGINT, before)
     assert (tmp_path / "ready").is_file() and (tmp_path / "stopped").is_file()
+    # no preexec_fn: it can deadlock the child of a threaded parent, as the kernel is
+    assert [kwargs.get("preexec_fn") for kwargs in started_with] == [None]
 
 
 def test_a_stage_does_not_outlive_a_ctrl_c_of_the_kernel(tmp_path, monkeypatch):
