@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from src.errors import DataError
+from src.util import shown
 
 LONGEST_LINE = 1 << 20  # characters: a row of 785 numbers is at most a few thousand
 # What reading a file can raise before any of its values is seen: bytes that are not
@@ -179,6 +180,7 @@ def read_csv_as_text(path: Path, columns: list[str]) -> pd.DataFrame:
     header = line_fields(first_two_lines(path)[0])
     if not header:  # a blank first line: pandas would take the next for the header
         raise DataError(expected, "a blank line", file=path, line=1)
+    _check_one_line_cells(path, frame, columns)
     blank = _blank_lines(path, frame)
     filled = np.flatnonzero(~blank)
     frame = frame.iloc[:filled[-1] + 1 if len(filled) else 0]
@@ -188,6 +190,21 @@ def read_csv_as_text(path: Path, columns: list[str]) -> pd.DataFrame:
     if len(header) == len(frame.columns):
         frame.columns = header
     return frame
+
+
+def _check_one_line_cells(path: Path, frame: pd.DataFrame, columns: list[str]) -> None:
+    """DataError at the first quoted cell that spans lines: every line number named after
+    it (row + 2) would be off by the line breaks it holds."""
+    if any("\n" in name or "\r" in name for name in frame.columns):
+        raise DataError(f"columns {','.join(columns)} on one line", "a quoted line break",
+                        file=path, line=1)
+    spanning = first_true_cell(frame.apply(
+        lambda column: column.str.contains("[\r\n]", regex=True)).to_numpy())
+    if spanning is not None:
+        row, position = spanning
+        raise DataError("a value on one line", shown(frame.iat[row, position]), file=path,
+                        line=row + 2, column=columns[position] if position < len(columns)
+                        else None)
 
 
 def _blank_lines(path: Path, frame: pd.DataFrame) -> np.ndarray:

@@ -999,6 +999,25 @@ def test_check_of_a_folder_says_so(kaggle_dir_readonly, tmp_path, capsys):
                                        "a folder\n")
 
 
+def test_check_refuses_a_quoted_line_break_at_its_line(kaggle_dir_readonly, tmp_path,
+                                                       capsys):
+    # A cell spanning lines shifted every line named after it: here the ImageId out of
+    # place on line 5 was named as line 4.
+    lines = _good_submission().to_csv(index=False).splitlines()
+    lines[1] = lines[1].replace(",", ',"') + '\n"'  # row 1's label, then a line break
+    lines[3] = "7," + lines[3].split(",")[1]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    argv = ["--check", str(bad), "--data-dir", str(kaggle_dir_readonly)]
+    assert run_cli(submit.main, argv) == 2
+    assert capsys.readouterr().err == (f"error: {bad}:2: Label: expected a value on one "
+                                       f"line, found '{lines[1][-3]}\\n'\n")
+    bad.write_text('ImageId,"Label\n"\n' + "\n".join(lines[2:]) + "\n")
+    assert run_cli(submit.main, argv) == 2
+    assert capsys.readouterr().err == (f"error: {bad}:1: expected columns ImageId,Label on "
+                                       "one line, found a quoted line break\n")
+
+
 def test_check_refuses_a_blank_first_line_at_line_1(kaggle_dir_readonly, tmp_path, capsys):
     # pandas skips it and takes line 2 for the header: every line named after it was one
     # short.
