@@ -17,7 +17,7 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import keras
@@ -215,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from src import curve  # it trains for real: imported only when asked for
 
         return curve.run_curve(config, args.curve, args.recipe_epochs, command)
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     keras.utils.set_random_seed(config.seed)
     images = args.bench_images or BENCH_IMAGES[config.profile]
     notes: list[str] = []

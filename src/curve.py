@@ -30,7 +30,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
@@ -295,7 +295,7 @@ def run_curve(config: Config, budget_texts: Sequence[str], recipe_epochs: int | 
         points = [point for point in points if point.accuracy is not None]  # failed: again
         print(f"curve: going on with {runs}: {len(points)} point(s) kept", flush=True)
     else:
-        started = datetime.now(timezone.utc)
+        started = datetime.now(UTC)
         runs = bench_runs.new_folder(bench_dir / f"curve-{started.strftime('%Y%m%d-%H%M%S')}")
         utc, points = started.strftime("%Y-%m-%d %H:%M UTC"), []
 

@@ -20,7 +20,7 @@ import re
 import sys
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -224,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = render(table, rho, config)
     ranks = table["rank"].astype(int)  # the search's ranks (picks are spread over them)
     print(text, flush=True)
-    stem = "fidelity-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stem = "fidelity-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     folder = Path(config.artifacts_dir) / "fidelity"
     record = {"spearman": rho, "folds": config.folds, "epochs": config.epochs,
               "seed": config.seed, "trials": str(trials_csv),

@@ -10,7 +10,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from src.errors import DataError
@@ -41,7 +41,7 @@ class Submission:
     @classmethod
     def from_api(cls, row, competition: str = COMPETITION) -> Submission:
         """From kagglesdk's ApiSubmission (snake_case fields; naive UTC date; status enum)."""
-        date = row.date.replace(tzinfo=timezone.utc) if row.date else _now()
+        date = row.date.replace(tzinfo=UTC) if row.date else _now()
         status = getattr(row.status, "name", str(row.status)).rsplit(".", 1)[-1].lower()
         score = float(row.public_score) if row.public_score else None
         return cls(ref=int(row.ref or 0), message=row.description or "",
@@ -55,7 +55,7 @@ class Submission:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(microsecond=0)
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 def check_upload_credentials(competition: str = COMPETITION) -> None:
@@ -146,4 +146,4 @@ def find_submission(listing: list[Submission], ref: int = 0, message: str = "",
 def _utc(iso_date: str) -> datetime:
     """An ISO 8601 date as an aware UTC datetime (a naive one is taken as UTC)."""
     date = datetime.fromisoformat(iso_date)
-    return date if date.tzinfo else date.replace(tzinfo=timezone.utc)
+    return date if date.tzinfo else date.replace(tzinfo=UTC)

@@ -9,7 +9,7 @@ import os
 import shutil
 import warnings
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from src.errors import DataError
@@ -31,7 +31,7 @@ RUN_ID_TIME = "%Y%m%d-%H%M%S"  # UTC: how a run folder's name starts
 def new_run_id(kind: str) -> str:
     """A run folder name that sorts by time: 20261123-231500-quick-kaggle for kind
     "quick-kaggle" (profile and source)."""
-    stamp = datetime.now(timezone.utc).strftime(RUN_ID_TIME)
+    stamp = datetime.now(UTC).strftime(RUN_ID_TIME)
     return f"{stamp}-{kind}"
 
 

@@ -14,7 +14,7 @@ import re
 import sys
 import warnings
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -39,12 +39,12 @@ def run_date(run_dir: Path) -> datetime:
     """When the run began, from its name (UTC), else when its submission.csv was written
     (not metrics.json, which each Kaggle score recorded rewrites)."""
     try:
-        return datetime.strptime(run_dir.name[:15], RUN_ID_TIME).replace(tzinfo=timezone.utc)
+        return datetime.strptime(run_dir.name[:15], RUN_ID_TIME).replace(tzinfo=UTC)
     except ValueError:
         written = run_dir / "submission.csv"
         if not written.is_file():
             written = run_dir / "metrics.json"
-        return datetime.fromtimestamp(written.stat().st_mtime, timezone.utc)
+        return datetime.fromtimestamp(written.stat().st_mtime, UTC)
 
 
 def read_run(run_dir: Path) -> dict | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
@@ -73,7 +73,7 @@ def _rows(text: str) -> dict[str, list[str]]:
 class _FixedClock(datetime):
     @classmethod
     def now(cls, tz=None):
-        return datetime(2026, 11, 25, 12, 0, 0, tzinfo=timezone.utc)
+        return datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
 
 
 def test_recipe_networks_are_their_authors_and_augment_only_in_training():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import matplotlib.image
@@ -223,11 +223,11 @@ def test_a_no_break_space_in_a_run_folder_s_name_is_fine(submissions, capsys):
 
 def test_a_renamed_run_keeps_its_date_when_a_score_is_recorded(tmp_path):
     run_dir = write_run(tmp_path, "my-best-run", correct=41_818)
-    made = datetime(2026, 11, 24, 9, 30, tzinfo=timezone.utc).timestamp()
+    made = datetime(2026, 11, 24, 9, 30, tzinfo=UTC).timestamp()
     for path in run_dir.iterdir():
         os.utime(path, (made, made))
     kaggle_record.record_kaggle(run_dir, _record(11, "mine"))  # rewrites metrics.json, now
-    assert runs.run_date(run_dir) == datetime(2026, 11, 24, 9, 30, tzinfo=timezone.utc)
+    assert runs.run_date(run_dir) == datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("make", [False, True])
