@@ -63,10 +63,12 @@ def record_kaggle(run_dir: Path, record: dict) -> dict:
     line = Paragraph(kaggle_line(metrics["kaggle"], metrics[ENSEMBLE]), strong=True)
     first_sections = {"report.md": (line.markdown(), "\n## "),
                       "report.html": (line.html(), "\n<h2>")}
-    rewritten = {"metrics.json": json.dumps(metrics, indent=2, allow_nan=False) + "\n"}
-    for name, document in reports.items():
-        rewritten[name] = _with_kaggle_block(document, *first_sections[name])
-    write_all_atomically({run_dir / name: text for name, text in rewritten.items()})
+    rewritten = {run_dir / name: _with_kaggle_block(document, *first_sections[name])
+                 for name, document in reports.items()}
+    # metrics.json last: --sync compares Kaggle's state with it alone, so a record cut short
+    # after it would leave the reports stale for good.
+    rewritten[run_dir / "metrics.json"] = json.dumps(metrics, indent=2, allow_nan=False) + "\n"
+    write_all_atomically(rewritten)
     return metrics
 
 

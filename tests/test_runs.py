@@ -310,6 +310,27 @@ def test_sync_leaves_a_run_with_a_damaged_report_as_it_was(submissions, kaggle, 
     assert (submissions / SECOND / "metrics.json").read_bytes() == before
 
 
+def test_a_record_cut_short_is_finished_by_the_next_sync(submissions, kaggle, capsys,
+                                                         monkeypatch):
+    """metrics.json is what --sync compares with: renamed last, after the reports."""
+    kaggle.submissions = [api_submission(12, "second", datetime(2026, 11, 24, 13, 0),
+                                         public_score="0.99640")]
+    replace = os.replace
+
+    def locked_report(source, target):
+        if Path(target).name == "report.md":
+            raise OSError(errno.EACCES, "Permission denied")
+        replace(source, target)
+
+    monkeypatch.setattr(os, "replace", locked_report)
+    with pytest.warns(UserWarning, match="its score is not recorded$"):
+        _ledger(submissions, capsys, "--sync")
+    monkeypatch.setattr(os, "replace", replace)
+    assert _ledger(submissions, capsys, "--sync")[0] == ("sync: 1 submission on Kaggle; "
+                                                          "1 run updated")
+    assert "Kaggle public score: 0.99640" in (submissions / SECOND / "report.md").read_text()
+
+
 def test_sync_finds_a_run_by_its_whole_id_not_a_longer_one(submissions, kaggle, capsys):
     twin = write_run(submissions, f"{THIRD}-2", correct=41_700)  # published the same second
     kaggle.submissions = [api_submission(
