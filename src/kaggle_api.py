@@ -7,6 +7,7 @@ DataError line that never holds a credential.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from src.util import format_duration
 WAIT_MINUTES = 10.0  # the longest an upload waits for its score (--wait-minutes)
 POLL_SECONDS = 15.0
 PAGE_SIZE = 50
-MAX_PAGES = 20  # the newest 1,000 submissions
+MOST_LISTED = 1000  # the newest submissions --sync looks among
 SYNC_LATER = "`python -m src.runs --sync` records the score later"
 CLOCK_SKEW = timedelta(minutes=1)  # how far this machine's clock may be off Kaggle's
 
@@ -43,15 +44,24 @@ class Submission:
         """From kagglesdk's ApiSubmission (snake_case fields; naive UTC date; status enum)."""
         date = row.date.replace(tzinfo=UTC) if row.date else _now()
         status = getattr(row.status, "name", str(row.status)).rsplit(".", 1)[-1].lower()
-        score = float(row.public_score) if row.public_score else None
         return cls(ref=int(row.ref or 0), message=row.description or "",
                    file_name=row.file_name or "", date=date.isoformat(timespec="seconds"),
-                   status=status, public_score=score, error=row.error_description or "",
+                   status=status, public_score=_score(row.public_score), error=row.error_description or "",
                    competition=competition)
 
     def record(self) -> dict:
         """The submission as plain JSON values."""
         return dataclasses.asdict(self)
+
+
+def _score(text: object) -> float | None:
+    """A listed public score as a number; None where there is none or it is not one (an
+    old row's odd score must not stop the listing of every other)."""
+    try:
+        score = float(text)
+    except (TypeError, ValueError):
+        return None
+    return score if math.isfinite(score) else None
 
 
 def _now() -> datetime:
@@ -97,7 +107,7 @@ def wait_for_score(submitted: Submission, minutes: float = WAIT_MINUTES,
     limit = minutes * 60
     started = clock()
     while True:
-        listing = _list_submissions(session, pages=1)
+        listing = _list_submissions(session, enough=1)  # the newest page
         current = find_submission(listing, submitted.ref, submitted.message,
                                   submitted.file_name, after=submitted.date) or submitted
         waited = clock() - started
@@ -110,16 +120,19 @@ def wait_for_score(submitted: Submission, minutes: float = WAIT_MINUTES,
 
 
 def list_submissions(competition: str = COMPETITION) -> list[Submission]:
-    """The user's newest submissions to the competition (up to MAX_PAGES pages), newest first."""
+    """The user's newest submissions to the competition (about MOST_LISTED), newest first."""
     session = KaggleSession("submissions", "nothing was written", competition)
-    return _list_submissions(session, MAX_PAGES)
+    return _list_submissions(session, MOST_LISTED)
 
 
-def _list_submissions(session: KaggleSession, pages: int) -> list[Submission]:
-    rows, largest = [], 0
-    for page in range(1, pages + 1):
+def _list_submissions(session: KaggleSession, enough: int) -> list[Submission]:
+    """Kaggle's listing read page by page until it has given ``enough`` rows or ends."""
+    rows, listed, largest, page = [], 0, 0, 0
+    while listed < enough:
+        page += 1
         batch = session.call("competition_submissions", session.competition,
                              page_number=page, page_size=PAGE_SIZE) or []
+        listed += len(batch)
         rows += [Submission.from_api(row, session.competition) for row in batch
                  if row is not None]
         # The last page is short, or empty: Kaggle may hold a page to fewer rows than

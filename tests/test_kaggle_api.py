@@ -513,6 +513,27 @@ def test_the_listing_reads_every_page_whatever_size_kaggle_gives_them(kaggle, la
     assert kaggle.requests.count("competition_submissions") == (2 if largest_page > 50 else 3)
 
 
+def test_the_listing_reads_the_newest_thousand_rows_in_pages_of_any_size(kaggle, monkeypatch):
+    # Twenty pages were read whatever they held: of pages held to 20 rows, the newest 400.
+    kaggle.largest_page = 20
+    when = datetime(2026, 11, 24, 9, 0)
+    kaggle.submissions = [api_submission(ref, f"run {ref}", when) for ref in range(1, 501)]
+    assert len(kaggle_api.list_submissions()) == 500
+    monkeypatch.setattr(kaggle_api, "MOST_LISTED", 100)
+    kaggle.requests.clear()
+    assert [row.ref for row in kaggle_api.list_submissions()] == list(range(1, 101))
+    assert kaggle.requests.count("competition_submissions") == 5
+
+
+@pytest.mark.parametrize("score", ["N/A", "nan", "inf"])
+def test_a_listed_score_that_is_no_number_reads_as_none(kaggle, score):
+    # An old row's odd score was a ValueError traceback that stopped every listing.
+    when = datetime(2026, 11, 24, 9, 0)
+    kaggle.submissions = [api_submission(2, "new", when, public_score="0.99600"),
+                          api_submission(1, "old", when, public_score=score)]
+    assert [row.public_score for row in kaggle_api.list_submissions()] == [0.996, None]
+
+
 def test_find_submission_by_id_or_by_message_file_and_date():
     rows = [kaggle_api.Submission(ref, message, "submission.csv", date, "complete", score)
             for ref, message, date, score in [
