@@ -182,7 +182,11 @@ def _upload(csv_path: Path, message: str, args, run_dir: Path | None) -> None:
     records both in its metrics.json and report. Kaggle's scoring error is a DataError."""
     from src.kaggle_record import kaggle_line, record_kaggle
 
-    submission = kaggle_api.upload_submission(csv_path, message)
+    try:
+        submission = kaggle_api.upload_submission(csv_path, message)
+    except KeyboardInterrupt:  # the file may be on Kaggle already: a rerun would send it again
+        raise KeyboardInterrupt(_upload_cut_short(
+            csv_path, run_dir is not None and not args.message)) from None
     print(f"kaggle: submitted {csv_path} as {message!r}", flush=True)
     # From here on, the same command again would upload the file a second time.
     went_through = "the upload went through; " + (
@@ -210,6 +214,16 @@ def _upload(csv_path: Path, message: str, args, run_dir: Path | None) -> None:
                         file=csv_path, column="kaggle score",
                         hint="check the file with --check; it still counts against today's "
                         "submissions")
+
+
+def _upload_cut_short(csv_path: Path, found_by_sync: bool) -> str:
+    """What to do after Ctrl-C during an upload, which Kaggle may have received whole;
+    found_by_sync: the run's default message, whose run id --sync finds the run by."""
+    found = ("`python -m src.runs --sync` records it if it did" if found_by_sync
+             else "the competition's My Submissions page lists it if it did")
+    return (f"the upload may have gone through: {found}; if not, upload it with `python -m "
+            f"src.submit --check {csv_path} --upload` (each upload uses one of today's "
+            "submissions)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -721,6 +721,21 @@ def test_ctrl_c_after_the_upload_says_it_went_through(kaggle, run_dir, kaggle_di
     assert json.loads((run_dir / "metrics.json").read_text())["kaggle"]["ref"] == 1000
 
 
+@pytest.mark.parametrize("message", [[], ["-m", "mine"]])
+def test_ctrl_c_during_the_upload_says_it_may_have_gone_through(kaggle, run_dir,
+                                                               kaggle_dir_readonly, capsys,
+                                                               message):
+    # "Run the same command again to resume" uploaded a file Kaggle may already hold.
+    kaggle.failures["competition_submit"] = KeyboardInterrupt()
+    assert _submit_check(run_dir, kaggle_dir_readonly, *message) == 130
+    found = ("the competition's My Submissions page lists it" if message
+             else "`python -m src.runs --sync` records it")
+    assert capsys.readouterr().err == (
+        f"interrupted: the upload may have gone through: {found} if it did; if not, upload it "
+        f"with `python -m src.submit --check {run_dir / 'submission.csv'} --upload` (each "
+        "upload uses one of today's submissions)\n")
+
+
 def test_a_record_that_fails_after_the_upload_says_it_went_through(
         kaggle, run_dir, kaggle_dir_readonly, capsys, monkeypatch):
     def full_disk(path, text, *args, **kwargs):
