@@ -27,12 +27,12 @@ import numpy as np
 
 from src.compare import describe_pair
 from src.config import Config, OneLineParser, add_data_arguments, path_flag, run_cli
-from src.data import Digits, load_digits
+from src.data import Digits, load_digits, run_data_fingerprints
 from src.errors import DataError
 from src.metrics import plain_mean
 from src.probabilities import any_search_holdout, read_oof, read_test
 from src.run_folders import distinct_folders, new_run_id, write_run
-from src.run_metrics import read_run_metrics
+from src.run_metrics import check_same_data, read_run_metrics
 from src.run_outputs import library_versions, print_summary, write_run_outputs
 from src.util import command_line
 
@@ -78,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     named = dict(zip(_names(folders), folders, strict=True))
     names = list(named)
     runs = {name: read_run_metrics(folder) for name, folder in named.items()}
+    data = run_data_fingerprints(digits)
+    check_same_data({named[name]: metrics for name, metrics in runs.items()}, data)
     oof, flags = {}, []
     for name, folder in named.items():
         oof[name], held = read_oof(folder, digits.y_train)
@@ -101,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     write = functools.partial(
         write_run_outputs, digits=digits, model_probs=oof, model_test_probs=test,
-        histories=[], run_info=_run_info(argv, digits, named, runs, digests, held),
+        histories=[], run_info=_run_info(argv, digits, data, named, runs, digests, held),
         timings=timings,
         search_holdout=search_holdout)
     run_dir, metrics = write_run(Path(args.submissions_dir),
@@ -156,7 +158,8 @@ def held_runs(metrics: dict) -> dict[str, set]:
     return {"digests": digests, "folders": folders}
 
 
-def _run_info(argv: Sequence[str] | None, digits: Digits, named: dict[str, Path],
+def _run_info(argv: Sequence[str] | None, digits: Digits, data: dict[str, str],
+              named: dict[str, Path],
               runs: dict[str, dict], digests: dict[str, str],
               held: dict[str, dict[str, set]]) -> dict:
     """What metrics.json records of the blend: its command, data and runs (each by its
@@ -164,7 +167,7 @@ def _run_info(argv: Sequence[str] | None, digits: Digits, named: dict[str, Path]
     return {
         "command": command_line("src.blend", argv), "profile": "blend",
         "source": digits.source, "train_file": digits.train_path,
-        "test_file": digits.test_path,
+        "test_file": digits.test_path, "data": data,
         "runs": {name: {"folder": str(folder.resolve()),
                         "command": runs[name]["run_info"]["command"],
                         "OOF accuracy": float(runs[name]["ensemble"]["accuracy"]),

@@ -27,6 +27,7 @@ from src.config import Config, OneLineParser, add_data_arguments, path_flag, run
 from src.data import load_train_labels
 from src.probabilities import any_search_holdout, read_oof
 from src.run_folders import distinct_folders
+from src.run_metrics import check_same_data, read_run_metrics
 
 # Below this p-value one run is called ahead of the other; at or above it, a tie.
 AHEAD_P_VALUE = 0.05
@@ -120,6 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     y = load_train_labels(Config(source=args.source or "kaggle", data_dir=args.data_dir,
                                  keras_npz=args.keras_npz))
     (probs_a, held_a), (probs_b, held_b) = read_oof(folder_a, y), read_oof(folder_b, y)
+    # a test set of its own does not matter here: only the OOF rows are paired
+    check_same_data({folder: read_run_metrics(folder) for folder in (folder_a, folder_b)},
+                    data_sets=("train",))
     right_a, right_b = probs_a.argmax(axis=1) == y, probs_b.argmax(axis=1) == y
     print(f"run A: {folder_a}\nrun B: {folder_b}")
     print("\n".join(describe_pair(right_a, right_b, any_search_holdout([held_a, held_b]))))

@@ -281,6 +281,13 @@ def data_fingerprint(x: np.ndarray, y: np.ndarray) -> str:
     return digest.hexdigest()[:12]
 
 
+def run_data_fingerprints(digits: Digits) -> dict[str, str]:
+    """The training images and labels and the test images a run used, each as a short
+    hash: what blend and compare check runs against (run_info.data)."""
+    return {"train": data_fingerprint(digits.x_train, digits.y_train),
+            "test": data_fingerprint(digits.x_test, np.zeros(0, np.uint8))}
+
+
 def load_fold_digits(config: Config, folds: int | None = None,
                      folds_from: str = "--folds") -> Digits:
     """load_digits(config) with its training images cut to --train-samples and checked to

@@ -46,8 +46,8 @@ class Submission:
         status = getattr(row.status, "name", str(row.status)).rsplit(".", 1)[-1].lower()
         return cls(ref=int(row.ref or 0), message=row.description or "",
                    file_name=row.file_name or "", date=date.isoformat(timespec="seconds"),
-                   status=status, public_score=_score(row.public_score), error=row.error_description or "",
-                   competition=competition)
+                   status=status, public_score=_score(row.public_score),
+                   error=row.error_description or "", competition=competition)
 
     def record(self) -> dict:
         """The submission as plain JSON values."""

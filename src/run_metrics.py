@@ -37,9 +37,12 @@ FIELDS: list[tuple[str, Callable[[object], bool], str, bool]] = [
     ("run_info.profile", _text, "text", True),
     ("run_info.runs", _names, "an object naming the runs blended", False),
     ("run_info.repeats", lambda value: is_count(value, 1), "an integer >= 1", False),
+    ("run_info.data.train", _text, "text", False),
+    ("run_info.data.test", _text, "text", False),
     ("kaggle", lambda value: value is None or isinstance(value, dict), "an object or null",
      False),
 ]
+DATA_SETS = {"train": "training images", "test": "test images"}
 # The submission record that `--upload` and `--sync` add (kaggle_api.Submission.record()).
 KAGGLE_FIELDS: list[tuple[str, Callable[[object], bool], str, bool]] = [
     ("kaggle.status", _text, "text", True),
@@ -105,3 +108,28 @@ def read_run_metrics(run_dir: Path) -> dict:
         field, expected, found = problem
         raise DataError(expected, found, file=path, column=field)
     return metrics
+
+
+def check_same_data(runs: dict[Path, dict], loaded: dict[str, str] | None = None,
+                    data_sets: tuple[str, ...] = ("train", "test")) -> None:
+    """DataError naming the first run whose metrics record other data (run_info.data: a
+    hash of the training images and labels, and of the test images) than loaded, or than
+    the first run that records it: its rows would be averaged or paired with other images
+    (a train.csv shuffled within each digit passes every check of rows and labels).
+    runs: each run's folder and metrics; runs from before the record pass."""
+    for data_set in data_sets:
+        images = DATA_SETS[data_set]
+        expected = None if loaded is None else loaded.get(data_set)
+        source = "the data loaded here"
+        for folder, metrics in runs.items():
+            data = metrics["run_info"].get("data")
+            recorded = data.get(data_set) if isinstance(data, dict) else None
+            if recorded is None:
+                continue
+            if expected is None:
+                expected, source = recorded, f"{folder}"
+            elif recorded != expected:
+                raise DataError(f"a run of the same {images} as {source} (hash {expected})",
+                                f"one of other {images} (hash {recorded})",
+                                file=Path(folder) / "metrics.json",
+                                column=f"run_info.data.{data_set}")

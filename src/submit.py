@@ -33,7 +33,13 @@ from src.config import (
 )
 from src.csv_files import read_digits_csv
 from src.csv_text import read_csv_as_text
-from src.data import data_fingerprint, find_csv, find_data_dir, load_fold_digits
+from src.data import (
+    data_fingerprint,
+    find_csv,
+    find_data_dir,
+    load_fold_digits,
+    run_data_fingerprints,
+)
 from src.download import download_competition_data
 from src.errors import DataError
 from src.members import check_pseudo_threshold, load_members
@@ -348,6 +354,7 @@ def _run_info(config: Config, members, result, digits, argv: Sequence[str] | Non
     return {"command": command_line("src.submit", argv),
             "profile": config.profile, "seed": config.seed, "source": digits.source,
             "train_file": digits.train_path, "test_file": digits.test_path,
+            "data": run_data_fingerprints(digits),
             "folds": config.folds, "repeats": config.repeats, "epochs": config.epochs,
             "batch_size": config.batch_size, "precision": config.precision,
             # A budget decides TTA per round: "tta" only when every member's prediction had

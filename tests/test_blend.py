@@ -15,7 +15,7 @@ import pytest
 
 from src import blend, probabilities, runs, submit
 from src.config import Config, run_cli
-from src.data import load_digits, load_fold_digits
+from src.data import load_digits, load_fold_digits, run_data_fingerprints
 from src.errors import DataError
 from tests.fixtures import TEST_SIZE, write_run
 
@@ -130,6 +130,50 @@ def test_a_search_holdout_flag_other_than_0_or_1_is_one_line(kaggle_dir_readonly
     with pytest.raises(DataError) as caught:
         probabilities.read_oof(run_dir, labels)
     assert str(caught.value) == f"{path}:5: search_holdout: expected 0 or 1, found '2'"
+
+
+def _record_data(run_dir, **hashes):
+    """Write run_info.data into a run's metrics.json, as src.submit records it."""
+    path = run_dir / "metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics["run_info"]["data"] = hashes
+    path.write_text(json.dumps(metrics))
+
+
+def test_a_run_of_other_images_is_refused_by_blend_and_compare(kaggle_dir_readonly, tmp_path,
+                                                               capsys):
+    """A train.csv shuffled within each digit passes every check of rows and labels: its
+    OOF rows were averaged with other images' without a word."""
+    from src import compare
+
+    first = _run_with_probabilities(kaggle_dir_readonly, tmp_path / "a", "run-a", 1)
+    second = _run_with_probabilities(kaggle_dir_readonly, tmp_path / "b", "run-b", 2)
+    loaded = run_data_fingerprints(load_digits(Config(data_dir=str(kaggle_dir_readonly))))
+    _record_data(first, **loaded)
+    _record_data(second, train="0123456789ab", test=loaded["test"])
+    args = _blend_args(kaggle_dir_readonly, tmp_path, first, second)
+    assert run_cli(blend.main, args) == 2
+    assert capsys.readouterr().err == (
+        f"error: {second / 'metrics.json'}: run_info.data.train: expected a run of the same "
+        f"training images as the data loaded here (hash {loaded['train']}), found one of "
+        "other training images (hash 0123456789ab)\n")
+    assert _blends(tmp_path) == []
+    compared = [str(first), str(second), "--data-dir", str(kaggle_dir_readonly)]
+    assert run_cli(compare.main, compared) == 2
+    assert capsys.readouterr().err == (
+        f"error: {second / 'metrics.json'}: run_info.data.train: expected a run of the same "
+        f"training images as {first} (hash {loaded['train']}), found one of other training "
+        "images (hash 0123456789ab)\n")
+    # Another test set: compare pairs OOF rows only; blend would average other test rows.
+    _record_data(second, train=loaded["train"], test="0123456789ab")
+    assert run_cli(compare.main, compared) == 0
+    capsys.readouterr()
+    assert run_cli(blend.main, args) == 2
+    assert "run_info.data.test: expected a run of the same test images" in capsys.readouterr().err
+    _record_data(second, **loaded)  # the same data: blended, and the blend records it
+    assert run_cli(blend.main, args) == 0
+    [blended] = _blends(tmp_path)
+    assert json.loads((blended / "metrics.json").read_text())["run_info"]["data"] == loaded
 
 
 def test_blend_is_the_plain_mean_and_lists_in_the_ledger(kaggle_dir_readonly, tmp_path, capsys):

@@ -31,8 +31,8 @@ from src import (
     util,
     workers,
 )
-from src.config import run_cli
-from src.data import data_fingerprint, fold_splits
+from src.config import Config, run_cli
+from src.data import data_fingerprint, fold_splits, load_digits, run_data_fingerprints
 from src.errors import DataError
 from src.members import Member, check_pseudo_threshold, load_members, most_sure
 from src.metrics import plain_mean
@@ -66,6 +66,9 @@ def test_smoke_run_writes_a_valid_submission_and_report(kaggle_dir_readonly, tmp
     assert frame["Label"].between(0, 9).all()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert 0.0 <= metrics["ensemble"]["accuracy"] <= 1.0
+    # what blend and compare check runs against
+    assert metrics["run_info"]["data"] == run_data_fingerprints(
+        load_digits(Config(data_dir=str(kaggle_dir_readonly))))
     assert (run_dir / "report.md").is_file() and (run_dir / "report.html").is_file()
     assert (tmp_path / "submissions" / "latest").resolve() == run_dir.resolve()
     # A second run reuses every fold model, writes a new folder beside the first and
