@@ -46,6 +46,7 @@ from src.model import DEFAULT_HPARAMS, resolve_precision
 from src.search_results import (
     OBJECTIVE,
     hparams_outside_space,
+    network_values,
     read_trials,
     search_space_names,
     trials_path,
@@ -58,7 +59,7 @@ SCORE = OBJECTIVE  # the trial's hold-out log-loss: lower is better
 
 def read_ranked_configs(path: Path, names: Sequence[str]) -> pd.DataFrame:
     """The completed trials of a search's trials.csv, one row per distinct configuration
-    (its best trial), best search score first; every completed trial's score and network
+    (its best trial), best first as src.tune ranks them; every completed trial's score and network
     checked first, so that a hand-edited cell stops the run before anything trains."""
     trials = read_trials(path, as_text=True)
     missing = [column for column in ("trial_id", "rank", "status", SCORE, *names)
@@ -90,8 +91,11 @@ def read_ranked_configs(path: Path, names: Sequence[str]) -> pd.DataFrame:
         if not (np.isfinite(row["rank"]) and row["rank"] >= 1 and row["rank"] % 1 == 0):
             raise DataError("a rank, an integer >= 1", repr(trials.at[index, "rank"]),
                             file=path, line=index + 2, column="rank")
-    done = done.sort_values(SCORE)
-    return done.drop_duplicates(subset=list(names)).reset_index(drop=True)
+    # rank: src.tune's order, by score (Hyperband: its last rung's trials first)
+    done = done.sort_values(["rank", SCORE], kind="stable")
+    networks = [json.dumps(network_values(dict(row)), sort_keys=True, default=str)
+                for _, row in done[list(names)].iterrows()]  # one network, one config
+    return done[~pd.Series(networks, index=done.index).duplicated()].reset_index(drop=True)
 
 
 def _setting(text: str) -> object:

@@ -59,11 +59,23 @@ def _metric(trial: kt.engine.trial.Trial, name: str) -> float | None:
     return float(trial.metrics.get_last_value(name))
 
 
+def network_values(values: dict) -> dict:
+    """A configuration's values that shape the network it trains: the filters of blocks
+    it does not have are left out (two configurations that differ only there train the
+    same network), and so are Hyperband's bookkeeping values (tuner/...)."""
+    blocks = values.get("conv_blocks", 0)
+    return {name: value for name, value in values.items()
+            if not name.startswith("tuner/")
+            and not (name.startswith("filters_") and int(name.split("_")[1]) >= blocks)}
+
+
 def rank_trials(oracle: kt.Oracle, names: Sequence[str]) -> list[dict]:
     """Every trial of the oracle, best (lowest hold-out log-loss) first (ties: fewer
-    parameters); unfinished ones last."""
-    rows = []
+    parameters); unfinished ones last. Hyperband's trials of the last rung come before
+    those of shorter rungs: log-losses are compared at equal epochs."""
+    rows, rungs = [], {}
     for trial in oracle.trials.values():
+        rungs[trial.trial_id] = trial.hyperparameters.values.get("tuner/epochs", 0)
         done = trial.status == COMPLETED
         rows.append({
             "rank": None, "trial_id": trial.trial_id, "status": trial.status,
@@ -75,8 +87,8 @@ def rank_trials(oracle: kt.Oracle, names: Sequence[str]) -> list[dict]:
             "seconds": _metric(trial, "seconds"),
             "images_per_second": _metric(trial, "images_per_second"),
             "hparams": {name: _tidy(trial.hyperparameters.values.get(name)) for name in names}})
-    rows.sort(key=lambda row: (row[OBJECTIVE] is None, row[OBJECTIVE] or 0,
-                               row["params"] or 0, row["trial_id"]))
+    rows.sort(key=lambda row: (row[OBJECTIVE] is None, -rungs[row["trial_id"]],
+                               row[OBJECTIVE] or 0, row["params"] or 0, row["trial_id"]))
     for rank, row in enumerate((row for row in rows if row["status"] == COMPLETED), start=1):
         row["rank"] = rank
         outside = hparams_outside_space({name: value for name, value in row["hparams"].items()
@@ -89,11 +101,12 @@ def rank_trials(oracle: kt.Oracle, names: Sequence[str]) -> list[dict]:
 
 
 def top_configurations(rows: list[dict], count: int) -> list[dict]:
-    """The best trial of each distinct configuration (Hyperband trains one in several trials),
+    """The best trial of each distinct network (Hyperband trains one in several trials; two
+    configurations that differ only in the filters of blocks they lack train the same one),
     keeping its rank on the leaderboard (trials.csv), so member rank3 is trials.csv's rank 3."""
     top, seen = [], set()
     for row in rows:
-        key = json.dumps(row["hparams"], sort_keys=True)
+        key = json.dumps(network_values(row["hparams"]), sort_keys=True)
         if row["status"] == COMPLETED and key not in seen and len(top) < count:
             seen.add(key)
             top.append(dict(row))

@@ -30,7 +30,7 @@ from src.model import (
 )
 from src.model import fit as fit_model
 from src.search_ensemble import HOLDOUT_PROBS, holdout_log_loss
-from src.search_results import COMPLETED, OBJECTIVE
+from src.search_results import COMPLETED, OBJECTIVE, network_values
 from src.util import WRITABLE, describe_os_error, format_duration, write_atomically
 
 HYPERBAND_FACTOR = 3
@@ -141,16 +141,6 @@ def start_with_the_default(oracle: kt.Oracle) -> None:
         return sample_at_random()
 
     oracle._random_values = default_first
-
-
-def network_values(values: dict) -> dict:
-    """A configuration's values that shape the network it trains: the filters of blocks
-    it does not have are left out (two configurations that differ only there train the
-    same network), and so are Hyperband's bookkeeping values (tuner/...)."""
-    blocks = values.get("conv_blocks", 0)
-    return {name: value for name, value in values.items()
-            if not name.startswith("tuner/")
-            and not (name.startswith("filters_") and int(name.split("_")[1]) >= blocks)}
 
 
 def never_twice(oracle: kt.oracles.BayesianOptimizationOracle) -> None:

@@ -77,6 +77,17 @@ def test_a_configuration_trained_in_two_trials_keeps_the_ranks_of_trials_csv(tmp
     assert list(ranked["rank"]) == [1, 3]  # as the leaderboard and the member rank3 say
 
 
+def test_configurations_that_differ_only_in_filters_of_absent_blocks_are_one(tmp_path):
+    # filters_2 is drawn for a two-block network too: the same network was measured twice.
+    frame = _ranked(3, default_at=0).assign(conv_blocks=2)
+    frame.loc[1, "filters_2"] = 64 if frame.loc[0, "filters_2"] != 64 else 128
+    frame.loc[1, "dropout"] = frame.loc[0, "dropout"]
+    frame.to_csv(tmp_path / "trials.csv", index=False)
+    ranked = fidelity.read_ranked_configs(tmp_path / "trials.csv",
+                                          search_results.search_space_names())
+    assert list(ranked["trial_id"]) == ["00", "02"]
+
+
 @pytest.mark.parametrize("damage, message", [
     # a hand-edited network or score: its line and column, before anything trains
     (lambda f: f.assign(filters_0=f["filters_0"].astype(object).where(f.index != 2, "abc")),

@@ -4,6 +4,7 @@ and python -m src.submit taking it before the top ranks."""
 from __future__ import annotations
 
 import json
+import types
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from src import search_ensemble, search_results
 from src.config import Config
 from src.errors import DataError
 from src.members import load_members
+from src.model import DEFAULT_HPARAMS, define_search_space
 
 LABELS = np.arange(300) % 10
 
@@ -114,6 +116,41 @@ def test_a_configuration_keeps_its_leaderboard_rank():
     top = search_results.top_configurations(rows, 2)
     assert [(entry["rank"], entry["hparams"]["dropout"]) for entry in top] == [(1, 0.2), (3, 0.4)]
     assert all("status" not in entry for entry in top) and rows[0]["status"] == "COMPLETED"
+
+
+def test_one_network_is_one_configuration_whatever_its_absent_blocks_filters():
+    # filters_2 is drawn for a two-block network too: Random and Hyperband search can train
+    # the same network twice, and it took two of the top places.
+    def row(rank, filters_2, blocks=2):
+        return {"rank": rank, "trial_id": f"{rank:02d}", "status": search_results.COMPLETED,
+                "hparams": {**DEFAULT_HPARAMS, "conv_blocks": blocks, "filters_2": filters_2}}
+
+    rows = [row(1, 64), row(2, 128), row(3, 64, blocks=3), row(4, 128, blocks=3)]
+    top = search_results.top_configurations(rows, 3)
+    assert [entry["rank"] for entry in top] == [1, 3, 4]
+
+
+def test_hyperband_ranks_its_last_rung_before_shorter_ones():
+    """Trials of 2 epochs scored beside trials of 6 took top places on a lower log-loss
+    only a shorter trial's noise could give."""
+    import keras_tuner as kt
+
+    def trial(trial_id, rung, log_loss, dropout):
+        hp = kt.HyperParameters()
+        define_search_space(hp)
+        hp.values.update({"dropout": dropout, "tuner/epochs": rung})
+        done = kt.engine.trial.Trial(hp, trial_id=trial_id, status=search_results.COMPLETED)
+        done.score = log_loss
+        for name, value in (("params", 1000), ("epochs", rung)):
+            done.metrics.update(name, value)
+        return done
+
+    trials = [trial("00", 2, 0.05, 0.2), trial("01", 6, 0.08, 0.3), trial("02", 6, 0.07, 0.4),
+              trial("03", 2, 0.09, 0.5)]
+    oracle = types.SimpleNamespace(trials={t.trial_id: t for t in trials})
+    rows = search_results.rank_trials(oracle, search_results.search_space_names())
+    assert [(row["trial_id"], row["rank"]) for row in rows] == [
+        ("02", 1), ("01", 2), ("00", 3), ("03", 4)]
 
 
 @pytest.mark.parametrize("values, found", [
