@@ -6,7 +6,7 @@ its last epoch, every epoch run) and is scored by its last epoch's log-loss on
 a stratified hold-out (the hypermodel and tuners: src.tuners). Everything
 goes under ``<artifacts>/tune/``: the tuner's own project folder (one per search
 setting and labelled data, so the same command resumes its search and a changed
-flag or train.csv starts its own; each trial's folder keeps its hold-out
+flag or train.csv starts its own, but a larger --max-trials extends it; each trial's folder keeps its hold-out
 probabilities), ``best_hparams.json`` (the best configurations, and the ensemble
 chosen from them on the hold-out, read by ``python -m src.submit``) and
 ``trials.csv`` (every trial, best first). A run killed at any moment resumes on
@@ -257,12 +257,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.download:
         download_competition_data(config.data_dir)
     started = time.perf_counter()
-    config = dataclasses.replace(config, precision=resolve_precision(config.precision))
-    print(f"dtype policy: {config.precision}", flush=True)
     role = distributed_role()
     if role is not None and config.trial_seconds and "trial_seconds" not in config.flags_given:
         raise DataError("a number of seconds on a search spread over machines (each would "
                         "plan its own)", "--trial-seconds auto", column="--trial-seconds")
+    if role is not None and config.precision == "auto":  # it names the shared folder
+        raise DataError("a dtype policy named on a search spread over machines (each "
+                        "resolves auto for its own hardware: a CPU chief and GPU workers "
+                        "would search in two folders)", "--precision auto",
+                        column="--precision")
+    config = dataclasses.replace(config, precision=resolve_precision(config.precision))
+    print(f"dtype policy: {config.precision}", flush=True)
     planned = config.planned and role is None
     if config.planned and role is not None:
         print("--minutes: a search spread over machines keeps the profile's values (each "

@@ -29,6 +29,7 @@ from tests.fixtures import ended_pid, keep_only
 
 SMOKE = ["--profile", "smoke", "--tune-samples", "300"]
 ONE_EPOCH_RANDOM = ["--tuner", "random", "--max-trials", "2", "--tune-epochs", "1"]
+DISTRIBUTED = ["--precision", "float32"]  # auto is refused: each machine resolves its own
 MEASURED = ["seconds"]  # trials.csv columns read off the clock: no run repeats them
 
 
@@ -409,7 +410,8 @@ def _free_port() -> int:
 @pytest.mark.timeout(300)
 def test_chief_and_two_workers_run_one_search(kaggle_dir_readonly, tmp_path):
     artifacts = tmp_path / "artifacts"
-    args = _args(kaggle_dir_readonly, artifacts)  # Hyperband: two trials, one per worker
+    # Hyperband: two trials, one per worker
+    args = _args(kaggle_dir_readonly, artifacts, *DISTRIBUTED)
     network = {tune.ENV_ORACLE_IP: "127.0.0.1", tune.ENV_ORACLE_PORT: str(_free_port())}
     chief_log = tmp_path / "chief.log"
     chief = _start(args, chief_log, **network, **{tune.ENV_TUNER_ID: "chief"})
@@ -547,6 +549,22 @@ def test_trial_seconds_auto_on_a_search_spread_over_machines_is_one_line(
     assert not artifacts.exists()
 
 
+def test_precision_auto_on_a_search_spread_over_machines_is_one_line(
+        kaggle_dir_readonly, tmp_path, capsys, monkeypatch):
+    # auto named the shared folder after each machine's hardware: a CPU chief with bfloat16
+    # (mixed_bfloat16) and GPU workers (float32) searched in two folders.
+    monkeypatch.setenv(tune.ENV_ORACLE_IP, "127.0.0.1")
+    monkeypatch.setenv(tune.ENV_ORACLE_PORT, str(_free_port()))
+    monkeypatch.setenv(tune.ENV_TUNER_ID, "tuner0")
+    artifacts = tmp_path / "artifacts"
+    assert run_cli(tune.main, _args(kaggle_dir_readonly, artifacts)) == 2
+    assert capsys.readouterr().err == (
+        "error: --precision: expected a dtype policy named on a search spread over machines "
+        "(each resolves auto for its own hardware: a CPU chief and GPU workers would search "
+        "in two folders), found --precision auto\n")
+    assert not artifacts.exists()
+
+
 @pytest.mark.parametrize("name, value, message", [
     ("port", "abc", "$KERASTUNER_ORACLE_PORT: expected a port 1..65535, found 'abc'"),
     ("port", "0", "$KERASTUNER_ORACLE_PORT: expected a port 1..65535, found '0'"),
@@ -601,7 +619,7 @@ def test_a_chief_on_a_taken_port_is_one_line_exit_2(kaggle_dir_readonly, tmp_pat
         monkeypatch.setenv(tune.ENV_ORACLE_PORT, str(port))
         monkeypatch.setenv(tune.ENV_TUNER_ID, "chief")
         artifacts = tmp_path / "artifacts"
-        assert run_cli(tune.main, _args(kaggle_dir_readonly, artifacts)) == 2
+        assert run_cli(tune.main, _args(kaggle_dir_readonly, artifacts, *DISTRIBUTED)) == 2
     finally:
         earlier_chief.stop(None)
     assert capsys.readouterr().err == (
