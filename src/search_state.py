@@ -16,7 +16,7 @@ from src.config import Config
 from src.errors import DataError
 from src.model import resolve_precision
 from src.search_results import COMPLETED, OBJECTIVE, tune_dir
-from src.util import read_json
+from src.util import read_json, write_atomically
 
 ENV_TUNER_ID = "KERASTUNER_TUNER_ID"
 VAL_FRACTION = 0.2  # of the searched images: the hold-out trials are scored on
@@ -80,15 +80,26 @@ def _saved_tuners(project: Path) -> list[str]:
                   and not path.name.startswith(".partial-"))
 
 
-def _any_trial_completed(project: Path) -> bool:
-    """Whether a trial.json under project says its trial completed (or cannot be read)."""
+def _completed_trials(project: Path) -> int:
+    """How many trial.json files under project say their trial completed (or cannot be
+    read: KerasTuner's reload names what is wrong with them)."""
+    completed = 0
     for trial_file in project.glob("trial_*/trial.json"):
         try:
-            if read_json(trial_file).get("status") == COMPLETED:
-                return True
+            completed += read_json(trial_file).get("status") == COMPLETED
         except (OSError, ValueError, AttributeError):
-            return True  # damaged: KerasTuner's reload names it
-    return False
+            completed += 1
+    return completed
+
+
+def finish_first_trial_save(project: Path) -> None:
+    """Write the tuner's state file where a search was killed as its first trial ended:
+    KerasTuner's oracle saves the trial as completed, then the tuner saves its own
+    <tuner id>.json ({}: it keeps no state), and without that file KerasTuner would start
+    afresh over the finished trial. Later trials find the file there already."""
+    if ((project / "oracle.json").is_file() and not _saved_tuners(project)
+            and len(list(project.glob("trial_*"))) == 1 and _completed_trials(project) == 1):
+        write_atomically(project / f"{os.environ.get(ENV_TUNER_ID, 'tuner0')}.json", "{}")
 
 
 def check_saved_state(project: Path) -> None:
@@ -101,7 +112,7 @@ def check_saved_state(project: Path) -> None:
     saved = _saved_tuners(project)
     if not (project / "oracle.json").is_file():
         raise damaged_search_state("no oracle.json beside the tuner's state", project)
-    if not saved and _any_trial_completed(project):
+    if not saved and _completed_trials(project):
         raise damaged_search_state(f"no {tuner_id}.json beside oracle.json", project)
     if saved and tuner_id not in saved:
         raise damaged_search_state(

@@ -6,9 +6,10 @@ its last epoch, every epoch run) and is scored by its last epoch's log-loss on
 a stratified hold-out (the hypermodel and tuners: src.tuners). Everything
 goes under ``<artifacts>/tune/``: the tuner's own project folder (one per search
 setting and labelled data, so the same command resumes its search and a changed
-flag or train.csv starts its own, but a larger --max-trials extends it; each trial's folder keeps its hold-out
-probabilities), ``best_hparams.json`` (the best configurations, and the ensemble
-chosen from them on the hold-out, read by ``python -m src.submit``) and
+flag or train.csv starts its own, but a larger --max-trials extends it; each
+trial's folder keeps its hold-out probabilities), ``best_hparams.json`` (the best
+configurations, and the ensemble chosen from them on the hold-out, read by
+``python -m src.submit``) and
 ``trials.csv`` (every trial, best first). A run killed at any moment resumes on
 the next run; the KERASTUNER_* environment variables spread
 one search over a chief and many workers.
@@ -63,6 +64,7 @@ from src.search_state import (
     VAL_FRACTION,
     check_saved_state,
     damaged_search_state,
+    finish_first_trial_save,
     lost_trial,
     older_code_searches,
     project_dir,
@@ -175,6 +177,7 @@ def build_tuner(config: Config, role: str | None, train_images: int, fingerprint
     # Saved state to reload; a worker's errors come from the chief it asks, not a file.
     resuming = saved_state(project) and not config.overwrite and role != "worker"
     if resuming:
+        finish_first_trial_save(project)
         check_saved_state(project)
     elif role != "worker" and (older := older_code_searches(project)):
         print(f"search: starting afresh; {older[-1].name} holds the "

@@ -323,7 +323,7 @@ def test_a_search_state_damaged_by_hand_is_one_line_naming_its_folder(
         assert f"found {found}" in err and "Running Trial" not in out
 
 
-def test_a_search_stopped_in_its_first_trial_starts_it_again(tmp_path):
+def test_a_search_stopped_in_or_at_the_end_of_its_first_trial_goes_on(tmp_path):
     # KerasTuner writes oracle.json and trial_0/trial.json as the first trial starts, and
     # tuner0.json only when a trial ends: nothing is lost, and the rerun starts over.
     project = tmp_path / "project"
@@ -332,7 +332,17 @@ def test_a_search_stopped_in_its_first_trial_starts_it_again(tmp_path):
     (project / "trial_0" / "trial.json").write_text(json.dumps({"status": "RUNNING"}))
     (project / f".partial-{ended_pid()}@host@tuner1.json").write_text("{")  # no tuner's state
     search_state.check_saved_state(project)
+    # Killed as the first trial ended: the oracle saved it completed, the tuner not yet its
+    # file. The rerun refused to resume and asked for --overwrite, losing the trial.
     (project / "trial_0" / "trial.json").write_text(json.dumps({"status": "COMPLETED"}))
+    search_state.finish_first_trial_save(project)
+    assert (project / "tuner0.json").read_text() == "{}"  # what KerasTuner's tuner saves
+    search_state.check_saved_state(project)
+    # Two trials ended and no tuner file: deleted by hand, not a kill
+    (project / "tuner0.json").unlink()
+    (project / "trial_1").mkdir()
+    (project / "trial_1" / "trial.json").write_text(json.dumps({"status": "COMPLETED"}))
+    search_state.finish_first_trial_save(project)
     with pytest.raises(DataError, match="found no tuner0.json beside oracle.json"):
         search_state.check_saved_state(project)
 
