@@ -21,6 +21,9 @@ from src.errors import DataError
 from src.util import read_json
 
 COMPETITION = "digit-recognizer"
+# The longest Kaggle may stay silent on one request (connecting, or between bytes of its
+# reply): kagglesdk sends without a timeout, and a stalled connection waited for ever.
+REQUEST_SECONDS = 120.0
 TOKEN_PAGE = "https://www.kaggle.com/settings/api"
 LEGACY_VARIABLES = ("KAGGLE_USERNAME", "KAGGLE_KEY")
 
@@ -53,7 +56,7 @@ class KaggleSession:
     def call(self, method: str, *args, **kwargs):
         """``api.method(*args, **kwargs)``, quietly; any failure as one DataError."""
         try:
-            with _quiet():
+            with _quiet(), _timed_requests(REQUEST_SECONDS):
                 return getattr(self.api, method)(*args, **kwargs)
         except Exception as error:  # requests, kagglesdk and the server fail in many ways
             raise self.failure(error) from None
@@ -196,6 +199,27 @@ def _quiet():
     chatter = io.StringIO()
     with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
         yield
+
+
+@contextlib.contextmanager
+def _timed_requests(seconds: float):
+    """requests' Session.send with a timeout of seconds where its caller gave none (a
+    timeout is requests.Timeout, which KaggleSession.failure words as no connection).
+    Socket's default timeout is no help: requests sets none on its sockets."""
+    import requests
+
+    send = requests.Session.send
+
+    def send_with_timeout(session, request, **kwargs):
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = seconds
+        return send(session, request, **kwargs)
+
+    requests.Session.send = send_with_timeout
+    try:
+        yield
+    finally:
+        requests.Session.send = send
 
 
 def _blank_legacy_key(api) -> bool:

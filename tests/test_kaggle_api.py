@@ -9,6 +9,7 @@ import io
 import json
 import os
 import re
+import socket
 import sys
 import zipfile
 from datetime import datetime
@@ -532,6 +533,25 @@ def test_a_listed_score_that_is_no_number_reads_as_none(kaggle, score):
     kaggle.submissions = [api_submission(2, "new", when, public_score="0.99600"),
                           api_submission(1, "old", when, public_score=score)]
     assert [row.public_score for row in kaggle_api.list_submissions()] == [0.996, None]
+
+
+def test_a_request_kaggle_stays_silent_on_gives_up(kaggle, monkeypatch):
+    # kagglesdk sends without a timeout: a stalled connection waited for ever, whatever
+    # --wait-minutes said.
+    from src import kaggle_session
+
+    silent = socket.create_server(("127.0.0.1", 0))  # takes the connection, never answers
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}/"
+    monkeypatch.setattr(kaggle_session, "REQUEST_SECONDS", 0.5)
+    session = kaggle_session.KaggleSession("score", "try again later")
+    monkeypatch.setattr(session.api, "stalled", lambda: requests.Session().get(url),
+                        raising=False)
+    try:
+        with pytest.raises(DataError, match=r"found no connection \(ReadTimeout\)"):
+            session.call("stalled")
+    finally:
+        silent.close()
+    assert requests.Session.send.__name__ == "send"  # requests as it was
 
 
 def test_find_submission_by_id_or_by_message_file_and_date():
