@@ -73,6 +73,7 @@ GRACE_SECONDS = 120  # for a stage stopped as by Ctrl-C to exit before it is kil
 SUBMIT_MARGIN = 0.05
 TIMED_OUT = 124  # a stage's exit code when the kernel stopped it at its time limit
 STAGES = ("src.tune", "src.submit")
+PYTHON = "3.11"  # pyproject's requires-python: src imports datetime.UTC
 # What the stages import, with the oldest version the package supports (pyproject.toml).
 REQUIREMENTS = {"tensorflow": "2.16", "keras": "3.3", "keras_tuner": "1.4.7", "numpy": "1.26",
                 "pandas": "2.0", "sklearn": "1.2", "scipy": "1.10", "seaborn": "0.12",
@@ -92,6 +93,9 @@ def check_environment() -> dict[str, str]:
     """The versions of Python and of every package the stages need; the kernel stops in one
     line when one is missing or older than the package supports."""
     versions = {"python": platform.python_version()}
+    if version_tuple(versions["python"]) < version_tuple(PYTHON):
+        stop(f"this image has python {versions['python']}, the kernel needs >= {PYTHON}: "
+             "pick the latest environment in the kernel's settings")
     for name, oldest in REQUIREMENTS.items():
         try:
             versions[name] = importlib.import_module(name).__version__

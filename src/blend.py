@@ -78,8 +78,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     named = dict(zip(_names(folders), folders, strict=True))
     names = list(named)
     runs = {name: read_run_metrics(folder) for name, folder in named.items()}
-    data = run_data_fingerprints(digits)
-    check_same_data({named[name]: metrics for name, metrics in runs.items()}, data)
     oof, flags = {}, []
     for name, folder in named.items():
         oof[name], held = read_oof(folder, digits.y_train)
@@ -89,6 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _check_each_run_once(named, digests, held)
     search_holdout = any_search_holdout(flags)
     test = {name: read_test(folder, digits.test_ids) for name, folder in named.items()}
+    # after the row checks, whose words fit a --train-samples run, of other rows
+    data = run_data_fingerprints(digits)
+    check_same_data({named[name]: metrics for name, metrics in runs.items()}, data)
     loaded = time.perf_counter()
     print(f"blend: {len(names)} runs of {len(digits.y_train)} training and "
           f"{len(digits.x_test)} test images, read in {loaded - started:.1f}s", flush=True)

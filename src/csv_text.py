@@ -154,8 +154,8 @@ def read_csv_checked(path: Path, columns: list[str] | None, expected: str,
 
 def line_fields(text: str) -> list[str]:
     """The values of one line as csv reads them; none where csv cannot (a field past its
-    size limit: no check, pandas says what is wrong). NUL bytes are dropped: Python 3.10's
-    csv refuses a line holding one."""
+    size limit: no check, pandas says what is wrong). NUL bytes are dropped: the readers
+    name a cell holding one themselves (first_nul_cell, or its value's check)."""
     try:
         return next(csv.reader([text.replace("\0", "")]), [])
     except csv.Error:

@@ -1,6 +1,6 @@
 """A published run's metrics.json read back: checked for the fields that the commands
-reading it (src.runs, src.blend, src.submit --check --upload, src.runs --sync, and the
-bench and its curve through src.bench_runs) print, sum, plot and rewrite, so that a
+reading it (src.runs, src.blend, src.compare, src.submit --check --upload, src.runs
+--sync, and the bench and its curve through src.bench_runs) print, sum, plot and rewrite, so that a
 damaged file is one DataError naming the field, never a traceback halfway through a
 write."""
 
@@ -37,6 +37,7 @@ FIELDS: list[tuple[str, Callable[[object], bool], str, bool]] = [
     ("run_info.profile", _text, "text", True),
     ("run_info.runs", _names, "an object naming the runs blended", False),
     ("run_info.repeats", lambda value: is_count(value, 1), "an integer >= 1", False),
+    ("run_info.data", lambda value: isinstance(value, dict), "an object", False),
     ("run_info.data.train", _text, "text", False),
     ("run_info.data.test", _text, "text", False),
     ("kaggle", lambda value: value is None or isinstance(value, dict), "an object or null",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -192,7 +193,7 @@ def _upload(csv_path: Path, message: str, args, run_dir: Path | None) -> None:
         submission = kaggle_api.upload_submission(csv_path, message)
     except KeyboardInterrupt:  # the file may be on Kaggle already: a rerun would send it again
         raise KeyboardInterrupt(_upload_cut_short(
-            csv_path, run_dir is not None and not args.message)) from None
+            csv_path, args.message, run_dir is not None and not args.message)) from None
     print(f"kaggle: submitted {csv_path} as {message!r}", flush=True)
     # From here on, the same command again would upload the file a second time.
     went_through = "the upload went through; " + (
@@ -222,14 +223,16 @@ def _upload(csv_path: Path, message: str, args, run_dir: Path | None) -> None:
                         "submissions")
 
 
-def _upload_cut_short(csv_path: Path, found_by_sync: bool) -> str:
+def _upload_cut_short(csv_path: Path, message: str | None, found_by_sync: bool) -> str:
     """What to do after Ctrl-C during an upload, which Kaggle may have received whole;
-    found_by_sync: the run's default message, whose run id --sync finds the run by."""
+    message: -m's, if given; found_by_sync: the run's default message, whose run id --sync
+    finds the run by."""
     found = ("`python -m src.runs --sync` records it if it did" if found_by_sync
              else "the competition's My Submissions page lists it if it did")
-    return (f"the upload may have gone through: {found}; if not, upload it with `python -m "
-            f"src.submit --check {csv_path} --upload` (each upload uses one of today's "
-            "submissions)")
+    again = ["python", "-m", "src.submit", "--check", str(csv_path), "--upload",
+             *(["-m", message] if message else [])]
+    return (f"the upload may have gone through: {found}; if not, upload it with "
+            f"`{shlex.join(again)}` (each upload uses one of today's submissions)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

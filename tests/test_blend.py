@@ -170,6 +170,13 @@ def test_a_run_of_other_images_is_refused_by_blend_and_compare(kaggle_dir_readon
     capsys.readouterr()
     assert run_cli(blend.main, args) == 2
     assert "run_info.data.test: expected a run of the same test images" in capsys.readouterr().err
+    path = second / "metrics.json"
+    _record_data(second, **loaded)
+    damaged = path.read_text().replace(json.dumps(loaded), '"0123456789ab"')
+    path.write_text(damaged)  # a damaged record would switch the check off
+    assert run_cli(blend.main, args) == 2
+    assert capsys.readouterr().err == (f"error: {path}: run_info.data: expected an object, "
+                                       'found "0123456789ab"\n')
     _record_data(second, **loaded)  # the same data: blended, and the blend records it
     assert run_cli(blend.main, args) == 0
     [blended] = _blends(tmp_path)
@@ -295,6 +302,8 @@ def test_runs_of_other_data_are_refused(kaggle_dir_readonly, tmp_path, capsys):
     labels = _labels(kaggle_dir_readonly)[:-5]  # a run on a subsample (--train-samples)
     probabilities.write_probabilities(second, labels, _random_probs(len(labels), 3),
                                       np.arange(1, TEST_SIZE + 1), _random_probs(TEST_SIZE, 4))
+    # as src.submit records a subsample's: the row check's words fit it, and come first
+    _record_data(second, train="0123456789ab", test="0123456789ab")
     assert run_cli(blend.main, _blend_args(kaggle_dir_readonly, tmp_path, first, second)) == 2
     err = capsys.readouterr().err
     assert f"expected {len(labels) + 5} rows, one per training image, found {len(labels)}" in err

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import re
+import shlex
 import socket
 import sys
 import zipfile
@@ -741,7 +742,7 @@ def test_ctrl_c_after_the_upload_says_it_went_through(kaggle, run_dir, kaggle_di
     assert json.loads((run_dir / "metrics.json").read_text())["kaggle"]["ref"] == 1000
 
 
-@pytest.mark.parametrize("message", [[], ["-m", "mine"]])
+@pytest.mark.parametrize("message", [[], ["-m", "a's message"]])  # quoted for the shell
 def test_ctrl_c_during_the_upload_says_it_may_have_gone_through(kaggle, run_dir,
                                                                kaggle_dir_readonly, capsys,
                                                                message):
@@ -750,10 +751,11 @@ def test_ctrl_c_during_the_upload_says_it_may_have_gone_through(kaggle, run_dir,
     assert _submit_check(run_dir, kaggle_dir_readonly, *message) == 130
     found = ("the competition's My Submissions page lists it" if message
              else "`python -m src.runs --sync` records it")
+    again = shlex.join(["python", "-m", "src.submit", "--check",
+                        str(run_dir / "submission.csv"), "--upload", *message])
     assert capsys.readouterr().err == (
         f"interrupted: the upload may have gone through: {found} if it did; if not, upload it "
-        f"with `python -m src.submit --check {run_dir / 'submission.csv'} --upload` (each "
-        "upload uses one of today's submissions)\n")
+        f"with `{again}` (each upload uses one of today's submissions)\n")
 
 
 def test_a_record_that_fails_after_the_upload_says_it_went_through(

@@ -8,6 +8,7 @@ import importlib.util
 import io
 import json
 import os
+import platform
 import re
 import shutil
 import signal
@@ -288,6 +289,19 @@ def test_a_broken_or_too_new_package_stops_the_kernel_with_one_line(monkeypatch,
     assert _stopped(capsys, entry.check_environment) == (
         f"this image has keras_tuner {keras_tuner.__version__}, the kernel needs < "
         f"{keras_tuner.__version__}: pick an older environment in the kernel's settings")
+
+
+def test_a_too_old_python_stops_the_kernel_with_one_line(monkeypatch, capsys):
+    # src imports datetime.UTC (3.11): every stage failed with an ImportError traceback.
+    monkeypatch.setattr(entry, "PYTHON", "99.1")
+    assert _stopped(capsys, entry.check_environment) == (
+        f"this image has python {platform.python_version()}, the kernel needs >= 99.1: pick "
+        "the latest environment in the kernel's settings")
+
+
+def test_the_kernels_python_floor_is_pyprojects():
+    text = (REPO_ROOT / "pyproject.toml").read_text()
+    assert f'requires-python = ">={entry.PYTHON}"' in text
 
 
 def test_a_too_old_package_stops_the_kernel_with_one_line(monkeypatch, capsys):
