@@ -19,9 +19,11 @@ def exit_when_orphaned(parent: int, poll_seconds: float = 1.0) -> None:
     orphan would race the rerun that resumes it, or run on unseen."""
     while os.getppid() == parent:
         time.sleep(poll_seconds)
-    print(f"stopped: process {parent}, which started this one, has ended", file=sys.stderr,
-          flush=True)
-    os._exit(1)  # what it was saving is a partial file the next run removes
+    try:  # a pipe its parent's reader closed (`| tee`, a notebook) must not keep it alive
+        print(f"stopped: process {parent}, which started this one, has ended",
+              file=sys.stderr, flush=True)
+    finally:
+        os._exit(1)  # what it was saving is a partial file the next run removes
 
 
 def watch_parent(parent: int) -> None:

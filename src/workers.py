@@ -43,6 +43,7 @@ class EpochLine(keras.callbacks.Callback):
         print(f"{self.label} epoch {epoch + 1}/{self.params['epochs']}: {scores}", flush=True)
 
 
+POLL_SECONDS = 1.0  # how often the pool's workers are checked for one that has ended
 _worker_data: dict[str, np.ndarray] = {}
 
 
@@ -126,40 +127,57 @@ def _train_in_pool(jobs: list, x: np.ndarray, y: np.ndarray,
     print(f"training {len(jobs)} fold models, {workers} at a time in worker processes",
           flush=True)
     others = set(multiprocessing.active_children())
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_start_worker, initargs=(x, y, os.getpid())) as pool:
-        waiting, running = list(jobs), {}
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_start_worker, initargs=(x, y, os.getpid()))
+    waiting, running, started = list(jobs), {}, set()
 
-        def start_next() -> None:
-            job = ready(waiting.pop(0))
-            running[pool.submit(_train_in_worker, train_fold, job, splits[job.fold],
-                                config)] = job
+    def start_next() -> None:
+        job = ready(waiting.pop(0))
+        running[pool.submit(_train_in_worker, train_fold, job, splits[job.fold], config)] = job
+        started.update(set(multiprocessing.active_children()) - others)
 
-        try:
-            while waiting and len(running) < workers:
-                start_next()
-            while running:
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    seconds = future.result()  # the job stays in running should it raise
-                    progress.done(running.pop(future), seconds)
-                    if waiting:
-                        start_next()
-        except BaseException as error:  # an error or Ctrl-C: stop every fold, keep saved ones
-            pool.shutdown(wait=False, cancel_futures=True)
-            stopped = set(multiprocessing.active_children()) - others
-            for worker in stopped:
-                worker.terminate()
-            for worker in stopped:
-                worker.join(timeout=10)
-            for folder in folders:
-                remove_stale_partials(folder)  # what the stopped workers were saving
-            if isinstance(error, BrokenProcessPool):  # a worker ended abruptly: SIGKILLed
-                # by the OOM killer, say. The pool fails every running job, and refuses more.
-                training = sorted(running.values(), key=lambda job: job.number)
-                raise RunFailed(
-                    "a worker process was killed (out of memory?) while "
-                    f"{' and '.join(job.label() for job in training)} trained; the fold "
-                    "models saved stay: run the same command again to resume, with "
-                    "--jobs 1 to train one at a time") from None
-            raise
+    try:
+        while waiting and len(running) < workers:
+            start_next()
+        while running:
+            done, _ = wait(running, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+            if not done and _any_ended(started):  # the pool may never notice: see _any_ended
+                raise BrokenProcessPool("a worker process ended")
+            for future in done:
+                seconds = future.result()  # the job stays in running should it raise
+                progress.done(running.pop(future), seconds)
+                if waiting:
+                    start_next()
+    except BaseException as error:  # an error or Ctrl-C: stop every fold, keep saved ones
+        _stop_workers(pool, set(multiprocessing.active_children()) - others, folders)
+        if isinstance(error, BrokenProcessPool):  # a worker ended abruptly: SIGKILLed
+            # by the OOM killer, say. The pool fails every running job, and refuses more.
+            training = sorted(running.values(), key=lambda job: job.number)
+            raise RunFailed(
+                "a worker process was killed (out of memory?) while "
+                f"{' and '.join(job.label() for job in training)} trained; the fold "
+                "models saved stay: run the same command again to resume, with "
+                "--jobs 1 to train one at a time") from None
+        raise
+    if _any_ended(started):  # every model is saved; a shutdown would wait for ever
+        _stop_workers(pool, set(multiprocessing.active_children()) - others, folders)
+    else:
+        pool.shutdown(wait=True)
+
+
+def _any_ended(workers: set) -> bool:
+    """Whether a worker process has ended. One killed while idle (the OOM killer) dies
+    holding the lock of the queue the others take jobs from: they can take none, and
+    the pool, when it hears of the death together with other news, waits for ever."""
+    return any(worker.exitcode is not None for worker in workers)
+
+
+def _stop_workers(pool: ProcessPoolExecutor, processes: set, folders: set[Path]) -> None:
+    """Stop the pool and its worker processes now, and remove the files they were saving."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    for worker in processes:
+        worker.terminate()
+    for worker in processes:
+        worker.join(timeout=10)
+    for folder in folders:
+        remove_stale_partials(folder)

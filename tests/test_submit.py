@@ -39,7 +39,14 @@ from src.metrics import plain_mean
 from src.model import DEFAULT_HPARAMS
 from src.pseudo_labels import select_pseudo_labels
 from tests.conftest import REPO_ROOT
-from tests.fixtures import StandInFoldJob, ended_pid, keep_only, killed_fold
+from tests.fixtures import (
+    StandInFoldJob,
+    ended_pid,
+    idle_worker_killed_fold,
+    keep_only,
+    killed_fold,
+    pool_workers,
+)
 
 
 def _args(data_dir, tmp_path, *extra):
@@ -161,6 +168,45 @@ def test_a_worker_killed_mid_fold_is_one_line_exit_1_and_leaves_no_partial(tmp_p
     assert not list((tmp_path / "models").glob(".partial-*"))  # what it was saving, gone
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads /proc")
+@pytest.mark.timeout(120)
+def test_a_worker_killed_while_idle_does_not_hang_the_run(tmp_path, capsys, monkeypatch):
+    """It can die holding the lock of the pool's job queue: the other worker then takes
+    nothing, not even the pool's word to stop, and a shutdown that waits for the workers
+    (the pool's, unless it heard of the death first) waited for ever, without a word."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from src.config import Config
+
+    waited = []
+
+    class NeverWaitingPool(ProcessPoolExecutor):
+        def shutdown(self, wait=True, *, cancel_futures=False):
+            waited.append(wait)  # whether it would have waited for the workers
+            super().shutdown(wait=False, cancel_futures=True)
+
+    monkeypatch.setattr(workers, "ProcessPoolExecutor", NeverWaitingPool)
+    jobs = [StandInFoldJob(tmp_path / "models" / f"fold-{fold}.keras", fold)
+            for fold in range(2)]
+    splits = [(np.arange(4), np.arange(4))] * 2
+
+    def main(argv):
+        workers.train_fold_models(jobs, np.zeros((4, 28, 28, 1), np.uint8),
+                                  np.zeros(4, np.int64), splits, Config(jobs=2),
+                                  idle_worker_killed_fold)
+
+    try:
+        code = run_cli(main, [])
+    finally:
+        left = pool_workers(os.getpid())
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+    err = capsys.readouterr().err
+    # Where the pool hears of the death first, it fails the fold still training.
+    assert code == 0 or (code == 1 and err.startswith("error: a worker process was killed")), err
+    assert True not in waited and left == []
+
+
 def test_a_worker_started_after_its_parent_died_exits_at_once(monkeypatch):
     exits = []
     monkeypatch.setattr(os, "_exit", exits.append)
@@ -170,6 +216,24 @@ def test_a_worker_started_after_its_parent_died_exits_at_once(monkeypatch):
         if exits:
             break
         time.sleep(0.01)
+    assert exits == [1]
+
+
+def test_an_orphan_whose_output_pipe_is_closed_still_exits(monkeypatch):
+    # Its "stopped" line raised BrokenPipeError, which ended the watcher thread before its
+    # os._exit: a worker went on training for good beside the rerun.
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    exits = []
+    monkeypatch.setattr(os, "_exit", exits.append)
+    monkeypatch.setattr(sys, "stderr", ClosedPipe())
+    with pytest.raises(BrokenPipeError):  # in the thread, where nothing sees it
+        processes.exit_when_orphaned(os.getppid() + 1, poll_seconds=0)
     assert exits == [1]
 
 
