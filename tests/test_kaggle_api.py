@@ -766,7 +766,8 @@ def test_a_record_that_fails_after_the_upload_says_it_went_through(
     monkeypatch.setattr(Path, "write_text", full_disk)  # metrics.json and the reports
     assert _submit_check(run_dir, kaggle_dir_readonly) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: {run_dir / 'metrics.json'}: expected a writable folder")
+    # the reports are written first: metrics.json, which --sync compares with, comes last
+    assert err.startswith(f"error: {run_dir / 'report.md'}: expected a writable folder")
     assert err.endswith("(the upload went through; `python -m src.runs --sync` records the "
                         "score later)\n") and err.count("\n") == 1
     assert kaggle.requests.count("competition_submit") == 1
@@ -806,11 +807,11 @@ def test_a_wait_by_message_never_takes_an_older_submission_of_the_same_name(kagg
                                  "pending")
     older = kaggle_api.Submission(7, "quick", "submission.csv", "2026-12-05T09:00:00+00:00",
                                   "complete", 0.995)
-    monkeypatch.setattr(kaggle_api, "_list_submissions", lambda session, pages: [older])
+    monkeypatch.setattr(kaggle_api, "_list_submissions", lambda session, enough: [older])
     clock = FakeClock()
     assert kaggle_api.wait_for_score(sent, 0, clock=clock, sleep=clock.sleep) == sent
     late_clock = dataclasses.replace(older, ref=8, date="2026-12-06T09:59:30+00:00")
-    monkeypatch.setattr(kaggle_api, "_list_submissions", lambda session, pages: [late_clock])
+    monkeypatch.setattr(kaggle_api, "_list_submissions", lambda session, enough: [late_clock])
     assert kaggle_api.wait_for_score(sent, 0, clock=clock, sleep=clock.sleep).ref == 8
 
 

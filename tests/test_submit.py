@@ -951,7 +951,9 @@ def test_run_info_says_which_round_predicted_with_tta(tmp_path):
     and the run's record says so instead of repeating the first round's decision."""
     _, config = submit._parse_args(_args(tmp_path, tmp_path, "--pseudo-threshold", "0.5"))
     members = [Member("default", dict(DEFAULT_HPARAMS), "the default CNN", "default")]
-    digits = type("Digits", (), {"source": "kaggle", "train_path": "t", "test_path": "s"})
+    digits = type("Digits", (), {"source": "kaggle", "train_path": "t", "test_path": "s",
+                                 "x_train": np.zeros((2, 28, 28, 1), np.uint8),
+                                 "y_train": np.arange(2), "x_test": np.zeros((1, 28, 28, 1))})
     result = ensemble.KFoldResult(tta={"default": True, "default+pl": False})
     info = submit._run_info(config, members, result, digits, [])
     assert info["tta"] is False
