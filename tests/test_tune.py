@@ -543,35 +543,26 @@ def test_a_worker_told_of_three_failed_trials_in_a_row_says_so_in_one_line():
         "machines that ran them)")
 
 
-def test_trial_seconds_auto_on_a_search_spread_over_machines_is_one_line(
-        kaggle_dir_readonly, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("argv, message", [
     # No machine plans there: every trial trained for the placeholder's second.
+    (["--minutes", "10", "--trial-seconds", "auto"],
+     "--trial-seconds: expected a number of seconds on a search spread over machines (each "
+     "would plan its own), found --trial-seconds auto"),
+    # auto named the shared folder after each machine's hardware: a CPU chief with bfloat16
+    # (mixed_bfloat16) and GPU workers (float32) searched in two folders.
+    (SMOKE, "--precision: expected a dtype policy named on a search spread over machines "
+     "(each resolves auto for its own hardware: a CPU chief and GPU workers would search in "
+     "two folders), found --precision auto"),
+])
+def test_what_each_machine_would_settle_alone_is_refused_on_a_spread_search(
+        kaggle_dir_readonly, tmp_path, capsys, monkeypatch, argv, message):
     monkeypatch.setenv(tune.ENV_ORACLE_IP, "127.0.0.1")
     monkeypatch.setenv(tune.ENV_ORACLE_PORT, str(_free_port()))
     monkeypatch.setenv(tune.ENV_TUNER_ID, "worker1")
     artifacts = tmp_path / "artifacts"
-    argv = ["--data-dir", str(kaggle_dir_readonly), "--artifacts-dir", str(artifacts),
-            "--minutes", "10", "--trial-seconds", "auto"]
-    assert run_cli(tune.main, argv) == 2
-    assert capsys.readouterr().err == (
-        "error: --trial-seconds: expected a number of seconds on a search spread over "
-        "machines (each would plan its own), found --trial-seconds auto\n")
-    assert not artifacts.exists()
-
-
-def test_precision_auto_on_a_search_spread_over_machines_is_one_line(
-        kaggle_dir_readonly, tmp_path, capsys, monkeypatch):
-    # auto named the shared folder after each machine's hardware: a CPU chief with bfloat16
-    # (mixed_bfloat16) and GPU workers (float32) searched in two folders.
-    monkeypatch.setenv(tune.ENV_ORACLE_IP, "127.0.0.1")
-    monkeypatch.setenv(tune.ENV_ORACLE_PORT, str(_free_port()))
-    monkeypatch.setenv(tune.ENV_TUNER_ID, "tuner0")
-    artifacts = tmp_path / "artifacts"
-    assert run_cli(tune.main, _args(kaggle_dir_readonly, artifacts)) == 2
-    assert capsys.readouterr().err == (
-        "error: --precision: expected a dtype policy named on a search spread over machines "
-        "(each resolves auto for its own hardware: a CPU chief and GPU workers would search "
-        "in two folders), found --precision auto\n")
+    assert run_cli(tune.main, ["--data-dir", str(kaggle_dir_readonly), "--artifacts-dir",
+                               str(artifacts), *argv]) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
     assert not artifacts.exists()
 
 
