@@ -82,9 +82,12 @@ def upload_submission(csv_path: Path, message: str, competition: str = COMPETITI
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise DataError("a submission CSV", "no such file", file=csv_path)
-    keep = (f"{csv_path} is kept; upload it later with "
-            f"`python -m src.submit --check {csv_path} --upload -m MESSAGE`")
+    again = f"`python -m src.submit --check {csv_path} --upload -m MESSAGE`"
+    keep = f"{csv_path} is kept; upload it later with {again}"
     session = KaggleSession("upload", keep, competition)
+    # A request that failed midway (a time-out) may have delivered the file: look first.
+    session.keep = (f"{csv_path} is kept; if the competition's My Submissions page does not "
+                    f"list it, upload it later with {again}")
     sent = _now()  # before Kaggle gets it: the time Kaggle lists is not earlier
     reply = session.call("competition_submit", str(csv_path), message, competition, quiet=True)
     if reply.message == session.api.COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE:

@@ -257,6 +257,18 @@ def test_no_connection_is_one_line_without_the_secret(kaggle_home, monkeypatch, 
     _assert_no_secret(err)
 
 
+def test_an_upload_request_that_fails_says_to_look_before_sending_again(kaggle, csv_path,
+                                                                        capfd):
+    # A time-out after Kaggle got the file said only "upload it later": a second copy, and
+    # another of the day's submissions.
+    kaggle.failures["competition_submit"] = requests.ReadTimeout("read timed out")
+    err = _fail_upload(csv_path, capfd)
+    assert err.endswith(f"found no connection (ReadTimeout) (check the network connection; "
+                        f"{csv_path} is kept; if the competition's My Submissions page does "
+                        "not list it, upload it later with `python -m src.submit --check "
+                        f"{csv_path} --upload -m MESSAGE`)\n")
+
+
 def test_unfinished_upload_is_an_error(kaggle_home, monkeypatch, csv_path):
     class FakeApi(kaggle_home):
         def authenticate(self):
