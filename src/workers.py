@@ -10,8 +10,11 @@ next training starts.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -133,7 +136,9 @@ def _train_in_pool(jobs: list, x: np.ndarray, y: np.ndarray,
 
     def start_next() -> None:
         job = ready(waiting.pop(0))
-        running[pool.submit(_train_in_worker, train_fold, job, splits[job.fold], config)] = job
+        with _ctrl_c_held():  # the pool starts a worker in submit: it inherits this
+            future = pool.submit(_train_in_worker, train_fold, job, splits[job.fold], config)
+        running[future] = job
         started.update(set(multiprocessing.active_children()) - others)
 
     try:
@@ -163,6 +168,31 @@ def _train_in_pool(jobs: list, x: np.ndarray, y: np.ndarray,
         _stop_workers(pool, set(multiprocessing.active_children()) - others, folders)
     else:
         pool.shutdown(wait=True)
+
+
+@contextlib.contextmanager
+def _ctrl_c_held():
+    """Ctrl-C held back meanwhile, and acted on after: SIGINT blocked in this thread, so
+    that a worker started now never gets it (a blocked signal stays blocked across fork
+    and exec), and recorded rather than raised here, so that the worker is the pool's
+    before the run stops it. Ctrl-C reaches every process of the terminal's group: it is
+    now the parent's alone, which stops the workers itself, where a worker still
+    importing TensorFlow printed its own traceback. (submit waits for a new worker to
+    read its data: seconds.)"""
+    if (not hasattr(signal, "pthread_sigmask")  # Windows: no terminal process groups
+            or threading.current_thread() is not threading.main_thread()):  # no handlers
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        signal.signal(signal.SIGINT, previous)
+    if received and callable(previous):
+        previous(signal.SIGINT, None)  # Python's own: KeyboardInterrupt
 
 
 def _any_ended(workers: set) -> bool:

@@ -195,6 +195,13 @@ def idle_worker_killed_fold(job, x, y, split, config, verbose, callbacks) -> flo
     return 1.0
 
 
+def ctrl_c_reporting_fold(job, x, y, split, config, verbose, callbacks) -> float:
+    """A train_fold that saves, as its model, whether its worker holds Ctrl-C blocked."""
+    blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    job.path.write_text("blocked" if blocked else "delivered")
+    return 0.0
+
+
 def killed_fold(job, x, y, split, config, verbose, callbacks) -> float:
     """A train_fold whose worker process is SIGKILLed (as by the OOM killer) in fold 2, after
     it began to save; the other folds train in a moment."""

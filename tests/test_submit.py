@@ -41,6 +41,7 @@ from src.pseudo_labels import select_pseudo_labels
 from tests.conftest import REPO_ROOT
 from tests.fixtures import (
     StandInFoldJob,
+    ctrl_c_reporting_fold,
     ended_pid,
     idle_worker_killed_fold,
     keep_only,
@@ -295,6 +296,47 @@ def test_killed_run_resumes_with_its_finished_folds(kaggle_dir_readonly, tmp_pat
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "trained 1, reused 1" in rerun.stdout
     assert len(_run_dirs(tmp_path)) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_ctrl_c_as_workers_start_is_one_line(kaggle_dir_readonly, tmp_path):
+    """Ctrl-C at a terminal reaches every process of its group: workers still importing
+    TensorFlow printed their own tracebacks (about 45 lines) before the parent's line."""
+    command = [sys.executable, "-m", "src.submit",
+               *_args(kaggle_dir_readonly, tmp_path, "--jobs", "2")]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        for line in process.stdout:  # the workers are starting
+            if "at a time in worker processes" in line:
+                time.sleep(1.5)  # into their imports
+                os.killpg(process.pid, signal.SIGINT)
+                break
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, err[-2000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert err.rstrip().splitlines()[-1] == ("interrupted: run the same command again to "
+                                             "resume")
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
+def test_workers_never_get_ctrl_c_and_leave_it_to_their_parent(tmp_path):
+    from src.config import Config
+
+    jobs = [StandInFoldJob(tmp_path / "models" / f"fold-{fold}.keras", fold)
+            for fold in range(2)]
+    before = signal.getsignal(signal.SIGINT), signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    workers.train_fold_models(jobs, np.zeros((4, 28, 28, 1), np.uint8), np.zeros(4, np.int64),
+                              [(np.arange(4), np.arange(4))] * 2, Config(jobs=2),
+                              ctrl_c_reporting_fold)
+    assert [job.path.read_text() for job in jobs] == ["blocked", "blocked"]
+    # the parent's own handler and mask, as they were
+    assert (signal.getsignal(signal.SIGINT), signal.pthread_sigmask(signal.SIG_BLOCK, [])) == before
 
 
 def _children(pid: int) -> list[int]:
