@@ -58,9 +58,10 @@ SCORE = OBJECTIVE  # the trial's hold-out log-loss: lower is better
 
 
 def read_ranked_configs(path: Path, names: Sequence[str]) -> pd.DataFrame:
-    """The completed trials of a search's trials.csv, one row per distinct configuration
-    (its best trial), best first as src.tune ranks them; every completed trial's score and network
-    checked first, so that a hand-edited cell stops the run before anything trains."""
+    """The completed trials of a search's trials.csv, one row per distinct network (its
+    best trial), best first as src.tune ranks them; every completed trial's score and
+    network checked first, so that a hand-edited cell stops the run before anything
+    trains."""
     trials = read_trials(path, as_text=True)
     missing = [column for column in ("trial_id", "rank", "status", SCORE, *names)
                if column not in trials]

@@ -1,8 +1,8 @@
 """A published run's metrics.json read back: checked for the fields that the commands
 reading it (src.runs, src.blend, src.compare, src.submit --check --upload, src.runs
---sync, and the bench and its curve through src.bench_runs) print, sum, plot and rewrite, so that a
-damaged file is one DataError naming the field, never a traceback halfway through a
-write."""
+--sync, and the bench and its curve through src.bench_runs) print, sum, plot and
+rewrite, so that a damaged file is one DataError naming the field, never a traceback
+halfway through a write."""
 
 from __future__ import annotations
 
@@ -128,7 +128,7 @@ def check_same_data(runs: dict[Path, dict], loaded: dict[str, str] | None = None
             if recorded is None:
                 continue
             if expected is None:
-                expected, source = recorded, f"{folder}"
+                expected, source = recorded, str(folder)
             elif recorded != expected:
                 raise DataError(f"a run of the same {images} as {source} (hash {expected})",
                                 f"one of other {images} (hash {recorded})",

@@ -13,7 +13,7 @@ import shutil
 import socket
 import sys
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -221,17 +221,17 @@ def one_line(error: BaseException) -> str:
 def is_file(path: str | Path) -> bool:
     """Path.is_file() of a path a user gave, where a folder this user may not search or a
     name too long for the system is a DataError naming it: Python 3.11 raises those."""
-    try:
-        return Path(path).is_file()
-    except OSError as error:
-        raise DataError("a path this user can read", describe_os_error(error),
-                        file=path) from None
+    return _look(path, Path.is_file)
 
 
 def is_dir(path: str | Path) -> bool:
     """Path.is_dir(), as is_file() treats a path it cannot look at."""
+    return _look(path, Path.is_dir)
+
+
+def _look(path: str | Path, test: Callable[[Path], bool]) -> bool:
     try:
-        return Path(path).is_dir()
+        return test(Path(path))
     except OSError as error:
         raise DataError("a path this user can read", describe_os_error(error),
                         file=path) from None

@@ -154,7 +154,7 @@ def _train_in_pool(jobs: list, x: np.ndarray, y: np.ndarray,
                 if waiting:
                     start_next()
     except BaseException as error:  # an error or Ctrl-C: stop every fold, keep saved ones
-        _stop_workers(pool, set(multiprocessing.active_children()) - others, folders)
+        _stop_workers(pool, others, folders)
         if isinstance(error, BrokenProcessPool):  # a worker ended abruptly: SIGKILLed
             # by the OOM killer, say. The pool fails every running job, and refuses more.
             training = sorted(running.values(), key=lambda job: job.number)
@@ -165,7 +165,7 @@ def _train_in_pool(jobs: list, x: np.ndarray, y: np.ndarray,
                 "--jobs 1 to train one at a time") from None
         raise
     if _any_ended(started):  # every model is saved; a shutdown would wait for ever
-        _stop_workers(pool, set(multiprocessing.active_children()) - others, folders)
+        _stop_workers(pool, others, folders)
     else:
         pool.shutdown(wait=True)
 
@@ -202,9 +202,11 @@ def _any_ended(workers: set) -> bool:
     return any(worker.exitcode is not None for worker in workers)
 
 
-def _stop_workers(pool: ProcessPoolExecutor, processes: set, folders: set[Path]) -> None:
-    """Stop the pool and its worker processes now, and remove the files they were saving."""
+def _stop_workers(pool: ProcessPoolExecutor, others: set, folders: set[Path]) -> None:
+    """Stop the pool and its worker processes (this process's children but others) now,
+    and remove the files they were saving."""
     pool.shutdown(wait=False, cancel_futures=True)
+    processes = set(multiprocessing.active_children()) - others
     for worker in processes:
         worker.terminate()
     for worker in processes:
