@@ -45,6 +45,7 @@ from src.download import download_competition_data
 from src.errors import DataError
 from src.model import resolve_precision, use_precision
 from src.plan_files import Sizes
+from src.search_chief import FailedOnWorkers
 from src.search_ensemble import describe_ensemble, ensemble_from_search
 from src.search_results import (
     COMPLETED,
@@ -339,6 +340,9 @@ def run_trials(tuner: kt.Tuner, train: tuple[np.ndarray, np.ndarray],
     limit = getattr(tuner.oracle, "max_consecutive_failed_trials", 3)
     try:
         tuner.search(*train, validation_data=validation, verbose=keras_verbosity())
+    except FailedOnWorkers:  # a chief: its workers stopped on those failures
+        return (f"the search stopped: {limit} trials in a row failed (their messages are on "
+                "the machines that ran them)")
     except RuntimeError as error:  # KerasTuner's stop after 3 failed trials in a row
         if "consecutive failures" not in str(error):
             raise

@@ -15,9 +15,10 @@ from pathlib import Path
 import keras
 import keras_tuner as kt
 import numpy as np
+from keras_tuner.src.distribute import utils as distribute_utils
 from keras_tuner.src.engine.metrics_tracking import MetricsTracker
 
-from src import calibrate
+from src import calibrate, search_chief
 from src.config import Config
 from src.errors import DataError
 from src.model import (
@@ -228,6 +229,16 @@ class SearchTuner:
         super().__init__(hypermodel, seed=seed + 1, **kwargs)  # KerasTuner reads seed 0 as "none"
         if isinstance(self.oracle, kt.Oracle):  # not a worker's client of the chief's oracle
             start_with_the_default(self.oracle)
+
+    def search(self, *fit_args, **fit_kwargs) -> None:
+        """KerasTuner's search; a chief serves its workers with search_chief.serve, which
+        also ends when trials fail in a row."""
+        if not distribute_utils.is_chief_oracle():
+            return super().search(*fit_args, **fit_kwargs)
+        self.oracle.verbose = fit_kwargs.get("verbose", self.oracle.verbose)
+        self.save()
+        search_chief.serve(self.oracle)
+        return None
 
     def run_trial(self, trial, x, y, validation_data, **kwargs) -> dict[str, float]:
         """Train one configuration for every epoch of its schedule; report its last epoch's

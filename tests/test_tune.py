@@ -448,6 +448,44 @@ def test_chief_and_two_workers_run_one_search(kaggle_dir_readonly, tmp_path):
     assert "Leaderboard (hyperband, 2 trials" in chief_log.read_text()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_chief_whose_workers_failed_trials_in_a_row_ends_in_one_line(
+        kaggle_dir_readonly, tmp_path, monkeypatch, capsys):
+    """KerasTuner's chief served on for ever once its workers had stopped on the failures."""
+    artifacts = tmp_path / "artifacts"
+    args = _args(kaggle_dir_readonly, artifacts, *DISTRIBUTED, *ONE_EPOCH_RANDOM[:2],
+                 "--max-trials", "6", "--tune-epochs", "1")
+    network = {tune.ENV_ORACLE_IP: "127.0.0.1", tune.ENV_ORACLE_PORT: str(_free_port())}
+    chief_log = tmp_path / "chief.log"
+    chief = _start(args, chief_log, **network, **{tune.ENV_TUNER_ID: "chief"})
+    try:
+        _wait_for(chief_log, lambda text: "chief: serving the search" in text, chief, timeout=120)
+        builds = []
+
+        def diverge(*args, **kwargs):  # the worker's first trial completes, then none
+            builds.append(args)
+            if len(builds) <= 2:  # build 1 is the tuner's look at its space
+                return build_cnn(*args, **kwargs)
+            raise ValueError("the loss went NaN")
+
+        monkeypatch.setattr(tuners, "build_cnn", diverge)
+        for name, value in {**network, tune.ENV_TUNER_ID: "tuner0"}.items():
+            monkeypatch.setenv(name, value)
+        assert run_cli(tune.main, args) == 1  # the worker, here
+        assert capsys.readouterr().err.strip().splitlines()[-1] == (
+            "error: the search stopped: 3 trials in a row failed (their messages are above, "
+            "on the machines that ran them)")
+        assert chief.wait(timeout=60) == 1
+    finally:
+        _stop([chief])
+    assert chief_log.read_text().strip().splitlines()[-1] == (
+        "error: the search stopped: 3 trials in a row failed (their messages are on the "
+        "machines that ran them); the results above rank the trials that completed (run the "
+        "command again to retry the last, or with --overwrite to start over)")
+    assert list(_trials(artifacts)["status"]) == ["COMPLETED", "FAILED", "FAILED", "FAILED"]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--max-trials", "0"], "error: --max-trials: expected an integer 1..10000, found 0"),
     (["--tune-epochs", "-1"], "error: --tune-epochs: expected an integer 1..10000, found -1"),
