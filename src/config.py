@@ -318,7 +318,14 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None],
                               f"warning: {printable(str(message))}\n")
     follow_parent()
     try:
-        return int(main(argv) or 0)
+        try:
+            return int(main(argv) or 0)
+        except SystemError as error:
+            # Ctrl-C inside one of TensorFlow's C calls: Python raises a SystemError ("returned
+            # a result with an exception set") from the KeyboardInterrupt.
+            if isinstance(error.__cause__, KeyboardInterrupt):
+                raise error.__cause__ from None
+            raise
     except DataError as error:
         print(f"error: {printable(str(error))}", file=sys.stderr)
         return 2

@@ -107,6 +107,22 @@ def test_ctrl_c_says_how_to_resume(capsys, argv, said):
     assert capsys.readouterr().err == f"interrupted: {said}\n"
 
 
+def test_ctrl_c_inside_a_c_call_is_ctrl_c(capsys):
+    # How CPython reports a KeyboardInterrupt raised while TensorFlow's C code ran.
+    def main(argv):
+        raise SystemError("<built-in function TFE_Py_Execute> returned a result with an "
+                          "exception set") from KeyboardInterrupt()
+
+    assert config.run_cli(main, []) == 130
+    assert capsys.readouterr().err == "interrupted: run the same command again to resume\n"
+
+    def broken(argv):
+        raise SystemError("a real one")
+
+    with pytest.raises(SystemError, match="a real one"):
+        config.run_cli(broken, [])
+
+
 def _parse_budget(argv):
     parser = config.build_parser("prog", "test")
     config.add_override(parser, "epochs", "test")
