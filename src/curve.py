@@ -41,6 +41,7 @@ from src.ensemble import training_code_version
 from src.errors import DataError
 from src.metrics import score
 from src.model import use_precision
+from src.pseudo_labels import PSEUDO_SUFFIX
 from src.recipes import CURVE_FOLDS, RECIPES, Recipe, recipe_oof
 from src.run_folders import latest_run
 from src.util import (
@@ -88,6 +89,16 @@ class Point:
     note: str = ""
 
 
+def _epochs_trained(info: dict) -> str:
+    """The first round's epochs per fold model: "22", or "5-22" where a budget cut some."""
+    cut = info.get("epochs_by_member")
+    if not cut:
+        return str(info["epochs"])
+    epochs = [e for name, each in cut.items() if not name.endswith(PSEUDO_SUFFIX) for e in each]
+    low, high = min(epochs), max(epochs)
+    return f"{low}-{high}" if low != high else str(low)
+
+
 def plan_details(metrics: dict) -> dict:
     """The score, the plan and what a run trained, from its metrics.json."""
     info, ensemble = metrics["run_info"], metrics["ensemble"]
@@ -96,7 +107,7 @@ def plan_details(metrics: dict) -> dict:
     repeats = info.get("repeats", 1)
     drawn = f" x {repeats} repeats" if repeats > 1 else ""
     trained = (f"{' + '.join(metrics['models'])} x {info['folds']} folds{drawn} x "
-               f"{info['epochs']} epochs{', TTA' if info['tta'] else ''}{pseudo}, "
+               f"{_epochs_trained(info)} epochs{', TTA' if info['tta'] else ''}{pseudo}, "
                f"{info['precision']}")
     return {"ci95_low": ensemble.get("ci95_low"), "ci95_high": ensemble.get("ci95_high"),
             "errors": ensemble.get("errors"), "total": ensemble.get("total"),

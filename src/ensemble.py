@@ -50,6 +50,7 @@ class KFoldResult:
     reused: int = 0
     pseudo_counts: list[int] = field(default_factory=list)  # pseudo-labels per fold
     tta: dict[str, bool] = field(default_factory=dict)  # per member: predicted with TTA
+    epochs: dict[str, list[int]] = field(default_factory=dict)  # per member: each model's
 
 
 @functools.cache
@@ -371,3 +372,4 @@ def _add_predictions(jobs: list[FoldJob], digits: Digits,
         oof[held_idx] += held_probs / config.repeats
         result.fold_test_probs.setdefault(job.member.name, []).append(test_probs)
         result.histories.append({"model": job.member.name, "fold": job.fold, "history": history})
+        result.epochs.setdefault(job.member.name, []).append(job.epochs or config.epochs)

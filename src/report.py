@@ -166,8 +166,8 @@ def _plan_section(plan: dict | None) -> list:
                f"{speed['predict_images_per_second']:,.0f}", f"{speed['startup_seconds']:.1f}"]
               for name, speed in plan["speeds"].items()]
     return [Heading(2, f"Plan for {plan['minutes']:g} minutes"),
-            Paragraph(f"{chosen}{reused}; PLAN_TABLE row from {plan['table_row']:g} minutes, "
-                      f"{plan['jobs']} fold model(s) at once; "
+            Paragraph(f"Planned: {chosen}{reused}; PLAN_TABLE row from "
+                      f"{plan['table_row']:g} minutes, {plan['jobs']} fold model(s) at once; "
                       f"ETA {format_duration(plan['eta_seconds'])} "
                       f"of {format_duration(plan['seconds'])}."),
             Table(["stage", "planned seconds", "actual seconds"], stages),
@@ -195,7 +195,7 @@ def _mapping_table(mapping: dict) -> Table:
                 for name in names]
         return Table(["name", *map(str, mapping)], rows)
     return Table(["name", "value"], [[str(key), str(value) if key in AS_TYPED
-                                      else _format_value(value)]
+                                      and value is not None else _format_value(value)]
                                      for key, value in mapping.items()], align="ll")
 
 

@@ -36,8 +36,9 @@ NUMBERS = {"min", "OOF", "public"}  # right-aligned columns of the printed ledge
 
 
 def run_date(run_dir: Path) -> datetime:
-    """When the run began, from its name (UTC), else when its submission.csv was written
-    (not metrics.json, which each Kaggle score recorded rewrites)."""
+    """When the run was published, from its name (UTC: submit names it once its models
+    have trained), else when its submission.csv was written (not metrics.json, which each
+    Kaggle score recorded rewrites)."""
     try:
         return datetime.strptime(run_dir.name[:15], RUN_ID_TIME).replace(tzinfo=UTC)
     except ValueError:
@@ -84,9 +85,18 @@ def sort_ledger(frame: pd.DataFrame, by: str) -> pd.DataFrame:
     """The ledger newest first, or by OOF accuracy or public score, best first (runs
     without a public score last)."""
     key = {"date": "date", "oof": "oof", "lb": "public_score"}[by]
-    newest_first = frame.sort_values(["date", "run"], ascending=False, kind="stable")
+    newest_first = frame.sort_values(["date", "run"], ascending=False, kind="stable",
+                                     key=_numbers_in_order)
     return newest_first.sort_values(key, ascending=False, kind="stable",
                                     na_position="last").reset_index(drop=True)
+
+
+def _numbers_in_order(column: pd.Series) -> pd.Series:
+    """Run names with their number padded, so that run X-10, the tenth of a second, sorts
+    after X-2 (numbered_names); other columns as they are."""
+    if column.name != "run":
+        return column
+    return column.str.replace(r"-(\d+)$", lambda found: f"-{int(found[1]):03d}", regex=True)
 
 
 def format_ledger(frame: pd.DataFrame) -> str:
@@ -154,7 +164,7 @@ def sync_scores(submissions_dir: Path) -> str:
 def match_submission(listing: list[kaggle_api.Submission], run_dir: Path, record: dict | None
                      ) -> kaggle_api.Submission | None:
     """The run's submission in Kaggle's listing: by its recorded id; by its recorded message
-    and file name, made after the run began; or, never recorded, by the run id the default
+    and file name, made after the run was published; or, never recorded, by the run id the default
     message carries."""
     if record and record.get("ref"):
         return kaggle_api.find_submission(listing, ref=record["ref"])

@@ -44,6 +44,7 @@ from src.data import (
 from src.download import download_competition_data
 from src.errors import DataError
 from src.members import check_pseudo_threshold, load_members
+from src.pseudo_labels import PSEUDO_SUFFIX
 from src.run_folders import check_latest, new_run_id, write_run
 from src.run_outputs import (
     SUBMISSION_COLUMNS,
@@ -174,7 +175,9 @@ def _run_of(csv_path: Path) -> tuple[Path, dict] | None:
 def _default_message(run_dir: Path, metrics: dict) -> str:
     """e.g. "quick: 1 config x 3 folds, OOF 99.567%, run 20261124-101500-quick-kaggle"; for
     a blend (src.blend), "blend of 2 runs, OOF ..."."""
-    count, info = len(metrics["models"]), metrics["run_info"]
+    # A pseudo-labelled round's models are its network's, not another configuration.
+    count = len({name.removesuffix(PSEUDO_SUFFIX) for name in metrics["models"]})
+    info = metrics["run_info"]
     oof, run = metrics["ensemble"]["accuracy"], run_dir.resolve().name
     if "runs" in info:
         return f"blend of {len(info['runs'])} runs, OOF {oof:.3%}, run {run}"
@@ -265,13 +268,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from src import ensemble
 
+    prepared = time.perf_counter()  # the networks chosen and, with a budget, timed
     result = ensemble.run_kfold(digits, members, config, budget=budget)
     if budget:
         config = dataclasses.replace(config, **budget.settings_used())
 
     def timings() -> dict[str, float]:
-        return {"load": loaded - started, "train": result.train_seconds,
-                "predict": result.predict_seconds, "total": time.perf_counter() - started}
+        return {"load": loaded - started, "prepare": prepared - loaded,
+                "train": result.train_seconds, "predict": result.predict_seconds,
+                "total": time.perf_counter() - started}
 
     write = functools.partial(
         write_run_outputs, digits=digits, model_probs=result.oof_probs,
@@ -364,6 +369,9 @@ def _run_info(config: Config, members, result, digits, argv: Sequence[str] | Non
             # it, and which had it when the rounds differ.
             "tta": all(result.tta.values()) if result.tta else config.tta,
             **({"tta_by_member": result.tta} if len(set(result.tta.values())) > 1 else {}),
+            # A budget cuts the epochs of fold models a late round had not started: each
+            # model's epochs then, in the order of the round's jobs (member x split).
+            **({"epochs_by_member": result.epochs} if _epochs_cut(config, result) else {}),
             "pseudo_threshold": config.pseudo_threshold,
             "pseudo_epochs": config.pseudo_epochs if result.pseudo_counts else None,
             "pseudo_labels_per_fold": result.pseudo_counts,
@@ -372,6 +380,14 @@ def _run_info(config: Config, members, result, digits, argv: Sequence[str] | Non
             "origins": {m.name: m.origin for m in members},
             "hparams": {m.name: m.hparams for m in members},
             "versions": library_versions()}
+
+
+def _epochs_cut(config: Config, result) -> bool:
+    """Whether any fold model trained other epochs than its round's (--epochs, or the
+    pseudo-labelled round's)."""
+    return any(set(epochs) != {config.pseudo_epochs if name.endswith(PSEUDO_SUFFIX)
+                               else config.epochs}
+               for name, epochs in result.epochs.items())
 
 
 def _leaderboard(config: Config) -> pd.DataFrame | None:

@@ -682,6 +682,7 @@ def test_a_cut_fold_model_is_saved_as_such_and_a_rerun_reuses_it(kaggle_dir_read
     fewest = plan.PLAN_TABLE[0].min_epochs
     assert first.trained == planned.folds and fewest < planned.epochs
     assert {len(h["history"]["accuracy"]) for h in first.histories} == {fewest}
+    assert first.epochs == {"default": [fewest] * planned.folds}
     [folder] = (tmp_path / "artifacts" / "models").iterdir()
     assert sorted(p.name for p in folder.glob("*.keras")) == [
         f"fold-{split}-{fewest}-epochs.keras" for split in range(planned.folds)]
@@ -985,7 +986,7 @@ def test_minutes_end_to_end_on_the_fixture_and_a_rerun_keeps_the_plan(
     assert "## Plan for 5 minutes" in text and "1 epochs" not in text
     assert "pseudo-labelled round planned at 1 epoch" in text
     without = document.render_markdown(report._plan_section({**record, "pseudo_epochs": 0}))
-    assert "default x 2 folds x 2 epochs, TTA" in without
+    assert "Planned: default x 2 folds x 2 epochs, TTA" in without  # run_info: what ran
     assert "round planned at" not in without  # no second round: not one of 0 epochs
     [saved] = (tmp_path / "artifacts" / "plans").glob("submit-*.json")
     # The rerun takes the saved plan and its decisions, and with them every fold model.

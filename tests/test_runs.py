@@ -123,6 +123,15 @@ def test_sort_by_oof_or_public_score(submissions, capsys, sort, order):
     assert [row.split()[0] for row in rows] == order
 
 
+def test_runs_of_one_second_list_newest_first(tmp_path, capsys):
+    # numbered_names gives the tenth run of a second the name X-10, after X-9 and X-2.
+    names = [FIRST, *(f"{FIRST}-{number}" for number in (2, 9, 10))]
+    for name in names:
+        write_run(tmp_path / "submissions", name, correct=41_800)
+    _, *rows, _ = _ledger(tmp_path / "submissions", capsys)
+    assert [row.split()[0] for row in rows] == names[::-1]
+
+
 def _set(dotted: str, value):
     """A damage: metrics[a][b] = value for "a.b"."""
     def damage(metrics: dict) -> None:

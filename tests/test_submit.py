@@ -21,6 +21,7 @@ import pytest
 
 from src import (
     calibrate,
+    curve,
     ensemble,
     predict,
     processes,
@@ -74,10 +75,14 @@ def test_smoke_run_writes_a_valid_submission_and_report(kaggle_dir_readonly, tmp
     assert frame["Label"].between(0, 9).all()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert 0.0 <= metrics["ensemble"]["accuracy"] <= 1.0
+    timings = metrics["timings"]  # each step of the run, the networks' choice included
+    assert list(timings) == ["load", "prepare", "train", "predict", "total"]
+    assert 0 < sum(timings.values()) - timings["total"] <= timings["total"]
     # what blend and compare check runs against
     assert metrics["run_info"]["data"] == run_data_fingerprints(
         load_digits(Config(data_dir=str(kaggle_dir_readonly))))
     assert (run_dir / "report.md").is_file() and (run_dir / "report.html").is_file()
+    assert "| pseudo_epochs | — |" in (run_dir / "report.md").read_text()  # not "None"
     assert (tmp_path / "submissions" / "latest").resolve() == run_dir.resolve()
     # A second run reuses every fold model, writes a new folder beside the first and
     # uploads it (to a stand-in Kaggle), recording the public score in its metrics.
@@ -984,6 +989,8 @@ def test_pseudo_labelled_round_joins_the_ensemble(kaggle_dir_readonly, tmp_path,
     counts = metrics["run_info"]["pseudo_labels_per_fold"]
     assert len(counts) == 2 and all(0 < count <= 300 for count in counts)
     assert metrics["run_info"]["tta"] is False and "tta_by_member" not in metrics["run_info"]
+    # one network, and its pseudo-labelled round: not two configurations
+    assert submit._default_message(run_dir, metrics).startswith("smoke: 1 config x 2 folds, ")
     assert run_cli(submit.main, args) == 0
     assert "trained 0, reused 4" in capsys.readouterr().out
 
@@ -1003,6 +1010,28 @@ def test_run_info_says_which_round_predicted_with_tta(tmp_path):
     result.tta["default+pl"] = True
     info = submit._run_info(config, members, result, digits, [])
     assert info["tta"] is True and "tta_by_member" not in info
+
+
+def test_run_info_gives_each_models_epochs_when_a_budget_cut_some(tmp_path):
+    """run_info.epochs is the round's planned epochs; a late round's cut models trained
+    fewer, and the record says which, as the curve's 'trained' column then does."""
+    _, config = submit._parse_args(_args(tmp_path, tmp_path, "--epochs", "22",
+                                         "--pseudo-threshold", "0.5", "--pseudo-epochs", "4"))
+    members = [Member("default", dict(DEFAULT_HPARAMS), "the default CNN", "default")]
+    digits = type("Digits", (), {"source": "kaggle", "train_path": "t", "test_path": "s",
+                                 "x_train": np.zeros((2, 28, 28, 1), np.uint8),
+                                 "y_train": np.arange(2), "x_test": np.zeros((1, 28, 28, 1))})
+    result = ensemble.KFoldResult(epochs={"default": [22, 22], "default+pl": [4, 4]})
+    info = submit._run_info(config, members, result, digits, [])
+    assert info["epochs"] == 22 and "epochs_by_member" not in info
+    for cut in ({"default": [22, 6], "default+pl": [4, 4]},
+                {"default": [22, 22], "default+pl": [4, 3]}):
+        result.epochs = cut
+        info = submit._run_info(config, members, result, digits, [])
+        assert info["epochs"] == 22 and info["epochs_by_member"] == cut
+    info["epochs_by_member"] = {"default": [22, 20, 6, 5], "default+pl": [4, 3]}
+    trained = curve.plan_details({"run_info": info, "ensemble": {}, "models": ["default"]})
+    assert "default x 2 folds x 5-22 epochs," in trained["trained"]
 
 
 @pytest.mark.parametrize("budget", [[], ["--minutes", "3"]], ids=["no plan", "a plan"])
