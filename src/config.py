@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from src import ctrl_c_as_usual
 from src.errors import DataError, RunFailed
 from src.processes import follow_parent
 from src.util import printable
@@ -316,6 +317,7 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None],
     warning one ``warning:`` line."""
     warnings.formatwarning = (lambda message, *args, **kwargs:
                               f"warning: {printable(str(message))}\n")
+    ctrl_c_as_usual()  # the command's own: what it says depends on what it has done
     follow_parent()
     try:
         try:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 
+import src
 from src import config, util
 from src.config import Config
 from src.errors import DataError
+from tests.conftest import REPO_ROOT
 
 
 def _parse(argv):
@@ -182,3 +189,19 @@ def test_profiles_search_by_epochs():
 ])
 def test_error_lines_show_any_text_on_one_line(text, shown):
     assert util.printable(text) == shown and util.is_plain_text(shown)
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_a_stage_still_imports_is_one_line_exit_130():
+    # Before run_cli takes Ctrl-C over, TensorFlow's import takes seconds: a 40-line
+    # traceback from inside it, where every later Ctrl-C is one line.
+    process = subprocess.Popen([sys.executable, "-m", "src.tune", "--help"], cwd=REPO_ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)  # Python has started; TensorFlow is importing
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and out == ""
+    assert err.splitlines()[-1] == "interrupted: before the command started; nothing was written"
+    assert "Traceback" not in err
+    # Imported otherwise (here by pytest), Ctrl-C stays Python's own.
+    assert signal.getsignal(signal.SIGINT) is not src._interrupted_while_starting
