@@ -60,8 +60,11 @@ def budget_minutes(text: str) -> float:
 
 
 PROFILE = kernel_profile(os.environ.get("DIGITS_KERNEL_PROFILE", "full"))
-INPUT_DIR = Path(os.environ.get("DIGITS_KERNEL_INPUT", "/kaggle/input/digit-recognizer"))
-WORKING_DIR = Path(os.environ.get("DIGITS_KERNEL_WORKING", "/kaggle/working"))
+# Absolute: the stages run in another folder. Kaggle's input folder is searched for the
+# competition's files (its folder's name has varied); one given is used as it is.
+INPUT_GIVEN = "DIGITS_KERNEL_INPUT" in os.environ
+INPUT_DIR = Path(os.environ.get("DIGITS_KERNEL_INPUT", "/kaggle/input/digit-recognizer")).absolute()
+WORKING_DIR = Path(os.environ.get("DIGITS_KERNEL_WORKING", "/kaggle/working")).absolute()
 
 
 # Kaggle stops a GPU session after 12 hours; the hour left is for start-up and saving output.
@@ -115,10 +118,13 @@ def check_environment() -> dict[str, str]:
     return versions
 
 
-def find_input_dir(preferred: Path) -> Path:
-    """preferred if it holds train.csv and test.csv, else the first folder beside it that does."""
+def find_input_dir(preferred: Path, search_beside: bool = True) -> Path:
+    """preferred if it holds train.csv and test.csv, else (search_beside) the first folder
+    under its parent that does."""
     if _holds_data(preferred):
         return preferred
+    if not search_beside:
+        stop(f"no train.csv and test.csv in {preferred} (DIGITS_KERNEL_INPUT)")
     for train_csv in sorted(preferred.parent.rglob("train.csv")):
         if _holds_data(train_csv.parent):
             return train_csv.parent
@@ -248,7 +254,7 @@ def main(clock=time.monotonic) -> int:
           flush=True)
     print(f"kernel: profile {PROFILE}, time budget {BUDGET_MINUTES:.0f} min, the search at most "
           f"{TUNE_SHARE * BUDGET_MINUTES:.0f} min of it", flush=True)
-    data_dir = find_input_dir(INPUT_DIR)
+    data_dir = find_input_dir(INPUT_DIR, search_beside=not INPUT_GIVEN)
     check_working_dir(WORKING_DIR)  # not after hours of search and training
     submissions_dir = WORKING_DIR / "submissions"
     with tempfile.TemporaryDirectory(prefix="digit-recognizer-") as scratch:

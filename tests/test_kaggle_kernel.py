@@ -253,6 +253,10 @@ def test_kernel_finds_the_competition_data_where_kaggle_mounts_it(tmp_path, caps
         (folder / "train.csv").touch()
         (folder / "test.csv").touch()
         assert entry.find_input_dir(mounted) == folder
+    # A folder given by DIGITS_KERNEL_INPUT is used as it is, not swapped for one beside it.
+    given = tmp_path / "input" / "digits"
+    assert _stopped(capsys, lambda: entry.find_input_dir(given, search_beside=False)) == (
+        f"no train.csv and test.csv in {given} (DIGITS_KERNEL_INPUT)")
 
 
 def test_version_tuple_reads_release_candidates_and_short_versions():
@@ -465,8 +469,9 @@ def test_kernel_runs_tune_and_submit_into_working(kernel_script, kaggle_dir_read
     working = tmp_path / "working"
     working.mkdir()
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env.update(DIGITS_KERNEL_PROFILE="smoke", DIGITS_KERNEL_INPUT=str(input_dir),
-               DIGITS_KERNEL_WORKING=str(working))
+    # Relative, as a user running it locally may give them: the stages run elsewhere.
+    env.update(DIGITS_KERNEL_PROFILE="smoke", DIGITS_KERNEL_INPUT="input/digit-recognizer",
+               DIGITS_KERNEL_WORKING="working")
 
     code, output = _run([sys.executable, str(kernel_script)], cwd=tmp_path, env=env, timeout=540)
 
