@@ -59,7 +59,7 @@ from src.data import (
 )
 from src.errors import DataError
 from src.run_folders import latest_run
-from src.util import command_line, format_accuracy, format_duration
+from src.util import check_writable_folder, command_line, format_accuracy, format_duration
 
 # Images per timed row; a GPU needs more of them for a stable figure.
 BENCH_IMAGES = {"smoke": 256, "quick": 8192, "full": 32768}
@@ -211,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     With --curve, measure OOF accuracy against minutes instead (src.curve)."""
     args, config = parse_args(argv)
     command = command_line("src.bench", argv)
+    bench_dir = Path(config.artifacts_dir) / "bench"
+    check_writable_folder(bench_dir)  # before the timings (or the curve's trainings)
     if args.curve is not None:
         from src import curve  # it trains for real: imported only when asked for
 
@@ -235,7 +237,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.levers:
         print("timing the levers ...", flush=True)
         levers = lever_rows(x_train, y_train, config.batch_size, images, config.seed)
-    bench_dir = Path(config.artifacts_dir) / "bench"
     stamp = started.strftime("%Y%m%d-%H%M%S")
     profile_run = (run_profile(config, new_folder(bench_dir / f"run-{stamp}-{config.profile}"))
                    if args.run_quick else

@@ -51,6 +51,7 @@ from src.search_results import (
     search_space_names,
     trials_path,
 )
+from src.util import check_writable_folder
 
 TOP_PICKS = 3  # the search's best configurations always measured
 MIN_CONFIGS = 3  # a rank correlation needs at least this many points
@@ -217,6 +218,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Pick, train, compare and write the fidelity table, JSON and figure."""
     args, config = parse_args(argv)
+    folder = Path(config.artifacts_dir) / "fidelity"
+    check_writable_folder(folder)  # before hours of training, not after
     names = search_space_names()
     trials_csv = trials_path(config)
     picks = pick_spread(read_ranked_configs(trials_csv, names), args.configs, DEFAULT_HPARAMS,
@@ -230,7 +233,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ranks = table["rank"].astype(int)  # the search's ranks (picks are spread over them)
     print(text, flush=True)
     stem = "fidelity-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    folder = Path(config.artifacts_dir) / "fidelity"
     record = {"spearman": rho, "folds": config.folds, "epochs": config.epochs,
               "seed": config.seed, "trials": str(trials_csv),
               "rows": json.loads(table.assign(search_rank=ranks).drop(columns="rank")

@@ -16,7 +16,7 @@ import keras
 import pytest
 from matplotlib.figure import Figure
 
-from src import plan_files, submit, tune, tuners, util
+from src import bench, fidelity, plan_files, submit, tune, tuners, util
 from src.config import run_cli
 from src.errors import DataError
 from tests.fixtures import disk_full
@@ -247,3 +247,21 @@ def test_a_submissions_folder_that_cannot_be_made_stops_the_run_before_training(
     assert capsys.readouterr().err == (f"error: {submissions}: expected a writable folder with "
                                        "free space, found Not a directory (ENOTDIR)\n")
     assert not artifacts.exists()  # nothing trained
+
+
+@pytest.mark.parametrize("stage, work", [(fidelity, "measure"), (bench, "training_rows")])
+def test_fidelity_and_bench_name_an_output_folder_they_cannot_make_before_any_work(
+        kaggle_dir_readonly, tmp_path, capsys, monkeypatch, stage, work):
+    """Both named it only once every configuration had trained (hours on the full profile),
+    as "File exists" for a file where their folder goes."""
+    def never(*args, **kwargs):
+        raise AssertionError("trained or timed before the output folder was checked")
+
+    monkeypatch.setattr(stage, work, never)
+    name = stage.__name__.removeprefix("src.")
+    (tmp_path / name).write_text("")  # a file where <artifacts>/<name>/ goes
+    args = ["--profile", "smoke", "--data-dir", str(kaggle_dir_readonly),
+            "--artifacts-dir", str(tmp_path)]
+    assert run_cli(stage.main, args) == 2
+    assert capsys.readouterr().err == (f"error: {tmp_path / name}: expected a writable folder "
+                                       "with free space, found Not a directory (ENOTDIR)\n")
