@@ -20,7 +20,7 @@ from src.csv_files import read_digits_csv
 from src.data import LOCAL_DATA_DIR, find_csv, find_data_dir
 from src.errors import DataError
 from src.kaggle_session import COMPETITION, KaggleSession
-from src.util import partial_path, remove_stale_partials, writing
+from src.util import check_writable_folder, partial_path, remove_stale_partials, writing
 
 DATA_FILES = ("train.csv", "test.csv")
 
@@ -39,6 +39,7 @@ def download_competition_data(data_dir: str | Path | None = None,
         print(f"data: {found} holds train.csv and test.csv already; not downloading", flush=True)
         return found
     target = Path(data_dir) if data_dir is not None else LOCAL_DATA_DIR
+    check_writable_folder(target)  # a file there: named now, not as missing credentials
     made = _missing_folders(target.parent)  # removed again if the download fails
     with writing(target.parent):
         target.parent.mkdir(parents=True, exist_ok=True)

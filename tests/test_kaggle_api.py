@@ -407,14 +407,18 @@ def test_damaged_download_is_one_line_and_leaves_nothing(kaggle, kaggle_dir_read
     assert found in _fail_download(tmp_path / "data" / "digit-recognizer", capfd)
 
 
-def test_a_download_under_a_file_is_one_line(kaggle, tmp_path, capfd):
-    (tmp_path / "data").write_text("a file, not a folder")  # --data-dir under a file
-    target = tmp_path / "data" / "digit-recognizer"
+@pytest.mark.parametrize("target", ["data/digit-recognizer", "data"])
+def test_a_download_into_or_under_a_file_is_one_line_before_signing_in(kaggle_home, tmp_path,
+                                                                        capfd, target):
+    """--data-dir naming a file was blamed on the missing credentials (and with them, named
+    only once the zip had downloaded)."""
+    (tmp_path / "data").write_text("a file, not a folder")
+    target = tmp_path / target
     code = config.run_cli(lambda argv: download.download_competition_data(target), [])
     assert code == 2
     assert capfd.readouterr().err == (
-        f"error: {tmp_path / 'data'}: expected a writable folder with free space, "
-        "found File exists (EEXIST)\n")
+        f"error: {target}: expected a writable folder with free space, "
+        "found Not a directory (ENOTDIR)\n")
 
 
 @pytest.mark.parametrize("fails", ["unpack", "move"])
