@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from src import ctrl_c_as_usual
-from src.errors import DataError, RunFailed
+from src.errors import DataError, RunFailed, ctrl_c_inside
 from src.processes import follow_parent
 from src.util import printable
 
@@ -323,11 +323,10 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None],
         try:
             return int(main(argv) or 0)
         except SystemError as error:
-            # Ctrl-C inside one of TensorFlow's C calls: Python raises a SystemError ("returned
-            # a result with an exception set") from the KeyboardInterrupt.
-            if isinstance(error.__cause__, KeyboardInterrupt):
-                raise error.__cause__ from None
-            raise
+            interrupt = ctrl_c_inside(error)
+            if interrupt is None:
+                raise
+            raise interrupt from None
     except DataError as error:
         print(f"error: {printable(str(error))}", file=sys.stderr)
         return 2

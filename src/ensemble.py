@@ -29,7 +29,7 @@ from src import model as cnn
 from src import workers
 from src.config import Config
 from src.data import NUM_CLASSES, Digits, data_fingerprint, fold_splits
-from src.errors import DataError
+from src.errors import DataError, ctrl_c_inside
 from src.members import Member
 from src.predict import checked_probs, predict_probs
 from src.pseudo_labels import PSEUDO_SUFFIX, PseudoLabels, select_pseudo_labels
@@ -82,6 +82,8 @@ def _load_fold_model(path: Path) -> keras.Model:
     try:
         model = keras.models.load_model(path)
     except Exception as error:  # Keras raises many types for a damaged file
+        if interrupt := ctrl_c_inside(error):  # not the file's fault
+            raise interrupt from None
         raise DataError("a Keras model saved by python -m src.submit",
                         f"an unreadable file ({type(error).__name__})", file=path,
                         hint="delete it or rerun with --fresh to retrain") from None

@@ -52,3 +52,12 @@ class DataError(ValueError):
 class RunFailed(RuntimeError):
     """A run stopped by something outside its input (a worker process killed): one
     ``error:`` line and exit code 1; what it saved stays for a rerun."""
+
+
+def ctrl_c_inside(error: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C a SystemError stands for, or None: Python reports a KeyboardInterrupt
+    raised inside one of TensorFlow's C calls as a SystemError ("returned a result with
+    an exception set") caused by it, which an `except Exception` would swallow."""
+    cause = error.__cause__
+    interrupted = isinstance(error, SystemError) and isinstance(cause, KeyboardInterrupt)
+    return cause if interrupted else None

@@ -3,9 +3,11 @@ ends when trials fail in a row.
 
 KerasTuner 1.4's chief (oracle_chief.start_server) ends only once it has told each
 worker to stop. Trials that fail in a row tell no one to stop: the oracle raises the
-stop to each worker as that worker ends its trial, each worker exits, and the chief
-serves on for ever. This server also ends once every worker has heard that stop, and
-then raises it, as a search on one machine does.
+stop to a worker that ends its trial, but hands a worker that asks for one a new trial
+(or, in Hyperband, has it wait for ever on the failed trial it still lists as running),
+and the chief serves on for ever. This server tells each worker as it ends its trial or
+asks for the next, ends once every worker has heard, and then raises the stop, as a
+search on one machine does.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from keras_tuner.src import protos
 from keras_tuner.src.distribute import oracle_chief
 
 POLL_SECONDS = 1.0
+STOP_GRACE_SECONDS = 5.0
 
 
 class FailedOnWorkers(RuntimeError):
@@ -31,11 +34,37 @@ class FailedOnWorkers(RuntimeError):
         self.limit = limit
 
 
+class Servicer(oracle_chief.OracleServicer):
+    """KerasTuner's servicer, which tells a worker of trials failed in a row when it asks
+    for a trial, as KerasTuner's oracle does when it ends one."""
+
+    def __init__(self, oracle: kt.Oracle):
+        super().__init__(oracle)
+        self.told = 0  # the workers told so far
+
+    def CreateTrial(self, request, context):  # gRPC names it
+        """A trial for the worker; once trials have failed in a row, the stop instead."""
+        if _failed_in_a_row(self.oracle):
+            self.oracle.tuner_ids.discard(request.tuner_id)  # it stops: not waited for
+            self.told += 1
+            context.abort(grpc.StatusCode.ABORTED, "Number of consecutive failures exceeded "
+                          f"the limit of {self.oracle.max_consecutive_failed_trials}.")
+        return super().CreateTrial(request, context)
+
+    def EndTrial(self, request, context):
+        """End the worker's trial; the oracle raises the stop if trials failed in a row."""
+        try:
+            return super().EndTrial(request, context)
+        except RuntimeError:
+            self.told += 1
+            raise
+
+
 def serve(oracle: kt.Oracle) -> None:
     """Serve the oracle to the workers at $KERASTUNER_ORACLE_IP:$KERASTUNER_ORACLE_PORT
     until each has stopped; FailedOnWorkers if trials failed in a row."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))  # one call at a time
-    servicer = oracle_chief.OracleServicer(oracle)
+    servicer = Servicer(oracle)
     protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
     server.add_insecure_port(f"{os.environ['KERASTUNER_ORACLE_IP']}:"
                              f"{os.environ['KERASTUNER_ORACLE_PORT']}")
@@ -44,12 +73,15 @@ def serve(oracle: kt.Oracle) -> None:
         while True:
             time.sleep(POLL_SECONDS)
             if _failed_in_a_row(oracle):
-                if _every_worker_told(oracle):
+                # At least one told: a rerun's chief finds the failures in its saved state
+                # before any worker has asked.
+                if servicer.told and _every_worker_told(oracle):
                     break
             elif servicer.stop_triggered and _every_worker_stopped(oracle):
                 return
     finally:
-        server.stop(grace=None)
+        # The last worker's answer may still be on its way: let it go out.
+        server.stop(grace=STOP_GRACE_SECONDS).wait()
     raise FailedOnWorkers(oracle.max_consecutive_failed_trials)
 
 
@@ -67,7 +99,8 @@ def _failed_in_a_row(oracle: kt.Oracle) -> bool:
 
 def _every_worker_told(oracle: kt.Oracle) -> bool:
     """Whether each worker still listed has ended its trial, and so heard the stop: the
-    oracle raises it on every trial's end once the failures are in a row."""
+    oracle raises it on every trial's end once the failures are in a row (a worker told
+    as it asked for a trial is no longer listed)."""
     running = dict(oracle.ongoing_trials)
     ended = set(oracle.end_order)
     return all(tuner_id in running and running[tuner_id].trial_id in ended

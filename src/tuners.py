@@ -20,7 +20,7 @@ from keras_tuner.src.engine.metrics_tracking import MetricsTracker
 
 from src import calibrate, search_chief
 from src.config import Config
-from src.errors import DataError
+from src.errors import DataError, ctrl_c_inside
 from src.model import (
     build_cnn,
     clear_session,
@@ -245,6 +245,15 @@ class SearchTuner:
         hold-out log-loss (the objective), val_accuracy and val_loss, its epochs (a
         Hyperband rung's include the earlier rungs'), its size and its training seconds;
         timed, its network's images per second."""
+        try:
+            return self._run_trial(trial, x, y, validation_data, **kwargs)
+        except SystemError as error:  # KerasTuner would count it as a failed trial
+            interrupt = ctrl_c_inside(error)
+            if interrupt is None:
+                raise
+            raise interrupt from None
+
+    def _run_trial(self, trial, x, y, validation_data, **kwargs) -> dict[str, float]:
         measured = self._time_the_network(trial, x, y) if self.trial_seconds else {}
         # A seed per trial: a resumed search trains each trial as an unbroken one does.
         keras.utils.set_random_seed(self.trial_seed + int(trial.trial_id))

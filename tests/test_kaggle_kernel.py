@@ -438,7 +438,7 @@ def test_kernel_splits_its_time_budget_between_the_stages(tmp_path, monkeypatch,
                                                           tune, submit, code, said):
     stages = _Stages({"src.tune": tune, "src.submit": submit})
     monkeypatch.setattr(entry, "run_stage", stages.run_stage)
-    monkeypatch.setattr(entry, "find_input_dir", lambda preferred: preferred)
+    monkeypatch.setattr(entry, "find_input_dir", lambda preferred, search_beside: preferred)
     monkeypatch.setattr(entry, "unpack_package", lambda folder: folder)
     monkeypatch.setattr(entry, "publish_submission", lambda runs, working: working / "x.csv")
     monkeypatch.setattr(entry, "BUDGET_MINUTES", 660.0)

@@ -1167,3 +1167,14 @@ def test_check_refuses_a_blank_first_line_at_line_1(kaggle_dir_readonly, tmp_pat
     assert run_cli(submit.main, argv) == 2
     assert capsys.readouterr().err == (f"error: {good}:1: expected columns ImageId,Label, "
                                        "found a blank line\n")
+
+
+def test_ctrl_c_while_a_fold_model_loads_is_ctrl_c_not_a_damaged_file(tmp_path, monkeypatch):
+    # It read "an unreadable file (SystemError) ... delete it": a good model, to delete.
+    def interrupted(path):
+        raise SystemError("<built-in function TFE_Py_Execute> returned a result with an "
+                          "exception set") from KeyboardInterrupt()
+
+    monkeypatch.setattr(keras.models, "load_model", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ensemble._load_fold_model(tmp_path / "fold-0.keras")

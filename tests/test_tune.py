@@ -20,7 +20,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src import data, search_ensemble, search_results, search_state, submit, tune, tuners, util
+from src import (
+    data,
+    search_chief,
+    search_ensemble,
+    search_results,
+    search_state,
+    submit,
+    tune,
+    tuners,
+    util,
+)
 from src.config import Config, run_cli
 from src.errors import DataError
 from src.model import DEFAULT_HPARAMS, build_cnn, define_search_space
@@ -484,6 +494,60 @@ def test_a_chief_whose_workers_failed_trials_in_a_row_ends_in_one_line(
         "machines that ran them); the results above rank the trials that completed (run the "
         "command again to retry the last, or with --overwrite to start over)")
     assert list(_trials(artifacts)["status"]) == ["COMPLETED", "FAILED", "FAILED", "FAILED"]
+
+
+def test_the_chief_tells_a_worker_asking_for_a_trial_after_failures_in_a_row(tmp_path):
+    """KerasTuner's oracle checks the failures only as a trial ends: it handed a worker that
+    asked a new trial (Hyperband's would wait for ever on the failed one still listed as
+    running), and the chief waited on that worker."""
+    import grpc
+    from keras_tuner.src import protos
+    from keras_tuner.src.engine.trial import TrialStatus
+
+    hp = kt.HyperParameters()
+    hp.Int("a", 0, 10)
+    oracle = kt.oracles.RandomSearchOracle(objective="val_loss", max_trials=10,
+                                           hyperparameters=hp)
+    oracle._set_project_dir(str(tmp_path), "search")
+    servicer = search_chief.Servicer(oracle)
+    for _ in range(3):  # tuner0's trials fail; the oracle raises the stop at the third
+        trial = oracle.create_trial("tuner0")
+        trial.status = TrialStatus.FAILED
+        ended = protos.get_service().EndTrialRequest(trial=trial.to_proto())
+        try:
+            servicer.EndTrial(ended, None)
+        except RuntimeError:
+            pass
+    assert servicer.told == 1 and search_chief._every_worker_told(oracle)  # tuner0 heard
+
+    class Context:
+        def abort(self, code, details):
+            self.aborted = code, details
+            raise grpc.RpcError(details)  # gRPC's own abort raises too
+
+    context = Context()
+    asked = protos.get_service().CreateTrialRequest(tuner_id="tuner1")
+    with pytest.raises(grpc.RpcError):
+        servicer.CreateTrial(asked, context)
+    assert context.aborted == (grpc.StatusCode.ABORTED,
+                               "Number of consecutive failures exceeded the limit of 3.")
+    assert servicer.told == 2 and len(oracle.trials) == 3  # no new trial handed out
+    assert oracle.tuner_ids == {"tuner0"} and search_chief._every_worker_told(oracle)
+
+
+def test_ctrl_c_inside_a_trial_stops_the_search_not_the_trial(kaggle_dir_readonly, tmp_path,
+                                                              monkeypatch, capsys):
+    """Inside TensorFlow's C code, Ctrl-C is a SystemError, which KerasTuner counted as a
+    failed trial: three of them ended the search as failures."""
+    def interrupted(*args, **kwargs):
+        raise SystemError("<built-in function TFE_Py_Execute> returned a result with an "
+                          "exception set") from KeyboardInterrupt()
+
+    monkeypatch.setattr(tuners, "measure_trial_speed", interrupted)
+    args = _args(kaggle_dir_readonly, tmp_path / "artifacts", *ONE_EPOCH_RANDOM,
+                 "--trial-seconds", "1")
+    assert run_cli(tune.main, args) == 130
+    assert capsys.readouterr().err == "interrupted: run the same command again to resume\n"
 
 
 @pytest.mark.parametrize("argv, message", [
