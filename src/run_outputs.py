@@ -1,6 +1,7 @@
 """What a run folder holds, written the same way by ``python -m src.submit`` and
 ``python -m src.blend``: the submission CSV (validated first), the probability files,
-and the report; the summary both print and the library versions both record.
+and the report; the summary both print and the library versions both record; the run
+info submit records.
 
 Every file is written atomically, into the hidden partial folder that src.run_folders
 publishes whole.
@@ -10,19 +11,24 @@ from __future__ import annotations
 
 import json
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from src.data import run_data_fingerprints
 from src.errors import DataError
 from src.probabilities import OOF_FILE, TEST_FILE, write_probabilities
-from src.util import MOST_SHOWN, shown, write_atomically
+from src.pseudo_labels import PSEUDO_SUFFIX
+from src.util import MOST_SHOWN, command_line, shown, write_atomically
 
 if TYPE_CHECKING:
+    from src.config import Config
     from src.data import Digits
+    from src.ensemble import KFoldResult
+    from src.members import Member
 
 SUBMISSION_COLUMNS = ["ImageId", "Label"]
 
@@ -127,3 +133,39 @@ def print_summary(metrics: dict, run_dir: Path, note: str) -> None:
                                  OOF_FILE, TEST_FILE) if (run_dir / name).is_file()]
     print(f"wrote {run_dir}/ ({', '.join(written)})")
     print(json.dumps({"run_dir": str(run_dir)}))
+
+
+def submit_run_info(config: Config, members: list[Member], result: KFoldResult,
+                    digits: Digits, argv: Sequence[str] | None) -> dict:
+    """metrics.json's run_info for a run of python -m src.submit: its command, settings,
+    data, what each round did (TTA, epochs where a budget cut some, pseudo-labels), its
+    networks and the library versions."""
+    return {"command": command_line("src.submit", argv),
+            "profile": config.profile, "seed": config.seed, "source": digits.source,
+            "train_file": digits.train_path, "test_file": digits.test_path,
+            "data": run_data_fingerprints(digits),
+            "folds": config.folds, "repeats": config.repeats, "epochs": config.epochs,
+            "batch_size": config.batch_size, "precision": config.precision,
+            # A budget decides TTA per round: "tta" only when every member's prediction had
+            # it, and which had it when the rounds differ.
+            "tta": all(result.tta.values()) if result.tta else config.tta,
+            **({"tta_by_member": result.tta} if len(set(result.tta.values())) > 1 else {}),
+            # A budget cuts the epochs of fold models a late round had not started: each
+            # model's epochs then, in the order of the round's jobs (member x split).
+            **({"epochs_by_member": result.epochs} if _epochs_cut(config, result) else {}),
+            "pseudo_threshold": config.pseudo_threshold,
+            "pseudo_epochs": config.pseudo_epochs if result.pseudo_counts else None,
+            "pseudo_labels_per_fold": result.pseudo_counts,
+            "jobs": config.jobs,
+            "models_trained": result.trained, "models_reused": result.reused,
+            "origins": {m.name: m.origin for m in members},
+            "hparams": {m.name: m.hparams for m in members},
+            "versions": library_versions()}
+
+
+def _epochs_cut(config: Config, result) -> bool:
+    """Whether any fold model trained other epochs than its round's (--epochs, or the
+    pseudo-labelled round's)."""
+    return any(set(epochs) != {config.pseudo_epochs if name.endswith(PSEUDO_SUFFIX)
+                               else config.epochs}
+               for name, epochs in result.epochs.items())

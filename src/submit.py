@@ -39,7 +39,6 @@ from src.data import (
     find_csv,
     find_data_dir,
     load_fold_digits,
-    run_data_fingerprints,
 )
 from src.download import download_competition_data
 from src.errors import DataError
@@ -48,12 +47,12 @@ from src.pseudo_labels import PSEUDO_SUFFIX
 from src.run_folders import check_latest, new_run_id, write_run
 from src.run_outputs import (
     SUBMISSION_COLUMNS,
-    library_versions,
     print_summary,
+    submit_run_info,
     validate_submission,
     write_run_outputs,
 )
-from src.util import check_writable_folder, command_line, format_duration, is_file, not_a_file
+from src.util import check_writable_folder, format_duration, is_file, not_a_file
 
 
 def check_submission_file(path: Path, test_path: Path) -> int:
@@ -281,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     write = functools.partial(
         write_run_outputs, digits=digits, model_probs=result.oof_probs,
         model_test_probs=result.test_probs, histories=result.histories,
-        run_info=_run_info(config, members, result, digits, argv), timings=timings,
+        run_info=submit_run_info(config, members, result, digits, argv), timings=timings,
         search_holdout=search_holdout, leaderboard=leaderboard,
         plan=budget.record() if budget else None)
     run_id = new_run_id(f"{config.profile}-{config.source}")
@@ -356,38 +355,6 @@ def _search_holdout(config: Config, digits, members) -> np.ndarray | None:
     labelled_rows = (np.arange(len(digits.y_train)) if digits.train_rows is None
                      else digits.train_rows)  # each training image's row in train.csv
     return np.isin(labelled_rows, rows)
-
-
-def _run_info(config: Config, members, result, digits, argv: Sequence[str] | None) -> dict:
-    return {"command": command_line("src.submit", argv),
-            "profile": config.profile, "seed": config.seed, "source": digits.source,
-            "train_file": digits.train_path, "test_file": digits.test_path,
-            "data": run_data_fingerprints(digits),
-            "folds": config.folds, "repeats": config.repeats, "epochs": config.epochs,
-            "batch_size": config.batch_size, "precision": config.precision,
-            # A budget decides TTA per round: "tta" only when every member's prediction had
-            # it, and which had it when the rounds differ.
-            "tta": all(result.tta.values()) if result.tta else config.tta,
-            **({"tta_by_member": result.tta} if len(set(result.tta.values())) > 1 else {}),
-            # A budget cuts the epochs of fold models a late round had not started: each
-            # model's epochs then, in the order of the round's jobs (member x split).
-            **({"epochs_by_member": result.epochs} if _epochs_cut(config, result) else {}),
-            "pseudo_threshold": config.pseudo_threshold,
-            "pseudo_epochs": config.pseudo_epochs if result.pseudo_counts else None,
-            "pseudo_labels_per_fold": result.pseudo_counts,
-            "jobs": config.jobs,
-            "models_trained": result.trained, "models_reused": result.reused,
-            "origins": {m.name: m.origin for m in members},
-            "hparams": {m.name: m.hparams for m in members},
-            "versions": library_versions()}
-
-
-def _epochs_cut(config: Config, result) -> bool:
-    """Whether any fold model trained other epochs than its round's (--epochs, or the
-    pseudo-labelled round's)."""
-    return any(set(epochs) != {config.pseudo_epochs if name.endswith(PSEUDO_SUFFIX)
-                               else config.epochs}
-               for name, epochs in result.epochs.items())
 
 
 def _leaderboard(config: Config) -> pd.DataFrame | None:

@@ -1004,11 +1004,11 @@ def test_run_info_says_which_round_predicted_with_tta(tmp_path):
                                  "x_train": np.zeros((2, 28, 28, 1), np.uint8),
                                  "y_train": np.arange(2), "x_test": np.zeros((1, 28, 28, 1))})
     result = ensemble.KFoldResult(tta={"default": True, "default+pl": False})
-    info = submit._run_info(config, members, result, digits, [])
+    info = run_outputs.submit_run_info(config, members, result, digits, [])
     assert info["tta"] is False
     assert info["tta_by_member"] == {"default": True, "default+pl": False}
     result.tta["default+pl"] = True
-    info = submit._run_info(config, members, result, digits, [])
+    info = run_outputs.submit_run_info(config, members, result, digits, [])
     assert info["tta"] is True and "tta_by_member" not in info
 
 
@@ -1022,12 +1022,12 @@ def test_run_info_gives_each_models_epochs_when_a_budget_cut_some(tmp_path):
                                  "x_train": np.zeros((2, 28, 28, 1), np.uint8),
                                  "y_train": np.arange(2), "x_test": np.zeros((1, 28, 28, 1))})
     result = ensemble.KFoldResult(epochs={"default": [22, 22], "default+pl": [4, 4]})
-    info = submit._run_info(config, members, result, digits, [])
+    info = run_outputs.submit_run_info(config, members, result, digits, [])
     assert info["epochs"] == 22 and "epochs_by_member" not in info
     for cut in ({"default": [22, 6], "default+pl": [4, 4]},
                 {"default": [22, 22], "default+pl": [4, 3]}):
         result.epochs = cut
-        info = submit._run_info(config, members, result, digits, [])
+        info = run_outputs.submit_run_info(config, members, result, digits, [])
         assert info["epochs"] == 22 and info["epochs_by_member"] == cut
     info["epochs_by_member"] = {"default": [22, 20, 6, 5], "default+pl": [4, 3]}
     trained = curve.plan_details({"run_info": info, "ensemble": {}, "models": ["default"]})
