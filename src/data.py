@@ -27,7 +27,7 @@ from src.csv_files import (  # noqa: F401 (IMAGE_SHAPE)
     read_digits_csv,
 )
 from src.csv_text import READ_ERRORS, error_name
-from src.errors import DataError
+from src.errors import DataError, ctrl_c_inside
 from src.util import is_dir, is_file, not_a_file
 
 KAGGLE_INPUT_DIR = Path("/kaggle/input/digit-recognizer")
@@ -149,6 +149,8 @@ def load_keras_mnist(npz_path: str | Path | None = None) -> Digits:
         try:
             (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
         except Exception as error:  # the download fails in many ways; all mean "no data"
+            if interrupt := ctrl_c_inside(error):
+                raise interrupt from None
             raise DataError("the MNIST download", f"{type(error).__name__}: {error}",
                             file=origin, hint="pass --keras-npz FILE with a local mnist.npz "
                             "or use --source kaggle") from None

@@ -42,7 +42,8 @@ def follow_parent() -> None:
     ends. A SIGKILL leaves its children running: a killed bench would leave a run of
     python -m src.submit training for its whole budget beside the bench resumed after it."""
     parent = os.environ.pop(PARENT_PID_ENV, "")  # not for this stage's own children
-    if os.name != "posix" or not (parent.isascii() and parent.isdigit()):
+    if os.name != "posix" or not (parent.isascii() and parent.isdigit()
+                                  and 0 < int(parent) < 2**31):  # else no process's
         return  # elsewhere os.getppid() does not change when the parent dies
     if os.getppid() != int(parent) and is_running(int(parent)):  # set by hand, say
         warnings.warn(f"{PARENT_PID_ENV}={parent} names a process that is not this one's "

@@ -307,7 +307,8 @@ def test_a_parent_pid_set_by_hand_is_ignored_with_a_warning(monkeypatch):
     assert watched == [gone]
     processes.follow_parent()  # popped: the stage's own children do not inherit it
     assert watched == [gone]
-    for text in ("²", "12a", "-5", ""):  # not a pid: ignored, as none ('²'.isdigit() is true)
+    # not a pid: ignored, as none ('²'.isdigit() is true; no process is 0 or 2**31)
+    for text in ("²", "12a", "-5", "", "0", str(2**31)):
         monkeypatch.setenv(processes.PARENT_PID_ENV, text)
         processes.follow_parent()
     assert watched == [gone]

@@ -387,6 +387,14 @@ def test_keras_download_failure_is_one_clear_error(monkeypatch):
         data.load_keras_mnist()
 
 
+    def interrupted():  # Ctrl-C inside a C call: not a failed download
+        raise SystemError("returned a result with an exception set") from KeyboardInterrupt()
+
+    monkeypatch.setattr(keras.datasets.mnist, "load_data", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        data.load_keras_mnist()
+
+
 def test_keras_npz_with_missing_key(tmp_path):
     np.savez(tmp_path / "bad.npz", x_train=np.zeros((2, 28, 28), np.uint8))
     with pytest.raises(DataError, match="bad.npz: expected arrays .*, found no 'y_train'"):
