@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -197,7 +198,11 @@ def test_ctrl_c_while_a_stage_still_imports_is_one_line_exit_130():
     # traceback from inside it, where every later Ctrl-C is one line.
     process = subprocess.Popen([sys.executable, "-m", "src.tune", "--help"], cwd=REPO_ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)  # Python has started; TensorFlow is importing
+    maps, deadline = Path(f"/proc/{process.pid}/maps"), time.monotonic() + 60
+    while time.monotonic() < deadline:  # TensorFlow's library is loading: src was imported
+        if "tensorflow" in maps.read_text():
+            break
+        time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130 and out == ""
