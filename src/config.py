@@ -320,13 +320,7 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None],
     ctrl_c_as_usual()  # the command's own: what it says depends on what it has done
     follow_parent()
     try:
-        try:
-            return int(main(argv) or 0)
-        except SystemError as error:
-            interrupt = ctrl_c_inside(error)
-            if interrupt is None:
-                raise
-            raise interrupt from None
+        return int(main(argv) or 0)
     except DataError as error:
         print(f"error: {printable(str(error))}", file=sys.stderr)
         return 2
@@ -334,15 +328,24 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None],
         print(f"error: {printable(str(error))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as interrupt:
-        if interrupt.args:  # a stage that knows better than a rerun, e.g. after an upload
-            print(f"interrupted: {printable(str(interrupt.args[0]))}", file=sys.stderr)
-            return 130
-        given = sys.argv[1:] if argv is None else list(argv)
-        starting_over = [flag for flag in ("--overwrite", "--fresh") if flag in given]
-        flags = " and ".join(starting_over)
-        # Without them it resumes what was saved: what this run made, or, when it was
-        # stopped before it cleared anything, the state it was to clear.
-        again = (f"the command again without {flags} to resume, or with it to start over"
-                 if starting_over else "the same command again to resume")
-        print(f"interrupted: run {again}", file=sys.stderr)
+        return _interrupted(interrupt, argv)
+    except SystemError as error:
+        if (interrupt := ctrl_c_inside(error)) is None:
+            raise
+        return _interrupted(interrupt, argv)
+
+
+def _interrupted(interrupt: KeyboardInterrupt, argv: Sequence[str] | None) -> int:
+    """Print the one line for Ctrl-C, saying how to resume; exit code 130."""
+    if interrupt.args:  # a stage that knows better than a rerun, e.g. after an upload
+        print(f"interrupted: {printable(str(interrupt.args[0]))}", file=sys.stderr)
         return 130
+    given = sys.argv[1:] if argv is None else list(argv)
+    starting_over = [flag for flag in ("--overwrite", "--fresh") if flag in given]
+    flags = " and ".join(starting_over)
+    # Without them it resumes what was saved: what this run made, or, when it was
+    # stopped before it cleared anything, the state it was to clear.
+    again = (f"the command again without {flags} to resume, or with it to start over"
+             if starting_over else "the same command again to resume")
+    print(f"interrupted: run {again}", file=sys.stderr)
+    return 130

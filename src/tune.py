@@ -340,9 +340,9 @@ def run_trials(tuner: kt.Tuner, train: tuple[np.ndarray, np.ndarray],
     limit = getattr(tuner.oracle, "max_consecutive_failed_trials", 3)
     try:
         tuner.search(*train, validation_data=validation, verbose=keras_verbosity())
-    except FailedOnWorkers:  # a chief: its workers stopped on those failures
-        return (f"the search stopped: {limit} trials in a row failed (their messages are on "
-                "the machines that ran them)")
+    except FailedOnWorkers as error:  # a chief: its workers stopped on those failures
+        return (f"the search stopped: {error.limit} trials in a row failed (their messages "
+                "are on the machines that ran them)")
     except RuntimeError as error:  # KerasTuner's stop after 3 failed trials in a row
         if "consecutive failures" not in str(error):
             raise

@@ -238,7 +238,6 @@ class SearchTuner:
         self.oracle.verbose = fit_kwargs.get("verbose", self.oracle.verbose)
         self.save()
         search_chief.serve(self.oracle)
-        return None
 
     def run_trial(self, trial, x, y, validation_data, **kwargs) -> dict[str, float]:
         """Train one configuration for every epoch of its schedule; report its last epoch's
@@ -248,10 +247,9 @@ class SearchTuner:
         try:
             return self._run_trial(trial, x, y, validation_data, **kwargs)
         except SystemError as error:  # KerasTuner would count it as a failed trial
-            interrupt = ctrl_c_inside(error)
-            if interrupt is None:
-                raise
-            raise interrupt from None
+            if interrupt := ctrl_c_inside(error):
+                raise interrupt from None
+            raise
 
     def _run_trial(self, trial, x, y, validation_data, **kwargs) -> dict[str, float]:
         measured = self._time_the_network(trial, x, y) if self.trial_seconds else {}
