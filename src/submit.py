@@ -44,7 +44,7 @@ from src.download import download_competition_data
 from src.errors import DataError
 from src.members import check_pseudo_threshold, load_members
 from src.pseudo_labels import PSEUDO_SUFFIX
-from src.run_folders import check_latest, new_run_id, write_run
+from src.run_folders import check_submissions_dir, new_run_id, write_run
 from src.run_outputs import (
     SUBMISSION_COLUMNS,
     print_summary,
@@ -124,7 +124,8 @@ def _parse_args(argv: Sequence[str] | None):
 
 
 # What --check reads of the Config, and the folders a command line shared with training
-# runs names (the notebook's): any other flag would be dropped without a word.
+# runs names (the notebook's, which names --profile too: never among the flags given):
+# any other flag would be dropped without a word.
 CHECK_FLAGS = {"data_dir", "source", "download", "artifacts_dir", "submissions_dir"}
 
 
@@ -309,7 +310,7 @@ def _check_run_flags(args, config: Config) -> None:
                         f"--profile {config.profile} without --minutes", column="--plan-only")
     if not args.plan_only:  # before any training, not after it; a plan publishes nothing
         check_writable_folder(config.submissions_dir)
-        check_latest(Path(config.submissions_dir))
+        check_submissions_dir(Path(config.submissions_dir))
     if args.upload:
         kaggle_api.check_upload_credentials()
 

@@ -205,6 +205,19 @@ def test_empty_username_and_key_are_missing_credentials_not_a_request(kaggle_hom
     assert f"{csv_path} is kept" in err and csv_path.read_bytes() == before
 
 
+def test_a_blank_api_token_is_named_not_sent(kaggle_home, monkeypatch, csv_path, capfd):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", " \t")  # kaggle sends it ("" it skips as unset)
+
+    def no_request(session, request, **kwargs):
+        raise AssertionError("a blank token must not reach the network")
+
+    monkeypatch.setattr(requests.Session, "send", no_request)
+    err = _fail_upload(csv_path, capfd)
+    assert ("kaggle upload: expected an API token in $KAGGLE_API_TOKEN, found "
+            "$KAGGLE_API_TOKEN set but blank (set it to a token from "
+            "https://www.kaggle.com/settings/api, or unset it; ") in err
+
+
 @pytest.mark.parametrize("action", ["download", "submissions"])
 def test_empty_credentials_are_missing_for_download_and_sync_too(kaggle_home, monkeypatch,
                                                                  tmp_path, action):
