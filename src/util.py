@@ -51,8 +51,11 @@ def check_writable_folder(path: str | Path) -> None:
             existing = existing.parent
         if not existing.is_dir():
             raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(existing))
+        # A file made and removed, not os.access: that answers from the mode bits, which is
+        # wrong for root on an NFS share that maps root to nobody, and for ACLs.
+        probe = partial_path(existing / "write-check")
+        probe.touch(exist_ok=False)
+        probe.unlink()
 
 
 def partial_path(path: str | Path) -> Path:

@@ -171,6 +171,34 @@ def test_a_read_only_submissions_folder_is_one_line(kaggle_dir_readonly, trained
     assert _files(submissions) == []
 
 
+def test_a_folder_that_refuses_a_file_stops_submit_before_it_trains(
+        kaggle_dir_readonly, tmp_path, capsys, monkeypatch):
+    """The check makes a file: the mode bits (os.access) say yes to root on an NFS share
+    that maps root to nobody, where every write is then refused."""
+    submissions = tmp_path / "submissions"
+    submissions.mkdir()
+    real_touch = Path.touch
+
+    def refused(path, *args, **kwargs):
+        if path.parent == submissions:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_touch(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "touch", refused)
+    monkeypatch.setattr(util.os, "access", lambda *args, **kwargs: True)
+    argv = ["--data-dir", str(kaggle_dir_readonly), "--artifacts-dir", str(tmp_path / "artifacts"),
+            "--submissions-dir", str(submissions), *SUBMIT]
+    assert run_cli(submit.main, argv) == 2
+    assert capsys.readouterr().err == (f"error: {submissions}: expected a writable folder with "
+                                       "free space, found Permission denied (EACCES)\n")
+    assert _files(submissions) == [] and not (tmp_path / "artifacts").exists()
+
+
+def test_the_write_check_leaves_nothing_behind(tmp_path):
+    util.check_writable_folder(tmp_path / "new" / "folders")
+    assert list(tmp_path.iterdir()) == []
+
+
 TUNE = ["--profile", "smoke", "--tune-samples", "300", "--tuner", "random", "--max-trials",
         "2", "--tune-epochs", "1"]
 
