@@ -117,12 +117,23 @@ def check_latest(submissions_dir: Path) -> None:
                         hint="move it away: every run keeps its own folder beside it")
 
 
+def check_submissions_dir(submissions_dir: Path) -> None:
+    """DataError unless submissions_dir can take a new run folder: not a run folder itself
+    (its runs would nest inside it, where no ledger looks), and its ``latest`` a link or
+    absent (check_latest)."""
+    if (submissions_dir / "metrics.json").exists():
+        raise DataError("a folder that holds run folders, such as submissions",
+                        "a run folder (it holds metrics.json)", file=submissions_dir,
+                        column="--submissions-dir")
+    check_latest(submissions_dir)
+
+
 def write_run(submissions_dir: Path, run_id: str, write: Callable[[Path], dict]
               ) -> tuple[Path, dict]:
     """Create a new run folder under submissions_dir with ``write(folder)``, which fills it
     and returns its metrics; publish it whole (publish_run) or, should anything fail,
     leave nothing behind. Return (the run folder, the metrics)."""
-    check_latest(submissions_dir)
+    check_submissions_dir(submissions_dir)
     remove_stale_partials(submissions_dir)  # the run folder a killed run left half-written
     partial = partial_path(submissions_dir / run_id)
     with writing(submissions_dir):  # a read-only or file --submissions-dir: named as given

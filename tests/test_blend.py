@@ -384,6 +384,19 @@ def test_a_latest_link_is_followed_once(kaggle_dir_readonly, tmp_path, monkeypat
     assert runs["run-a"]["folder"] == str(first.resolve())
 
 
+def test_a_run_folder_as_submissions_dir_is_refused(kaggle_dir_readonly, tmp_path, capsys):
+    """The blend would nest inside the run folder named, where no ledger looks for it."""
+    a, b = (_run_with_probabilities(kaggle_dir_readonly, tmp_path / "runs", f"run-{name}", seed)
+            for seed, name in enumerate("ab", start=1))
+    before = sorted(path.name for path in a.iterdir())
+    args = [str(a), str(b), "--data-dir", str(kaggle_dir_readonly), "--submissions-dir", str(a)]
+    assert run_cli(blend.main, args) == 2
+    assert capsys.readouterr().err == (
+        f"error: {a}: --submissions-dir: expected a folder that holds run folders, such as "
+        "submissions, found a run folder (it holds metrics.json)\n")
+    assert sorted(path.name for path in a.iterdir()) == before
+
+
 def test_a_run_inside_blends_of_blends_counts_once(kaggle_dir_readonly, tmp_path, capsys):
     a, b, c, d = (_run_with_probabilities(kaggle_dir_readonly, tmp_path / name, f"run-{name}",
                                           seed) for seed, name in enumerate("abcd", start=1))

@@ -1099,6 +1099,21 @@ def test_a_latest_that_is_no_link_stops_the_run_before_it_trains(kaggle_dir_read
     assert not (tmp_path / "artifacts").exists()  # nothing trained
 
 
+def test_a_run_folder_as_submissions_dir_stops_the_run_before_it_trains(
+        kaggle_dir_readonly, tmp_path, capsys):
+    """Runs published inside another run's folder nest where no ledger looks for them."""
+    run_dir = tmp_path / "submissions" / "20261201-000000-quick-kaggle"
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.json").write_text("{}")
+    argv = [*_args(kaggle_dir_readonly, tmp_path), "--submissions-dir", str(run_dir)]
+    assert run_cli(submit.main, argv) == 2
+    assert capsys.readouterr().err == (
+        f"error: {run_dir}: --submissions-dir: expected a folder that holds run folders, such "
+        "as submissions, found a run folder (it holds metrics.json)\n")
+    assert sorted(path.name for path in run_dir.iterdir()) == ["metrics.json"]
+    assert not (tmp_path / "artifacts").exists()  # nothing trained
+
+
 def test_a_latest_that_is_no_link_is_never_replaced(tmp_path):
     submissions = tmp_path / "submissions"
     (submissions / "latest").mkdir(parents=True)
