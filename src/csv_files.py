@@ -11,6 +11,7 @@ span lines, and every line number after it would be wrong).
 from __future__ import annotations
 
 import csv
+import decimal
 from pathlib import Path
 
 import numpy as np
@@ -72,14 +73,24 @@ def _column_limits(columns: list[str]) -> list[tuple[int, int]]:
 
 
 def _bad_cells(column: pd.Series, low: int, high: int) -> np.ndarray:
-    """True for each cell of the column that is not an integer low..high."""
-    if pd.api.types.is_bool_dtype(column.dtype):  # pandas reads True and False as booleans
-        return np.ones(len(column), bool)
-    if pd.api.types.is_integer_dtype(column.dtype):
-        return ((column < low) | (column > high)).to_numpy()
+    """True for each cell of the column (text) that is not an integer low..high."""
+    codes, texts = pd.factorize(column)  # a few hundred distinct texts: judge each once
     # a whole number written 3.0, 1e0 or ' 3' is one, as the fast path reads it
-    numbers = pd.to_numeric(column, errors="coerce")
-    return (numbers.isna() | (numbers.mod(1) != 0) | (numbers < low) | (numbers > high)).to_numpy()
+    numbers = pd.to_numeric(pd.Series(texts, dtype=object), errors="coerce")
+    bad = (numbers.isna() | (numbers.mod(1) != 0) | (numbers < low)
+           | (numbers > high)).to_numpy(dtype=bool, copy=True)
+    # ...but not 1e-400 or 255.0000000000000001, which float64 rounds to one
+    bad[~bad] = [not _is_whole(text) for text in texts[~bad]]
+    return bad[codes]
+
+
+def _is_whole(text: str) -> bool:
+    """Whether the number text writes is exactly a whole number (Decimal: no rounding)."""
+    try:
+        value = decimal.Decimal(text.strip())
+    except decimal.InvalidOperation:
+        return False
+    return value.is_finite() and value == value.to_integral_value()
 
 
 def _first_bad_cell(frame: pd.DataFrame, columns: list[str]) -> tuple[int, int, int, int] | None:
@@ -121,7 +132,8 @@ def _read_slowly(path: Path, columns: list[str], skip_rows: int) -> np.ndarray:
         for _ in range(skipped_lines):
             handle.readline()
         try:
-            with pd.read_csv(handle, header=None, names=columns, na_filter=False,
+            # As text: pandas would read 1e-400 as 0.0, and True as a boolean.
+            with pd.read_csv(handle, header=None, names=columns, na_filter=False, dtype=str,
                              skip_blank_lines=False, quoting=csv.QUOTE_NONE, low_memory=False,
                              chunksize=CHUNK_ROWS) as reader:
                 for chunk in reader:

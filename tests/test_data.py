@@ -195,6 +195,14 @@ def _break_train(path, case):
         _set_cell(lines, 6, 11, "1e400")
         _write_lines(path, lines)
         return "train.csv:6: pixel10: expected an integer 0..255, found '1e400'"
+    if case == "pixel_that_rounds_to_0":  # float64 reads 1e-400 as 0.0, a whole number
+        _set_cell(lines, 6, 11, "1e-400")
+        _write_lines(path, lines)
+        return "train.csv:6: pixel10: expected an integer 0..255, found '1e-400'"
+    if case == "label_that_rounds_to_3":  # and this as 3.0
+        _set_cell(lines, 4, 0, "3.0000000000000000001")
+        _write_lines(path, lines)
+        return "train.csv:4: label: expected an integer 0..9, found '3.0000000000000000001'"
     if case == "label_written_1e1":  # the cell as the file writes it
         _set_cell(lines, 4, 0, "1e1")
         _write_lines(path, lines)
@@ -230,6 +238,7 @@ TRAIN_CASES = [
     "ragged_short_row", "blank_line_inside", "blank_lines_then_digits", "bad_cell_deep",
     "ragged_long_row_deep", "spaced_header_and_bad_cell", "quoted_comma_in_header",
     "column_of_booleans", "labels_as_booleans", "infinite_pixel", "label_written_1e1",
+    "pixel_that_rounds_to_0", "label_that_rounds_to_3",
     "quoted_cell_across_lines", "row_of_empty_cells_at_end", "megabyte_long_header_name",
     "bad_cell_then_a_longer_row", "blank_line_then_a_longer_row",
 ]
