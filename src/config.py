@@ -29,6 +29,7 @@ PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 # The largest value an integer flag takes: seeds plus fold or trial numbers stay within
 # NumPy's 2**32 - 1, and counts within what TensorFlow's int32 shapes and steps hold.
 MAX_INTEGER = 2**31 - 1
+MIN_TUNE_SAMPLES = 100  # the search's 20% hold-out needs images of every digit
 MAX_MINUTES = 525_600  # a year: a budget's seconds stay finite and printable
 
 
@@ -94,8 +95,11 @@ class Config:
         for name in ("max_trials", "tune_epochs", "top_k", "repeats", "epochs", "batch_size",
                      "pseudo_epochs"):
             check_integer(flag_name(name), getattr(self, name), 1, MOST[name])
-        for name in ("tune_samples", "train_samples", "seed"):
+        for name in ("train_samples", "seed"):
             check_integer(flag_name(name), getattr(self, name), 0)
+        if self.tune_samples != 0 and not MIN_TUNE_SAMPLES <= self.tune_samples <= MAX_INTEGER:
+            raise DataError(f"0 (every image) or an integer {MIN_TUNE_SAMPLES}..{MAX_INTEGER}",
+                            str(self.tune_samples), column=flag_name("tune_samples"))
         # one worker process a fold model: more than a round holds never start
         check_integer(flag_name("jobs"), self.jobs, 0, MOST["jobs"])
         check_integer(flag_name("folds"), self.folds, 2)

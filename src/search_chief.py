@@ -8,6 +8,9 @@ stop to a worker that ends its trial, but hands a worker that asks for one a new
 and the chief serves on for ever. This server tells each worker as it ends its trial or
 asks for the next, ends once every worker has heard, and then raises the stop, as a
 search on one machine does.
+
+A worker waits for its chief (wait_for_chief) for minutes, not KerasTuner's hour: one
+started after its chief has ended, or given another address, is told so.
 """
 
 from __future__ import annotations
@@ -21,8 +24,15 @@ import keras_tuner as kt
 from keras_tuner.src import protos
 from keras_tuner.src.distribute import oracle_chief
 
+from src.errors import DataError
+from src.util import format_duration
+
 POLL_SECONDS = 1.0
 STOP_GRACE_SECONDS = 5.0
+# How long a worker waits for its chief to answer: long enough for a chief started after
+# it to load its data; KerasTuner's own wait (oracle_client.TIMEOUT) is an hour.
+CHIEF_WAIT_SECONDS = 600.0
+QUIET_WAIT_SECONDS = 5.0  # a chief that answers in this time is not worth a line
 
 
 class FailedOnWorkers(RuntimeError):
@@ -83,6 +93,30 @@ def serve(oracle: kt.Oracle) -> None:
         # The last worker's answer may still be on its way: let it go out.
         server.stop(grace=STOP_GRACE_SECONDS).wait()
     raise FailedOnWorkers(oracle.max_consecutive_failed_trials)
+
+
+def wait_for_chief(address: str) -> None:
+    """Return once a gRPC server answers at address ("ip:port"), saying so when it takes a
+    while; DataError after CHIEF_WAIT_SECONDS."""
+    seconds = CHIEF_WAIT_SECONDS
+    channel = grpc.insecure_channel(address)
+    ready = grpc.channel_ready_future(channel)
+    try:
+        try:
+            ready.result(timeout=min(QUIET_WAIT_SECONDS, seconds))
+        except grpc.FutureTimeoutError:
+            print(f"waiting for the chief at {address} (up to {format_duration(seconds)})",
+                  flush=True)
+            ready.result(timeout=max(seconds - QUIET_WAIT_SECONDS, 0.0))
+    except grpc.FutureTimeoutError:
+        raise DataError("a chief serving the search there", f"none answered at {address} in "
+                        f"{format_duration(seconds)}", column="$KERASTUNER_ORACLE_IP:"
+                        "$KERASTUNER_ORACLE_PORT", hint="start the chief (KERASTUNER_TUNER_ID="
+                        "chief) first or beside its workers; a chief ends once its search "
+                        "is done") from None
+    finally:
+        ready.cancel()
+        channel.close()
 
 
 # Read without the oracle's lock: the server's thread keeps it for good once a call

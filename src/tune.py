@@ -32,6 +32,7 @@ from keras_tuner.src import utils as kt_utils
 
 from src import search_plan
 from src.config import (
+    MIN_TUNE_SAMPLES,
     Config,
     add_minutes,
     add_override,
@@ -45,7 +46,7 @@ from src.download import download_competition_data
 from src.errors import DataError
 from src.model import resolve_precision, use_precision
 from src.plan_files import Sizes
-from src.search_chief import FailedOnWorkers
+from src.search_chief import FailedOnWorkers, wait_for_chief
 from src.search_ensemble import describe_ensemble, ensemble_from_search
 from src.search_results import (
     COMPLETED,
@@ -92,7 +93,6 @@ from src.util import (
     writing,
 )
 
-MIN_TUNE_SAMPLES = 100
 ENV_ORACLE_IP = "KERASTUNER_ORACLE_IP"
 ENV_ORACLE_PORT = "KERASTUNER_ORACLE_PORT"
 
@@ -211,9 +211,6 @@ def build_tuner(config: Config, role: str | None, train_images: int, fingerprint
 def load_search_data(config: Config) -> tuple[tuple[np.ndarray, np.ndarray],
                                               tuple[np.ndarray, np.ndarray], dict]:
     """The stratified train/validation split the search scores on, and a summary of it."""
-    if 0 < config.tune_samples < MIN_TUNE_SAMPLES:
-        raise DataError(f"0 (every image) or an integer >= {MIN_TUNE_SAMPLES}",
-                        str(config.tune_samples), column="--tune-samples")
     digits = load_digits(config)
     x, y, rows = plan_training_images(
         digits, config.tune_samples, config.seed, needed=MIN_IMAGES_PER_DIGIT,
@@ -272,6 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         column="--precision")
     config = dataclasses.replace(config, precision=resolve_precision(config.precision))
     print(f"dtype policy: {config.precision}", flush=True)
+    where = f"{os.environ.get(ENV_ORACLE_IP)}:{os.environ.get(ENV_ORACLE_PORT)}"
+    if role == "worker":
+        wait_for_chief(where)
     planned = config.planned and role is None
     if config.planned and role is not None:
         print("--minutes: a search spread over machines keeps the profile's values (each "
@@ -292,7 +292,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                                         started, config.overwrite)
     tuner = build_tuner(config, role, len(train[1]), fingerprint,
                         clock.trial_ended if clock else None)
-    where = f"{os.environ.get(ENV_ORACLE_IP)}:{os.environ.get(ENV_ORACLE_PORT)}"
     if role == "chief":
         print(f"chief: serving the search at {where} until every worker has stopped", flush=True)
     elif role == "worker":

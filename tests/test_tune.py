@@ -556,7 +556,9 @@ def test_ctrl_c_inside_a_trial_stops_the_search_not_the_trial(kaggle_dir_readonl
     (["--tuner", "grid"],
      "error: --tuner: expected one of hyperband, bayesian, random, found 'grid'"),
     (["--tune-samples", "50"],
-     "error: --tune-samples: expected 0 (every image) or an integer >= 100, found 50"),
+     "error: --tune-samples: expected 0 (every image) or an integer 100..2147483647, found 50"),
+    (["--tune-samples", "-1"],  # the message once named 0..2147483647, though 1-99 are refused
+     "error: --tune-samples: expected 0 (every image) or an integer 100..2147483647, found -1"),
     (["--trial-seconds", "20"], "error: --trial-seconds: expected --tuner bayesian or random "
      "(Hyperband's rungs count epochs), found --tuner hyperband"),
     (["--tuner", "random", "--trial-seconds", "-1"],
@@ -624,6 +626,39 @@ def test_half_set_distributed_environment_is_one_line_exit_2(kaggle_dir_readonly
         "error: $KERASTUNER_ORACLE_IP is set: expected KERASTUNER_ORACLE_PORT as well, "
         "found it unset\n")
     assert not artifacts.exists()
+
+
+def test_a_worker_without_a_chief_says_so_in_minutes_not_an_hour(
+        kaggle_dir_readonly, tmp_path, capsys, monkeypatch):
+    """KerasTuner's worker waits an hour for a chief that has ended (or was never there)."""
+    port = _free_port()
+    monkeypatch.setenv(tune.ENV_ORACLE_IP, "127.0.0.1")
+    monkeypatch.setenv(tune.ENV_ORACLE_PORT, str(port))
+    monkeypatch.setenv(tune.ENV_TUNER_ID, "tuner0")
+    monkeypatch.setattr(search_chief, "CHIEF_WAIT_SECONDS", 2.0)
+    monkeypatch.setattr(search_chief, "QUIET_WAIT_SECONDS", 1.0)
+    artifacts = tmp_path / "artifacts"
+    assert run_cli(tune.main, _args(kaggle_dir_readonly, artifacts, *DISTRIBUTED)) == 2
+    out, err = capsys.readouterr()
+    assert f"waiting for the chief at 127.0.0.1:{port} (up to 2s)" in out
+    assert err == (f"error: $KERASTUNER_ORACLE_IP:$KERASTUNER_ORACLE_PORT: expected a chief "
+                   f"serving the search there, found none answered at 127.0.0.1:{port} in 2s "
+                   "(start the chief (KERASTUNER_TUNER_ID=chief) first or beside its workers; "
+                   "a chief ends once its search is done)\n")
+    assert not artifacts.exists()  # stopped before the data loads
+
+
+def test_a_worker_finds_a_chief_that_answers_without_a_word(capsys):
+    import grpc
+
+    chief = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    port = chief.add_insecure_port("127.0.0.1:0")
+    chief.start()
+    try:
+        search_chief.wait_for_chief(f"127.0.0.1:{port}")
+    finally:
+        chief.stop(None)
+    assert capsys.readouterr().out == ""
 
 
 def test_a_worker_told_of_three_failed_trials_in_a_row_says_so_in_one_line():
