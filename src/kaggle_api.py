@@ -7,7 +7,6 @@ DataError line that never holds a credential.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,10 +43,10 @@ class Submission:
         """From kagglesdk's ApiSubmission (snake_case fields; naive UTC date; status enum)."""
         date = row.date.replace(tzinfo=UTC) if row.date else _now()
         status = getattr(row.status, "name", str(row.status)).rsplit(".", 1)[-1].lower()
-        return cls(ref=int(row.ref or 0), message=row.description or "",
-                   file_name=row.file_name or "", date=date.isoformat(timespec="seconds"),
+        return cls(ref=int(row.ref or 0), message=_text(row.description),
+                   file_name=_text(row.file_name), date=date.isoformat(timespec="seconds"),
                    status=status, public_score=_score(row.public_score),
-                   error=row.error_description or "", competition=competition)
+                   error=_text(row.error_description), competition=competition)
 
     def record(self) -> dict:
         """The submission as plain JSON values."""
@@ -55,13 +54,20 @@ class Submission:
 
 
 def _score(text: object) -> float | None:
-    """A listed public score as a number; None where there is none or it is not one (an
-    old row's odd score must not stop the listing of every other)."""
+    """A listed public score as the competition's accuracy, a share 0..1; None where there
+    is none or it is no such share (an old row's odd score must not stop the listing of
+    every other, nor be recorded where the ledger would call the run damaged)."""
     try:
         score = float(text)
     except (TypeError, ValueError):
         return None
-    return score if math.isfinite(score) else None
+    return score if 0 <= score <= 1 else None  # NaN fails both
+
+
+def _text(value: object) -> str:
+    """A listed text field as text that UTF-8 can write: a lone surrogate (JSON's "\\ud83d")
+    as its escape, since the run's report and ledger could not be written with it."""
+    return str(value or "").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _now() -> datetime:

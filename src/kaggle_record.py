@@ -14,7 +14,8 @@ from src.metrics import ENSEMBLE, as_json_types
 from src.run_metrics import read_run_metrics
 from src.util import one_line, remove_stale_partials, write_all_atomically
 
-KAGGLE_BLOCK = re.compile(r"<!-- kaggle -->.*?<!-- /kaggle -->", re.S)
+OPENING, CLOSING = "<!-- kaggle -->", "<!-- /kaggle -->"
+KAGGLE_BLOCK = re.compile(f"{re.escape(OPENING)}.*?{re.escape(CLOSING)}", re.S)
 
 
 def kaggle_line(record: dict, oof: dict | None = None, in_run: bool = True) -> str:
@@ -28,6 +29,9 @@ def kaggle_line(record: dict, oof: dict | None = None, in_run: bool = True) -> s
                 f"({record['public_score']:.3%}){beside}; {submitted}")
     if record["status"] == "error":
         return f"Kaggle could not score the submission ({record['error']!r}); {submitted}"
+    if record["status"] == "complete":  # Kaggle's score was missing, or no share 0..1
+        return (f"Kaggle lists the submission as scored but gives no public score (an "
+                f"accuracy 0..1 was expected); {submitted}")
     later = ("python -m src.runs --sync fetches the score" if in_run
              else "its score is on the competition's My Submissions page")
     return f"Kaggle has not scored the submission yet ({record['status']}); {submitted}; {later}"
@@ -47,7 +51,21 @@ def read_run_files(run_dir: Path) -> tuple[dict, dict[str, str]]:
             except (OSError, UnicodeDecodeError) as error:
                 raise DataError("the report python -m src.submit wrote", one_line(error),
                                 file=path) from None
+            _check_kaggle_markers(path, reports[name])
     return metrics, reports
+
+
+def _check_kaggle_markers(path: Path, document: str) -> None:
+    """DataError unless the report's Kaggle markers are absent or one pair in order: with
+    one edited away, the next record would add a second line, then replace whatever text
+    stood between the old opening marker and the new closing one."""
+    opening, closing = document.count(OPENING), document.count(CLOSING)
+    if (opening, closing) == (0, 0) or (
+            (opening, closing) == (1, 1) and document.index(OPENING) < document.index(CLOSING)):
+        return
+    raise DataError(f"the Kaggle line between one {OPENING} and one {CLOSING}",
+                    f"{opening} and {closing} of them", file=path,
+                    hint="mend the markers by hand, or delete both with the line between them")
 
 
 def record_kaggle(run_dir: Path, record: dict) -> dict:
@@ -75,7 +93,7 @@ def record_kaggle(run_dir: Path, record: dict) -> dict:
 def _with_kaggle_block(document: str, text: str, first_section: str) -> str:
     """document with text between the Kaggle markers: in place of an earlier block, else
     just before the first section heading (the end where there is none)."""
-    block = f"<!-- kaggle -->\n{text}\n<!-- /kaggle -->"
+    block = f"{OPENING}\n{text}\n{CLOSING}"
     if KAGGLE_BLOCK.search(document):
         return KAGGLE_BLOCK.sub(lambda match: block, document, count=1)
     at = document.find(first_section)

@@ -33,6 +33,9 @@ SORTS = {"date": "newest first", "oof": "best OOF accuracy first",
 COLUMNS = ["run", "date", "profile", "minutes", "members", "oof", "oof_low", "oof_high",
            "public_score", "status", "message"]
 NUMBERS = {"min", "OOF", "public"}  # right-aligned columns of the printed ledger
+# The public column of a run without a public score, by its Kaggle status ("": never
+# uploaded; complete: scored, but Kaggle gave no readable score).
+NO_SCORE = {"": "-", "complete": "no score"}
 
 
 def run_date(run_dir: Path) -> datetime:
@@ -101,7 +104,7 @@ def _numbers_in_order(column: pd.Series) -> pd.Series:
 
 def format_ledger(frame: pd.DataFrame) -> str:
     """The ledger as a plain-text table for the terminal: text left, numbers right."""
-    public = [f"{score:.3%}" if pd.notna(score) else (status or "-")
+    public = [f"{score:.3%}" if pd.notna(score) else NO_SCORE.get(status, status)
               for score, status in zip(frame["public_score"], frame["status"], strict=True)]
     columns = {
         "run": frame["run"], "date (UTC)": frame["date"], "profile": frame["profile"],
@@ -173,8 +176,9 @@ def match_submission(listing: list[kaggle_api.Submission], run_dir: Path, record
                                           file_name=record.get("file_name", ""),
                                           after=run_date(run_dir).isoformat())
     by_id = re.compile(rf"\brun {re.escape(run_dir.name)}(?![\w-])")  # not run X in run X-2
-    return next((row for row in listing if by_id.search(row.message)
-                 and datetime.fromisoformat(row.date) >= run_date(run_dir)), None)
+    return next((row for row in listing if by_id.search(row.message) and
+                 datetime.fromisoformat(row.date) >= run_date(run_dir) - kaggle_api.CLOCK_SKEW),
+                None)
 
 
 def _changed(old: dict | None, new: dict) -> bool:

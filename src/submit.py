@@ -117,6 +117,12 @@ def _parse_args(argv: Sequence[str] | None):
     if args.message is not None and not args.message.strip():
         raise DataError("a submission message", "an empty one", column="--message",
                         hint="leave -m out for the default")
+    if args.message is not None:
+        try:  # a Latin-1 shell's bytes reach Python as lone surrogates
+            args.message.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DataError("a submission message in UTF-8 text", "bytes that are not UTF-8",
+                            column="--message") from None
     if not 0 <= args.wait_minutes <= MAX_MINUTES:  # NaN fails both
         raise DataError(f"a number of minutes 0..{MAX_MINUTES}", f"{args.wait_minutes:g}",
                         column="--wait-minutes")
@@ -149,7 +155,8 @@ def _check_and_upload(args, config: Config) -> int:
     if args.upload:
         run = _run_of(csv_path)
         default = _default_message(*run) if run else f"checked {csv_path.name}"
-        _upload(csv_path, args.message or default, args, run[0] if run else None)
+        _upload(csv_path, args.message or default, args, run[0] if run else None,
+                recorded=bool(run and run[1].get("kaggle")))
     return 0
 
 
@@ -187,16 +194,21 @@ def _default_message(run_dir: Path, metrics: dict) -> str:
             f"folds{drawn}, OOF {oof:.3%}, run {run}")
 
 
-def _upload(csv_path: Path, message: str, args, run_dir: Path | None) -> None:
+def _upload(csv_path: Path, message: str, args, run_dir: Path | None,
+            recorded: bool = False) -> None:
     """Upload csv_path and, unless --no-wait, wait for its public score; a run folder
-    records both in its metrics.json and report. Kaggle's scoring error is a DataError."""
+    records both in its metrics.json and report (recorded: it holds an earlier upload's).
+    Kaggle's scoring error is a DataError."""
     from src.kaggle_record import kaggle_line, record_kaggle
 
+    # --sync finds a run's upload by the run id of its default message, unless the run
+    # has recorded an earlier upload: then by that one's id.
+    found_by_sync = run_dir is not None and not args.message and not recorded
     try:
         submission = kaggle_api.upload_submission(csv_path, message)
     except KeyboardInterrupt:  # the file may be on Kaggle already: a rerun would send it again
-        raise KeyboardInterrupt(_upload_cut_short(
-            csv_path, args.message, run_dir is not None and not args.message)) from None
+        raise KeyboardInterrupt(_upload_cut_short(csv_path, args.message,
+                                                  found_by_sync)) from None
     print(f"kaggle: submitted {csv_path} as {message!r}", flush=True)
     # From here on, the same command again would upload the file a second time.
     went_through = "the upload went through; " + (

@@ -787,6 +787,29 @@ def test_ctrl_c_during_the_upload_says_it_may_have_gone_through(kaggle, run_dir,
         f"with `{again}` (each upload uses one of today's submissions)\n")
 
 
+def test_ctrl_c_during_a_second_upload_of_a_run_points_to_kaggle_s_page(
+        kaggle, run_dir, kaggle_dir_readonly, capsys):
+    """--sync finds a run that recorded an upload by that upload's id: it would not record
+    the second one, and the user would upload a third time."""
+    assert _submit_check(run_dir, kaggle_dir_readonly) == 0
+    capsys.readouterr()
+    kaggle.failures["competition_submit"] = KeyboardInterrupt()
+    assert _submit_check(run_dir, kaggle_dir_readonly) == 130
+    assert capsys.readouterr().err.startswith(
+        "interrupted: the upload may have gone through: the competition's My Submissions page "
+        "lists it if it did; ")
+
+
+def test_a_message_in_bytes_that_are_not_utf8_is_refused_before_the_upload(
+        kaggle, run_dir, kaggle_dir_readonly, capsys):
+    """A Latin-1 shell's é reaches Python as a lone surrogate: the upload and its record
+    went through, and every later ledger failed to write runs.csv."""
+    assert _submit_check(run_dir, kaggle_dir_readonly, "-m", "caf\udce9") == 2
+    assert capsys.readouterr().err == ("error: --message: expected a submission message in "
+                                       "UTF-8 text, found bytes that are not UTF-8\n")
+    assert kaggle.requests == []
+
+
 def test_a_record_that_fails_after_the_upload_says_it_went_through(
         kaggle, run_dir, kaggle_dir_readonly, capsys, monkeypatch):
     def full_disk(path, text, *args, **kwargs):

@@ -14,6 +14,7 @@ import pytest
 
 from src import kaggle_record, run_folders, runs
 from src.config import run_cli
+from src.errors import DataError
 from tests.fixtures import write_run
 from tests.kaggle_stand_in import api_submission
 
@@ -370,3 +371,53 @@ def test_a_submissions_dir_that_is_a_file_is_one_line_exit_2(tmp_path, capsys):
     assert capsys.readouterr().err == (f"error: {folder}: --submissions-dir: expected a folder "
                                        "of run folders, found a file\n")
 
+
+
+@pytest.mark.parametrize("score", ["99.640", "-0.5", "NaN", ""])
+def test_a_listed_score_that_is_no_accuracy_is_recorded_as_none(submissions, kaggle, capsys,
+                                                                 score):
+    """A score outside 0..1 was recorded, and from then on the ledger skipped the run as
+    damaged; a complete one without a score read as "not scored yet"."""
+    kaggle.submissions = [api_submission(12, "second", datetime(2026, 11, 24, 13, 0),
+                                         public_score=score)]
+    lines = _ledger(submissions, capsys, "--sync")
+    assert lines[0] == "sync: 1 submission on Kaggle; 1 run updated"
+    row = next(line for line in lines if line.startswith(SECOND))
+    assert row.endswith(" no score  second")  # the public column, then the message
+    record = json.loads((submissions / SECOND / "metrics.json").read_text())["kaggle"]
+    assert (record["status"], record["public_score"]) == ("complete", None)
+    assert ("Kaggle lists the submission as scored but gives no public score (an accuracy "
+            "0..1 was expected)") in (submissions / SECOND / "report.md").read_text()
+
+
+def test_a_listed_message_of_lone_surrogates_is_recorded_escaped(submissions, kaggle, capsys):
+    """JSON's "\\ud83d" alone made every later ledger fail to write runs.csv."""
+    kaggle.submissions = [api_submission(30, f"run {THIRD} \ud83d", datetime(2026, 11, 24, 13, 0),
+                                         public_score="0.99700")]
+    assert _ledger(submissions, capsys, "--sync")[0] == ("sync: 1 submission on Kaggle; "
+                                                          "1 run updated")
+    record = json.loads((submissions / THIRD / "metrics.json").read_text())["kaggle"]
+    assert record["message"] == f"run {THIRD} \\ud83d"
+    _ledger(submissions, capsys)
+    assert f"run {THIRD} \\ud83d" in (submissions / "runs.csv").read_text(encoding="utf-8")
+
+
+def test_sync_finds_a_run_by_its_id_on_a_kaggle_clock_seconds_behind(submissions, kaggle,
+                                                                     capsys):
+    """Uploaded as the run was published, by a Kaggle clock 3 s behind this machine's."""
+    kaggle.submissions = [api_submission(30, f"smoke: 1 config, run {THIRD}",
+                                         datetime(2026, 11, 24, 9, 59, 57), public_score="0.997")]
+    assert _ledger(submissions, capsys, "--sync")[0] == ("sync: 1 submission on Kaggle; "
+                                                          "1 run updated")
+
+
+def test_a_report_whose_kaggle_markers_were_edited_is_refused_before_a_record(submissions):
+    """With the closing marker gone, the next record added a second line, and the one after
+    replaced the user's text between the old opening marker and the new closing one."""
+    report_md = submissions / FIRST / "report.md"
+    edited = report_md.read_text().replace("<!-- /kaggle -->", "My note.\n")
+    report_md.write_text(edited)
+    with pytest.raises(DataError, match=r"report\.md: expected the Kaggle line between one "
+                       r"<!-- kaggle --> and one <!-- /kaggle -->, found 1 and 0 of them"):
+        kaggle_record.record_kaggle(submissions / FIRST, _record(13, "again", score=0.99))
+    assert report_md.read_text() == edited
