@@ -149,6 +149,10 @@ class KaggleSession:
             return DataError(expected, f"no connection ({type(error).__name__})",
                              column=self.where,
                              hint=f"check the network connection; {self.keep}")
+        if isinstance(error, KeyError):  # kagglesdk met a field value it does not know
+            return DataError(expected, "KeyError (a reply the kaggle package cannot read)",
+                             column=self.where, hint=f"update it: pip install -U kaggle; "
+                             f"{self.keep}")
         return DataError(expected, type(error).__name__, column=self.where,
                          hint=f"check the credentials and the network connection; {self.keep}")
 

@@ -757,6 +757,22 @@ def test_a_failed_wait_keeps_the_upload_recorded(kaggle, run_dir, kaggle_dir_rea
     assert json.loads((run_dir / "metrics.json").read_text())["kaggle"]["ref"] == 1000
 
 
+def test_a_reply_the_kaggle_package_cannot_read_says_so(kaggle, run_dir, kaggle_dir_readonly,
+                                                       capsys):
+    """A status this kagglesdk does not know is its KeyError: the line blamed the
+    credentials and the network."""
+    from kagglesdk.competitions.types.competition_api_service import ApiSubmission
+
+    with pytest.raises(KeyError) as unknown_status:
+        ApiSubmission.from_dict({"ref": 5, "status": "SUBMISSION_STATUS_RUNNING"})
+    kaggle.failures["competition_submissions"] = unknown_status.value
+    assert _submit_check(run_dir, kaggle_dir_readonly) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: kaggle score: expected a reply from Kaggle for competition "
+                          "'digit-recognizer', found KeyError (a reply the kaggle package "
+                          "cannot read) (update it: pip install -U kaggle; ")
+
+
 def test_ctrl_c_after_the_upload_says_it_went_through(kaggle, run_dir, kaggle_dir_readonly,
                                                      capsys, monkeypatch):
     # "Run the same command again" would upload a second time, using up one of the day's
