@@ -88,8 +88,10 @@ def _is_whole(text: str) -> bool:
     """Whether the number text writes is exactly a whole number (Decimal: no rounding)."""
     try:
         value = decimal.Decimal(text.strip())
-    except decimal.InvalidOperation:
-        return False
+    except decimal.InvalidOperation:  # an exponent past Decimal's 10**18 (float read it
+        # as a whole number): zero is one, any other such number 0 or infinity is not
+        mantissa = text.strip().lower().partition("e")[0]
+        return not any(digit in mantissa for digit in "123456789")
     return value.is_finite() and value == value.to_integral_value()
 
 
@@ -107,14 +109,23 @@ def _first_bad_cell(frame: pd.DataFrame, columns: list[str]) -> tuple[int, int, 
 
 
 def _blank_rows(frame: pd.DataFrame) -> pd.Series:
-    """True for each row of a blank line (every cell empty or spaces)."""
-    return frame.astype(str).apply(lambda column: column.str.strip() == "").all(axis=1)
+    """True for each row of a blank line (every cell, text, empty or spaces)."""
+    blank = frame.iloc[:, 0].str.strip() == ""
+    for name in frame.columns[1:]:  # only the rows still blank: few, if any
+        if not blank.any():
+            break
+        blank[blank] = frame.loc[blank, name].str.strip() == ""
+    return blank
 
 
 def _as_int16(chunk: pd.DataFrame) -> np.ndarray:
-    """Checked rows as int16 values; a column read as text (a blank line in its chunk) may
-    hold whole numbers written 3.0 or 1e0, which int() would refuse."""
-    return chunk.apply(pd.to_numeric).to_numpy(np.int16)
+    """Checked rows (text, each cell a whole number in range: 3, 3.0 or 1e0) as int16
+    values, each distinct text converted once."""
+    values = np.empty(chunk.shape, np.int16)
+    for position in range(chunk.shape[1]):
+        codes, texts = pd.factorize(chunk.iloc[:, position])
+        values[:, position] = pd.to_numeric(pd.Series(texts, dtype=object)).to_numpy()[codes]
+    return values
 
 
 def _read_slowly(path: Path, columns: list[str], skip_rows: int) -> np.ndarray:

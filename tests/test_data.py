@@ -262,6 +262,7 @@ def test_whole_numbers_written_as_floats_read_as_integers(kaggle_dir, chunk_rows
     _set_cell(lines, 4, 0, "3.0")
     _set_cell(lines, 3, 11, "1e0")
     _set_cell(lines, 5, 12, " 7")
+    _set_cell(lines, 6, 13, "0e1000000000000000000")  # past Decimal's exponents: still 0
     if after == "a text cell":  # in the same column: pandas then reads the column as text
         _set_cell(lines, 9, 0, "x")
     if after == "a trailing blank line":
@@ -276,6 +277,7 @@ def test_whole_numbers_written_as_floats_read_as_integers(kaggle_dir, chunk_rows
     assert len(digits.y_train) == len(_lines(path)) - 1 - (after == "a trailing blank line")
     assert digits.y_train[2] == 3
     assert digits.x_train[1].ravel()[10] == 1 and digits.x_train[3].ravel()[11] == 7
+    assert digits.x_train[4].ravel()[12] == 0
 
 
 def test_missing_train_file_says_how_to_get_the_data(tmp_path):
