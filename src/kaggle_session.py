@@ -69,6 +69,11 @@ class KaggleSession:
 
     def _sign_in(self):
         """A KaggleApi that has found credentials; DataError saying where to put them if not."""
+        token = os.environ.get("KAGGLE_API_TOKEN", "")
+        if token and not token.strip():  # importing kaggle would send it, and Kaggle refuse it
+            raise DataError("an API token in $KAGGLE_API_TOKEN", "$KAGGLE_API_TOKEN set but "
+                            "blank", column=self.where, hint=f"set it to a token from "
+                            f"{TOKEN_PAGE}, or unset it; {self.keep}")
         try:
             from kaggle.api.kaggle_api_extended import KaggleApi
         except ImportError:
@@ -76,11 +81,6 @@ class KaggleSession:
                             hint='pip install -e ".[kaggle]"') from None
         except SystemExit:  # `import kaggle` signs in, and some versions exit without credentials
             raise self._no_credentials("~/.kaggle/kaggle.json") from None
-        token = os.environ.get("KAGGLE_API_TOKEN", "")
-        if token and not token.strip():  # kaggle would send it, and Kaggle refuse it
-            raise DataError("an API token in $KAGGLE_API_TOKEN", "$KAGGLE_API_TOKEN set but "
-                            "blank", column=self.where, hint=f"set it to a token from "
-                            f"{TOKEN_PAGE}, or unset it; {self.keep}")
         api = KaggleApi()
         try:
             api.authenticate()

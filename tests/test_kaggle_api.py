@@ -11,6 +11,7 @@ import os
 import re
 import shlex
 import socket
+import subprocess
 import sys
 import zipfile
 from datetime import datetime
@@ -205,17 +206,29 @@ def test_empty_username_and_key_are_missing_credentials_not_a_request(kaggle_hom
     assert f"{csv_path} is kept" in err and csv_path.read_bytes() == before
 
 
-def test_a_blank_api_token_is_named_not_sent(kaggle_home, monkeypatch, csv_path, capfd):
-    monkeypatch.setenv("KAGGLE_API_TOKEN", " \t")  # kaggle sends it ("" it skips as unset)
+# In a fresh process: importing the kaggle package signs in, and so sends the token.
+BLANK_TOKEN_UPLOAD = """
+import sys
+import requests
+sent = []
+requests.Session.send = lambda session, request, **kwargs: sent.append(request.url)
+from src import config, kaggle_api
+code = config.run_cli(lambda argv: kaggle_api.upload_submission(sys.argv[1], "m"), [])
+print(code, sent)
+"""
 
-    def no_request(session, request, **kwargs):
-        raise AssertionError("a blank token must not reach the network")
 
-    monkeypatch.setattr(requests.Session, "send", no_request)
-    err = _fail_upload(csv_path, capfd)
-    assert ("kaggle upload: expected an API token in $KAGGLE_API_TOKEN, found "
+def test_a_blank_api_token_is_named_not_sent(kaggle_home, csv_path, tmp_path):
+    pytest.importorskip("kaggle")
+    environment = {name: value for name, value in os.environ.items()
+                   if not name.startswith("KAGGLE_")}
+    environment.update(KAGGLE_API_TOKEN=" \t", HOME=str(tmp_path / "home"))  # "" is unset
+    done = subprocess.run([sys.executable, "-c", BLANK_TOKEN_UPLOAD, str(csv_path)],
+                          capture_output=True, text=True, env=environment, timeout=120)
+    assert done.stdout.splitlines()[-1] == "2 []", done.stderr[-2000:]  # no request
+    assert ("error: kaggle upload: expected an API token in $KAGGLE_API_TOKEN, found "
             "$KAGGLE_API_TOKEN set but blank (set it to a token from "
-            "https://www.kaggle.com/settings/api, or unset it; ") in err
+            "https://www.kaggle.com/settings/api, or unset it; ") in done.stderr
 
 
 @pytest.mark.parametrize("action", ["download", "submissions"])
