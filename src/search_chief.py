@@ -16,6 +16,7 @@ started after its chief has ended, or given another address, is told so.
 from __future__ import annotations
 
 import os
+import socket
 import time
 from concurrent import futures
 
@@ -99,6 +100,13 @@ def wait_for_chief(address: str) -> None:
     """Return once a gRPC server answers at address ("ip:port"), saying so when it takes a
     while; DataError after CHIEF_WAIT_SECONDS."""
     seconds = CHIEF_WAIT_SECONDS
+    host, _, port = address.rpartition(":")
+    try:  # a name no server can answer at: said now, not after minutes
+        socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as error:  # UnicodeError: a name IDNA cannot encode
+        said = getattr(error, "strerror", None) or str(error)
+        raise DataError("an address this machine can look up", f"{address} ({said})",
+                        column="$KERASTUNER_ORACLE_IP:$KERASTUNER_ORACLE_PORT") from None
     channel = grpc.insecure_channel(address)
     ready = grpc.channel_ready_future(channel)
     try:

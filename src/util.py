@@ -53,7 +53,8 @@ def check_writable_folder(path: str | Path) -> None:
             raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
         # A file made and removed, not os.access: that answers from the mode bits, which is
         # wrong for root on an NFS share that maps root to nobody, and for ACLs.
-        probe = partial_path(existing / "write-check")
+        # A name of its own: one a killed check left, by a process of this pid, stays.
+        probe = partial_path(existing / f"write-check-{os.urandom(4).hex()}")
         probe.touch(exist_ok=False)
         probe.unlink()
 

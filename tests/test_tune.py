@@ -648,6 +648,20 @@ def test_a_worker_without_a_chief_says_so_in_minutes_not_an_hour(
     assert not artifacts.exists()  # stopped before the data loads
 
 
+def test_a_chief_name_that_cannot_be_looked_up_is_said_at_once(monkeypatch):
+    """It waited the whole wait, then blamed a chief not started."""
+    def no_such_name(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(search_chief.socket, "getaddrinfo", no_such_name)
+    started = time.monotonic()
+    with pytest.raises(DataError, match=r"^\$KERASTUNER_ORACLE_IP:\$KERASTUNER_ORACLE_PORT: "
+                       r"expected an address this machine can look up, found "
+                       r"chief\.example:5000 \(Name or service not known\)$"):
+        search_chief.wait_for_chief("chief.example:5000")
+    assert time.monotonic() - started < search_chief.QUIET_WAIT_SECONDS
+
+
 def test_a_worker_finds_a_chief_that_answers_without_a_word(capsys):
     import grpc
 
