@@ -7,7 +7,9 @@ import os
 import signal
 import sys
 
-# Silence TensorFlow's C++ start-up chatter; set before any stage imports TensorFlow.
+# Fewer of TensorFlow's C++ start-up lines (its CPU-feature notice); set before any stage
+# imports TensorFlow. TensorFlow 2.21 prints six more at any level: absl's notice, oneDNN's
+# and "no CUDA driver", each twice.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"

@@ -213,14 +213,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = command_line("src.bench", argv)
     bench_dir = Path(config.artifacts_dir) / "bench"
     check_writable_folder(bench_dir)  # before the timings (or the curve's trainings)
+    notes: list[str] = []
+    if "submissions_dir" in config.flags_given and (args.curve is not None or args.run_quick):
+        notes.append(f"--submissions-dir is not used: the runs of --curve and --run-quick "
+                     f"publish in a fresh folder under {bench_dir}")
     if args.curve is not None:
         from src import curve  # it trains for real: imported only when asked for
 
+        for note in notes:
+            print(f"note: {note}", flush=True)
         return curve.run_curve(config, args.curve, args.recipe_epochs, command)
     started = datetime.now(UTC)
     keras.utils.set_random_seed(config.seed)
     images = args.bench_images or BENCH_IMAGES[config.profile]
-    notes: list[str] = []
     if "precision" in config.flags_given:  # for the stages --run-quick runs
         notes.append(f"--precision {config.precision} applies to --run-quick only: the speed "
                      "rows are float32, as the notebook way trains (the levers time "

@@ -104,7 +104,8 @@ class Budget:
     def _decide(self, key: str, choose: Callable[[], object]) -> object:
         decisions = self.plan.decisions
         if key in decisions:
-            print(f"plan: {key}: {decisions[key]}, as an earlier run decided", flush=True)
+            print(f"plan: {_decision_words(key, decisions[key])}, as an earlier run decided",
+                  flush=True)
         else:
             decisions[key] = choose()
             if self.path is not None:
@@ -203,6 +204,15 @@ class Budget:
                 "stages": [{"stage": stage, "planned_seconds": plan.stages.get(stage),
                             "actual_seconds": self.actual.get(stage)} for stage in stages],
                 "eta_seconds": plan.eta()}
+
+
+def _decision_words(key: str, value: object) -> str:
+    """A saved decision as the line that made it words it: "test-time augmentation for the
+    first round: off", "pseudo-labelled round: 10 epochs"."""
+    if key.startswith("tta, "):
+        return f"test-time augmentation for the {key.removeprefix('tta, ')}: " + (
+            "on" if value else "off")
+    return f"pseudo-labelled round: {f'{value} epochs' if value else 'skipped'}"
 
 
 def _round_name(pseudo_round: bool) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from src import ctrl_c_as_usual
 from src.errors import DataError, RunFailed, ctrl_c_inside
 from src.processes import follow_parent
-from src.util import printable
+from src.util import is_plain_text, printable
 
 SOURCES = ("kaggle", "keras")
 TUNERS = ("hyperband", "bayesian", "random")
@@ -147,9 +147,15 @@ def _check_choice(flag: str, value: str, choices: Sequence[str]) -> None:
 
 def path_flag(text: str) -> str:
     """argparse type of a flag naming a file or folder: an empty one is refused, where
-    Path("") would quietly mean the current folder (or, for --check, no check at all)."""
+    Path("") would quietly mean the current folder (or, for --check, no check at all), and
+    one that is no text on one line, which the reports and lines that name it could not
+    be written with."""
     if not text.strip():
         raise argparse.ArgumentTypeError(f"expected a path, found {text!r}")
+    if not is_plain_text(text):
+        raise argparse.ArgumentTypeError(
+            f"expected a path in text on one line, found '{printable(text)}' (a line break, "
+            "control character or byte that is not UTF-8)")
     return text
 
 

@@ -33,7 +33,8 @@ from src.util import is_dir, is_file, not_a_file
 KAGGLE_INPUT_DIR = Path("/kaggle/input/digit-recognizer")
 LOCAL_DATA_DIR = Path("data/digit-recognizer")
 HOW_TO_GET_DATA = (
-    "add --download to fetch it with your Kaggle API credentials, or unzip `kaggle "
+    "fetch it with `python -m src.download` and your Kaggle API credentials (tune and "
+    "submit take --download), or unzip `kaggle "
     f"competitions download -c digit-recognizer` into {LOCAL_DATA_DIR}/, pass --data-dir DIR "
     f"or set ${DATA_DIR_ENV}; or use --source keras"
 )

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import re
 import sys
 import time
 from collections.abc import Sequence
@@ -51,10 +50,11 @@ from src.search_results import (
     search_space_names,
     trials_path,
 )
-from src.util import check_writable_folder
+from src.util import check_writable_folder, shown
 
 TOP_PICKS = 3  # the search's best configurations always measured
 MIN_CONFIGS = 3  # a rank correlation needs at least this many points
+MOST_TRIAL_ID_DIGITS = 10  # KerasTuner writes a few; a longer one makes too long a file name
 SCORE = OBJECTIVE  # the trial's hold-out log-loss: lower is better
 
 
@@ -84,15 +84,21 @@ def read_ranked_configs(path: Path, names: Sequence[str]) -> pd.DataFrame:
         if outside:
             name, expected, found = outside
             raise DataError(expected, found, file=path, line=index + 2, column=name)
-        if not re.fullmatch(r"[0-9]+", row["trial_id"]):  # it names a fold-model folder
-            raise DataError("a trial id of digits", repr(row["trial_id"]), file=path,
-                            line=index + 2, column="trial_id")
-        if not np.isfinite(row[SCORE]):
-            raise DataError("a log-loss", repr(trials.at[index, SCORE]), file=path,
+        # it names a fold-model folder: KerasTuner's ids are a few digits
+        trial_id = row["trial_id"]
+        if not (trial_id.isascii() and trial_id.isdigit()
+                and len(trial_id) <= MOST_TRIAL_ID_DIGITS):
+            raise DataError(f"a trial id of 1 to {MOST_TRIAL_ID_DIGITS} digits",
+                            shown(trial_id), file=path, line=index + 2,
+                            column="trial_id")
+        if not (np.isfinite(row[SCORE]) and row[SCORE] >= 0):
+            raise DataError("a log-loss >= 0", repr(trials.at[index, SCORE]), file=path,
                             line=index + 2, column=SCORE)
-        if not (np.isfinite(row["rank"]) and row["rank"] >= 1 and row["rank"] % 1 == 0):
-            raise DataError("a rank, an integer >= 1", repr(trials.at[index, "rank"]),
-                            file=path, line=index + 2, column="rank")
+        if not (np.isfinite(row["rank"]) and 1 <= row["rank"] <= len(trials)
+                and row["rank"] % 1 == 0):  # one rank a trial at most
+            raise DataError(f"a rank, an integer 1..{len(trials)} (the trials listed)",
+                            repr(trials.at[index, "rank"]), file=path, line=index + 2,
+                            column="rank")
     # rank: src.tune's order, by score (Hyperband: its last rung's trials first)
     done = done.sort_values(["rank", SCORE], kind="stable")
     networks = [json.dumps(network_values(dict(row)), sort_keys=True, default=str)

@@ -6,6 +6,7 @@ the graph does the rest, and the augmentation is active only in training.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Sequence
@@ -21,6 +22,18 @@ from src.data import IMAGE_SHAPE, NUM_CLASSES
 from src.util import keras_verbosity
 
 PREDICT_BATCH = 1024  # batches of prediction and validation: memory, not learning
+
+
+class _NoRetracingNotice(logging.Filter):
+    """Drops TensorFlow's paragraph on retracing: every fold model, timed network and
+    reference recipe predicts through a tf.function of its own, which TensorFlow counts
+    as one function traced again and again."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+logging.getLogger("tensorflow").addFilter(_NoRetracingNotice())
 
 # The configuration used when no search has been run; measured in the README.
 DEFAULT_HPARAMS: dict[str, object] = {

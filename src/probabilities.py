@@ -102,7 +102,8 @@ def _check_column(frame: pd.DataFrame, column: str, expected: np.ndarray, path: 
     """DataError at the first row whose column is not the expected whole number."""
     values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
     other_data = ("is it a run on other data, or on a --train-samples subset? give the "
-                  "--source and --data-dir it ran on; a subset's runs cannot be blended")
+                  "--source and --data-dir it ran on; a subset's runs are neither blended nor "
+                  "compared")
     if len(values) != len(expected):
         raise DataError(f"{len(expected)} rows, one per {what}", str(len(values)), file=path,
                         hint=other_data)

@@ -166,7 +166,7 @@ def distinct_folders(folders: list[Path]) -> list[Path]:
             raise DataError("a run folder of python -m src.submit",
                             "a file" if folder.exists() else "no such folder", file=folder)
         real = folder.resolve()
-        if not is_plain_text(real.name):  # the name goes into figures and lines
+        if not is_plain_text(str(real)):  # its name goes into figures, its path into files
             raise DataError("a run folder named in text on one line",
                             "a line break, control character or byte that is not UTF-8",
                             file=folder)

@@ -7,6 +7,7 @@ halfway through a write."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +32,8 @@ FIELDS: list[tuple[str, Callable[[object], bool], str, bool]] = [
     ("ensemble.accuracy", is_share, "a share 0..1", True),
     ("ensemble.ci95_low", is_share, "a share 0..1", True),
     ("ensemble.ci95_high", is_share, "a share 0..1", True),
+    ("ensemble.total", lambda value: is_count(value, 1), "an integer >= 1", False),
+    ("ensemble.errors", lambda value: is_count(value, 0), "an integer >= 0", False),
     ("models", _names, "an object naming at least one member", True),
     ("timings.total", _seconds, "a number of seconds >= 0", True),
     ("run_info.command", _text, "text", True),
@@ -88,6 +91,21 @@ def metrics_problem(metrics: object) -> tuple[str, str, str] | None:
             continue
         if not fits(value):
             return dotted, expected, json.dumps(value)[:80]
+    return _accuracy_problem(metrics["ensemble"])
+
+
+def _accuracy_problem(ensemble: dict) -> tuple[str, str, str] | None:
+    """The ensemble's accuracy against its own errors and total (a hand-edited accuracy
+    was printed and blended as fact), as metrics.score writes the three."""
+    if "errors" not in ensemble or "total" not in ensemble:
+        return None  # a run from before they were written
+    errors, total = ensemble["errors"], ensemble["total"]
+    if errors > total:
+        return "ensemble.errors", f"at most ensemble.total ({total})", str(errors)
+    expected = (total - errors) / total
+    if not math.isclose(ensemble["accuracy"], expected, rel_tol=1e-12, abs_tol=1e-12):
+        return ("ensemble.accuracy", f"{expected!r}, its errors ({errors}) of its total "
+                f"({total})", json.dumps(ensemble["accuracy"]))
     return None
 
 

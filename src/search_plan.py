@@ -93,8 +93,9 @@ def plan_search(config: Config, train: tuple, validation: tuple, sizes: Sizes,
     settings = {name: record[name] for name in names}
     share_text, eta = (format_duration(record[name])
                        for name in ("share_seconds", "planned_seconds"))
+    searched = len(train[1]) + len(validation[1])  # fewer than --tune-samples on small data
     print(f"plan for {config.minutes:g} minutes, the search's share {share_text}: {what} on "
-          f"{config.tune_samples or 'every'} image(s), ETA {eta}", flush=True)
+          f"{searched:,} images, ETA {eta}", flush=True)
     return dataclasses.replace(config, **settings), record
 
 

@@ -278,6 +278,7 @@ def test_run_quick_times_tune_and_submit_in_a_fresh_folder(kaggle_dir_readonly, 
     assert 0 <= run["accuracy"] <= 1 and run["tune_wall_seconds"] > 0
     assert run["source"].startswith(str(tmp_path / "artifacts" / "bench" / "run-"))
     assert not (tmp_path / "submissions").exists()  # the user's own runs are left alone
+    assert "--submissions-dir is not used: the runs of --curve and --run-quick" in out  # given
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")

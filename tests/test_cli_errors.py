@@ -82,16 +82,37 @@ def test_fidelity_refuses_submissions_dir_it_would_not_use(capsys):
     (runs.main, "--submissions-dir"), (blend.main, "RUN"), (compare.main, "RUN")])
 @pytest.mark.parametrize("empty", ["", " "])
 def test_an_empty_path_flag_is_refused_not_the_current_folder(capsys, cli, flag, empty):
-    if flag == "RUN":  # a run folder given as '' was read as the current folder
-        argv = ["run-a", empty]
+    # a run folder given as '' was read as the current folder
+    err = _path_flag_error(capsys, cli, flag, empty)
+    assert err.startswith(f"error: argument {flag}: expected a path, found {empty!r} (see ")
+
+
+def _path_flag_error(capsys, cli, flag: str, path: str) -> str:
+    """The one line, exit code 2, of cli with path as flag (RUN: a run folder)."""
+    if flag == "RUN":
+        argv = ["run-a", path]
     else:
-        argv = [*(["run-a", "run-b"] if cli is blend.main else []), flag, empty]
+        argv = [*(["run-a", "run-b"] if cli is blend.main else []), flag, path]
     with pytest.raises(SystemExit) as exit_:
         cli(argv)
     assert exit_.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: argument {flag}: expected a path, found {empty!r} (see ")
     assert err.count("\n") == 1
+    return err
+
+
+@pytest.mark.parametrize("cli, flag", [
+    (submit.main, "--submissions-dir"), (tune.main, "--data-dir"), (bench.main, "--data-dir"),
+    (blend.main, "--submissions-dir"), (blend.main, "RUN"), (compare.main, "RUN")])
+@pytest.mark.parametrize("path, shown", [("runs/bad\udcffdir", "runs/bad\\xffdir"),
+                                         ("runs/a\nb", "runs/a\\nb")])
+def test_a_path_flag_that_is_no_text_on_one_line_is_refused(capsys, cli, flag, path, shown):
+    """A byte that is not UTF-8 (a Latin-1 folder name) was a traceback once a report or
+    figure named the path: blend and bench after all their work."""
+    err = _path_flag_error(capsys, cli, flag, path)
+    assert err.startswith(f"error: argument {flag}: expected a path in text on one line, found "
+                          f"'{shown}' (a line break, control character or byte that is not "
+                          "UTF-8) (see ")
 
 
 def test_a_data_dir_that_is_a_file_or_a_runs_folder_that_is_not_there_says_so(tmp_path, capsys):

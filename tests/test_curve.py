@@ -103,6 +103,8 @@ def test_curve_scores_plans_and_recipes_and_never_overwrites(tiny_kaggle_dir, tm
     assert run_cli(bench.main, argv) == 0
     out = capsys.readouterr().out
     bench_dir = tmp_path / "artifacts" / "bench"
+    assert out.startswith("note: --submissions-dir is not used: the runs of --curve and "
+                          f"--run-quick publish in a fresh folder under {bench_dir}\n")
 
     # Each budget ran python -m src.submit on the bench's data, seed and precision, in its
     # own fresh folder under the bench's.

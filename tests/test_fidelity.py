@@ -97,7 +97,16 @@ def test_configurations_that_differ_only_in_filters_of_absent_blocks_are_one(tmp
     (lambda f: f.assign(batch_norm=f["batch_norm"].astype(object).where(f.index != 3, "maybe")),
      "trials.csv:5: batch_norm: expected one of True, False, found 'maybe'"),
     (lambda f: f.assign(val_log_loss=f["val_log_loss"].astype(object).where(f.index != 4, "x")),
-     "trials.csv:6: val_log_loss: expected a log-loss, found 'x'"),
+     "trials.csv:6: val_log_loss: expected a log-loss >= 0, found 'x'"),
+    # a score no search writes: it was ranked and trained on
+    (lambda f: f.assign(val_log_loss=f["val_log_loss"].where(f.index != 4, -5)),
+     "trials.csv:6: val_log_loss: expected a log-loss >= 0, found '-5.0'"),
+    # trained to the end, then saved as -9223372036854775808 beside 1e300 in the report
+    (lambda f: f.assign(rank=f["rank"].astype(object).where(f.index != 2, "1e300")),
+     "trials.csv:4: rank: expected a rank, an integer 1..6 (the trials listed), found '1e300'"),
+    # digits all, but past a file name's length: a traceback after the first configuration
+    (lambda f: f.assign(trial_id=f["trial_id"].astype(object).where(f.index != 3, "9" * 5000)),
+     f"trials.csv:5: trial_id: expected a trial id of 1 to 10 digits, found '{'9' * 40}'..."),
     # a float or an empty cell in a column of whole numbers: the line it is on
     (lambda f: f.assign(filters_0=f["filters_0"].astype(object).where(f.index != 3, "48.5")),
      "trials.csv:5: filters_0: expected one of 16, 32, 48, found 48.5"),
@@ -145,8 +154,8 @@ def test_a_trial_id_of_other_than_digits_is_refused(tmp_path):
         path, index=False)
     with pytest.raises(fidelity.DataError) as caught:
         fidelity.read_ranked_configs(path, search_results.search_space_names())
-    assert str(caught.value) == (f"{path}:4: trial_id: expected a trial id of digits, "
-                                 "found '../../x'")
+    assert str(caught.value) == (f"{path}:4: trial_id: expected a trial id of 1 to 10 "
+                                 "digits, found '../../x'")
 
 
 def test_a_trials_csv_without_trial_ids_is_refused(tmp_path):

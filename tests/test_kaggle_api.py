@@ -338,8 +338,8 @@ def test_missing_csv_is_named(tmp_path):
 @pytest.mark.parametrize("cli", [tune.main, submit.main])
 def test_missing_data_names_the_flag_that_fetches_it(tmp_path, capsys, cli):
     assert config.run_cli(cli, ["--data-dir", str(tmp_path / "nowhere")]) == 2
-    assert "found none (add --download to fetch it with your Kaggle API credentials" in (
-        capsys.readouterr().err)
+    assert ("found none (fetch it with `python -m src.download` and your Kaggle API credentials "
+            "(tune and submit take --download)") in capsys.readouterr().err
 
 
 def test_download_unpacks_validates_and_moves_the_files_in(kaggle, tmp_path, capsys):

@@ -104,3 +104,27 @@ def test_fit_trains_every_epoch_of_the_schedule():
     history = fit(build_cnn(hparams_from_dict(frozen)), x, y, x[:8], y[:8], epochs=4,
                   batch_size=16, verbose=0)
     assert len(history.history["val_accuracy"]) == 4
+
+
+def test_predicting_with_many_models_prints_no_retracing_paragraph():
+    """Each model predicts through its own tf.function: TensorFlow called that retracing,
+    a paragraph at a time, in every budgeted run, fidelity and the curve."""
+    import logging
+
+    heard = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            heard.append(record.getMessage())
+
+    handler = Collect()
+    logging.getLogger("tensorflow").addHandler(handler)
+    try:
+        images = np.zeros((3, 28, 28, 1), np.uint8)
+        for _ in range(7):
+            model.predict(build_cnn(hparams_from_dict(
+                {**DEFAULT_HPARAMS, "conv_blocks": 2, "filters_0": 16, "filters_1": 32,
+                 "block_convs": 1})), images)
+    finally:
+        logging.getLogger("tensorflow").removeHandler(handler)
+    assert not [message for message in heard if "retracing" in message]

@@ -994,7 +994,10 @@ def test_minutes_end_to_end_on_the_fixture_and_a_rerun_keeps_the_plan(
         assert run_cli(submit.main, args) == 0
     out = capsys.readouterr().out
     assert "reused from an earlier run" in out and "plan: timing" not in out
-    assert "trained 0, reused 4" in out and "as an earlier run decided" in out
+    assert "trained 0, reused 4" in out
+    # worded as when it was made, not as the saved key and value ("tta, first round: False")
+    assert re.search(r"plan: test-time augmentation for the first round: (on|off), as an "
+                     r"earlier run decided", out), out
     assert list((tmp_path / "artifacts" / "plans").glob("submit-*.json")) == [saved]
 
 

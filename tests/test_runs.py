@@ -117,7 +117,7 @@ def test_a_ledger_without_scores_leaves_no_figure_of_old_ones(submissions, capsy
 def test_sort_by_oof_or_public_score(submissions, capsys, sort, order):
     if sort == "oof":  # make the oldest the best, so OOF order is not date order
         metrics = json.loads((submissions / FIRST / "metrics.json").read_text())
-        metrics["ensemble"]["accuracy"] = 0.9999
+        metrics["ensemble"].update(accuracy=41_990 / 42_000, errors=10)
         (submissions / FIRST / "metrics.json").write_text(json.dumps(metrics))
         order = [FIRST, THIRD, SECOND]
     _, *rows, _ = _ledger(submissions, capsys, "--sort", sort)
@@ -175,6 +175,12 @@ def _drop(dotted: str):
     (_set("ensemble.accuracy", 5), ": ensemble.accuracy: expected a share 0..1, found 5"),
     (_set("ensemble.ci95_low", "nan"), ": ensemble.ci95_low: expected a share 0..1, found "
                                        '"nan"'),
+    # an accuracy edited by hand was printed and blended as fact beside its own error count
+    (_set("ensemble.accuracy", 0.99), f": ensemble.accuracy: expected {41_850 / 42_000!r}, its "
+                                      "errors (150) of its total (42000), found 0.99"),
+    (_set("ensemble.errors", 50_000), ": ensemble.errors: expected at most ensemble.total "
+                                      "(42000), found 50000"),
+    (_set("ensemble.total", 0), ": ensemble.total: expected an integer >= 1, found 0"),
     (_set("models", "abc"), ": models: expected an object naming at least one member, found "
                             '"abc"'),
     (_set("run_info.profile", None), ": run_info.profile: expected text, found null"),
