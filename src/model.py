@@ -25,12 +25,15 @@ PREDICT_BATCH = 1024  # batches of prediction and validation: memory, not learni
 
 
 class _NoRetracingNotice(logging.Filter):
-    """Drops TensorFlow's paragraph on retracing: every fold model, timed network and
-    reference recipe predicts through a tf.function of its own, which TensorFlow counts
-    as one function traced again and again."""
+    """Drops TensorFlow's paragraph on retracing Keras' prediction step: every fold model,
+    timed network and reference recipe predicts through a tf.function of its own, which
+    TensorFlow counts as one function traced again and again. Any other retracing is
+    still said."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "triggered tf.function retracing" not in record.getMessage()
+        message = record.getMessage()
+        return not ("triggered tf.function retracing" in message
+                    and "make_predict_function" in message)
 
 
 logging.getLogger("tensorflow").addFilter(_NoRetracingNotice())

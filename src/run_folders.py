@@ -15,7 +15,7 @@ from pathlib import Path
 from src.errors import DataError
 from src.util import (
     is_dir,
-    is_plain_text,
+    is_one_line_path,
     no_free_name,
     numbered_names,
     one_line,
@@ -166,7 +166,7 @@ def distinct_folders(folders: list[Path]) -> list[Path]:
             raise DataError("a run folder of python -m src.submit",
                             "a file" if folder.exists() else "no such folder", file=folder)
         real = folder.resolve()
-        if not is_plain_text(str(real)):  # its name goes into figures, its path into files
+        if not is_one_line_path(str(real)):  # its name goes into figures, its path into files
             raise DataError("a run folder named in text on one line",
                             "a line break, control character or byte that is not UTF-8",
                             file=folder)

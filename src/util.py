@@ -290,6 +290,11 @@ def is_plain_text(text: str) -> bool:
     return not any(unicodedata.category(char) in LINE_BREAKERS for char in text)
 
 
+def is_one_line_path(text: str) -> bool:
+    """Whether a path can stand in a report's line: is_plain_text, a tab allowed."""
+    return is_plain_text(text.replace("\t", " "))
+
+
 MOST_SHOWN = 40  # characters of a bad value an error line quotes
 
 

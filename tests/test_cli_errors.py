@@ -8,8 +8,9 @@ import sys
 
 import pytest
 
-from src import bench, blend, compare, fidelity, runs, submit, tune
+from src import bench, blend, compare, config, data, fidelity, runs, submit, tune
 from src.config import run_cli
+from src.errors import DataError
 from tests.test_damaged_files import BYTE_CASES, damage_bytes
 from tests.test_data import TRAIN_CASES, _break_train
 
@@ -113,6 +114,17 @@ def test_a_path_flag_that_is_no_text_on_one_line_is_refused(capsys, cli, flag, p
     assert err.startswith(f"error: argument {flag}: expected a path in text on one line, found "
                           f"'{shown}' (a line break, control character or byte that is not "
                           "UTF-8) (see ")
+
+
+def test_a_tab_in_a_path_is_fine_and_the_environment_s_data_dir_is_checked_too(monkeypatch):
+    assert config.path_flag("data/tab\there") == "data/tab\there"  # it breaks no line
+    # bench wrote it into its report and crashed there, after all its timings
+    monkeypatch.setenv(config.DATA_DIR_ENV, "/data/bad\udcffdir")
+    with pytest.raises(DataError) as caught:
+        data.find_data_dir()
+    assert str(caught.value) == ("$DIGITS_DATA_DIR: expected a path in text on one line, found "
+                                 "'/data/bad\\xffdir' (a line break, control character or byte "
+                                 "that is not UTF-8)")
 
 
 def test_a_data_dir_that_is_a_file_or_a_runs_folder_that_is_not_there_says_so(tmp_path, capsys):

@@ -128,3 +128,12 @@ def test_predicting_with_many_models_prints_no_retracing_paragraph():
     finally:
         logging.getLogger("tensorflow").removeHandler(handler)
     assert not [message for message in heard if "retracing" in message]
+
+
+def test_other_retracing_is_still_said():
+    import logging
+
+    record = logging.LogRecord("tensorflow", logging.WARNING, __file__, 1, "6 out of the last 6 "
+                               "calls to <function my_step at 0x1> triggered tf.function "
+                               "retracing. Tracing is expensive", None, None)
+    assert logging.getLogger("tensorflow").filter(record)
