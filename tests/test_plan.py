@@ -940,6 +940,7 @@ def test_tune_records_its_minutes_and_submit_plans_the_rest(kaggle_dir_readonly,
     assert tune.main(args) == 0
     out = capsys.readouterr().out
     assert "the search's share 27s: up to " in out  # 15% of 3 minutes
+    assert " on 300 images, ETA " in out  # the images searched (not --tune-samples as given)
     best = json.loads((artifacts / "tune" / "best_hparams.json").read_text())
     record = best["budget"]
     assert record["minutes"] == 3 and 0 < record["spent_seconds"]
