@@ -10,7 +10,8 @@ asks for the next, ends once every worker has heard, and then raises the stop, a
 search on one machine does.
 
 A worker waits for its chief (wait_for_chief) for minutes, not KerasTuner's hour: one
-started after its chief has ended, or given another address, is told so.
+started after its chief has ended, or given another address, is told so, and one whose
+chief dies mid-search stops in minutes.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from concurrent import futures
 import grpc
 import keras_tuner as kt
 from keras_tuner.src import protos
-from keras_tuner.src.distribute import oracle_chief
+from keras_tuner.src.distribute import oracle_chief, oracle_client
 
 from src.errors import DataError
 from src.util import format_duration
@@ -98,7 +99,8 @@ def serve(oracle: kt.Oracle) -> None:
 
 def wait_for_chief(address: str) -> None:
     """Return once a gRPC server answers at address ("ip:port"), saying so when it takes a
-    while; DataError after CHIEF_WAIT_SECONDS."""
+    while; DataError after CHIEF_WAIT_SECONDS. From then on each of KerasTuner's requests
+    to the chief waits CHIEF_WAIT_SECONDS at most, not its hour (a chief that died)."""
     seconds = CHIEF_WAIT_SECONDS
     host, _, port = address.rpartition(":")
     try:  # a name no server can answer at: said now, not after minutes
@@ -125,6 +127,7 @@ def wait_for_chief(address: str) -> None:
     finally:
         ready.cancel()
         channel.close()
+    oracle_client.TIMEOUT = CHIEF_WAIT_SECONDS  # read by each request (keras-tuner < 1.5)
 
 
 # Read without the oracle's lock: the server's thread keeps it for good once a call

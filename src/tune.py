@@ -350,6 +350,9 @@ def run_trials(tuner: kt.Tuner, train: tuple[np.ndarray, np.ndarray],
         return (f"the search stopped: {limit} trials in a row failed; the last with "
                 f"{lines[-1] if len(lines) > 1 else 'no message'}")
     except grpc.RpcError as error:  # a worker: the chief's oracle raised that stop
+        if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            return (f"the chief stopped answering (gRPC {error.code().name}); the trials it "
+                    "recorded stay in the shared folder: start it again, then this worker")
         if "consecutive failures" not in str(error.details()):
             raise
         return (f"the search stopped: {limit} trials in a row failed (their messages are "

@@ -662,9 +662,11 @@ def test_a_chief_name_that_cannot_be_looked_up_is_said_at_once(monkeypatch):
     assert time.monotonic() - started < search_chief.QUIET_WAIT_SECONDS
 
 
-def test_a_worker_finds_a_chief_that_answers_without_a_word(capsys):
+def test_a_worker_finds_a_chief_that_answers_without_a_word(capsys, monkeypatch):
     import grpc
+    from keras_tuner.src.distribute import oracle_client
 
+    monkeypatch.setattr(oracle_client, "TIMEOUT", 3600)  # KerasTuner's, put back after
     chief = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
     port = chief.add_insecure_port("127.0.0.1:0")
     chief.start()
@@ -673,25 +675,37 @@ def test_a_worker_finds_a_chief_that_answers_without_a_word(capsys):
     finally:
         chief.stop(None)
     assert capsys.readouterr().out == ""
+    # each later request waits minutes, not an hour, for a chief that has died
+    assert oracle_client.TIMEOUT == search_chief.CHIEF_WAIT_SECONDS
 
 
-def test_a_worker_told_of_three_failed_trials_in_a_row_says_so_in_one_line():
+@pytest.mark.parametrize("code, details, stopped", [
     # Through gRPC, the chief's stop reached a worker as an _InactiveRpcError traceback.
+    ("ABORTED", "Number of consecutive failures exceeded the limit of 3.",
+     "the search stopped: 3 trials in a row failed (their messages are above, on the "
+     "machines that ran them)"),
+    # After KerasTuner's hour, a worker's request to a dead chief was a gRPC traceback.
+    ("DEADLINE_EXCEEDED", "Deadline Exceeded",
+     "the chief stopped answering (gRPC DEADLINE_EXCEEDED); the trials it recorded stay in "
+     "the shared folder: start it again, then this worker"),
+])
+def test_a_worker_stopped_by_its_chief_says_why_in_one_line(code, details, stopped):
     import grpc
 
-    class ChiefsStop(grpc.RpcError):
+    class ChiefsAnswer(grpc.RpcError):
+        def code(self):
+            return grpc.StatusCode[code]
+
         def details(self):
-            return "Number of consecutive failures exceeded the limit of 3."
+            return details
 
     class Tuner:
         oracle = None
 
         def search(self, *args, **kwargs):
-            raise ChiefsStop()
+            raise ChiefsAnswer()
 
-    assert tune.run_trials(Tuner(), (None, None), (None, None)) == (
-        "the search stopped: 3 trials in a row failed (their messages are above, on the "
-        "machines that ran them)")
+    assert tune.run_trials(Tuner(), (None, None), (None, None)) == stopped
 
 
 @pytest.mark.parametrize("argv, message", [
