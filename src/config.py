@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from src import ctrl_c_as_usual
 from src.errors import DataError, RunFailed, ctrl_c_inside
 from src.processes import follow_parent
-from src.util import is_one_line_path, printable
+from src.util import NOT_ONE_LINE, is_one_line_path, printable
 
 SOURCES = ("kaggle", "keras")
 TUNERS = ("hyperband", "bayesian", "random")
@@ -154,8 +154,7 @@ def path_flag(text: str) -> str:
         raise argparse.ArgumentTypeError(f"expected a path, found {text!r}")
     if not is_one_line_path(text):
         raise argparse.ArgumentTypeError(
-            f"expected a path in text on one line, found '{printable(text)}' (a line break, "
-            "control character or byte that is not UTF-8)")
+            f"expected a path in text on one line, found '{printable(text)}' ({NOT_ONE_LINE})")
     return text
 
 

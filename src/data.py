@@ -28,7 +28,7 @@ from src.csv_files import (  # noqa: F401 (IMAGE_SHAPE)
 )
 from src.csv_text import READ_ERRORS, error_name
 from src.errors import DataError, ctrl_c_inside
-from src.util import is_dir, is_file, is_one_line_path, not_a_file, printable
+from src.util import NOT_ONE_LINE, is_dir, is_file, is_one_line_path, not_a_file, printable
 
 KAGGLE_INPUT_DIR = Path("/kaggle/input/digit-recognizer")
 LOCAL_DATA_DIR = Path("data/digit-recognizer")
@@ -85,8 +85,8 @@ def find_data_dir(data_dir: str | Path | None = None, stem: str = "train") -> Pa
         return folder
     from_environment = os.environ.get(DATA_DIR_ENV)
     if from_environment and not is_one_line_path(from_environment):  # as --data-dir's check
-        raise DataError("a path in text on one line", f"'{printable(from_environment)}' (a "
-                        "line break, control character or byte that is not UTF-8)",
+        raise DataError("a path in text on one line",
+                        f"'{printable(from_environment)}' ({NOT_ONE_LINE})",
                         column=f"${DATA_DIR_ENV}")
     candidates = [Path(p) for p in (from_environment,) if p]
     candidates += [LOCAL_DATA_DIR, KAGGLE_INPUT_DIR]

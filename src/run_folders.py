@@ -14,6 +14,7 @@ from pathlib import Path
 
 from src.errors import DataError
 from src.util import (
+    NOT_ONE_LINE,
     is_dir,
     is_one_line_path,
     no_free_name,
@@ -167,8 +168,7 @@ def distinct_folders(folders: list[Path]) -> list[Path]:
                             "a file" if folder.exists() else "no such folder", file=folder)
         real = folder.resolve()
         if not is_one_line_path(str(real)):  # its name goes into figures, its path into files
-            raise DataError("a run folder named in text on one line",
-                            "a line break, control character or byte that is not UTF-8",
+            raise DataError("a run folder named in text on one line", NOT_ONE_LINE,
                             file=folder)
         if real in seen:
             raise DataError("different run folders", f"{seen[real]} and {folder}, the same one",

@@ -26,7 +26,7 @@ from src.figures import cv_against_public_png
 from src.kaggle_record import record_kaggle
 from src.run_folders import RUN_ID_TIME, list_run_folders
 from src.run_metrics import read_run_metrics
-from src.util import is_plain_text, printable, write_all_atomically
+from src.util import NOT_ONE_LINE, is_plain_text, printable, write_all_atomically
 
 SORTS = {"date": "newest first", "oof": "best OOF accuracy first",
          "lb": "best public score first"}
@@ -56,9 +56,8 @@ def read_run(run_dir: Path) -> dict | None:
     or its name holds a line break or bytes that are not UTF-8 (the row could be neither
     printed nor written to runs.csv)."""
     if not is_plain_text(run_dir.name):
-        warnings.warn(f"{run_dir}: expected a run folder named in text on one line, found a "
-                      "line break, control character or byte that is not UTF-8; skipped",
-                      stacklevel=2)
+        warnings.warn(f"{run_dir}: expected a run folder named in text on one line, found "
+                      f"{NOT_ONE_LINE}; skipped", stacklevel=2)
         return None
     try:
         metrics = read_run_metrics(run_dir)

@@ -290,6 +290,10 @@ def is_plain_text(text: str) -> bool:
     return not any(unicodedata.category(char) in LINE_BREAKERS for char in text)
 
 
+# What is_plain_text refuses, as error lines name it.
+NOT_ONE_LINE = "a line break, control character or byte that is not UTF-8"
+
+
 def is_one_line_path(text: str) -> bool:
     """Whether a path can stand in a report's line: is_plain_text, a tab allowed."""
     return is_plain_text(text.replace("\t", " "))
