@@ -72,11 +72,17 @@ def _column_limits(columns: list[str]) -> list[tuple[int, int]]:
     return [(0, NUM_CLASSES - 1) if name == "label" else (0, 255) for name in columns]
 
 
+def _distinct_numbers(column: pd.Series) -> tuple[np.ndarray, np.ndarray, pd.Series]:
+    """A text column's distinct texts, each cell's index into them, and their numbers (NaN
+    where none): a few hundred texts converted once, not every cell of a chunk."""
+    codes, texts = pd.factorize(column)
+    return codes, texts, pd.to_numeric(pd.Series(texts, dtype=object), errors="coerce")
+
+
 def _bad_cells(column: pd.Series, low: int, high: int) -> np.ndarray:
     """True for each cell of the column (text) that is not an integer low..high."""
-    codes, texts = pd.factorize(column)  # a few hundred distinct texts: judge each once
     # a whole number written 3.0, 1e0 or ' 3' is one, as the fast path reads it
-    numbers = pd.to_numeric(pd.Series(texts, dtype=object), errors="coerce")
+    codes, texts, numbers = _distinct_numbers(column)
     bad = (numbers.isna() | (numbers.mod(1) != 0) | (numbers < low)
            | (numbers > high)).to_numpy(dtype=bool, copy=True)
     # ...but not 1e-400 or 255.0000000000000001, which float64 rounds to one
@@ -123,8 +129,8 @@ def _as_int16(chunk: pd.DataFrame) -> np.ndarray:
     values, each distinct text converted once."""
     values = np.empty(chunk.shape, np.int16)
     for position in range(chunk.shape[1]):
-        codes, texts = pd.factorize(chunk.iloc[:, position])
-        values[:, position] = pd.to_numeric(pd.Series(texts, dtype=object)).to_numpy()[codes]
+        codes, _, numbers = _distinct_numbers(chunk.iloc[:, position])
+        values[:, position] = numbers.to_numpy()[codes]
     return values
 
 
