@@ -119,13 +119,21 @@ def check_latest(submissions_dir: Path) -> None:
 
 
 def check_submissions_dir(submissions_dir: Path) -> None:
-    """DataError unless submissions_dir can take a new run folder: not a run folder itself
-    (its runs would nest inside it, where no ledger looks), and its ``latest`` a link or
-    absent (check_latest)."""
-    if (submissions_dir / "metrics.json").exists():
-        raise DataError("a folder that holds run folders, such as submissions",
-                        "a run folder (it holds metrics.json)", file=submissions_dir,
-                        column="--submissions-dir")
+    """DataError unless submissions_dir can take a new run folder: neither a run folder
+    nor a folder inside one (its runs would nest there, where no ledger looks), and its
+    ``latest`` a link or absent (check_latest)."""
+    given = submissions_dir.absolute()
+    if (given / "metrics.json").exists():
+        found = "a run folder (it holds metrics.json)"
+    else:  # a folder above counts only with a submission beside its metrics.json: a
+        # project's own metrics.json (DVC writes one) must not block its submissions/
+        found = next((f"a folder inside the run folder {folder} (it holds metrics.json "
+                      "and submission.csv)" for folder in given.parents
+                      if (folder / "metrics.json").is_file()
+                      and (folder / "submission.csv").is_file()), None)
+    if found:
+        raise DataError("a folder that holds run folders, such as submissions", found,
+                        file=submissions_dir, column="--submissions-dir")
     check_latest(submissions_dir)
 
 

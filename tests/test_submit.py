@@ -1114,6 +1114,26 @@ def test_a_run_folder_as_submissions_dir_stops_the_run_before_it_trains(
     assert not (tmp_path / "artifacts").exists()  # nothing trained
 
 
+def test_a_folder_inside_a_run_folder_as_submissions_dir_stops_the_run(
+        kaggle_dir_readonly, tmp_path, capsys):
+    """A folder below a run folder hides its runs from every ledger as the run folder does."""
+    run_dir = tmp_path / "submissions" / "20261201-000000-quick-kaggle"
+    inside = run_dir / "more" / "runs"
+    inside.mkdir(parents=True)
+    (run_dir / "metrics.json").write_text("{}")
+    argv = [*_args(kaggle_dir_readonly, tmp_path), "--submissions-dir", str(inside)]
+    # a project's own metrics.json above submissions/ (DVC writes one) is no run folder
+    assert run_folders.check_submissions_dir(inside) is None
+    (run_dir / "submission.csv").write_text("ImageId,Label\n")
+    assert run_cli(submit.main, argv) == 2
+    assert capsys.readouterr().err == (
+        f"error: {inside}: --submissions-dir: expected a folder that holds run folders, such "
+        f"as submissions, found a folder inside the run folder {run_dir} (it holds "
+        "metrics.json and submission.csv)\n")
+    assert list(inside.iterdir()) == []
+    assert not (tmp_path / "artifacts").exists()  # nothing trained
+
+
 def test_a_latest_that_is_no_link_is_never_replaced(tmp_path):
     submissions = tmp_path / "submissions"
     (submissions / "latest").mkdir(parents=True)
