@@ -79,15 +79,17 @@ def _distinct_numbers(column: pd.Series) -> tuple[np.ndarray, np.ndarray, pd.Ser
     return codes, texts, pd.to_numeric(pd.Series(texts, dtype=object), errors="coerce")
 
 
-def _bad_cells(column: pd.Series, low: int, high: int) -> np.ndarray:
-    """True for each cell of the column (text) that is not an integer low..high."""
-    # a whole number written 3.0, 1e0 or ' 3' is one, as the fast path reads it
+def _column_cells(column: pd.Series, low: int, high: int) -> tuple[np.ndarray, np.ndarray]:
+    """A text column's cells as int16 numbers (0 where bad), and True for each cell that is
+    not an integer low..high: both from one pass over its distinct texts."""
     codes, texts, numbers = _distinct_numbers(column)
+    # a whole number written 3.0, 1e0 or ' 3' is one, as the fast path reads it
     bad = (numbers.isna() | (numbers.mod(1) != 0) | (numbers < low)
            | (numbers > high)).to_numpy(dtype=bool, copy=True)
     # ...but not 1e-400 or 255.0000000000000001, which float64 rounds to one
     bad[~bad] = [not _is_whole(text) for text in texts[~bad]]
-    return bad[codes]
+    values = np.where(bad, 0, numbers.to_numpy(dtype=float, na_value=0)).astype(np.int16)
+    return values[codes], bad[codes]
 
 
 def _is_whole(text: str) -> bool:
@@ -101,17 +103,21 @@ def _is_whole(text: str) -> bool:
     return value.is_finite() and value == value.to_integral_value()
 
 
-def _first_bad_cell(frame: pd.DataFrame, columns: list[str]) -> tuple[int, int, int, int] | None:
-    """(row, column position, low, high) of the frame's first cell, in file order, that is
-    not an integer in its column's range, or None."""
+def _checked_cells(frame: pd.DataFrame, columns: list[str]
+                   ) -> tuple[np.ndarray, tuple[int, int, int, int] | None]:
+    """The frame's cells (text) as int16 values, and (row, column position, low, high) of
+    its first cell, in file order, that is not an integer in its column's range, or None."""
     limits = _column_limits(columns)
-    bad = np.column_stack([_bad_cells(frame.iloc[:, position], low, high)
-                           for position, (low, high) in enumerate(limits)])
+    values = np.empty(frame.shape, np.int16)
+    bad = np.empty(frame.shape, bool)
+    for position, (low, high) in enumerate(limits):
+        values[:, position], bad[:, position] = _column_cells(frame.iloc[:, position], low,
+                                                              high)
     found = first_true_cell(bad)
     if found is None:
-        return None
+        return values, None
     row, position = found
-    return row, position, *limits[position]
+    return values, (row, position, *limits[position])
 
 
 def _blank_rows(frame: pd.DataFrame) -> pd.Series:
@@ -122,16 +128,6 @@ def _blank_rows(frame: pd.DataFrame) -> pd.Series:
             break
         blank[blank] = frame.loc[blank, name].str.strip() == ""
     return blank
-
-
-def _as_int16(chunk: pd.DataFrame) -> np.ndarray:
-    """Checked rows (text, each cell a whole number in range: 3, 3.0 or 1e0) as int16
-    values, each distinct text converted once."""
-    values = np.empty(chunk.shape, np.int16)
-    for position in range(chunk.shape[1]):
-        codes, _, numbers = _distinct_numbers(chunk.iloc[:, position])
-        values[:, position] = numbers.to_numpy()[codes]
-    return values
 
 
 def _read_slowly(path: Path, columns: list[str], skip_rows: int) -> np.ndarray:
@@ -161,16 +157,16 @@ def _read_slowly(path: Path, columns: list[str], skip_rows: int) -> np.ndarray:
                         if not blank.all():  # digits after a blank line
                             raise _blank_line_error(path, columns, blank_from)
                         continue
-                    found = _first_bad_cell(chunk, columns)
+                    values, found = _checked_cells(chunk, columns)
                     if found is None:
-                        kept.append(_as_int16(chunk))
+                        kept.append(values)
                         continue
                     row, position, low, high = found
                     line = skipped_lines + 1 + int(chunk.index[0]) + row
                     if not blank.iloc[row:].all():
                         raise _bad_cell_error(path, columns, line, position, (low, high))
                     blank_from = line
-                    kept.append(_as_int16(chunk.iloc[:row]))
+                    kept.append(values[:row])
         except pd.errors.ParserError as error:
             syntax = csv_syntax_error(path, error, skipped_lines)
             if blank_from is not None:  # blank lines, then more: the first is the error
@@ -200,7 +196,7 @@ def _first_bad_line_between(path: Path, columns: list[str], first: int,
     ragged = next((row for row, cells in enumerate(lines) if len(cells) != len(columns)),
                   len(lines))
     if ragged:
-        found = _first_bad_cell(pd.DataFrame(lines[:ragged], columns=columns), columns)
+        _, found = _checked_cells(pd.DataFrame(lines[:ragged], columns=columns), columns)
         if found is not None:
             row, position, low, high = found
             return _bad_cell_error(path, columns, first + row, position, (low, high))
