@@ -216,9 +216,12 @@ class SearchClock:
         """The earlier runs' seconds and this run's so far."""
         return round(self.before + self.clock() - self.started, 1)
 
-    def save(self) -> None:
-        """Record seconds() (after each trial: a kill loses at most the trial it cut off)."""
-        write_atomically(self.path, json.dumps({"seconds": self.seconds()}) + "\n")
+    def save(self) -> float:
+        """Record seconds() (after each trial: a kill loses at most the trial it cut off)
+        and return what it recorded."""
+        seconds = self.seconds()
+        write_atomically(self.path, json.dumps({"seconds": seconds}) + "\n")
+        return seconds
 
     def trial_ended(self) -> None:
         """A trial of this run ended: record the seconds so far."""
@@ -232,5 +235,4 @@ class SearchClock:
         new plan would retime the networks and could retrain the saved fold models)."""
         if not self.trials_ended:
             return round(self.before, 1)
-        self.save()
-        return self.seconds()
+        return self.save()

@@ -1018,6 +1018,12 @@ def test_the_search_clock_counts_a_killed_run_up_to_its_last_trial(tmp_path):
     assert resumed.finish() == 30
     rerun = search_plan.SearchClock(path, started=600.0, fresh=False, clock=lambda: 612.0)
     assert rerun.finish() == 30 and rerun.before == 30
+    # A clock that moves on between the record and the return (the write took a while):
+    # finish returns what it recorded, which a rerun then reads, not a second reading.
+    ticks = iter([700.04, 700.04, 700.06])
+    moving = search_plan.SearchClock(path, started=700.0, fresh=False, clock=lambda: next(ticks))
+    moving.trial_ended()
+    assert moving.finish() == search_plan.SearchClock(path, 800.0, fresh=False).before
     for damaged in ("{not json", '{"seconds": NaN}', '{"seconds": -1000}'):  # NaN crashed tune
         path.write_text(damaged)
         assert search_plan.SearchClock(path, 480.0, fresh=False, clock=lambda: now[0]).before == 0
