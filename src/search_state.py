@@ -19,6 +19,8 @@ from src.search_results import COMPLETED, OBJECTIVE, tune_dir
 from src.util import read_json, write_atomically
 
 ENV_TUNER_ID = "KERASTUNER_TUNER_ID"
+ENV_ORACLE_IP = "KERASTUNER_ORACLE_IP"
+ENV_ORACLE_PORT = "KERASTUNER_ORACLE_PORT"
 VAL_FRACTION = 0.2  # of the searched images: the hold-out trials are scored on
 MIN_IMAGES_PER_DIGIT = 5  # so that the 20% hold-out holds one of each
 
@@ -115,10 +117,16 @@ def check_saved_state(project: Path) -> None:
     if not saved and _completed_trials(project):
         raise damaged_search_state(f"no {tuner_id}.json beside oracle.json", project)
     if saved and tuner_id not in saved:
+        was = saved[0]
+        # Any tuner id without "chief" makes a worker while $KERASTUNER_ORACLE_IP is set: a
+        # search saved on one machine resumes there only with it unset.
+        how = (f"{ENV_TUNER_ID}={was}" if "chief" in was else
+               f"on one machine, {ENV_ORACLE_IP} unset"
+               + ("" if was == "tuner0" else f" and {ENV_TUNER_ID}={was}"))
         raise damaged_search_state(
             f"state saved as {' and '.join(saved)}, not as {tuner_id}", project).with_hint(
-            f"run it as it was run ({ENV_TUNER_ID}={saved[0]}), or rerun with --overwrite to "
-            "start the search over")
+            f"run it as it was run ({how}), or rerun with --overwrite to start the search "
+            "over")
 
 
 def lost_trial(project: Path) -> str | None:

@@ -61,6 +61,8 @@ from src.search_results import (
     write_results,
 )
 from src.search_state import (
+    ENV_ORACLE_IP,
+    ENV_ORACLE_PORT,
     ENV_TUNER_ID,
     MIN_IMAGES_PER_DIGIT,
     VAL_FRACTION,
@@ -92,9 +94,6 @@ from src.util import (
     write_atomically,
     writing,
 )
-
-ENV_ORACLE_IP = "KERASTUNER_ORACLE_IP"
-ENV_ORACLE_PORT = "KERASTUNER_ORACLE_PORT"
 
 
 def _save_json_atomically(path: str, obj: object) -> str:

@@ -333,6 +333,25 @@ def test_a_search_state_damaged_by_hand_is_one_line_naming_its_folder(
         assert f"found {found}" in err and "Running Trial" not in out
 
 
+@pytest.mark.parametrize("saved_as, how", [
+    ("tuner0", "on one machine, KERASTUNER_ORACLE_IP unset"),
+    ("tuner3", "on one machine, KERASTUNER_ORACLE_IP unset and KERASTUNER_TUNER_ID=tuner3")])
+def test_a_search_saved_on_one_machine_and_resumed_as_a_chief_is_told_to_run_alone(
+        tmp_path, monkeypatch, saved_as, how):
+    """Following a hint of KERASTUNER_TUNER_ID=tuner0 with the chief's address still set
+    would start a worker, which waits for a chief that never comes."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "oracle.json").write_text("{}")
+    (project / f"{saved_as}.json").write_text("{}")
+    monkeypatch.setenv(tune.ENV_TUNER_ID, "chief")
+    with pytest.raises(DataError) as raised:
+        search_state.check_saved_state(project)
+    assert str(raised.value).endswith(
+        f"found state saved as {saved_as}, not as chief (run it as it was run ({how}), or "
+        "rerun with --overwrite to start the search over)")
+
+
 def test_a_search_stopped_in_or_at_the_end_of_its_first_trial_goes_on(tmp_path):
     # KerasTuner writes oracle.json and trial_0/trial.json as the first trial starts, and
     # tuner0.json only when a trial ends: nothing is lost, and the rerun starts over.
