@@ -160,18 +160,24 @@ def test_a_worker_killed_mid_fold_is_one_line_exit_1_and_leaves_no_partial(tmp_p
             for fold in range(3)]
     splits = [(np.arange(4), np.arange(4))] * 3
 
-    def main(argv):
-        workers.train_fold_models(jobs, np.zeros((4, 28, 28, 1), np.uint8),
-                                  np.zeros(4, np.int64), splits, Config(jobs=2), killed_fold)
+    def train_with(config):
+        return lambda argv: workers.train_fold_models(
+            jobs, np.zeros((4, 28, 28, 1), np.uint8), np.zeros(4, np.int64), splits, config,
+            killed_fold)
 
-    assert run_cli(main, []) == 1
-    err = capsys.readouterr().err
-    # The broken pool fails every job running beside it too (fold 1, or fold 3 after it).
-    training = re.fullmatch(r"error: a worker process was killed \(out of memory\?\) while "
-                            r"(.*) trained; the fold models saved stay: run the same command "
-                            r"again to resume, with --jobs 1 to train one at a time\n", err)
-    assert training and "fold 2" in training.group(1).split(" and "), err
-    assert not list((tmp_path / "models").glob(".partial-*"))  # what it was saving, gone
+    for config, advice in (
+            (Config(jobs=2), "with --jobs 1 to train one at a time"),
+            # a budget's plan is keyed on --jobs: another plans afresh
+            (Config(jobs=2, minutes=30), "--jobs 1 trains one at a time, in less memory, "
+                                         "but plans afresh and may train them again")):
+        assert run_cli(train_with(config), []) == 1
+        err = capsys.readouterr().err
+        # The broken pool fails every job running beside it too (fold 1, or fold 3 after it).
+        training = re.fullmatch(r"error: a worker process was killed \(out of memory\?\) "
+                                r"while (.*) trained; the fold models saved stay: run the same "
+                                rf"command again to resume, {re.escape(advice)}\n", err)
+        assert training and "fold 2" in training.group(1).split(" and "), err
+        assert not list((tmp_path / "models").glob(".partial-*"))  # what it was saving, gone
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads /proc")
