@@ -326,9 +326,13 @@ def _jobs_to_train(jobs: list[FoldJob], config: Config) -> list[FoldJob]:
     to_train = [job for job in jobs if config.fresh or not job.path.is_file()]
     if config.fresh:
         for job in to_train:
-            with writing(job.path):
-                job.path.unlink(missing_ok=True)
-                job.path.with_suffix(".history.json").unlink(missing_ok=True)
+            # and its fold's models that an earlier late round cut short, which a resume
+            # would otherwise find when this run's round is cut to the same epochs
+            shortened = job.path.parent.glob(f"fold-{job.fold}-*-epochs.keras")
+            for path in (job.path, *shortened):
+                with writing(path):
+                    path.unlink(missing_ok=True)
+                    path.with_suffix(".history.json").unlink(missing_ok=True)
     training = {job.number for job in to_train}
     for job in jobs:
         if job.number not in training:

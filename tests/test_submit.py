@@ -456,11 +456,19 @@ def test_corrupt_fold_model_is_one_line_error_naming_the_file(kaggle_dir_readonl
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
+    # an earlier budgeted run's fold model cut to 5 epochs, which a resume finds should
+    # this run's round be cut to 5 too; fold 10's is another fold's
+    shortened, other_fold = (broken.with_name(name) for name in (
+        "fold-1-5-epochs.keras", "fold-10-5-epochs.keras"))
+    for path in (shortened, shortened.with_suffix(".history.json"), other_fold):
+        path.write_bytes(b"")
     monkeypatch.setattr(ensemble.workers, "train_fold_models", interrupted)
     assert run_cli(submit.main, _args(kaggle_dir_readonly, tmp_path, "--fresh")) == 130
     assert "run the command again without --fresh" in capsys.readouterr().err
     assert not broken.exists() and not diverged.exists()
     assert not diverged.with_suffix(".history.json").exists()
+    assert not shortened.exists() and not shortened.with_suffix(".history.json").exists()
+    assert other_fold.exists()  # not a fold this run trains (two folds: 0 and 1)
 
 
 def test_a_folder_where_a_fold_model_goes_stops_the_run_before_training(
