@@ -302,8 +302,10 @@ class RoundPace:
                    for started, planned in self.running.values()]
         left, after = self.budget.left(), self.budget._seconds_after_round
         # A pace is an estimate (within about 1% of the budget in the tests): a late round
-        # that keeps TTA leaves that much to spare, lest its epochs go and TTA with them.
-        spare = 0.01 * self.budget.plan.seconds if self.pace > 1.0 else 0.0
+        # that keeps TTA leaves up to that much to spare, lest its epochs go and TTA with
+        # them; as much as it runs late, so that a round a hair slower than timed (noise) is
+        # not cut, since the plan itself may leave less than 1% of the budget.
+        spare = min(max(self.pace - 1.0, 0.0), 0.01) * self.budget.plan.seconds
         all_epochs = range(self.epochs, self.fewest - 1, -1)
         if "tta" in self.budget.plan.given:  # a given --tta runs its passes, however late
             choices = [(epochs, self.budget.plan.tta) for epochs in all_epochs]
