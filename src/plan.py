@@ -304,8 +304,9 @@ def too_short(config: Config, shortest_seconds: float, search_seconds: float,
               smallest: str) -> DataError:
     """The error for a budget that cannot buy the smallest plan."""
     shortest = math.ceil(shortest_seconds / 6) / 10  # minutes, rounded up to a tenth
-    spent = (f"; the search already spent {format_duration(search_seconds)} of it"
-             if search_seconds else "")
+    # submit counts the search's seconds only where the search ran to the same --minutes
+    spent = (f"; the search already spent {format_duration(search_seconds)} of it: give "
+             "tune and submit the new --minutes" if search_seconds else "")
     return DataError(f"a budget of at least {shortest:g} minutes on this machine",
                      f"{config.minutes:g}", column="--minutes",
                      hint=f"the smallest plan: {smallest}{spent}")
