@@ -304,9 +304,8 @@ def too_short(config: Config, shortest_seconds: float, search_seconds: float,
               smallest: str) -> DataError:
     """The error for a budget that cannot buy the smallest plan."""
     shortest = math.ceil(shortest_seconds / 6) / 10  # minutes, rounded up to a tenth
-    # submit counts the search's seconds only where the search ran to the same --minutes
-    spent = (f"; the search already spent {format_duration(search_seconds)} of it: give "
-             "tune and submit the new --minutes" if search_seconds else "")
+    spent = (f"; the search already spent {format_duration(search_seconds)} of it, which "
+             "submit counts only at the --minutes the search ran to" if search_seconds else "")
     return DataError(f"a budget of at least {shortest:g} minutes on this machine",
                      f"{config.minutes:g}", column="--minutes",
                      hint=f"the smallest plan: {smallest}{spent}")

@@ -122,15 +122,15 @@ def check_submissions_dir(submissions_dir: Path) -> None:
     """DataError unless submissions_dir can take a new run folder: neither a run folder
     nor a folder inside one (its runs would nest there, where no ledger looks), and its
     ``latest`` a link or absent (check_latest)."""
-    given = submissions_dir.absolute()
-    if (given / "metrics.json").exists():
+    real = submissions_dir.resolve()  # the folders it names: links followed, ".." undone
+    if (submissions_dir / "metrics.json").exists():
         found = "a run folder (it holds metrics.json)"
-    else:  # a folder above counts only with a submission beside its metrics.json: a
-        # project's own metrics.json (DVC writes one) must not block its submissions/
+    else:  # a folder above counts only with a report beside its metrics.json: a project's
+        # own metrics.json (DVC writes one) must not block its submissions/
         found = next((f"a folder inside the run folder {folder} (it holds metrics.json "
-                      "and submission.csv)" for folder in given.parents
+                      "and report.md)" for folder in real.parents
                       if (folder / "metrics.json").is_file()
-                      and (folder / "submission.csv").is_file()), None)
+                      and (folder / "report.md").is_file()), None)
     if found:
         raise DataError("a folder that holds run folders, such as submissions", found,
                         file=submissions_dir, column="--submissions-dir")

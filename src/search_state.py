@@ -117,12 +117,13 @@ def check_saved_state(project: Path) -> None:
     if not saved and _completed_trials(project):
         raise damaged_search_state(f"no {tuner_id}.json beside oracle.json", project)
     if saved and tuner_id not in saved:
-        was = saved[0]
+        was = next((name for name in saved if "chief" in name), saved[0])
         # Any tuner id without "chief" makes a worker while $KERASTUNER_ORACLE_IP is set: a
         # search saved on one machine resumes there only with it unset.
         how = (f"{ENV_TUNER_ID}={was}" if "chief" in was else
-               f"on one machine, {ENV_ORACLE_IP} unset"
-               + ("" if was == "tuner0" else f" and {ENV_TUNER_ID}={was}"))
+               f"on one machine, {ENV_ORACLE_IP} unset and "
+               + (f"{ENV_TUNER_ID} unset or tuner0" if was == "tuner0"
+                  else f"{ENV_TUNER_ID}={was}"))
         raise damaged_search_state(
             f"state saved as {' and '.join(saved)}, not as {tuner_id}", project).with_hint(
             f"run it as it was run ({how}), or rerun with --overwrite to start the search "

@@ -295,10 +295,9 @@ def test_a_budget_too_short_names_the_shortest_workable_one(minutes):
 def test_the_shortest_budget_counts_what_the_search_spent():
     with pytest.raises(DataError) as caught:
         _plan(3, search_seconds=150)
-    # a budget is tune's and submit's together: submit alone at the new --minutes would
-    # not count the search's 2m30s, which ran to another
-    assert str(caught.value).endswith(
-        "the search already spent 2m30s of it: give tune and submit the new --minutes)")
+    # submit alone at another --minutes counts none of the search's 2m30s
+    assert str(caught.value).endswith("the search already spent 2m30s of it, which submit "
+                                      "counts only at the --minutes the search ran to)")
     assert _plan(_shortest(caught.value), search_seconds=150).epochs == 5
 
 

@@ -168,8 +168,9 @@ def test_a_worker_killed_mid_fold_is_one_line_exit_1_and_leaves_no_partial(tmp_p
     for config, advice in (
             (Config(jobs=2), "with --jobs 1 to train one at a time"),
             # a budget's plan is keyed on --jobs: another plans afresh
-            (Config(jobs=2, minutes=30), "--jobs 1 trains one at a time, in less memory, "
-                                         "but plans afresh and may train them again")):
+            (Config(jobs=2, minutes=30), "(--jobs 1 trains one at a time, in less memory, "
+                                         "but plans afresh, which may train the saved fold "
+                                         "models again)")):
         assert run_cli(train_with(config), []) == 1
         err = capsys.readouterr().err
         # The broken pool fails every job running beside it too (fold 1, or fold 3 after it).
@@ -1135,15 +1136,21 @@ def test_a_folder_inside_a_run_folder_as_submissions_dir_stops_the_run(
     inside = run_dir / "more" / "runs"
     inside.mkdir(parents=True)
     (run_dir / "metrics.json").write_text("{}")
-    argv = [*_args(kaggle_dir_readonly, tmp_path), "--submissions-dir", str(inside)]
     # a project's own metrics.json above submissions/ (DVC writes one) is no run folder
     assert run_folders.check_submissions_dir(inside) is None
-    (run_dir / "submission.csv").write_text("ImageId,Label\n")
-    assert run_cli(submit.main, argv) == 2
-    assert capsys.readouterr().err == (
-        f"error: {inside}: --submissions-dir: expected a folder that holds run folders, such "
-        f"as submissions, found a folder inside the run folder {run_dir} (it holds "
-        "metrics.json and submission.csv)\n")
+    (run_dir / "report.md").write_text("# a run\n")
+    # ".." out of it is beside it, not inside; a link into it is inside
+    beside = run_dir / "more" / ".." / ".." / "other"
+    assert run_folders.check_submissions_dir(beside) is None
+    link = tmp_path / "link"
+    link.symlink_to(inside, target_is_directory=True)
+    for given in (inside, link):
+        argv = [*_args(kaggle_dir_readonly, tmp_path), "--submissions-dir", str(given)]
+        assert run_cli(submit.main, argv) == 2
+        assert capsys.readouterr().err == (
+            f"error: {given}: --submissions-dir: expected a folder that holds run folders, "
+            f"such as submissions, found a folder inside the run folder {run_dir.resolve()} "
+            "(it holds metrics.json and report.md)\n")
     assert list(inside.iterdir()) == []
     assert not (tmp_path / "artifacts").exists()  # nothing trained
 

@@ -334,7 +334,8 @@ def test_a_search_state_damaged_by_hand_is_one_line_naming_its_folder(
 
 
 @pytest.mark.parametrize("saved_as, how", [
-    ("tuner0", "on one machine, KERASTUNER_ORACLE_IP unset"),
+    ("tuner0", "on one machine, KERASTUNER_ORACLE_IP unset and KERASTUNER_TUNER_ID unset or "
+               "tuner0"),
     ("tuner3", "on one machine, KERASTUNER_ORACLE_IP unset and KERASTUNER_TUNER_ID=tuner3")])
 def test_a_search_saved_on_one_machine_and_resumed_as_a_chief_is_told_to_run_alone(
         tmp_path, monkeypatch, saved_as, how):
