@@ -63,7 +63,7 @@ class Config:
     # The folds drawn this many times on new shuffles: each image scored by `repeats` models.
     repeats: int = 1
     epochs: int = 20
-    batch_size: int = 128
+    batch_size: int = 64
     train_samples: int = 0
     tta: bool = False
     # Pseudo-labelling: 0 is off; else the confidence a test image needs to join round two.
@@ -181,7 +181,7 @@ PROFILES: dict[str, dict[str, object]] = {
     # README, search fidelity). The default CNN is its first trial and joins only on its score.
     "quick": dict(
         tuner="bayesian", max_trials=8, tune_epochs=8, tune_samples=12_000,
-        top_k=1, folds=3, epochs=20, batch_size=128, train_samples=0, tta=True, minutes=30,
+        top_k=1, folds=3, epochs=20, batch_size=64, train_samples=0, tta=True, minutes=30,
     ),
     # Two hours, tune and submit together: the best score the package can make, searching
     # the wide space (more filters and dense units) for a GPU; the plan sets folds, repeats,
@@ -191,7 +191,7 @@ PROFILES: dict[str, dict[str, object]] = {
     "full": dict(
         tuner="bayesian", max_trials=24, tune_epochs=30,
         tune_samples=12_000, wide_space=True,
-        top_k=2, folds=3, repeats=3, epochs=40, batch_size=128, train_samples=0, tta=True,
+        top_k=2, folds=3, repeats=3, epochs=40, batch_size=64, train_samples=0, tta=True,
         minutes=120,
     ),
 }

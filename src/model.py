@@ -56,9 +56,10 @@ DEFAULT_HPARAMS: dict[str, object] = {
     "dropout": 0.25,
     "learning_rate": 2e-3,
     "augment": 0.1,
-    # Train against 0.91 for the true digit and 0.01 for each other one: +0.04% quick
-    # OOF accuracy at no cost in time (README, measured figures).
-    "label_smoothing": 0.1,
+    # Train against 0.82 for the true digit and 0.02 for each other one. 0.1 had been
+    # worth +0.04% quick OOF accuracy at no cost in time; 0.2 with batch 64 came 11 images
+    # ahead of 0.1 with batch 128 on average over three seeds (README, measured figures).
+    "label_smoothing": 0.2,
 }
 
 

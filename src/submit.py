@@ -82,7 +82,7 @@ def _parse_args(argv: Sequence[str] | None):
     add_override(ensemble, "tta", "test-time augmentation: average over 1-pixel shifts")
     add_override(ensemble, "pseudo_threshold", "pseudo-labelling: train every member a second "
                  "time with the test images its first round is this sure of (0: off; at "
-                 "most 1 - 0.9 x label smoothing: 0.91 with the default 0.1)")
+                 "most 1 - 0.9 x label smoothing: 0.82 with the default 0.2)")
     add_override(ensemble, "pseudo_epochs", "epochs per fold model of the pseudo-labelled round")
     add_override(ensemble, "fresh", "retrain every fold instead of reusing saved fold models")
     add_override(ensemble, "jobs", "fold models trained at once, each in its own worker "

@@ -1052,14 +1052,14 @@ def test_run_info_gives_each_models_epochs_when_a_budget_cut_some(tmp_path):
 @pytest.mark.parametrize("budget", [[], ["--minutes", "3"]], ids=["no plan", "a plan"])
 def test_a_threshold_past_what_label_smoothing_reaches_stops_before_training(
         kaggle_dir_readonly, tmp_path, capsys, budget):
-    """Smoothing 0.1 trains members towards 0.91: at 0.99 a real run found 5 test images of
-    28,000, and its second round trained on nothing new. A plan would time (train) the
-    networks and save itself first."""
+    """Smoothing 0.1 trained members towards 0.91: at 0.99 a real run found 5 test images
+    of 28,000, and its second round trained on nothing new; 0.2 trains them towards 0.82.
+    A plan would time (train) the networks and save itself first."""
     args = _args(kaggle_dir_readonly, tmp_path, "--pseudo-threshold", "0.95", *budget)
     assert run_cli(submit.main, args) == 2
     assert capsys.readouterr().err == (
-        "error: --pseudo-threshold: expected a confidence up to 0.91, the most the members are "
-        "trained towards (label smoothing 0.1), found 0.95\n")
+        "error: --pseudo-threshold: expected a confidence up to 0.82, the most the members are "
+        "trained towards (label smoothing 0.2), found 0.95\n")
     assert not (tmp_path / "artifacts").exists() and not (tmp_path / "submissions").exists()
 
 
