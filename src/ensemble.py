@@ -164,7 +164,12 @@ def _fold_model_path(member: Member, fold: int, config: Config, fingerprint: str
     # a model that a late round cut to fewer epochs (src.budget.RoundPace) says so
     folder = Path(config.artifacts_dir) / "models" / member_key(member, config, fingerprint)
     return folder / (f"fold-{fold}.keras" if epochs == config.epochs
-                     else f"fold-{fold}-{epochs}-epochs.keras")
+                     else _shortened_name(fold, epochs))
+
+
+def _shortened_name(fold: int, epochs: int | str) -> str:
+    """The file name of a fold model a late round cut to `epochs` ("*": any of them)."""
+    return f"fold-{fold}-{epochs}-epochs.keras"
 
 
 @dataclass
@@ -328,7 +333,7 @@ def _jobs_to_train(jobs: list[FoldJob], config: Config) -> list[FoldJob]:
         for job in to_train:
             # and its fold's models that an earlier late round cut short, which a resume
             # would otherwise find when this run's round is cut to the same epochs
-            shortened = job.path.parent.glob(f"fold-{job.fold}-*-epochs.keras")
+            shortened = job.path.parent.glob(_shortened_name(job.fold, "*"))
             for path in (job.path, *shortened):
                 with writing(path):
                     path.unlink(missing_ok=True)

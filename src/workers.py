@@ -160,14 +160,14 @@ def _train_in_pool(jobs: list, x: np.ndarray, y: np.ndarray,
             training = sorted(running.values(), key=lambda job: job.number)
             # --jobs is part of a budget's plan: another makes a new plan, whose epochs
             # may not be those of the models saved.
-            one_at_a_time = ("(--jobs 1 trains one at a time, in less memory, but plans "
+            one_at_a_time = (" (--jobs 1 trains one at a time, in less memory, but plans "
                              "afresh, which may train the saved fold models again)"
-                             if config.planned else "with --jobs 1 to train one at a time")
+                             if config.planned else ", with --jobs 1 to train one at a time")
             raise RunFailed(
                 "a worker process was killed (out of memory?) while "
                 f"{' and '.join(job.label() for job in training)} trained; the fold "
-                "models saved stay: run the same command again to resume, "
-                f"{one_at_a_time}") from None
+                f"models saved stay: run the same command again to resume{one_at_a_time}"
+                ) from None
         raise
     if _any_ended(started):  # every model is saved; a shutdown would wait for ever
         _stop_workers(pool, others, folders)

@@ -166,9 +166,9 @@ def test_a_worker_killed_mid_fold_is_one_line_exit_1_and_leaves_no_partial(tmp_p
             killed_fold)
 
     for config, advice in (
-            (Config(jobs=2), "with --jobs 1 to train one at a time"),
+            (Config(jobs=2), ", with --jobs 1 to train one at a time"),
             # a budget's plan is keyed on --jobs: another plans afresh
-            (Config(jobs=2, minutes=30), "(--jobs 1 trains one at a time, in less memory, "
+            (Config(jobs=2, minutes=30), " (--jobs 1 trains one at a time, in less memory, "
                                          "but plans afresh, which may train the saved fold "
                                          "models again)")):
         assert run_cli(train_with(config), []) == 1
@@ -176,7 +176,7 @@ def test_a_worker_killed_mid_fold_is_one_line_exit_1_and_leaves_no_partial(tmp_p
         # The broken pool fails every job running beside it too (fold 1, or fold 3 after it).
         training = re.fullmatch(r"error: a worker process was killed \(out of memory\?\) "
                                 r"while (.*) trained; the fold models saved stay: run the same "
-                                rf"command again to resume, {re.escape(advice)}\n", err)
+                                rf"command again to resume{re.escape(advice)}\n", err)
         assert training and "fold 2" in training.group(1).split(" and "), err
         assert not list((tmp_path / "models").glob(".partial-*"))  # what it was saving, gone
 
