@@ -19,6 +19,7 @@ import pandas as pd
 
 from src.csv_text import (
     READ_ERRORS,
+    check_line_lengths,
     check_row_width,
     csv_syntax_error,
     first_nul_cell,
@@ -44,11 +45,17 @@ TRAIN_COLUMNS = ["label", *PIXEL_COLUMNS]
 # one pass.
 CHUNK_ROWS = 4096
 
+UTF16_WITHOUT_MARK = "UTF-16 text without a byte-order mark? save it as UTF-8"
+
+
 def _check_header(path: Path, header: str, expected: list[str]) -> None:
     """DataError unless the header's text names the expected columns, in order."""
     if not header:
         raise DataError(f"a header row of {len(expected)} columns ({expected[0]}, ...)",
                         "an empty file", file=path, line=1)
+    if "\0" in header:  # the checks below drop NUL bytes, as the readers of cells do
+        raise DataError(f"a header row of {len(expected)} columns ({expected[0]}, ...)",
+                        "NUL bytes", file=path, line=1, hint=UTF16_WITHOUT_MARK)
     # As csv reads it, so that a quoted name holding a comma is one name, as pandas reads it.
     names = [name.strip().strip('"') for name in line_fields(header) or header.split(",")]
     seen: set[str] = set()
@@ -262,6 +269,7 @@ def _read_values(path: Path, columns: list[str]) -> np.ndarray:
     header, first_row = first_two_lines(path)
     _check_header(path, header, columns)
     check_row_width(path, 2, first_row.split(","), len(columns))
+    check_line_lengths(path)
     chunks = [np.empty((0, len(columns)), np.int16)]
     try:
         # The fast path: C-parser passes into integers, no NaN handling, a chunk at a time,

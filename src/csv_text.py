@@ -54,6 +54,47 @@ def first_two_lines(path: Path) -> tuple[str, str]:
                 handle.readline(LONGEST_LINE).rstrip("\r\n"))
 
 
+def _open_bytes(path: Path):
+    """A binary handle on a .csv or on what a .csv.gz unpacks to."""
+    return (gzip.open if path.suffix == ".gz" else open)(path, "rb")
+
+
+def check_line_lengths(path: Path) -> None:
+    """DataError at the first line longer than LONGEST_LINE bytes, before pandas parses the
+    file: pandas holds a line whole, several times over, so a line gigabytes long (a file
+    padded with zeros, a small .gz that unpacks to one endless line) would take the
+    machine's memory rather than give a message. One pass in blocks of LONGEST_LINE bytes:
+    two line breaks inside one block are never further apart than the limit, so only the
+    stretch since the last break is carried from block to block."""
+    since_break = offset = 0
+    with _open_bytes(path) as handle:
+        while block := handle.read(LONGEST_LINE):
+            first = min((at for at in (block.find(b"\n"), block.find(b"\r")) if at >= 0),
+                        default=len(block))
+            if since_break + first > LONGEST_LINE:
+                raise DataError(f"lines of at most {LONGEST_LINE:,} bytes", "a longer line",
+                                file=path, line=_line_starting_at(path, offset - since_break))
+            if first == len(block):
+                since_break += len(block)
+            else:
+                since_break = len(block) - 1 - max(block.rfind(b"\n"), block.rfind(b"\r"))
+            offset += len(block)
+
+
+def _line_starting_at(path: Path, offset: int) -> int:
+    """The 1-based number of the line that starts at a byte offset just after a line break
+    (\n, \r or \r\n, as pandas counts them)."""
+    breaks, ended_on_cr = 0, False
+    with _open_bytes(path) as handle:
+        while offset > 0 and (block := handle.read(min(offset, LONGEST_LINE))):
+            offset -= len(block)
+            # \r\n is one break, also when the two fall on either side of a block's end
+            breaks += (block.count(b"\n") + block.count(b"\r") - block.count(b"\r\n")
+                       - (ended_on_cr and block.startswith(b"\n")))
+            ended_on_cr = block.endswith(b"\r")
+    return breaks + 1
+
+
 def error_name(error: BaseException) -> str:
     """EOFError, gzip.BadGzipFile, zlib.error: the exception's type as Python prints it."""
     kind = type(error)
@@ -77,7 +118,7 @@ def first_nul_cell(path: Path) -> tuple[int, int, str] | None:
     only where pandas would cut such a cell short (NUL_ENDS_CELLS)."""
     if not NUL_ENDS_CELLS:
         return None
-    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as handle:
+    with _open_bytes(path) as handle:
         for line, text in enumerate(handle, start=1):
             at = text.find(b"\0")
             if at >= 0:
@@ -94,7 +135,7 @@ def unreadable_error(path: Path, error: BaseException, columns: list[str]) -> Da
     line, text = 0, b""
     compressed = path.suffix == ".gz"
     try:
-        with (gzip.open if compressed else open)(path, "rb") as handle:
+        with _open_bytes(path) as handle:
             for text in handle:
                 line += 1
                 text.decode("utf-8")  # a line break is never part of a multi-byte character
@@ -142,6 +183,7 @@ def read_csv_checked(path: Path, columns: list[str] | None, expected: str,
         header = line_fields(header_text)  # none: a blank first line, which pandas skips
         if header:  # before a ragged row later is named
             check_row_width(path, 2, line_fields(first_row), len(header))
+        check_line_lengths(path)
         frame = pd.read_csv(path, encoding="utf-8-sig", **read_options)
     except READ_ERRORS as error:
         raise unreadable_error(path, error, columns or []) from None

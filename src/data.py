@@ -79,7 +79,11 @@ def find_data_dir(data_dir: str | Path | None = None, stem: str = "train") -> Pa
                             column="--data-dir")
         if find_csv(folder, stem) is None:
             standing = folder / f"{stem}.csv"  # a folder of that name, say
-            found = f"{not_a_file(standing)} named {standing.name}" if standing.exists() else "none"
+            zipped = [path.name for path in (folder / f"{stem}.csv.zip",
+                                             folder / f"{KAGGLE_INPUT_DIR.name}.zip")
+                      if path.exists()]  # Kaggle's downloads, not yet unzipped
+            found = (f"{not_a_file(standing)} named {standing.name}" if standing.exists()
+                     else f"{zipped[0]}, not unzipped" if zipped else "none")
             raise DataError(f"{stem}.csv (or {stem}.csv.gz)", found, file=folder,
                             hint=HOW_TO_GET_DATA)
         return folder
@@ -146,6 +150,38 @@ def _check_mnist_arrays(arrays: dict[str, np.ndarray], origin: str) -> None:
                             column=f"y_{split}")
 
 
+def _read_npz(npz_path: str | Path) -> dict[str, np.ndarray]:
+    """The MNIST arrays a local mnist.npz holds (those of MNIST_KEYS it has); DataError for
+    a file that is not a readable npz archive."""
+    origin = str(npz_path)
+    if not is_file(npz_path):
+        raise DataError("an mnist.npz file", not_a_file(Path(npz_path)), file=origin)
+    try:
+        with open(npz_path, "rb") as handle:  # is_zipfile(a path) calls a failed open "no zip"
+            is_zip = zipfile.is_zipfile(handle)
+    except OSError as error:
+        raise DataError("a readable file", f"{error_name(error)}: {error}",
+                        file=origin) from None
+    if not is_zip:
+        raise DataError("an npz archive (a zip of .npy arrays)",
+                        "no zip directory (not a zip, or one cut short)", file=origin)
+    try:
+        with np.load(npz_path, allow_pickle=False) as npz:
+            # only the four: another member may be an object array or a huge one
+            arrays = {key: npz[key] for key in npz.files if key in MNIST_KEYS}
+    # A damaged archive; RuntimeError: a member marked encrypted; NotImplementedError: a
+    # compression zipfile lacks; OverflowError and TypeError: a .npy header whose shape
+    # holds a number past 64 bits or a True; TokenError: one numpy's fallback parser
+    # cannot tokenize (a bracket left open).
+    except (*READ_ERRORS, ValueError, zipfile.BadZipFile, RuntimeError,
+            NotImplementedError, OverflowError, TypeError, tokenize.TokenError) as error:
+        raise DataError("an npz archive", f"{error_name(error)}: {error}",
+                        file=origin) from None
+    except MemoryError as error:  # a .npy header claiming a huge shape (numpy's subclass)
+        raise DataError("an npz archive", f"MemoryError: {error}", file=origin) from None
+    return arrays
+
+
 def load_keras_mnist(npz_path: str | Path | None = None) -> Digits:
     """MNIST's 60k train and 10k labelled test images, from keras.datasets or a local npz."""
     if npz_path is None:
@@ -163,24 +199,7 @@ def load_keras_mnist(npz_path: str | Path | None = None) -> Digits:
         arrays = dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     else:
         origin = str(npz_path)
-        if not is_file(npz_path):
-            raise DataError("an mnist.npz file", not_a_file(Path(npz_path)), file=origin)
-        if not zipfile.is_zipfile(npz_path):
-            raise DataError("an npz archive (a zip of .npy arrays)",
-                            "no zip directory (not a zip, or one cut short)", file=origin)
-        try:
-            with np.load(npz_path, allow_pickle=False) as npz:
-                arrays = {key: npz[key] for key in npz.files}
-        # A damaged archive; RuntimeError: a member marked encrypted; NotImplementedError: a
-        # compression zipfile lacks; OverflowError and TypeError: a .npy header whose shape
-        # holds a number past 64 bits or a True; TokenError: one numpy's fallback parser
-        # cannot tokenize (a bracket left open).
-        except (*READ_ERRORS, ValueError, zipfile.BadZipFile, RuntimeError,
-                NotImplementedError, OverflowError, TypeError, tokenize.TokenError) as error:
-            raise DataError("an npz archive", f"{error_name(error)}: {error}",
-                            file=origin) from None
-        except MemoryError as error:  # a .npy header claiming a huge shape (numpy's subclass)
-            raise DataError("an npz archive", f"MemoryError: {error}", file=origin) from None
+        arrays = _read_npz(npz_path)
     _check_mnist_arrays(arrays, origin)
     x_test = arrays["x_test"].astype(np.uint8)[..., None]
     return Digits(x_train=arrays["x_train"].astype(np.uint8)[..., None],

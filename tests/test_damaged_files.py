@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from src import csv_files, data, submit
 from src.config import run_cli
+from src.csv_text import LONGEST_LINE
 from src.errors import DataError
 
 PNG_START = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
@@ -83,6 +84,21 @@ def damage_bytes(folder, case):
         _gzip_in_place(folder, "train", archive[:len(archive) // 2])
         return (r"train.csv.gz:\d+: expected a gzip archive, found EOFError: Compressed file "
                 r"ended before the end-of-stream marker was reached")
+    if case == "utf16_without_mark":  # the header's every other byte a NUL
+        train.write_bytes(train.read_text().encode("utf-16-le"))
+        return (r"train.csv:1: expected a header row of 785 columns \(label, \.\.\.\), found "
+                r"NUL bytes \(UTF-16 text without a byte-order mark\? save it as UTF-8\)")
+    if case == "long_line_in_train":  # pandas would hold it whole, many times over
+        lines = train.read_bytes().split(b"\n")
+        lines.insert(4, b"0" * (LONGEST_LINE + 1))
+        train.write_bytes(b"\n".join(lines))
+        return r"train.csv:5: expected lines of at most 1,048,576 bytes, found a longer line"
+    if case == "zeros_after_the_rows_in_gz":  # as `truncate -s 2G` pads a file
+        content = train.read_bytes()
+        _gzip_in_place(folder, "train", gzip.compress(content + bytes(3 * LONGEST_LINE)))
+        zeros_line = len(content.splitlines()) + 1
+        return (rf"train.csv.gz:{zeros_line}: expected lines of at most "
+                r"1,048,576 bytes, found a longer line")
     if case == "gz_holding_binary":
         _gzip_in_place(folder, "train", gzip.compress(PNG_START, mtime=0))
         return r"train.csv.gz:1: column 1: expected UTF-8 text, found byte 0x89"
@@ -91,7 +107,9 @@ def damage_bytes(folder, case):
 
 BYTE_CASES = ["latin1_byte_in_train", "latin1_byte_in_header", "png_as_train",
               "stray_ff_in_test", "nul_byte_in_train", "open_quote", "gzip_named_csv",
-              "utf16_train", "gz_holding_plain_text", "gz_cut_short", "gz_holding_binary"]
+              "utf16_train", "utf16_without_mark", "long_line_in_train",
+              "zeros_after_the_rows_in_gz", "gz_holding_plain_text", "gz_cut_short",
+              "gz_holding_binary"]
 
 
 @pytest.mark.parametrize("case", BYTE_CASES)

@@ -58,7 +58,8 @@ def chunk_rows(request, monkeypatch):
     return request.param
 
 
-@pytest.mark.parametrize("variant", ["crlf", "bom", "no_final_newline", "trailing_blank_lines",
+@pytest.mark.parametrize("variant", ["crlf", "cr", "bom", "no_final_newline",
+                                     "trailing_blank_lines",
                                      "many_trailing_blank_lines",
                                      "spaced_quoted_header_and_trailing_blank_lines"])
 def test_harmless_variants_load_normally(kaggle_dir, variant, chunk_rows):
@@ -67,6 +68,8 @@ def test_harmless_variants_load_normally(kaggle_dir, variant, chunk_rows):
     lines = _lines(path)
     if variant == "crlf":
         _write_lines(path, lines, newline="\r\n")
+    elif variant == "cr":  # old Mac line ends: 2.4 MB without one \n, yet no line is long
+        _write_lines(path, lines, newline="\r")
     elif variant == "bom":
         path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
     elif variant == "no_final_newline":
@@ -544,6 +547,35 @@ def test_keras_npz_that_is_a_folder_says_so(tmp_path):
     with pytest.raises(DataError) as caught:
         data.load_keras_mnist(tmp_path)
     assert str(caught.value) == f"{tmp_path}: expected an mnist.npz file, found a folder"
+
+
+def test_keras_npz_loads_only_the_four_arrays(mnist_npz, tmp_path):
+    with np.load(mnist_npz) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    # A member numpy loads only with pickles on: it was loaded too, and refused the archive.
+    np.savez(tmp_path / "mnist.npz", **arrays, notes=np.array([{"from": "a notebook"}]))
+    loaded = data.load_keras_mnist(tmp_path / "mnist.npz")
+    np.testing.assert_array_equal(loaded.y_test, arrays["y_test"])
+
+
+def test_keras_npz_that_cannot_be_opened_says_why(mnist_npz, monkeypatch):
+    def denied(*args, **kwargs):  # as chmod 000 does for anyone but root
+        raise PermissionError(13, "Permission denied", str(mnist_npz))
+
+    monkeypatch.setattr(data, "open", denied, raising=False)  # data.py's open, not the world's
+    with pytest.raises(DataError) as caught:
+        data.load_keras_mnist(mnist_npz)
+    assert str(caught.value) == (f"{mnist_npz}: expected a readable file, found PermissionError: "
+                                 f"[Errno 13] Permission denied: '{mnist_npz}'")
+
+
+@pytest.mark.parametrize("download", ["train.csv.zip", "digit-recognizer.zip"])
+def test_a_data_dir_holding_kaggle_s_zip_says_to_unzip_it(tmp_path, download):
+    (tmp_path / download).write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip
+    with pytest.raises(DataError) as caught:
+        data.find_data_dir(tmp_path)
+    assert str(caught.value).startswith(
+        f"{tmp_path}: expected train.csv (or train.csv.gz), found {download}, not unzipped (")
 
 
 def test_stratified_split_and_subsample_keep_class_balance(kaggle_dir):
