@@ -5,24 +5,29 @@ refused in one line before the search starts."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import inspect
 import os
+from collections.abc import Iterator
 from pathlib import Path
+
+import filelock
 
 from src import calibrate, data, model, search_ensemble, search_plan, tuners
 from src.config import Config
 from src.errors import DataError
 from src.model import resolve_precision
 from src.search_results import COMPLETED, OBJECTIVE, tune_dir
-from src.util import read_json, write_atomically
+from src.util import read_json, write_atomically, writing
 
 ENV_TUNER_ID = "KERASTUNER_TUNER_ID"
 ENV_ORACLE_IP = "KERASTUNER_ORACLE_IP"
 ENV_ORACLE_PORT = "KERASTUNER_ORACLE_PORT"
 VAL_FRACTION = 0.2  # of the searched images: the hold-out trials are scored on
 MIN_IMAGES_PER_DIGIT = 5  # so that the 20% hold-out holds one of each
+SEARCH_LOCK = ".search.lock"  # in <artifacts>/tune, held by the search that runs there
 
 
 @functools.cache
@@ -44,6 +49,32 @@ def trial_code_version() -> str:
     text += (f"tensorflow {tf.__version__} keras {keras.__version__} keras_tuner "
              f"{keras_tuner.__version__} sklearn {sklearn.__version__}")
     return hashlib.sha1(text.encode()).hexdigest()[:6]
+
+
+@contextlib.contextmanager
+def search_folder_held(config: Config, role: str | None) -> Iterator[None]:
+    """Hold <artifacts>/tune while this search runs: DataError when another search on one
+    machine, or a chief, holds it (two oracles would hand out the same trial ids, write one
+    another's trial files and choose from a mix). A worker shares its chief's folder and
+    holds nothing. The system lets go of the lock when its process ends, killed or not."""
+    if role == "worker":
+        yield
+        return
+    lock_path = tune_dir(config) / SEARCH_LOCK
+    with writing(lock_path):
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(lock_path)
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            raise DataError("no other search running in this folder", "one running "
+                            f"(it holds {lock_path.name})", file=lock_path.parent,
+                            hint="let it end, or give this one another --artifacts-dir"
+                            ) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def project_name(config: Config, fingerprint: str) -> str:

@@ -74,6 +74,7 @@ from src.search_state import (
     project_dir,
     project_name,
     saved_state,
+    search_folder_held,
 )
 from src.tuners import (
     HYPERBAND_FACTOR,
@@ -267,6 +268,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "would search in two folders)", "--precision auto",
                         column="--precision")
     config = dataclasses.replace(config, precision=resolve_precision(config.precision))
+    with search_folder_held(config, role):
+        return _search(config, role, started)
+
+
+def _search(config: Config, role: str | None, started: float) -> int:
+    """Plan (without a role), run or resume the search, then rank, write and print its
+    results: a worker only runs the trials its chief hands out."""
     print(f"dtype policy: {config.precision}", flush=True)
     where = f"{os.environ.get(ENV_ORACLE_IP)}:{os.environ.get(ENV_ORACLE_PORT)}"
     if role == "worker":

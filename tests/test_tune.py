@@ -14,6 +14,7 @@ import time
 from concurrent import futures
 from pathlib import Path
 
+import filelock
 import keras
 import keras_tuner as kt
 import numpy as np
@@ -198,6 +199,26 @@ def test_overwrite_starts_over_and_the_seed_repeats_the_search(
     assert "Reloading Tuner" not in out and "Running Trial #2" in out
     pd.testing.assert_frame_equal(_trials(artifacts).drop(columns=MEASURED),
                                   _trials(finished_random_search).drop(columns=MEASURED))
+
+
+def test_a_second_search_in_one_folder_stops_in_one_line_until_the_first_ends(
+        finished_random_search, kaggle_dir_readonly, tmp_path, capsys):
+    artifacts = Path(shutil.copytree(finished_random_search, tmp_path / "artifacts"))
+    args = _args(kaggle_dir_readonly, artifacts, *ONE_EPOCH_RANDOM)
+    first = filelock.FileLock(artifacts / "tune" / ".search.lock")  # a search running there
+    first.acquire(timeout=0)
+    capsys.readouterr()
+    try:
+        assert run_cli(tune.main, args) == 2
+    finally:
+        first.release()
+    captured = capsys.readouterr()
+    assert captured.err == (f"error: {artifacts / 'tune'}: expected no other search running in "
+                            "this folder, found one running (it holds .search.lock) (let it "
+                            "end, or give this one another --artifacts-dir)\n")
+    assert "Running Trial" not in captured.out
+    assert tune.main(args) == 0  # ended: the search is the next one's to resume
+    assert "Reloading Tuner" in capsys.readouterr().out
 
 
 def test_a_search_on_other_data_starts_its_own_instead_of_resuming(
