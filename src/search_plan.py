@@ -206,11 +206,22 @@ class SearchClock:
         self.trials_ended = 0  # in this run
 
     def _read(self) -> float:
+        """The earlier runs' seconds: 0 where none ran; DataError for a record that is not
+        one (counted as 0, submit would plan the whole budget again, after the search)."""
+        if not self.path.exists():
+            return 0.0
         try:
             seconds = read_json(self.path)["seconds"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return 0.0  # no earlier run (or an unreadable record: count this run alone)
-        return float(seconds) if is_number(seconds, 0) else 0.0  # NaN, negative: unreadable
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise self._damaged(one_line(error)) from None
+        if not is_number(seconds, 0):  # NaN, negative
+            raise self._damaged(f"seconds {seconds!r}")
+        return float(seconds)
+
+    def _damaged(self, found: str) -> DataError:
+        return DataError('the seconds python -m src.tune recorded ({"seconds": N})', found,
+                         file=self.path, hint="delete it to count this run's alone, or rerun "
+                         "with --overwrite to start over")
 
     def seconds(self) -> float:
         """The earlier runs' seconds and this run's so far."""

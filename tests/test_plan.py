@@ -1039,6 +1039,20 @@ def test_the_search_clock_counts_a_killed_run_up_to_its_last_trial(tmp_path):
     moving = search_plan.SearchClock(path, started=700.0, fresh=False, clock=lambda: next(ticks))
     moving.trial_ended()
     assert moving.finish() == search_plan.SearchClock(path, 800.0, fresh=False).before
-    for damaged in ("{not json", '{"seconds": NaN}', '{"seconds": -1000}'):  # NaN crashed tune
-        path.write_text(damaged)
-        assert search_plan.SearchClock(path, 480.0, fresh=False, clock=lambda: now[0]).before == 0
+
+@pytest.mark.parametrize("damaged, found", [
+    ("{not json", "JSONDecodeError: Expecting property name enclosed in double quotes: "
+     "line 1 column 2 (char 1)"),
+    ('{"seconds": NaN}', "seconds nan"),  # NaN crashed tune
+    ('{"seconds": -1000}', "seconds -1000"), ('{"secs": 3}', "KeyError: 'seconds'"),
+    ('[3]', "TypeError: list indices must be integers or slices, not str")])
+def test_a_damaged_search_clock_is_one_line_not_a_search_that_took_no_time(tmp_path, damaged,
+                                                                            found):
+    path = tmp_path / search_plan.SEARCH_CLOCK
+    path.write_text(damaged)
+    with pytest.raises(DataError) as caught:  # counted as 0, submit planned the whole budget
+        search_plan.SearchClock(path, 480.0, fresh=False, clock=lambda: 500.0)
+    assert str(caught.value) == (
+        f'{path}: expected the seconds python -m src.tune recorded ({{"seconds": N}}), found '
+        f"{found} (delete it to count this run's alone, or rerun with --overwrite to start over)")
+    assert search_plan.SearchClock(path, 480.0, fresh=True, clock=lambda: 500.0).seconds() == 20
