@@ -117,7 +117,10 @@ def _parse_args(argv: Sequence[str] | None):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print both runs' OOF accuracy, the images that tell them apart and the verdict."""
-    args, (folder_a, folder_b) = _parse_args(argv)
+    args, given = _parse_args(argv)
+    # Each run read from one folder, as blend does: a `latest` link followed at each read
+    # could move to a run published meanwhile, and check one run's data against another's.
+    folder_a, folder_b = (folder.resolve() for folder in given)
     y = load_train_labels(Config(source=args.source or "kaggle", data_dir=args.data_dir,
                                  keras_npz=args.keras_npz))
     (probs_a, held_a), (probs_b, held_b) = read_oof(folder_a, y), read_oof(folder_b, y)

@@ -140,6 +140,33 @@ def _record_data(run_dir, **hashes):
     path.write_text(json.dumps(metrics))
 
 
+def test_compare_reads_a_latest_link_once_though_a_run_is_published_meanwhile(
+        kaggle_dir_readonly, tmp_path, monkeypatch, capsys):
+    from src import compare
+
+    first = _run_with_probabilities(kaggle_dir_readonly, tmp_path / "a", "run-a", 1)
+    older = _run_with_probabilities(kaggle_dir_readonly, tmp_path / "b", "run-b", 2)
+    newer = _run_with_probabilities(kaggle_dir_readonly, tmp_path / "b", "run-c", 3)
+    loaded = run_data_fingerprints(load_digits(Config(data_dir=str(kaggle_dir_readonly))))
+    for run_dir in (first, older):
+        _record_data(run_dir, **loaded)
+    _record_data(newer, train="0123456789ab", test=loaded["test"])  # a run of other images
+    latest = tmp_path / "b" / "latest"
+    latest.symlink_to(older.name)
+    reading = compare.read_oof
+
+    def read_then_publish(folder, labels):  # a submit publishes its run as compare reads
+        probabilities_and_holdout = reading(folder, labels)
+        latest.unlink()
+        latest.symlink_to(newer.name)
+        return probabilities_and_holdout
+
+    monkeypatch.setattr(compare, "read_oof", read_then_publish)
+    argv = [str(first), str(latest), "--data-dir", str(kaggle_dir_readonly)]
+    assert run_cli(compare.main, argv) == 0  # it checked older's data, not newer's
+    assert f"run B: {older}\n" in capsys.readouterr().out
+
+
 def test_a_run_of_other_images_is_refused_by_blend_and_compare(kaggle_dir_readonly, tmp_path,
                                                                capsys):
     """A train.csv shuffled within each digit passes every check of rows and labels: its
