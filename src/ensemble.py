@@ -79,6 +79,10 @@ def member_key(member: Member, config: Config, fingerprint: str) -> str:
 
 
 def _load_fold_model(path: Path) -> keras.Model:
+    if not path.exists():  # this run trained it or found it at its start: another took it
+        raise DataError("the fold model this run trained or found", "none", file=path,
+                        hint="another run sharing --artifacts-dir deleted it, one with "
+                        "--fresh say: run the command again to train it")
     try:
         model = keras.models.load_model(path)
     except Exception as error:  # Keras raises many types for a damaged file

@@ -421,6 +421,18 @@ def test_killed_parallel_run_leaves_no_worker_and_resumes(kaggle_dir_readonly, t
 
 
 @pytest.mark.slow
+def test_a_fold_model_deleted_under_a_running_submit_is_named_as_gone_not_damaged(tmp_path):
+    # Another run's --fresh deletes the fold models of its key at its start: this run,
+    # which found or trained them, meets their absence only as it predicts.
+    gone = tmp_path / "models" / "rank1-0123456789" / "fold-0.keras"
+    with pytest.raises(DataError) as caught:
+        ensemble._load_fold_model(gone)
+    assert str(caught.value) == (
+        f"{gone}: expected the fold model this run trained or found, found none (another run "
+        "sharing --artifacts-dir deleted it, one with --fresh say: run the command again to "
+        "train it)")
+
+
 def test_corrupt_fold_model_is_one_line_error_naming_the_file(kaggle_dir_readonly, tmp_path,
                                                               capsys, monkeypatch):
     config = submit._parse_args(_args(kaggle_dir_readonly, tmp_path))[1]
