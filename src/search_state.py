@@ -20,7 +20,7 @@ from src.config import Config
 from src.errors import DataError
 from src.model import resolve_precision
 from src.search_results import COMPLETED, OBJECTIVE, tune_dir
-from src.util import read_json, write_atomically, writing
+from src.util import one_line, read_json, write_atomically, writing
 
 ENV_TUNER_ID = "KERASTUNER_TUNER_ID"
 ENV_ORACLE_IP = "KERASTUNER_ORACLE_IP"
@@ -159,6 +159,16 @@ def check_saved_state(project: Path) -> None:
             f"state saved as {' and '.join(saved)}, not as {tuner_id}", project).with_hint(
             f"run it as it was run ({how}), or rerun with --overwrite to start the search "
             "over")
+    # Each file named, where KerasTuner's reload would say what is wrong but not where.
+    for state_file in (project / "oracle.json", *(project / f"{name}.json" for name in saved),
+                       *sorted(project.glob("trial_*/trial.json"))):
+        try:
+            state = read_json(state_file)
+        except (OSError, ValueError) as error:
+            raise damaged_search_state(one_line(error), state_file) from None
+        if not isinstance(state, dict):
+            raise damaged_search_state(f"a JSON {type(state).__name__}, not an object",
+                                       state_file)
 
 
 def lost_trial(project: Path) -> str | None:

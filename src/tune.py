@@ -299,6 +299,8 @@ def _search(config: Config, role: str | None, started: float) -> int:
                                         started, config.overwrite)
     tuner = build_tuner(config, role, len(train[1]), fingerprint,
                         clock.trial_ended if clock else None)
+    if role != "worker":
+        _ranked_trials(tuner)  # a trial edited by hand is refused now, not after the others
     if role == "chief":
         print(f"chief: serving the search at {where} until every worker has stopped", flush=True)
     elif role == "worker":
@@ -310,10 +312,7 @@ def _search(config: Config, role: str | None, started: float) -> int:
             return 1
         print(f"{tuner.tuner_id}: no trials left; the chief writes the results", flush=True)
         return 0
-    try:
-        rows = rank_trials(tuner.oracle, search_space_names())
-    except (ValueError, TypeError, KeyError) as error:  # a trial.json damaged by hand
-        raise damaged_search_state(one_line(error), tuner.project_dir) from None
+    rows = _ranked_trials(tuner)
     if not any(row["status"] == COMPLETED for row in rows):
         older = best_hparams_path(config)
         print(f"error: {stopped or 'no trial completed; see the trial messages above'}"
@@ -334,6 +333,14 @@ def _search(config: Config, role: str | None, started: float) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def _ranked_trials(tuner: kt.Tuner) -> list[dict]:
+    """The oracle's trials ranked, best first; DataError for a trial.json damaged by hand."""
+    try:
+        return rank_trials(tuner.oracle, search_space_names())
+    except (ValueError, TypeError, KeyError) as error:
+        raise damaged_search_state(one_line(error), tuner.project_dir) from None
 
 
 def run_trials(tuner: kt.Tuner, train: tuple[np.ndarray, np.ndarray],

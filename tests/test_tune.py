@@ -297,7 +297,7 @@ def test_resume_repairs_what_a_kill_between_two_writes_leaves(
                                     "score_null", "conv_blocks_text", "trial_folder_deleted",
                                     "running_trial_folder_deleted", "oracle_key_missing",
                                     "oracle_deleted", "tuner_state_deleted", "run_as_chief"])
-def test_a_search_state_damaged_by_hand_is_one_line_naming_its_folder(
+def test_a_search_state_damaged_by_hand_is_one_line_naming_it_before_training(
         finished_random_search, kaggle_dir_readonly, tmp_path, capsys, damage):
     artifacts = Path(shutil.copytree(finished_random_search, tmp_path / "artifacts"))
     project = _project(artifacts)
@@ -336,10 +336,16 @@ def test_a_search_state_damaged_by_hand_is_one_line_naming_its_folder(
             (project / "tuner0.json").unlink()
     else:
         (project / "tuner0.json").write_text("")
+    # A third trial to run: a trial edited by hand was refused only after it had trained.
+    more = ["--max-trials", "3"] if damage in ("score_null", "conv_blocks_text") else []
     capsys.readouterr()
-    assert run_cli(tune.main, _args(kaggle_dir_readonly, artifacts, *ONE_EPOCH_RANDOM)) == 2
+    assert run_cli(tune.main, _args(kaggle_dir_readonly, artifacts, *ONE_EPOCH_RANDOM,
+                                    *more)) == 2
     out, err = capsys.readouterr()
-    assert err.startswith(f"error: {project}: expected the search state python -m src.tune "
+    damaged_files = {"oracle_cut_short": project / "oracle.json", "trial_a_list": trial_json,
+                     "tuner_state_empty": project / "tuner0.json"}
+    named = damaged_files.get(damage, project)
+    assert err.startswith(f"error: {named}: expected the search state python -m src.tune "
                           "saved, found ") and err.count("\n") == 1, err
     assert "rerun with --overwrite to start the search over" in err
     if damage.endswith("trial_folder_deleted"):
@@ -347,11 +353,14 @@ def test_a_search_state_damaged_by_hand_is_one_line_naming_its_folder(
         assert f"found trial {trial_id} started but no trial_{trial_id}/trial.json" in err
         assert "Running Trial" not in out  # stopped before training
     found = {"oracle_deleted": "no oracle.json beside the tuner's state",
+             "trial_a_list": "a JSON list, not an object",
              "tuner_state_deleted": "no tuner0.json beside oracle.json",
              "run_as_chief": "state saved as chief, not as tuner0 (run it as it was run "
                              "(KERASTUNER_TUNER_ID=chief), or rerun"}.get(damage)
     if found:
         assert f"found {found}" in err and "Running Trial" not in out
+    if damage in damaged_files or more:  # before anything trains
+        assert "Running Trial" not in out
 
 
 @pytest.mark.parametrize("saved_as, how", [
