@@ -180,10 +180,14 @@ def build_tuner(config: Config, role: str | None, train_images: int, fingerprint
     if resuming:
         finish_first_trial_save(project)
         check_saved_state(project)
+        print(f"search: resuming the search saved in {project}", flush=True)
     elif role != "worker" and (older := older_code_searches(project)):
-        print(f"search: starting afresh; {older[-1].name} holds the "
+        print(f"search: starting afresh in {project}; {older[-1].name} holds the "
               "same search by other trial code (another package or library version), whose "
               "trials are not ranked beside these", flush=True)
+    elif role != "worker":
+        over = " over (--overwrite)" if saved_state(project) else ""
+        print(f"search: starting{over} in {project}", flush=True)
     lost = lost_trial(project) if resuming else None
     if lost is not None:
         raise damaged_search_state(f"trial {lost} started but no trial_{lost}/trial.json",

@@ -76,6 +76,7 @@ def test_smoke_search_writes_best_configurations_trials_and_leaderboard(
     assert tune.main(args) == 0
     out = capsys.readouterr().out
     assert "trial 1 of ~2 done in" in out and "trial 2 of ~2 done in" in out and "ETA ~" in out
+    assert f"search: starting in {_project(tmp_path / 'artifacts')}\n" in out
     assert "Leaderboard (hyperband, 2 trials, best first" in out
     header = out.split("Leaderboard")[1].splitlines()[1].split()
     assert header[:8] == ["rank", "trial", "log_loss", "val_accuracy", "params", "epochs",
@@ -197,6 +198,7 @@ def test_overwrite_starts_over_and_the_seed_repeats_the_search(
     assert tune.main(args) == 0
     out = capsys.readouterr().out
     assert "Reloading Tuner" not in out and "Running Trial #2" in out
+    assert f"search: starting over (--overwrite) in {_project(artifacts)}\n" in out
     pd.testing.assert_frame_equal(_trials(artifacts).drop(columns=MEASURED),
                                   _trials(finished_random_search).drop(columns=MEASURED))
 
@@ -218,7 +220,9 @@ def test_a_second_search_in_one_folder_stops_in_one_line_until_the_first_ends(
                             "end, or give this one another --artifacts-dir)\n")
     assert "Running Trial" not in captured.out
     assert tune.main(args) == 0  # ended: the search is the next one's to resume
-    assert "Reloading Tuner" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"search: resuming the search saved in {_project(artifacts)}\n" in out
+    assert "Reloading Tuner" in out
 
 
 def test_a_search_on_other_data_starts_its_own_instead_of_resuming(
