@@ -6,6 +6,7 @@ src.tune runs the search and calls these once it ends.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from src.config import Config
-from src.csv_text import read_csv_checked
+from src.csv_text import open_text, read_csv_checked
 from src.errors import DataError
 from src.model import define_search_space
 from src.util import LEADERBOARD_ROWS, is_count, is_number, read_json, write_all_atomically
@@ -229,4 +230,21 @@ def read_trials(path: Path, as_text: bool = False) -> pd.DataFrame:
         raise DataError(expected, "no such file", file=path, hint="run python -m src.tune first")
     options = (dict(dtype=str, na_filter=False, skip_blank_lines=False) if as_text
                else dict(dtype={"trial_id": str}))
-    return read_csv_checked(path, None, expected, **options)
+    trials = read_csv_checked(path, None, expected, **options)
+    _check_whole_rows(path, expected)
+    return trials
+
+
+def _check_whole_rows(path: Path, expected: str) -> None:
+    """DataError for a trials.csv cut short: a header without a trial's columns, or a row
+    with fewer values than the header (pandas fills the rest in as missing)."""
+    with open_text(path) as handle:
+        lines = list(csv.reader(handle))
+    header = lines[0] if lines else []
+    if missing := [name for name in ("rank", "trial_id", "status") if name not in header]:
+        raise DataError(expected, f"no column {missing[0]!r}", file=path)
+    for line, row in enumerate(lines[1:], start=2):
+        if row and len(row) != len(header):
+            raise DataError(f"{len(header)} values, as the header names", str(len(row)),
+                            file=path, line=line, hint="a file cut short? rerun python -m "
+                            "src.tune to write it again")

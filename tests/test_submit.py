@@ -617,6 +617,24 @@ def test_damaged_search_leaderboard_stops_the_run_before_training(kaggle_dir_rea
     assert sorted(p.name for p in (tmp_path / "artifacts").iterdir()) == ["tune"]
 
 
+@pytest.mark.parametrize("cut_at, message", [
+    ("2,1,COMP", "trials.csv:3: expected 5 values, as the header names, found 3 (a file cut "
+     "short? rerun python -m src.tune to write it again)"),
+    ("rank,tri", "trials.csv: expected a trials.csv written by python -m src.tune, found no "
+     "column 'trial_id'")])
+def test_a_search_leaderboard_cut_short_stops_the_run_before_training(kaggle_dir_readonly,
+                                                                     tmp_path, capsys, cut_at,
+                                                                     message):
+    text = ("rank,trial_id,status,val_log_loss,conv_blocks\n1,0,COMPLETED,0.09,3\n"
+            "2,1,COMPLETED,0.1,2\n")
+    trials = tmp_path / "artifacts" / "tune" / "trials.csv"
+    trials.parent.mkdir(parents=True)
+    trials.write_text(text[:text.index(cut_at) + len(cut_at)])  # pandas read it as whole
+    assert run_cli(submit.main, _args(kaggle_dir_readonly, tmp_path)) == 2
+    assert capsys.readouterr().err == f"error: {trials.parent}/{message}\n"
+    assert not (tmp_path / "submissions").exists()
+
+
 def test_out_of_range_flag_is_one_line_exit_2(kaggle_dir_readonly, tmp_path, capsys):
     assert run_cli(submit.main, _args(kaggle_dir_readonly, tmp_path, "--folds", "1")) == 2
     assert capsys.readouterr().err == "error: --folds: expected an integer 2..2147483647, found 1\n"
