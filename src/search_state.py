@@ -77,6 +77,26 @@ def search_folder_held(config: Config, role: str | None) -> Iterator[None]:
         lock.release()
 
 
+def check_no_search_running(config: Config) -> None:
+    """DataError when a search holds <artifacts>/tune now: python -m src.submit would read
+    its results as it rewrites them, the picks from one search and the hold-out from the
+    next, or an older search's picks that it is about to replace."""
+    lock_path = tune_dir(config) / SEARCH_LOCK
+    if not lock_path.is_file():
+        return
+    lock = filelock.FileLock(lock_path)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        raise DataError("no search running in this folder", "one running (it holds "
+                        f"{lock_path.name})", file=lock_path.parent,
+                        hint="let it end and run this again, or give this run another "
+                        "--artifacts-dir") from None
+    except OSError:  # a folder this process may not write in: a search could not run here
+        return
+    lock.release()
+
+
 def project_name(config: Config, fingerprint: str) -> str:
     """The tuner's folder under <artifacts>/tune: one per search setting, objective,
     labelled data (fingerprint: data_fingerprint's) and trial code (a search scored by

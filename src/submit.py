@@ -269,6 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"data: {len(digits.y_train)} training and {len(digits.x_test)} test images "
           f"({digits.source}) in {loaded - started:.1f}s", flush=True)
     config = _resolve_machine_settings(config)
+    from src.search_state import check_no_search_running
+
+    check_no_search_running(config)
     # Read before the plan times the networks and saves itself: a damaged one stops the
     # run before anything is written or trained.
     leaderboard = _leaderboard(config)

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import filelock
 import keras
 import numpy as np
 import pandas as pd
@@ -633,6 +634,24 @@ def test_a_search_leaderboard_cut_short_stops_the_run_before_training(kaggle_dir
     assert run_cli(submit.main, _args(kaggle_dir_readonly, tmp_path)) == 2
     assert capsys.readouterr().err == f"error: {trials.parent}/{message}\n"
     assert not (tmp_path / "submissions").exists()
+
+
+def test_a_submit_while_a_search_runs_in_its_folder_stops_before_reading_it(
+        kaggle_dir_readonly, tmp_path, capsys):
+    lock_path = tmp_path / "artifacts" / "tune" / ".search.lock"
+    lock_path.parent.mkdir(parents=True)
+    search = filelock.FileLock(lock_path)  # as python -m src.tune holds it while it runs
+    search.acquire(timeout=0)
+    try:
+        assert run_cli(submit.main, _args(kaggle_dir_readonly, tmp_path)) == 2
+    finally:
+        search.release()
+    assert capsys.readouterr().err == (
+        f"error: {lock_path.parent}: expected no search running in this folder, found one "
+        "running (it holds .search.lock) (let it end and run this again, or give this run "
+        "another --artifacts-dir)\n")
+    assert not (tmp_path / "submissions").exists()
+    assert sorted(path.name for path in (tmp_path / "artifacts").iterdir()) == ["tune"]
 
 
 def test_out_of_range_flag_is_one_line_exit_2(kaggle_dir_readonly, tmp_path, capsys):
