@@ -272,24 +272,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "would search in two folders)", "--precision auto",
                         column="--precision")
     config = dataclasses.replace(config, precision=resolve_precision(config.precision))
-    with search_folder_held(config, role):
-        return _search(config, role, started)
-
-
-def _search(config: Config, role: str | None, started: float) -> int:
-    """Plan (without a role), run or resume the search, then rank, write and print its
-    results: a worker only runs the trials its chief hands out."""
     print(f"dtype policy: {config.precision}", flush=True)
-    where = f"{os.environ.get(ENV_ORACLE_IP)}:{os.environ.get(ENV_ORACLE_PORT)}"
     if role == "worker":
-        wait_for_chief(where)
-    planned = config.planned and role is None
+        wait_for_chief(_chief_address())
     if config.planned and role is not None:
         print("--minutes: a search spread over machines keeps the profile's values (each "
               "machine would plan its own)", flush=True)
-    if planned:
+    if config.planned and role is None:
         config = search_plan.search_table_settings(config)
-    train, validation, summary = load_search_data(config)
+    search_data = load_search_data(config)
+    # After the data's checks: bad data leaves nothing written, the lock's file included.
+    with search_folder_held(config, role):
+        return _search(config, role, started, search_data)
+
+
+def _chief_address() -> str:
+    return f"{os.environ.get(ENV_ORACLE_IP)}:{os.environ.get(ENV_ORACLE_PORT)}"
+
+
+def _search(config: Config, role: str | None, started: float, search_data: tuple) -> int:
+    """Plan (without a role), run or resume the search on search_data (load_search_data's),
+    then rank, write and print its results: a worker only runs the trials its chief hands
+    out."""
+    train, validation, summary = search_data
+    planned = config.planned and role is None
+    where = _chief_address()
     record = None
     if planned:
         sizes = Sizes(summary["labelled_images"], summary["test_images"])

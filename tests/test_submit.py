@@ -1281,5 +1281,6 @@ def test_ctrl_c_while_a_fold_model_loads_is_ctrl_c_not_a_damaged_file(tmp_path, 
                           "exception set") from KeyboardInterrupt()
 
     monkeypatch.setattr(keras.models, "load_model", interrupted)
+    (tmp_path / "fold-0.keras").write_bytes(b"PK")  # there: load_model reads it
     with pytest.raises(KeyboardInterrupt):
         ensemble._load_fold_model(tmp_path / "fold-0.keras")
