@@ -51,26 +51,31 @@ def trial_code_version() -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:6]
 
 
+def _search_lock(config: Config, expected: str, hint: str) -> filelock.FileLock:
+    """<artifacts>/tune's search lock, taken; DataError (expected, hint) when a search holds
+    it. The system lets go of it when its process ends, killed or not."""
+    lock = filelock.FileLock(tune_dir(config) / SEARCH_LOCK)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        raise DataError(expected, f"one running (it holds {SEARCH_LOCK})",
+                        file=tune_dir(config), hint=hint) from None
+    return lock
+
+
 @contextlib.contextmanager
 def search_folder_held(config: Config, role: str | None) -> Iterator[None]:
     """Hold <artifacts>/tune while this search runs: DataError when another search on one
     machine, or a chief, holds it (two oracles would hand out the same trial ids, write one
     another's trial files and choose from a mix). A worker shares its chief's folder and
-    holds nothing. The system lets go of the lock when its process ends, killed or not."""
+    holds nothing."""
     if role == "worker":
         yield
         return
-    lock_path = tune_dir(config) / SEARCH_LOCK
-    with writing(lock_path):
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        lock = filelock.FileLock(lock_path)
-        try:
-            lock.acquire(timeout=0)
-        except filelock.Timeout:
-            raise DataError("no other search running in this folder", "one running "
-                            f"(it holds {lock_path.name})", file=lock_path.parent,
-                            hint="let it end, or give this one another --artifacts-dir"
-                            ) from None
+    with writing(tune_dir(config) / SEARCH_LOCK):
+        tune_dir(config).mkdir(parents=True, exist_ok=True)
+        lock = _search_lock(config, "no other search running in this folder",
+                            "let it end, or give this one another --artifacts-dir")
     try:
         yield
     finally:
@@ -81,20 +86,13 @@ def check_no_search_running(config: Config) -> None:
     """DataError when a search holds <artifacts>/tune now: python -m src.submit would read
     its results as it rewrites them, the picks from one search and the hold-out from the
     next, or an older search's picks that it is about to replace."""
-    lock_path = tune_dir(config) / SEARCH_LOCK
-    if not lock_path.is_file():
+    if not (tune_dir(config) / SEARCH_LOCK).is_file():
         return
-    lock = filelock.FileLock(lock_path)
     try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
-        raise DataError("no search running in this folder", "one running (it holds "
-                        f"{lock_path.name})", file=lock_path.parent,
-                        hint="let it end and run this again, or give this run another "
-                        "--artifacts-dir") from None
+        _search_lock(config, "no search running in this folder", "let it end and run this "
+                     "again, or give this run another --artifacts-dir").release()
     except OSError:  # a folder this process may not write in: a search could not run here
         return
-    lock.release()
 
 
 def project_name(config: Config, fingerprint: str) -> str:
